@@ -1,0 +1,305 @@
+//! Types and pure logic shared by the icmp-guard XDP program and its userspace.
+//!
+//! Everything that crosses the kernel/user boundary is defined here once: map names, map
+//! sizes, key encodings and the `#[repr(C)]` value types. Decision logic that does not touch
+//! the packet lives here too, so that it can be unit-tested on the host and the XDP program
+//! calls the very same functions.
+
+#![no_std]
+
+pub mod icmp;
+pub mod parse;
+
+/// Address family of a classified ICMP packet, as used in map keys.
+pub const FAMILY_V4: u8 = 0;
+/// ICMPv6.
+pub const FAMILY_V6: u8 = 1;
+/// Number of families in map keys.
+pub const NUM_FAMILIES: u32 = 2;
+
+/// Map names, shared so userspace finds exactly what the kernel declares.
+pub mod maps {
+    /// Per-CPU `Counter` per (family, type, slot); see [`crate::counter_index`].
+    pub const ICMP_COUNTERS: &str = "ICMP_COUNTERS";
+    /// Per-CPU `Counter` for traffic that never reached an ICMP type; see [`crate::global`].
+    pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
+    /// `u32` action per (family, type); see [`crate::policy_index`].
+    pub const POLICY: &str = "POLICY";
+    /// `u32` settings; see [`crate::config`].
+    pub const CONFIG: &str = "CONFIG";
+
+    /// Every map the program declares, in the order userspace pins them.
+    pub const ALL: [&str; 4] = [ICMP_COUNTERS, GLOBAL_COUNTERS, POLICY, CONFIG];
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "icmp_guard";
+
+/// Packet and byte counter, summed over CPUs by userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: two u64 fields, `#[repr(C)]`, no padding, every bit pattern valid.
+unsafe impl aya::Pod for Counter {}
+
+/// Why a packet was dropped (or would have been, in dry-run mode).
+///
+/// The discriminant is the counter slot; it never appears inside a map value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DropReason {
+    /// The type/code policy says drop.
+    Policy = 1,
+    /// A rate limiter ran out of tokens.
+    RateLimit = 2,
+    /// A broadcast/multicast echo (smurf amplifier) or an echo-reply storm.
+    Smurf = 3,
+    /// The source is on the deny list.
+    DenyList = 4,
+    /// The packet's structure cannot be walked to a transport header we trust: VLAN stack
+    /// deeper than 2 tags over IP, IPv6 extension-header chain longer than the bound or
+    /// running past the packet.
+    Malformed = 5,
+    /// A header breaks the rules: IP version or IHL wrong, lengths inconsistent with the
+    /// frame, an oversized reassembly (ping of death), or an ICMP message shorter than its
+    /// fixed 8-byte header.
+    Invalid = 6,
+}
+
+impl DropReason {
+    /// Every reason, in slot order.
+    pub const ALL: [Self; 6] = [
+        Self::Policy,
+        Self::RateLimit,
+        Self::Smurf,
+        Self::DenyList,
+        Self::Malformed,
+        Self::Invalid,
+    ];
+
+    /// The name used in JSON and tables.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::RateLimit => "rate_limit",
+            Self::Smurf => "smurf",
+            Self::DenyList => "deny_list",
+            Self::Malformed => "malformed",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// Counter slots per (family, type): 0 is "passed", 1..=6 "dropped" by [`DropReason`],
+/// 9..=14 "would have been dropped" (dry-run) by the same reasons.
+pub const SLOTS_PER_TYPE: u32 = 16;
+/// Slot of packets that passed.
+pub const SLOT_PASSED: u32 = 0;
+/// Offset added to a reason's slot when the packet passed only because of dry-run mode.
+pub const SLOT_WOULD_DROP_BASE: u32 = 8;
+
+/// Number of entries in `ICMP_COUNTERS`.
+pub const ICMP_COUNTER_ENTRIES: u32 = NUM_FAMILIES * 256 * SLOTS_PER_TYPE;
+
+/// Counter slot for a dropped packet.
+pub const fn drop_slot(reason: DropReason) -> u32 {
+    reason as u32
+}
+
+/// Counter slot for a packet that passed only because the guard runs in dry-run mode.
+pub const fn would_drop_slot(reason: DropReason) -> u32 {
+    SLOT_WOULD_DROP_BASE + reason as u32
+}
+
+/// Index into `ICMP_COUNTERS`. Always in range for any `family < 2`; a larger family is
+/// folded into v6 rather than indexing out of bounds.
+#[inline(always)]
+pub const fn counter_index(family: u8, icmp_type: u8, slot: u32) -> u32 {
+    let family = if family == FAMILY_V4 { 0 } else { 1 };
+    ((family * 256) + icmp_type as u32) * SLOTS_PER_TYPE + (slot & (SLOTS_PER_TYPE - 1))
+}
+
+/// Slots of `GLOBAL_COUNTERS`: traffic accounted before (or instead of) an ICMP type.
+pub mod global {
+    /// Frames that are not ICMP (non-IP, or IP carrying another protocol), passed untouched.
+    pub const NON_ICMP_PASSED: u32 = 0;
+    /// Non-first ICMP fragments: no ICMP header to classify, passed (their first fragment
+    /// was classified, and without it the datagram cannot be reassembled).
+    pub const ICMP_FRAGMENT_PASSED: u32 = 1;
+    /// IP headers that break the rules, dropped before a type could be read.
+    pub const INVALID_DROPPED: u32 = 2;
+    /// Unwalkable structure (VLAN too deep, IPv6 extension chain too long or truncated).
+    pub const MALFORMED_DROPPED: u32 = 3;
+    /// Invalid packets that dry-run mode let through.
+    pub const INVALID_WOULD_DROP: u32 = 4;
+    /// Malformed packets that dry-run mode let through.
+    pub const MALFORMED_WOULD_DROP: u32 = 5;
+    /// Number of entries.
+    pub const ENTRIES: u32 = 8;
+}
+
+/// Actions stored in `POLICY`.
+pub mod action {
+    /// Let the packet through.
+    pub const PASS: u32 = 0;
+    /// Drop it, counted as [`crate::DropReason::Policy`].
+    pub const DROP: u32 = 1;
+}
+
+/// Number of entries in `POLICY`: one per (family, type).
+pub const POLICY_ENTRIES: u32 = NUM_FAMILIES * 256;
+
+/// Index into `POLICY`.
+#[inline(always)]
+pub const fn policy_index(family: u8, icmp_type: u8) -> u32 {
+    let family = if family == FAMILY_V4 { 0 } else { 1 };
+    family * 256 + icmp_type as u32
+}
+
+/// Indices of `CONFIG`.
+pub mod config {
+    /// 0 = enforce, 1 = dry-run (every verdict counted, every packet passed).
+    pub const MODE: u32 = 0;
+    /// Number of entries.
+    pub const ENTRIES: u32 = 4;
+
+    /// Value of [`MODE`] when verdicts are enforced.
+    pub const MODE_ENFORCE: u32 = 0;
+    /// Value of [`MODE`] when verdicts are only counted.
+    pub const MODE_DRY_RUN: u32 = 1;
+}
+
+/// What the XDP program does with a packet, and where it is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop(DropReason),
+}
+
+/// The final decision after the mode is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// True when the packet must be dropped.
+    pub drop: bool,
+    /// Counter slot.
+    pub slot: u32,
+}
+
+/// Applies the mode to a verdict: dry-run counts the would-be drop and passes the packet.
+#[inline(always)]
+pub const fn apply_mode(verdict: Verdict, mode: u32) -> Outcome {
+    match verdict {
+        Verdict::Pass => Outcome {
+            drop: false,
+            slot: SLOT_PASSED,
+        },
+        Verdict::Drop(reason) => {
+            if mode == config::MODE_DRY_RUN {
+                Outcome {
+                    drop: false,
+                    slot: would_drop_slot(reason),
+                }
+            } else {
+                Outcome {
+                    drop: true,
+                    slot: drop_slot(reason),
+                }
+            }
+        }
+    }
+}
+
+/// Verdict of the simple per-type policy table for a classified ICMP packet.
+#[inline(always)]
+pub const fn policy_verdict(action: u32) -> Verdict {
+    match action {
+        action::PASS => Verdict::Pass,
+        // Any value we do not know is a drop: a corrupted or newer table must fail closed.
+        _ => Verdict::Drop(DropReason::Policy),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_indices_are_unique_and_in_range() {
+        let mut seen = [false; ICMP_COUNTER_ENTRIES as usize];
+        for family in [FAMILY_V4, FAMILY_V6] {
+            for icmp_type in 0..=255u8 {
+                for slot in 0..SLOTS_PER_TYPE {
+                    let index = counter_index(family, icmp_type, slot) as usize;
+                    assert!(index < seen.len(), "index {index} out of range");
+                    assert!(!seen[index], "index {index} used twice");
+                    seen[index] = true;
+                }
+            }
+        }
+        assert!(seen.iter().all(|used| *used));
+    }
+
+    #[test]
+    fn counter_index_never_leaves_the_map() {
+        assert!(counter_index(7, 255, 99) < ICMP_COUNTER_ENTRIES);
+        assert!(policy_index(200, 255) < POLICY_ENTRIES);
+    }
+
+    #[test]
+    fn policy_index_separates_families() {
+        assert_eq!(policy_index(FAMILY_V4, 8), 8);
+        assert_eq!(policy_index(FAMILY_V6, 128), 256 + 128);
+    }
+
+    #[test]
+    fn unknown_policy_action_fails_closed() {
+        assert_eq!(policy_verdict(action::PASS), Verdict::Pass);
+        assert_eq!(
+            policy_verdict(action::DROP),
+            Verdict::Drop(DropReason::Policy)
+        );
+        assert_eq!(policy_verdict(77), Verdict::Drop(DropReason::Policy));
+    }
+
+    #[test]
+    fn dry_run_counts_but_passes() {
+        let verdict = Verdict::Drop(DropReason::Invalid);
+        assert_eq!(
+            apply_mode(verdict, config::MODE_ENFORCE),
+            Outcome {
+                drop: true,
+                slot: 6
+            }
+        );
+        assert_eq!(
+            apply_mode(verdict, config::MODE_DRY_RUN),
+            Outcome {
+                drop: false,
+                slot: 14
+            }
+        );
+        assert_eq!(
+            apply_mode(Verdict::Pass, config::MODE_DRY_RUN),
+            Outcome {
+                drop: false,
+                slot: SLOT_PASSED
+            }
+        );
+    }
+
+    #[test]
+    fn drop_slots_do_not_collide_with_pass_or_each_other() {
+        for reason in DropReason::ALL {
+            assert_ne!(drop_slot(reason), SLOT_PASSED);
+            assert!(would_drop_slot(reason) < SLOTS_PER_TYPE);
+            for other in DropReason::ALL {
+                assert_ne!(drop_slot(reason), would_drop_slot(other));
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+use icmp_guard::{
+    loader::{self, ModeRequest},
+    system,
+};
+
+use super::Context;
+
+/// Attach the guard to interfaces; protection stays in place after this command exits.
+///
+/// Example: icmp-guard attach eth0 --mode auto
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Interfaces to protect.
+    #[arg(required = true, value_name = "IFACE")]
+    interfaces: Vec<String>,
+
+    /// XDP mode: native (driver), generic (skb), or auto (native, else generic).
+    #[arg(long, value_enum, default_value_t = ModeRequest::Auto)]
+    mode: ModeRequest,
+
+    /// Count every verdict as would_drop and let every packet pass.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
+    system::require_privileges()?;
+    if system::ensure_bpffs(context.pins.root())? {
+        println!("mounted bpffs at {}", system::BPFFS_ROOT);
+    }
+    context.preflight()?;
+    let attached = loader::attach(&context.pins, &args.interfaces, args.mode, args.dry_run)?;
+    for interface in attached {
+        let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
+        match interface.fallback {
+            Some(reason) => println!(
+                "attached to {} (ifindex {}) in {mode} mode: native XDP was refused ({reason})",
+                interface.name, interface.ifindex
+            ),
+            None => println!(
+                "attached to {} (ifindex {}) in {mode} mode",
+                interface.name, interface.ifindex
+            ),
+        }
+    }
+    if args.dry_run {
+        println!("dry-run: verdicts are counted as would_drop, every packet passes");
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! One module per command, each with an `execute`.
+
+mod attach;
+mod detach;
+mod policy;
+mod stats;
+mod status;
+
+use icmp_guard::{error::Error, pins::PinDir, system};
+
+/// What every command gets.
+pub struct Context {
+    pub pins: PinDir,
+}
+
+impl Context {
+    /// The checks every command that touches BPF state runs first, so that a refusal
+    /// changes nothing.
+    pub fn preflight(&self) -> Result<(), Error> {
+        system::require_privileges()?;
+        system::require_kernel()?;
+        system::require_bpffs(self.pins.root())
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    Attach(attach::Args),
+    Detach(detach::Args),
+    Status(status::Args),
+    Stats(stats::Args),
+    #[command(subcommand)]
+    Policy(policy::Command),
+}
+
+impl Command {
+    pub fn execute(self, context: &Context) -> anyhow::Result<()> {
+        match self {
+            Self::Attach(args) => attach::execute(args, context),
+            Self::Detach(args) => detach::execute(args, context),
+            Self::Status(args) => status::execute(args, context),
+            Self::Stats(args) => stats::execute(args, context),
+            Self::Policy(command) => policy::execute(command, context),
+        }
+    }
+}

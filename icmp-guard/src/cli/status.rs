@@ -1,0 +1,58 @@
+use icmp_guard::{
+    loader::{self, GuardMaps},
+    stats,
+};
+
+use super::Context;
+
+/// Show where the guard is attached and in which mode the kernel runs it.
+///
+/// Example: icmp-guard status --json
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
+    context.preflight()?;
+    let links = loader::links(&context.pins)?;
+    let mode = if context.pins.has_maps() {
+        Some(stats::mode_name(GuardMaps::open(&context.pins)?.mode()?))
+    } else {
+        None
+    };
+    if args.json {
+        let document = serde_json::json!({
+            "attached": !links.is_empty(),
+            "pin_dir": context.pins.root(),
+            "mode": mode,
+            "interfaces": links,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        return Ok(());
+    }
+    if links.is_empty() {
+        println!("not attached (pin dir {})", context.pins.root().display());
+        return Ok(());
+    }
+    println!(
+        "mode: {}    pin dir: {}",
+        mode.unwrap_or("unknown"),
+        context.pins.root().display()
+    );
+    for link in links {
+        let name = link.name.as_deref().unwrap_or("<gone>");
+        let xdp = link
+            .mode
+            .map_or("not running (interface gone or program replaced)", |m| {
+                m.as_str()
+            });
+        println!(
+            "{name:<16} ifindex {:<5} {xdp:<8} program {} link {}",
+            link.ifindex, link.program_id, link.link_id
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Errors an operator can act on. Each message is one sentence that says what happened and
+//! what to do.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in icmp-guard's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("run with sudo: needs CAP_BPF and CAP_NET_ADMIN")]
+    NotPrivileged,
+
+    #[error("interface {name} does not exist: check the name with `ip link`")]
+    UnknownInterface { name: String },
+
+    #[error("icmp-guard is already attached to {name}: run `icmp-guard detach {name}` first")]
+    AlreadyAttached { name: String },
+
+    #[error(
+        "{name} already runs another XDP program (id {program_id}): remove it first, icmp-guard does not overwrite it"
+    )]
+    ForeignProgram { name: String, program_id: u32 },
+
+    #[error("icmp-guard is not attached: run `icmp-guard attach <IFACE>` first")]
+    NotAttached,
+
+    #[error(
+        "bpffs is not mounted at {}: mount it with `mount -t bpf bpf /sys/fs/bpf`", path.display()
+    )]
+    BpffsMissing { path: PathBuf },
+
+    #[error(
+        "kernel {release} is too old: icmp-guard needs Linux 5.9 or later for pinned XDP links"
+    )]
+    KernelTooOld { release: String },
+
+    #[error(
+        "the kernel's verifier rejected the XDP program ({reason}): rerun with -v to see its log"
+    )]
+    VerifierRejected { reason: String, log: String },
+
+    #[error("{name} does not support native XDP ({reason}): use --mode auto or --mode generic")]
+    NativeUnsupported { name: String, reason: String },
+
+    #[error("could not attach to {name} ({reason}): check dmesg and the interface's MTU")]
+    AttachFailed { name: String, reason: String },
+
+    #[error(
+        "this binary was built without its XDP program (ICMP_GUARD_STUB_EBPF=1): rebuild it without that variable"
+    )]
+    StubBuild,
+
+    #[error(
+        "the pinned state in {} is incomplete or foreign ({reason}): run `icmp-guard detach --all` and attach again", path.display()
+    )]
+    BrokenPinState { path: PathBuf, reason: String },
+
+    #[error("{action} failed: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{action} failed: {reason}")]
+    Bpf { action: String, reason: String },
+}
+
+impl Error {
+    /// Wraps an I/O error with what we were doing.
+    pub fn io(action: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// Wraps an aya error with what we were doing.
+    pub fn bpf(action: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        Self::Bpf {
+            action: action.into(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,55 @@
+//! The `icmp-guard` command: parse arguments and dispatch to one module per command.
+
+mod cli;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use icmp_guard::{error::Error, pins::DEFAULT_PIN_DIR};
+
+/// XDP ICMP firewall and flood guard.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// Say more: debug logs, and the verifier's log when the kernel rejects the program.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
+    /// bpffs directory that holds the pinned links and maps.
+    #[arg(long, global = true, env = "ICMP_GUARD_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: cli::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(if cli.verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Warn
+        })
+        .format_timestamp(None)
+        .init();
+    let context = cli::Context {
+        pins: icmp_guard::pins::PinDir::new(cli.pin_dir),
+    };
+    match cli.command.execute(&context) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            if let (Some(Error::VerifierRejected { log, .. }), true) =
+                (err.downcast_ref::<Error>(), cli.verbose)
+            {
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- verifier log (last lines) ---");
+                for line in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{line}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

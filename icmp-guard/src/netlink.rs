@@ -1,0 +1,271 @@
+//! Reads what the kernel says is attached to an interface (RTM_GETLINK, IFLA_XDP), so that
+//! `status` reports the mode the kernel actually gave rather than the one we asked for.
+
+use std::{io, mem::size_of};
+
+const NLMSG_ERROR: u16 = 2;
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_ATTACHED: u16 = 2;
+const IFLA_XDP_PROG_ID: u16 = 4;
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+const IFLA_XDP_HW_PROG_ID: u16 = 7;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// How the kernel runs an XDP program on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// In the driver (XDP_ATTACHED_DRV).
+    Native,
+    /// In the generic, skb-based path (XDP_ATTACHED_SKB).
+    Generic,
+    /// Offloaded to the NIC (XDP_ATTACHED_HW).
+    Offload,
+}
+
+impl AttachMode {
+    /// Lower-case name, as printed.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+            Self::Offload => "offload",
+        }
+    }
+}
+
+/// What IFLA_XDP says about one interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct XdpState {
+    /// Interface name.
+    pub name: String,
+    /// Programs by mode; more than one when several modes are in use (XDP_ATTACHED_MULTI).
+    pub programs: Vec<(AttachMode, u32)>,
+}
+
+impl XdpState {
+    /// The mode `program_id` runs in here, if it runs here at all.
+    pub fn mode_of(&self, program_id: u32) -> Option<AttachMode> {
+        self.programs
+            .iter()
+            .find(|(_, id)| *id == program_id)
+            .map(|(mode, _)| *mode)
+    }
+}
+
+/// Queries the XDP state of `ifindex` in the current network namespace. `Ok(None)` when the
+/// interface no longer exists.
+pub fn xdp_state(ifindex: u32) -> io::Result<Option<XdpState>> {
+    let socket = Socket::open()?;
+    let mut request = Vec::with_capacity(32);
+    let total = (16 + 16) as u32;
+    request.extend_from_slice(&total.to_ne_bytes());
+    request.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
+    request.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    // struct ifinfomsg: family, pad, type, index, flags, change
+    request.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
+    request.extend_from_slice(&0u16.to_ne_bytes());
+    request.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    socket.send(&request)?;
+
+    let mut buffer = vec![0u8; 64 * 1024];
+    let received = socket.recv(&mut buffer)?;
+    let reply = &buffer[..received];
+    let header = reply
+        .get(..16)
+        .ok_or_else(|| invalid("short netlink reply"))?;
+    let message_type = u16::from_ne_bytes([header[4], header[5]]);
+    match message_type {
+        NLMSG_ERROR => {
+            let code = reply
+                .get(16..20)
+                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| invalid("short netlink error"))?;
+            if code == -libc::ENODEV {
+                Ok(None)
+            } else {
+                Err(io::Error::from_raw_os_error(-code))
+            }
+        }
+        RTM_NEWLINK => {
+            let length = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let message = reply
+                .get(16 + 16..length.min(reply.len()))
+                .ok_or_else(|| invalid("short RTM_NEWLINK"))?;
+            Ok(Some(parse_link(message)))
+        }
+        other => Err(invalid(&format!("unexpected netlink message {other}"))),
+    }
+}
+
+fn parse_link(attributes: &[u8]) -> XdpState {
+    let mut state = XdpState::default();
+    for (kind, payload) in Attributes(attributes) {
+        match kind {
+            IFLA_IFNAME => {
+                let end = payload
+                    .iter()
+                    .position(|b| *b == 0)
+                    .unwrap_or(payload.len());
+                state.name = String::from_utf8_lossy(&payload[..end]).into_owned();
+            }
+            IFLA_XDP => {
+                let mut attached = 0u8;
+                let mut single = 0u32;
+                for (kind, value) in Attributes(payload) {
+                    let id = || {
+                        value
+                            .get(..4)
+                            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(0)
+                    };
+                    match kind {
+                        IFLA_XDP_ATTACHED => attached = value.first().copied().unwrap_or(0),
+                        IFLA_XDP_PROG_ID => single = id(),
+                        IFLA_XDP_DRV_PROG_ID => state.programs.push((AttachMode::Native, id())),
+                        IFLA_XDP_SKB_PROG_ID => state.programs.push((AttachMode::Generic, id())),
+                        IFLA_XDP_HW_PROG_ID => state.programs.push((AttachMode::Offload, id())),
+                        _ => {}
+                    }
+                }
+                // With one program the kernel sends only IFLA_XDP_PROG_ID and the mode.
+                let mode = match attached {
+                    1 => Some(AttachMode::Native),
+                    2 => Some(AttachMode::Generic),
+                    3 => Some(AttachMode::Offload),
+                    _ => None,
+                };
+                if let Some(mode) = mode
+                    && single != 0
+                    && state.programs.is_empty()
+                {
+                    state.programs.push((mode, single));
+                }
+            }
+            _ => {}
+        }
+    }
+    state
+}
+
+/// Iterates netlink attributes (struct nlattr, 4-byte aligned).
+struct Attributes<'a>(&'a [u8]);
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let header = self.0.get(..4)?;
+        let length = u16::from_ne_bytes([header[0], header[1]]) as usize;
+        let kind = u16::from_ne_bytes([header[2], header[3]]) & NLA_TYPE_MASK;
+        if length < 4 || length > self.0.len() {
+            self.0 = &[];
+            return None;
+        }
+        let payload = &self.0[4..length];
+        let aligned = (length + 3) & !3;
+        self.0 = self.0.get(aligned..).unwrap_or(&[]);
+        Some((kind, payload))
+    }
+}
+
+fn invalid(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
+}
+
+struct Socket(std::os::fd::OwnedFd);
+
+impl Socket {
+    fn open() -> io::Result<Self> {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn send(&self, message: &[u8]) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: sockaddr_nl is plain data; zeroed means "to the kernel".
+        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        address.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: message and address outlive the call.
+        let sent = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                message.as_ptr().cast(),
+                message.len(),
+                0,
+                (&raw const address).cast(),
+                size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn recv(&self, buffer: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: the buffer is ours and its length is passed.
+        let received = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                0,
+            )
+        };
+        if received < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(received as usize)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_has_no_xdp_program() {
+        let index = crate::system::ifindex("lo").expect("lo exists");
+        let state = xdp_state(index)
+            .expect("netlink answers")
+            .expect("lo exists");
+        assert_eq!(state.name, "lo");
+        assert!(state.programs.is_empty());
+    }
+
+    #[test]
+    fn missing_interface_is_none() {
+        assert_eq!(xdp_state(0x7fff_fff0).expect("netlink answers"), None);
+    }
+
+    #[test]
+    fn attributes_stop_at_garbage() {
+        let bytes = [8u8, 0, 3, 0, b'l', b'o', 0, 0, 200, 0, 1, 0];
+        let parsed: Vec<_> = Attributes(&bytes).collect();
+        assert_eq!(parsed, vec![(3, &b"lo\0\0"[..])]);
+    }
+}
