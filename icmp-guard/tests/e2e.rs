@@ -1,0 +1,359 @@
+//! End-to-end tests: two network namespaces joined by a veth pair, the real `icmp-guard`
+//! binary run as an operator would (via nsenter, so that the host's bpffs stays visible),
+//! and real `ping` traffic. Every namespace, link and pin is removed in `Drop`.
+
+mod support;
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const GUARD_V4: &str = "192.0.2.1";
+const PEER_V4: &str = "192.0.2.2";
+const GUARD_V6: &str = "2001:db8::1";
+const PEER_V6: &str = "2001:db8::2";
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("running {program} {args:?}: {err}"))
+}
+
+fn run_ok(program: &str, args: &[&str]) {
+    let output = run(program, args);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Two namespaces and a veth pair: `guard` (192.0.2.1, 2001:db8::1) where icmp-guard
+/// runs, and `peer` (192.0.2.2, 2001:db8::2) that sends the traffic.
+struct Lab {
+    guard_ns: String,
+    peer_ns: String,
+    guard_if: String,
+    pin_dir: PathBuf,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Self {
+            guard_ns: format!("igtest-{id}-g"),
+            peer_ns: format!("igtest-{id}-p"),
+            guard_if: format!("igt{id}g"),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/icmp-guard-test-{id}")),
+        };
+        let peer_if = format!("igt{id}p");
+        run_ok("ip", &["netns", "add", &lab.guard_ns]);
+        run_ok("ip", &["netns", "add", &lab.peer_ns]);
+        run_ok(
+            "ip",
+            &[
+                "link",
+                "add",
+                &lab.guard_if,
+                "netns",
+                &lab.guard_ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer_if,
+                "netns",
+                &lab.peer_ns,
+            ],
+        );
+        for (ns, dev, v4, v6) in [
+            (&lab.guard_ns, &lab.guard_if, GUARD_V4, GUARD_V6),
+            (&lab.peer_ns, &peer_if, PEER_V4, PEER_V6),
+        ] {
+            run_ok(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev],
+            );
+            run_ok(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{v6}/64"),
+                    "dev",
+                    dev,
+                    "nodad",
+                ],
+            );
+            run_ok("ip", &["-n", ns, "link", "set", "lo", "up"]);
+            run_ok("ip", &["-n", ns, "link", "set", dev, "up"]);
+        }
+        lab
+    }
+
+    /// Runs the CLI in the guard namespace with this lab's pin dir.
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.guard_ns))
+            .arg(env!("CARGO_BIN_EXE_icmp-guard"))
+            .args(args)
+            .env("ICMP_GUARD_PIN_DIR", &self.pin_dir)
+            .output()
+            .expect("running icmp-guard")
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "icmp-guard {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    }
+
+    /// Runs the CLI expecting failure; returns stderr.
+    fn cli_err(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            !output.status.success(),
+            "icmp-guard {args:?} should have failed"
+        );
+        String::from_utf8(output.stderr).expect("UTF-8 output")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.cli_ok(args)).expect("valid JSON")
+    }
+
+    /// Pings the guard from the peer; returns how many replies came back.
+    fn ping(&self, target: &str, count: u32) -> u32 {
+        let output = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.peer_ns,
+                "ping",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-q",
+                target,
+            ],
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find_map(|line| {
+                let (_, rest) = line.split_once("transmitted, ")?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no ping summary in: {text}"))
+    }
+
+    fn xdp_on_interface(&self) -> bool {
+        let output = run(
+            "ip",
+            &[
+                "-n",
+                &self.guard_ns,
+                "-d",
+                "link",
+                "show",
+                "dev",
+                &self.guard_if,
+            ],
+        );
+        String::from_utf8_lossy(&output.stdout).contains("prog/xdp")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Best effort, in order: unpin links and maps, then remove the namespaces (which
+        // deletes the veth pair), then whatever is left of the pin dir.
+        let _ = self.cli(&["detach", "--all"]);
+        let _ = run("ip", &["netns", "del", &self.guard_ns]);
+        let _ = run("ip", &["netns", "del", &self.peer_ns]);
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+fn icmp_row<'a>(stats: &'a Value, family: &str, icmp_type: u64) -> Option<&'a Value> {
+    stats["icmp"]
+        .as_array()
+        .expect("icmp array")
+        .iter()
+        .find(|row| row["family"] == family && row["type"] == icmp_type)
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn attach_count_drop_and_detach_with_real_ping() {
+    if !support::privileged("attach_count_drop_and_detach_with_real_ping") {
+        return;
+    }
+    let lab = Lab::new();
+    assert_eq!(lab.ping(GUARD_V4, 1), 1, "the lab works before the guard");
+
+    let attached = lab.cli_ok(&["attach", &lab.guard_if]);
+    assert!(attached.contains("native mode"), "{attached}");
+    assert!(lab.xdp_on_interface());
+
+    // Every CLI call is a new process: protection and counters live in the pins.
+    assert_eq!(lab.ping(GUARD_V4, 5), 5);
+    let stats = lab.json(&["stats", "--json"]);
+    let echo = icmp_row(&stats, "v4", 8).expect("echo requests counted");
+    assert_eq!(echo["packets"], 5, "{stats}");
+    assert_eq!(echo["passed"], 5);
+    assert_eq!(echo["name"], "echo-request");
+    assert_eq!(stats["mode"], "enforce");
+    assert_eq!(stats["interfaces"][0]["name"], lab.guard_if.as_str());
+    assert_eq!(stats["interfaces"][0]["mode"], "native");
+
+    lab.cli_ok(&["policy", "set", "echo-request", "drop"]);
+    assert_eq!(
+        lab.ping(GUARD_V4, 3),
+        0,
+        "dropped echo requests get no reply"
+    );
+    let stats = lab.json(&["stats", "--json"]);
+    let echo = icmp_row(&stats, "v4", 8).expect("echo requests counted");
+    assert_eq!(echo["packets"], 8, "{stats}");
+    assert_eq!(echo["dropped"]["policy"], 3);
+    assert!(stats["totals"]["dropped"].as_u64() >= Some(3));
+
+    let policy = lab.json(&["policy", "show", "--json"]);
+    assert_eq!(
+        policy["rules"].as_array().map(Vec::len),
+        Some(2),
+        "{policy}"
+    );
+
+    let status = lab.json(&["status", "--json"]);
+    let program_id = status["interfaces"][0]["program_id"]
+        .as_u64()
+        .expect("program id");
+    assert_eq!(status["interfaces"][0]["mode"], "native");
+
+    lab.cli_ok(&["detach", &lab.guard_if]);
+    assert!(
+        !lab.xdp_on_interface(),
+        "no XDP program left on the interface"
+    );
+    assert!(!lab.pin_dir.exists(), "detach removes every pin");
+    assert_eq!(lab.ping(GUARD_V4, 2), 2, "ping works again after detach");
+    wait_until("the program is unloaded", || {
+        !run("bpftool", &["prog", "show", "id", &program_id.to_string()])
+            .status
+            .success()
+    });
+    let second = lab.cli_ok(&["detach", &lab.guard_if]);
+    assert!(second.contains("nothing to do"), "{second}");
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    if !support::privileged("bad_input_is_refused_and_changes_nothing") {
+        return;
+    }
+    let lab = Lab::new();
+    let err = lab.cli_err(&["attach", "igt-no-such0"]);
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    assert!(!lab.pin_dir.exists(), "a refused attach pins nothing");
+
+    let err = lab.cli_err(&["policy", "set", "echo-request", "drop"]);
+    assert!(err.contains("not attached"), "{err}");
+
+    lab.cli_ok(&["attach", &lab.guard_if]);
+    let before = lab.json(&["status", "--json"]);
+
+    let err = lab.cli_err(&["attach", &lab.guard_if]);
+    assert!(err.contains("already attached"), "{err}");
+    // All or nothing: lo is fine, the second name is not, so lo stays unprotected.
+    let err = lab.cli_err(&["attach", "lo", "igt-no-such0"]);
+    assert!(err.contains("does not exist"), "{err}");
+    let err = lab.cli_err(&["policy", "set", "256", "drop", "--family", "v4"]);
+    assert!(err.contains("out of range"), "{err}");
+    let err = lab.cli_err(&["policy", "set", "8", "drop"]);
+    assert!(err.contains("--family"), "{err}");
+    let err = lab.cli_err(&["policy", "set", "no-such-type", "drop"]);
+    assert!(err.contains("unknown ICMP type"), "{err}");
+
+    // Without privileges: a clear sentence, and nothing changes.
+    let output = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.guard_ns))
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_icmp-guard"))
+        .args(["detach", "--all"])
+        .env("ICMP_GUARD_PIN_DIR", &lab.pin_dir)
+        .output()
+        .expect("running setpriv");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("run with sudo"), "{err}");
+
+    assert_eq!(lab.json(&["status", "--json"]), before, "state unchanged");
+    let lo = run(
+        "ip",
+        &["-n", &lab.guard_ns, "-d", "link", "show", "dev", "lo"],
+    );
+    assert!(!String::from_utf8_lossy(&lo.stdout).contains("prog/xdp"));
+    assert_eq!(
+        lab.json(&["policy", "show", "--json"])["rules"],
+        Value::Array(vec![])
+    );
+    assert_eq!(lab.ping(GUARD_V4, 2), 2);
+}
+
+#[test]
+fn generic_mode_is_reported_and_ipv6_neighbour_discovery_works() {
+    if !support::privileged("generic_mode_and_ipv6") {
+        return;
+    }
+    let lab = Lab::new();
+    let attached = lab.cli_ok(&["attach", &lab.guard_if, "--mode", "generic"]);
+    assert!(attached.contains("generic mode"), "{attached}");
+    assert_eq!(
+        lab.json(&["status", "--json"])["interfaces"][0]["mode"],
+        "generic"
+    );
+    assert_eq!(lab.ping(GUARD_V6, 3), 3, "ping6 through the guard");
+    let stats = lab.json(&["stats", "--json"]);
+    let echo6 = icmp_row(&stats, "v6", 128).expect("ICMPv6 echo requests counted");
+    assert_eq!(echo6["passed"], 3, "{stats}");
+    lab.cli_ok(&["policy", "set", "--family", "v6", "echo-request", "drop"]);
+    assert_eq!(lab.ping(GUARD_V6, 2), 0);
+    assert_eq!(lab.ping(GUARD_V4, 2), 2, "v4 unaffected by a v6 rule");
+}

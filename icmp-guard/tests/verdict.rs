@@ -1,0 +1,427 @@
+//! Verdict tests: the real XDP program, loaded into the running kernel with private maps,
+//! fed hand-built frames through BPF_PROG_TEST_RUN; verdicts, output bytes and counters are
+//! checked.
+
+mod support;
+
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions},
+};
+use icmp_guard::{
+    loader::{self, GuardMaps},
+    stats::{self, Snapshot},
+};
+use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, action, config, global, policy_index};
+use support::frames::*;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+struct Guard {
+    ebpf: Ebpf,
+    maps: GuardMaps,
+}
+
+impl Guard {
+    fn load() -> Self {
+        let mut ebpf = loader::load(None).expect("the XDP program loads and passes the verifier");
+        let maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
+        Self { ebpf, maps }
+    }
+
+    /// Runs one frame; returns the action and asserts the program did not resize it.
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let program = loader::xdp_program(&mut self.ebpf).expect("program present");
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    /// Runs a frame that must pass untouched, byte for byte.
+    fn assert_passes_unchanged(&mut self, frame: &[u8], what: &str) {
+        let (verdict, out) = self.run(frame);
+        assert_eq!(verdict, XDP_PASS, "{what} must pass");
+        assert_eq!(out, frame, "{what} must come back byte-identical");
+    }
+
+    fn set_policy(&mut self, family: u8, icmp_type: u8, value: u32) {
+        self.maps
+            .policy
+            .set(policy_index(family, icmp_type), value, 0)
+            .expect("write policy");
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        stats::read(&self.maps).expect("read counters")
+    }
+}
+
+#[test]
+fn echo_request_and_reply_pass_and_are_counted_per_family_and_type() {
+    if !support::privileged("echo_request_and_reply_pass") {
+        return;
+    }
+    let mut guard = Guard::load();
+    let cases = [
+        (icmpv4_frame(8, 0), FAMILY_V4, 8),
+        (icmpv4_frame(0, 0), FAMILY_V4, 0),
+        (icmpv6_frame(&[], 128, 0), FAMILY_V6, 128),
+        (icmpv6_frame(&[], 129, 0), FAMILY_V6, 129),
+    ];
+    for (frame, _, _) in &cases {
+        guard.assert_passes_unchanged(frame, "default-pass ICMP");
+    }
+    guard.assert_passes_unchanged(&cases[0].0, "a second echo request");
+    let snapshot = guard.snapshot();
+    for (index, (frame, family, icmp_type)) in cases.iter().enumerate() {
+        let counters = snapshot.of(*family, *icmp_type);
+        let expected = if index == 0 { 2 } else { 1 };
+        assert_eq!(
+            counters.passed(),
+            expected,
+            "family {family} type {icmp_type}"
+        );
+        assert_eq!(counters.packets(), expected);
+        assert_eq!(counters.bytes(), expected * frame.len() as u64);
+    }
+    assert_eq!(snapshot.icmp.len(), 4, "nothing else was counted");
+}
+
+#[test]
+fn policy_drop_drops_only_that_type_and_counts_the_reason() {
+    if !support::privileged("policy_drop_drops_only_that_type") {
+        return;
+    }
+    let mut guard = Guard::load();
+    guard.set_policy(FAMILY_V4, 8, action::DROP);
+    assert_eq!(guard.run(&icmpv4_frame(8, 0)).0, XDP_DROP);
+    guard.assert_passes_unchanged(&icmpv4_frame(0, 0), "echo reply");
+    guard.assert_passes_unchanged(&icmpv6_frame(&[], 128, 0), "ICMPv6 echo request");
+    let snapshot = guard.snapshot();
+    assert_eq!(snapshot.of(FAMILY_V4, 8).dropped(DropReason::Policy), 1);
+    assert_eq!(snapshot.of(FAMILY_V4, 8).passed(), 0);
+    // Back to pass on the next packet, without reloading.
+    guard.set_policy(FAMILY_V4, 8, action::PASS);
+    guard.assert_passes_unchanged(&icmpv4_frame(8, 0), "echo request after pass");
+}
+
+#[test]
+fn ipv4_options_move_the_icmp_header() {
+    if !support::privileged("ipv4_options_move_the_icmp_header") {
+        return;
+    }
+    let mut guard = Guard::load();
+    guard.set_policy(FAMILY_V4, 8, action::DROP);
+    // The option bytes sit where a fixed-offset parser would look for the ICMP type: 8
+    // (echo request). The real message behind the options is an echo reply.
+    for option_words in 1..=10usize {
+        let options = vec![8u8; option_words * 4];
+        let packet = ipv4(1, &options, 0, &icmp(0, 0, &echo_body()));
+        let frame = ethernet(&[], ETH_P_IPV4, &packet);
+        guard.assert_passes_unchanged(&frame, "echo reply behind IP options");
+        let request = ethernet(
+            &[],
+            ETH_P_IPV4,
+            &ipv4(1, &options, 0, &icmp(8, 0, &echo_body())),
+        );
+        assert_eq!(guard.run(&request).0, XDP_DROP, "IHL {}", 5 + option_words);
+    }
+    let snapshot = guard.snapshot();
+    assert_eq!(snapshot.of(FAMILY_V4, 0).passed(), 10);
+    assert_eq!(snapshot.of(FAMILY_V4, 8).dropped(DropReason::Policy), 10);
+}
+
+#[test]
+fn vlan_and_qinq_are_looked_through_and_deeper_stacks_are_dropped() {
+    if !support::privileged("vlan_and_qinq") {
+        return;
+    }
+    let mut guard = Guard::load();
+    guard.set_policy(FAMILY_V4, 8, action::DROP);
+    let echo = ipv4(1, &[], 0, &icmp(8, 0, &echo_body()));
+    let one = ethernet(&[(ETH_P_8021Q, 10)], ETH_P_IPV4, &echo);
+    let two = ethernet(&[(ETH_P_8021AD, 100), (ETH_P_8021Q, 10)], ETH_P_IPV4, &echo);
+    let three = ethernet(
+        &[(ETH_P_8021AD, 100), (ETH_P_8021Q, 10), (ETH_P_8021Q, 11)],
+        ETH_P_IPV4,
+        &echo,
+    );
+    assert_eq!(
+        guard.run(&one).0,
+        XDP_DROP,
+        "echo under one tag is classified"
+    );
+    assert_eq!(guard.run(&two).0, XDP_DROP, "echo under QinQ is classified");
+    assert_eq!(
+        guard.run(&three).0,
+        XDP_DROP,
+        "IP under three tags is refused"
+    );
+    let reply = ipv4(1, &[], 0, &icmp(0, 0, &echo_body()));
+    guard.assert_passes_unchanged(
+        &ethernet(
+            &[(ETH_P_8021AD, 100), (ETH_P_8021Q, 10)],
+            ETH_P_IPV4,
+            &reply,
+        ),
+        "echo reply under QinQ",
+    );
+    let deep_arp = ethernet(
+        &[(ETH_P_8021AD, 1), (ETH_P_8021Q, 2), (ETH_P_8021Q, 3)],
+        ETH_P_ARP,
+        &arp()[14..],
+    );
+    guard.assert_passes_unchanged(&deep_arp, "non-IP under three tags");
+    let snapshot = guard.snapshot();
+    assert_eq!(snapshot.of(FAMILY_V4, 8).dropped(DropReason::Policy), 2);
+    assert_eq!(snapshot.of(FAMILY_V4, 0).passed(), 1);
+    assert_eq!(snapshot.global(global::MALFORMED_DROPPED).packets, 1);
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    if !support::privileged("ipv6_extension_headers_are_walked") {
+        return;
+    }
+    let mut guard = Guard::load();
+    guard.set_policy(FAMILY_V6, 128, action::DROP);
+    let chains: Vec<Vec<Ext>> = vec![
+        vec![Ext::options(0, 1)],
+        vec![Ext::options(0, 1), Ext::options(60, 2)],
+        vec![Ext::options(0, 1), Ext::ah(3), Ext::options(60, 1)],
+        vec![Ext::fragment(0, false)], // atomic fragment (RFC 6946): classified
+        vec![Ext::options(60, 4), Ext::fragment(0, true)], // first fragment: classified
+    ];
+    for chain in &chains {
+        assert_eq!(
+            guard.run(&icmpv6_frame(chain, 128, 0)).0,
+            XDP_DROP,
+            "echo request behind {} extension headers",
+            chain.len()
+        );
+        guard.assert_passes_unchanged(&icmpv6_frame(chain, 129, 0), "echo reply behind headers");
+    }
+    let snapshot = guard.snapshot();
+    assert_eq!(
+        snapshot.of(FAMILY_V6, 128).dropped(DropReason::Policy),
+        chains.len() as u64
+    );
+    assert_eq!(snapshot.of(FAMILY_V6, 129).passed(), chains.len() as u64);
+}
+
+#[test]
+fn ipv6_chains_past_the_bound_or_the_packet_are_malformed() {
+    if !support::privileged("ipv6_chains_past_the_bound") {
+        return;
+    }
+    let mut guard = Guard::load();
+    let long: Vec<Ext> = (0..9).map(|_| Ext::options(60, 1)).collect();
+    assert_eq!(
+        guard.run(&icmpv6_frame(&long, 129, 0)).0,
+        XDP_DROP,
+        "9 headers"
+    );
+    let bounded: Vec<Ext> = (0..8).map(|_| Ext::options(60, 1)).collect();
+    guard.assert_passes_unchanged(&icmpv6_frame(&bounded, 129, 0), "8 headers");
+
+    // A destination-options header whose length runs past the payload.
+    let mut frame = icmpv6_frame(&[Ext::options(60, 1)], 129, 0);
+    frame[14 + 40 + 1] = 200;
+    assert_eq!(guard.run(&frame).0, XDP_DROP, "header past the packet");
+
+    let snapshot = guard.snapshot();
+    assert_eq!(snapshot.global(global::MALFORMED_DROPPED).packets, 2);
+    assert_eq!(snapshot.of(FAMILY_V6, 129).passed(), 1);
+}
+
+#[test]
+fn fragments_are_never_read_as_icmp_headers() {
+    if !support::privileged("fragments_are_never_read_as_icmp") {
+        return;
+    }
+    let mut guard = Guard::load();
+    guard.set_policy(FAMILY_V4, 8, action::DROP);
+    guard.set_policy(FAMILY_V6, 128, action::DROP);
+    // Payload of a later fragment that happens to start with 8 (echo request).
+    let data = icmp(8, 0, &echo_body());
+    let later_v4 = ethernet(&[], ETH_P_IPV4, &ipv4(1, &[], 185, &data));
+    guard.assert_passes_unchanged(&later_v4, "non-first IPv4 fragment");
+    let later_v6 = ethernet(
+        &[],
+        ETH_P_IPV6,
+        &ipv6(64, &[Ext::fragment(1480, false)], 58, &data),
+    );
+    guard.assert_passes_unchanged(&later_v6, "non-first IPv6 fragment");
+    // Ping of death: the last possible offset plus a payload past 65535.
+    let pod = ethernet(&[], ETH_P_IPV4, &ipv4(1, &[], 0x1fff, &data));
+    assert_eq!(guard.run(&pod).0, XDP_DROP, "ping of death");
+    // A first fragment is classified.
+    let first = ethernet(&[], ETH_P_IPV4, &ipv4(1, &[], 0x2000, &data));
+    assert_eq!(
+        guard.run(&first).0,
+        XDP_DROP,
+        "first fragment of an echo request"
+    );
+    let snapshot = guard.snapshot();
+    assert_eq!(snapshot.global(global::ICMP_FRAGMENT_PASSED).packets, 2);
+    assert_eq!(snapshot.global(global::INVALID_DROPPED).packets, 1);
+    assert_eq!(snapshot.of(FAMILY_V4, 8).dropped(DropReason::Policy), 1);
+}
+
+#[test]
+fn broken_ip_headers_are_invalid() {
+    if !support::privileged("broken_ip_headers_are_invalid") {
+        return;
+    }
+    let mut guard = Guard::load();
+    let good = ipv4(1, &[], 0, &icmp(8, 0, &echo_body()));
+    let mut ihl_four = good.clone();
+    ihl_four[0] = 0x44;
+    let mut version_six = good.clone();
+    version_six[0] = 0x65;
+    let mut too_long = good.clone();
+    too_long[2..4].copy_from_slice(&((good.len() + 1) as u16).to_be_bytes());
+    let mut shorter_than_header = good.clone();
+    shorter_than_header[2..4].copy_from_slice(&19u16.to_be_bytes());
+    let short_icmp = ipv4(1, &[], 0, &[8, 0, 0, 0]);
+    let mut v6_wrong_version = icmpv6_frame(&[], 128, 0);
+    v6_wrong_version[14] = 0x40;
+    let mut v6_too_long = icmpv6_frame(&[], 128, 0);
+    v6_too_long[14 + 5] += 1;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("IHL 4", ethernet(&[], ETH_P_IPV4, &ihl_four)),
+        (
+            "version 6 under the IPv4 EtherType",
+            ethernet(&[], ETH_P_IPV4, &version_six),
+        ),
+        (
+            "total length past the frame",
+            ethernet(&[], ETH_P_IPV4, &too_long),
+        ),
+        (
+            "total length below the header",
+            ethernet(&[], ETH_P_IPV4, &shorter_than_header),
+        ),
+        (
+            "ICMP shorter than 8 bytes",
+            ethernet(&[], ETH_P_IPV4, &short_icmp),
+        ),
+        ("truncated IPv4 header", icmpv4_frame(8, 0)[..30].to_vec()),
+        ("IPv6 version 4", v6_wrong_version),
+        ("IPv6 payload length past the frame", v6_too_long),
+        (
+            "truncated IPv6 header",
+            icmpv6_frame(&[], 128, 0)[..50].to_vec(),
+        ),
+    ];
+    for (what, frame) in &cases {
+        assert_eq!(guard.run(frame).0, XDP_DROP, "{what}");
+    }
+    let snapshot = guard.snapshot();
+    assert_eq!(
+        snapshot.global(global::INVALID_DROPPED).packets,
+        cases.len() as u64
+    );
+    assert!(
+        snapshot.icmp.is_empty(),
+        "no type was trusted: {:?}",
+        snapshot.icmp
+    );
+
+    // Ethernet padding after a short datagram is normal and must not count as invalid.
+    let mut padded = icmpv4_frame(8, 0);
+    padded.extend_from_slice(&[0; 18]);
+    guard.assert_passes_unchanged(&padded, "padded frame");
+}
+
+#[test]
+fn everything_that_is_not_icmp_passes_byte_identical() {
+    if !support::privileged("everything_that_is_not_icmp_passes") {
+        return;
+    }
+    let mut guard = Guard::load();
+    // Drop every ICMP type, so that any misclassification shows up as a drop.
+    for icmp_type in 0..=255u8 {
+        guard.set_policy(FAMILY_V4, icmp_type, action::DROP);
+        guard.set_policy(FAMILY_V6, icmp_type, action::DROP);
+    }
+    let frames: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "TCP over IPv4",
+            ethernet(&[], ETH_P_IPV4, &ipv4(6, &[], 0, &tcp_syn())),
+        ),
+        (
+            "UDP over IPv4",
+            ethernet(&[], ETH_P_IPV4, &ipv4(17, &[], 0, &udp())),
+        ),
+        (
+            "TCP over IPv6",
+            ethernet(&[], ETH_P_IPV6, &ipv6(64, &[], 6, &tcp_syn())),
+        ),
+        (
+            "UDP over IPv6 behind hop-by-hop",
+            ethernet(
+                &[],
+                ETH_P_IPV6,
+                &ipv6(64, &[Ext::options(0, 1)], 17, &udp()),
+            ),
+        ),
+        (
+            "UDP over IPv4 in QinQ",
+            ethernet(
+                &[(ETH_P_8021AD, 5), (ETH_P_8021Q, 6)],
+                ETH_P_IPV4,
+                &ipv4(17, &[], 0, &udp()),
+            ),
+        ),
+        ("ARP", arp()),
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, so the
+        // shortest frame we can feed is a bare header.
+        (
+            "an empty-payload Ethernet frame",
+            ethernet(&[], 0x88b5, &[]),
+        ),
+    ];
+    for (what, frame) in &frames {
+        guard.assert_passes_unchanged(frame, what);
+    }
+    let snapshot = guard.snapshot();
+    assert_eq!(
+        snapshot.global(global::NON_ICMP_PASSED).packets,
+        frames.len() as u64
+    );
+    assert!(snapshot.icmp.is_empty());
+}
+
+#[test]
+fn dry_run_counts_would_drop_and_passes() {
+    if !support::privileged("dry_run_counts_would_drop") {
+        return;
+    }
+    let mut guard = Guard::load();
+    guard.set_policy(FAMILY_V4, 8, action::DROP);
+    guard.maps.set_mode(config::MODE_DRY_RUN).expect("set mode");
+    guard.assert_passes_unchanged(&icmpv4_frame(8, 0), "dry-run echo request");
+    let mut broken = icmpv4_frame(8, 0);
+    broken[14] = 0x44;
+    guard.assert_passes_unchanged(&broken, "dry-run invalid header");
+    let snapshot = guard.snapshot();
+    assert_eq!(snapshot.of(FAMILY_V4, 8).would_drop(DropReason::Policy), 1);
+    assert_eq!(snapshot.of(FAMILY_V4, 8).dropped(DropReason::Policy), 0);
+    assert_eq!(snapshot.global(global::INVALID_WOULD_DROP).packets, 1);
+    let report = stats::report(&snapshot, &[]);
+    assert_eq!(report.totals.would_drop, 2);
+    assert_eq!(report.totals.dropped, 0);
+    assert_eq!(report.mode, "dry-run");
+
+    guard.maps.set_mode(config::MODE_ENFORCE).expect("set mode");
+    assert_eq!(guard.run(&icmpv4_frame(8, 0)).0, XDP_DROP, "enforce again");
+}
