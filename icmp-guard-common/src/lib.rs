@@ -9,6 +9,7 @@
 
 pub mod icmp;
 pub mod parse;
+pub mod policy;
 
 /// Address family of a classified ICMP packet, as used in map keys.
 pub const FAMILY_V4: u8 = 0;
@@ -23,13 +24,30 @@ pub mod maps {
     pub const ICMP_COUNTERS: &str = "ICMP_COUNTERS";
     /// Per-CPU `Counter` for traffic that never reached an ICMP type; see [`crate::global`].
     pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
-    /// `u32` action per (family, type); see [`crate::policy_index`].
-    pub const POLICY: &str = "POLICY";
+    /// `Rule` per (generation, family, type); see [`crate::policy::type_slot`].
+    pub const POLICY_TYPES: &str = "POLICY_TYPES";
+    /// `Rule` per-code exceptions; see [`crate::policy::code_key`].
+    pub const POLICY_CODES: &str = "POLICY_CODES";
+    /// IPv4 allow/deny trie; see [`crate::policy::list`].
+    pub const LISTS_V4: &str = "LISTS_V4";
+    /// IPv6 allow/deny trie.
+    pub const LISTS_V6: &str = "LISTS_V6";
+    /// `LimiterConfig` per (generation, limiter); see [`crate::policy::limiter_slot`].
+    pub const LIMITERS: &str = "LIMITERS";
     /// `u32` settings; see [`crate::config`].
     pub const CONFIG: &str = "CONFIG";
 
     /// Every map the program declares, in the order userspace pins them.
-    pub const ALL: [&str; 4] = [ICMP_COUNTERS, GLOBAL_COUNTERS, POLICY, CONFIG];
+    pub const ALL: [&str; 8] = [
+        LIMITERS,
+        ICMP_COUNTERS,
+        GLOBAL_COUNTERS,
+        POLICY_TYPES,
+        POLICY_CODES,
+        LISTS_V4,
+        LISTS_V6,
+        CONFIG,
+    ];
 }
 
 /// Name of the XDP program in the object file.
@@ -143,28 +161,12 @@ pub mod global {
     pub const ENTRIES: u32 = 8;
 }
 
-/// Actions stored in `POLICY`.
-pub mod action {
-    /// Let the packet through.
-    pub const PASS: u32 = 0;
-    /// Drop it, counted as [`crate::DropReason::Policy`].
-    pub const DROP: u32 = 1;
-}
-
-/// Number of entries in `POLICY`: one per (family, type).
-pub const POLICY_ENTRIES: u32 = NUM_FAMILIES * 256;
-
-/// Index into `POLICY`.
-#[inline(always)]
-pub const fn policy_index(family: u8, icmp_type: u8) -> u32 {
-    let family = if family == FAMILY_V4 { 0 } else { 1 };
-    family * 256 + icmp_type as u32
-}
-
 /// Indices of `CONFIG`.
 pub mod config {
     /// 0 = enforce, 1 = dry-run (every verdict counted, every packet passed).
     pub const MODE: u32 = 0;
+    /// Generation (0 or 1) of the live policy tables; see [`crate::policy`].
+    pub const ACTIVE_GEN: u32 = 1;
     /// Number of entries.
     pub const ENTRIES: u32 = 4;
 
@@ -214,16 +216,6 @@ pub const fn apply_mode(verdict: Verdict, mode: u32) -> Outcome {
     }
 }
 
-/// Verdict of the simple per-type policy table for a classified ICMP packet.
-#[inline(always)]
-pub const fn policy_verdict(action: u32) -> Verdict {
-    match action {
-        action::PASS => Verdict::Pass,
-        // Any value we do not know is a drop: a corrupted or newer table must fail closed.
-        _ => Verdict::Drop(DropReason::Policy),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,23 +239,6 @@ mod tests {
     #[test]
     fn counter_index_never_leaves_the_map() {
         assert!(counter_index(7, 255, 99) < ICMP_COUNTER_ENTRIES);
-        assert!(policy_index(200, 255) < POLICY_ENTRIES);
-    }
-
-    #[test]
-    fn policy_index_separates_families() {
-        assert_eq!(policy_index(FAMILY_V4, 8), 8);
-        assert_eq!(policy_index(FAMILY_V6, 128), 256 + 128);
-    }
-
-    #[test]
-    fn unknown_policy_action_fails_closed() {
-        assert_eq!(policy_verdict(action::PASS), Verdict::Pass);
-        assert_eq!(
-            policy_verdict(action::DROP),
-            Verdict::Drop(DropReason::Policy)
-        );
-        assert_eq!(policy_verdict(77), Verdict::Drop(DropReason::Policy));
     }
 
     #[test]

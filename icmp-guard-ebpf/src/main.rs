@@ -15,19 +15,24 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use icmp_guard_common::{
-    Counter, DropReason, FAMILY_V4, FAMILY_V6, ICMP_COUNTER_ENTRIES, POLICY_ENTRIES, apply_mode,
-    config, counter_index, global,
+    Counter, DropReason, FAMILY_V4, FAMILY_V6, ICMP_COUNTER_ENTRIES, Verdict, apply_mode, config,
+    counter_index, global,
     parse::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_FRAGMENT, IPPROTO_ICMP,
         IPPROTO_ICMPV6, IPV4_MIN_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, VLAN_HLEN,
         VLAN_PEEK_TAGS, check_ipv4, check_ipv6, ipv6_extension_len, ipv6_fragment,
         is_ipv6_extension, is_vlan,
     },
-    policy_index, policy_verdict,
+    policy::{
+        Facts, GENERATIONS, LIST_ENTRIES, LimiterConfig, MAX_LIMITERS, POLICY_CODE_ENTRIES,
+        POLICY_TYPE_ENTRIES, Rule, RuleVerdict, SCOPE_LINK_LOCAL, V4ListKey, V6ListKey, code_key,
+        evaluate, flags, ipv4_broadcast_or_multicast, ipv6_link_local_or_unspecified,
+        ipv6_multicast_scope, list, mac_group, type_slot,
+    },
 };
 
 #[map(name = "ICMP_COUNTERS")]
@@ -36,8 +41,20 @@ static ICMP_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(ICMP_
 #[map(name = "GLOBAL_COUNTERS")]
 static GLOBAL_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(global::ENTRIES, 0);
 
-#[map(name = "POLICY")]
-static POLICY: Array<u32> = Array::with_max_entries(POLICY_ENTRIES, 0);
+#[map(name = "POLICY_TYPES")]
+static POLICY_TYPES: Array<Rule> = Array::with_max_entries(POLICY_TYPE_ENTRIES, 0);
+
+#[map(name = "POLICY_CODES")]
+static POLICY_CODES: HashMap<u32, Rule> = HashMap::with_max_entries(POLICY_CODE_ENTRIES, 0);
+
+#[map(name = "LIMITERS")]
+static LIMITERS: Array<LimiterConfig> = Array::with_max_entries(GENERATIONS * MAX_LIMITERS, 0);
+
+#[map(name = "LISTS_V4")]
+static LISTS_V4: LpmTrie<V4ListKey, u32> = LpmTrie::with_max_entries(LIST_ENTRIES, 0);
+
+#[map(name = "LISTS_V6")]
+static LISTS_V6: LpmTrie<V6ListKey, u32> = LpmTrie::with_max_entries(LIST_ENTRIES, 0);
 
 #[map(name = "CONFIG")]
 static CONFIG: Array<u32> = Array::with_max_entries(config::ENTRIES, 0);
@@ -82,12 +99,14 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
             }
         }
         Classified::Icmp(icmp) => {
-            let verdict = policy_verdict(
-                POLICY
-                    .get(policy_index(icmp.family, icmp.icmp_type))
-                    .copied()
-                    .unwrap_or(icmp_guard_common::action::DROP),
-            );
+            // Read once: every lookup for this packet uses the same policy generation.
+            let generation = CONFIG
+                .get(config::ACTIVE_GEN)
+                // SAFETY: a valid pointer from a successful lookup; volatile so the
+                // generation is read exactly once.
+                .map_or(0, |value| unsafe { core::ptr::read_volatile(value) })
+                & 1;
+            let verdict = decide(&icmp, generation);
             let outcome = apply_mode(verdict, mode);
             count(
                 &ICMP_COUNTERS,
@@ -118,9 +137,61 @@ enum Classified {
 struct Icmp {
     family: u8,
     icmp_type: u8,
-    /// Read for the policy engine; the simple table is per type.
-    #[expect(dead_code, reason = "per-code rules arrive with the policy engine")]
     code: u8,
+    /// Source address; IPv4 in the first 4 bytes.
+    source: [u8; 16],
+    /// A smurf amplifier request: echo or timestamp request to a broadcast or multicast
+    /// destination (L2 or L3), or ICMPv6 echo to multicast beyond the link.
+    smurf: bool,
+    facts: Facts,
+}
+
+/// Precedence: deny/allow list (most specific prefix wins) → smurf → type/code rule and
+/// its condition → rate limit (skipped for allowed sources). Invalid packets never get
+/// here.
+#[inline(always)]
+fn decide(icmp: &Icmp, generation: u32) -> Verdict {
+    let listed = source_list(icmp, generation);
+    if listed == list::DENY {
+        return Verdict::Drop(DropReason::DenyList);
+    }
+    if icmp.smurf {
+        return Verdict::Drop(DropReason::Smurf);
+    }
+    let mut rule = POLICY_TYPES
+        .get(type_slot(generation, icmp.family, icmp.icmp_type))
+        .copied()
+        .unwrap_or(Rule::DROP);
+    if rule.flags & flags::HAS_CODE_RULES != 0
+        // SAFETY: the value is copied out at once; userspace replaces whole entries.
+        && let Some(code_rule) = unsafe {
+            POLICY_CODES.get(code_key(generation, icmp.family, icmp.icmp_type, icmp.code))
+        }
+    {
+        rule = *code_rule;
+    }
+    match evaluate(rule, &icmp.facts) {
+        RuleVerdict::Pass => Verdict::Pass,
+        RuleVerdict::Drop(reason) => Verdict::Drop(reason),
+        // Rate limiting arrives with the flood guard; until then a limit passes.
+        RuleVerdict::Limit(_) => Verdict::Pass,
+    }
+}
+
+#[inline(always)]
+fn source_list(icmp: &Icmp, generation: u32) -> u32 {
+    let found = if icmp.family == FAMILY_V4 {
+        let mut data: V4ListKey = [0; 5];
+        data[0] = generation as u8;
+        data[1..5].copy_from_slice(&icmp.source[..4]);
+        LISTS_V4.get(Key::new(8 + 32, data)).copied()
+    } else {
+        let mut data: V6ListKey = [0; 17];
+        data[0] = generation as u8;
+        data[1..17].copy_from_slice(&icmp.source);
+        LISTS_V6.get(Key::new(8 + 128, data)).copied()
+    };
+    found.unwrap_or(0)
 }
 
 struct Packet {
@@ -217,7 +288,27 @@ fn classify_ipv4(packet: &Packet, offset: usize) -> Classified {
     }
     // The ICMP header starts where IHL says, never at a fixed 20 bytes.
     let icmp_offset = offset + shape.header_len;
-    read_icmp(packet, FAMILY_V4, icmp_offset, shape.payload_len)
+    let Some(header) = read_icmp(packet, icmp_offset, shape.payload_len) else {
+        return Classified::Unclassified(DropReason::Invalid);
+    };
+    let mut source = [0u8; 16];
+    source[..4].copy_from_slice(&ip[12..16]);
+    let destination = [ip[16], ip[17], ip[18], ip[19]];
+    let request = header[0] == 8 || header[0] == 13;
+    let group_destination = dst_mac_group(packet) || ipv4_broadcast_or_multicast(destination);
+    Classified::Icmp(Icmp {
+        family: FAMILY_V4,
+        icmp_type: header[0],
+        code: header[1],
+        source,
+        smurf: request && group_destination,
+        facts: Facts {
+            hop_limit: ip[8],
+            fragmented: shape.more_fragments,
+            source_link_local: false,
+            mtu: 0,
+        },
+    })
 }
 
 #[inline(always)]
@@ -232,6 +323,7 @@ fn classify_ipv6(packet: &Packet, offset: usize) -> Classified {
     let packet_end = offset + IPV6_HLEN + payload_len;
     let mut next_header = ip[6];
     let mut cursor = offset + IPV6_HLEN;
+    let mut fragmented = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         if !is_ipv6_extension(next_header) {
             break;
@@ -240,7 +332,8 @@ fn classify_ipv6(packet: &Packet, offset: usize) -> Classified {
             return Classified::Unclassified(DropReason::Malformed);
         };
         if next_header == IPPROTO_FRAGMENT {
-            let (fragment_offset, _more) = ipv6_fragment(be16([ext[2], ext[3]]));
+            let (fragment_offset, more) = ipv6_fragment(be16([ext[2], ext[3]]));
+            fragmented = more;
             if fragment_offset != 0 {
                 return if ext[0] == IPPROTO_ICMPV6 {
                     Classified::IcmpFragment
@@ -262,24 +355,42 @@ fn classify_ipv6(packet: &Packet, offset: usize) -> Classified {
     if next_header != IPPROTO_ICMPV6 {
         return Classified::NotIcmp;
     }
-    read_icmp(packet, FAMILY_V6, cursor, packet_end - cursor)
+    let Some(header) = read_icmp(packet, cursor, packet_end - cursor) else {
+        return Classified::Unclassified(DropReason::Invalid);
+    };
+    let mut source = [0u8; 16];
+    source.copy_from_slice(&ip[8..24]);
+    let mut destination = [0u8; 16];
+    destination.copy_from_slice(&ip[24..40]);
+    Classified::Icmp(Icmp {
+        family: FAMILY_V6,
+        icmp_type: header[0],
+        code: header[1],
+        source,
+        smurf: header[0] == 128 && ipv6_multicast_scope(destination) > SCOPE_LINK_LOCAL,
+        facts: Facts {
+            hop_limit: ip[7],
+            fragmented,
+            source_link_local: ipv6_link_local_or_unspecified(source),
+            mtu: u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+        },
+    })
 }
 
 #[inline(always)]
-fn read_icmp(packet: &Packet, family: u8, offset: usize, payload_len: usize) -> Classified {
+fn dst_mac_group(packet: &Packet) -> bool {
+    packet.bytes::<6>(0).is_some_and(|mac| mac_group(*mac))
+}
+
+/// The fixed 8-byte ICMP header at `offset`, or `None` when the message is shorter.
+#[inline(always)]
+fn read_icmp(packet: &Packet, offset: usize, payload_len: usize) -> Option<[u8; ICMP_HLEN]> {
     // Anything shorter than the fixed header is invalid, and its first byte is not trusted
     // as a type: past the IP payload it is Ethernet padding.
     if payload_len < ICMP_HLEN {
-        return Classified::Unclassified(DropReason::Invalid);
+        return None;
     }
-    let Some(header) = packet.bytes::<ICMP_HLEN>(offset) else {
-        return Classified::Unclassified(DropReason::Invalid);
-    };
-    Classified::Icmp(Icmp {
-        family,
-        icmp_type: header[0],
-        code: header[1],
-    })
+    packet.bytes::<ICMP_HLEN>(offset).copied()
 }
 
 #[inline(always)]

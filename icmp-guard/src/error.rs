@@ -54,6 +54,10 @@ pub enum Error {
     )]
     BrokenPinState { path: PathBuf, reason: String },
 
+    /// A policy that cannot be applied; the message names the rule.
+    #[error("{0}")]
+    Policy(String),
+
     #[error("{action} failed: {source}")]
     Io {
         action: String,

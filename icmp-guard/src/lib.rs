@@ -6,8 +6,10 @@ pub mod loader;
 pub mod netlink;
 pub mod pins;
 pub mod policy;
+pub mod rcu;
 pub mod stats;
 pub mod system;
+pub mod target;
 
 /// The compiled XDP object, embedded at build time by `build.rs`.
 pub fn ebpf_object() -> &'static [u8] {

@@ -3,15 +3,19 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode, links::FdLink, links::PinnedLink},
 };
-use icmp_guard_common::{Counter, PROGRAM_NAME, config, maps};
+use icmp_guard_common::{
+    Counter, PROGRAM_NAME, config, maps,
+    policy::{LimiterConfig, Rule, V4ListKey, V6ListKey},
+};
 
 use crate::{
     error::{Error, Result},
     netlink::{self, AttachMode},
     pins::PinDir,
+    policy::{self, Policy},
     system,
 };
 
@@ -96,11 +100,15 @@ pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 
 /// Attaches to every interface in `names`, or to none: if one fails, the ones attached by
 /// this call are detached again and fresh pins are removed.
+/// With `policy`, that policy is applied before the first packet; without, a guard that
+/// is already running elsewhere keeps its live policy and a new one starts with the safe
+/// default profile.
 pub fn attach(
     pins: &PinDir,
     names: &[String],
     mode: ModeRequest,
     dry_run: bool,
+    policy: Option<&Policy>,
 ) -> Result<Vec<Attached>> {
     let mut targets: Vec<(String, u32)> = Vec::new();
     for name in names {
@@ -124,7 +132,7 @@ pub fn attach(
     }
 
     pins.create()?;
-    let outcome = attach_all(pins, &targets, mode, dry_run);
+    let outcome = attach_all(pins, &targets, mode, dry_run, policy);
     if outcome.is_err() {
         // Leave nothing behind that this call created.
         for (_, ifindex) in &targets {
@@ -140,11 +148,26 @@ fn attach_all(
     targets: &[(String, u32)],
     mode: ModeRequest,
     dry_run: bool,
+    policy: Option<&Policy>,
 ) -> Result<Vec<Attached>> {
+    let fresh = !pins.has_maps();
     let mut ebpf = load(Some(pins))?;
-    if dry_run {
+    {
+        let _lock = policy::PolicyLock::acquire(pins)?;
         let mut guard_maps = GuardMaps::open(pins)?;
-        guard_maps.set_mode(config::MODE_DRY_RUN)?;
+        let chosen = match policy {
+            Some(policy) => Some(policy.clone()),
+            None if fresh => Some(Policy::default_profile()),
+            None => None,
+        };
+        if let Some(mut chosen) = chosen {
+            if dry_run {
+                chosen.mode = policy::Mode::DryRun;
+            }
+            policy::apply(&mut guard_maps, &chosen)?;
+        } else if dry_run {
+            guard_maps.set_mode(config::MODE_DRY_RUN)?;
+        }
     }
     let program = xdp_program(&mut ebpf)?;
     let mut attached = Vec::new();
@@ -272,7 +295,11 @@ pub fn links(pins: &PinDir) -> Result<Vec<LinkStatus>> {
 pub struct GuardMaps {
     pub icmp_counters: PerCpuArray<MapData, Counter>,
     pub global_counters: PerCpuArray<MapData, Counter>,
-    pub policy: Array<MapData, u32>,
+    pub policy_types: Array<MapData, Rule>,
+    pub policy_codes: HashMap<MapData, u32, Rule>,
+    pub limiters: Array<MapData, LimiterConfig>,
+    pub lists_v4: LpmTrie<MapData, V4ListKey, u32>,
+    pub lists_v6: LpmTrie<MapData, V6ListKey, u32>,
     pub config: Array<MapData, u32>,
 }
 
@@ -310,7 +337,16 @@ impl GuardMaps {
                 .map_err(|err| wrong(maps::ICMP_COUNTERS, err))?,
             global_counters: PerCpuArray::try_from(get(maps::GLOBAL_COUNTERS)?)
                 .map_err(|err| wrong(maps::GLOBAL_COUNTERS, err))?,
-            policy: Array::try_from(get(maps::POLICY)?).map_err(|err| wrong(maps::POLICY, err))?,
+            policy_types: Array::try_from(get(maps::POLICY_TYPES)?)
+                .map_err(|err| wrong(maps::POLICY_TYPES, err))?,
+            policy_codes: HashMap::try_from(get(maps::POLICY_CODES)?)
+                .map_err(|err| wrong(maps::POLICY_CODES, err))?,
+            limiters: Array::try_from(get(maps::LIMITERS)?)
+                .map_err(|err| wrong(maps::LIMITERS, err))?,
+            lists_v4: LpmTrie::try_from(get(maps::LISTS_V4)?)
+                .map_err(|err| wrong(maps::LISTS_V4, err))?,
+            lists_v6: LpmTrie::try_from(get(maps::LISTS_V6)?)
+                .map_err(|err| wrong(maps::LISTS_V6, err))?,
             config: Array::try_from(get(maps::CONFIG)?).map_err(|err| wrong(maps::CONFIG, err))?,
         })
     }

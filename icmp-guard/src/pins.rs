@@ -64,7 +64,7 @@ impl PinDir {
             }
         };
         let mut indexes: Vec<u32> = entries
-            .filter_map(|entry| entry.ok())
+            .filter_map(Result::ok)
             .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
             .collect();
         indexes.sort_unstable();

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::{
     error::{Error, Result},
     loader::{GuardMaps, LinkStatus},
+    netlink::AttachMode,
 };
 
 /// Counters of one (family, type), summed over CPUs.
@@ -248,7 +249,7 @@ pub fn report(snapshot: &Snapshot, links: &[LinkStatus]) -> StatsReport {
             .map(|link| InterfaceReport {
                 name: link.name.clone(),
                 ifindex: link.ifindex,
-                mode: link.mode.map(|mode| mode.as_str()),
+                mode: link.mode.map(AttachMode::as_str),
             })
             .collect(),
         totals,
@@ -284,8 +285,8 @@ pub fn render_table(report: &StatsReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<6} {:>4}  {:<26} {:>10} {:>12} {:>10} {:>10}  {}",
-        "FAMILY", "TYPE", "NAME", "PACKETS", "BYTES", "PASSED", "DROPPED", "DROP REASONS"
+        "{:<6} {:>4}  {:<26} {:>10} {:>12} {:>10} {:>10}  DROP REASONS",
+        "FAMILY", "TYPE", "NAME", "PACKETS", "BYTES", "PASSED", "DROPPED"
     );
     for row in &report.icmp {
         let reasons = reason_list(&row.dropped, "");

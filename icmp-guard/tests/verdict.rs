@@ -10,9 +10,10 @@ use aya::{
 };
 use icmp_guard::{
     loader::{self, GuardMaps},
+    policy::{self, Action, Policy, RuleSpec},
     stats::{self, Snapshot},
 };
-use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, action, config, global, policy_index};
+use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, config, global};
 use support::frames::*;
 
 const XDP_DROP: u32 = 1;
@@ -21,13 +22,26 @@ const XDP_PASS: u32 = 2;
 struct Guard {
     ebpf: Ebpf,
     maps: GuardMaps,
+    policy: Policy,
 }
 
 impl Guard {
+    /// The program with private maps and a policy that passes every type, so that each
+    /// test states only the rules it is about.
     fn load() -> Self {
         let mut ebpf = loader::load(None).expect("the XDP program loads and passes the verifier");
         let maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
-        Self { ebpf, maps }
+        let mut guard = Self {
+            ebpf,
+            maps,
+            policy: Policy::pass_all(),
+        };
+        guard.apply();
+        guard
+    }
+
+    fn apply(&mut self) {
+        policy::apply(&mut self.maps, &self.policy).expect("apply the policy");
     }
 
     /// Runs one frame; returns the action and asserts the program did not resize it.
@@ -52,11 +66,20 @@ impl Guard {
         assert_eq!(out, frame, "{what} must come back byte-identical");
     }
 
-    fn set_policy(&mut self, family: u8, icmp_type: u8, value: u32) {
-        self.maps
-            .policy
-            .set(policy_index(family, icmp_type), value, 0)
-            .expect("write policy");
+    fn set_policy(&mut self, family: u8, icmp_type: u8, action: Action) {
+        self.set_rule(family, icmp_type, action);
+        self.apply();
+    }
+
+    /// Changes the policy without applying it yet.
+    fn set_rule(&mut self, family: u8, icmp_type: u8, action: Action) {
+        let spec = RuleSpec {
+            action,
+            limit: None,
+        };
+        self.policy
+            .set(family, icmp_type, None, spec, true)
+            .expect("valid rule");
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -101,7 +124,7 @@ fn policy_drop_drops_only_that_type_and_counts_the_reason() {
         return;
     }
     let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, action::DROP);
+    guard.set_policy(FAMILY_V4, 8, Action::Drop);
     assert_eq!(guard.run(&icmpv4_frame(8, 0)).0, XDP_DROP);
     guard.assert_passes_unchanged(&icmpv4_frame(0, 0), "echo reply");
     guard.assert_passes_unchanged(&icmpv6_frame(&[], 128, 0), "ICMPv6 echo request");
@@ -109,7 +132,7 @@ fn policy_drop_drops_only_that_type_and_counts_the_reason() {
     assert_eq!(snapshot.of(FAMILY_V4, 8).dropped(DropReason::Policy), 1);
     assert_eq!(snapshot.of(FAMILY_V4, 8).passed(), 0);
     // Back to pass on the next packet, without reloading.
-    guard.set_policy(FAMILY_V4, 8, action::PASS);
+    guard.set_policy(FAMILY_V4, 8, Action::Pass);
     guard.assert_passes_unchanged(&icmpv4_frame(8, 0), "echo request after pass");
 }
 
@@ -119,7 +142,7 @@ fn ipv4_options_move_the_icmp_header() {
         return;
     }
     let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, action::DROP);
+    guard.set_policy(FAMILY_V4, 8, Action::Drop);
     // The option bytes sit where a fixed-offset parser would look for the ICMP type: 8
     // (echo request). The real message behind the options is an echo reply.
     for option_words in 1..=10usize {
@@ -145,7 +168,7 @@ fn vlan_and_qinq_are_looked_through_and_deeper_stacks_are_dropped() {
         return;
     }
     let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, action::DROP);
+    guard.set_policy(FAMILY_V4, 8, Action::Drop);
     let echo = ipv4(1, &[], 0, &icmp(8, 0, &echo_body()));
     let one = ethernet(&[(ETH_P_8021Q, 10)], ETH_P_IPV4, &echo);
     let two = ethernet(&[(ETH_P_8021AD, 100), (ETH_P_8021Q, 10)], ETH_P_IPV4, &echo);
@@ -192,7 +215,7 @@ fn ipv6_extension_headers_are_walked() {
         return;
     }
     let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V6, 128, action::DROP);
+    guard.set_policy(FAMILY_V6, 128, Action::Drop);
     let chains: Vec<Vec<Ext>> = vec![
         vec![Ext::options(0, 1)],
         vec![Ext::options(0, 1), Ext::options(60, 2)],
@@ -248,8 +271,8 @@ fn fragments_are_never_read_as_icmp_headers() {
         return;
     }
     let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, action::DROP);
-    guard.set_policy(FAMILY_V6, 128, action::DROP);
+    guard.set_policy(FAMILY_V4, 8, Action::Drop);
+    guard.set_policy(FAMILY_V6, 128, Action::Drop);
     // Payload of a later fragment that happens to start with 8 (echo request).
     let data = icmp(8, 0, &echo_body());
     let later_v4 = ethernet(&[], ETH_P_IPV4, &ipv4(1, &[], 185, &data));
@@ -350,9 +373,10 @@ fn everything_that_is_not_icmp_passes_byte_identical() {
     let mut guard = Guard::load();
     // Drop every ICMP type, so that any misclassification shows up as a drop.
     for icmp_type in 0..=255u8 {
-        guard.set_policy(FAMILY_V4, icmp_type, action::DROP);
-        guard.set_policy(FAMILY_V6, icmp_type, action::DROP);
+        guard.set_rule(FAMILY_V4, icmp_type, Action::Drop);
+        guard.set_rule(FAMILY_V6, icmp_type, Action::Drop);
     }
+    guard.apply();
     let frames: Vec<(&str, Vec<u8>)> = vec![
         (
             "TCP over IPv4",
@@ -407,7 +431,7 @@ fn dry_run_counts_would_drop_and_passes() {
         return;
     }
     let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, action::DROP);
+    guard.set_policy(FAMILY_V4, 8, Action::Drop);
     guard.maps.set_mode(config::MODE_DRY_RUN).expect("set mode");
     guard.assert_passes_unchanged(&icmpv4_frame(8, 0), "dry-run echo request");
     let mut broken = icmpv4_frame(8, 0);

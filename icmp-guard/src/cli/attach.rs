@@ -1,6 +1,6 @@
 use icmp_guard::{
     loader::{self, ModeRequest},
-    system,
+    policy, system,
 };
 
 use super::Context;
@@ -21,6 +21,11 @@ pub struct Args {
     /// Count every verdict as would_drop and let every packet pass.
     #[arg(long)]
     dry_run: bool,
+
+    /// Policy file to apply before the first packet (default: keep the live policy, or
+    /// the safe default profile on a first attach).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<std::path::PathBuf>,
 }
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
@@ -28,8 +33,22 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     if system::ensure_bpffs(context.pins.root())? {
         println!("mounted bpffs at {}", system::BPFFS_ROOT);
     }
+    let policy = args
+        .policy
+        .as_deref()
+        .map(|path| {
+            policy::file::parse_file(path)
+                .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
+        })
+        .transpose()?;
     context.preflight()?;
-    let attached = loader::attach(&context.pins, &args.interfaces, args.mode, args.dry_run)?;
+    let attached = loader::attach(
+        &context.pins,
+        &args.interfaces,
+        args.mode,
+        args.dry_run,
+        policy.as_ref(),
+    )?;
     for interface in attached {
         let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
         match interface.fallback {

@@ -2,6 +2,7 @@
 
 mod attach;
 mod detach;
+mod lists;
 mod policy;
 mod stats;
 mod status;
@@ -31,6 +32,12 @@ pub enum Command {
     Stats(stats::Args),
     #[command(subcommand)]
     Policy(policy::Command),
+    #[command(subcommand)]
+    /// Sources that bypass the deny list and rate limits (monitoring hosts).
+    Allow(lists::Command),
+    #[command(subcommand)]
+    /// Sources whose ICMP is always dropped.
+    Deny(lists::Command),
 }
 
 impl Command {
@@ -41,6 +48,8 @@ impl Command {
             Self::Status(args) => status::execute(args, context),
             Self::Stats(args) => stats::execute(args, context),
             Self::Policy(command) => policy::execute(command, context),
+            Self::Allow(command) => lists::execute(lists::Which::Allow, command, context),
+            Self::Deny(command) => lists::execute(lists::Which::Deny, command, context),
         }
     }
 }

@@ -1,69 +1,172 @@
+use std::path::PathBuf;
+
 use icmp_guard::{
     loader::GuardMaps,
-    policy::{self, Action, FamilyChoice, RuleTarget},
+    policy::{
+        self, Action, DEFAULT_LIMIT, Limit, Per, Policy, PolicyLock, RuleSpec, file,
+        model::MAX_RATE,
+    },
+    target::{FamilyChoice, RuleTarget},
 };
+use icmp_guard_common::icmp;
 
 use super::Context;
 
 /// Read or change the ICMP policy of the running guard.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Set the action for an ICMP type; takes effect on the next packet.
+    /// Set the action for an ICMP type or type/code; takes effect on the next packet.
     ///
-    /// Example: icmp-guard policy set echo-request drop
+    /// Example: icmp-guard policy set timestamp-request pass
     Set(SetArgs),
-    /// Show every type whose action is not the default.
+    /// Print the live policy as a policy file (or JSON) that `policy apply` accepts back.
     ///
-    /// Example: icmp-guard policy show --json
+    /// Example: icmp-guard policy show > /etc/icmp-guard/policy.toml
     Show(ShowArgs),
+    /// Replace the whole policy with a policy file, atomically.
+    ///
+    /// Example: icmp-guard policy apply examples/policy.toml
+    Apply(FileArgs),
+    /// Validate a policy file without applying it; exit 0 when it is valid.
+    ///
+    /// Example: icmp-guard policy check examples/policy.toml
+    Check(FileArgs),
+    /// Put every rule back to the safe default profile (allow/deny lists and mode stay).
+    ///
+    /// Example: icmp-guard policy reset
+    Reset,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct SetArgs {
-    /// Which family: v4, v6 or both. Names default to every family that has them; numbers
-    /// need a family.
+    /// Which family: v4, v6 or both. Names default to every family that has them;
+    /// numbers need a family.
     #[arg(long, value_enum)]
     family: Option<FamilyChoice>,
 
-    /// ICMP type as a number (0-255) or a name (echo-request, packet-too-big, ...).
+    /// ICMP type as a number (0-255) or a name (echo-request, packet-too-big, ...), with an
+    /// optional /CODE.
     #[arg(value_name = "TYPE[/CODE]")]
     target: RuleTarget,
 
-    /// pass or drop.
+    /// pass, drop or limit.
     #[arg(value_enum)]
     action: Action,
+
+    /// For limit: packets per second, as N or N/s.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<u32>,
+
+    /// For limit: bucket depth in packets.
+    #[arg(long, value_parser = parse_burst)]
+    burst: Option<u32>,
+
+    /// For limit: who shares a bucket.
+    #[arg(long, value_enum)]
+    per: Option<Per>,
+
+    /// Allow dropping messages the network needs (PMTUD, neighbour discovery).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
-    /// Print JSON instead of text.
+    /// Print JSON instead of a policy file.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FileArgs {
+    /// A TOML policy file (see examples/policy.toml).
+    file: PathBuf,
+}
+
+fn parse_count(text: &str, what: &str) -> Result<u32, String> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{what} '{text}' is not a whole number between 1 and {MAX_RATE}"
+        ));
+    }
+    match digits.parse::<u64>() {
+        Ok(0) => Err(format!("{what} must be at least 1 (use drop to block)")),
+        Ok(value) if value <= u64::from(MAX_RATE) => Ok(value as u32),
+        _ => Err(format!(
+            "{what} '{text}' is above the maximum of {MAX_RATE}"
+        )),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<u32, String> {
+    let number = text.strip_suffix("/s").unwrap_or(text);
+    parse_count(number, "rate")
+}
+
+fn parse_burst(text: &str) -> Result<u32, String> {
+    parse_count(text, "burst")
 }
 
 pub fn execute(command: Command, context: &Context) -> anyhow::Result<()> {
     match command {
         Command::Set(args) => set(args, context),
         Command::Show(args) => show(args, context),
+        Command::Apply(args) => apply(args, context),
+        Command::Check(args) => check(args),
+        Command::Reset => reset(context),
     }
+}
+
+/// Reads the live policy under the lock, lets `change` edit it, and applies the result;
+/// when `change` fails nothing is written.
+pub fn edit_live(
+    context: &Context,
+    change: impl FnOnce(&mut Policy) -> anyhow::Result<()>,
+) -> anyhow::Result<Policy> {
+    context.preflight()?;
+    let mut maps = GuardMaps::open(&context.pins)?;
+    let _lock = PolicyLock::acquire(&context.pins)?;
+    let mut live = policy::read_live(&maps)?;
+    change(&mut live)?;
+    policy::apply(&mut maps, &live)?;
+    Ok(live)
 }
 
 fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
     let entries = args.target.resolve(args.family)?;
-    if args.target.code.is_some() {
-        anyhow::bail!(
-            "per-code rules are not supported yet: set the whole type (for example `echo-request`)"
-        );
-    }
-    context.preflight()?;
-    let mut maps = GuardMaps::open(&context.pins)?;
-    policy::set(&mut maps, &entries, args.action)?;
+    let spec = match args.action {
+        Action::Limit => RuleSpec::limit(Limit {
+            rate: args.rate.unwrap_or(DEFAULT_LIMIT.rate),
+            burst: args.burst.unwrap_or(DEFAULT_LIMIT.burst),
+            per: args.per.unwrap_or(DEFAULT_LIMIT.per),
+        }),
+        other => {
+            if args.rate.is_some() || args.burst.is_some() || args.per.is_some() {
+                anyhow::bail!("--rate, --burst and --per only go with the limit action");
+            }
+            RuleSpec {
+                action: other,
+                limit: None,
+            }
+        }
+    };
+    let code = args.target.code;
+    edit_live(context, |live| {
+        for (family, icmp_type) in &entries {
+            live.set(*family, *icmp_type, code, spec, args.force)?;
+        }
+        Ok(())
+    })?;
     for (family, icmp_type) in entries {
+        let limit = spec
+            .limit
+            .map(|l| format!(" {}/s burst {} per {}", l.rate, l.burst, l.per.as_str()))
+            .unwrap_or_default();
         println!(
-            "{} type {icmp_type} ({}): {}",
-            icmp_guard_common::icmp::family_label(family),
-            icmp_guard_common::icmp::type_name(family, icmp_type).unwrap_or("unassigned"),
-            args.action.as_str()
+            "{}: {}{limit}",
+            policy::describe(family, icmp_type, code),
+            spec.action.as_str()
         );
     }
     Ok(())
@@ -72,21 +175,75 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
 fn show(args: ShowArgs, context: &Context) -> anyhow::Result<()> {
     context.preflight()?;
     let maps = GuardMaps::open(&context.pins)?;
-    let rows = policy::show(&maps)?;
-    if args.json {
-        let document = serde_json::json!({ "default": "pass", "rules": rows });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+    let live = policy::read_live(&maps)?;
+    if !args.json {
+        print!("{}", file::render(&live));
         return Ok(());
     }
-    println!("default: pass");
-    for row in rows {
-        println!(
-            "{} {:>3} {:<28} {}",
-            row.family,
-            row.icmp_type,
-            row.name.unwrap_or("(unassigned)"),
-            row.action.as_str()
-        );
-    }
+    let rule_json = |family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec| {
+        serde_json::json!({
+            "family": icmp::family_label(family),
+            "type": icmp_type,
+            "code": code,
+            "name": icmp::type_name(family, icmp_type),
+            "action": spec.action,
+            "limit": spec.limit,
+        })
+    };
+    let document = serde_json::json!({
+        "mode": live.mode,
+        "generation": policy::active_generation(&maps)?,
+        "types": live.types.iter().map(|((f, t), spec)| rule_json(*f, *t, None, spec)).collect::<Vec<_>>(),
+        "codes": live.codes.iter().map(|((f, t, c), spec)| rule_json(*f, *t, Some(*c), spec)).collect::<Vec<_>>(),
+        "allow": live.allow,
+        "deny": live.deny,
+    });
+    println!("{}", serde_json::to_string_pretty(&document)?);
     Ok(())
+}
+
+fn load_file(path: &std::path::Path) -> anyhow::Result<Policy> {
+    file::parse_file(path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
+}
+
+fn apply(args: FileArgs, context: &Context) -> anyhow::Result<()> {
+    let new = load_file(&args.file)?;
+    edit_live(context, |live| {
+        *live = new;
+        Ok(())
+    })?;
+    println!("applied {}", args.file.display());
+    Ok(())
+}
+
+fn check(args: FileArgs) -> anyhow::Result<()> {
+    load_file(&args.file)?;
+    println!("{} is a valid policy", args.file.display());
+    Ok(())
+}
+
+fn reset(context: &Context) -> anyhow::Result<()> {
+    edit_live(context, |live| {
+        let default = Policy::default_profile();
+        live.types = default.types;
+        live.codes = default.codes;
+        Ok(())
+    })?;
+    println!("rules reset to the safe default profile");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_accept_plain_and_per_second() {
+        assert_eq!(parse_rate("100"), Ok(100));
+        assert_eq!(parse_rate("100/s"), Ok(100));
+        for bad in ["-1", "0/s", "1e99", "abc", "", "1.5", "100000001"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert!(parse_burst("0").is_err());
+    }
 }

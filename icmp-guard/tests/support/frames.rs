@@ -191,3 +191,46 @@ pub fn arp() -> Vec<u8> {
     body.extend_from_slice(&V4_GUARD);
     ethernet(&[], ETH_P_ARP, &body)
 }
+
+/// Replaces the destination MAC of a frame.
+pub fn with_dst_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[..6].copy_from_slice(&mac);
+    frame
+}
+
+/// An IPv4 ICMP frame from `source` to `destination`.
+pub fn icmpv4_between(source: [u8; 4], destination: [u8; 4], icmp_type: u8, code: u8) -> Vec<u8> {
+    let mut packet = ipv4(1, &[], 0, &icmp(icmp_type, code, &echo_body()));
+    packet[12..16].copy_from_slice(&source);
+    packet[16..20].copy_from_slice(&destination);
+    packet[10..12].copy_from_slice(&[0, 0]);
+    let sum = checksum(&packet[..20]);
+    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    ethernet(&[], ETH_P_IPV4, &packet)
+}
+
+/// An ICMPv6 frame with full control of the addresses, hop limit and the 4 bytes after the
+/// checksum (the MTU of a Packet Too Big).
+pub fn icmpv6_custom(
+    source: [u8; 16],
+    destination: [u8; 16],
+    hop_limit: u8,
+    exts: &[Ext],
+    icmp_type: u8,
+    code: u8,
+    word: [u8; 4],
+) -> Vec<u8> {
+    let mut rest = word.to_vec();
+    rest.extend_from_slice(b"payload-bytes");
+    let mut packet = ipv6(hop_limit, exts, 58, &icmp(icmp_type, code, &rest));
+    packet[8..24].copy_from_slice(&source);
+    packet[24..40].copy_from_slice(&destination);
+    ethernet(&[], ETH_P_IPV6, &packet)
+}
+
+/// Parses a textual IPv6 address, for readable tests.
+pub fn v6(text: &str) -> [u8; 16] {
+    text.parse::<std::net::Ipv6Addr>()
+        .expect("valid IPv6 literal")
+        .octets()
+}

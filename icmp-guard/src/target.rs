@@ -1,12 +1,6 @@
-//! The per-(family, type) policy table: parse what the operator typed, resolve it to map
-//! entries, write them, and read them back.
+//! `<TYPE>[/<CODE>]` as operators type it on the command line, and the families it means.
 
-use icmp_guard_common::{FAMILY_V4, FAMILY_V6, action, icmp, policy_index};
-
-use crate::{
-    error::{Error, Result},
-    loader::GuardMaps,
-};
+use icmp_guard_common::{FAMILY_V4, FAMILY_V6, icmp};
 
 /// Which families a rule applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -14,33 +8,6 @@ pub enum FamilyChoice {
     V4,
     V6,
     Both,
-}
-
-/// What happens to a matching packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Pass,
-    Drop,
-    Limit,
-}
-
-impl Action {
-    fn from_map(value: u32) -> Self {
-        if value == action::PASS {
-            Self::Pass
-        } else {
-            Self::Drop
-        }
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Pass => "pass",
-            Self::Drop => "drop",
-            Self::Limit => "limit",
-        }
-    }
 }
 
 /// A `<TYPE>[/<CODE>]` argument that failed to parse; the message says how to fix it.
@@ -147,59 +114,6 @@ impl RuleTarget {
             }
         }
     }
-}
-
-/// Writes `action` for every (family, type) in `entries`. Each entry is one u32 that the
-/// kernel reads whole, so every packet sees either the old or the new action.
-pub fn set(maps: &mut GuardMaps, entries: &[(u8, u8)], new_action: Action) -> Result<()> {
-    let value = match new_action {
-        Action::Pass => action::PASS,
-        Action::Drop => action::DROP,
-        Action::Limit => {
-            return Err(Error::bpf(
-                "setting a limit",
-                "rate limits arrive with the flood guard; use pass or drop for now",
-            ));
-        }
-    };
-    for (family, icmp_type) in entries {
-        maps.policy
-            .set(policy_index(*family, *icmp_type), value, 0)
-            .map_err(|err| Error::bpf("writing the policy", err))?;
-    }
-    Ok(())
-}
-
-/// One row of the live policy.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct PolicyRow {
-    pub family: &'static str,
-    #[serde(rename = "type")]
-    pub icmp_type: u8,
-    pub name: Option<&'static str>,
-    pub action: Action,
-}
-
-/// The live table: every (family, type) whose action is not the default pass.
-pub fn show(maps: &GuardMaps) -> Result<Vec<PolicyRow>> {
-    let mut rows = Vec::new();
-    for family in [FAMILY_V4, FAMILY_V6] {
-        for icmp_type in 0..=255u8 {
-            let value = maps
-                .policy
-                .get(&policy_index(family, icmp_type), 0)
-                .map_err(|err| Error::bpf("reading the policy", err))?;
-            if value != action::PASS {
-                rows.push(PolicyRow {
-                    family: icmp::family_label(family),
-                    icmp_type,
-                    name: icmp::type_name(family, icmp_type),
-                    action: Action::from_map(value),
-                });
-            }
-        }
-    }
-    Ok(rows)
 }
 
 #[cfg(test)]

@@ -1,0 +1,871 @@
+//! The policy file: a TOML document that lists rules on top of a base profile, plus the
+//! allow and deny lists. [`parse`] reads one (every error names the line and column of the
+//! offending value), [`render`] writes a policy back in the same format.
+//!
+//! ```toml
+//! mode = "enforce"            # or "dry-run"
+//! base = "default"            # or "pass-all"
+//!
+//! [[rule]]
+//! type = "echo-request"       # a name, or 0-255 together with family
+//! family = "both"             # "v4", "v6" or "both"; names default to every family that has them
+//! codes = [0]                 # optional: per-code rules instead of one for the whole type
+//! action = "limit"            # "pass", "drop" or "limit"
+//! rate = 50                   # limit only: packets per second
+//! burst = 100                 # limit only: bucket depth in packets
+//! per = "source"              # limit only: "source", "prefix" or "global"
+//! force = false               # allow dropping messages the network needs
+//!
+//! [lists]
+//! allow = ["192.0.2.10/32"]
+//! deny = ["203.0.113.0/24"]
+//! ```
+
+use std::{fmt::Write as _, ops::Range, path::Path};
+
+use icmp_guard_common::{FAMILY_V4, FAMILY_V6, icmp, policy as kernel};
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use super::model::{
+    Action, Cidr, DEFAULT_LIMIT, Limit, MAX_RATE, Mode, Per, Policy, PolicyError, RuleSpec,
+};
+
+/// A policy file that cannot be used, with the position of the offending value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct FileError {
+    /// 1-based line; 0 when the file could not be read at all.
+    pub line: usize,
+    /// 1-based column in characters; 0 when the file could not be read at all.
+    pub column: usize,
+    /// What is wrong and, where possible, what to write instead.
+    pub message: String,
+}
+
+/// Reads a policy file: the base profile, then every rule in file order, then the lists.
+/// The result is validated as a whole ([`Policy::validate`]).
+pub fn parse(text: &str) -> Result<Policy, FileError> {
+    let source = Source(text);
+    let document: Document = toml::from_str(text).map_err(|error| source.toml_error(&error))?;
+
+    let mut policy = match document.base {
+        Some(BaseName::PassAll) => Policy::pass_all(),
+        Some(BaseName::Default) | None => Policy::default_profile(),
+    };
+    policy.mode = match document.mode {
+        Some(ModeName::DryRun) => Mode::DryRun,
+        Some(ModeName::Enforce) | None => Mode::Enforce,
+    };
+    for rule in &document.rule {
+        apply_rule(&source, &mut policy, rule)?;
+    }
+
+    let lists = document.lists.unwrap_or_default();
+    let allow = cidrs(&source, &lists.allow)?;
+    let deny = cidrs(&source, &lists.deny)?;
+    policy.allow = allow.iter().map(|(cidr, _)| *cidr).collect();
+    policy.deny = deny.iter().map(|(cidr, _)| *cidr).collect();
+
+    policy.validate().map_err(|error| {
+        let span = match &error {
+            PolicyError::AllowAndDeny { cidr } => deny
+                .iter()
+                .find(|(listed, _)| listed == cidr)
+                .map(|(_, span)| span.clone()),
+            PolicyError::Protected { .. } | PolicyError::BadLimit { .. } => None,
+        };
+        source.error(span.unwrap_or(0..0), error.to_string())
+    })?;
+    Ok(policy)
+}
+
+/// Reads and parses a policy file. An unreadable file is reported at line 0, column 0.
+pub fn parse_file(path: &Path) -> Result<Policy, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|error| FileError {
+        line: 0,
+        column: 0,
+        message: format!("cannot read {}: {error}", path.display()),
+    })?;
+    parse(&text)
+}
+
+/// Writes `policy` as a policy file that [`parse`] turns back into the same policy: the
+/// mode, the default base, one rule per type that differs from the default profile, then
+/// the per-code rules (after every type rule, since a type rule clears its codes), then the
+/// lists.
+pub fn render(policy: &Policy) -> String {
+    let defaults = Policy::default_profile();
+    // Writing to a String cannot fail, hence the `let _ = writeln!` below.
+    let mut out = String::new();
+    out.push_str("# icmp-guard policy: rules apply in file order on top of the base profile.\n");
+    let _ = writeln!(out, "mode = {}", quote(policy.mode.as_str()));
+    out.push_str("base = \"default\"\n");
+
+    let changed = |family: u8, icmp_type: u8| {
+        policy.types.get(&(family, icmp_type)) != defaults.types.get(&(family, icmp_type))
+    };
+    // v6 types already written together with their v4 namesake as family = "both".
+    let mut written_v6 = Vec::new();
+    for (&(family, icmp_type), spec) in &policy.types {
+        if !changed(family, icmp_type) || (family == FAMILY_V6 && written_v6.contains(&icmp_type)) {
+            continue;
+        }
+        let name = icmp::type_name(family, icmp_type);
+        let twin = name
+            .filter(|_| family == FAMILY_V4)
+            .and_then(|name| icmp::type_by_name(FAMILY_V6, name))
+            .filter(|&v6_type| {
+                changed(FAMILY_V6, v6_type) && policy.types.get(&(FAMILY_V6, v6_type)) == Some(spec)
+            });
+        let (family_text, force) = match twin {
+            Some(v6_type) => {
+                written_v6.push(v6_type);
+                let force = needs_force(FAMILY_V4, icmp_type, None, spec)
+                    || needs_force(FAMILY_V6, v6_type, None, spec);
+                ("both", force)
+            }
+            None => (
+                icmp::family_label(family),
+                needs_force(family, icmp_type, None, spec),
+            ),
+        };
+        write_rule(&mut out, name, icmp_type, family_text, None, spec, force);
+    }
+    for (&(family, icmp_type, code), spec) in &policy.codes {
+        write_rule(
+            &mut out,
+            icmp::type_name(family, icmp_type),
+            icmp_type,
+            icmp::family_label(family),
+            Some(code),
+            spec,
+            needs_force(family, icmp_type, Some(code), spec),
+        );
+    }
+
+    out.push_str("\n[lists]\n");
+    for (key, list) in [("allow", &policy.allow), ("deny", &policy.deny)] {
+        let entries: Vec<String> = list.iter().map(|cidr| quote(&cidr.to_string())).collect();
+        let _ = writeln!(out, "{key} = [{}]", entries.join(", "));
+    }
+    out
+}
+
+fn needs_force(family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec) -> bool {
+    spec.action == Action::Drop && kernel::protected(family, icmp_type, code).is_some()
+}
+
+fn write_rule(
+    out: &mut String,
+    name: Option<&str>,
+    icmp_type: u8,
+    family: &str,
+    code: Option<u8>,
+    spec: &RuleSpec,
+    force: bool,
+) {
+    out.push_str("\n[[rule]]\n");
+    let _ = match name {
+        Some(name) => writeln!(out, "type = {}", quote(name)),
+        None => writeln!(out, "type = {icmp_type}"),
+    };
+    let _ = writeln!(out, "family = {}", quote(family));
+    if let Some(code) = code {
+        let _ = writeln!(out, "codes = [{code}]");
+    }
+    let _ = writeln!(out, "action = {}", quote(spec.action.as_str()));
+    if let (Action::Limit, Some(limit)) = (spec.action, spec.limit) {
+        let _ = writeln!(out, "rate = {}", limit.rate);
+        let _ = writeln!(out, "burst = {}", limit.burst);
+        let _ = writeln!(out, "per = {}", quote(limit.per.as_str()));
+    }
+    if force {
+        out.push_str("force = true\n");
+    }
+}
+
+/// A TOML basic string.
+fn quote(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+/// The document as written; every value the semantic checks may complain about keeps its
+/// span.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    mode: Option<ModeName>,
+    base: Option<BaseName>,
+    #[serde(default)]
+    rule: Vec<RuleEntry>,
+    lists: Option<Lists>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ModeName {
+    Enforce,
+    DryRun,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum BaseName {
+    Default,
+    PassAll,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FamilyName {
+    V4,
+    V6,
+    Both,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ActionName {
+    Pass,
+    Drop,
+    Limit,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PerName {
+    Source,
+    Prefix,
+    Global,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    #[serde(rename = "type")]
+    icmp_type: Spanned<Value>,
+    family: Option<Spanned<FamilyName>>,
+    codes: Option<Spanned<Vec<Spanned<Value>>>>,
+    action: Spanned<ActionName>,
+    rate: Option<Spanned<Value>>,
+    burst: Option<Spanned<Value>>,
+    per: Option<Spanned<PerName>>,
+    force: Option<bool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lists {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+}
+
+/// The file's text, to turn byte spans into lines and columns.
+struct Source<'a>(&'a str);
+
+impl Source<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> FileError {
+        let mut offset = span.start.min(self.0.len());
+        while !self.0.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.0[..offset];
+        let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+        FileError {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+            message: message.into(),
+        }
+    }
+
+    fn toml_error(&self, error: &toml::de::Error) -> FileError {
+        let message = error.message().trim_end().to_owned();
+        self.error(error.span().unwrap_or(0..0), message)
+    }
+
+    /// The value as written, for messages.
+    fn text(&self, span: Range<usize>) -> &str {
+        self.0.get(span).unwrap_or("this value")
+    }
+}
+
+fn apply_rule(source: &Source<'_>, policy: &mut Policy, rule: &RuleEntry) -> Result<(), FileError> {
+    let spec = rule_spec(source, rule)?;
+    let types = resolve_types(source, rule)?;
+    let codes = match &rule.codes {
+        None => None,
+        Some(codes) if codes.get_ref().is_empty() => {
+            return Err(source.error(
+                codes.span(),
+                "codes is empty: list at least one code, or leave codes out for the whole type",
+            ));
+        }
+        Some(codes) => Some(
+            codes
+                .get_ref()
+                .iter()
+                .map(|code| byte(source, code, "code").map(|number| (number, code.span())))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let force = rule.force.unwrap_or(false);
+    let refused = |error: PolicyError, span: Range<usize>| {
+        let span = match error {
+            PolicyError::BadLimit { .. } => rule.rate.as_ref().map_or(span, Spanned::span),
+            PolicyError::Protected { .. } | PolicyError::AllowAndDeny { .. } => span,
+        };
+        source.error(span, error.to_string())
+    };
+    for (family, icmp_type) in types {
+        match &codes {
+            None => policy
+                .set(family, icmp_type, None, spec, force)
+                .map_err(|error| refused(error, rule.action.span()))?,
+            Some(codes) => {
+                for (code, span) in codes {
+                    policy
+                        .set(family, icmp_type, Some(*code), spec, force)
+                        .map_err(|error| refused(error, span.clone()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileError> {
+    let action = match rule.action.get_ref() {
+        ActionName::Pass => Action::Pass,
+        ActionName::Drop => Action::Drop,
+        ActionName::Limit => Action::Limit,
+    };
+    if action != Action::Limit {
+        let limit_fields = [
+            ("rate", rule.rate.as_ref().map(Spanned::span)),
+            ("burst", rule.burst.as_ref().map(Spanned::span)),
+            ("per", rule.per.as_ref().map(Spanned::span)),
+        ];
+        if let Some((field, Some(span))) = limit_fields.into_iter().find(|(_, span)| span.is_some())
+        {
+            return Err(source.error(
+                span,
+                format!(
+                    "{field} only applies to action = \"limit\", not \"{}\": {}",
+                    action.as_str(),
+                    "remove it or change the action"
+                ),
+            ));
+        }
+        return Ok(RuleSpec {
+            action,
+            limit: None,
+        });
+    }
+    let rate = match &rule.rate {
+        Some(rate) => count(source, rate, "rate", "packets per second")?,
+        None => DEFAULT_LIMIT.rate,
+    };
+    let burst = match &rule.burst {
+        Some(burst) => count(source, burst, "burst", "packets")?,
+        None => DEFAULT_LIMIT.burst,
+    };
+    let per = match rule.per.as_ref().map(Spanned::get_ref) {
+        Some(PerName::Source) => Per::Source,
+        Some(PerName::Prefix) => Per::Prefix,
+        Some(PerName::Global) => Per::Global,
+        None => DEFAULT_LIMIT.per,
+    };
+    Ok(RuleSpec::limit(Limit { rate, burst, per }))
+}
+
+/// A rate or burst: an integer from 1 to [`MAX_RATE`], in `unit` (plural).
+fn count(
+    source: &Source<'_>,
+    value: &Spanned<Value>,
+    field: &str,
+    unit: &str,
+) -> Result<u32, FileError> {
+    let written = source.text(value.span());
+    let one = unit.replacen("packets", "packet", 1);
+    match value.get_ref() {
+        Value::Integer(number) if *number < 1 => Err(source.error(
+            value.span(),
+            format!(
+                "{field} must be at least 1 {one}, not {written}: use action = \"drop\" to block"
+            ),
+        )),
+        Value::Integer(number) => u32::try_from(*number)
+            .ok()
+            .filter(|number| *number <= MAX_RATE)
+            .ok_or_else(|| {
+                source.error(
+                    value.span(),
+                    format!("{field} {written} is above the maximum of {MAX_RATE} {unit}"),
+                )
+            }),
+        _ => Err(source.error(
+            value.span(),
+            format!("{field} must be a whole number from 1 to {MAX_RATE} {unit}, not {written}"),
+        )),
+    }
+}
+
+/// A type or code number: an integer from 0 to 255.
+fn byte(source: &Source<'_>, value: &Spanned<Value>, what: &str) -> Result<u8, FileError> {
+    match value.get_ref() {
+        Value::Integer(number) => u8::try_from(*number).map_err(|_| {
+            source.error(
+                value.span(),
+                format!("{what} {number} is out of range 0-255"),
+            )
+        }),
+        _ => Err(source.error(
+            value.span(),
+            format!(
+                "{what} must be an integer from 0 to 255, not {}",
+                source.text(value.span())
+            ),
+        )),
+    }
+}
+
+/// The (family, type) pairs a rule applies to.
+fn resolve_types(source: &Source<'_>, rule: &RuleEntry) -> Result<Vec<(u8, u8)>, FileError> {
+    let family = rule.family.as_ref().map(|family| *family.get_ref());
+    let families: &[u8] = match family {
+        Some(FamilyName::V4) => &[FAMILY_V4],
+        Some(FamilyName::V6) => &[FAMILY_V6],
+        Some(FamilyName::Both) | None => &[FAMILY_V4, FAMILY_V6],
+    };
+    let span = rule.icmp_type.span();
+    match rule.icmp_type.get_ref() {
+        Value::String(name) => {
+            let found: Vec<(u8, u8)> = families
+                .iter()
+                .filter_map(|&family| icmp::type_by_name(family, name).map(|t| (family, t)))
+                .collect();
+            let missing = families
+                .iter()
+                .find(|&&family| !found.iter().any(|(found, _)| *found == family));
+            match (family, missing) {
+                (None, _) if !found.is_empty() => Ok(found),
+                (Some(_), None) => Ok(found),
+                (Some(_), Some(&family)) => {
+                    let label = icmp::family_label(family);
+                    let other = if family == FAMILY_V4 {
+                        FAMILY_V6
+                    } else {
+                        FAMILY_V4
+                    };
+                    let hint = if icmp::type_by_name(other, name).is_some() {
+                        format!(
+                            " (it is a {} type: use family = \"{}\")",
+                            icmp::family_label(other),
+                            icmp::family_label(other)
+                        )
+                    } else {
+                        String::new()
+                    };
+                    Err(source.error(
+                        span,
+                        format!("unknown ICMP type '{name}' for {label}{hint}"),
+                    ))
+                }
+                (None, _) => {
+                    let hint = if name.trim().parse::<u8>().is_ok() {
+                        ": write a number without quotes, together with family"
+                    } else {
+                        ": use a name such as \"echo-request\", or a number 0-255 with family"
+                    };
+                    Err(source.error(span, format!("unknown ICMP type '{name}'{hint}")))
+                }
+            }
+        }
+        Value::Integer(_) => {
+            let number = byte(source, &rule.icmp_type, "type")?;
+            if family.is_none() {
+                return Err(source.error(
+                    span,
+                    format!(
+                        "type {number} is a number, so the rule needs {}",
+                        "family = \"v4\", \"v6\" or \"both\""
+                    ),
+                ));
+            }
+            Ok(families.iter().map(|&family| (family, number)).collect())
+        }
+        _ => Err(source.error(
+            span.clone(),
+            format!(
+                "type must be a name such as \"echo-request\" or an integer 0-255, not {}",
+                source.text(span)
+            ),
+        )),
+    }
+}
+
+fn cidrs(
+    source: &Source<'_>,
+    entries: &[Spanned<String>],
+) -> Result<Vec<(Cidr, Range<usize>)>, FileError> {
+    entries
+        .iter()
+        .map(|entry| {
+            entry
+                .get_ref()
+                .parse::<Cidr>()
+                .map(|cidr| (cidr, entry.span()))
+                .map_err(|message| source.error(entry.span(), message))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> FileError {
+        parse(text).expect_err("the file must be refused")
+    }
+
+    #[track_caller]
+    fn assert_error(text: &str, line: usize, column: Option<usize>, needle: &str) {
+        let error = error(text);
+        assert_eq!(error.line, line, "{error}");
+        if let Some(column) = column {
+            assert_eq!(error.column, column, "{error}");
+        }
+        assert!(error.message.contains(needle), "{needle:?} not in: {error}");
+    }
+
+    #[test]
+    fn default_profile_round_trips() {
+        let policy = Policy::default_profile();
+        let text = render(&policy);
+        assert_eq!(parse(&text), Ok(policy), "{text}");
+        assert!(!text.contains("[[rule]]"), "{text}");
+    }
+
+    #[test]
+    fn changed_policy_round_trips() {
+        let mut policy = Policy::default_profile();
+        policy.mode = Mode::DryRun;
+        policy
+            .set(FAMILY_V4, 13, None, RuleSpec::PASS, false)
+            .expect("timestamp-request");
+        let limit = RuleSpec::limit(Limit {
+            rate: 50,
+            burst: 10,
+            per: Per::Prefix,
+        });
+        policy
+            .set(FAMILY_V4, 8, None, limit, false)
+            .expect("v4 echo");
+        policy
+            .set(FAMILY_V6, 128, None, limit, false)
+            .expect("v6 echo");
+        policy
+            .set(FAMILY_V4, 3, Some(1), RuleSpec::DROP, false)
+            .expect("3/1");
+        policy
+            .set(FAMILY_V4, 3, Some(4), RuleSpec::DROP, true)
+            .expect("3/4 forced");
+        policy
+            .set(FAMILY_V6, 2, None, RuleSpec::DROP, true)
+            .expect("ptb forced");
+        policy
+            .set(FAMILY_V6, 139, None, RuleSpec::PASS, false)
+            .expect("v6 only");
+        policy
+            .set(FAMILY_V4, 42, None, RuleSpec::PASS, false)
+            .expect("named v4 only");
+        policy
+            .set(FAMILY_V4, 200, None, RuleSpec::PASS, false)
+            .expect("unnamed");
+        policy
+            .set(FAMILY_V6, 0, Some(7), RuleSpec::limit(DEFAULT_LIMIT), false)
+            .expect("unnamed code rule");
+        policy.allow = vec![
+            "192.0.2.10/32".parse().expect("cidr"),
+            "2001:db8::10/128".parse().expect("cidr"),
+        ];
+        policy.deny = vec![
+            "203.0.113.0/24".parse().expect("cidr"),
+            "2001:db8:bad::/48".parse().expect("cidr"),
+        ];
+        let text = render(&policy);
+        assert_eq!(parse(&text), Ok(policy), "{text}");
+        assert!(text.contains("family = \"both\""), "{text}");
+        assert!(text.contains("force = true"), "{text}");
+        assert!(text.contains("mode = \"dry-run\""), "{text}");
+    }
+
+    #[test]
+    fn pass_all_round_trips() {
+        let mut policy = Policy::pass_all();
+        policy
+            .set(FAMILY_V4, 3, None, RuleSpec::DROP, true)
+            .expect("forced");
+        policy
+            .set(FAMILY_V4, 3, Some(4), RuleSpec::PASS, false)
+            .expect("3/4 back");
+        assert_eq!(parse(&render(&policy)), Ok(policy));
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let policy = parse(include_str!("../../../examples/policy.toml")).expect("valid example");
+        assert_eq!(policy.mode, Mode::Enforce);
+        assert_eq!(policy.rule_for(FAMILY_V4, 13, 0), RuleSpec::PASS);
+        assert_eq!(policy.rule_for(FAMILY_V4, 3, 5), RuleSpec::DROP);
+        assert_eq!(policy.rule_for(FAMILY_V4, 3, 4), RuleSpec::PASS);
+        let echo = RuleSpec::limit(Limit {
+            rate: 50,
+            burst: 100,
+            per: Per::Source,
+        });
+        assert_eq!(policy.rule_for(FAMILY_V4, 8, 0), echo);
+        assert_eq!(policy.rule_for(FAMILY_V6, 128, 0), echo);
+        assert_eq!(policy.allow.len(), 2);
+        assert_eq!(policy.deny.len(), 1);
+        assert_eq!(parse(&render(&policy)), Ok(policy));
+    }
+
+    #[test]
+    fn empty_file_is_the_default_profile() {
+        assert_eq!(parse(""), Ok(Policy::default_profile()));
+        assert_eq!(
+            parse("base = \"pass-all\"\nmode = \"enforce\""),
+            Ok(Policy::pass_all())
+        );
+    }
+
+    #[test]
+    fn names_apply_to_every_family_that_has_them() {
+        let policy = parse("[[rule]]\ntype = \"echo-request\"\naction = \"drop\"\n").expect("ok");
+        assert_eq!(policy.rule_for(FAMILY_V4, 8, 0), RuleSpec::DROP);
+        assert_eq!(policy.rule_for(FAMILY_V6, 128, 0), RuleSpec::DROP);
+        let policy =
+            parse("[[rule]]\ntype = \"packet-too-big\"\naction = \"pass\"\n").expect("v6 only");
+        assert_eq!(policy, Policy::default_profile());
+        let policy =
+            parse("[[rule]]\ntype = 13\nfamily = \"v4\"\ncodes = [0]\naction = \"pass\"\n")
+                .expect("numeric");
+        assert_eq!(policy.rule_for(FAMILY_V4, 13, 0), RuleSpec::PASS);
+        assert_eq!(policy.rule_for(FAMILY_V4, 13, 1), RuleSpec::DROP);
+    }
+
+    #[test]
+    fn syntax_error() {
+        assert_error(
+            "mode = \"enforce\"\n\n[[rule]\ntype = 1\n",
+            3,
+            None,
+            "expected",
+        );
+        assert_error("mode = \"enforce\"\nbase = \n", 2, Some(8), "expected");
+        assert_error("mode = \"dry_run\"\n", 1, Some(8), "dry-run");
+    }
+
+    #[test]
+    fn unknown_type_name() {
+        assert_error(
+            "[[rule]]\ntype = \"foo\"\naction = \"pass\"\n",
+            2,
+            Some(8),
+            "unknown ICMP type 'foo'",
+        );
+        assert_error(
+            "[[rule]]\ntype = \"packet-too-big\"\nfamily = \"both\"\naction = \"pass\"\n",
+            2,
+            Some(8),
+            "unknown ICMP type 'packet-too-big' for v4",
+        );
+    }
+
+    #[test]
+    fn type_out_of_range() {
+        assert_error(
+            "[[rule]]\nfamily = \"v4\"\ntype = 256\naction = \"pass\"\n",
+            3,
+            Some(8),
+            "type 256 is out of range",
+        );
+    }
+
+    #[test]
+    fn code_out_of_range() {
+        assert_error(
+            "[[rule]]\ntype = \"destination-unreachable\"\ncodes = [1, 300]\naction = \"drop\"\n",
+            3,
+            Some(13),
+            "code 300 is out of range",
+        );
+    }
+
+    #[test]
+    fn bad_prefixes() {
+        assert_error(
+            "[lists]\nallow = [\"192.0.2.10/32\"]\ndeny = [\"10.0.0.0/33\"]\n",
+            3,
+            Some(9),
+            "out of range 0-32",
+        );
+        assert_error(
+            "[lists]\nallow = [\n  \"2001:db8::10/128\",\n  \"::/129\",\n]\n",
+            4,
+            Some(3),
+            "out of range 0-128",
+        );
+    }
+
+    #[test]
+    fn allow_and_deny_overlap() {
+        assert_error(
+            "[lists]\nallow = [\"192.0.2.0/24\"]\ndeny = [\"192.0.2.0/24\"]\n",
+            3,
+            Some(9),
+            "both the allow and the deny list",
+        );
+    }
+
+    const LIMIT_RULE: &str = "[[rule]]\ntype = \"echo-request\"\naction = \"limit\"\n";
+
+    #[test]
+    fn bad_rates() {
+        assert_error(
+            &format!("{LIMIT_RULE}rate = -1\n"),
+            4,
+            Some(8),
+            "at least 1",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}rate = 0\nburst = 0\n"),
+            4,
+            Some(8),
+            "rate must be at least 1",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}burst = 0\n"),
+            4,
+            Some(9),
+            "burst must be at least 1",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}rate = 1e99\n"),
+            4,
+            Some(8),
+            "not 1e99",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}rate = \"abc\"\n"),
+            4,
+            Some(8),
+            "not \"abc\"",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}rate = 100000001\n"),
+            4,
+            Some(8),
+            "above the maximum",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}burst = 99999999999\n"),
+            4,
+            Some(9),
+            "above the maximum",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}per = \"host\"\n"),
+            4,
+            Some(7),
+            "unknown variant",
+        );
+    }
+
+    #[test]
+    fn protected_message_needs_force() {
+        let text = "[[rule]]\ntype = \"packet-too-big\"\naction = \"drop\"\n";
+        assert_error(text, 3, Some(10), "RFC 8201");
+        let forced = parse(&format!("{text}force = true\n")).expect("forced");
+        assert_eq!(forced.rule_for(FAMILY_V6, 2, 0), RuleSpec::DROP);
+        assert_error(
+            "[[rule]]\ntype = \"unreachable\"\nfamily = \"v4\"\n\
+             codes = [1, 4]\naction = \"drop\"\n",
+            4,
+            Some(13),
+            "RFC 1191",
+        );
+    }
+
+    #[test]
+    fn unknown_keys() {
+        assert_error("mode = \"enforce\"\nbogus = 1\n", 2, Some(1), "bogus");
+        assert_error(
+            "[[rule]]\ntype = \"echo-request\"\naction = \"pass\"\nratee = 5\n",
+            4,
+            Some(1),
+            "ratee",
+        );
+        assert_error("[lists]\nallowed = []\n", 2, Some(1), "allowed");
+    }
+
+    #[test]
+    fn integer_type_needs_family() {
+        assert_error(
+            "[[rule]]\ntype = 13\naction = \"pass\"\n",
+            2,
+            Some(8),
+            "needs family",
+        );
+    }
+
+    #[test]
+    fn limit_fields_need_limit_action() {
+        assert_error(
+            "[[rule]]\ntype = \"echo-request\"\naction = \"pass\"\nrate = 5\n",
+            4,
+            Some(8),
+            "only applies to action = \"limit\"",
+        );
+        assert_error(
+            "[[rule]]\ntype = \"echo-request\"\naction = \"drop\"\nper = \"global\"\n",
+            4,
+            Some(7),
+            "only applies to action = \"limit\"",
+        );
+    }
+
+    #[test]
+    fn empty_codes_and_missing_fields() {
+        assert_error(
+            "[[rule]]\ntype = \"echo-request\"\ncodes = []\naction = \"pass\"\n",
+            3,
+            Some(9),
+            "codes is empty",
+        );
+        let missing = error("[[rule]]\ntype = \"echo-request\"\n");
+        assert!(missing.message.contains("action"), "{missing}");
+        assert!(missing.line >= 1, "{missing}");
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let path = Path::new("/nonexistent/icmp-guard/policy.toml");
+        let error = parse_file(path).expect_err("no such file");
+        assert_eq!((error.line, error.column), (0, 0));
+        assert!(
+            error
+                .message
+                .contains("/nonexistent/icmp-guard/policy.toml"),
+            "{error}"
+        );
+        assert!(
+            error.to_string().starts_with("line 0, column 0: "),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,439 @@
+//! The policy as operators think of it: an action per (family, type), optional per-code
+//! exceptions, rate limits, allow/deny prefixes and the mode. Compiled to map entries by
+//! [`super::compile`].
+
+use std::{collections::BTreeMap, fmt, net::IpAddr, str::FromStr};
+
+use icmp_guard_common::{FAMILY_V4, FAMILY_V6, icmp, policy as kernel};
+
+/// What happens to a matching packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Pass,
+    Drop,
+    Limit,
+}
+
+impl Action {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop => "drop",
+            Self::Limit => "limit",
+        }
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "pass" => Ok(Self::Pass),
+            "drop" => Ok(Self::Drop),
+            "limit" => Ok(Self::Limit),
+            other => Err(format!("unknown action '{other}': use pass, drop or limit")),
+        }
+    }
+}
+
+/// Which sources share a rate-limit bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    Source,
+    Prefix,
+    Global,
+}
+
+impl Per {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Prefix => "prefix",
+            Self::Global => "global",
+        }
+    }
+}
+
+/// A rate limit: `rate` packets per second with bursts of up to `burst` packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Limit {
+    pub rate: u32,
+    pub burst: u32,
+    pub per: Per,
+}
+
+/// Largest accepted rate or burst, packets per second: far above line rate on any link.
+pub const MAX_RATE: u32 = 100_000_000;
+
+impl Limit {
+    /// Checks the numbers; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rate == 0 {
+            return Err("rate must be at least 1 packet per second (use drop to block)".into());
+        }
+        if self.burst == 0 {
+            return Err("burst must be at least 1 packet".into());
+        }
+        if self.rate > MAX_RATE || self.burst > MAX_RATE {
+            return Err(format!("rate and burst are capped at {MAX_RATE} packets"));
+        }
+        Ok(())
+    }
+}
+
+/// Defaults for `limit` when rate/burst/per are not given.
+pub const DEFAULT_LIMIT: Limit = Limit {
+    rate: 100,
+    burst: 200,
+    per: Per::Source,
+};
+
+/// Default ceiling for echo replies: generous, no normal host reaches it.
+pub const DEFAULT_REPLY_LIMIT: Limit = Limit {
+    rate: 10_000,
+    burst: 20_000,
+    per: Per::Global,
+};
+
+/// One rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct RuleSpec {
+    pub action: Action,
+    /// Present exactly when `action` is `Limit`.
+    pub limit: Option<Limit>,
+}
+
+impl RuleSpec {
+    pub const PASS: Self = Self {
+        action: Action::Pass,
+        limit: None,
+    };
+    pub const DROP: Self = Self {
+        action: Action::Drop,
+        limit: None,
+    };
+
+    pub const fn limit(limit: Limit) -> Self {
+        Self {
+            action: Action::Limit,
+            limit: Some(limit),
+        }
+    }
+}
+
+/// Enforce verdicts, or only count them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+impl Mode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::DryRun => "dry-run",
+        }
+    }
+}
+
+/// An IPv4 or IPv6 prefix. Host bits must be zero, so that `10.0.0.1/8` is caught as the
+/// typo it usually is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub const fn max_prefix(addr: &IpAddr) -> u8 {
+        match addr {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        }
+    }
+
+    pub const fn family(&self) -> u8 {
+        match self.addr {
+            IpAddr::V4(_) => FAMILY_V4,
+            IpAddr::V6(_) => FAMILY_V6,
+        }
+    }
+
+    /// The address bytes (4 or 16).
+    pub fn octets(&self) -> Vec<u8> {
+        match self.addr {
+            IpAddr::V4(addr) => addr.octets().to_vec(),
+            IpAddr::V6(addr) => addr.octets().to_vec(),
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr_text, prefix_text) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr_text
+            .parse()
+            .map_err(|_| format!("'{text}' is not an IPv4 or IPv6 address or prefix"))?;
+        let max = Self::max_prefix(&addr);
+        let prefix = match prefix_text {
+            None => max,
+            Some(prefix_text) => prefix_text
+                .parse::<u8>()
+                .ok()
+                .filter(|prefix| *prefix <= max)
+                .ok_or_else(|| {
+                    format!("prefix length /{prefix_text} in '{text}' is out of range 0-{max}")
+                })?,
+        };
+        let cidr = Self { addr, prefix };
+        let bytes = cidr.octets();
+        let host_bits_set = bytes.iter().enumerate().any(|(index, byte)| {
+            let bit = index * 8;
+            let keep = (prefix as usize).saturating_sub(bit).min(8);
+            let mask = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+            byte & !mask != 0
+        });
+        if host_bits_set {
+            return Err(format!(
+                "'{text}' has host bits set after /{prefix}: did you mean the network address?"
+            ));
+        }
+        Ok(cidr)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A refused policy change; the message names the rule and says what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("refusing to drop {what}: {why}; add --force (or force = true) if you mean it")]
+    Protected { what: String, why: &'static str },
+    #[error("invalid limit for {what}: {reason}")]
+    BadLimit { what: String, reason: String },
+    #[error("{cidr} is in both the allow and the deny list: keep it in one")]
+    AllowAndDeny { cidr: Cidr },
+}
+
+/// The whole policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub mode: Mode,
+    /// One rule per (family, type): always 512 entries.
+    pub types: BTreeMap<(u8, u8), RuleSpec>,
+    /// Per-code exceptions: (family, type, code).
+    pub codes: BTreeMap<(u8, u8, u8), RuleSpec>,
+    pub allow: Vec<Cidr>,
+    pub deny: Vec<Cidr>,
+}
+
+/// How to describe (family, type[, code]) in messages.
+pub fn describe(family: u8, icmp_type: u8, code: Option<u8>) -> String {
+    let name = icmp::type_name(family, icmp_type).unwrap_or("unassigned");
+    match code {
+        Some(code) => format!("{} {icmp_type}/{code} ({name})", icmp::family_label(family)),
+        None => format!("{} {icmp_type} ({name})", icmp::family_label(family)),
+    }
+}
+
+impl Policy {
+    /// The safe default profile (PRODUCT.md).
+    pub fn default_profile() -> Self {
+        let mut types = BTreeMap::new();
+        for family in [FAMILY_V4, FAMILY_V6] {
+            for icmp_type in 0..=255u8 {
+                let rule = kernel::default_rule(family, icmp_type);
+                let spec = match rule.action {
+                    kernel::action::PASS => RuleSpec::PASS,
+                    kernel::action::LIMIT if rule.limiter == 1 => {
+                        RuleSpec::limit(DEFAULT_REPLY_LIMIT)
+                    }
+                    kernel::action::LIMIT => RuleSpec::limit(DEFAULT_LIMIT),
+                    _ => RuleSpec::DROP,
+                };
+                types.insert((family, icmp_type), spec);
+            }
+        }
+        Self {
+            mode: Mode::Enforce,
+            types,
+            codes: BTreeMap::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+
+    /// A policy that passes every type: the base for operators who list only drops.
+    pub fn pass_all() -> Self {
+        let mut policy = Self::default_profile();
+        for spec in policy.types.values_mut() {
+            *spec = RuleSpec::PASS;
+        }
+        policy
+    }
+
+    /// Sets a rule for a whole type (`code` None) or one code. Protected messages need
+    /// `force` to be dropped.
+    pub fn set(
+        &mut self,
+        family: u8,
+        icmp_type: u8,
+        code: Option<u8>,
+        spec: RuleSpec,
+        force: bool,
+    ) -> Result<(), PolicyError> {
+        if spec.action == Action::Drop
+            && !force
+            && let Some(why) = kernel::protected(family, icmp_type, code)
+        {
+            return Err(PolicyError::Protected {
+                what: describe(family, icmp_type, code),
+                why,
+            });
+        }
+        if let Some(limit) = spec.limit {
+            limit.validate().map_err(|reason| PolicyError::BadLimit {
+                what: describe(family, icmp_type, code),
+                reason,
+            })?;
+        }
+        match code {
+            None => {
+                self.types.insert((family, icmp_type), spec);
+                // A type-wide rule replaces the type's exceptions.
+                self.codes
+                    .retain(|(f, t, _), _| !(*f == family && *t == icmp_type));
+            }
+            Some(code) => {
+                if self.types.get(&(family, icmp_type)) == Some(&spec) {
+                    self.codes.remove(&(family, icmp_type, code));
+                } else {
+                    self.codes.insert((family, icmp_type, code), spec);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what `set` cannot see alone: lists that contradict each other.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if let Some(cidr) = self.allow.iter().find(|cidr| self.deny.contains(cidr)) {
+            return Err(PolicyError::AllowAndDeny { cidr: *cidr });
+        }
+        Ok(())
+    }
+
+    /// The rule that applies to (family, type, code).
+    pub fn rule_for(&self, family: u8, icmp_type: u8, code: u8) -> RuleSpec {
+        self.codes
+            .get(&(family, icmp_type, code))
+            .or_else(|| self.types.get(&(family, icmp_type)))
+            .copied()
+            .unwrap_or(RuleSpec::DROP)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_refuse_nonsense() {
+        let v4: Cidr = "192.0.2.0/24".parse().expect("valid");
+        assert_eq!(v4.to_string(), "192.0.2.0/24");
+        let host: Cidr = "2001:db8::1".parse().expect("valid");
+        assert_eq!(host.prefix, 128);
+        for (bad, needle) in [
+            ("10.0.0.0/33", "out of range 0-32"),
+            ("::/129", "out of range 0-128"),
+            ("10.0.0.1/8", "host bits"),
+            ("bogus", "not an IPv4 or IPv6"),
+            ("10.0.0.0/-1", "out of range"),
+        ] {
+            let err = bad.parse::<Cidr>().expect_err(bad);
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn protected_messages_need_force() {
+        let mut policy = Policy::default_profile();
+        let err = policy
+            .set(FAMILY_V4, 3, Some(4), RuleSpec::DROP, false)
+            .expect_err("PTB is protected");
+        assert!(err.to_string().contains("RFC 1191"), "{err}");
+        assert!(
+            policy
+                .set(FAMILY_V6, 135, None, RuleSpec::DROP, false)
+                .is_err()
+        );
+        assert_eq!(
+            policy,
+            Policy::default_profile(),
+            "a refusal changes nothing"
+        );
+        policy
+            .set(FAMILY_V6, 2, None, RuleSpec::DROP, true)
+            .expect("forced");
+        assert_eq!(policy.rule_for(FAMILY_V6, 2, 0), RuleSpec::DROP);
+    }
+
+    #[test]
+    fn code_rules_override_and_type_rules_reset_them() {
+        let mut policy = Policy::default_profile();
+        policy
+            .set(FAMILY_V4, 3, Some(1), RuleSpec::DROP, false)
+            .expect("3/1 is not protected");
+        assert_eq!(policy.rule_for(FAMILY_V4, 3, 1), RuleSpec::DROP);
+        assert_eq!(policy.rule_for(FAMILY_V4, 3, 4), RuleSpec::PASS);
+        policy
+            .set(FAMILY_V4, 3, None, RuleSpec::PASS, false)
+            .expect("valid");
+        assert!(policy.codes.is_empty());
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let mut policy = Policy::default_profile();
+        let zero = Limit {
+            rate: 0,
+            burst: 0,
+            per: Per::Source,
+        };
+        assert!(matches!(
+            policy.set(FAMILY_V4, 8, None, RuleSpec::limit(zero), false),
+            Err(PolicyError::BadLimit { .. })
+        ));
+    }
+
+    #[test]
+    fn allow_and_deny_may_not_overlap_exactly() {
+        let mut policy = Policy::default_profile();
+        let cidr: Cidr = "198.51.100.7/32".parse().expect("valid");
+        policy.allow.push(cidr);
+        policy.deny.push(cidr);
+        assert!(policy.validate().is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! `cargo xtask`: developer tasks for icmp-guard.
+//!
+//! Every task that builds or runs anything first calls [`setup::run`], so a fresh machine
+//! needs nothing but rustup and `cargo xtask <task>`.
+
+mod demo;
+mod interrupt;
+mod lint;
+mod process;
+mod setup;
+mod test;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Developer tasks for icmp-guard",
+    // The alias runs `cargo run --package xtask --`, so `cargo xtask` is what users type.
+    bin_name = "cargo xtask"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Check and install what the build and tests need (nightly rust-src, bpf-linker, Debian packages)
+    Setup,
+    /// Run the workspace tests after setup; extra arguments go to `cargo test`
+    Test {
+        /// Passed to `cargo test` as they are, e.g. `cargo xtask test policy -- --nocapture`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Check formatting and run clippy on the host crates and on the eBPF crate
+    Lint,
+    /// Show icmp-guard filtering pings between two throwaway network namespaces (needs root)
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Test { args } => test::run(&args),
+        Task::Lint => lint::run(),
+        Task::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` keeps the context chain on one line, which reads better in CI logs
+            // than anyhow's multi-line Debug output.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Task};
+
+    fn test_args(argv: &[&str]) -> Vec<String> {
+        let cli = Cli::try_parse_from(["xtask", "test"].iter().chain(argv)).expect("parses");
+        match cli.task {
+            Task::Test { args } => args
+                .into_iter()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect(),
+            _ => panic!("not the test task"),
+        }
+    }
+
+    #[test]
+    fn test_passes_arguments_through() {
+        assert!(test_args(&[]).is_empty());
+        assert_eq!(test_args(&["--release"]), ["--release"]);
+        assert_eq!(
+            test_args(&["policy", "--", "--nocapture"]),
+            ["policy", "--", "--nocapture"]
+        );
+        assert_eq!(test_args(&["--", "--nocapture"]), ["--nocapture"]);
+        assert_eq!(
+            test_args(&["--", "--", "--nocapture"]),
+            ["--", "--nocapture"]
+        );
+    }
+}
