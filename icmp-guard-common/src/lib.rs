@@ -34,11 +34,20 @@ pub mod maps {
     pub const LISTS_V6: &str = "LISTS_V6";
     /// `LimiterConfig` per (generation, limiter); see [`crate::policy::limiter_slot`].
     pub const LIMITERS: &str = "LIMITERS";
+    /// GCRA state per (limiter, source); LRU.
+    pub const RATE_SOURCES: &str = "RATE_SOURCES";
+    /// GCRA state per (limiter, source prefix); LRU.
+    pub const RATE_PREFIXES: &str = "RATE_PREFIXES";
+    /// GCRA state of each limiter's global bucket.
+    pub const RATE_GLOBAL: &str = "RATE_GLOBAL";
     /// `u32` settings; see [`crate::config`].
     pub const CONFIG: &str = "CONFIG";
 
     /// Every map the program declares, in the order userspace pins them.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 11] = [
+        RATE_SOURCES,
+        RATE_PREFIXES,
+        RATE_GLOBAL,
         LIMITERS,
         ICMP_COUNTERS,
         GLOBAL_COUNTERS,

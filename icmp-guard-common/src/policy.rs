@@ -84,16 +84,29 @@ pub mod per {
 }
 
 /// A rate limiter's settings, one per (generation, limiter index).
+///
+/// `rate`/`burst` apply at the `per` scope. Unless `per` is global, a second bucket
+/// (`global_rate`/`global_burst`) admits packets from sources (or prefixes) that have no
+/// bucket yet: a spoofed random-source flood creates a new source with every packet, so it
+/// is capped by that budget, while established sources keep their own buckets.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LimiterConfig {
-    /// Packets per second.
+    /// Packets per second at the `per` scope.
     pub rate: u32,
     /// Bucket depth in packets.
     pub burst: u32,
     /// One of [`per`].
     pub per: u8,
-    pub _pad: [u8; 3],
+    /// Prefix length that groups IPv4 sources for `per = prefix`.
+    pub prefix_v4: u8,
+    /// Prefix length that groups IPv6 sources for `per = prefix`.
+    pub prefix_v6: u8,
+    pub _pad: u8,
+    /// Packets per second admitted from sources without a bucket (0: none admitted).
+    pub global_rate: u32,
+    /// Burst of that budget.
+    pub global_burst: u32,
 }
 
 #[cfg(feature = "user")]
@@ -104,6 +117,86 @@ unsafe impl aya::Pod for LimiterConfig {}
 #[inline(always)]
 pub const fn limiter_slot(generation: u32, limiter: u8) -> u32 {
     (generation & 1) * MAX_LIMITERS + (limiter as u32 % MAX_LIMITERS)
+}
+
+/// Capacity of the per-source rate-limit LRU map (see README for the memory cost).
+pub const RATE_SOURCES: u32 = 65_536;
+/// Capacity of the per-prefix rate-limit LRU map.
+pub const RATE_PREFIXES: u32 = 16_384;
+
+/// Key of a rate-limit bucket: the limiter and the (masked) source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RateKey {
+    pub limiter: u8,
+    pub family: u8,
+    pub prefix_len: u8,
+    pub _pad: u8,
+    pub addr: [u8; 16],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, u8 fields and a byte array, no implicit padding.
+unsafe impl aya::Pod for RateKey {}
+
+impl RateKey {
+    /// The key of `source` (IPv4 in the first 4 bytes) masked to `prefix_len` bits.
+    #[inline(always)]
+    pub fn new(limiter: u8, family: u8, source: &[u8; 16], prefix_len: u8) -> Self {
+        let mut key = Self {
+            limiter,
+            family,
+            prefix_len,
+            _pad: 0,
+            addr: *source,
+        };
+        let max = if family == FAMILY_V4 { 32 } else { 128 };
+        let bits = if prefix_len > max { max } else { prefix_len } as usize;
+        let mut index = 0;
+        while index < 16 {
+            let start = index * 8;
+            let keep = if bits <= start {
+                0
+            } else if bits - start >= 8 {
+                8
+            } else {
+                bits - start
+            };
+            let mask: u8 = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+            key.addr[index] &= mask;
+            index += 1;
+        }
+        key
+    }
+}
+
+/// Nanoseconds between two admitted packets at `rate` per second (at least 1).
+#[inline(always)]
+pub const fn emission_interval_ns(rate: u32) -> u64 {
+    if rate == 0 {
+        u64::MAX
+    } else {
+        let interval = 1_000_000_000 / rate as u64;
+        if interval == 0 { 1 } else { interval }
+    }
+}
+
+/// GCRA, the token bucket written as one "theoretical arrival time" (TAT): admits when the
+/// packet is no more than `burst - 1` intervals early, and returns the new TAT. A bucket
+/// idle for days has `tat` far in the past; `max(tat, now)` restarts it full, never fuller,
+/// and nothing overflows (u64 nanoseconds last 584 years of uptime).
+#[inline(always)]
+pub const fn gcra(tat: u64, now: u64, interval: u64, burst: u32) -> Option<u64> {
+    if burst == 0 || interval == u64::MAX {
+        return None;
+    }
+    let start = if tat > now { tat } else { now };
+    let tolerance = interval.saturating_mul(burst as u64 - 1);
+    if start - now > tolerance {
+        None
+    } else {
+        Some(start.saturating_add(interval))
+    }
 }
 
 /// Generations of every policy table.
@@ -425,6 +518,69 @@ mod tests {
         }
         assert_eq!(v6(128).action, action::LIMIT);
         assert_eq!(v6(129).action, action::LIMIT);
+    }
+
+    #[test]
+    fn gcra_admits_exactly_burst_when_no_time_passes() {
+        let interval = emission_interval_ns(100);
+        let mut tat = 0;
+        let mut admitted = 0;
+        for _ in 0..1000 {
+            if let Some(next) = gcra(tat, 5_000_000_000, interval, 200) {
+                tat = next;
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 200);
+    }
+
+    #[test]
+    fn gcra_refills_at_rate_and_never_beyond_burst() {
+        let interval = emission_interval_ns(100); // 10 ms
+        let mut tat = 0;
+        let mut now = 1_000_000_000u64;
+        let mut admitted = 0;
+        // One second of a flood every millisecond: burst + rate × 1 s.
+        for _ in 0..1000 {
+            if let Some(next) = gcra(tat, now, interval, 200) {
+                tat = next;
+                admitted += 1;
+            }
+            now += 1_000_000;
+        }
+        assert!((299..=301).contains(&admitted), "{admitted}");
+        // Idle for a week: the bucket is full again, not fuller.
+        now += 7 * 24 * 3600 * 1_000_000_000;
+        let mut burst = 0;
+        while let Some(next) = gcra(tat, now, interval, 200) {
+            tat = next;
+            burst += 1;
+        }
+        assert_eq!(burst, 200);
+    }
+
+    #[test]
+    fn gcra_refuses_empty_limits() {
+        assert_eq!(gcra(0, 0, emission_interval_ns(0), 10), None);
+        assert_eq!(gcra(0, 0, emission_interval_ns(10), 0), None);
+        assert_eq!(emission_interval_ns(2_000_000_000), 1);
+    }
+
+    #[test]
+    fn rate_keys_mask_to_the_prefix() {
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&[192, 0, 2, 77]);
+        let key = RateKey::new(3, FAMILY_V4, &v4, 24);
+        assert_eq!(&key.addr[..4], &[192, 0, 2, 0]);
+        let host = RateKey::new(3, FAMILY_V4, &v4, 32);
+        assert_eq!(&host.addr[..4], &[192, 0, 2, 77]);
+        let mut v6 = [0xffu8; 16];
+        v6[0] = 0x20;
+        let key = RateKey::new(1, FAMILY_V6, &v6, 64);
+        assert_eq!(&key.addr[8..], &[0; 8]);
+        assert_eq!(key.addr[7], 0xff);
+        let odd = RateKey::new(1, FAMILY_V6, &v6, 60);
+        assert_eq!(odd.addr[7], 0xf0);
     }
 
     #[test]

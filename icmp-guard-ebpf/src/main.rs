@@ -13,9 +13,10 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_NOEXIST, xdp_action},
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use icmp_guard_common::{
@@ -29,9 +30,10 @@ use icmp_guard_common::{
     },
     policy::{
         Facts, GENERATIONS, LIST_ENTRIES, LimiterConfig, MAX_LIMITERS, POLICY_CODE_ENTRIES,
-        POLICY_TYPE_ENTRIES, Rule, RuleVerdict, SCOPE_LINK_LOCAL, V4ListKey, V6ListKey, code_key,
-        evaluate, flags, ipv4_broadcast_or_multicast, ipv6_link_local_or_unspecified,
-        ipv6_multicast_scope, list, mac_group, type_slot,
+        POLICY_TYPE_ENTRIES, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule, RuleVerdict,
+        SCOPE_LINK_LOCAL, V4ListKey, V6ListKey, code_key, emission_interval_ns, evaluate, flags,
+        gcra, ipv4_broadcast_or_multicast, ipv6_link_local_or_unspecified, ipv6_multicast_scope,
+        limiter_slot, list, mac_group, per, type_slot,
     },
 };
 
@@ -49,6 +51,18 @@ static POLICY_CODES: HashMap<u32, Rule> = HashMap::with_max_entries(POLICY_CODE_
 
 #[map(name = "LIMITERS")]
 static LIMITERS: Array<LimiterConfig> = Array::with_max_entries(GENERATIONS * MAX_LIMITERS, 0);
+
+/// GCRA state (theoretical arrival time, ns) per (limiter, source).
+#[map(name = "RATE_SOURCES")]
+static RATE_SOURCE_STATE: LruHashMap<RateKey, u64> = LruHashMap::with_max_entries(RATE_SOURCES, 0);
+
+/// GCRA state per (limiter, source prefix).
+#[map(name = "RATE_PREFIXES")]
+static RATE_PREFIX_STATE: LruHashMap<RateKey, u64> = LruHashMap::with_max_entries(RATE_PREFIXES, 0);
+
+/// GCRA state of each limiter's global bucket (its new-source budget unless per = global).
+#[map(name = "RATE_GLOBAL")]
+static RATE_GLOBAL: Array<u64> = Array::with_max_entries(MAX_LIMITERS, 0);
 
 #[map(name = "LISTS_V4")]
 static LISTS_V4: LpmTrie<V4ListKey, u32> = LpmTrie::with_max_entries(LIST_ENTRIES, 0);
@@ -173,8 +187,80 @@ fn decide(icmp: &Icmp, generation: u32) -> Verdict {
     match evaluate(rule, &icmp.facts) {
         RuleVerdict::Pass => Verdict::Pass,
         RuleVerdict::Drop(reason) => Verdict::Drop(reason),
-        // Rate limiting arrives with the flood guard; until then a limit passes.
-        RuleVerdict::Limit(_) => Verdict::Pass,
+        RuleVerdict::Limit(_) if listed == list::ALLOW => Verdict::Pass,
+        RuleVerdict::Limit(limiter) => {
+            if admit(icmp, generation, limiter) {
+                Verdict::Pass
+            } else {
+                Verdict::Drop(DropReason::RateLimit)
+            }
+        }
+    }
+}
+
+/// Takes a token for `icmp` from `limiter`. Buckets are shared by both CPUs and updated
+/// without locks (the kernel forbids spin locks in LRU maps): two CPUs that read the same
+/// TAT at once can both admit, so a race over-admits by at most one packet per CPU.
+#[inline(always)]
+fn admit(icmp: &Icmp, generation: u32, limiter: u8) -> bool {
+    let Some(config) = LIMITERS.get(limiter_slot(generation, limiter)).copied() else {
+        return false;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(global) = RATE_GLOBAL.get_ptr_mut(u32::from(limiter) % MAX_LIMITERS) else {
+        return false;
+    };
+    if config.per == per::GLOBAL {
+        return take(global, now, config.rate, config.burst);
+    }
+    let (state, prefix_len) = if config.per == per::PREFIX {
+        let prefix_len = if icmp.family == FAMILY_V4 {
+            config.prefix_v4
+        } else {
+            config.prefix_v6
+        };
+        (&RATE_PREFIX_STATE, prefix_len)
+    } else {
+        (&RATE_SOURCE_STATE, 128)
+    };
+    let key = RateKey::new(limiter, icmp.family, &icmp.source, prefix_len);
+    match state.get_ptr_mut(&key) {
+        // An established source (or prefix): its own bucket decides.
+        Some(tat) => take(tat, now, config.rate, config.burst),
+        None => {
+            // A new one is charged to the new-source budget first, so that random
+            // spoofed sources, each new, are capped by it; its bucket is created only when
+            // admitted, so rejected spoofed packets do not churn the LRU.
+            if !take(global, now, config.global_rate, config.global_burst) {
+                return false;
+            }
+            let interval = emission_interval_ns(config.rate);
+            match gcra(0, now, interval, config.burst) {
+                Some(tat) => {
+                    // Losing an insert race to the other CPU is fine: that packet was
+                    // already charged to the new-source budget.
+                    let _ = state.insert(&key, &tat, u64::from(BPF_NOEXIST));
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn take(tat: *mut u64, now: u64, rate: u32, burst: u32) -> bool {
+    // SAFETY: `tat` comes from a successful map lookup and stays valid for this program
+    // run; concurrent writers race benignly (see `admit`).
+    unsafe {
+        match gcra(*tat, now, emission_interval_ns(rate), burst) {
+            Some(next) => {
+                *tat = next;
+                true
+            }
+            None => false,
+        }
     }
 }
 

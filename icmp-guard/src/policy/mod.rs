@@ -57,17 +57,33 @@ fn per_from_code(code: u8) -> Per {
     }
 }
 
+/// Prefix lengths that group sources for `per = prefix`.
+pub const DEFAULT_PREFIX_V4: u8 = 24;
+pub const DEFAULT_PREFIX_V6: u8 = 64;
+/// The new-source budget of a per-source or per-prefix limit, as a multiple of its rate and
+/// burst: enough for many legitimate newcomers, a cap for spoofed floods.
+pub const NEW_SOURCE_FACTOR: u32 = 10;
+
+/// The kernel's settings for a limit.
+pub fn limiter_config(limit: Limit) -> LimiterConfig {
+    LimiterConfig {
+        rate: limit.rate,
+        burst: limit.burst,
+        per: per_code(limit.per),
+        prefix_v4: DEFAULT_PREFIX_V4,
+        prefix_v6: DEFAULT_PREFIX_V6,
+        _pad: 0,
+        global_rate: limit.rate.saturating_mul(NEW_SOURCE_FACTOR),
+        global_burst: limit.burst.saturating_mul(NEW_SOURCE_FACTOR),
+    }
+}
+
 /// Turns a policy into map entries.
 pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
     policy.validate()?;
     let mut compiled = Compiled::default();
     let limiter_index = |limit: Limit, compiled: &mut Compiled| -> Result<u8, PolicyError> {
-        let config = LimiterConfig {
-            rate: limit.rate,
-            burst: limit.burst,
-            per: per_code(limit.per),
-            _pad: [0; 3],
-        };
+        let config = limiter_config(limit);
         if let Some(index) = compiled.limiters.iter().position(|c| *c == config) {
             return Ok(index as u8);
         }

@@ -6,6 +6,7 @@
 )]
 
 pub mod frames;
+pub mod lab;
 
 /// True when the test may touch BPF and network namespaces. Without root it skips, unless
 /// `ICMP_GUARD_REQUIRE_PRIVILEGED=1` (set by CI) turns the skip into a failure.

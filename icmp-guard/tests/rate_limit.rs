@@ -1,0 +1,157 @@
+//! The flood guard through BPF_PROG_TEST_RUN: GCRA buckets per source, per prefix and
+//! global, and the new-source budget that caps spoofed floods. `repeat` runs a frame many
+//! times in a few microseconds, far less than one emission interval, so "no time passes".
+
+mod support;
+
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions},
+};
+use icmp_guard::{
+    loader::{self, GuardMaps},
+    policy::{self, Limit, Per, Policy, RuleSpec},
+    stats,
+};
+use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
+use support::frames::*;
+
+struct Guard {
+    ebpf: Ebpf,
+    maps: GuardMaps,
+}
+
+impl Guard {
+    fn with_echo_limit(rate: u32, burst: u32, per: Per, edit: impl FnOnce(&mut Policy)) -> Self {
+        let mut policy = Policy::default_profile();
+        let spec = RuleSpec::limit(Limit { rate, burst, per });
+        policy.set(FAMILY_V4, 8, None, spec, false).expect("valid");
+        policy
+            .set(FAMILY_V6, 128, None, spec, false)
+            .expect("valid");
+        edit(&mut policy);
+        let mut ebpf = loader::load(None).expect("load");
+        let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
+        policy::apply(&mut maps, &policy).expect("apply");
+        Self { ebpf, maps }
+    }
+
+    fn run(&mut self, frame: &[u8], repeat: u32) {
+        let program = loader::xdp_program(&mut self.ebpf).expect("program");
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+    }
+
+    /// (passed, dropped as rate_limit) of a (family, type).
+    fn counts(&self, family: u8, icmp_type: u8) -> (u64, u64) {
+        let counters = stats::read(&self.maps)
+            .expect("counters")
+            .of(family, icmp_type);
+        (counters.passed(), counters.dropped(DropReason::RateLimit))
+    }
+}
+
+fn from(source: [u8; 4]) -> Vec<u8> {
+    icmpv4_between(source, V4_GUARD, 8, 0)
+}
+
+#[test]
+fn one_source_gets_exactly_its_burst_when_no_time_passes() {
+    if !support::privileged("one_source_gets_exactly_its_burst") {
+        return;
+    }
+    let mut guard = Guard::with_echo_limit(100, 200, Per::Source, |_| {});
+    guard.run(&from([198, 51, 100, 7]), 1000);
+    assert_eq!(guard.counts(FAMILY_V4, 8), (200, 800));
+    // Another source has its own bucket.
+    guard.run(&from([198, 51, 100, 8]), 300);
+    assert_eq!(guard.counts(FAMILY_V4, 8), (400, 900));
+    // IPv6 too.
+    guard.run(&icmpv6_frame(&[], 128, 0), 250);
+    assert_eq!(guard.counts(FAMILY_V6, 128), (200, 50));
+}
+
+/// At 1 packet per second, the milliseconds between runs add at most one token.
+fn assert_about(actual: (u64, u64), passed: u64, total: u64, what: &str) {
+    assert!(
+        (passed..=passed + 1).contains(&actual.0) && actual.0 + actual.1 == total,
+        "{what}: {actual:?}, expected {passed} (+1) passed of {total}"
+    );
+}
+
+#[test]
+fn global_and_prefix_scopes_share_one_bucket() {
+    if !support::privileged("global_and_prefix_scopes") {
+        return;
+    }
+    let mut global = Guard::with_echo_limit(1, 30, Per::Global, |_| {});
+    for last in 1..=20u8 {
+        global.run(&from([198, 51, 100, last]), 5);
+    }
+    global.run(&from([203, 0, 113, 1]), 5);
+    assert_about(global.counts(FAMILY_V4, 8), 30, 105, "global");
+
+    let mut prefix = Guard::with_echo_limit(1, 30, Per::Prefix, |_| {});
+    for last in 1..=20u8 {
+        prefix.run(&from([198, 51, 100, last]), 5);
+    }
+    assert_about(prefix.counts(FAMILY_V4, 8), 30, 100, "one /24, one bucket");
+    let before = prefix.counts(FAMILY_V4, 8).0;
+    prefix.run(&from([203, 0, 113, 1]), 40);
+    assert_eq!(prefix.counts(FAMILY_V4, 8).0 - before, 30, "another /24");
+}
+
+#[test]
+fn spoofed_sources_are_capped_by_the_new_source_budget_and_established_ones_pass() {
+    if !support::privileged("spoofed_sources_are_capped") {
+        return;
+    }
+    // 5/s per source, burst 2: the new-source budget is 50/s with a burst of 20.
+    let mut guard = Guard::with_echo_limit(5, 2, Per::Source, |_| {});
+    let established = [192, 0, 2, 2];
+    guard.run(&from(established), 1);
+    assert_eq!(guard.counts(FAMILY_V4, 8), (1, 0));
+    // 3000 distinct spoofed sources, one packet each.
+    for index in 0..3000u32 {
+        let bytes = index.to_be_bytes();
+        guard.run(&from([203, bytes[1], bytes[2], bytes[3]]), 1);
+    }
+    let (passed, limited) = guard.counts(FAMILY_V4, 8);
+    let spoofed_admitted = passed - 1;
+    // 19 tokens were left after the established source took one; the run lasts a few
+    // hundred milliseconds at most, refilling 50/s.
+    assert!(
+        (19..=19 + 50).contains(&spoofed_admitted),
+        "spoofed admitted {spoofed_admitted}"
+    );
+    assert_eq!(spoofed_admitted + limited, 3000);
+    // The established source still has its own token left.
+    guard.run(&from(established), 1);
+    assert_eq!(
+        guard.counts(FAMILY_V4, 8).0,
+        passed + 1,
+        "established source passes"
+    );
+}
+
+#[test]
+fn allowed_sources_bypass_limits_and_other_types_are_untouched() {
+    if !support::privileged("allowed_sources_bypass_limits") {
+        return;
+    }
+    let mut guard = Guard::with_echo_limit(1, 1, Per::Source, |policy| {
+        policy.allow.push("198.51.100.0/24".parse().expect("cidr"));
+    });
+    guard.run(&from([198, 51, 100, 9]), 100);
+    assert_eq!(guard.counts(FAMILY_V4, 8), (100, 0));
+    guard.run(&from([203, 0, 113, 9]), 100);
+    assert_eq!(guard.counts(FAMILY_V4, 8), (101, 99));
+    // PMTUD is never charged to a budget.
+    guard.run(&icmpv4_between([203, 0, 113, 9], V4_GUARD, 3, 4), 500);
+    assert_eq!(guard.counts(FAMILY_V4, 3), (500, 0));
+}
