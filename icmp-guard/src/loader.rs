@@ -8,7 +8,7 @@ use aya::{
 };
 use icmp_guard_common::{
     Counter, PROGRAM_NAME, config, maps,
-    policy::{LimiterConfig, Rule, V4ListKey, V6ListKey},
+    policy::{LimiterConfig, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule, V4ListKey, V6ListKey},
 };
 
 use crate::{
@@ -289,6 +289,36 @@ pub fn links(pins: &PinDir) -> Result<Vec<LinkStatus>> {
         });
     }
     Ok(statuses)
+}
+
+/// How many sources and prefixes have a rate-limit bucket now.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Tracked {
+    pub sources: u64,
+    pub sources_capacity: u32,
+    pub prefixes: u64,
+    pub prefixes_capacity: u32,
+}
+
+/// Counts the entries of the pinned rate-limit LRU maps.
+pub fn tracked(pins: &PinDir) -> Result<Tracked> {
+    let count = |name: &str| -> Result<u64> {
+        let path = pins.map_path(name);
+        let data = MapData::from_pin(&path).map_err(|err| Error::BrokenPinState {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
+        let map: HashMap<MapData, RateKey, u64> = Map::from_map_data(data)
+            .and_then(HashMap::try_from)
+            .map_err(|err| Error::bpf(format!("opening map {name}"), err))?;
+        Ok(map.keys().filter(std::result::Result::is_ok).count() as u64)
+    };
+    Ok(Tracked {
+        sources: count(maps::RATE_SOURCES)?,
+        sources_capacity: RATE_SOURCES,
+        prefixes: count(maps::RATE_PREFIXES)?,
+        prefixes_capacity: RATE_PREFIXES,
+    })
 }
 
 /// The maps of a running guard, opened from their pins or taken from a loaded object.

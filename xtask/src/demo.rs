@@ -149,8 +149,17 @@ impl Lab {
         self.attached = true;
         self.guard(&["attach", &self.veth_guarded])?;
 
-        println!("\n# icmp-guard passes echo requests by default: the peer gets its replies");
+        println!(
+            "\n# the safe default profile limits echo requests (100/s per source, burst 200): \
+             ordinary pings get their replies"
+        );
         self.ping(5)?;
+
+        println!(
+            "\n# a bounded ping flood (3 seconds): beyond the burst, only about 100/s get through"
+        );
+        self.flood()?;
+        self.guard(&["stats"])?;
 
         println!("\n# drop echo requests: the peer's pings now go unanswered");
         self.guard(&["policy", "set", "echo-request", "drop"])?;
@@ -191,6 +200,25 @@ impl Lab {
         if !status.success() {
             bail!("`{shown}` failed ({status})");
         }
+        interrupt::check()
+    }
+
+    /// Floods the guarded side from the peer for three seconds, at most 20,000 packets.
+    fn flood(&self) -> Result<()> {
+        let mut ping = process::command("ip");
+        ping.args([
+            "netns",
+            "exec",
+            &self.ns_peer,
+            "ping",
+            "-f",
+            "-q",
+            "-c",
+            "20000",
+        ])
+        .args(["-w", "3", GUARDED_V4]);
+        // Exit code 1 means some echo requests went unanswered: what a limit does.
+        process::status(&mut ping)?;
         interrupt::check()
     }
 

@@ -23,12 +23,18 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     } else {
         None
     };
+    let tracked = if context.pins.has_maps() {
+        Some(loader::tracked(&context.pins)?)
+    } else {
+        None
+    };
     if args.json {
         let document = serde_json::json!({
             "attached": !links.is_empty(),
             "pin_dir": context.pins.root(),
             "mode": mode,
             "interfaces": links,
+            "tracked": tracked,
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(());
@@ -42,6 +48,12 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         mode.unwrap_or("unknown"),
         context.pins.root().display()
     );
+    if let Some(tracked) = tracked {
+        println!(
+            "rate-limit buckets: {} of {} sources, {} of {} prefixes",
+            tracked.sources, tracked.sources_capacity, tracked.prefixes, tracked.prefixes_capacity
+        );
+    }
     for link in links {
         let name = link.name.as_deref().unwrap_or("<gone>");
         let xdp = link

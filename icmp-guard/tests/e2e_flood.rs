@@ -1,0 +1,208 @@
+//! Floods in namespaces: a real hping3 flood, bounded in time, against the flood guard,
+//! with a legitimate host pinging beside it. Every flood is bounded by `timeout`.
+
+mod support;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::lab::*;
+
+const LEGIT_V4: &str = "192.0.2.3";
+
+/// Floods share two CPUs with everything else: one at a time keeps the timing honest.
+static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Floods the guard from the peer for `seconds` with hping3 and returns how long it ran.
+fn flood(lab: &Lab, seconds: u32, extra: &[&str]) -> Duration {
+    let _one = ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let started = Instant::now();
+    let duration = seconds.to_string();
+    let mut args = vec![
+        "netns",
+        "exec",
+        &lab.peer_ns,
+        "timeout",
+        "-s",
+        "INT",
+        &duration,
+        "hping3",
+        "--flood",
+        "--icmp",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    args.push(GUARD_V4);
+    let output = run("ip", &args);
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("flood mode") || stderr.contains("HPING"),
+        "hping3 did not run: {stderr}"
+    );
+    elapsed
+}
+
+fn echo_counts(lab: &Lab) -> (u64, u64) {
+    let stats = lab.json(&["stats", "--json"]);
+    icmp_row(&stats, "v4", 8).map_or((0, 0), |row| {
+        (
+            row["passed"].as_u64().expect("passed"),
+            row["dropped"]["rate_limit"].as_u64().expect("rate_limit"),
+        )
+    })
+}
+
+/// Pings the guard once a second from the peer's second address, in the background.
+fn legit_pinger(lab: &Lab, count: u32) -> std::process::Child {
+    Command::new("ip")
+        .args(["netns", "exec", &lab.peer_ns, "ping", "-I", LEGIT_V4, "-c"])
+        .arg(count.to_string())
+        .args(["-i", "1", "-W", "2", "-q", GUARD_V4])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ping")
+}
+
+fn replies(child: std::process::Child) -> u32 {
+    let output = child.wait_with_output().expect("ping finished");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| {
+            let (_, rest) = line.split_once("transmitted, ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no ping summary in: {text}"))
+}
+
+#[test]
+fn a_flood_from_one_source_is_held_to_rate_times_time_plus_burst() {
+    if !support::privileged("a_flood_from_one_source") {
+        return;
+    }
+    let lab = Lab::new();
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &lab.peer_ns,
+            "addr",
+            "add",
+            &format!("{LEGIT_V4}/24"),
+            "dev",
+            &lab.peer_if,
+        ],
+    );
+    lab.cli_ok(&["attach", &lab.guard_if]);
+    lab.cli_ok(&[
+        "policy",
+        "set",
+        "echo-request",
+        "limit",
+        "--rate",
+        "100/s",
+        "--burst",
+        "200",
+    ]);
+
+    let legit = legit_pinger(&lab, 4);
+    let elapsed = flood(&lab, 3, &[]);
+    let (passed, limited) = echo_counts(&lab);
+    assert_eq!(
+        replies(legit),
+        4,
+        "the legitimate host lost pings during the flood"
+    );
+
+    let expected = 200.0 + 100.0 * elapsed.as_secs_f64();
+    // The legitimate host's 4 pings are in `passed` too.
+    let flood_admitted = passed as f64 - 4.0;
+    let error = (flood_admitted - expected) / expected;
+    eprintln!(
+        "flood: {limited} limited, {flood_admitted} admitted in {:.2} s, expected {expected:.0} ({:+.1}%)",
+        elapsed.as_secs_f64(),
+        error * 100.0
+    );
+    assert!(
+        limited > 1000,
+        "the flood was too weak to test anything: {limited}"
+    );
+    assert!(
+        error.abs() <= 0.10,
+        "admitted {flood_admitted}, expected {expected:.0}"
+    );
+}
+
+#[test]
+fn a_spoofed_random_source_flood_is_capped_and_established_hosts_get_through() {
+    if !support::privileged("a_spoofed_random_source_flood") {
+        return;
+    }
+    let lab = Lab::new();
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &lab.peer_ns,
+            "addr",
+            "add",
+            &format!("{LEGIT_V4}/24"),
+            "dev",
+            &lab.peer_if,
+        ],
+    );
+    lab.cli_ok(&["attach", &lab.guard_if]);
+    // 10/s per source, burst 20: the new-source budget is 100/s with a burst of 200.
+    lab.cli_ok(&[
+        "policy",
+        "set",
+        "echo-request",
+        "limit",
+        "--rate",
+        "10",
+        "--burst",
+        "20",
+    ]);
+    // The legitimate host is established before the flood starts.
+    assert_eq!(lab.ping(GUARD_V4, 1), 1);
+    let before = echo_counts(&lab).0;
+    let legit = legit_pinger(&lab, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let elapsed = flood(&lab, 3, &["--rand-source"]);
+    let (passed, limited) = echo_counts(&lab);
+    let legit_replies = replies(legit);
+
+    let admitted = (passed - before) as f64 - f64::from(legit_replies);
+    let cap = 200.0 + 100.0 * elapsed.as_secs_f64();
+    eprintln!(
+        "spoofed flood: {limited} limited, {admitted} admitted in {:.2} s, new-source cap {cap:.0}",
+        elapsed.as_secs_f64()
+    );
+    assert!(
+        limited > 1000,
+        "the flood was too weak to test anything: {limited}"
+    );
+    // Lock-free buckets can over-admit one packet per CPU per race.
+    assert!(
+        admitted <= cap * 1.02 + 2.0,
+        "admitted {admitted}, cap {cap:.0}"
+    );
+    assert_eq!(legit_replies, 4, "the established host lost pings");
+
+    let status = lab.json(&["status", "--json"]);
+    let sources = status["tracked"]["sources"]
+        .as_u64()
+        .expect("tracked sources");
+    let capacity = status["tracked"]["sources_capacity"]
+        .as_u64()
+        .expect("capacity");
+    assert!(sources <= capacity, "{sources} > {capacity}");
+    assert!(
+        sources as f64 <= cap * 1.02 + 10.0,
+        "only admitted sources get a bucket: {sources}"
+    );
+}
