@@ -61,6 +61,8 @@ pub mod maps {
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "icmp_guard";
+/// An XDP program that only passes, in the same object: the benchmarks' baseline.
+pub const BASELINE_PROGRAM_NAME: &str = "xdp_pass_baseline";
 
 /// Packet and byte counter, summed over CPUs by userspace.
 #[repr(C)]

@@ -136,6 +136,12 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
     }
 }
 
+/// The cheapest XDP program there is: the baseline that benchmarks divide by.
+#[xdp]
+pub fn xdp_pass_baseline(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 /// What the parser found.
 enum Classified {
     /// Not ICMP at all: passed untouched.
@@ -225,7 +231,7 @@ fn admit(icmp: &Icmp, generation: u32, limiter: u8) -> bool {
         (&RATE_SOURCE_STATE, 128)
     };
     let key = RateKey::new(limiter, icmp.family, &icmp.source, prefix_len);
-    match state.get_ptr_mut(&key) {
+    match state.get_ptr_mut(key) {
         // An established source (or prefix): its own bucket decides.
         Some(tat) => take(tat, now, config.rate, config.burst),
         None => {
@@ -240,7 +246,7 @@ fn admit(icmp: &Icmp, generation: u32, limiter: u8) -> bool {
                 Some(tat) => {
                     // Losing an insert race to the other CPU is fine: that packet was
                     // already charged to the new-source budget.
-                    let _ = state.insert(&key, &tat, u64::from(BPF_NOEXIST));
+                    let _ = state.insert(key, tat, u64::from(BPF_NOEXIST));
                     true
                 }
                 None => false,

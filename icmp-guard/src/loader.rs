@@ -55,9 +55,44 @@ pub struct LinkStatus {
     pub mode: Option<AttachMode>,
 }
 
+/// Sizes of the rate-limit LRU maps, chosen when the maps are first created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Per-source buckets (about 96 bytes of kernel memory each).
+    pub sources: u32,
+    /// Per-prefix buckets.
+    pub prefixes: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            sources: RATE_SOURCES,
+            prefixes: RATE_PREFIXES,
+        }
+    }
+}
+
+/// Everything `attach` needs besides the interfaces.
+#[derive(Clone, Debug, Default)]
+pub struct AttachOptions {
+    pub mode: ModeRequest,
+    pub dry_run: bool,
+    /// Applied before the first packet; `None` keeps a live policy, or installs the safe
+    /// default profile on a first attach.
+    pub policy: Option<Policy>,
+    /// Used only when the maps do not exist yet.
+    pub capacity: Capacity,
+}
+
 /// Loads the program. With `pins`, every map is opened from (or created and pinned to) the
 /// pin directory; without, the maps are private to the returned object (verdict tests).
 pub fn load(pins: Option<&PinDir>) -> Result<Ebpf> {
+    load_with(pins, Capacity::default())
+}
+
+/// [`load`] with chosen LRU sizes (ignored for maps that are already pinned).
+pub fn load_with(pins: Option<&PinDir>, capacity: Capacity) -> Result<Ebpf> {
     if crate::is_stub_build() {
         return Err(Error::StubBuild);
     }
@@ -70,6 +105,9 @@ pub fn load(pins: Option<&PinDir>) -> Result<Ebpf> {
         })
         .unwrap_or_default();
     let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(maps::RATE_SOURCES, capacity.sources)
+        .map_max_entries(maps::RATE_PREFIXES, capacity.prefixes);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -100,16 +138,7 @@ pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 
 /// Attaches to every interface in `names`, or to none: if one fails, the ones attached by
 /// this call are detached again and fresh pins are removed.
-/// With `policy`, that policy is applied before the first packet; without, a guard that
-/// is already running elsewhere keeps its live policy and a new one starts with the safe
-/// default profile.
-pub fn attach(
-    pins: &PinDir,
-    names: &[String],
-    mode: ModeRequest,
-    dry_run: bool,
-    policy: Option<&Policy>,
-) -> Result<Vec<Attached>> {
+pub fn attach(pins: &PinDir, names: &[String], options: &AttachOptions) -> Result<Vec<Attached>> {
     let mut targets: Vec<(String, u32)> = Vec::new();
     for name in names {
         let ifindex = system::ifindex(name)?;
@@ -132,7 +161,7 @@ pub fn attach(
     }
 
     pins.create()?;
-    let outcome = attach_all(pins, &targets, mode, dry_run, policy);
+    let outcome = attach_all(pins, &targets, options);
     if outcome.is_err() {
         // Leave nothing behind that this call created.
         for (_, ifindex) in &targets {
@@ -146,16 +175,15 @@ pub fn attach(
 fn attach_all(
     pins: &PinDir,
     targets: &[(String, u32)],
-    mode: ModeRequest,
-    dry_run: bool,
-    policy: Option<&Policy>,
+    options: &AttachOptions,
 ) -> Result<Vec<Attached>> {
     let fresh = !pins.has_maps();
-    let mut ebpf = load(Some(pins))?;
+    let dry_run = options.dry_run;
+    let mut ebpf = load_with(Some(pins), options.capacity)?;
     {
         let _lock = policy::PolicyLock::acquire(pins)?;
         let mut guard_maps = GuardMaps::open(pins)?;
-        let chosen = match policy {
+        let chosen = match &options.policy {
             Some(policy) => Some(policy.clone()),
             None if fresh => Some(Policy::default_profile()),
             None => None,
@@ -172,7 +200,7 @@ fn attach_all(
     let program = xdp_program(&mut ebpf)?;
     let mut attached = Vec::new();
     for (name, ifindex) in targets {
-        attached.push(attach_one(program, pins, name, *ifindex, mode)?);
+        attached.push(attach_one(program, pins, name, *ifindex, options.mode)?);
     }
     Ok(attached)
 }

@@ -3,6 +3,7 @@
 //! Every task that builds or runs anything first calls [`setup::run`], so a fresh machine
 //! needs nothing but rustup and `cargo xtask <task>`.
 
+mod bench;
 mod demo;
 mod interrupt;
 mod lint;
@@ -40,6 +41,8 @@ enum Task {
     Lint,
     /// Show icmp-guard filtering pings between two throwaway network namespaces (needs root)
     Demo,
+    /// Measure per-packet cost as a ratio to an empty XDP program (needs root)
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test::run(&args),
         Task::Lint => lint::run(),
         Task::Demo => demo::run(),
+        Task::Bench => bench::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

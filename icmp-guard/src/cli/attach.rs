@@ -1,5 +1,5 @@
 use icmp_guard::{
-    loader::{self, ModeRequest},
+    loader::{self, AttachOptions, Capacity, ModeRequest},
     policy, system,
 };
 
@@ -26,6 +26,16 @@ pub struct Args {
     /// the safe default profile on a first attach).
     #[arg(long, value_name = "FILE")]
     policy: Option<std::path::PathBuf>,
+
+    /// Rate-limit buckets for sources (about 96 bytes each); first attach only.
+    #[arg(long, value_name = "N", default_value_t = Capacity::default().sources,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    max_sources: u32,
+
+    /// Rate-limit buckets for source prefixes; first attach only.
+    #[arg(long, value_name = "N", default_value_t = Capacity::default().prefixes,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    max_prefixes: u32,
 }
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
@@ -42,13 +52,16 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         })
         .transpose()?;
     context.preflight()?;
-    let attached = loader::attach(
-        &context.pins,
-        &args.interfaces,
-        args.mode,
-        args.dry_run,
-        policy.as_ref(),
-    )?;
+    let options = AttachOptions {
+        mode: args.mode,
+        dry_run: args.dry_run,
+        policy,
+        capacity: Capacity {
+            sources: args.max_sources,
+            prefixes: args.max_prefixes,
+        },
+    };
+    let attached = loader::attach(&context.pins, &args.interfaces, &options)?;
     for interface in attached {
         let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
         match interface.fallback {

@@ -54,11 +54,11 @@ pub struct SetArgs {
     action: Action,
 
     /// For limit: packets per second, as N or N/s.
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, value_parser = parse_rate, allow_hyphen_values = true)]
     rate: Option<u32>,
 
     /// For limit: bucket depth in packets.
-    #[arg(long, value_parser = parse_burst)]
+    #[arg(long, value_parser = parse_burst, allow_hyphen_values = true)]
     burst: Option<u32>,
 
     /// For limit: who shares a bucket.
