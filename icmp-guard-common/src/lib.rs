@@ -40,11 +40,14 @@ pub mod maps {
     pub const RATE_PREFIXES: &str = "RATE_PREFIXES";
     /// GCRA state of each limiter's global bucket.
     pub const RATE_GLOBAL: &str = "RATE_GLOBAL";
+    /// `u32` (ifindex) per directed-broadcast IPv4 address of the attached interfaces.
+    pub const BROADCASTS: &str = "BROADCASTS";
     /// `u32` settings; see [`crate::config`].
     pub const CONFIG: &str = "CONFIG";
 
     /// Every map the program declares, in the order userspace pins them.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
+        BROADCASTS,
         RATE_SOURCES,
         RATE_PREFIXES,
         RATE_GLOBAL,
@@ -178,6 +181,10 @@ pub mod config {
     pub const MODE: u32 = 0;
     /// Generation (0 or 1) of the live policy tables; see [`crate::policy`].
     pub const ACTIVE_GEN: u32 = 1;
+    /// Smurf and martian checks switched off, per generation (`SMURF_OFF + generation`):
+    /// a bitmask of [`crate::policy::smurf_off`]. Zero, the state of fresh maps, means every
+    /// check is on.
+    pub const SMURF_OFF: u32 = 2;
     /// Number of entries.
     pub const ENTRIES: u32 = 4;
 

@@ -102,7 +102,8 @@ pub struct LimiterConfig {
     pub prefix_v4: u8,
     /// Prefix length that groups IPv6 sources for `per = prefix`.
     pub prefix_v6: u8,
-    pub _pad: u8,
+    /// Bits of [`limiter_flags`].
+    pub flags: u8,
     /// Packets per second admitted from sources without a bucket (0: none admitted).
     pub global_rate: u32,
     /// Burst of that budget.
@@ -112,6 +113,56 @@ pub struct LimiterConfig {
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]` with explicit padding, every bit pattern valid.
 unsafe impl aya::Pod for LimiterConfig {}
+
+/// Flags of a [`LimiterConfig`].
+pub mod limiter_flags {
+    /// Packets over this limit are counted as `smurf`: the echo-reply ceiling that protects
+    /// a reflection victim.
+    pub const REASON_SMURF: u8 = 1;
+}
+
+/// Bits of `CONFIG[SMURF_OFF + generation]`: checks the operator switched off.
+pub mod smurf_off {
+    /// Echo and timestamp requests to broadcast or multicast destinations (v4).
+    pub const BROADCAST_ECHO: u32 = 1;
+    /// ICMPv6 echo requests to multicast beyond link-local scope.
+    pub const MULTICAST_ECHO_V6: u32 = 2;
+    /// ICMP from martian sources.
+    pub const MARTIAN_SOURCES: u32 = 4;
+}
+
+/// Capacity of the directed-broadcast map.
+pub const BROADCAST_ENTRIES: u32 = 1024;
+
+/// True for IPv4 sources no packet may carry (RFC 1122 §3.2.1.3, RFC 5735): "this network"
+/// 0.0.0.0/8, loopback 127.0.0.0/8, multicast 224.0.0.0/4, reserved 240.0.0.0/4 (which
+/// holds the limited broadcast 255.255.255.255).
+#[inline(always)]
+pub const fn ipv4_martian_source(source: [u8; 4]) -> bool {
+    source[0] == 0 || source[0] == 127 || source[0] >= 224
+}
+
+/// True for IPv6 sources no ICMPv6 packet of `icmp_type` may carry: multicast, loopback,
+/// and the unspecified address except where RFC 4861 and RFC 3810 allow it (router and
+/// DAD neighbour solicitations, MLD reports and dones).
+#[inline(always)]
+pub const fn ipv6_martian_source(source: [u8; 16], icmp_type: u8) -> bool {
+    if source[0] == 0xff {
+        return true;
+    }
+    let mut index = 0;
+    while index < 15 {
+        if source[index] != 0 {
+            return false;
+        }
+        index += 1;
+    }
+    match source[15] {
+        0 => !matches!(icmp_type, 131 | 132 | 133 | 135 | 143),
+        1 => true,
+        _ => false,
+    }
+}
 
 /// Index into `LIMITERS`.
 #[inline(always)]
@@ -581,6 +632,39 @@ mod tests {
         assert_eq!(key.addr[7], 0xff);
         let odd = RateKey::new(1, FAMILY_V6, &v6, 60);
         assert_eq!(odd.addr[7], 0xf0);
+    }
+
+    #[test]
+    fn martian_sources() {
+        for martian in [
+            [0, 1, 2, 3],
+            [127, 0, 0, 1],
+            [224, 0, 0, 5],
+            [240, 0, 0, 1],
+            [255; 4],
+        ] {
+            assert!(ipv4_martian_source(martian), "{martian:?}");
+        }
+        for fine in [[192, 0, 2, 2], [198, 51, 100, 255], [223, 255, 255, 255]] {
+            assert!(!ipv4_martian_source(fine), "{fine:?}");
+        }
+        let unspecified = [0u8; 16];
+        let mut loopback = [0u8; 16];
+        loopback[15] = 1;
+        let mut multicast = [0u8; 16];
+        multicast[0] = 0xff;
+        multicast[1] = 0x02;
+        let mut doc = [0u8; 16];
+        doc[0] = 0x20;
+        doc[1] = 0x01;
+        doc[15] = 1;
+        assert!(ipv6_martian_source(multicast, 129));
+        assert!(ipv6_martian_source(loopback, 128));
+        assert!(ipv6_martian_source(unspecified, 128));
+        for allowed in [131, 132, 133, 135, 143] {
+            assert!(!ipv6_martian_source(unspecified, allowed), "{allowed}");
+        }
+        assert!(!ipv6_martian_source(doc, 128));
     }
 
     #[test]

@@ -29,11 +29,12 @@ use icmp_guard_common::{
         is_ipv6_extension, is_vlan,
     },
     policy::{
-        Facts, GENERATIONS, LIST_ENTRIES, LimiterConfig, MAX_LIMITERS, POLICY_CODE_ENTRIES,
-        POLICY_TYPE_ENTRIES, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule, RuleVerdict,
-        SCOPE_LINK_LOCAL, V4ListKey, V6ListKey, code_key, emission_interval_ns, evaluate, flags,
-        gcra, ipv4_broadcast_or_multicast, ipv6_link_local_or_unspecified, ipv6_multicast_scope,
-        limiter_slot, list, mac_group, per, type_slot,
+        BROADCAST_ENTRIES, Facts, GENERATIONS, LIST_ENTRIES, LimiterConfig, MAX_LIMITERS,
+        POLICY_CODE_ENTRIES, POLICY_TYPE_ENTRIES, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule,
+        RuleVerdict, SCOPE_LINK_LOCAL, V4ListKey, V6ListKey, code_key, emission_interval_ns,
+        evaluate, flags, gcra, ipv4_broadcast_or_multicast, ipv4_martian_source,
+        ipv6_link_local_or_unspecified, ipv6_martian_source, ipv6_multicast_scope, limiter_flags,
+        limiter_slot, list, mac_group, per, smurf_off, type_slot,
     },
 };
 
@@ -63,6 +64,10 @@ static RATE_PREFIX_STATE: LruHashMap<RateKey, u64> = LruHashMap::with_max_entrie
 /// GCRA state of each limiter's global bucket (its new-source budget unless per = global).
 #[map(name = "RATE_GLOBAL")]
 static RATE_GLOBAL: Array<u64> = Array::with_max_entries(MAX_LIMITERS, 0);
+
+/// Directed-broadcast addresses of the attached interfaces, kept current by userspace.
+#[map(name = "BROADCASTS")]
+static BROADCASTS: HashMap<[u8; 4], u32> = HashMap::with_max_entries(BROADCAST_ENTRIES, 0);
 
 #[map(name = "LISTS_V4")]
 static LISTS_V4: LpmTrie<V4ListKey, u32> = LpmTrie::with_max_entries(LIST_ENTRIES, 0);
@@ -161,8 +166,13 @@ struct Icmp {
     /// Source address; IPv4 in the first 4 bytes.
     source: [u8; 16],
     /// A smurf amplifier request: echo or timestamp request to a broadcast or multicast
-    /// destination (L2 or L3), or ICMPv6 echo to multicast beyond the link.
+    /// destination (L2, L3, or a directed broadcast of an attached interface), or ICMPv6
+    /// echo to multicast beyond the link. Which of the two is recorded in `smurf_check`.
     smurf: bool,
+    /// The `smurf_off` bit that switches the `smurf` check off.
+    smurf_check: u32,
+    /// The source is one no packet may carry (or a broadcast address of ours).
+    martian: bool,
     facts: Facts,
 }
 
@@ -171,11 +181,18 @@ struct Icmp {
 /// here.
 #[inline(always)]
 fn decide(icmp: &Icmp, generation: u32) -> Verdict {
+    let checks_off = CONFIG
+        .get(config::SMURF_OFF + generation)
+        .copied()
+        .unwrap_or(0);
+    if icmp.martian && checks_off & smurf_off::MARTIAN_SOURCES == 0 {
+        return Verdict::Drop(DropReason::Invalid);
+    }
     let listed = source_list(icmp, generation);
     if listed == list::DENY {
         return Verdict::Drop(DropReason::DenyList);
     }
-    if icmp.smurf {
+    if icmp.smurf && checks_off & icmp.smurf_check == 0 {
         return Verdict::Drop(DropReason::Smurf);
     }
     let mut rule = POLICY_TYPES
@@ -194,24 +211,36 @@ fn decide(icmp: &Icmp, generation: u32) -> Verdict {
         RuleVerdict::Pass => Verdict::Pass,
         RuleVerdict::Drop(reason) => Verdict::Drop(reason),
         RuleVerdict::Limit(_) if listed == list::ALLOW => Verdict::Pass,
-        RuleVerdict::Limit(limiter) => {
-            if admit(icmp, generation, limiter) {
-                Verdict::Pass
-            } else {
-                Verdict::Drop(DropReason::RateLimit)
-            }
-        }
+        RuleVerdict::Limit(limiter) => match admit(icmp, generation, limiter) {
+            None => Verdict::Pass,
+            Some(reason) => Verdict::Drop(reason),
+        },
     }
 }
 
 /// Takes a token for `icmp` from `limiter`. Buckets are shared by both CPUs and updated
 /// without locks (the kernel forbids spin locks in LRU maps): two CPUs that read the same
 /// TAT at once can both admit, so a race over-admits by at most one packet per CPU.
+/// Returns why the packet is refused, or `None` when it may pass.
 #[inline(always)]
-fn admit(icmp: &Icmp, generation: u32, limiter: u8) -> bool {
+fn admit(icmp: &Icmp, generation: u32, limiter: u8) -> Option<DropReason> {
     let Some(config) = LIMITERS.get(limiter_slot(generation, limiter)).copied() else {
-        return false;
+        return Some(DropReason::RateLimit);
     };
+    let reason = if config.flags & limiter_flags::REASON_SMURF != 0 {
+        DropReason::Smurf
+    } else {
+        DropReason::RateLimit
+    };
+    if take_token(icmp, &config, limiter) {
+        None
+    } else {
+        Some(reason)
+    }
+}
+
+#[inline(always)]
+fn take_token(icmp: &Icmp, config: &LimiterConfig, limiter: u8) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(global) = RATE_GLOBAL.get_ptr_mut(u32::from(limiter) % MAX_LIMITERS) else {
@@ -385,15 +414,22 @@ fn classify_ipv4(packet: &Packet, offset: usize) -> Classified {
     };
     let mut source = [0u8; 16];
     source[..4].copy_from_slice(&ip[12..16]);
+    let source_v4 = [ip[12], ip[13], ip[14], ip[15]];
     let destination = [ip[16], ip[17], ip[18], ip[19]];
     let request = header[0] == 8 || header[0] == 13;
-    let group_destination = dst_mac_group(packet) || ipv4_broadcast_or_multicast(destination);
+    // SAFETY (both lookups): only presence is tested.
+    let group_destination = dst_mac_group(packet)
+        || ipv4_broadcast_or_multicast(destination)
+        || unsafe { BROADCASTS.get(destination).is_some() };
+    let martian = ipv4_martian_source(source_v4) || unsafe { BROADCASTS.get(source_v4).is_some() };
     Classified::Icmp(Icmp {
         family: FAMILY_V4,
         icmp_type: header[0],
         code: header[1],
         source,
         smurf: request && group_destination,
+        smurf_check: smurf_off::BROADCAST_ECHO,
+        martian,
         facts: Facts {
             hop_limit: ip[8],
             fragmented: shape.more_fragments,
@@ -460,6 +496,8 @@ fn classify_ipv6(packet: &Packet, offset: usize) -> Classified {
         code: header[1],
         source,
         smurf: header[0] == 128 && ipv6_multicast_scope(destination) > SCOPE_LINK_LOCAL,
+        smurf_check: smurf_off::MULTICAST_ECHO_V6,
+        martian: ipv6_martian_source(source, header[0]),
         facts: Facts {
             hop_limit: ip[7],
             fragmented,

@@ -1,6 +1,7 @@
 //! icmp-guard userspace: load and attach the XDP program, pin its state, change policy and
 //! read counters. The `icmp-guard` binary is a thin command-line layer over this library.
 
+pub mod addresses;
 pub mod error;
 pub mod loader;
 pub mod netlink;

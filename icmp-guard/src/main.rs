@@ -23,6 +23,20 @@ struct Cli {
     command: cli::Command,
 }
 
+/// Keeps the kernel's directed-broadcast map in step with the attached interfaces'
+/// addresses on every invocation. Quiet when there is nothing to refresh or no privilege
+/// (the command itself says what is wrong); a failure is a warning, not an error.
+fn refresh_broadcasts(pins: &icmp_guard::pins::PinDir) {
+    if icmp_guard::system::require_privileges().is_err() || !pins.has_maps() {
+        return;
+    }
+    match icmp_guard::addresses::refresh_pinned(pins) {
+        Ok(Some(addresses)) => log::debug!("directed broadcasts: {addresses:?}"),
+        Ok(None) => {}
+        Err(err) => log::warn!("could not refresh the directed-broadcast addresses: {err}"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::new()
@@ -36,7 +50,11 @@ fn main() -> ExitCode {
     let context = cli::Context {
         pins: icmp_guard::pins::PinDir::new(cli.pin_dir),
     };
-    match cli.command.execute(&context) {
+    refresh_broadcasts(&context.pins);
+    let outcome = cli.command.execute(&context);
+    // Again after the command, so that a first `attach` covers its interfaces' broadcasts.
+    refresh_broadcasts(&context.pins);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -61,6 +61,21 @@ pub fn parse(text: &str) -> Result<Policy, FileError> {
         apply_rule(&source, &mut policy, rule)?;
     }
 
+    let smurf = document.smurf.unwrap_or_default();
+    let defaults = policy.smurf;
+    policy.smurf.broadcast_echo = smurf.broadcast_echo.unwrap_or(defaults.broadcast_echo);
+    policy.smurf.multicast_echo_v6 = smurf
+        .multicast_echo_v6
+        .unwrap_or(defaults.multicast_echo_v6);
+    policy.smurf.martian_sources = smurf.martian_sources.unwrap_or(defaults.martian_sources);
+    if let Some(ceiling) = &smurf.reply_ceiling {
+        policy.smurf.reply_ceiling =
+            count(&source, ceiling, "reply_ceiling", "packets per second")?;
+    }
+    if let Some(burst) = &smurf.reply_ceiling_burst {
+        policy.smurf.reply_ceiling_burst = count(&source, burst, "reply_ceiling_burst", "packets")?;
+    }
+
     let lists = document.lists.unwrap_or_default();
     let allow = cidrs(&source, &lists.allow)?;
     let deny = cidrs(&source, &lists.deny)?;
@@ -144,6 +159,14 @@ pub fn render(policy: &Policy) -> String {
         );
     }
 
+    let smurf = &policy.smurf;
+    out.push_str("\n[smurf]\n");
+    let _ = writeln!(out, "broadcast_echo = {}", smurf.broadcast_echo);
+    let _ = writeln!(out, "multicast_echo_v6 = {}", smurf.multicast_echo_v6);
+    let _ = writeln!(out, "martian_sources = {}", smurf.martian_sources);
+    let _ = writeln!(out, "reply_ceiling = {}", smurf.reply_ceiling);
+    let _ = writeln!(out, "reply_ceiling_burst = {}", smurf.reply_ceiling_burst);
+
     out.push_str("\n[lists]\n");
     for (key, list) in [("allow", &policy.allow), ("deny", &policy.deny)] {
         let entries: Vec<String> = list.iter().map(|cidr| quote(&cidr.to_string())).collect();
@@ -200,6 +223,18 @@ struct Document {
     #[serde(default)]
     rule: Vec<RuleEntry>,
     lists: Option<Lists>,
+    smurf: Option<SmurfEntry>,
+}
+
+/// `[smurf]`: switch off or tune each smurf and reflection defence.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmurfEntry {
+    broadcast_echo: Option<bool>,
+    multicast_echo_v6: Option<bool>,
+    martian_sources: Option<bool>,
+    reply_ceiling: Option<Spanned<Value>>,
+    reply_ceiling_burst: Option<Spanned<Value>>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -850,6 +885,20 @@ mod tests {
         let missing = error("[[rule]]\ntype = \"echo-request\"\n");
         assert!(missing.message.contains("action"), "{missing}");
         assert!(missing.line >= 1, "{missing}");
+    }
+
+    #[test]
+    fn smurf_section_parses_and_round_trips() {
+        let policy =
+            parse("[smurf]\nbroadcast_echo = false\nmartian_sources = false\nreply_ceiling = 50\n")
+                .expect("valid");
+        assert!(!policy.smurf.broadcast_echo);
+        assert!(policy.smurf.multicast_echo_v6);
+        assert!(!policy.smurf.martian_sources);
+        assert_eq!(policy.smurf.reply_ceiling, 50);
+        assert_eq!(parse(&render(&policy)), Ok(policy));
+        assert_error("[smurf]\nreply_ceiling = 0\n", 2, Some(17), "at least 1");
+        assert_error("[smurf]\nbroadcast = true\n", 2, Some(1), "broadcast");
     }
 
     #[test]

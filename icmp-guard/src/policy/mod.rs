@@ -19,7 +19,7 @@ use icmp_guard_common::{
     },
 };
 pub use model::{
-    Action, Cidr, DEFAULT_LIMIT, Limit, Mode, Per, Policy, PolicyError, RuleSpec, describe,
+    Action, Cidr, DEFAULT_LIMIT, Limit, Mode, Per, Policy, PolicyError, RuleSpec, Smurf, describe,
 };
 
 use crate::{
@@ -39,6 +39,8 @@ pub struct Compiled {
     pub limiters: Vec<LimiterConfig>,
     /// (address bytes, prefix, list value) for IPv4 and IPv6.
     pub lists: Vec<(Vec<u8>, u8, u32)>,
+    /// Bits of `smurf_off`: the checks switched off.
+    pub smurf_off: u32,
 }
 
 fn per_code(per: Per) -> u8 {
@@ -72,30 +74,49 @@ pub fn limiter_config(limit: Limit) -> LimiterConfig {
         per: per_code(limit.per),
         prefix_v4: DEFAULT_PREFIX_V4,
         prefix_v6: DEFAULT_PREFIX_V6,
-        _pad: 0,
+        flags: 0,
         global_rate: limit.rate.saturating_mul(NEW_SOURCE_FACTOR),
         global_burst: limit.burst.saturating_mul(NEW_SOURCE_FACTOR),
     }
 }
 
+/// True for echo replies, whose limits protect a reflection victim.
+const fn is_echo_reply(family: u8, icmp_type: u8) -> bool {
+    (family == FAMILY_V4 && icmp_type == 0) || (family == FAMILY_V6 && icmp_type == 129)
+}
+
+/// The kernel's settings for a limit on echo replies: over-limit replies count as `smurf`,
+/// and sources without a bucket share the reply ceiling.
+pub fn reply_limiter_config(limit: Limit, smurf: &Smurf) -> LimiterConfig {
+    let mut config = limiter_config(limit);
+    config.flags |= kernel::limiter_flags::REASON_SMURF;
+    if limit.per != Per::Global {
+        config.global_rate = smurf.reply_ceiling;
+        config.global_burst = smurf.reply_ceiling_burst;
+    }
+    config
+}
+
 /// Turns a policy into map entries.
 pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
     policy.validate()?;
-    let mut compiled = Compiled::default();
-    let limiter_index = |limit: Limit, compiled: &mut Compiled| -> Result<u8, PolicyError> {
-        let config = limiter_config(limit);
-        if let Some(index) = compiled.limiters.iter().position(|c| *c == config) {
-            return Ok(index as u8);
-        }
-        if compiled.limiters.len() >= MAX_LIMITERS as usize {
-            return Err(PolicyError::BadLimit {
-                what: "the policy".to_owned(),
-                reason: format!("at most {MAX_LIMITERS} distinct rate limits are supported"),
-            });
-        }
-        compiled.limiters.push(config);
-        Ok((compiled.limiters.len() - 1) as u8)
+    let mut compiled = Compiled {
+        smurf_off: smurf_off_bits(&policy.smurf),
+        ..Compiled::default()
     };
+    // One limiter, and so one set of buckets, per rule: two rules with equal numbers do not
+    // share a budget.
+    let limiter_index =
+        |config: LimiterConfig, compiled: &mut Compiled| -> Result<u8, PolicyError> {
+            if compiled.limiters.len() >= MAX_LIMITERS as usize {
+                return Err(PolicyError::BadLimit {
+                    what: "the policy".to_owned(),
+                    reason: format!("at most {MAX_LIMITERS} distinct rate limits are supported"),
+                });
+            }
+            compiled.limiters.push(config);
+            Ok((compiled.limiters.len() - 1) as u8)
+        };
     let rule_of = |family: u8,
                    icmp_type: u8,
                    spec: &RuleSpec,
@@ -107,7 +128,14 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
             Action::Limit => kernel::action::LIMIT,
         };
         let limiter = match spec.limit {
-            Some(limit) if spec.action == Action::Limit => limiter_index(limit, compiled)?,
+            Some(limit) if spec.action == Action::Limit => {
+                let config = if is_echo_reply(family, icmp_type) {
+                    reply_limiter_config(limit, &policy.smurf)
+                } else {
+                    limiter_config(limit)
+                };
+                limiter_index(config, compiled)?
+            }
             _ => 0,
         };
         Ok(Rule {
@@ -141,6 +169,20 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
         }
     }
     Ok(compiled)
+}
+
+fn smurf_off_bits(smurf: &Smurf) -> u32 {
+    let mut off = 0;
+    if !smurf.broadcast_echo {
+        off |= kernel::smurf_off::BROADCAST_ECHO;
+    }
+    if !smurf.multicast_echo_v6 {
+        off |= kernel::smurf_off::MULTICAST_ECHO_V6;
+    }
+    if !smurf.martian_sources {
+        off |= kernel::smurf_off::MARTIAN_SOURCES;
+    }
+    off
 }
 
 /// The generation the kernel classifies against now.
@@ -179,6 +221,9 @@ fn write_generation(maps: &mut GuardMaps, generation: u32, compiled: &Compiled) 
         let what = what.to_owned();
         move |err: aya::maps::MapError| Error::bpf(format!("writing {what}"), err)
     };
+    maps.config
+        .set(config::SMURF_OFF + generation, compiled.smurf_off, 0)
+        .map_err(write("the smurf settings"))?;
     for (&(family, icmp_type), rule) in &compiled.types {
         maps.policy_types
             .set(type_slot(generation, family, icmp_type), rule, 0)
@@ -335,6 +380,30 @@ pub fn read_live(maps: &GuardMaps) -> Result<Policy> {
             policy.deny.push(cidr);
         }
     }
+    let off = maps
+        .config
+        .get(&(config::SMURF_OFF + generation), 0)
+        .map_err(read)?;
+    policy.smurf.broadcast_echo = off & kernel::smurf_off::BROADCAST_ECHO == 0;
+    policy.smurf.multicast_echo_v6 = off & kernel::smurf_off::MULTICAST_ECHO_V6 == 0;
+    policy.smurf.martian_sources = off & kernel::smurf_off::MARTIAN_SOURCES == 0;
+    // The ceiling lives in the echo-reply limiters; a policy without one keeps the default.
+    if let Some(config) = [(FAMILY_V4, 0u8), (FAMILY_V6, 129u8)]
+        .iter()
+        .filter_map(|&(family, icmp_type)| {
+            let rule = maps
+                .policy_types
+                .get(&type_slot(generation, family, icmp_type), 0)
+                .ok()?;
+            let config = limits.get(rule.limiter as usize)?;
+            (rule.action == kernel::action::LIMIT && config.per != kernel::per::GLOBAL)
+                .then_some(*config)
+        })
+        .next()
+    {
+        policy.smurf.reply_ceiling = config.global_rate;
+        policy.smurf.reply_ceiling_burst = config.global_burst;
+    }
     policy.mode = if maps.mode()? == config::MODE_DRY_RUN {
         Mode::DryRun
     } else {
@@ -370,15 +439,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_profile_compiles_with_conditions_and_two_limiters() {
+    fn default_profile_compiles_with_conditions_and_four_limiters() {
         let compiled = compile(&Policy::default_profile()).expect("compiles");
         assert_eq!(compiled.types.len(), 512);
         assert!(compiled.codes.is_empty());
+        assert_eq!(compiled.smurf_off, 0, "every smurf check on");
         assert_eq!(
             compiled.limiters.len(),
-            2,
-            "echo requests and reply ceiling"
+            4,
+            "echo requests and replies, v4 and v6"
         );
+        let reply = compiled.limiters[compiled.types[&(FAMILY_V4, 0)].limiter as usize];
+        assert_eq!(reply.flags, kernel::limiter_flags::REASON_SMURF);
+        assert_eq!(reply.global_rate, Smurf::default().reply_ceiling);
+        let request = compiled.limiters[compiled.types[&(FAMILY_V4, 8)].limiter as usize];
+        assert_eq!(request.flags, 0);
         let nd = compiled.types[&(FAMILY_V6, 135)];
         assert_eq!(nd.condition, kernel::condition::ND);
         assert_eq!(nd.action, kernel::action::PASS);

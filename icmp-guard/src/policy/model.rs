@@ -91,12 +91,42 @@ pub const DEFAULT_LIMIT: Limit = Limit {
     per: Per::Source,
 };
 
-/// Default ceiling for echo replies: generous, no normal host reaches it.
+/// Default per-source limit on echo replies: generous, no normal host reaches it.
 pub const DEFAULT_REPLY_LIMIT: Limit = Limit {
-    rate: 10_000,
-    burst: 20_000,
-    per: Per::Global,
+    rate: 1_000,
+    burst: 2_000,
+    per: Per::Source,
 };
+
+/// The smurf and reflection defences, each of which an operator may tune or switch off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Smurf {
+    /// Drop v4 echo and timestamp requests to broadcast or multicast destinations (L2, L3,
+    /// and the directed broadcasts of the attached interfaces).
+    pub broadcast_echo: bool,
+    /// Drop ICMPv6 echo requests to multicast beyond link-local scope.
+    pub multicast_echo_v6: bool,
+    /// Drop ICMP from martian sources (0/8, 127/8, 224/4, 240/4, our broadcasts; v6
+    /// multicast, loopback, and :: outside ND and MLD) as invalid.
+    pub martian_sources: bool,
+    /// Echo replies per second admitted from sources without a bucket yet: the ceiling a
+    /// reflection flood from many (spoofed) sources runs into. Counted as `smurf`.
+    pub reply_ceiling: u32,
+    /// Burst of that ceiling.
+    pub reply_ceiling_burst: u32,
+}
+
+impl Default for Smurf {
+    fn default() -> Self {
+        Self {
+            broadcast_echo: true,
+            multicast_echo_v6: true,
+            martian_sources: true,
+            reply_ceiling: 10_000,
+            reply_ceiling_burst: 20_000,
+        }
+    }
+}
 
 /// One rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -247,6 +277,7 @@ pub struct Policy {
     pub codes: BTreeMap<(u8, u8, u8), RuleSpec>,
     pub allow: Vec<Cidr>,
     pub deny: Vec<Cidr>,
+    pub smurf: Smurf,
 }
 
 /// How to describe (family, type[, code]) in messages.
@@ -282,6 +313,7 @@ impl Policy {
             codes: BTreeMap::new(),
             allow: Vec::new(),
             deny: Vec::new(),
+            smurf: Smurf::default(),
         }
     }
 
@@ -342,6 +374,16 @@ impl Policy {
         if let Some(cidr) = self.allow.iter().find(|cidr| self.deny.contains(cidr)) {
             return Err(PolicyError::AllowAndDeny { cidr: *cidr });
         }
+        Limit {
+            rate: self.smurf.reply_ceiling,
+            burst: self.smurf.reply_ceiling_burst,
+            per: Per::Global,
+        }
+        .validate()
+        .map_err(|reason| PolicyError::BadLimit {
+            what: "the echo-reply ceiling".to_owned(),
+            reason,
+        })?;
         Ok(())
     }
 

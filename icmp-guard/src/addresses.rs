@@ -1,0 +1,322 @@
+//! The directed-broadcast addresses of the attached interfaces, read over netlink
+//! (RTM_GETADDR) and written into the kernel's `BROADCASTS` map.
+//!
+//! The broadcast address of a subnet is computed from the address and its prefix length
+//! (or taken from IFA_BROADCAST when the kernel has one), never guessed from the last octet:
+//! 192.0.2.255 on a /23 is an ordinary host.
+//!
+//! After `attach`, every invocation of the CLI refreshes the map, so an address added with
+//! `ip addr add` is covered from the next `icmp-guard` command on (`run` mode refreshes
+//! it continuously).
+
+use std::{collections::BTreeSet, io, net::Ipv4Addr};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, Map, MapData},
+};
+use icmp_guard_common::maps;
+
+use crate::{
+    error::{Error, Result},
+    pins::PinDir,
+};
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_BROADCAST: u16 = 4;
+
+/// One IPv4 address of an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    pub ifindex: u32,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    /// IFA_BROADCAST, when the kernel reports one.
+    pub broadcast: Option<Ipv4Addr>,
+}
+
+impl InterfaceAddress {
+    /// The subnet's directed broadcast; none for /31 and /32, which have no broadcast
+    /// (RFC 3021).
+    pub fn directed_broadcast(&self) -> Option<Ipv4Addr> {
+        if let Some(broadcast) = self.broadcast.filter(|b| !b.is_unspecified()) {
+            return Some(broadcast);
+        }
+        if self.prefix_len >= 31 {
+            return None;
+        }
+        let host_bits = u32::MAX >> self.prefix_len;
+        Some(Ipv4Addr::from(u32::from(self.address) | host_bits))
+    }
+}
+
+/// Every IPv4 address in the current network namespace.
+pub fn ipv4_addresses() -> io::Result<Vec<InterfaceAddress>> {
+    let socket = netlink_socket()?;
+    let mut request = Vec::with_capacity(24);
+    request.extend_from_slice(&24u32.to_ne_bytes());
+    request.extend_from_slice(&RTM_GETADDR.to_ne_bytes());
+    request.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    // struct ifaddrmsg: family, prefixlen, flags, scope, index
+    request.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    send(&socket, &request)?;
+
+    let mut found = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let received = recv(&socket, &mut buffer)?;
+        let mut rest = &buffer[..received];
+        while rest.len() >= 16 {
+            let length = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+            if length < 16 || length > rest.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "truncated netlink message",
+                ));
+            }
+            match kind {
+                NLMSG_DONE => return Ok(found),
+                NLMSG_ERROR => {
+                    let code = rest
+                        .get(16..20)
+                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                }
+                RTM_NEWADDR => {
+                    if let Some(address) = parse_address(&rest[16..length]) {
+                        found.push(address);
+                    }
+                }
+                _ => {}
+            }
+            rest = rest.get((length + 3) & !3..).unwrap_or(&[]);
+        }
+    }
+}
+
+fn parse_address(message: &[u8]) -> Option<InterfaceAddress> {
+    let header = message.get(..8)?;
+    if header[0] != libc::AF_INET as u8 {
+        return None;
+    }
+    let prefix_len = header[1];
+    let ifindex = u32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
+    let mut local = None;
+    let mut address = None;
+    let mut broadcast = None;
+    let mut rest = &message[8..];
+    while rest.len() >= 4 {
+        let length = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if length < 4 || length > rest.len() {
+            break;
+        }
+        let value = &rest[4..length];
+        let ip = <[u8; 4]>::try_from(value).ok().map(Ipv4Addr::from);
+        match kind {
+            IFA_LOCAL => local = ip,
+            IFA_ADDRESS => address = ip,
+            IFA_BROADCAST => broadcast = ip,
+            _ => {}
+        }
+        rest = rest.get((length + 3) & !3..).unwrap_or(&[]);
+    }
+    Some(InterfaceAddress {
+        ifindex,
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on
+        // point-to-point links and equal to it elsewhere.
+        address: local.or(address)?,
+        prefix_len,
+        broadcast,
+    })
+}
+
+/// The kernel's directed-broadcast map.
+pub struct BroadcastMap(HashMap<MapData, [u8; 4], u32>);
+
+impl BroadcastMap {
+    /// Opens the pinned map; `None` when the guard has no state in `pins`.
+    pub fn open(pins: &PinDir) -> Result<Option<Self>> {
+        let path = pins.map_path(maps::BROADCASTS);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let data = MapData::from_pin(&path).map_err(|err| Error::BrokenPinState {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
+        let map = Map::from_map_data(data)
+            .and_then(HashMap::try_from)
+            .map_err(|err| Error::bpf("opening the broadcast map", err))?;
+        Ok(Some(Self(map)))
+    }
+
+    /// Takes the map out of a loaded object (verdict tests).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let map = ebpf
+            .take_map(maps::BROADCASTS)
+            .ok_or_else(|| Error::bpf("finding the broadcast map", "not in the object"))?;
+        HashMap::try_from(map)
+            .map(Self)
+            .map_err(|err| Error::bpf("opening the broadcast map", err))
+    }
+
+    /// Makes the map hold exactly `wanted` (address → ifindex).
+    pub fn set(&mut self, wanted: &[(Ipv4Addr, u32)]) -> Result<()> {
+        let present: BTreeSet<[u8; 4]> = self.0.keys().filter_map(Result::ok).collect();
+        let wanted_keys: BTreeSet<[u8; 4]> =
+            wanted.iter().map(|(address, _)| address.octets()).collect();
+        for stale in present.difference(&wanted_keys) {
+            self.0
+                .remove(stale)
+                .map_err(|err| Error::bpf("updating the broadcast map", err))?;
+        }
+        for (address, ifindex) in wanted {
+            self.0
+                .insert(address.octets(), ifindex, 0)
+                .map_err(|err| Error::bpf("updating the broadcast map", err))?;
+        }
+        Ok(())
+    }
+
+    /// The addresses in the map now.
+    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+        self.0
+            .keys()
+            .filter_map(Result::ok)
+            .map(Ipv4Addr::from)
+            .collect()
+    }
+}
+
+/// Recomputes the directed broadcasts of the interfaces in `ifindexes` and writes them.
+/// Returns the addresses now in the map.
+pub fn refresh(map: &mut BroadcastMap, ifindexes: &[u32]) -> Result<Vec<Ipv4Addr>> {
+    let addresses =
+        ipv4_addresses().map_err(|err| Error::io("reading interface addresses", err))?;
+    let mut wanted: Vec<(Ipv4Addr, u32)> = addresses
+        .iter()
+        .filter(|address| ifindexes.contains(&address.ifindex))
+        .filter_map(|address| Some((address.directed_broadcast()?, address.ifindex)))
+        .collect();
+    wanted.sort();
+    wanted.dedup_by_key(|(address, _)| *address);
+    map.set(&wanted)?;
+    Ok(wanted.into_iter().map(|(address, _)| address).collect())
+}
+
+/// Refreshes the pinned map for the interfaces attached in `pins`; does nothing when
+/// nothing is attached.
+pub fn refresh_pinned(pins: &PinDir) -> Result<Option<Vec<Ipv4Addr>>> {
+    let Some(mut map) = BroadcastMap::open(pins)? else {
+        return Ok(None);
+    };
+    let ifindexes = pins.linked_ifindexes()?;
+    refresh(&mut map, &ifindexes).map(Some)
+}
+
+fn netlink_socket() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+fn send(socket: &std::os::fd::OwnedFd, message: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: the message outlives the call; a null address sends to the kernel, the peer
+    // of an unconnected netlink socket.
+    let sent = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            message.as_ptr().cast(),
+            message.len(),
+            0,
+        )
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn recv(socket: &std::os::fd::OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: the buffer is ours and its length is passed.
+    let received = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            0,
+        )
+    };
+    if received < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(received as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(text: &str, prefix_len: u8) -> InterfaceAddress {
+        InterfaceAddress {
+            ifindex: 1,
+            address: text.parse().expect("IPv4"),
+            prefix_len,
+            broadcast: None,
+        }
+    }
+
+    #[test]
+    fn broadcast_comes_from_the_prefix_never_the_last_octet() {
+        assert_eq!(
+            address("192.0.2.1", 24).directed_broadcast(),
+            Some(Ipv4Addr::new(192, 0, 2, 255))
+        );
+        // On a /23, 192.0.2.255 is a host; the broadcast is 192.0.3.255.
+        assert_eq!(
+            address("192.0.2.255", 23).directed_broadcast(),
+            Some(Ipv4Addr::new(192, 0, 3, 255))
+        );
+        assert_eq!(
+            address("198.51.100.9", 28).directed_broadcast(),
+            Some(Ipv4Addr::new(198, 51, 100, 15))
+        );
+        assert_eq!(address("203.0.113.1", 31).directed_broadcast(), None);
+        assert_eq!(address("203.0.113.1", 32).directed_broadcast(), None);
+        let reported = InterfaceAddress {
+            broadcast: Some(Ipv4Addr::new(10, 255, 255, 255)),
+            ..address("10.1.2.3", 8)
+        };
+        assert_eq!(
+            reported.directed_broadcast(),
+            Some(Ipv4Addr::new(10, 255, 255, 255))
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Smurf and reflection defence through BPF_PROG_TEST_RUN: every broadcast and multicast
+//! destination kind, directed broadcasts from the interface's real addressing, martian
+//! sources, the echo-reply ceiling, and switching each part off.
+
+mod support;
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions},
+};
+use icmp_guard::{
+    addresses::BroadcastMap,
+    loader::{self, GuardMaps},
+    policy::{self, Policy},
+    stats,
+};
+use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
+use support::frames::*;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+struct Guard {
+    ebpf: Ebpf,
+    maps: GuardMaps,
+}
+
+impl Guard {
+    /// The default profile, with the directed broadcasts of 192.0.2.0/24 and of
+    /// 198.51.100.0/23 (whose broadcast is 198.51.101.255) in the map.
+    fn with(edit: impl FnOnce(&mut Policy)) -> Self {
+        let mut policy = Policy::default_profile();
+        edit(&mut policy);
+        let mut ebpf = loader::load(None).expect("load");
+        let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
+        let mut broadcasts = BroadcastMap::take(&mut ebpf).expect("broadcast map");
+        broadcasts
+            .set(&[
+                (Ipv4Addr::new(192, 0, 2, 255), 2),
+                (Ipv4Addr::new(198, 51, 101, 255), 2),
+            ])
+            .expect("write broadcasts");
+        policy::apply(&mut maps, &policy).expect("apply");
+        Self { ebpf, maps }
+    }
+
+    fn run(&mut self, frame: &[u8]) -> u32 {
+        loader::xdp_program(&mut self.ebpf)
+            .expect("program")
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN")
+            .return_value
+    }
+
+    fn expect(
+        &mut self,
+        what: &str,
+        frame: &[u8],
+        family: u8,
+        icmp_type: u8,
+        reason: Option<DropReason>,
+    ) {
+        let before = stats::read(&self.maps)
+            .expect("counters")
+            .of(family, icmp_type);
+        let verdict = self.run(frame);
+        let after = stats::read(&self.maps)
+            .expect("counters")
+            .of(family, icmp_type);
+        match reason {
+            None => {
+                assert_eq!(verdict, XDP_PASS, "{what}: expected pass");
+                assert_eq!(after.passed(), before.passed() + 1, "{what}");
+            }
+            Some(reason) => {
+                assert_eq!(
+                    verdict,
+                    XDP_DROP,
+                    "{what}: expected a {} drop",
+                    reason.name()
+                );
+                assert_eq!(after.dropped(reason), before.dropped(reason) + 1, "{what}");
+            }
+        }
+    }
+}
+
+const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+const MULTICAST_MAC: [u8; 6] = [0x01, 0x00, 0x5e, 0x7f, 0x00, 0x01];
+
+fn to(destination: [u8; 4], icmp_type: u8) -> Vec<u8> {
+    icmpv4_between(V4_PEER, destination, icmp_type, 0)
+}
+
+#[test]
+fn every_broadcast_and_multicast_destination_kind() {
+    if !support::privileged("every_broadcast_and_multicast_destination_kind") {
+        return;
+    }
+    let mut guard = Guard::with(|_| {});
+    let smurf = Some(DropReason::Smurf);
+    for (what, frame, icmp_type, reason) in [
+        (
+            "echo to ff:ff:ff:ff:ff:ff",
+            with_dst_mac(to(V4_GUARD, 8), BROADCAST_MAC),
+            8,
+            smurf,
+        ),
+        (
+            "echo to a multicast MAC",
+            with_dst_mac(to(V4_GUARD, 8), MULTICAST_MAC),
+            8,
+            smurf,
+        ),
+        ("echo to 255.255.255.255", to([255; 4], 8), 8, smurf),
+        ("echo to 224.0.0.1", to([224, 0, 0, 1], 8), 8, smurf),
+        ("echo to 239.255.0.1", to([239, 255, 0, 1], 8), 8, smurf),
+        (
+            "echo to the /24's directed broadcast",
+            to([192, 0, 2, 255], 8),
+            8,
+            smurf,
+        ),
+        (
+            "timestamp to the directed broadcast",
+            to([192, 0, 2, 255], 13),
+            13,
+            smurf,
+        ),
+        (
+            "echo to the /23's directed broadcast",
+            to([198, 51, 101, 255], 8),
+            8,
+            smurf,
+        ),
+        (
+            "echo to .255 that is a host on the /23",
+            to([198, 51, 100, 255], 8),
+            8,
+            None,
+        ),
+        ("echo to a unicast host", to(V4_GUARD, 8), 8, None),
+        (
+            "echo reply to the directed broadcast",
+            to([192, 0, 2, 255], 0),
+            0,
+            None,
+        ),
+    ] {
+        guard.expect(what, &frame, FAMILY_V4, icmp_type, reason);
+    }
+    for (what, group, reason) in [
+        (
+            "ff02::1 (link scope: limited, not dropped)",
+            "ff02::1",
+            None,
+        ),
+        ("ff05::1 (site scope)", "ff05::1", smurf),
+        ("ff0e::1 (global scope)", "ff0e::1", smurf),
+    ] {
+        let frame = icmpv6_custom(V6_PEER, v6(group), 64, &[], 128, 0, [0; 4]);
+        guard.expect(what, &frame, FAMILY_V6, 128, reason);
+    }
+}
+
+#[test]
+fn martian_sources_are_invalid() {
+    if !support::privileged("martian_sources_are_invalid") {
+        return;
+    }
+    let mut guard = Guard::with(|_| {});
+    let invalid = Some(DropReason::Invalid);
+    for source in [
+        [0, 0, 0, 0],
+        [0, 1, 2, 3],
+        [127, 0, 0, 1],
+        [224, 0, 0, 9],
+        [240, 0, 0, 1],
+        [255, 255, 255, 255],
+        [192, 0, 2, 255],
+    ] {
+        let frame = icmpv4_between(source, V4_GUARD, 0, 0);
+        guard.expect(
+            &format!("echo reply from {source:?}"),
+            &frame,
+            FAMILY_V4,
+            0,
+            invalid,
+        );
+    }
+    for (source, icmp_type, hop_limit, reason) in [
+        ("ff02::1", 129, 64, invalid),
+        ("::1", 128, 64, invalid),
+        ("::", 128, 64, invalid),
+        ("::", 135, 255, None),
+        ("::", 143, 1, None),
+    ] {
+        let frame = icmpv6_custom(v6(source), V6_GUARD, hop_limit, &[], icmp_type, 0, [0; 4]);
+        guard.expect(
+            &format!("type {icmp_type} from {source}"),
+            &frame,
+            FAMILY_V6,
+            icmp_type,
+            reason,
+        );
+    }
+}
+
+#[test]
+fn each_part_can_be_switched_off() {
+    if !support::privileged("each_part_can_be_switched_off") {
+        return;
+    }
+    let mut guard = Guard::with(|policy| {
+        policy.smurf.broadcast_echo = false;
+        policy.smurf.multicast_echo_v6 = false;
+        policy.smurf.martian_sources = false;
+    });
+    guard.expect(
+        "echo to broadcast, check off",
+        &to([255; 4], 8),
+        FAMILY_V4,
+        8,
+        None,
+    );
+    let frame = icmpv6_custom(V6_PEER, v6("ff05::1"), 64, &[], 128, 0, [0; 4]);
+    guard.expect("echo to ff05::1, check off", &frame, FAMILY_V6, 128, None);
+    let frame = icmpv4_between([127, 0, 0, 1], V4_GUARD, 0, 0);
+    guard.expect("martian, check off", &frame, FAMILY_V4, 0, None);
+    let live = policy::read_live(&guard.maps).expect("read back");
+    assert!(!live.smurf.broadcast_echo && !live.smurf.multicast_echo_v6);
+    assert!(!live.smurf.martian_sources);
+}
+
+#[test]
+fn echo_replies_from_many_sources_hit_the_ceiling_as_smurf() {
+    if !support::privileged("echo_replies_from_many_sources") {
+        return;
+    }
+    let mut guard = Guard::with(|policy| {
+        policy.smurf.reply_ceiling = 1;
+        policy.smurf.reply_ceiling_burst = 20;
+    });
+    // The genuine peer is established before the storm.
+    guard.expect("genuine reply", &to(V4_GUARD, 0), FAMILY_V4, 0, None);
+    for index in 0..200u8 {
+        let frame = icmpv4_between([203, 0, 113, index], V4_GUARD, 0, 0);
+        guard.run(&frame);
+    }
+    let counters = stats::read(&guard.maps).expect("counters").of(FAMILY_V4, 0);
+    let admitted = counters.passed() - 1;
+    assert!((19..=20).contains(&admitted), "admitted {admitted} of 200");
+    assert_eq!(counters.dropped(DropReason::Smurf), 200 - admitted);
+    assert_eq!(counters.dropped(DropReason::RateLimit), 0);
+    // The genuine peer keeps its own bucket.
+    guard.expect(
+        "genuine reply during the storm",
+        &to(V4_GUARD, 0),
+        FAMILY_V4,
+        0,
+        None,
+    );
+}
