@@ -24,9 +24,9 @@ use icmp_guard_common::{
     counter_index, global,
     parse::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_FRAGMENT, IPPROTO_ICMP,
-        IPPROTO_ICMPV6, IPV4_MIN_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, VLAN_HLEN,
-        VLAN_PEEK_TAGS, check_ipv4, check_ipv6, ipv6_extension_len, ipv6_fragment,
-        is_ipv6_extension, is_vlan,
+        IPPROTO_ICMPV6, IPPROTO_ROUTING, IPV4_MIN_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS,
+        MAX_VLAN_TAGS, VLAN_HLEN, VLAN_PEEK_TAGS, check_ipv4, check_ipv6, ipv6_extension_len,
+        ipv6_fragment, is_ipv6_extension, is_vlan,
     },
     policy::{
         BROADCAST_ENTRIES, Facts, GENERATIONS, LIST_ENTRIES, LimiterConfig, MAX_LIMITERS,
@@ -459,6 +459,11 @@ fn classify_ipv6(packet: &Packet, offset: usize) -> Classified {
         let Some(ext) = packet.bytes::<8>(cursor) else {
             return Classified::Unclassified(DropReason::Malformed);
         };
+        if next_header == IPPROTO_ROUTING && ext[2] == 0 && ext[3] != 0 {
+            // Routing header type 0 with segments left (RFC 5095): deprecated, an
+            // amplification vector, never processed.
+            return Classified::Unclassified(DropReason::Invalid);
+        }
         if next_header == IPPROTO_FRAGMENT {
             let (fragment_offset, more) = ipv6_fragment(be16([ext[2], ext[3]]));
             fragmented = more;

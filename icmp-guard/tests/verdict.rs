@@ -449,3 +449,25 @@ fn dry_run_counts_would_drop_and_passes() {
     guard.maps.set_mode(config::MODE_ENFORCE).expect("set mode");
     assert_eq!(guard.run(&icmpv4_frame(8, 0)).0, XDP_DROP, "enforce again");
 }
+
+#[test]
+fn routing_header_type_0_with_segments_left_is_invalid() {
+    if !support::privileged("routing_header_type_0") {
+        return;
+    }
+    let mut guard = Guard::load();
+    let routing = |routing_type: u8, segments_left: u8| Ext {
+        kind: 43,
+        body: vec![routing_type, segments_left, 0, 0, 0, 0],
+    };
+    assert_eq!(
+        guard.run(&icmpv6_frame(&[routing(0, 1)], 129, 0)).0,
+        XDP_DROP,
+        "RH0 with segments left (RFC 5095)"
+    );
+    guard.assert_passes_unchanged(&icmpv6_frame(&[routing(0, 0)], 129, 0), "RH0, none left");
+    guard.assert_passes_unchanged(&icmpv6_frame(&[routing(2, 1)], 129, 0), "type 2 routing");
+    let snapshot = guard.snapshot();
+    assert_eq!(snapshot.global(global::INVALID_DROPPED).packets, 1);
+    assert_eq!(snapshot.of(FAMILY_V6, 129).passed(), 2);
+}
