@@ -110,8 +110,44 @@ fn a_flood_from_one_source_is_held_to_rate_times_time_plus_burst() {
     ]);
 
     let legit = legit_pinger(&lab, 4);
+    // PMTUD messages (3/4) from the flooding host itself, during the flood: never charged
+    // to a budget, so every one must pass.
+    let pmtud = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.peer_ns,
+            "timeout",
+            "10",
+            "hping3",
+            "-q",
+            "--icmp",
+        ])
+        .args([
+            "--icmptype",
+            "3",
+            "--icmpcode",
+            "4",
+            "-c",
+            "20",
+            "-i",
+            "u100000",
+            GUARD_V4,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn hping3");
     let elapsed = flood(&lab, 3, &[]);
     let (passed, limited) = echo_counts(&lab);
+    pmtud.wait_with_output().expect("hping3 finished");
+    let stats = lab.json(&["stats", "--json"]);
+    let frag_needed = icmp_row(&stats, "v4", 3).expect("PMTUD messages counted");
+    assert_eq!(
+        frag_needed["passed"], 20,
+        "every PMTUD message passed: {frag_needed}"
+    );
+    assert_eq!(frag_needed["packets"], 20);
     assert_eq!(
         replies(legit),
         4,
