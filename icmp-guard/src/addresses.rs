@@ -19,6 +19,7 @@ use icmp_guard_common::maps;
 
 use crate::{
     error::{Error, Result},
+    netlink::Socket,
     pins::PinDir,
 };
 
@@ -57,7 +58,7 @@ impl InterfaceAddress {
 
 /// Every IPv4 address in the current network namespace.
 pub fn ipv4_addresses() -> io::Result<Vec<InterfaceAddress>> {
-    let socket = netlink_socket()?;
+    let socket = Socket::open()?;
     let mut request = Vec::with_capacity(24);
     request.extend_from_slice(&24u32.to_ne_bytes());
     request.extend_from_slice(&RTM_GETADDR.to_ne_bytes());
@@ -67,12 +68,12 @@ pub fn ipv4_addresses() -> io::Result<Vec<InterfaceAddress>> {
     // struct ifaddrmsg: family, prefixlen, flags, scope, index
     request.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
     request.extend_from_slice(&0u32.to_ne_bytes());
-    send(&socket, &request)?;
+    socket.send(&request)?;
 
     let mut found = Vec::new();
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        let received = recv(&socket, &mut buffer)?;
+        let received = socket.recv(&mut buffer)?;
         let mut rest = &buffer[..received];
         while rest.len() >= 16 {
             let length = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
@@ -224,60 +225,6 @@ pub fn refresh_pinned(pins: &PinDir) -> Result<Option<Vec<Ipv4Addr>>> {
     };
     let ifindexes = pins.linked_ifindexes()?;
     refresh(&mut map, &ifindexes).map(Some)
-}
-
-fn netlink_socket() -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd as _;
-    // SAFETY: plain socket(2); the descriptor is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor that nobody else owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-fn send(socket: &std::os::fd::OwnedFd, message: &[u8]) -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: the message outlives the call; a null address sends to the kernel, the peer
-    // of an unconnected netlink socket.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            message.as_ptr().cast(),
-            message.len(),
-            0,
-        )
-    };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn recv(socket: &std::os::fd::OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: the buffer is ours and its length is passed.
-    let received = unsafe {
-        libc::recv(
-            socket.as_raw_fd(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-            0,
-        )
-    };
-    if received < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(received as usize)
-    }
 }
 
 #[cfg(test)]

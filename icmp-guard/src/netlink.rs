@@ -181,10 +181,11 @@ fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
 }
 
-struct Socket(std::os::fd::OwnedFd);
+/// A NETLINK_ROUTE socket, shared by the link and address queries.
+pub(crate) struct Socket(std::os::fd::OwnedFd);
 
 impl Socket {
-    fn open() -> io::Result<Self> {
+    pub(crate) fn open() -> io::Result<Self> {
         use std::os::fd::FromRawFd as _;
         // SAFETY: plain socket(2); the fd is owned right away.
         let fd = unsafe {
@@ -201,7 +202,7 @@ impl Socket {
         Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
     }
 
-    fn send(&self, message: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, message: &[u8]) -> io::Result<()> {
         use std::os::fd::AsRawFd as _;
         // SAFETY: sockaddr_nl is plain data; zeroed means "to the kernel".
         let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -224,7 +225,7 @@ impl Socket {
         }
     }
 
-    fn recv(&self, buffer: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn recv(&self, buffer: &mut [u8]) -> io::Result<usize> {
         use std::os::fd::AsRawFd as _;
         // SAFETY: the buffer is ours and its length is passed.
         let received = unsafe {
