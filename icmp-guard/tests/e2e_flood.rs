@@ -70,13 +70,7 @@ fn legit_pinger(lab: &Lab, count: u32) -> std::process::Child {
 
 fn replies(child: std::process::Child) -> u32 {
     let output = child.wait_with_output().expect("ping finished");
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .find_map(|line| {
-            let (_, rest) = line.split_once("transmitted, ")?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no ping summary in: {text}"))
+    ping_replies(&output.stdout)
 }
 
 #[test]

@@ -159,13 +159,7 @@ fn an_echo_reply_flood_is_capped_while_the_guarded_host_gets_its_replies() {
     };
     let replies = |child: std::process::Child| -> u32 {
         let output = child.wait_with_output().expect("ping");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.lines()
-            .find_map(|line| {
-                let (_, rest) = line.split_once("transmitted, ")?;
-                rest.split_whitespace().next()?.parse().ok()
-            })
-            .unwrap_or_else(|| panic!("no summary: {text}"))
+        ping_replies(&output.stdout)
     };
     // The peer's replies get a bucket of their own before the storm.
     assert_eq!(replies(ping_peer("1")), 1);

@@ -158,13 +158,7 @@ impl Lab {
                 target,
             ],
         );
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.lines()
-            .find_map(|line| {
-                let (_, rest) = line.split_once("transmitted, ")?;
-                rest.split_whitespace().next()?.parse().ok()
-            })
-            .unwrap_or_else(|| panic!("no ping summary in: {text}"))
+        ping_replies(&output.stdout)
     }
 
     pub fn xdp_on_interface(&self) -> bool {
@@ -193,6 +187,17 @@ impl Drop for Lab {
         let _ = run("ip", &["netns", "del", &self.peer_ns]);
         let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
+}
+
+/// The number of replies in ping's summary line ("N packets transmitted, M received").
+pub fn ping_replies(stdout: &[u8]) -> u32 {
+    let text = String::from_utf8_lossy(stdout);
+    text.lines()
+        .find_map(|line| {
+            let (_, rest) = line.split_once("transmitted, ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no ping summary in: {text}"))
 }
 
 pub fn icmp_row<'a>(stats: &'a Value, family: &str, icmp_type: u64) -> Option<&'a Value> {
