@@ -54,6 +54,36 @@ pub enum Error {
     )]
     BrokenPinState { path: PathBuf, reason: String },
 
+    #[error(
+        "{name} already runs icmp-guard (program id {program_id}) from another pin directory: detach it with that --pin-dir (or ICMP_GUARD_PIN_DIR) first"
+    )]
+    ForeignIcmpGuard { name: String, program_id: u32 },
+
+    #[error(
+        "the pinned maps in {} were made by another icmp-guard version ({detail}): run `icmp-guard detach --all` first", path.display()
+    )]
+    LayoutMismatch { path: PathBuf, detail: String },
+
+    #[error(
+        "MTU {mtu} is too large for single-buffer native XDP on {name}: lower the MTU or use --mode generic"
+    )]
+    MtuTooLarge { name: String, mtu: u32 },
+
+    #[error(
+        "could not swap the new program into the link of {name} ({reason}): the old program keeps running there"
+    )]
+    UpgradeFailed { name: String, reason: String },
+
+    #[error(
+        "the link pinned in {} for {name}'s ifindex belongs to an interface in another network namespace: use one --pin-dir per namespace", path.display()
+    )]
+    LinkElsewhere { name: String, path: PathBuf },
+
+    #[error(
+        "interface {name} does not exist: check the name with `ip link`, or run `icmp-guard detach --all` to remove the pins of deleted interfaces"
+    )]
+    DetachUnknownInterface { name: String },
+
     /// A policy that cannot be applied; the message names the rule.
     #[error("{0}")]
     Policy(String),

@@ -3,12 +3,15 @@
 
 pub mod addresses;
 pub mod error;
+pub mod kernel_view;
 pub mod loader;
+pub mod metrics;
 pub mod netlink;
 pub mod pins;
 pub mod policy;
 pub mod rcu;
 pub mod stats;
+mod sys;
 pub mod system;
 pub mod target;
 

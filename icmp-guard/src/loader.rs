@@ -1,10 +1,28 @@
 //! Loads the XDP program, attaches it to interfaces, pins links and maps, and finds them
 //! again in later invocations.
+//!
+//! Lifecycle rules:
+//!
+//! - `attach` and `detach` run under an exclusive `flock` on the pin directory
+//!   ([`PinDir::lock`]), the same lock that policy edits take, so concurrent CLI calls run one
+//!   after the other; the kernel releases it when a process dies.
+//! - Before pinned maps are reused, their kernel layout (type, key and value size, entries,
+//!   flags) is compared with what this binary's object declares ([`check_layout`]): a binary
+//!   never reads or runs against maps of another layout.
+//! - XDP links are created with `BPF_LINK_CREATE` directly (never the legacy netlink path,
+//!   which cannot be pinned), and an upgrade swaps the program inside the existing pinned link
+//!   with `BPF_LINK_UPDATE`, so the interface is never without a program.
+
+use std::{
+    io,
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
-    programs::{ProgramError, Xdp, XdpMode, links::FdLink, links::PinnedLink},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray},
+    programs::{ProgramError, Xdp},
 };
 use icmp_guard_common::{
     Counter, PROGRAM_NAME, config, maps,
@@ -16,7 +34,7 @@ use crate::{
     netlink::{self, AttachMode},
     pins::PinDir,
     policy::{self, Policy},
-    system,
+    sys, system,
 };
 
 /// The attach mode an operator asks for.
@@ -41,6 +59,10 @@ pub struct Attached {
     /// Why native mode was not used, when `auto` fell back to generic.
     pub fallback: Option<String>,
     pub program_id: u32,
+    /// The pinned bpf_link; an upgrade keeps it.
+    pub link_id: u32,
+    /// With `upgrade`: the program that ran in the link before the swap.
+    pub upgraded_from: Option<u32>,
 }
 
 /// A pinned link and what the kernel says about it now.
@@ -53,6 +75,9 @@ pub struct LinkStatus {
     pub program_id: u32,
     /// The mode our program runs in on that interface, `None` when it no longer runs there.
     pub mode: Option<AttachMode>,
+    /// True when the kernel says the link's interface was deleted: the pin protects nothing
+    /// and the next `detach` removes it.
+    pub interface_gone: bool,
 }
 
 /// Sizes of the rate-limit LRU maps, chosen when the maps are first created.
@@ -83,7 +108,16 @@ pub struct AttachOptions {
     pub policy: Option<Policy>,
     /// Used only when the maps do not exist yet.
     pub capacity: Capacity,
+    /// Where this pin directory already has a link on an interface, load this binary's
+    /// program with the same pinned maps and swap it into that link atomically
+    /// (`BPF_LINK_UPDATE`) instead of refusing with "already attached". The link keeps its
+    /// mode; interfaces without a link are attached as usual.
+    pub upgrade: bool,
 }
+
+/// Maps whose `max_entries` the operator chooses (`--max-sources`, `--max-prefixes`), so a
+/// pinned size different from the object's is not a layout change.
+const SIZED_BY_OPERATOR: [&str; 2] = [maps::RATE_SOURCES, maps::RATE_PREFIXES];
 
 /// Loads the program. With `pins`, every map is opened from (or created and pinned to) the
 /// pin directory; without, the maps are private to the returned object (verdict tests).
@@ -91,10 +125,15 @@ pub fn load(pins: Option<&PinDir>) -> Result<Ebpf> {
     load_with(pins, Capacity::default())
 }
 
-/// [`load`] with chosen LRU sizes (ignored for maps that are already pinned).
+/// [`load`] with chosen LRU sizes (ignored for maps that are already pinned). Pinned maps
+/// are reused only when [`check_layout`] accepts them.
 pub fn load_with(pins: Option<&PinDir>, capacity: Capacity) -> Result<Ebpf> {
     if crate::is_stub_build() {
         return Err(Error::StubBuild);
+    }
+    if let Some(pins) = pins {
+        // aya's map_pin_path reuses whatever is pinned without looking at it.
+        check_layout(pins)?;
     }
     let paths: Vec<(&str, std::path::PathBuf)> = pins
         .map(|pins| {
@@ -128,6 +167,157 @@ pub fn load_with(pins: Option<&PinDir>, capacity: Capacity) -> Result<Ebpf> {
     }
 }
 
+/// What the kernel says about one map: enough to tell two layouts apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MapShape {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: u32,
+}
+
+impl MapShape {
+    fn of(info: &MapInfo) -> Self {
+        Self {
+            map_type: map_type_number(info),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            flags: info.map_flags(),
+        }
+    }
+
+    /// The first difference that makes `pinned` unusable where `expected` is declared, as
+    /// "map NAME has value size 8, this binary expects 4".
+    fn difference(name: &str, pinned: Self, expected: Self) -> Option<String> {
+        let fields = [
+            ("type", pinned.map_type, expected.map_type),
+            ("key size", pinned.key_size, expected.key_size),
+            ("value size", pinned.value_size, expected.value_size),
+            ("flags", pinned.flags, expected.flags),
+        ];
+        let entries = (!SIZED_BY_OPERATOR.contains(&name)).then_some((
+            "max_entries",
+            pinned.max_entries,
+            expected.max_entries,
+        ));
+        fields
+            .into_iter()
+            .chain(entries)
+            .find(|(_, have, want)| have != want)
+            .map(|(what, have, want)| {
+                format!("map {name} has {what} {have}, this binary expects {want}")
+            })
+    }
+}
+
+fn map_type_number(info: &MapInfo) -> u32 {
+    // MapInfo keeps bpf_map_info private; MapType is a fieldless enum with the kernel's
+    // numbering, so its discriminant is the kernel's number.
+    info.map_type().map_or(u32::MAX, |map_type| map_type as u32)
+}
+
+/// Refuses pinned maps that another icmp-guard version made: every map this binary pins
+/// must be there with the type, key and value size, flags and (except the operator-sized
+/// LRU maps) number of entries that this binary's object declares. Passes when nothing is
+/// pinned yet. Pinned maps this binary does not know are ignored (and removed with the
+/// pin directory).
+pub fn check_layout(pins: &PinDir) -> Result<()> {
+    let pinned: Vec<&str> = maps::ALL
+        .iter()
+        .copied()
+        .filter(|name| pins.map_path(name).exists())
+        .collect();
+    if pinned.is_empty() {
+        return Ok(());
+    }
+    let expected = expected_shapes()?;
+    let mismatch = |detail: String| Error::LayoutMismatch {
+        path: pins.maps_dir(),
+        detail,
+    };
+    for (name, want) in expected {
+        let path = pins.map_path(name);
+        if !pinned.contains(&name) {
+            return Err(mismatch(format!(
+                "map {name} is missing, this binary needs it"
+            )));
+        }
+        let have = MapInfo::from_pin(&path).map_err(|err| Error::BrokenPinState {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
+        if let Some(detail) = MapShape::difference(name, MapShape::of(&have), want) {
+            return Err(mismatch(detail));
+        }
+    }
+    Ok(())
+}
+
+/// The shape of every map this binary pins, as the kernel creates them from the embedded
+/// object: the object is loaded once with private maps (the LRU maps at one entry, since
+/// their size is the operator's) and its programs are not loaded.
+fn expected_shapes() -> Result<Vec<(&'static str, MapShape)>> {
+    let mut loader = EbpfLoader::new();
+    for name in SIZED_BY_OPERATOR {
+        loader.map_max_entries(name, 1);
+    }
+    let probe = loader
+        .load(crate::ebpf_object())
+        .map_err(|err| Error::bpf("reading the map layout of the eBPF object", err))?;
+    maps::ALL
+        .iter()
+        .map(|name| {
+            let map = probe.map(name).ok_or_else(|| {
+                Error::bpf(
+                    "reading the map layout of the eBPF object",
+                    format!("map {name} is not in the object"),
+                )
+            })?;
+            let info = map_data(map)
+                .info()
+                .map_err(|err| Error::bpf(format!("reading map {name}"), err))?;
+            Ok((*name, MapShape::of(&info)))
+        })
+        .collect()
+}
+
+fn map_data(map: &Map) -> &MapData {
+    match map {
+        Map::Array(data)
+        | Map::ArrayOfMaps(data)
+        | Map::BloomFilter(data)
+        | Map::CgroupArray(data)
+        | Map::CgroupStorage(data)
+        | Map::CgrpStorage(data)
+        | Map::CpuMap(data)
+        | Map::DevMap(data)
+        | Map::DevMapHash(data)
+        | Map::HashMap(data)
+        | Map::HashOfMaps(data)
+        | Map::InodeStorage(data)
+        | Map::LpmTrie(data)
+        | Map::LruHashMap(data)
+        | Map::PerCpuArray(data)
+        | Map::PerCpuCgroupStorage(data)
+        | Map::PerCpuHashMap(data)
+        | Map::PerCpuLruHashMap(data)
+        | Map::PerfEventArray(data)
+        | Map::ProgramArray(data)
+        | Map::Queue(data)
+        | Map::ReusePortSockArray(data)
+        | Map::RingBuf(data)
+        | Map::SockHash(data)
+        | Map::SockMap(data)
+        | Map::SkStorage(data)
+        | Map::Stack(data)
+        | Map::StackTraceMap(data)
+        | Map::Unsupported(data)
+        | Map::XskMap(data) => data,
+    }
+}
+
 /// The XDP program inside a loaded object.
 pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
     ebpf.program_mut(PROGRAM_NAME)
@@ -136,184 +326,337 @@ pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
         .map_err(|err| Error::bpf("finding the XDP program", err))
 }
 
+/// What `attach` does on one interface.
+enum Plan {
+    /// Create a link and pin it.
+    Fresh,
+    /// Swap the new program into our pinned link.
+    Upgrade {
+        link: OwnedFd,
+        link_id: u32,
+        old_program: u32,
+    },
+}
+
 /// Attaches to every interface in `names`, or to none: if one fails, the ones attached by
-/// this call are detached again and fresh pins are removed.
+/// this call are detached again and fresh pins are removed. Runs under the pin directory's
+/// lock. With `options.upgrade`, interfaces that already have our link get the new program
+/// swapped into it; those swaps are not undone if a later interface fails (the old and new
+/// programs share the maps, so either is a working guard).
 pub fn attach(pins: &PinDir, names: &[String], options: &AttachOptions) -> Result<Vec<Attached>> {
+    // Names first: an unknown interface changes nothing, not even the pin directory.
     let mut targets: Vec<(String, u32)> = Vec::new();
     for name in names {
         let ifindex = system::ifindex(name)?;
         if targets.iter().any(|(_, index)| *index == ifindex) {
             continue;
         }
-        if pins.has_link(ifindex) {
-            return Err(Error::AlreadyAttached { name: name.clone() });
-        }
-        let state = netlink::xdp_state(ifindex)
-            .map_err(|err| Error::io(format!("reading the XDP state of {name}"), err))?
-            .ok_or_else(|| Error::UnknownInterface { name: name.clone() })?;
-        if let Some((_, program_id)) = state.programs.first() {
-            return Err(Error::ForeignProgram {
-                name: name.clone(),
-                program_id: *program_id,
-            });
-        }
         targets.push((name.clone(), ifindex));
     }
 
-    pins.create()?;
-    let outcome = attach_all(pins, &targets, options);
+    let had_maps = pins.has_maps();
+    let _lock = pins.lock_creating()?;
+    let mut created = Vec::new();
+    let outcome = plan(pins, &targets, options)
+        .and_then(|plans| attach_planned(pins, plans, options, &mut created));
     if outcome.is_err() {
         // Leave nothing behind that this call created.
-        for (_, ifindex) in &targets {
+        for ifindex in &created {
             let _ignored = detach(pins, *ifindex);
         }
-        let _ignored = pins.remove_if_unused();
+        if !had_maps {
+            let _ignored = pins.remove_if_unused();
+        }
     }
     outcome
 }
 
-fn attach_all(
+/// Decides, under the lock and before anything changes, what happens on each interface.
+fn plan(
     pins: &PinDir,
     targets: &[(String, u32)],
     options: &AttachOptions,
+) -> Result<Vec<(String, u32, Plan)>> {
+    let mut plans = Vec::new();
+    for (name, ifindex) in targets {
+        let (name, ifindex) = (name.clone(), *ifindex);
+        let state = netlink::xdp_state(ifindex)
+            .map_err(|err| Error::io(format!("reading the XDP state of {name}"), err))?
+            .ok_or_else(|| Error::UnknownInterface { name: name.clone() })?;
+        if pins.has_link(ifindex) {
+            let path = pins.link_path(ifindex);
+            let (link, info) = open_link(&path)?;
+            if info.ifindex == 0 {
+                // A link whose interface was deleted; this ifindex now names another one.
+                remove_pin(&path)?;
+            } else if state.mode_of(info.program_id).is_none() {
+                return Err(Error::LinkElsewhere {
+                    name,
+                    path: pins.root().to_path_buf(),
+                });
+            } else if !options.upgrade {
+                return Err(Error::AlreadyAttached { name });
+            } else {
+                plans.push((
+                    name,
+                    ifindex,
+                    Plan::Upgrade {
+                        link,
+                        link_id: info.id,
+                        old_program: info.program_id,
+                    },
+                ));
+                continue;
+            }
+        }
+        if let Some((_, program_id)) = state.programs.first() {
+            let program_id = *program_id;
+            return Err(if is_icmp_guard_program(program_id) {
+                Error::ForeignIcmpGuard { name, program_id }
+            } else {
+                Error::ForeignProgram { name, program_id }
+            });
+        }
+        plans.push((name, ifindex, Plan::Fresh));
+    }
+    Ok(plans)
+}
+
+/// True when program `id` is an icmp-guard program (pinned in another pin directory).
+fn is_icmp_guard_program(id: u32) -> bool {
+    aya::programs::loaded_programs()
+        .filter_map(std::result::Result::ok)
+        .any(|info| info.id() == id && info.name_as_str() == Some(PROGRAM_NAME))
+}
+
+fn attach_planned(
+    pins: &PinDir,
+    plans: Vec<(String, u32, Plan)>,
+    options: &AttachOptions,
+    created: &mut Vec<u32>,
 ) -> Result<Vec<Attached>> {
+    pins.create()?;
     let fresh = !pins.has_maps();
     let dry_run = options.dry_run;
     let mut ebpf = load_with(Some(pins), options.capacity)?;
-    {
-        let _lock = policy::PolicyLock::acquire(pins)?;
-        let mut guard_maps = GuardMaps::open(pins)?;
-        let chosen = match &options.policy {
-            Some(policy) => Some(policy.clone()),
-            None if fresh => Some(Policy::default_profile()),
-            None => None,
-        };
-        if let Some(mut chosen) = chosen {
+    // The pin-directory lock taken by `attach` is the lock policy edits take
+    // (`PinDir::lock_attached`): taking it again here would wait for ourselves.
+    let mut guard_maps = GuardMaps::open(pins)?;
+    let chosen = match &options.policy {
+        Some(policy) => Some(policy.clone()),
+        None if fresh => Some(Policy::default_profile()),
+        None => None,
+    };
+    let configure = |guard_maps: &mut GuardMaps| -> Result<()> {
+        if let Some(mut chosen) = chosen.clone() {
             if dry_run {
                 chosen.mode = policy::Mode::DryRun;
             }
-            policy::apply(&mut guard_maps, &chosen)?;
+            policy::apply(guard_maps, &chosen)
         } else if dry_run {
-            guard_maps.set_mode(config::MODE_DRY_RUN)?;
+            guard_maps.set_mode(config::MODE_DRY_RUN)
+        } else {
+            Ok(())
         }
+    };
+    // New maps get their policy before the first packet (and go away if the attach fails);
+    // maps in use get it only once every interface is attached, so a refused attach leaves
+    // the live policy untouched.
+    if fresh {
+        configure(&mut guard_maps)?;
     }
     let program = xdp_program(&mut ebpf)?;
+    let program_fd = program
+        .fd()
+        .map_err(|err| Error::bpf("finding the loaded XDP program", err))?
+        .as_fd();
+    let program_id = program
+        .info()
+        .map_err(|err| Error::bpf("reading the loaded XDP program", err))?
+        .id();
     let mut attached = Vec::new();
-    for (name, ifindex) in targets {
-        attached.push(attach_one(program, pins, name, *ifindex, options.mode)?);
+    for (name, ifindex, plan) in plans {
+        attached.push(match plan {
+            Plan::Fresh => {
+                let result = attach_one(program_fd, pins, &name, ifindex, options.mode)?;
+                created.push(ifindex);
+                result
+            }
+            Plan::Upgrade {
+                link,
+                link_id,
+                old_program,
+            } => {
+                sys::link_update(link.as_fd(), program_fd).map_err(|err| Error::UpgradeFailed {
+                    name: name.clone(),
+                    reason: err.to_string(),
+                })?;
+                Attached {
+                    mode: running_mode(ifindex, program_id),
+                    name,
+                    ifindex,
+                    fallback: None,
+                    program_id,
+                    link_id,
+                    upgraded_from: Some(old_program),
+                }
+            }
+        });
+    }
+    if !fresh {
+        configure(&mut guard_maps)?;
     }
     Ok(attached)
 }
 
+fn running_mode(ifindex: u32, program_id: u32) -> Option<AttachMode> {
+    netlink::xdp_state(ifindex)
+        .ok()
+        .flatten()
+        .and_then(|state| state.mode_of(program_id))
+}
+
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
 fn attach_one(
-    program: &mut Xdp,
+    program: BorrowedFd<'_>,
     pins: &PinDir,
     name: &str,
     ifindex: u32,
     mode: ModeRequest,
 ) -> Result<Attached> {
-    let failed = |err: ProgramError| Error::AttachFailed {
+    let failed = |err: io::Error| Error::AttachFailed {
         name: name.to_owned(),
-        reason: describe(&err),
+        reason: err.to_string(),
     };
-    let (link_id, fallback) = match mode {
+    let (link, fallback) = match mode {
         ModeRequest::Generic => (
-            program
-                .attach_to_if_index(ifindex, XdpMode::Skb)
-                .map_err(failed)?,
+            sys::link_create_xdp(program, ifindex, XDP_FLAGS_SKB_MODE).map_err(failed)?,
             None,
         ),
         ModeRequest::Native => (
-            program
-                .attach_to_if_index(ifindex, XdpMode::Driver)
-                .map_err(|err| Error::NativeUnsupported {
-                    name: name.to_owned(),
-                    reason: describe(&err),
-                })?,
+            sys::link_create_xdp(program, ifindex, XDP_FLAGS_DRV_MODE)
+                .map_err(|err| native_refused(name, ifindex, err))?,
             None,
         ),
-        ModeRequest::Auto => match program.attach_to_if_index(ifindex, XdpMode::Driver) {
-            Ok(link_id) => (link_id, None),
-            Err(native_err) => (
-                program
-                    .attach_to_if_index(ifindex, XdpMode::Skb)
-                    .map_err(failed)?,
-                Some(describe(&native_err)),
-            ),
+        ModeRequest::Auto => match sys::link_create_xdp(program, ifindex, XDP_FLAGS_DRV_MODE) {
+            Ok(link) => (link, None),
+            Err(native_err) => {
+                let reason = native_refusal_reason(ifindex, &native_err);
+                (
+                    sys::link_create_xdp(program, ifindex, XDP_FLAGS_SKB_MODE).map_err(failed)?,
+                    Some(reason),
+                )
+            }
         },
     };
-    let link = program
-        .take_link(link_id)
-        .map_err(|err| Error::bpf("taking the XDP link", err))?;
-    let link = FdLink::try_from(link).map_err(|_| Error::AttachFailed {
-        name: name.to_owned(),
-        reason: "the kernel attached without a bpf_link, which cannot be pinned".to_owned(),
-    })?;
-    let program_id = link
-        .info()
-        .map_err(|err| Error::bpf("reading the XDP link", err))?
-        .program_id();
-    link.pin(pins.link_path(ifindex))
-        .map_err(|err| Error::bpf(format!("pinning the link of {name}"), err))?;
-    let mode = netlink::xdp_state(ifindex)
-        .ok()
-        .flatten()
-        .and_then(|state| state.mode_of(program_id));
+    let info =
+        sys::link_info(link.as_fd()).map_err(|err| Error::io("reading the XDP link", err))?;
+    // Until the pin exists this fd is the only reference: an error drops it, which detaches.
+    sys::obj_pin(link.as_fd(), &pins.link_path(ifindex))
+        .map_err(|err| Error::io(format!("pinning the link of {name}"), err))?;
     Ok(Attached {
         name: name.to_owned(),
         ifindex,
-        mode,
+        mode: running_mode(ifindex, info.program_id),
         fallback,
-        program_id,
+        program_id: info.program_id,
+        link_id: info.id,
+        upgraded_from: None,
     })
 }
 
-fn describe(err: &ProgramError) -> String {
-    match err {
-        ProgramError::SyscallError(syscall) => syscall.io_error.to_string(),
-        other => other.to_string(),
+/// True when a native attach failed because the MTU is too large for single-buffer XDP:
+/// veth says ERANGE ("Peer MTU is too large to set XDP"), most other drivers EINVAL.
+fn mtu_too_large(err: &io::Error, mtu: Option<u32>) -> bool {
+    match err.raw_os_error() {
+        Some(libc::ERANGE) => true,
+        Some(libc::EINVAL) => mtu.is_some_and(|mtu| mtu > 1500),
+        _ => false,
     }
 }
 
+fn interface_mtu(ifindex: u32) -> Option<u32> {
+    netlink::xdp_state(ifindex).ok().flatten()?.mtu
+}
+
+fn native_refused(name: &str, ifindex: u32, err: io::Error) -> Error {
+    let mtu = interface_mtu(ifindex);
+    match (mtu_too_large(&err, mtu), mtu) {
+        (true, Some(mtu)) => Error::MtuTooLarge {
+            name: name.to_owned(),
+            mtu,
+        },
+        _ => Error::NativeUnsupported {
+            name: name.to_owned(),
+            reason: err.to_string(),
+        },
+    }
+}
+
+fn native_refusal_reason(ifindex: u32, err: &io::Error) -> String {
+    let mtu = interface_mtu(ifindex);
+    match (mtu_too_large(err, mtu), mtu) {
+        (true, Some(mtu)) => format!("MTU {mtu} is too large for single-buffer native XDP"),
+        _ => err.to_string(),
+    }
+}
+
+/// Opens a pinned link and checks that it is an XDP link.
+fn open_link(path: &Path) -> Result<(OwnedFd, sys::LinkInfo)> {
+    let broken = |reason: String| Error::BrokenPinState {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let link = sys::obj_get(path).map_err(|err| broken(err.to_string()))?;
+    let info = sys::link_info(link.as_fd()).map_err(|err| broken(err.to_string()))?;
+    if info.link_type != sys::BPF_LINK_TYPE_XDP {
+        return Err(broken(format!(
+            "a bpf_link of type {} where an XDP link belongs",
+            info.link_type
+        )));
+    }
+    Ok((link, info))
+}
+
+fn remove_pin(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).map_err(|err| Error::io(format!("removing {}", path.display()), err))
+}
+
 /// Removes the pinned link of `ifindex`, which detaches the program from it. `Ok(false)`
-/// when nothing was attached there.
+/// when nothing was attached there. The caller holds the pin directory's lock.
 pub fn detach(pins: &PinDir, ifindex: u32) -> Result<bool> {
     let path = pins.link_path(ifindex);
-    if !path.exists() {
-        return Ok(false);
+    match std::fs::remove_file(&path) {
+        // The pin was the last reference to the link: the kernel releases it, and with it the
+        // attachment, once no process has it open.
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::io(format!("removing {}", path.display()), err)),
     }
-    let link = PinnedLink::from_pin(&path)
-        .map_err(|err| Error::bpf(format!("opening {}", path.display()), err))?;
-    // Dropping the last reference (the pin, then this fd) releases the link and with it the
-    // attachment.
-    let link: FdLink = link
-        .unpin()
-        .map_err(|err| Error::io(format!("removing {}", path.display()), err))?;
-    drop(link);
-    Ok(true)
 }
 
 /// Every pinned link with what the kernel says about it.
 pub fn links(pins: &PinDir) -> Result<Vec<LinkStatus>> {
     let mut statuses = Vec::new();
     for ifindex in pins.linked_ifindexes()? {
-        let path = pins.link_path(ifindex);
-        let link: FdLink = PinnedLink::from_pin(&path)
-            .map_err(|err| Error::BrokenPinState {
-                path: path.clone(),
-                reason: err.to_string(),
-            })?
-            .into();
-        let info = link
-            .info()
-            .map_err(|err| Error::bpf("reading a pinned link", err))?;
-        let state = netlink::xdp_state(ifindex).ok().flatten();
+        let (_link, info) = open_link(&pins.link_path(ifindex))?;
+        // The kernel sets a link's ifindex to 0 when its interface is deleted; an ifindex that
+        // now names another interface is never reported as protected.
+        let interface_gone = info.ifindex == 0;
+        let state = if interface_gone {
+            None
+        } else {
+            netlink::xdp_state(ifindex).ok().flatten()
+        };
         statuses.push(LinkStatus {
             name: state.as_ref().map(|state| state.name.clone()),
             ifindex,
-            link_id: info.id(),
-            program_id: info.program_id(),
-            mode: state.and_then(|state| state.mode_of(info.program_id())),
+            link_id: info.id,
+            program_id: info.program_id,
+            mode: state.and_then(|state| state.mode_of(info.program_id)),
+            interface_gone,
         });
     }
     Ok(statuses)
@@ -330,23 +673,56 @@ pub struct Tracked {
 
 /// Counts the entries of the pinned rate-limit LRU maps.
 pub fn tracked(pins: &PinDir) -> Result<Tracked> {
-    let count = |name: &str| -> Result<u64> {
+    let count = |name: &str| -> Result<(u64, u32)> {
         let path = pins.map_path(name);
         let data = MapData::from_pin(&path).map_err(|err| Error::BrokenPinState {
             path: path.clone(),
             reason: err.to_string(),
         })?;
+        let capacity = data
+            .info()
+            .map_err(|err| Error::bpf(format!("reading map {name}"), err))?
+            .max_entries();
         let map: HashMap<MapData, RateKey, u64> = Map::from_map_data(data)
             .and_then(HashMap::try_from)
-            .map_err(|err| Error::bpf(format!("opening map {name}"), err))?;
-        Ok(map.keys().filter(std::result::Result::is_ok).count() as u64)
+            .map_err(|err| map_open_error(pins, name, err))?;
+        Ok((
+            map.keys().filter(std::result::Result::is_ok).count() as u64,
+            capacity,
+        ))
     };
+    let (sources, sources_capacity) = count(maps::RATE_SOURCES)?;
+    let (prefixes, prefixes_capacity) = count(maps::RATE_PREFIXES)?;
     Ok(Tracked {
-        sources: count(maps::RATE_SOURCES)?,
-        sources_capacity: RATE_SOURCES,
-        prefixes: count(maps::RATE_PREFIXES)?,
-        prefixes_capacity: RATE_PREFIXES,
+        sources,
+        sources_capacity,
+        prefixes,
+        prefixes_capacity,
     })
+}
+
+/// A typed open of a pinned map failed: a size or type mismatch means another layout.
+fn map_open_error(pins: &PinDir, name: &str, err: MapError) -> Error {
+    let detail = match &err {
+        // aya's `size` is the Rust type's, `expected` the map's.
+        MapError::InvalidKeySize { size, expected } => Some(format!(
+            "map {name} has key size {expected}, this binary expects {size}"
+        )),
+        MapError::InvalidValueSize { size, expected } => Some(format!(
+            "map {name} has value size {expected}, this binary expects {size}"
+        )),
+        MapError::InvalidMapType { map_type } => Some(format!(
+            "map {name} has type {map_type}, not the one this binary expects"
+        )),
+        _ => None,
+    };
+    match detail {
+        Some(detail) => Error::LayoutMismatch {
+            path: pins.maps_dir(),
+            detail,
+        },
+        None => Error::bpf(format!("opening map {name}"), err),
+    }
 }
 
 /// The maps of a running guard, opened from their pins or taken from a loaded object.
@@ -362,7 +738,8 @@ pub struct GuardMaps {
 }
 
 impl GuardMaps {
-    /// Opens the pinned maps; [`Error::NotAttached`] when there are none.
+    /// Opens the pinned maps; [`Error::NotAttached`] when there are none, and
+    /// [`Error::LayoutMismatch`] when another icmp-guard version made them.
     pub fn open(pins: &PinDir) -> Result<Self> {
         if !pins.has_maps() {
             return Err(Error::NotAttached);
@@ -376,20 +753,24 @@ impl GuardMaps {
             let data = MapData::from_pin(&path).map_err(|err| broken(err.to_string()))?;
             Map::from_map_data(data).map_err(|err| broken(err.to_string()))
         };
-        Self::from_maps(open)
+        Self::from_maps(open, |name, err| map_open_error(pins, name, err))
     }
 
     /// Takes the maps out of a loaded object (verdict tests, with private maps).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        Self::from_maps(|name| {
-            ebpf.take_map(name)
-                .ok_or_else(|| Error::bpf(format!("finding map {name}"), "not in the object"))
-        })
+        Self::from_maps(
+            |name| {
+                ebpf.take_map(name)
+                    .ok_or_else(|| Error::bpf(format!("finding map {name}"), "not in the object"))
+            },
+            |name, err| Error::bpf(format!("opening map {name}"), err),
+        )
     }
 
-    fn from_maps(mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
-        let wrong =
-            |name: &str, err: aya::maps::MapError| Error::bpf(format!("opening map {name}"), err);
+    fn from_maps(
+        mut get: impl FnMut(&str) -> Result<Map>,
+        wrong: impl Fn(&str, MapError) -> Error,
+    ) -> Result<Self> {
         Ok(Self {
             icmp_counters: PerCpuArray::try_from(get(maps::ICMP_COUNTERS)?)
                 .map_err(|err| wrong(maps::ICMP_COUNTERS, err))?,
@@ -421,5 +802,76 @@ impl GuardMaps {
         self.config
             .set(config::MODE, mode, 0)
             .map_err(|err| Error::bpf("setting the mode", err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(value_size: u32, max_entries: u32) -> MapShape {
+        MapShape {
+            map_type: 2,
+            key_size: 4,
+            value_size,
+            max_entries,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn a_different_value_size_is_another_layout() {
+        assert_eq!(
+            MapShape::difference(maps::POLICY_TYPES, shape(8, 512), shape(4, 512)).as_deref(),
+            Some("map POLICY_TYPES has value size 8, this binary expects 4")
+        );
+        assert_eq!(
+            MapShape::difference(maps::POLICY_TYPES, shape(4, 512), shape(4, 512)),
+            None
+        );
+        assert_eq!(
+            MapShape::difference(maps::CONFIG, shape(4, 8), shape(4, 4)).as_deref(),
+            Some("map CONFIG has max_entries 8, this binary expects 4")
+        );
+    }
+
+    #[test]
+    fn operator_sized_maps_may_differ_in_entries_only() {
+        assert_eq!(
+            MapShape::difference(maps::RATE_SOURCES, shape(8, 1000), shape(8, 1)),
+            None
+        );
+        assert!(MapShape::difference(maps::RATE_SOURCES, shape(16, 1000), shape(8, 1)).is_some());
+    }
+
+    #[test]
+    fn a_typed_open_of_another_layout_says_which_size_is_which() {
+        let pins = PinDir::new("/sys/fs/bpf/x");
+        // aya reports the Rust type's size as `size` and the map's as `expected`.
+        let err = map_open_error(
+            &pins,
+            maps::POLICY_TYPES,
+            MapError::InvalidValueSize {
+                size: 4,
+                expected: 8,
+            },
+        );
+        assert_eq!(
+            err.to_string(),
+            "the pinned maps in /sys/fs/bpf/x/maps were made by another icmp-guard version \
+             (map POLICY_TYPES has value size 8, this binary expects 4): run `icmp-guard \
+             detach --all` first"
+        );
+    }
+
+    #[test]
+    fn a_native_refusal_names_the_mtu_when_it_is_the_cause() {
+        let erange = io::Error::from_raw_os_error(libc::ERANGE);
+        let einval = io::Error::from_raw_os_error(libc::EINVAL);
+        let unsupported = io::Error::from_raw_os_error(libc::EOPNOTSUPP);
+        assert!(mtu_too_large(&erange, Some(1500)));
+        assert!(mtu_too_large(&einval, Some(9000)));
+        assert!(!mtu_too_large(&einval, Some(1500)));
+        assert!(!mtu_too_large(&unsupported, Some(9000)));
     }
 }

@@ -7,6 +7,7 @@ const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_PROG_ID: u16 = 4;
@@ -45,6 +46,8 @@ pub struct XdpState {
     pub name: String,
     /// Programs by mode; more than one when several modes are in use (XDP_ATTACHED_MULTI).
     pub programs: Vec<(AttachMode, u32)>,
+    /// The interface's MTU (IFLA_MTU), read in the caller's network namespace.
+    pub mtu: Option<u32>,
 }
 
 impl XdpState {
@@ -116,6 +119,11 @@ fn parse_link(attributes: &[u8]) -> XdpState {
                     .position(|b| *b == 0)
                     .unwrap_or(payload.len());
                 state.name = String::from_utf8_lossy(&payload[..end]).into_owned();
+            }
+            IFLA_MTU => {
+                state.mtu = payload
+                    .get(..4)
+                    .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
             }
             IFLA_XDP => {
                 let mut attached = 0u8;
@@ -256,6 +264,7 @@ mod tests {
             .expect("lo exists");
         assert_eq!(state.name, "lo");
         assert!(state.programs.is_empty());
+        assert!(state.mtu.is_some_and(|mtu| mtu >= 1500), "{state:?}");
     }
 
     #[test]

@@ -4,9 +4,16 @@
 //! <pin dir>/maps/<MAP NAME>     every map, shared by every attached interface
 //! <pin dir>/links/<ifindex>     one XDP link per attached interface
 //! ```
+//!
+//! Commands that change the pinned state (`attach`, `detach`, policy edits) hold an exclusive
+//! `flock` on the pin directory itself ([`PinDir::lock`]): bpffs holds only directories and
+//! BPF objects, so the directory is the one thing to lock, and the kernel releases a flock
+//! when its process dies, so a crash never wedges the next command.
 
 use std::{
+    fs::File,
     io,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
 
@@ -92,8 +99,20 @@ impl PinDir {
         if !self.linked_ifindexes()?.is_empty() {
             return Ok(());
         }
-        for name in icmp_guard_common::maps::ALL {
-            remove_file_if_present(&self.map_path(name))?;
+        // Every pin in maps/, also those of maps another icmp-guard version made.
+        match std::fs::read_dir(self.maps_dir()) {
+            Ok(entries) => {
+                for entry in entries.filter_map(Result::ok) {
+                    remove_file_if_present(&entry.path())?;
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(Error::io(
+                    format!("reading {}", self.maps_dir().display()),
+                    err,
+                ));
+            }
         }
         for dir in [self.maps_dir(), self.links_dir(), self.root.clone()] {
             match std::fs::remove_dir(&dir) {
@@ -108,10 +127,160 @@ impl PinDir {
     }
 }
 
+impl PinDir {
+    /// Takes the pin directory's exclusive lock, creating the directory first (`attach`).
+    /// Blocks while another command holds it.
+    pub fn lock_creating(&self) -> Result<PinLock> {
+        loop {
+            std::fs::create_dir_all(&self.root)
+                .map_err(|err| Error::io(format!("creating {}", self.root.display()), err))?;
+            if let Some(lock) = self.try_lock_existing()? {
+                return Ok(lock);
+            }
+        }
+    }
+
+    /// Takes the pin directory's exclusive lock; `Ok(None)` when the directory does not
+    /// exist, that is when there is nothing to lock (`detach` has nothing to do).
+    pub fn lock(&self) -> Result<Option<PinLock>> {
+        loop {
+            if !self.root.exists() {
+                return Ok(None);
+            }
+            if let Some(lock) = self.try_lock_existing()? {
+                return Ok(Some(lock));
+            }
+        }
+    }
+
+    /// Takes the pin directory's exclusive lock for a command that changes a running guard
+    /// (policy edits, lists): [`Error::NotAttached`] when there is no pin directory.
+    pub fn lock_attached(&self) -> Result<PinLock> {
+        self.lock()?.ok_or(Error::NotAttached)
+    }
+
+    /// Locks the directory now at the root path. `Ok(None)` when it vanished, or was removed
+    /// (by the last `detach`) and perhaps re-created while we waited: the caller retries on
+    /// whatever is there now, so that two commands never hold locks on two different
+    /// directories of the same path.
+    fn try_lock_existing(&self) -> Result<Option<PinLock>> {
+        let dir = match File::open(&self.root) {
+            Ok(dir) => dir,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(Error::io(format!("opening {}", self.root.display()), err));
+            }
+        };
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::io(format!("locking {}", self.root.display()), err));
+            }
+        }
+        let locked = dir
+            .metadata()
+            .map_err(|err| Error::io(format!("reading {}", self.root.display()), err))?;
+        let current = std::fs::metadata(&self.root).ok();
+        let same = current.is_some_and(|current| {
+            current.dev() == locked.dev() && current.ino() == locked.ino() && locked.nlink() > 0
+        });
+        Ok(same.then_some(PinLock { _dir: dir }))
+    }
+}
+
+/// The pin directory's exclusive lock, released on drop (or by the kernel when the process
+/// dies).
+#[derive(Debug)]
+pub struct PinLock {
+    _dir: File,
+}
+
 fn remove_file_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(err) => Err(Error::io(format!("removing {}", path.display()), err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::mpsc,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    fn scratch(name: &str) -> PinDir {
+        let root =
+            std::env::temp_dir().join(format!("icmp-guard-pins-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        PinDir::new(root)
+    }
+
+    #[test]
+    fn a_missing_directory_has_nothing_to_lock() {
+        let pins = scratch("missing");
+        assert!(pins.lock().expect("no error").is_none());
+        assert!(!pins.root().exists(), "lock() creates nothing");
+        let lock = pins.lock_creating().expect("locked");
+        assert!(pins.root().is_dir());
+        drop(lock);
+        assert!(pins.lock().expect("no error").is_some());
+        std::fs::remove_dir_all(pins.root()).expect("clean up");
+    }
+
+    #[test]
+    fn a_second_locker_waits_and_follows_a_recreated_directory() {
+        let pins = scratch("wait");
+        let held = pins.lock_creating().expect("locked");
+        let (sender, receiver) = mpsc::channel();
+        let waiter = {
+            let pins = pins.clone();
+            std::thread::spawn(move || {
+                let lock = pins.lock_creating().expect("locked");
+                sender.send(Instant::now()).expect("send");
+                // Still the directory at the path, not the one removed while waiting.
+                let ours = std::fs::metadata(pins.root()).expect("exists").ino();
+                drop(lock);
+                ours
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(receiver.try_recv().is_err(), "the second locker waits");
+        // What the last detach does while holding the lock: remove the directory.
+        std::fs::remove_dir(pins.root()).expect("removed");
+        let released = Instant::now();
+        drop(held);
+        let acquired = receiver
+            .recv_timeout(Duration::from_secs(5))
+            .expect("acquired");
+        assert!(acquired >= released);
+        let locked_inode = waiter.join().expect("thread");
+        assert_eq!(
+            std::fs::metadata(pins.root()).expect("re-created").ino(),
+            locked_inode
+        );
+        std::fs::remove_dir_all(pins.root()).expect("clean up");
+    }
+
+    #[test]
+    fn the_last_removal_takes_maps_of_any_version() {
+        let pins = scratch("remove");
+        pins.create().expect("created");
+        for name in ["CONFIG", "A_MAP_FROM_ANOTHER_VERSION"] {
+            std::fs::write(pins.map_path(name), b"").expect("write");
+        }
+        std::fs::write(pins.link_path(7), b"").expect("write");
+        pins.remove_if_unused().expect("no error");
+        assert!(pins.has_link(7), "kept while a link remains");
+        std::fs::remove_file(pins.link_path(7)).expect("unlink");
+        pins.remove_if_unused().expect("removed");
+        assert!(!pins.root().exists());
     }
 }

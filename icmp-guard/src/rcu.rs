@@ -9,14 +9,15 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
 };
+
+use crate::sys::{ATTR_SIZE, bpf, owned};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
-const ATTR_SIZE: usize = 128;
 
 /// Returns once every BPF program invocation that was running when it was called has ended.
 pub fn synchronize() -> io::Result<()> {
@@ -40,25 +41,5 @@ fn create_map(map_type: u32, inner_map_fd: Option<u32>) -> io::Result<OwnedFd> {
     if let Some(fd) = inner_map_fd {
         attr[20..24].copy_from_slice(&fd.to_ne_bytes());
     }
-    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
-    // SAFETY: BPF_MAP_CREATE returned a new descriptor that nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn bpf(command: libc::c_long, attr: &mut [u8; ATTR_SIZE]) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a zero-initialised union bpf_attr of ATTR_SIZE bytes that outlives the
-    // call; pointers inside it point at locals of the caller that outlive the call too.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            command,
-            attr.as_mut_ptr(),
-            ATTR_SIZE as libc::c_uint,
-        )
-    };
-    if result < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result)
-    }
+    bpf(BPF_MAP_CREATE, &mut attr).map(owned)
 }

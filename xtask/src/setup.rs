@@ -23,6 +23,11 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("procps", "sysctl"),
     ("util-linux", "nsenter"),
+    ("iputils-tracepath", "tracepath"),
+    ("ndisc6", "ndisc6"),
+    ("prometheus", "promtool"),
+    // trafgen, the flood generator of `cargo xtask bench`.
+    ("netsniff-ng", "trafgen"),
 ];
 
 /// Checks everything and installs what is missing; see the module docs.

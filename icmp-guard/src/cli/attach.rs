@@ -1,9 +1,14 @@
+use std::path::{Path, PathBuf};
+
 use icmp_guard::{
     loader::{self, AttachOptions, Capacity, ModeRequest},
     policy, system,
 };
 
 use super::Context;
+
+/// The policy file a first attach applies when `--policy` is not given and it exists.
+pub const DEFAULT_POLICY_FILE: &str = "/etc/icmp-guard/policy.toml";
 
 /// Attach the guard to interfaces; protection stays in place after this command exits.
 ///
@@ -22,10 +27,18 @@ pub struct Args {
     #[arg(long)]
     dry_run: bool,
 
-    /// Policy file to apply before the first packet (default: keep the live policy, or
-    /// the safe default profile on a first attach).
+    /// Policy file to apply before the first packet (default: keep the live policy; on a
+    /// first attach, /etc/icmp-guard/policy.toml if it exists, else the safe default
+    /// profile).
     #[arg(long, value_name = "FILE")]
-    policy: Option<std::path::PathBuf>,
+    policy: Option<PathBuf>,
+
+    /// Upgrade without a gap: where this pin directory already has a link on an interface,
+    /// swap this binary's program into it atomically (bpf_link_update) with the same maps,
+    /// counters and policy, instead of refusing with "already attached"; the link keeps its
+    /// mode. Refused when the pinned maps have another layout.
+    #[arg(long)]
+    upgrade: bool,
 
     /// Rate-limit buckets for sources (about 96 bytes each); first attach only.
     #[arg(long, value_name = "N", default_value_t = Capacity::default().sources,
@@ -38,17 +51,39 @@ pub struct Args {
     max_prefixes: u32,
 }
 
+/// The policy file to apply: the one given, else on a first attach (`fresh`) the default
+/// file when it exists, else none.
+fn policy_file(explicit: Option<&Path>, fresh: bool, default: &Path) -> Option<PathBuf> {
+    match explicit {
+        Some(path) => Some(path.to_path_buf()),
+        None if fresh && default.is_file() => Some(default.to_path_buf()),
+        None => None,
+    }
+}
+
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     system::require_privileges()?;
     if system::ensure_bpffs(context.pins.root())? {
         println!("mounted bpffs at {}", system::BPFFS_ROOT);
     }
-    let policy = args
-        .policy
+    let file = policy_file(
+        args.policy.as_deref(),
+        !context.pins.has_maps(),
+        Path::new(DEFAULT_POLICY_FILE),
+    );
+    let policy = file
         .as_deref()
         .map(|path| {
-            policy::file::parse_file(path)
-                .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
+            policy::file::parse_file(path).map_err(|err| {
+                if args.policy.is_some() {
+                    anyhow::anyhow!("{}: {err}", path.display())
+                } else {
+                    anyhow::anyhow!(
+                        "{}: {err} (the default policy file: fix it, or pass --policy FILE)",
+                        path.display()
+                    )
+                }
+            })
         })
         .transpose()?;
     context.preflight()?;
@@ -60,23 +95,64 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             sources: args.max_sources,
             prefixes: args.max_prefixes,
         },
+        upgrade: args.upgrade,
     };
     let attached = loader::attach(&context.pins, &args.interfaces, &options)?;
+    if let Some(path) = &file {
+        println!("applied policy {}", path.display());
+    }
     for interface in attached {
         let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
-        match interface.fallback {
-            Some(reason) => println!(
-                "attached to {} (ifindex {}) in {mode} mode: native XDP was refused ({reason})",
-                interface.name, interface.ifindex
+        let (name, ifindex) = (&interface.name, interface.ifindex);
+        match (interface.upgraded_from, interface.fallback) {
+            (Some(old), _) => println!(
+                "upgraded {name} (ifindex {ifindex}) in {mode} mode: program {old} replaced by {} in link {} without a gap",
+                interface.program_id, interface.link_id
             ),
-            None => println!(
-                "attached to {} (ifindex {}) in {mode} mode",
-                interface.name, interface.ifindex
+            (None, Some(reason)) => println!(
+                "attached to {name} (ifindex {ifindex}) in {mode} mode: native XDP was refused ({reason})"
             ),
+            (None, None) => println!("attached to {name} (ifindex {ifindex}) in {mode} mode"),
         }
     }
     if args.dry_run {
         println!("dry-run: verdicts are counted as would_drop, every packet passes");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_file_applies_only_to_a_first_attach_without_policy() {
+        let dir = std::env::temp_dir().join(format!("icmp-guard-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let default = dir.join("policy.toml");
+        let explicit = dir.join("mine.toml");
+        let missing = dir.join("missing.toml");
+        std::fs::write(&default, "mode = \"enforce\"\n").expect("write");
+
+        assert_eq!(policy_file(None, true, &default), Some(default.clone()));
+        assert_eq!(policy_file(None, false, &default), None, "live policy kept");
+        assert_eq!(
+            policy_file(None, true, &missing),
+            None,
+            "safe default profile"
+        );
+        assert_eq!(
+            policy_file(None, true, &dir),
+            None,
+            "a directory is no file"
+        );
+        for fresh in [true, false] {
+            assert_eq!(
+                policy_file(Some(&explicit), fresh, &default),
+                Some(explicit.clone()),
+                "--policy wins"
+            );
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }

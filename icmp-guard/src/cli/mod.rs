@@ -1,9 +1,12 @@
 //! One module per command, each with an `execute`.
 
 mod attach;
+mod completions;
 mod detach;
 mod lists;
+mod metrics;
 mod policy;
+mod run;
 mod stats;
 mod status;
 
@@ -38,6 +41,10 @@ pub enum Command {
     #[command(subcommand)]
     /// Sources whose ICMP is always dropped.
     Deny(lists::Command),
+    Run(run::Args),
+    Metrics(metrics::Args),
+    Completions(completions::CompletionsArgs),
+    Man(completions::ManArgs),
 }
 
 impl Command {
@@ -50,6 +57,10 @@ impl Command {
             Self::Policy(command) => policy::execute(command, context),
             Self::Allow(command) => lists::execute(lists::Which::Allow, command, context),
             Self::Deny(command) => lists::execute(lists::Which::Deny, command, context),
+            Self::Run(args) => run::execute(args, context),
+            Self::Metrics(args) => metrics::execute(args, context),
+            Self::Completions(args) => completions::completions(args),
+            Self::Man(args) => completions::man(args),
         }
     }
 }

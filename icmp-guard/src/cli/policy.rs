@@ -2,10 +2,7 @@ use std::path::PathBuf;
 
 use icmp_guard::{
     loader::GuardMaps,
-    policy::{
-        self, Action, DEFAULT_LIMIT, Limit, Per, Policy, PolicyLock, RuleSpec, file,
-        model::MAX_RATE,
-    },
+    policy::{self, Action, DEFAULT_LIMIT, Limit, Per, Policy, RuleSpec, file, model::MAX_RATE},
     target::{FamilyChoice, RuleTarget},
 };
 use icmp_guard_common::icmp;
@@ -125,8 +122,10 @@ pub fn edit_live(
     change: impl FnOnce(&mut Policy) -> anyhow::Result<()>,
 ) -> anyhow::Result<Policy> {
     context.preflight()?;
+    // The lock first, then the maps: a detach between the two cannot leave us editing maps
+    // that are no longer pinned.
+    let _lock = context.pins.lock_attached()?;
     let mut maps = GuardMaps::open(&context.pins)?;
-    let _lock = PolicyLock::acquire(&context.pins)?;
     let mut live = policy::read_live(&maps)?;
     change(&mut live)?;
     policy::apply(&mut maps, &live)?;

@@ -1,30 +1,190 @@
+use std::{
+    io::{IsTerminal as _, Write as _},
+    time::{Duration, Instant, SystemTime},
+};
+
 use icmp_guard::{
     loader::{self, GuardMaps},
-    stats,
+    stats::{self, StatsReport, WatchLine, WatchStyle},
 };
 
 use super::Context;
 
 /// Show ICMP counters per family and type, with drops by reason.
 ///
-/// Example: icmp-guard stats --json
+/// Example: icmp-guard stats --watch 2
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (with --watch: one JSON document per line).
     #[arg(long)]
     json: bool,
+
+    /// Redraw every SECONDS with packets/s and drops/s (fractions like 0.5 allowed).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    watch: Option<Duration>,
+
+    /// With --watch: stop after N frames.
+    #[arg(long, value_name = "N", requires = "watch",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+
+    /// Counters per ICMP code (not collected yet: the kernel counts per family and type).
+    #[arg(long)]
+    by_code: bool,
+}
+
+/// The shortest and longest `--watch` intervals.
+const MIN_INTERVAL: f64 = 0.1;
+const MAX_INTERVAL: f64 = 86_400.0;
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if (MIN_INTERVAL..=MAX_INTERVAL).contains(&seconds) => {
+            Ok(Duration::from_secs_f64(seconds))
+        }
+        _ => Err(format!(
+            "'{text}' is not a number of seconds between {MIN_INTERVAL} and {MAX_INTERVAL}"
+        )),
+    }
 }
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
+    if args.by_code {
+        anyhow::bail!(
+            "per-code counters are not collected yet: the XDP program counts packets per family and type only, which `icmp-guard stats` shows"
+        );
+    }
     context.preflight()?;
+    match args.watch {
+        None => {
+            let report = read_report(context)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", stats::render_table(&report));
+            }
+            Ok(())
+        }
+        Some(interval) => watch(context, interval, args.count, args.json),
+    }
+}
+
+fn read_report(context: &Context) -> anyhow::Result<StatsReport> {
+    // Opened on every read, so that a detach and a new attach in between are followed.
     let maps = GuardMaps::open(&context.pins)?;
     let snapshot = stats::read(&maps)?;
     let links = loader::links(&context.pins)?;
-    let report = stats::report(&snapshot, &links);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", stats::render_table(&report));
+    Ok(stats::report(&snapshot, &links))
+}
+
+/// True when colour is allowed: <https://no-color.org> (set and not empty disables it).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty())
+}
+
+/// Rows and columns of the terminal on stdout, when it is one and says.
+fn terminal_size() -> Option<(usize, usize)> {
+    // SAFETY: TIOCGWINSZ fills a winsize we own; a failure leaves it zeroed.
+    let (status, size) = unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        let status = libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size);
+        (status, size)
+    };
+    (status == 0 && size.ws_row > 0 && size.ws_col > 0)
+        .then_some((usize::from(size.ws_row), usize::from(size.ws_col)))
+}
+
+fn watch(
+    context: &Context,
+    interval: Duration,
+    count: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let terminal = std::io::stdout().is_terminal();
+    let start = Instant::now();
+    let mut previous: Option<(StatsReport, Instant)> = None;
+    let mut frame: u64 = 0;
+    loop {
+        let report = read_report(context)?;
+        let now = Instant::now();
+        let rates = previous
+            .as_ref()
+            .map(|(old, at)| stats::rates(old, &report, now.duration_since(*at)));
+        let mut out = std::io::stdout().lock();
+        if json {
+            let line = WatchLine {
+                unix_time: unix_time(),
+                report: &report,
+                rates: rates.as_ref(),
+            };
+            writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        } else {
+            let size = if terminal { terminal_size() } else { None };
+            let style = WatchStyle {
+                in_place: terminal,
+                color: terminal && !no_color(),
+                max_lines: size.map(|(rows, _)| rows),
+                max_columns: size.map(|(_, columns)| columns),
+            };
+            let heading = format!("every {}s, {}", interval.as_secs_f64(), clock());
+            let text = stats::render_watch(&report, rates.as_ref(), &heading, style);
+            // One write per frame: the terminal never shows half of one.
+            if frame > 0 && !terminal {
+                writeln!(out)?;
+            }
+            out.write_all(text.as_bytes())?;
+        }
+        out.flush()?;
+        drop(out);
+        frame += 1;
+        if count.is_some_and(|count| frame >= count) {
+            return Ok(());
+        }
+        previous = Some((report, now));
+        // Sleep to the next tick of a fixed grid, so frames do not drift.
+        let next = start + interval.mul_f64(frame as f64);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
-    Ok(())
+}
+
+fn unix_time() -> f64 {
+    let seconds = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// The local wall-clock time as HH:MM:SS.
+pub fn clock() -> String {
+    // SAFETY: time and localtime_r write only into values we own.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return String::from("--:--:--");
+        }
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_are_bounded_seconds() {
+        assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "abc", "NaN", "inf", "0.01", ""] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_clock_has_three_fields() {
+        let clock = clock();
+        assert_eq!(clock.len(), 8, "{clock}");
+        assert_eq!(clock.matches(':').count(), 2, "{clock}");
+    }
 }

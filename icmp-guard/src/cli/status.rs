@@ -1,11 +1,13 @@
 use icmp_guard::{
+    kernel_view::KernelView,
     loader::{self, GuardMaps},
     stats,
 };
 
 use super::Context;
 
-/// Show where the guard is attached and in which mode the kernel runs it.
+/// Show where the guard is attached and in which mode the kernel runs it, and the kernel's
+/// own ICMP settings and counters in this network namespace.
 ///
 /// Example: icmp-guard status --json
 #[derive(Debug, clap::Args)]
@@ -28,6 +30,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     } else {
         None
     };
+    let kernel = KernelView::read();
     if args.json {
         let document = serde_json::json!({
             "attached": !links.is_empty(),
@@ -35,12 +38,14 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             "mode": mode,
             "interfaces": links,
             "tracked": tracked,
+            "kernel": kernel,
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(());
     }
     if links.is_empty() {
         println!("not attached (pin dir {})", context.pins.root().display());
+        print!("{}", kernel.render_text());
         return Ok(());
     }
     println!(
@@ -66,5 +71,6 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             link.ifindex, link.program_id, link.link_id
         );
     }
+    print!("{}", kernel.render_text());
     Ok(())
 }

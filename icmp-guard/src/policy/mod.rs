@@ -8,7 +8,7 @@
 pub mod file;
 pub mod model;
 
-use std::{collections::BTreeMap, net::IpAddr, os::fd::AsRawFd as _};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::maps::lpm_trie::Key;
 use icmp_guard_common::{
@@ -25,7 +25,6 @@ pub use model::{
 use crate::{
     error::{Error, Result},
     loader::GuardMaps,
-    pins::PinDir,
     rcu,
 };
 
@@ -410,28 +409,6 @@ pub fn read_live(maps: &GuardMaps) -> Result<Policy> {
         Mode::Enforce
     };
     Ok(policy)
-}
-
-/// An exclusive lock on the pin directory, held while a command reads, changes and writes
-/// the policy, so that concurrent CLI calls run one after the other. flock is released by
-/// the kernel when the process dies, so a crash never wedges the next call.
-pub struct PolicyLock {
-    _dir: std::fs::File,
-}
-
-impl PolicyLock {
-    pub fn acquire(pins: &PinDir) -> Result<Self> {
-        let dir = std::fs::File::open(pins.root())
-            .map_err(|err| Error::io(format!("opening {}", pins.root().display()), err))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(
-                "locking the pin directory",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(Self { _dir: dir })
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,80 @@
+use std::net::SocketAddr;
+
+use icmp_guard::{
+    error::Error,
+    metrics::{self, Format},
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::Context;
+
+/// Serve Prometheus metrics on GET /metrics until SIGINT or SIGTERM, or print them once.
+///
+/// The server answers in OpenMetrics when the scraper asks for it (Prometheus does) and in
+/// the Prometheus text format otherwise.
+///
+/// Example: icmp-guard metrics --listen 127.0.0.1:9469
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["listen", "once"])))]
+pub struct Args {
+    /// Address to serve on, as IP:PORT ([::1]:9469 for IPv6; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Print the metrics to stdout once and exit (for cron jobs, textfile collectors, tests).
+    #[arg(long)]
+    once: bool,
+
+    /// With --once: prometheus (text format 0.0.4) or open-metrics (OpenMetrics 1.0).
+    #[arg(long, value_enum, default_value_t = Format::Prometheus, requires = "once")]
+    format: Format,
+}
+
+pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
+    context.preflight()?;
+    if args.once {
+        let sample = metrics::gather(&context.pins)?.ok_or(Error::NotAttached)?;
+        print!("{}", metrics::encode(Some(sample), args.format));
+        return Ok(());
+    }
+    let Some(address) = args.listen else {
+        unreachable!("clap requires --listen or --once");
+    };
+    runtime()?.block_on(async {
+        // Handlers first: a signal that arrives right after the "serving" line still stops
+        // the server cleanly.
+        let stop = stop_signal()?;
+        let listener = metrics::bind(address).await?;
+        println!(
+            "serving metrics on http://{}/metrics (Ctrl-C or SIGTERM stops)",
+            listener.local_addr()?
+        );
+        metrics::serve(listener, context.pins.clone(), async {
+            let signal = stop.await;
+            println!("{signal}: stopped serving metrics");
+        })
+        .await;
+        Ok(())
+    })
+}
+
+/// The runtime of the long-running commands: one thread, plus the blocking pool for map
+/// reads.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves with the name of the first SIGINT or SIGTERM received. Call it before anything
+/// a signal should not interrupt half-way: the handlers are installed when it returns.
+pub fn stop_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    })
+}

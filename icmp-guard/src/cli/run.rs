@@ -1,0 +1,397 @@
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use icmp_guard::{
+    error::Error,
+    loader::{self, AttachOptions, Capacity, GuardMaps, ModeRequest},
+    metrics,
+    pins::PinDir,
+    policy::{self, Policy},
+    stats::{self, StatsReport},
+    system,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{
+    Context,
+    metrics::{runtime, stop_signal},
+    stats::clock,
+};
+
+/// Run in the foreground as a service: attach, apply and watch a policy file, serve
+/// metrics, and print a line when packets were dropped; detach on SIGTERM or SIGINT.
+///
+/// The policy file is checked every 500 ms and on SIGHUP; a change is applied atomically,
+/// and a file that does not parse or validate is reported on stderr while the last good
+/// policy stays in force. An interface that is already attached (by `attach`, or by a
+/// `run --keep` before) is adopted as it is.
+///
+/// Example: icmp-guard run eth0 --policy /etc/icmp-guard/policy.toml --metrics 127.0.0.1:9469
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Interfaces to protect.
+    #[arg(required = true, value_name = "IFACE")]
+    interfaces: Vec<String>,
+
+    /// Policy file to apply and watch (default: keep the live policy, or the safe default
+    /// profile on a first attach).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+
+    /// Serve Prometheus metrics on GET /metrics at this IP:PORT.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
+    /// Leave the guard attached when stopping; the next `run` adopts it.
+    #[arg(long)]
+    keep: bool,
+
+    /// XDP mode: native (driver), generic (skb), or auto (native, else generic).
+    #[arg(long, value_enum, default_value_t = ModeRequest::Auto)]
+    mode: ModeRequest,
+
+    /// Count every verdict as would_drop and let every packet pass (overrides the file's
+    /// mode).
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Seconds between drop summaries; a summary is printed only when something was
+    /// dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    summary_interval: u64,
+
+    /// Rate-limit buckets for sources (about 96 bytes each); first attach only.
+    #[arg(long, value_name = "N", default_value_t = Capacity::default().sources,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    max_sources: u32,
+
+    /// Rate-limit buckets for source prefixes; first attach only.
+    #[arg(long, value_name = "N", default_value_t = Capacity::default().prefixes,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    max_prefixes: u32,
+}
+
+/// How often the policy file is checked.
+const POLL: Duration = Duration::from_millis(500);
+
+pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
+    system::require_privileges()?;
+    if system::ensure_bpffs(context.pins.root())? {
+        println!("mounted bpffs at {}", system::BPFFS_ROOT);
+    }
+    // Everything that can be refused is checked before anything changes.
+    let initial = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
+            Some((text.clone(), parse(path, &text, args.dry_run)?))
+        }
+        None => None,
+    };
+    context.preflight()?;
+    let mut targets = Vec::new();
+    for name in &args.interfaces {
+        let ifindex = system::ifindex(name)?;
+        if !targets.iter().any(|(_, index)| *index == ifindex) {
+            targets.push((name.clone(), ifindex));
+        }
+    }
+    runtime()?.block_on(service(args, context, targets, initial))
+}
+
+/// Parses a policy file's bytes; `--dry-run` overrides its mode.
+fn parse(path: &Path, text: &[u8], dry_run: bool) -> anyhow::Result<Policy> {
+    let text = std::str::from_utf8(text)
+        .map_err(|_| anyhow::anyhow!("{}: the file is not UTF-8 text", path.display()))?;
+    let mut parsed =
+        policy::file::parse(text).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    if dry_run {
+        parsed.mode = policy::Mode::DryRun;
+    }
+    Ok(parsed)
+}
+
+/// Writes `policy` under the policy lock; returns the generation now active.
+fn apply(pins: &PinDir, chosen: &Policy) -> anyhow::Result<u32> {
+    let _lock = pins.lock_attached()?;
+    let mut maps = GuardMaps::open(pins)?;
+    policy::apply(&mut maps, chosen)?;
+    Ok(policy::active_generation(&maps)?)
+}
+
+fn generation(pins: &PinDir) -> String {
+    GuardMaps::open(pins)
+        .ok()
+        .and_then(|maps| policy::active_generation(&maps).ok())
+        .map_or_else(|| "unknown".to_owned(), |g| g.to_string())
+}
+
+/// Attaches to the interfaces that are not attached yet and adopts the others, so that a
+/// restarted service picks up where a `run --keep` (or an `attach`) left off.
+fn attach_or_adopt(
+    args: &Args,
+    pins: &PinDir,
+    targets: &[(String, u32)],
+    policy: Option<&Policy>,
+) -> anyhow::Result<()> {
+    let options = AttachOptions {
+        mode: args.mode,
+        dry_run: args.dry_run,
+        policy: policy.cloned(),
+        capacity: Capacity {
+            sources: args.max_sources,
+            prefixes: args.max_prefixes,
+        },
+        ..AttachOptions::default()
+    };
+    let mut announced = Vec::new();
+    // A second try covers a link pinned by someone else between the check and the attach.
+    for _ in 0..3 {
+        let (adopted, fresh): (Vec<_>, Vec<_>) = targets
+            .iter()
+            .partition(|(_, ifindex)| pins.has_link(*ifindex));
+        for (name, _) in &adopted {
+            if !announced.contains(name) {
+                println!("{name}: already attached, adopting the running guard");
+                announced.push(name.clone());
+            }
+        }
+        if fresh.is_empty() {
+            // Nothing was attached by this call, so nothing applied the policy yet.
+            if let Some(chosen) = policy {
+                apply(pins, chosen)?;
+            } else if args.dry_run {
+                let _lock = pins.lock_attached()?;
+                GuardMaps::open(pins)?.set_mode(icmp_guard_common::config::MODE_DRY_RUN)?;
+            }
+            return Ok(());
+        }
+        let names: Vec<String> = fresh.iter().map(|(name, _)| name.clone()).collect();
+        println!("attaching to {}...", names.join(", "));
+        match loader::attach(pins, &names, &options) {
+            Ok(attached) => {
+                for interface in attached {
+                    let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
+                    match interface.fallback {
+                        Some(reason) => println!(
+                            "attached to {} (ifindex {}) in {mode} mode: native XDP was refused ({reason})",
+                            interface.name, interface.ifindex
+                        ),
+                        None => println!(
+                            "attached to {} (ifindex {}) in {mode} mode",
+                            interface.name, interface.ifindex
+                        ),
+                    }
+                }
+                // Adopted interfaces share the maps, which this attach just wrote.
+                return Ok(());
+            }
+            Err(Error::AlreadyAttached { name }) => {
+                println!("{name} was attached meanwhile; adopting it");
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    anyhow::bail!("the interfaces kept changing hands while attaching: try again")
+}
+
+/// What the policy file watcher last saw.
+enum Seen {
+    Text(Vec<u8>),
+    Unreadable(String),
+}
+
+async fn service(
+    args: Args,
+    context: &Context,
+    targets: Vec<(String, u32)>,
+    initial: Option<(Vec<u8>, Policy)>,
+) -> anyhow::Result<()> {
+    let pins = &context.pins;
+    // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
+    let mut stop = std::pin::pin!(stop_signal()?);
+    let mut hangup = signal(SignalKind::hangup())?;
+    let listener = match args.metrics {
+        Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
+
+    attach_or_adopt(&args, pins, &targets, initial.as_ref().map(|(_, p)| p))?;
+    let mut broadcasts_error = None;
+    refresh_broadcasts(pins, &mut broadcasts_error);
+    let mut seen = None;
+    if let (Some(path), Some((text, _))) = (&args.policy, &initial) {
+        println!(
+            "applied policy {} (generation {})",
+            path.display(),
+            generation(pins)
+        );
+        println!(
+            "watching {} for changes (every {} ms; SIGHUP reloads it at once)",
+            path.display(),
+            POLL.as_millis()
+        );
+        seen = Some(Seen::Text(text.clone()));
+    } else {
+        println!("no --policy file: the live policy stays as it is");
+    }
+
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = listener.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            println!("serving metrics on http://{address}/metrics");
+        }
+        tokio::spawn(metrics::serve(listener, pins.clone(), async {
+            let _ = server_stopped.await;
+        }))
+    });
+
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let summary_every = Duration::from_secs(args.summary_interval);
+    let mut summary =
+        tokio::time::interval_at(tokio::time::Instant::now() + summary_every, summary_every);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut baseline = read_report(pins).ok();
+    let mut last_error: Option<String> = None;
+    println!(
+        "protecting {}; SIGTERM or Ctrl-C {}",
+        targets
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if args.keep {
+            "stops and leaves the guard attached (--keep)"
+        } else {
+            "stops and detaches"
+        }
+    );
+
+    let signal_name = loop {
+        tokio::select! {
+            name = &mut stop => break name,
+            _ = hangup.recv() => match &args.policy {
+                Some(path) => {
+                    println!("SIGHUP: reloading {}", path.display());
+                    reload(&args, pins, path, &mut seen, true);
+                }
+                None => println!("SIGHUP: there is no --policy file to reload"),
+            },
+            _ = poll.tick(), if args.policy.is_some() => {
+                if let Some(path) = &args.policy {
+                    reload(&args, pins, path, &mut seen, false);
+                }
+            }
+            _ = summary.tick() => {
+                // Addresses change under a long-running service (DHCP, operators).
+                refresh_broadcasts(pins, &mut broadcasts_error);
+                match read_report(pins) {
+                    Ok(report) => {
+                        if let Some(previous) = &baseline
+                            && let Some(line) = stats::drop_summary(previous, &report)
+                        {
+                            println!("{} last {}s: {line}", clock(), args.summary_interval);
+                        }
+                        baseline = Some(report);
+                        last_error = None;
+                    }
+                    Err(err) => {
+                        let message = err.to_string();
+                        if last_error.as_ref() != Some(&message) {
+                            eprintln!("error: reading the counters: {message}");
+                            last_error = Some(message);
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    println!("{signal_name}: stopping");
+    let _ = stop_server.send(());
+    if let Some(server) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
+    if args.keep {
+        println!("left the guard attached (--keep): `icmp-guard detach` removes it");
+        return Ok(());
+    }
+    // Serialised with attach, detach and policy edits, as `detach` is.
+    let Some(_lock) = pins.lock()? else {
+        return Ok(());
+    };
+    for (name, ifindex) in &targets {
+        if loader::detach(pins, *ifindex)? {
+            println!("detached from {name}");
+        }
+    }
+    pins.remove_if_unused()?;
+    Ok(())
+}
+
+/// Keeps the kernel's directed-broadcast map in step with the interfaces' addresses, as
+/// every other command does once per invocation. A failure is reported once, not per tick.
+fn refresh_broadcasts(pins: &PinDir, last_error: &mut Option<String>) {
+    match icmp_guard::addresses::refresh_pinned(pins) {
+        Ok(addresses) => {
+            log::debug!("directed broadcasts: {addresses:?}");
+            *last_error = None;
+        }
+        Err(err) => {
+            let message = err.to_string();
+            if last_error.as_ref() != Some(&message) {
+                eprintln!("warning: could not refresh the directed-broadcast addresses: {message}");
+                *last_error = Some(message);
+            }
+        }
+    }
+}
+
+fn read_report(pins: &PinDir) -> anyhow::Result<StatsReport> {
+    let maps = GuardMaps::open(pins)?;
+    let snapshot = stats::read(&maps)?;
+    Ok(stats::report(&snapshot, &loader::links(pins)?))
+}
+
+/// Checks the policy file and applies it when its bytes changed, or always when `force`
+/// (SIGHUP). A file that cannot be read, parsed or applied leaves the live policy alone and
+/// is reported once on stderr.
+fn reload(args: &Args, pins: &PinDir, path: &Path, seen: &mut Option<Seen>, force: bool) {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(err) => {
+            let message = err.to_string();
+            if force || !matches!(seen, Some(Seen::Unreadable(m)) if *m == message) {
+                eprintln!(
+                    "error: cannot read {}: {message}; keeping the last good policy (generation {})",
+                    path.display(),
+                    generation(pins)
+                );
+            }
+            *seen = Some(Seen::Unreadable(message));
+            return;
+        }
+    };
+    if !force && matches!(seen, Some(Seen::Text(old)) if *old == text) {
+        return;
+    }
+    *seen = Some(Seen::Text(text.clone()));
+    let outcome = parse(path, &text, args.dry_run).and_then(|parsed| {
+        apply(pins, &parsed).map_err(|err| anyhow::anyhow!("applying {}: {err}", path.display()))
+    });
+    match outcome {
+        Ok(generation) => println!(
+            "applied policy {} (generation {generation})",
+            path.display()
+        ),
+        Err(err) => eprintln!(
+            "error: {err}; keeping the last good policy (generation {})",
+            generation(pins)
+        ),
+    }
+}
