@@ -121,6 +121,7 @@ pub const fn check_ipv4(
 #[inline(always)]
 pub const fn check_ipv6(version_byte: u8, payload_len: u16, available: usize) -> bool {
     version_byte >> 4 == 6
+        && payload_len != 0
         && available >= IPV6_HLEN
         && (payload_len as usize) <= available - IPV6_HLEN
 }
@@ -216,6 +217,7 @@ mod tests {
         assert!(!check_ipv6(0x40, 8, 48), "version 4 in an IPv6 frame");
         assert!(!check_ipv6(0x60, 9, 48), "payload past the frame");
         assert!(!check_ipv6(0x60, 0, 39), "shorter than the fixed header");
+        assert!(!check_ipv6(0x60, 0, 48), "payload length 0 (jumbogram)");
     }
 
     #[test]

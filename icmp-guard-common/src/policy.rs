@@ -290,7 +290,8 @@ pub type V6ListKey = [u8; 17];
 pub struct Facts {
     /// IPv6 hop limit (0 for IPv4).
     pub hop_limit: u8,
-    /// The packet is a fragment (not atomic): first fragment with more to come.
+    /// The packet is a fragment: an IPv4 first fragment with more to come, or IPv6 with a
+    /// Fragment header (atomic fragments included, RFC 6980 §5).
     pub fragmented: bool,
     /// IPv6 source is link-local (fe80::/10) or unspecified (::).
     pub source_link_local: bool,

@@ -448,7 +448,10 @@ fn classify_ipv6(packet: &Packet, offset: usize) -> Classified {
     if !check_ipv6(ip[0], payload_len as u16, packet.len() - offset) {
         return Classified::Unclassified(DropReason::Invalid);
     }
-    let packet_end = offset + IPV6_HLEN + payload_len;
+    // Opaque to the optimiser: it knows `packet_end` lies inside the frame (check_ipv6) and
+    // would otherwise drop the frame-end check of the extension header reads below as
+    // redundant with the payload-end check, which only the verifier cannot see.
+    let packet_end = core::hint::black_box(offset + IPV6_HLEN + payload_len);
     let mut next_header = ip[6];
     let mut cursor = offset + IPV6_HLEN;
     let mut fragmented = false;
@@ -456,17 +459,29 @@ fn classify_ipv6(packet: &Packet, offset: usize) -> Classified {
         if !is_ipv6_extension(next_header) {
             break;
         }
+        // Every extension header field is read from inside the IPv6 payload, never from
+        // Ethernet padding or trailing bytes past it.
+        if cursor + 8 > packet_end {
+            return Classified::Unclassified(DropReason::Malformed);
+        }
         let Some(ext) = packet.bytes::<8>(cursor) else {
             return Classified::Unclassified(DropReason::Malformed);
         };
+        // The whole header inside the payload before any of its fields is acted on.
+        let length = ipv6_extension_len(next_header, ext[1]);
+        if cursor + length > packet_end {
+            return Classified::Unclassified(DropReason::Malformed);
+        }
         if next_header == IPPROTO_ROUTING && ext[2] == 0 && ext[3] != 0 {
             // Routing header type 0 with segments left (RFC 5095): deprecated, an
             // amplification vector, never processed.
             return Classified::Unclassified(DropReason::Invalid);
         }
         if next_header == IPPROTO_FRAGMENT {
-            let (fragment_offset, more) = ipv6_fragment(be16([ext[2], ext[3]]));
-            fragmented = more;
+            let (fragment_offset, _more) = ipv6_fragment(be16([ext[2], ext[3]]));
+            // RFC 6980 §5: ND messages must not carry a Fragment header at all, atomic
+            // fragments (RFC 6946) included; the ND condition reads this fact.
+            fragmented = true;
             if fragment_offset != 0 {
                 return if ext[0] == IPPROTO_ICMPV6 {
                     Classified::IcmpFragment
@@ -476,11 +491,8 @@ fn classify_ipv6(packet: &Packet, offset: usize) -> Classified {
             }
             // A first fragment, or an atomic fragment (RFC 6946): classify what follows.
         }
-        cursor += ipv6_extension_len(next_header, ext[1]);
+        cursor += length;
         next_header = ext[0];
-        if cursor > packet_end {
-            return Classified::Unclassified(DropReason::Malformed);
-        }
     }
     if is_ipv6_extension(next_header) {
         return Classified::Unclassified(DropReason::Malformed);

@@ -5,7 +5,9 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod interrupt;
+mod kernels;
 mod lint;
 mod process;
 mod setup;
@@ -43,6 +45,18 @@ enum Task {
     Demo,
     /// Measure per-packet cost as a ratio to an empty XDP program (needs root)
     Bench,
+    /// Compare the XDP program with the reference model on random frames (needs root)
+    Fuzz(fuzz::Args),
+    /// Boot Debian kernels under QEMU (and use the host's) to check that the XDP program
+    /// loads, passes the verifier and gives the same verdicts on each (host kernel: root)
+    Kernels {
+        /// A Debian kernel series (5.10, 6.1, 6.12, ...) or `host`; repeat for several
+        /// [default: 5.10 6.1 6.12 host]
+        #[arg(long = "kernel", value_name = "VERSION")]
+        kernel: Vec<String>,
+        #[command(flatten)]
+        options: kernels::Options,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +67,8 @@ fn main() -> ExitCode {
         Task::Lint => lint::run(),
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
+        Task::Fuzz(args) => fuzz::run(&args),
+        Task::Kernels { kernel, options } => kernels::run(&kernel, &options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
