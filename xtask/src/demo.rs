@@ -1,23 +1,43 @@
-//! `cargo xtask demo`: a short tour of icmp-guard in a throwaway two-namespace lab.
+//! `cargo xtask demo`: icmp-guard against an attacker on a throwaway LAN, with a bystander
+//! pinging beside it.
 //!
-//! The guarded side (namespace `a`) and a peer (namespace `b`) share a veth pair, so nothing
-//! on the host's own interfaces is touched. Every name carries our pid, so two demos, or a
-//! demo and the tests, never collide.
+//! Four namespaces of our own: a switch (a bridge) and three hosts plugged into it by veth
+//! pairs — the protected host (icmp-guard attached to its `eth0`), a bystander, and an
+//! attacker. Nothing on the machine's own interfaces is touched. The attacker runs, in
+//! turn, a ping flood, a spoofed-source flood, a smurf broadcast ping, a timestamp probe and
+//! a PMTUD "fragmentation needed" message, each bounded in packets or time, with the
+//! guard's counters after each; the bystander pings the protected host once a second
+//! throughout. The summary says what was sent, what was dropped and why, and checks that
+//! every bystander ping and every PMTUD message got through: the demo fails if not.
+//!
+//! Every name carries our pid, so two demos, or a demo and the tests, never collide.
+//! Everything is removed in `Drop`, also after a failure or Ctrl-C.
 
 use std::{
+    collections::BTreeSet,
     fs,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex, PoisonError},
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
 
 use crate::{interrupt, process, setup};
 
-const GUARDED_V4: &str = "192.0.2.1";
-const PEER_V4: &str = "192.0.2.2";
-const GUARDED_V6: &str = "2001:db8::1";
-const PEER_V6: &str = "2001:db8::2";
+const HOST_V4: &str = "192.0.2.1";
+const BYSTANDER_V4: &str = "192.0.2.2";
+const ATTACKER_V4: &str = "192.0.2.66";
+const BROADCAST_V4: &str = "192.0.2.255";
+const PREFIX: u8 = 24;
+/// Seconds each flood runs.
+const FLOOD_SECONDS: u32 = 3;
+/// Messages sent by each of the smurf, timestamp and PMTUD steps.
+const PROBES: u64 = 3;
 
 pub fn run() -> Result<()> {
     if !process::is_root() {
@@ -34,160 +54,436 @@ pub fn run() -> Result<()> {
     }
 
     interrupt::catch()?;
+    let started = Instant::now();
     // Created before anything exists, so its Drop cleans up after a failure at any step.
     let mut lab = Lab::new(binary);
     lab.build()?;
-    lab.tour()
+    lab.tour()?;
+    drop(lab);
+    println!(
+        "\ndemo finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The cargo target directory, which `CARGO_TARGET_DIR` or a config file may have moved.
-fn target_dir() -> Result<PathBuf> {
+pub fn target_dir() -> Result<PathBuf> {
     let json = process::stdout_of(process::command("cargo").args([
         "metadata",
         "--format-version",
         "1",
         "--no-deps",
     ]))?;
-    let metadata: serde_json::Value =
-        serde_json::from_str(&json).context("parsing `cargo metadata` output")?;
+    let metadata: Value = serde_json::from_str(&json).context("parsing `cargo metadata` output")?;
     metadata["target_directory"]
         .as_str()
         .map(PathBuf::from)
         .context("`cargo metadata` reported no target_directory")
 }
 
+/// A host on the LAN: its namespace, its role in the story and its address.
+#[derive(Clone)]
+struct Host {
+    role: &'static str,
+    ns: String,
+    v4: &'static str,
+}
+
 /// The lab's resources. Fields record what exists, so `Drop` removes exactly what we made.
 struct Lab {
     binary: PathBuf,
-    ns_guarded: String,
-    ns_peer: String,
-    veth_guarded: String,
-    veth_peer: String,
+    switch_ns: String,
+    protected: Host,
+    bystander: Host,
+    attacker: Host,
     pin_dir: PathBuf,
-    guarded_created: bool,
-    peer_created: bool,
+    /// Namespaces created so far, in order.
+    created: Vec<String>,
     /// Set before `attach` runs, since a failed attach may still have pinned something.
     attached: bool,
+    pinger: Option<Pinger>,
 }
 
 impl Lab {
     fn new(binary: PathBuf) -> Self {
         let pid = std::process::id();
+        let host = |role, suffix: &str, v4| Host {
+            role,
+            ns: format!("igdemo-{pid}-{suffix}"),
+            v4,
+        };
         Self {
             binary,
-            ns_guarded: format!("igdemo-{pid}-a"),
-            ns_peer: format!("igdemo-{pid}-b"),
-            // Interface names are limited to 15 bytes; a pid has at most 7 digits.
-            veth_guarded: format!("igd{pid}a"),
-            veth_peer: format!("igd{pid}b"),
+            switch_ns: format!("igdemo-{pid}-switch"),
+            protected: host("protected host", "host", HOST_V4),
+            bystander: host("bystander", "bystander", BYSTANDER_V4),
+            attacker: host("attacker", "attacker", ATTACKER_V4),
             // Our own pin dir keeps the demo away from the pins of a real deployment.
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/icmp-guard-demo-{pid}")),
-            guarded_created: false,
-            peer_created: false,
+            created: Vec::new(),
             attached: false,
+            pinger: None,
         }
     }
 
+    fn hosts(&self) -> [Host; 3] {
+        [
+            self.protected.clone(),
+            self.bystander.clone(),
+            self.attacker.clone(),
+        ]
+    }
+
     fn build(&mut self) -> Result<()> {
-        println!(
-            "\nbuilding the lab: {} ({GUARDED_V4}, {GUARDED_V6} on {}, guarded) <-> {} \
-             ({PEER_V4}, {PEER_V6} on {}, peer)",
-            self.ns_guarded, self.veth_guarded, self.ns_peer, self.veth_peer
-        );
-        ip(&["netns", "add", &self.ns_guarded])?;
-        self.guarded_created = true;
-        ip(&["netns", "add", &self.ns_peer])?;
-        self.peer_created = true;
-        // Both ends are created straight inside their namespaces, so the host never sees
-        // them, even briefly, and cannot have a clashing name.
-        ip(&[
-            "link",
-            "add",
-            &self.veth_guarded,
-            "netns",
-            &self.ns_guarded,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.veth_peer,
-            "netns",
-            &self.ns_peer,
-        ])?;
-        for (ns, veth, v4, v6) in [
-            (&self.ns_guarded, &self.veth_guarded, GUARDED_V4, GUARDED_V6),
-            (&self.ns_peer, &self.veth_peer, PEER_V4, PEER_V6),
-        ] {
-            ip(&["-n", ns, "address", "add", &format!("{v4}/24"), "dev", veth])?;
-            // Without nodad the address stays tentative for a second or two and early
-            // ICMPv6 would fail.
+        println!("\n== building the lab: one LAN, {BROADCAST_V4} is its broadcast address ==");
+        for host in self.hosts() {
+            println!("  {:<15} {:<16} in {}", host.role, host.v4, host.ns);
+        }
+        println!("  all three plugged into bridge br0 in {}", self.switch_ns);
+        let switch = self.switch_ns.clone();
+        self.add_namespace(&switch)?;
+        ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &switch, "link", "set", "br0", "up"])?;
+        for host in self.hosts() {
+            self.add_namespace(&host.ns)?;
+            // The port is named after the host; both ends are created straight inside
+            // their namespaces, so the host's own interfaces are never involved.
+            let port = host.role.split(' ').next_back().unwrap_or("port");
+            ip(&[
+                "link", "add", "eth0", "netns", &host.ns, "type", "veth", "peer", "name", port,
+                "netns", &switch,
+            ])?;
+            ip(&["-n", &switch, "link", "set", port, "master", "br0"])?;
+            ip(&["-n", &switch, "link", "set", port, "up"])?;
             ip(&[
                 "-n",
-                ns,
+                &host.ns,
                 "address",
                 "add",
-                &format!("{v6}/64"),
+                &format!("{}/{PREFIX}", host.v4),
+                "broadcast",
+                BROADCAST_V4,
                 "dev",
-                veth,
-                "nodad",
+                "eth0",
             ])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "link", "set", veth, "up"])?;
+            ip(&["-n", &host.ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", &host.ns, "link", "set", "eth0", "up"])?;
+        }
+        // Linux ignores broadcast pings by default; old stacks and many devices answer
+        // them, which is what makes a smurf amplifier. Switch the default off on the
+        // protected host and the bystander so that only icmp-guard makes a difference.
+        for host in [self.protected.clone(), self.bystander.clone()] {
+            println!(
+                "{}$ sysctl -w net.ipv4.icmp_echo_ignore_broadcasts=0",
+                host.role
+            );
+            let output = self.in_ns(
+                &host,
+                &["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"],
+            )?;
+            if !output.status.success() {
+                bail!(
+                    "sysctl failed on the {}: {}",
+                    host.role,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
         }
         interrupt::check()
     }
 
-    fn tour(&mut self) -> Result<()> {
-        println!(
-            "\nicmp-guard below runs inside {} as `ICMP_GUARD_PIN_DIR={} nsenter --net={} {} ...`",
-            self.ns_guarded,
-            self.pin_dir.display(),
-            netns_path(&self.ns_guarded).display(),
-            self.binary.display()
-        );
-
-        self.attached = true;
-        self.guard(&["attach", &self.veth_guarded])?;
-
-        println!(
-            "\n# the safe default profile limits echo requests (100/s per source, burst 200): \
-             ordinary pings get their replies"
-        );
-        self.ping(5)?;
-
-        println!(
-            "\n# a bounded ping flood (3 seconds): beyond the burst, only about 100/s get through"
-        );
-        self.flood()?;
-        self.guard(&["stats"])?;
-
-        println!("\n# drop echo requests: the peer's pings now go unanswered");
-        self.guard(&["policy", "set", "echo-request", "drop"])?;
-        match self.ping(3) {
-            Err(PingFailure::Exit(Some(1))) => {} // ping's "no reply", the expected outcome
-            Ok(()) => bail!("echo requests were answered although the policy drops them"),
-            Err(failure) => return Err(failure.into()),
-        }
-        interrupt::check()?;
-
-        println!("\n# pass them again, then look at the counters and the attachment");
-        self.guard(&["policy", "set", "echo-request", "pass"])?;
-        self.guard(&["stats"])?;
-        self.guard(&["status"])?;
-        self.guard(&["detach", "--all"])?;
-        self.attached = false;
-        println!("\ndemo finished");
+    fn add_namespace(&mut self, ns: &str) -> Result<()> {
+        ip(&["netns", "add", ns])?;
+        self.created.push(ns.to_owned());
         Ok(())
     }
 
-    /// Runs the icmp-guard CLI in the guarded namespace.
+    fn tour(&mut self) -> Result<()> {
+        println!(
+            "\nicmp-guard runs on the protected host as `ICMP_GUARD_PIN_DIR={} nsenter --net={} {} ...`",
+            self.pin_dir.display(),
+            netns_path(&self.protected.ns).display(),
+            self.binary.display()
+        );
+
+        step(
+            1,
+            "attach icmp-guard to the protected host's eth0",
+            "the safe default profile: echo requests limited to 100/s per source (burst 200), \
+             sources without a bucket share a budget of 1,000/s; smurf echoes, timestamps and \
+             other recon types dropped; PMTUD never limited",
+        );
+        self.attached = true;
+        self.guard(&["attach", "eth0"])?;
+        self.guard(&["status"])?;
+        let (pinger, command) = Pinger::start(&self.bystander, HOST_V4)?;
+        println!(
+            "{}$ {command} &   (runs in the background until the end)",
+            self.bystander.role
+        );
+        self.pinger = Some(pinger);
+        // Two answered pings first: the bystander is an established source before the
+        // floods start.
+        self.pinger()?.wait_for_replies(2, Duration::from_secs(5))?;
+        self.progress()?;
+
+        step(
+            2,
+            "ping flood",
+            &format!(
+                "ping -f from the attacker for {FLOOD_SECONDS} s: after the burst of 200, \
+                 about 100 replies a second (expect about {}); ping -f sends as fast as \
+                 replies come back, and every 10 ms while they do not",
+                200 + 100 * FLOOD_SECONDS
+            ),
+        );
+        let flood = self.attack(&[
+            "ping",
+            "-f",
+            "-q",
+            "-c",
+            "100000",
+            "-w",
+            &FLOOD_SECONDS.to_string(),
+            HOST_V4,
+        ])?;
+        let (flood_sent, flood_answered) = transmitted_received(&flood).unwrap_or((0, 0));
+        self.after_step()?;
+
+        step(
+            3,
+            "spoofed-source flood",
+            &format!(
+                "hping3 --rand-source for {FLOOD_SECONDS} s: every packet from a new random \
+                 address; the new-source budget caps what gets through, martian sources \
+                 (0/8, 127/8, 224/4, 240/4) are dropped as invalid"
+            ),
+        );
+        let spoofed = self.attack(&[
+            "timeout",
+            "-s",
+            "INT",
+            &FLOOD_SECONDS.to_string(),
+            "hping3",
+            "--icmp",
+            "--flood",
+            "--rand-source",
+            "-q",
+            HOST_V4,
+        ])?;
+        let spoofed_sent = transmitted_received(&spoofed).map_or(0, |(sent, _)| sent);
+        self.after_step()?;
+
+        step(
+            4,
+            "smurf: a broadcast ping",
+            &format!(
+                "ping -b {BROADCAST_V4} with the attacker's (spoofable) address: every host \
+                 that answers amplifies. The bystander, unprotected, answers; the protected \
+                 host must not"
+            ),
+        );
+        let before = self.stats_json()?;
+        let smurf = self.attack(&[
+            "ping",
+            "-b",
+            "-c",
+            &PROBES.to_string(),
+            "-i",
+            "0.3",
+            "-W",
+            "1",
+            BROADCAST_V4,
+        ])?;
+        let smurf_text = String::from_utf8_lossy(&smurf.stdout).into_owned();
+        let host_answered_smurf = smurf_text.contains(&format!("from {HOST_V4}:"));
+        let bystander_answered_smurf = smurf_text.contains(&format!("from {BYSTANDER_V4}:"));
+        let smurf_dropped = counter(&self.stats_json()?, "v4", 8, &["dropped", "smurf"])
+            - counter(&before, "v4", 8, &["dropped", "smurf"]);
+        self.after_step()?;
+
+        step(
+            5,
+            "timestamp probe",
+            "hping3 --icmp-ts: timestamp requests reveal the host's clock; the default \
+             profile drops them",
+        );
+        let before = self.stats_json()?;
+        let probe = self.attack(&[
+            "timeout",
+            "10",
+            "hping3",
+            "--icmp",
+            "--icmp-ts",
+            "-c",
+            &PROBES.to_string(),
+            HOST_V4,
+        ])?;
+        let timestamps_answered = transmitted_received(&probe).map_or(u64::MAX, |(_, got)| got);
+        let timestamps_dropped = counter(&self.stats_json()?, "v4", 13, &["dropped", "policy"])
+            - counter(&before, "v4", 13, &["dropped", "policy"]);
+        self.after_step()?;
+
+        step(
+            6,
+            "PMTUD: fragmentation needed (ICMP 3/4)",
+            "sent by the very host that flooded: PMTUD messages are never charged to a budget, \
+             so they must all pass and reach the host's stack (RFC 1191)",
+        );
+        let before = self.stats_json()?;
+        let unreachables_before = self.host_dest_unreachables()?;
+        self.attack(&[
+            "timeout",
+            "10",
+            "hping3",
+            "--icmp",
+            "--icmptype",
+            "3",
+            "--icmpcode",
+            "4",
+            "-c",
+            &PROBES.to_string(),
+            "-i",
+            "u200000",
+            HOST_V4,
+        ])?;
+        let pmtud_passed = counter(&self.stats_json()?, "v4", 3, &["passed"])
+            - counter(&before, "v4", 3, &["passed"]);
+        let pmtud_received = self
+            .host_dest_unreachables()?
+            .saturating_sub(unreachables_before);
+        println!(
+            "{}: icmp-guard passed {pmtud_passed} of {PROBES}; the host's stack counted \
+             {pmtud_received} (Icmp InDestUnreachs)",
+            self.protected.role
+        );
+        self.after_step()?;
+
+        println!("\n== stopping the bystander's pings ==");
+        let pinger = self.pinger.take().context("the bystander is not pinging")?;
+        let bystander = pinger.stop()?;
+        println!(
+            "{}: {} pings sent, {} answered{}",
+            self.bystander.role,
+            bystander.transmitted,
+            bystander.received,
+            if bystander.missing.is_empty() {
+                String::new()
+            } else {
+                format!(", unanswered icmp_seq {:?}", bystander.missing)
+            }
+        );
+
+        let stats = self.stats_json()?;
+        println!("\n== summary ==");
+        println!("sent by the attacker ({ATTACKER_V4}):");
+        println!(
+            "  ping flood          {flood_sent} echo requests in {FLOOD_SECONDS} s, {flood_answered} answered"
+        );
+        println!(
+            "  spoofed flood       {spoofed_sent} echo requests from random sources in {FLOOD_SECONDS} s"
+        );
+        println!(
+            "  smurf               {PROBES} echo requests to {BROADCAST_V4} (protected host \
+             answered: {}; bystander answered: {})",
+            yes_no(host_answered_smurf),
+            yes_no(bystander_answered_smurf)
+        );
+        println!(
+            "  timestamp probe     {PROBES} timestamp requests, {} answered",
+            if timestamps_answered == u64::MAX {
+                "?".to_owned()
+            } else {
+                timestamps_answered.to_string()
+            }
+        );
+        println!("  PMTUD               {PROBES} fragmentation-needed messages (3/4)");
+        println!(
+            "sent by the bystander ({BYSTANDER_V4}): {} pings, one a second",
+            bystander.transmitted
+        );
+        println!("\nwhat icmp-guard on the protected host did (icmp-guard stats --json):");
+        print!("{}", describe_stats(&stats));
+
+        let checks = [
+            (
+                bystander.transmitted >= 5
+                    && bystander.received == bystander.transmitted
+                    && bystander.missing.is_empty(),
+                format!(
+                    "every bystander ping was answered during the attacks ({} of {})",
+                    bystander.received, bystander.transmitted
+                ),
+            ),
+            (
+                pmtud_passed == PROBES && pmtud_received == PROBES,
+                format!(
+                    "every PMTUD message got through: {pmtud_passed} of {PROBES} passed, \
+                     {pmtud_received} reached the host's stack"
+                ),
+            ),
+            (
+                !host_answered_smurf && smurf_dropped == PROBES,
+                format!(
+                    "the protected host did not answer the broadcast ping ({smurf_dropped} of \
+                     {PROBES} dropped as smurf)"
+                ),
+            ),
+            (
+                timestamps_answered == 0 && timestamps_dropped == PROBES,
+                format!(
+                    "no timestamp request was answered ({timestamps_dropped} of {PROBES} \
+                     dropped by policy)"
+                ),
+            ),
+            (
+                flood_sent > 0 && flood_answered < flood_sent,
+                format!("the ping flood was limited ({flood_answered} of {flood_sent} answered)"),
+            ),
+        ];
+        println!("\nchecks:");
+        let mut failed = 0;
+        for (ok, what) in &checks {
+            println!("  [{}] {what}", if *ok { "ok" } else { "FAILED" });
+            failed += usize::from(!ok);
+        }
+
+        println!();
+        self.guard(&["detach", "--all"])?;
+        self.attached = false;
+        if failed > 0 {
+            bail!("{failed} of {} demo checks failed", checks.len());
+        }
+        Ok(())
+    }
+
+    fn pinger(&self) -> Result<&Pinger> {
+        self.pinger.as_ref().context("the bystander is not pinging")
+    }
+
+    /// The counters after each step, and how the bystander is doing.
+    fn after_step(&self) -> Result<()> {
+        self.guard(&["stats"])?;
+        self.progress()
+    }
+
+    fn progress(&self) -> Result<()> {
+        println!("{}", self.pinger()?.progress(&self.bystander));
+        interrupt::check()
+    }
+
+    /// Runs the icmp-guard CLI on the protected host.
     ///
     /// nsenter joins only the network namespace. `ip netns exec` would also remount /sys
     /// for the namespace, hiding the host's bpffs and with it our pins.
     fn guard_command(&self, args: &[&str]) -> Command {
         let mut nsenter = process::command("nsenter");
         nsenter
-            .arg(format!("--net={}", netns_path(&self.ns_guarded).display()))
+            .arg(format!(
+                "--net={}",
+                netns_path(&self.protected.ns).display()
+            ))
             .arg(&self.binary)
             .args(args)
             .env("ICMP_GUARD_PIN_DIR", &self.pin_dir);
@@ -195,68 +491,324 @@ impl Lab {
     }
 
     fn guard(&self, args: &[&str]) -> Result<()> {
-        let shown = format!("icmp-guard {}", args.join(" "));
-        let status = process::status_shown_as(&mut self.guard_command(args), &shown)?;
+        let shown = format!("{}$ icmp-guard {}", self.protected.role, args.join(" "));
+        println!("{shown}");
+        let status = self
+            .guard_command(args)
+            .status()
+            .with_context(|| format!("running `{shown}`"))?;
+        // A Ctrl-C also stops the command; say "interrupted" rather than blame it.
+        interrupt::check()?;
         if !status.success() {
             bail!("`{shown}` failed ({status})");
         }
-        interrupt::check()
+        Ok(())
     }
 
-    /// Floods the guarded side from the peer for three seconds, at most 20,000 packets.
-    fn flood(&self) -> Result<()> {
-        let mut ping = process::command("ip");
-        ping.args([
-            "netns",
-            "exec",
-            &self.ns_peer,
-            "ping",
-            "-f",
-            "-q",
-            "-c",
-            "20000",
-        ])
-        .args(["-w", "3", GUARDED_V4]);
-        // Exit code 1 means some echo requests went unanswered: what a limit does.
-        process::status(&mut ping)?;
-        interrupt::check()
+    fn stats_json(&self) -> Result<Value> {
+        let json = process::stdout_of(&mut self.guard_command(&["stats", "--json"]))?;
+        serde_json::from_str(&json).context("parsing `icmp-guard stats --json`")
     }
 
-    /// Pings the guarded side from the peer.
-    fn ping(&self, count: u32) -> Result<(), PingFailure> {
-        let mut ping = process::command("ip");
-        ping.args(["netns", "exec", &self.ns_peer, "ping", "-c"])
-            .arg(count.to_string())
-            .args(["-i", "0.2", "-W", "1", GUARDED_V4]);
-        let status = process::status(&mut ping).map_err(PingFailure::Spawn)?;
-        interrupt::check().map_err(PingFailure::Spawn)?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(PingFailure::Exit(status.code()))
+    /// Runs a command on `host` quietly and returns its output, whatever its status.
+    fn in_ns(&self, host: &Host, args: &[&str]) -> Result<Output> {
+        let mut command = process::command("ip");
+        command.args(["netns", "exec", &host.ns]).args(args);
+        process::output(&mut command)
+    }
+
+    /// Runs an attack from the attacker, showing the command and what it printed. Its exit
+    /// status is not checked: tools report unanswered requests as failure.
+    fn attack(&self, args: &[&str]) -> Result<Output> {
+        println!("{}$ {}", self.attacker.role, args.join(" "));
+        let output = self.in_ns(&self.attacker, args)?;
+        for stream in [&output.stdout, &output.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                println!("  {line}");
+            }
+        }
+        interrupt::check()?;
+        Ok(output)
+    }
+
+    /// `Icmp InDestUnreachs` of the protected host's stack.
+    fn host_dest_unreachables(&self) -> Result<u64> {
+        let output = self.in_ns(&self.protected, &["cat", "/proc/net/snmp"])?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut lines = text.lines().filter(|line| line.starts_with("Icmp:"));
+        let (Some(header), Some(values)) = (lines.next(), lines.next()) else {
+            bail!("no Icmp counters in the protected host's /proc/net/snmp");
+        };
+        let index = header
+            .split_whitespace()
+            .position(|name| name == "InDestUnreachs")
+            .context("no InDestUnreachs counter")?;
+        values
+            .split_whitespace()
+            .nth(index)
+            .and_then(|value| value.parse().ok())
+            .context("unreadable InDestUnreachs counter")
+    }
+}
+
+fn step(number: u32, title: &str, what: &str) {
+    println!("\n== {number}/6 {title} ==\n# {what}");
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
+
+/// "N packets transmitted, M (packets) received" from ping or hping3.
+fn transmitted_received(output: &Output) -> Option<(u64, u64)> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stdout.lines().chain(stderr.lines()).find_map(|line| {
+        let (sent, rest) = line.split_once(" packets transmitted, ")?;
+        let sent = sent.trim().parse().ok()?;
+        let received = rest.split_whitespace().next()?.parse().ok()?;
+        Some((sent, received))
+    })
+}
+
+/// A counter of the (family, type) row of `stats --json`, 0 when the row is absent.
+fn counter(stats: &Value, family: &str, icmp_type: u64, path: &[&str]) -> u64 {
+    let Some(row) = stats["icmp"].as_array().and_then(|rows| {
+        rows.iter()
+            .find(|row| row["family"] == family && row["type"] == icmp_type)
+    }) else {
+        return 0;
+    };
+    path.iter()
+        .fold(row, |value, key| &value[*key])
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Why each drop reason fires, for the summary.
+fn reason_text(reason: &str) -> &'static str {
+    match reason {
+        "rate_limit" => "over its source's limit, or over the new-source budget",
+        "smurf" => "sent to a broadcast or multicast destination",
+        "policy" => "a type the profile drops",
+        "deny_list" => "from a denied source",
+        "invalid" => "a header no packet may carry (here: martian spoofed sources)",
+        "malformed" => "a structure the parser refuses to walk",
+        _ => "",
+    }
+}
+
+/// One line per (family, type) seen, with its drops by reason.
+fn describe_stats(stats: &Value) -> String {
+    let mut text = String::new();
+    for row in stats["icmp"].as_array().into_iter().flatten() {
+        let packets = row["packets"].as_u64().unwrap_or(0);
+        if packets == 0 {
+            continue;
+        }
+        text += &format!(
+            "  {} {} {}: {} received, {} passed\n",
+            row["family"].as_str().unwrap_or("?"),
+            row["type"],
+            row["name"].as_str().unwrap_or("?"),
+            packets,
+            row["passed"].as_u64().unwrap_or(0)
+        );
+        for (reason, count) in row["dropped"].as_object().into_iter().flatten() {
+            if let Some(count) = count.as_u64().filter(|count| *count > 0) {
+                text += &format!(
+                    "      dropped {count} as {reason}: {}\n",
+                    reason_text(reason)
+                );
+            }
+        }
+    }
+    let unclassified: Vec<String> = stats["unclassified"]["dropped"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(reason, count)| {
+            let count = count.as_u64().filter(|count| *count > 0)?;
+            Some(format!("{count} as {reason} ({})", reason_text(reason)))
+        })
+        .collect();
+    if !unclassified.is_empty() {
+        text += &format!(
+            "  dropped before a type could be read: {}\n",
+            unclassified.join(", ")
+        );
+    }
+    let totals = &stats["totals"];
+    text += &format!(
+        "  totals: {} ICMP packets, {} passed, {} dropped; {} non-ICMP packets passed untouched\n",
+        totals["icmp_packets"], totals["passed"], totals["dropped"], totals["non_icmp_passed"]
+    );
+    text
+}
+
+/// The bystander's `ping -i 1`, read line by line in the background.
+struct Pinger {
+    child: Child,
+    log: Arc<Mutex<PingLog>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct PingLog {
+    replies: BTreeSet<u64>,
+    highest: u64,
+    summary: Option<(u64, u64)>,
+}
+
+/// How the bystander's pings went.
+struct PingResult {
+    transmitted: u64,
+    received: u64,
+    missing: Vec<u64>,
+}
+
+impl Pinger {
+    fn start(host: &Host, target: &str) -> Result<(Self, String)> {
+        let args = ["ping", "-O", "-i", "1", target];
+        let mut command = process::command("ip");
+        command
+            .args(["netns", "exec", &host.ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting `{}`", process::display(&command)))?;
+        let stdout = child.stdout.take().context("ping's stdout")?;
+        let log = Arc::new(Mutex::new(PingLog::default()));
+        let shared = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut log = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(seq) = icmp_seq(&line) {
+                    log.highest = log.highest.max(seq);
+                    // With -O, ping also prints "no answer yet for icmp_seq=N" when it
+                    // sends the next request without a reply to this one.
+                    if line.contains(" bytes from ") {
+                        log.replies.insert(seq);
+                    }
+                } else if let Some((sent, rest)) = line.split_once(" packets transmitted, ") {
+                    let received = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+                    if let (Ok(sent), Some(received)) = (sent.trim().parse(), received) {
+                        log.summary = Some((sent, received));
+                    }
+                }
+            }
+        });
+        Ok((
+            Self {
+                child,
+                log,
+                reader: Some(reader),
+            },
+            args.join(" "),
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PingLog> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn replies(&self) -> usize {
+        self.lock().replies.len()
+    }
+
+    fn wait_for_replies(&self, count: usize, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.replies() < count {
+            interrupt::check()?;
+            if Instant::now() > deadline {
+                bail!("the bystander's pings are not answered");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn progress(&self, host: &Host) -> String {
+        let log = self.lock();
+        let missing: Vec<u64> = (1..log.highest)
+            .filter(|seq| !log.replies.contains(seq))
+            .collect();
+        format!(
+            "{} ({}, pinging {HOST_V4} once a second): {} answered so far, {}",
+            host.role,
+            host.v4,
+            log.replies.len(),
+            if missing.is_empty() {
+                "none lost".to_owned()
+            } else {
+                format!("unanswered icmp_seq {missing:?}")
+            }
+        )
+    }
+
+    /// Stops ping right after a reply, so no request is in flight, and returns its tally.
+    fn stop(mut self) -> Result<PingResult> {
+        let answered = self.replies();
+        let _ = self.wait_for_replies(answered + 1, Duration::from_secs(3));
+        self.interrupt();
+        let status = self.child.wait()?;
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let log = self.lock();
+        let Some((transmitted, received)) = log.summary else {
+            bail!("the bystander's ping printed no summary ({status})");
+        };
+        let missing = (1..=transmitted)
+            .filter(|seq| !log.replies.contains(seq))
+            .collect();
+        Ok(PingResult {
+            transmitted,
+            received,
+            missing,
+        })
+    }
+
+    fn interrupt(&self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: signalling our own child, which has not been waited for yet.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
+            }
         }
     }
 }
 
-enum PingFailure {
-    Spawn(anyhow::Error),
-    /// ping's exit code: 1 when no reply came back, 2 for other errors; `None` if killed.
-    Exit(Option<i32>),
-}
-
-impl From<PingFailure> for anyhow::Error {
-    fn from(failure: PingFailure) -> Self {
-        match failure {
-            PingFailure::Spawn(err) => err,
-            PingFailure::Exit(Some(code)) => anyhow::anyhow!("ping failed with exit code {code}"),
-            PingFailure::Exit(None) => anyhow::anyhow!("ping was killed by a signal"),
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        // Only reached without `stop`, after a failure: end our ping.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.interrupt();
+            let _ = self.child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
     }
+}
+
+/// `icmp_seq=N` in a ping line.
+fn icmp_seq(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once("icmp_seq=")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if !(self.attached || self.guarded_created || self.peer_created || self.pin_dir.exists()) {
+        self.pinger = None;
+        if !(self.attached || !self.created.is_empty() || self.pin_dir.exists()) {
             return;
         }
         println!("\ncleaning up the lab");
@@ -269,12 +821,9 @@ impl Drop for Lab {
                 Err(err) => eprintln!("warning: {err:#}"),
             }
         }
-        // Deleting a namespace also deletes its veth end, and with it the pair.
-        for (created, ns) in [
-            (self.guarded_created, &self.ns_guarded),
-            (self.peer_created, &self.ns_peer),
-        ] {
-            if created && let Err(err) = ip(&["netns", "del", ns]) {
+        // Deleting a namespace also deletes its veth ends, and with them the pairs.
+        for ns in self.created.drain(..).rev() {
+            if let Err(err) = ip(&["netns", "del", &ns]) {
                 eprintln!("warning: {err:#}");
             }
         }
