@@ -158,7 +158,7 @@ pub const fn ipv6_martian_source(source: [u8; 16], icmp_type: u8) -> bool {
         index += 1;
     }
     match source[15] {
-        0 => !matches!(icmp_type, 130..=133 | 135 | 143),
+        0 => !matches!(icmp_type, 131..=133 | 135 | 143),
         1 => true,
         _ => false,
     }

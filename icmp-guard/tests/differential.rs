@@ -55,6 +55,22 @@ const PRINTED: usize = 12;
 #[allow(clippy::type_complexity)]
 const FORMER_DIVERGENCES: &[(&str, &str, fn() -> Vec<u8>)] = &[
     (
+        "mld-query-from-unspecified",
+        "an MLD query (130) from :: passed; RFC 3810 §5.1.14 discards queries not from \
+         link-local, only reports and dones may come from ::",
+        || {
+            frames::icmpv6_custom(
+                frames::v6("::"),
+                frames::v6("ff02::1"),
+                1,
+                &[],
+                130,
+                0,
+                [0; 4],
+            )
+        },
+    ),
+    (
         "nd-in-atomic-fragment",
         "ND with hop limit 255 in an atomic fragment (offset 0, M = 0) passed; RFC 6980 §5 covers every Fragment header",
         || {
