@@ -44,9 +44,15 @@ pub mod maps {
     pub const BROADCASTS: &str = "BROADCASTS";
     /// `u32` settings; see [`crate::config`].
     pub const CONFIG: &str = "CONFIG";
+    /// Per-CPU [`crate::CodeCounter`] per (family, type, code bucket); see
+    /// [`crate::code_counter_index`].
+    pub const CODE_COUNTERS: &str = "CODE_COUNTERS";
+    /// Per-CPU [`crate::InterfaceCounter`] per attached ifindex; entries are created by
+    /// `attach` and removed by `detach`, never by the program.
+    pub const INTERFACE_COUNTERS: &str = "INTERFACE_COUNTERS";
 
     /// Every map the program declares, in the order userspace pins them.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         BROADCASTS,
         RATE_SOURCES,
         RATE_PREFIXES,
@@ -59,6 +65,8 @@ pub mod maps {
         LISTS_V4,
         LISTS_V6,
         CONFIG,
+        CODE_COUNTERS,
+        INTERFACE_COUNTERS,
     ];
 }
 
@@ -156,6 +164,60 @@ pub const fn counter_index(family: u8, icmp_type: u8, slot: u32) -> u32 {
     ((family * 256) + icmp_type as u32) * SLOTS_PER_TYPE + (slot & (SLOTS_PER_TYPE - 1))
 }
 
+/// Codes counted one by one in `CODE_COUNTERS`; higher codes share the last bucket. Every
+/// code assigned to a type that has codes today is below 16 except ICMPv6 router
+/// renumbering's 255 (sequence number reset), so the last bucket reads "15 and above".
+pub const CODE_BUCKETS: u32 = 16;
+/// Entries of `CODE_COUNTERS`: (family, type, code bucket).
+pub const CODE_COUNTER_ENTRIES: u32 = 2 * 256 * CODE_BUCKETS;
+
+/// Index into `CODE_COUNTERS`; always in range, like [`counter_index`].
+#[inline(always)]
+pub const fn code_counter_index(family: u8, icmp_type: u8, code: u8) -> u32 {
+    let family = if family == FAMILY_V4 { 0 } else { 1 };
+    let bucket = if (code as u32) < CODE_BUCKETS - 1 {
+        code as u32
+    } else {
+        CODE_BUCKETS - 1
+    };
+    ((family * 256) + icmp_type as u32) * CODE_BUCKETS + bucket
+}
+
+/// What happened to the packets of one (family, type, code bucket), summed over CPUs by
+/// userspace; passed = packets - dropped - would_drop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodeCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+    pub would_drop: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: four u64 fields, `#[repr(C)]`, no padding, every bit pattern valid.
+unsafe impl aya::Pod for CodeCounter {}
+
+/// Interfaces whose packets are counted one by one (`INTERFACE_COUNTERS` entries).
+pub const INTERFACE_ENTRIES: u32 = 1024;
+
+/// The packets the guard judged on one interface: classified ICMP, and packets dropped
+/// (or that would be) before an ICMP type could be read. Traffic that is not ICMP is not
+/// counted per interface, which keeps its path as short as it is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    pub passed: u64,
+    pub dropped: u64,
+    pub would_drop: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: five u64 fields, `#[repr(C)]`, no padding, every bit pattern valid.
+unsafe impl aya::Pod for InterfaceCounter {}
+
 /// Slots of `GLOBAL_COUNTERS`: traffic accounted before (or instead of) an ICMP type.
 pub mod global {
     /// Frames that are not ICMP (non-IP, or IP carrying another protocol), passed untouched.
@@ -237,6 +299,29 @@ pub const fn apply_mode(verdict: Verdict, mode: u32) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_counter_indexes_are_distinct_in_range_and_fold_high_codes() {
+        let mut seen = [false; CODE_COUNTER_ENTRIES as usize];
+        for family in [FAMILY_V4, FAMILY_V6] {
+            for icmp_type in 0..=255u8 {
+                for code in 0..CODE_BUCKETS as u8 {
+                    let index = code_counter_index(family, icmp_type, code);
+                    assert!(
+                        !seen[index as usize],
+                        "{family}/{icmp_type}/{code} collides"
+                    );
+                    seen[index as usize] = true;
+                }
+                assert_eq!(
+                    code_counter_index(family, icmp_type, 255),
+                    code_counter_index(family, icmp_type, 15)
+                );
+            }
+        }
+        assert!(seen.iter().all(|used| *used));
+        assert_eq!(code_counter_index(7, 255, 255), CODE_COUNTER_ENTRIES - 1);
+    }
 
     #[test]
     fn counter_indices_are_unique_and_in_range() {

@@ -16,12 +16,13 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
     programs::XdpContext,
 };
 use icmp_guard_common::{
-    Counter, DropReason, FAMILY_V4, FAMILY_V6, ICMP_COUNTER_ENTRIES, Verdict, apply_mode, config,
-    counter_index, global,
+    CODE_COUNTER_ENTRIES, CodeCounter, Counter, DropReason, FAMILY_V4, FAMILY_V6,
+    ICMP_COUNTER_ENTRIES, INTERFACE_ENTRIES, InterfaceCounter, SLOT_PASSED, Verdict, apply_mode,
+    code_counter_index, config, counter_index, global,
     parse::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_FRAGMENT, IPPROTO_ICMP,
         IPPROTO_ICMPV6, IPPROTO_ROUTING, IPV4_MIN_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS,
@@ -40,6 +41,15 @@ use icmp_guard_common::{
 
 #[map(name = "ICMP_COUNTERS")]
 static ICMP_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(ICMP_COUNTER_ENTRIES, 0);
+
+#[map(name = "CODE_COUNTERS")]
+static CODE_COUNTERS: PerCpuArray<CodeCounter> =
+    PerCpuArray::with_max_entries(CODE_COUNTER_ENTRIES, 0);
+
+/// Per attached interface; userspace creates and removes the entries.
+#[map(name = "INTERFACE_COUNTERS")]
+static INTERFACE_COUNTERS: PerCpuHashMap<u32, InterfaceCounter> =
+    PerCpuHashMap::with_max_entries(INTERFACE_ENTRIES, 0);
 
 #[map(name = "GLOBAL_COUNTERS")]
 static GLOBAL_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(global::ENTRIES, 0);
@@ -111,6 +121,7 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
                 (_, true) => global::INVALID_WOULD_DROP,
             };
             count(&GLOBAL_COUNTERS, slot, len);
+            count_interface(&ctx, !dry_run, dry_run, len);
             if dry_run {
                 xdp_action::XDP_PASS
             } else {
@@ -132,6 +143,9 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
                 counter_index(icmp.family, icmp.icmp_type, outcome.slot),
                 len,
             );
+            let would_drop = !outcome.drop && outcome.slot != SLOT_PASSED;
+            count_code(&icmp, outcome.drop, would_drop, len);
+            count_interface(&ctx, outcome.drop, would_drop, len);
             if outcome.drop {
                 xdp_action::XDP_DROP
             } else {
@@ -548,6 +562,37 @@ fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
         unsafe {
             (*counter).packets += 1;
             (*counter).bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+fn count_code(icmp: &Icmp, dropped: bool, would_drop: bool, bytes: u64) {
+    let index = code_counter_index(icmp.family, icmp.icmp_type, icmp.code);
+    if let Some(counter) = CODE_COUNTERS.get_ptr_mut(index) {
+        // SAFETY: as in `count`: this CPU's slot, from a successful lookup.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+            (*counter).dropped += u64::from(dropped);
+            (*counter).would_drop += u64::from(would_drop);
+        }
+    }
+}
+
+/// Counts a judged packet for its interface, when userspace made an entry for it (a packet
+/// of `BPF_PROG_TEST_RUN`, or of an interface attached by an older binary, has none).
+#[inline(always)]
+fn count_interface(ctx: &XdpContext, dropped: bool, would_drop: bool, bytes: u64) {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    if let Some(counter) = INTERFACE_COUNTERS.get_ptr_mut(ifindex) {
+        // SAFETY: a per-CPU hash value of this CPU, from a successful lookup.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+            (*counter).passed += u64::from(!dropped && !would_drop);
+            (*counter).dropped += u64::from(dropped);
+            (*counter).would_drop += u64::from(would_drop);
         }
     }
 }

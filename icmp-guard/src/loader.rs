@@ -21,11 +21,14 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray},
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, PerCpuHashMap,
+        PerCpuValues,
+    },
     programs::{ProgramError, Xdp},
 };
 use icmp_guard_common::{
-    Counter, PROGRAM_NAME, config, maps,
+    CodeCounter, Counter, InterfaceCounter, PROGRAM_NAME, config, maps,
     policy::{LimiterConfig, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule, V4ListKey, V6ListKey},
 };
 
@@ -478,6 +481,7 @@ fn attach_planned(
     for (name, ifindex, plan) in plans {
         attached.push(match plan {
             Plan::Fresh => {
+                guard_maps.start_interface(ifindex, false)?;
                 let result = attach_one(program_fd, pins, &name, ifindex, options.mode)?;
                 created.push(ifindex);
                 result
@@ -487,6 +491,7 @@ fn attach_planned(
                 link_id,
                 old_program,
             } => {
+                guard_maps.start_interface(ifindex, true)?;
                 sys::link_update(link.as_fd(), program_fd).map_err(|err| Error::UpgradeFailed {
                     name: name.clone(),
                     reason: err.to_string(),
@@ -631,7 +636,10 @@ pub fn detach(pins: &PinDir, ifindex: u32) -> Result<bool> {
     match std::fs::remove_file(&path) {
         // The pin was the last reference to the link: the kernel releases it, and with it the
         // attachment, once no process has it open.
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            forget_interface(pins, ifindex);
+            Ok(true)
+        }
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(Error::io(format!("removing {}", path.display()), err)),
     }
@@ -729,6 +737,8 @@ fn map_open_error(pins: &PinDir, name: &str, err: MapError) -> Error {
 pub struct GuardMaps {
     pub icmp_counters: PerCpuArray<MapData, Counter>,
     pub global_counters: PerCpuArray<MapData, Counter>,
+    pub code_counters: PerCpuArray<MapData, CodeCounter>,
+    pub interface_counters: PerCpuHashMap<MapData, u32, InterfaceCounter>,
     pub policy_types: Array<MapData, Rule>,
     pub policy_codes: HashMap<MapData, u32, Rule>,
     pub limiters: Array<MapData, LimiterConfig>,
@@ -776,6 +786,10 @@ impl GuardMaps {
                 .map_err(|err| wrong(maps::ICMP_COUNTERS, err))?,
             global_counters: PerCpuArray::try_from(get(maps::GLOBAL_COUNTERS)?)
                 .map_err(|err| wrong(maps::GLOBAL_COUNTERS, err))?,
+            code_counters: PerCpuArray::try_from(get(maps::CODE_COUNTERS)?)
+                .map_err(|err| wrong(maps::CODE_COUNTERS, err))?,
+            interface_counters: PerCpuHashMap::try_from(get(maps::INTERFACE_COUNTERS)?)
+                .map_err(|err| wrong(maps::INTERFACE_COUNTERS, err))?,
             policy_types: Array::try_from(get(maps::POLICY_TYPES)?)
                 .map_err(|err| wrong(maps::POLICY_TYPES, err))?,
             policy_codes: HashMap::try_from(get(maps::POLICY_CODES)?)
@@ -802,6 +816,63 @@ impl GuardMaps {
         self.config
             .set(config::MODE, mode, 0)
             .map_err(|err| Error::bpf("setting the mode", err))
+    }
+
+    /// Starts counting the packets of `ifindex` from zero (a fresh attach: whatever an
+    /// earlier interface with this ifindex left is not this one's), or, with `keep`, only
+    /// makes sure an entry exists (an upgrade keeps its counters).
+    pub fn start_interface(&mut self, ifindex: u32, keep: bool) -> Result<()> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, err)| Error::io("counting the possible CPUs", err))?;
+        let zeros = PerCpuValues::try_from(vec![InterfaceCounter::default(); cpus])
+            .map_err(|err| Error::io("building per-CPU counters", err))?;
+        const BPF_ANY: u64 = 0;
+        const BPF_NOEXIST: u64 = 1;
+        let flags = if keep { BPF_NOEXIST } else { BPF_ANY };
+        match self.interface_counters.insert(ifindex, zeros, flags) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(err))
+                if keep && err.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(Error::bpf("creating the interface's counters", err)),
+        }
+    }
+
+    /// The packets counted per attached interface, summed over CPUs.
+    pub fn interface_counters(&self) -> Result<Vec<(u32, InterfaceCounter)>> {
+        let mut counters = Vec::new();
+        for entry in self.interface_counters.iter() {
+            let (ifindex, values) =
+                entry.map_err(|err| Error::bpf("reading the interface counters", err))?;
+            let total =
+                values
+                    .iter()
+                    .fold(InterfaceCounter::default(), |t, cpu| InterfaceCounter {
+                        packets: t.packets + cpu.packets,
+                        bytes: t.bytes + cpu.bytes,
+                        passed: t.passed + cpu.passed,
+                        dropped: t.dropped + cpu.dropped,
+                        would_drop: t.would_drop + cpu.would_drop,
+                    });
+            counters.push((ifindex, total));
+        }
+        counters.sort_by_key(|(ifindex, _)| *ifindex);
+        Ok(counters)
+    }
+}
+
+/// Forgets the counters of `ifindex` (its link is gone); a missing map or entry is fine.
+fn forget_interface(pins: &PinDir, ifindex: u32) {
+    let path = pins.map_path(maps::INTERFACE_COUNTERS);
+    let Ok(data) = MapData::from_pin(&path) else {
+        return;
+    };
+    if let Ok(mut map) =
+        PerCpuHashMap::<MapData, u32, InterfaceCounter>::try_from(Map::PerCpuHashMap(data))
+    {
+        let _ = map.remove(&ifindex);
     }
 }
 

@@ -303,6 +303,29 @@ impl Collector for Exposition {
                 (labels, ConstGauge::new(i64::from(interface.mode.is_some())))
             })
             .collect();
+        let mut judged: Vec<(Labels, ConstCounter)> = Vec::new();
+        for interface in &report.interfaces {
+            let name = interface
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("ifindex {}", interface.ifindex));
+            let counters = &interface.counters;
+            for (verdict, value) in [
+                ("passed", counters.passed),
+                ("dropped", counters.dropped),
+                ("would_drop", counters.would_drop),
+            ] {
+                let labels = vec![("interface", name.clone()), ("verdict", verdict.to_owned())];
+                judged.push((labels, ConstCounter::new(value)));
+            }
+        }
+        family(
+            &mut encoder,
+            "icmp_guard_interface_packets",
+            "Packets the guard judged on each interface (ICMP, and packets dropped before a type could be read), by verdict",
+            counter,
+            &judged,
+        )?;
         family(
             &mut encoder,
             "icmp_guard_interface_attached",
@@ -533,6 +556,7 @@ mod tests {
             mode: config::MODE_ENFORCE,
             icmp: vec![echo, unassigned],
             global: vec![Counter::default(); global::ENTRIES as usize],
+            interfaces: Vec::new(),
         };
         snapshot.global[global::NON_ICMP_PASSED as usize].packets = 11;
         snapshot.global[global::MALFORMED_DROPPED as usize].packets = 1;
@@ -542,6 +566,7 @@ mod tests {
             name: Some("eth0".to_owned()),
             ifindex: 2,
             mode: Some("native"),
+            counters: stats::InterfaceTotals::default(),
         });
         Sample {
             report,

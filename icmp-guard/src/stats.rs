@@ -1,8 +1,9 @@
 //! Reads the per-CPU counters, sums them, and renders them as JSON or a table.
 
 use icmp_guard_common::{
-    Counter, DropReason, FAMILY_V4, FAMILY_V6, SLOT_PASSED, SLOTS_PER_TYPE, config, counter_index,
-    drop_slot, global, icmp, would_drop_slot,
+    CODE_BUCKETS, CodeCounter, Counter, DropReason, FAMILY_V4, FAMILY_V6, InterfaceCounter,
+    SLOT_PASSED, SLOTS_PER_TYPE, code_counter_index, config, counter_index, drop_slot, global,
+    icmp, would_drop_slot,
 };
 use serde::Serialize;
 
@@ -49,6 +50,8 @@ pub struct Snapshot {
     /// Types with at least one packet, v4 first, by type.
     pub icmp: Vec<TypeCounters>,
     pub global: Vec<Counter>,
+    /// Per attached interface (by ifindex), summed over CPUs.
+    pub interfaces: Vec<(u32, InterfaceCounter)>,
 }
 
 impl Snapshot {
@@ -107,7 +110,123 @@ pub fn read(maps: &GuardMaps) -> Result<Snapshot> {
     for slot in 0..global::ENTRIES {
         snapshot.global.push(sum(&maps.global_counters, slot)?);
     }
+    snapshot.interfaces = maps.interface_counters()?;
     Ok(snapshot)
+}
+
+/// Counters of one (family, type, code bucket), summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodeCounters {
+    pub family: u8,
+    pub icmp_type: u8,
+    /// The code, or with `and_higher` the first of the codes that share the last bucket.
+    pub code: u8,
+    pub and_higher: bool,
+    pub counter: CodeCounter,
+}
+
+/// Reads the per-code counters of every (family, type) in `types`: the buckets that saw a
+/// packet, in order.
+pub fn read_codes(maps: &GuardMaps, types: &[TypeCounters]) -> Result<Vec<CodeCounters>> {
+    let mut rows = Vec::new();
+    for t in types {
+        for bucket in 0..CODE_BUCKETS as u8 {
+            let index = code_counter_index(t.family, t.icmp_type, bucket);
+            let values = maps
+                .code_counters
+                .get(&index, 0)
+                .map_err(|err| Error::bpf("reading the per-code counters", err))?;
+            let counter = values
+                .iter()
+                .fold(CodeCounter::default(), |total, cpu| CodeCounter {
+                    packets: total.packets + cpu.packets,
+                    bytes: total.bytes + cpu.bytes,
+                    dropped: total.dropped + cpu.dropped,
+                    would_drop: total.would_drop + cpu.would_drop,
+                });
+            if counter.packets > 0 {
+                rows.push(CodeCounters {
+                    family: t.family,
+                    icmp_type: t.icmp_type,
+                    code: bucket,
+                    and_higher: u32::from(bucket) == CODE_BUCKETS - 1,
+                    counter,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// One row of `stats --by-code --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CodeReport {
+    pub family: &'static str,
+    #[serde(rename = "type")]
+    pub icmp_type: u8,
+    pub name: Option<&'static str>,
+    pub code: u8,
+    /// True for the last bucket, which counts this code and every higher one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub and_higher: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub passed: u64,
+    pub dropped: u64,
+    pub would_drop: u64,
+}
+
+/// The per-code rows of `stats --by-code`.
+pub fn code_report(rows: &[CodeCounters]) -> Vec<CodeReport> {
+    rows.iter()
+        .map(|row| CodeReport {
+            family: icmp::family_label(row.family),
+            icmp_type: row.icmp_type,
+            name: icmp::type_name(row.family, row.icmp_type),
+            code: row.code,
+            and_higher: row.and_higher,
+            packets: row.counter.packets,
+            bytes: row.counter.bytes,
+            passed: row.counter.packets - row.counter.dropped - row.counter.would_drop,
+            dropped: row.counter.dropped,
+            would_drop: row.counter.would_drop,
+        })
+        .collect()
+}
+
+/// The per-code rows as a plain-text table.
+pub fn render_code_table(rows: &[CodeReport]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}",
+        "FAMILY", "TYPE", "CODE", "NAME", "PACKETS", "BYTES", "PASSED", "DROPPED", "WOULD-DROP"
+    );
+    for row in rows {
+        let code = if row.and_higher {
+            format!("{}+", row.code)
+        } else {
+            row.code.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}",
+            row.family,
+            row.icmp_type,
+            code,
+            row.name.unwrap_or("(unassigned)"),
+            row.packets,
+            row.bytes,
+            row.passed,
+            row.dropped,
+            row.would_drop
+        );
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "(no ICMP seen yet)");
+    }
+    out
 }
 
 /// Drop counts by reason, as in the JSON contract.
@@ -146,6 +265,31 @@ pub struct InterfaceReport {
     pub ifindex: u32,
     /// `native`, `generic`, or `null` when our program no longer runs there.
     pub mode: Option<&'static str>,
+    /// What the guard judged on this interface since it was attached: classified ICMP and
+    /// packets dropped before a type could be read (traffic that is not ICMP is not
+    /// counted per interface).
+    pub counters: InterfaceTotals,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct InterfaceTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub passed: u64,
+    pub dropped: u64,
+    pub would_drop: u64,
+}
+
+impl From<InterfaceCounter> for InterfaceTotals {
+    fn from(c: InterfaceCounter) -> Self {
+        Self {
+            packets: c.packets,
+            bytes: c.bytes,
+            passed: c.passed,
+            dropped: c.dropped,
+            would_drop: c.would_drop,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -251,6 +395,12 @@ pub fn report(snapshot: &Snapshot, links: &[LinkStatus]) -> StatsReport {
                 name: link.name.clone(),
                 ifindex: link.ifindex,
                 mode: link.mode.map(AttachMode::as_str),
+                counters: snapshot
+                    .interfaces
+                    .iter()
+                    .find(|(ifindex, _)| *ifindex == link.ifindex)
+                    .map(|(_, counter)| InterfaceTotals::from(*counter))
+                    .unwrap_or_default(),
             })
             .collect(),
         totals,
@@ -284,6 +434,20 @@ pub fn render_table(report: &StatsReport) -> String {
             interfaces.join(", ")
         }
     );
+    if report.interfaces.len() > 1 {
+        for i in &report.interfaces {
+            let c = &i.counters;
+            let _ = writeln!(
+                out,
+                "  {}: icmp {} passed {} dropped {} would-drop {}",
+                i.name.as_deref().unwrap_or("<gone>"),
+                c.packets,
+                c.passed,
+                c.dropped,
+                c.would_drop
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "{:<6} {:>4}  {:<26} {:>10} {:>12} {:>10} {:>10}  DROP REASONS",
@@ -703,6 +867,7 @@ mod tests {
             mode: config::MODE_ENFORCE,
             icmp: vec![counters],
             global: vec![Counter::default(); global::ENTRIES as usize],
+            interfaces: Vec::new(),
         }
     }
 

@@ -873,3 +873,83 @@ fn a_deleted_interface_is_gone_and_a_new_one_with_its_name_is_not_protected() {
     assert!(!lab.pin_dir.exists(), "every pin removed");
     assert!(!xdp_on(&lab.guard_ns, &spare) && !lab.xdp_on_interface());
 }
+
+/// The `stats --json` entry of interface `name`.
+fn interface_counters(stats: &Value, name: &str) -> Value {
+    stats["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {stats}"))["counters"]
+        .clone()
+}
+
+#[test]
+fn two_interfaces_share_one_policy_and_are_counted_apart() {
+    if !support::privileged("two_interfaces_are_counted_apart") {
+        return;
+    }
+    let lab = Lab::new();
+    let (second, _peer) = second_pair(&lab);
+    lab.cli_ok(&["attach", &lab.guard_if, &second]);
+    // One policy for both: echo dropped everywhere.
+    lab.cli_ok(&["policy", "set", "echo-request", "drop"]);
+    assert_eq!(
+        lab.ping(GUARD_V4, 3),
+        0,
+        "echo dropped on the lab interface"
+    );
+
+    let stats = lab.json(&["stats", "--json"]);
+    let first = interface_counters(&stats, &lab.guard_if);
+    let other = interface_counters(&stats, &second);
+    assert_eq!(first["dropped"], 3, "{stats}");
+    assert_eq!(
+        other["dropped"], 0,
+        "nothing was sent through {second}: {stats}"
+    );
+    assert_eq!(
+        first["dropped"].as_u64().unwrap() + other["dropped"].as_u64().unwrap(),
+        stats["totals"]["dropped"].as_u64().unwrap(),
+        "{stats}"
+    );
+    let table = lab.cli_ok(&["stats"]);
+    for name in [&lab.guard_if, &second] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{name}: icmp "))),
+            "{table}"
+        );
+    }
+
+    // Detaching one leaves the other protected and counted; attaching it again starts its
+    // count from zero (a new attachment, whatever the old one saw).
+    lab.cli_ok(&["detach", &lab.guard_if]);
+    assert_eq!(lab.ping(GUARD_V4, 2), 2, "unguarded again");
+    let stats = lab.json(&["stats", "--json"]);
+    assert_eq!(
+        stats["interfaces"].as_array().map(Vec::len),
+        Some(1),
+        "{stats}"
+    );
+    lab.cli_ok(&["attach", &lab.guard_if]);
+    let stats = lab.json(&["stats", "--json"]);
+    assert_eq!(
+        interface_counters(&stats, &lab.guard_if)["dropped"],
+        0,
+        "{stats}"
+    );
+    assert_eq!(
+        lab.ping(GUARD_V4, 2),
+        0,
+        "the shared policy applies at once"
+    );
+    let stats = lab.json(&["stats", "--json"]);
+    assert_eq!(
+        interface_counters(&stats, &lab.guard_if)["dropped"],
+        2,
+        "{stats}"
+    );
+}

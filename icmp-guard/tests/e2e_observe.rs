@@ -284,18 +284,106 @@ fn completions_and_man_page_are_generated_from_the_command_line() {
     }
 }
 
+/// Sends `count` ICMP messages of `icmp_type`/`code` from the peer with hping3 (bounded:
+/// 50 ms apart, killed after 10 s).
+fn hping_icmp(lab: &Lab, icmp_type: u8, code: u8, count: u32) {
+    let output = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.peer_ns,
+            "timeout",
+            "10",
+            "hping3",
+            "--icmp",
+            "--icmptype",
+            &icmp_type.to_string(),
+            "--icmpcode",
+            &code.to_string(),
+            "-c",
+            &count.to_string(),
+            "-i",
+            "u50000",
+            GUARD_V4,
+        ],
+    );
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        text.contains(&format!("{count} packets transmitted")),
+        "hping3: {text}"
+    );
+}
+
 #[test]
-fn stats_by_code_says_plainly_that_codes_are_not_counted() {
-    let output = Command::new(BIN)
-        .args(["stats", "--by-code"])
-        .env("ICMP_GUARD_PIN_DIR", "/nonexistent-icmp-guard-pins")
-        .output()
-        .expect("icmp-guard");
-    assert!(!output.status.success());
-    assert!(output.stdout.is_empty(), "no fake table");
-    let err = String::from_utf8(output.stderr).expect("UTF-8");
-    assert!(err.contains("per-code counters are not collected"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+fn stats_by_code_and_per_interface_counters_match_what_was_sent() {
+    if !support::privileged("stats_by_code") {
+        return;
+    }
+    let lab = Lab::new();
+    lab.cli_ok(&["attach", &lab.guard_if]);
+    // Destination unreachable in three codes (PMTUD's 4 among them), one above the buckets.
+    hping_icmp(&lab, 3, 4, 3);
+    hping_icmp(&lab, 3, 13, 2);
+    hping_icmp(&lab, 3, 200, 1);
+    // Redirects: dropped by the default profile.
+    hping_icmp(&lab, 5, 1, 2);
+
+    let rows = lab.json(&["stats", "--by-code", "--json"]);
+    let row = |icmp_type: u64, code: u64| {
+        rows.as_array()
+            .expect("an array")
+            .iter()
+            .find(|r| r["family"] == "v4" && r["type"] == icmp_type && r["code"] == code)
+            .unwrap_or_else(|| panic!("no row v4 {icmp_type}/{code} in {rows}"))
+            .clone()
+    };
+    let pmtud = row(3, 4);
+    assert_eq!(
+        (pmtud["packets"].as_u64(), pmtud["passed"].as_u64()),
+        (Some(3), Some(3)),
+        "{rows}"
+    );
+    assert_eq!(pmtud.get("and_higher"), None, "{rows}");
+    let admin = row(3, 13);
+    assert_eq!(
+        (admin["packets"].as_u64(), admin["passed"].as_u64()),
+        (Some(2), Some(2)),
+        "{rows}"
+    );
+    let high = row(3, 15);
+    assert_eq!(high["packets"], 1, "{rows}");
+    assert_eq!(high["and_higher"], true, "{rows}");
+    let redirect = row(5, 1);
+    assert_eq!(
+        (redirect["packets"].as_u64(), redirect["dropped"].as_u64()),
+        (Some(2), Some(2)),
+        "{rows}"
+    );
+    // The per-code rows add up to the per-type row.
+    let stats = lab.json(&["stats", "--json"]);
+    let unreachable = icmp_row(&stats, "v4", 3).expect("type 3 counted");
+    assert_eq!(unreachable["packets"], 6, "{stats}");
+    let table = lab.cli_ok(&["stats", "--by-code"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..4]
+                == ["v4", "3", "15+", "destination-unreachable"]),
+        "{table}"
+    );
+
+    // Per interface: everything the guard judged on it, and its drops are every drop.
+    let interfaces = stats["interfaces"].as_array().expect("interfaces");
+    assert_eq!(interfaces.len(), 1, "{stats}");
+    let counters = &interfaces[0]["counters"];
+    assert_eq!(counters["dropped"], stats["totals"]["dropped"], "{stats}");
+    assert!(counters["packets"].as_u64() >= Some(8), "{stats}");
+    assert!(counters["passed"].as_u64() >= Some(6), "{stats}");
+
+    // Watching and --by-code do not mix; the refusal changes nothing.
+    let err = lab.cli_err(&["stats", "--by-code", "--watch", "1"]);
+    assert!(err.contains("--watch"), "{err}");
 }
 
 #[test]

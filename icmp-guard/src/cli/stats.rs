@@ -28,8 +28,9 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
 
-    /// Counters per ICMP code (not collected yet: the kernel counts per family and type).
-    #[arg(long)]
+    /// One row per (family, type, code) instead of per type; codes 15 and above share the
+    /// last row ("15+").
+    #[arg(long, conflicts_with = "watch")]
     by_code: bool,
 }
 
@@ -49,12 +50,18 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 }
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    if args.by_code {
-        anyhow::bail!(
-            "per-code counters are not collected yet: the XDP program counts packets per family and type only, which `icmp-guard stats` shows"
-        );
-    }
     context.preflight()?;
+    if args.by_code {
+        let maps = GuardMaps::open(&context.pins)?;
+        let snapshot = stats::read(&maps)?;
+        let rows = stats::code_report(&stats::read_codes(&maps, &snapshot.icmp)?);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            print!("{}", stats::render_code_table(&rows));
+        }
+        return Ok(());
+    }
     match args.watch {
         None => {
             let report = read_report(context)?;
