@@ -326,11 +326,7 @@ fn cases() -> Vec<Case> {
 /// every packet takes the full limiter path and is admitted.
 fn open_policy() -> Policy {
     let mut policy = Policy::default_profile();
-    let limit = RuleSpec::limit(Limit {
-        rate: MAX_RATE,
-        burst: MAX_RATE,
-        per: Per::Source,
-    });
+    let limit = RuleSpec::limit(Limit::new(MAX_RATE, MAX_RATE, Per::Source));
     policy
         .set(FAMILY_V4, 8, None, limit, false)
         .expect("v4 echo-request limit");
@@ -343,11 +339,7 @@ fn open_policy() -> Policy {
 /// The default profile with v4 echo requests under one global bucket no run exhausts.
 fn global_policy() -> Policy {
     let mut policy = Policy::default_profile();
-    let limit = RuleSpec::limit(Limit {
-        rate: MAX_RATE,
-        burst: MAX_RATE,
-        per: Per::Global,
-    });
+    let limit = RuleSpec::limit(Limit::new(MAX_RATE, MAX_RATE, Per::Global));
     policy
         .set(FAMILY_V4, 8, None, limit, false)
         .expect("v4 echo-request global limit");

@@ -611,11 +611,7 @@ fn generate(rng: &mut Rng) -> Case {
 // ---------------------------------------------------------------------------------------
 
 fn limit(per: Per) -> RuleSpec {
-    RuleSpec::limit(Limit {
-        rate: HUGE,
-        burst: HUGE,
-        per,
-    })
+    RuleSpec::limit(Limit::new(HUGE, HUGE, per))
 }
 
 /// Per-code exceptions on both families, type rules changed from the default, and

@@ -10,7 +10,7 @@ use aya::{
 };
 use icmp_guard::{
     loader::{self, GuardMaps},
-    policy::{self, Limit, Per, Policy, RuleSpec},
+    policy::{self, Limit, NewSources, Per, Policy, RuleSpec},
     stats,
 };
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
@@ -23,8 +23,12 @@ struct Guard {
 
 impl Guard {
     fn with_echo_limit(rate: u32, burst: u32, per: Per, edit: impl FnOnce(&mut Policy)) -> Self {
+        Self::with_limit(Limit::new(rate, burst, per), edit)
+    }
+
+    fn with_limit(limit: Limit, edit: impl FnOnce(&mut Policy)) -> Self {
         let mut policy = Policy::default_profile();
-        let spec = RuleSpec::limit(Limit { rate, burst, per });
+        let spec = RuleSpec::limit(limit);
         policy.set(FAMILY_V4, 8, None, spec, false).expect("valid");
         policy
             .set(FAMILY_V6, 128, None, spec, false)
@@ -104,6 +108,48 @@ fn global_and_prefix_scopes_share_one_bucket() {
     let before = prefix.counts(FAMILY_V4, 8).0;
     prefix.run(&from([203, 0, 113, 1]), 40);
     assert_eq!(prefix.counts(FAMILY_V4, 8).0 - before, 30, "another /24");
+}
+
+#[test]
+fn a_rule_sets_its_own_prefix_lengths_and_new_source_budget() {
+    if !support::privileged("a_rule_sets_its_own_prefix_lengths") {
+        return;
+    }
+    // per prefix with /16: two /24s of one /16 share a bucket.
+    let mut wide = Guard::with_limit(
+        Limit {
+            prefix_v4: 16,
+            ..Limit::new(1, 30, Per::Prefix)
+        },
+        |_| {},
+    );
+    for last in 1..=20u8 {
+        wide.run(&from([198, 51, 100, last]), 5);
+        wide.run(&from([198, 51, 7, last]), 5);
+    }
+    assert_about(wide.counts(FAMILY_V4, 8), 30, 200, "one /16, one bucket");
+    let before = wide.counts(FAMILY_V4, 8).0;
+    wide.run(&from([203, 0, 113, 1]), 40);
+    assert_eq!(wide.counts(FAMILY_V4, 8).0 - before, 30, "another /16");
+
+    // A new-source budget of 1/s, burst 4, instead of ten times the limit (50/s, 20).
+    let mut tight = Guard::with_limit(
+        Limit {
+            new_sources: Some(NewSources { rate: 1, burst: 4 }),
+            ..Limit::new(5, 2, Per::Source)
+        },
+        |_| {},
+    );
+    for index in 0..3000u32 {
+        let bytes = index.to_be_bytes();
+        tight.run(&from([203, bytes[1], bytes[2], bytes[3]]), 1);
+    }
+    assert_about(
+        tight.counts(FAMILY_V4, 8),
+        4,
+        3000,
+        "spoofed, against a budget of 4",
+    );
 }
 
 #[test]

@@ -2,7 +2,10 @@ use std::path::PathBuf;
 
 use icmp_guard::{
     loader::GuardMaps,
-    policy::{self, Action, DEFAULT_LIMIT, Limit, Per, Policy, RuleSpec, file, model::MAX_RATE},
+    policy::{
+        self, Action, DEFAULT_LIMIT, Limit, NewSources, Per, Policy, RuleSpec, file,
+        model::MAX_RATE,
+    },
     target::{FamilyChoice, RuleTarget},
 };
 use icmp_guard_common::icmp;
@@ -61,6 +64,23 @@ pub struct SetArgs {
     /// For limit: who shares a bucket.
     #[arg(long, value_enum)]
     per: Option<Per>,
+
+    /// For limit --per prefix: IPv4 prefix length that groups sources [default: 24].
+    #[arg(long, value_name = "LEN", value_parser = clap::value_parser!(u8).range(1..=32))]
+    prefix_v4: Option<u8>,
+
+    /// For limit --per prefix: IPv6 prefix length that groups sources [default: 64].
+    #[arg(long, value_name = "LEN", value_parser = clap::value_parser!(u8).range(1..=128))]
+    prefix_v6: Option<u8>,
+
+    /// For limit per source or prefix: packets per second admitted from sources without a
+    /// bucket yet, the cap of a spoofed flood [default: 10 x rate].
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    new_source_rate: Option<u32>,
+
+    /// For limit per source or prefix: burst of the new-source budget [default: 10 x burst].
+    #[arg(long, value_name = "N", value_parser = parse_burst)]
+    new_source_burst: Option<u32>,
 
     /// Allow dropping messages the network needs (PMTUD, neighbour discovery).
     #[arg(long)]
@@ -135,14 +155,35 @@ pub fn edit_live(
 fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
     let entries = args.target.resolve(args.family)?;
     let spec = match args.action {
-        Action::Limit => RuleSpec::limit(Limit {
-            rate: args.rate.unwrap_or(DEFAULT_LIMIT.rate),
-            burst: args.burst.unwrap_or(DEFAULT_LIMIT.burst),
-            per: args.per.unwrap_or(DEFAULT_LIMIT.per),
-        }),
+        Action::Limit => {
+            let mut limit = Limit::new(
+                args.rate.unwrap_or(DEFAULT_LIMIT.rate),
+                args.burst.unwrap_or(DEFAULT_LIMIT.burst),
+                args.per.unwrap_or(DEFAULT_LIMIT.per),
+            );
+            limit.prefix_v4 = args.prefix_v4.unwrap_or(limit.prefix_v4);
+            limit.prefix_v6 = args.prefix_v6.unwrap_or(limit.prefix_v6);
+            if args.new_source_rate.is_some() || args.new_source_burst.is_some() {
+                let default = limit.new_source_budget();
+                limit.new_sources = Some(NewSources {
+                    rate: args.new_source_rate.unwrap_or(default.rate),
+                    burst: args.new_source_burst.unwrap_or(default.burst),
+                });
+            }
+            RuleSpec::limit(limit)
+        }
         other => {
-            if args.rate.is_some() || args.burst.is_some() || args.per.is_some() {
-                anyhow::bail!("--rate, --burst and --per only go with the limit action");
+            if args.rate.is_some()
+                || args.burst.is_some()
+                || args.per.is_some()
+                || args.prefix_v4.is_some()
+                || args.prefix_v6.is_some()
+                || args.new_source_rate.is_some()
+                || args.new_source_burst.is_some()
+            {
+                anyhow::bail!(
+                    "--rate, --burst, --per, --prefix-v4/-v6 and --new-source-rate/-burst only go with the limit action"
+                );
             }
             RuleSpec {
                 action: other,

@@ -14,6 +14,10 @@
 //! rate = 50                   # limit only: packets per second
 //! burst = 100                 # limit only: bucket depth in packets
 //! per = "source"              # limit only: "source", "prefix" or "global"
+//! prefix_v4 = 24              # per = "prefix" only: how sources are grouped (1-32)
+//! prefix_v6 = 64              # per = "prefix" only (1-128)
+//! new_source_rate = 500       # limit per source/prefix only: the budget of sources without
+//! new_source_burst = 1000     #   a bucket yet (default 10 x rate and burst)
 //! force = false               # allow dropping messages the network needs
 //!
 //! [lists]
@@ -28,7 +32,8 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::model::{
-    Action, Cidr, DEFAULT_LIMIT, Limit, MAX_RATE, Mode, Per, Policy, PolicyError, RuleSpec,
+    Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, Limit, MAX_RATE, Mode,
+    NewSources, Per, Policy, PolicyError, RuleSpec,
 };
 
 /// A policy file that cannot be used, with the position of the offending value.
@@ -202,6 +207,14 @@ fn write_rule(
         let _ = writeln!(out, "rate = {}", limit.rate);
         let _ = writeln!(out, "burst = {}", limit.burst);
         let _ = writeln!(out, "per = {}", quote(limit.per.as_str()));
+        if (limit.prefix_v4, limit.prefix_v6) != (DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6) {
+            let _ = writeln!(out, "prefix_v4 = {}", limit.prefix_v4);
+            let _ = writeln!(out, "prefix_v6 = {}", limit.prefix_v6);
+        }
+        if let Some(new) = limit.new_sources {
+            let _ = writeln!(out, "new_source_rate = {}", new.rate);
+            let _ = writeln!(out, "new_source_burst = {}", new.burst);
+        }
     }
     if force {
         out.push_str("force = true\n");
@@ -286,6 +299,10 @@ struct RuleEntry {
     rate: Option<Spanned<Value>>,
     burst: Option<Spanned<Value>>,
     per: Option<Spanned<PerName>>,
+    prefix_v4: Option<Spanned<Value>>,
+    prefix_v6: Option<Spanned<Value>>,
+    new_source_rate: Option<Spanned<Value>>,
+    new_source_burst: Option<Spanned<Value>>,
     force: Option<bool>,
 }
 
@@ -382,6 +399,16 @@ fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileErro
             ("rate", rule.rate.as_ref().map(Spanned::span)),
             ("burst", rule.burst.as_ref().map(Spanned::span)),
             ("per", rule.per.as_ref().map(Spanned::span)),
+            ("prefix_v4", rule.prefix_v4.as_ref().map(Spanned::span)),
+            ("prefix_v6", rule.prefix_v6.as_ref().map(Spanned::span)),
+            (
+                "new_source_rate",
+                rule.new_source_rate.as_ref().map(Spanned::span),
+            ),
+            (
+                "new_source_burst",
+                rule.new_source_burst.as_ref().map(Spanned::span),
+            ),
         ];
         if let Some((field, Some(span))) = limit_fields.into_iter().find(|(_, span)| span.is_some())
         {
@@ -413,7 +440,56 @@ fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileErro
         Some(PerName::Global) => Per::Global,
         None => DEFAULT_LIMIT.per,
     };
-    Ok(RuleSpec::limit(Limit { rate, burst, per }))
+    let mut limit = Limit::new(rate, burst, per);
+    for (value, field, max, target) in [
+        (&rule.prefix_v4, "prefix_v4", 32, &mut limit.prefix_v4),
+        (&rule.prefix_v6, "prefix_v6", 128, &mut limit.prefix_v6),
+    ] {
+        let Some(value) = value else { continue };
+        if per != Per::Prefix {
+            return Err(source.error(
+                value.span(),
+                format!(
+                    "{field} only applies to per = \"prefix\", not \"{}\": remove it or set per = \"prefix\"",
+                    per.as_str()
+                ),
+            ));
+        }
+        *target = match value.get_ref() {
+            Value::Integer(number) if (1..=max).contains(number) => *number as u8,
+            _ => {
+                return Err(source.error(
+                    value.span(),
+                    format!(
+                        "{field} must be a prefix length from 1 to {max}, not {}",
+                        source.text(value.span())
+                    ),
+                ));
+            }
+        };
+    }
+    let new_rate = rule.new_source_rate.as_ref();
+    let new_burst = rule.new_source_burst.as_ref();
+    if let Some(first) = new_rate.or(new_burst) {
+        if per == Per::Global {
+            return Err(source.error(
+                first.span(),
+                "a global limit has no new sources: new_source_rate and new_source_burst apply to per = \"source\" and per = \"prefix\"",
+            ));
+        }
+        let default = limit.new_source_budget();
+        limit.new_sources = Some(NewSources {
+            rate: match new_rate {
+                Some(value) => count(source, value, "new_source_rate", "packets per second")?,
+                None => default.rate,
+            },
+            burst: match new_burst {
+                Some(value) => count(source, value, "new_source_burst", "packets")?,
+                None => default.burst,
+            },
+        });
+    }
+    Ok(RuleSpec::limit(limit))
 }
 
 /// A rate or burst: an integer from 1 to [`MAX_RATE`], in `unit` (plural).
@@ -592,9 +668,10 @@ mod tests {
             .set(FAMILY_V4, 13, None, RuleSpec::PASS, false)
             .expect("timestamp-request");
         let limit = RuleSpec::limit(Limit {
-            rate: 50,
-            burst: 10,
-            per: Per::Prefix,
+            prefix_v4: 20,
+            prefix_v6: 48,
+            new_sources: Some(NewSources { rate: 7, burst: 9 }),
+            ..Limit::new(50, 10, Per::Prefix)
         });
         policy
             .set(FAMILY_V4, 8, None, limit, false)
@@ -636,6 +713,11 @@ mod tests {
         assert!(text.contains("family = \"both\""), "{text}");
         assert!(text.contains("force = true"), "{text}");
         assert!(text.contains("mode = \"dry-run\""), "{text}");
+        assert!(text.contains("prefix_v4 = 20\nprefix_v6 = 48\n"), "{text}");
+        assert!(
+            text.contains("new_source_rate = 7\nnew_source_burst = 9\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -658,9 +740,11 @@ mod tests {
         assert_eq!(policy.rule_for(FAMILY_V4, 3, 5), RuleSpec::DROP);
         assert_eq!(policy.rule_for(FAMILY_V4, 3, 4), RuleSpec::PASS);
         let echo = RuleSpec::limit(Limit {
-            rate: 50,
-            burst: 100,
-            per: Per::Source,
+            new_sources: Some(NewSources {
+                rate: 250,
+                burst: 500,
+            }),
+            ..Limit::new(50, 100, Per::Source)
         });
         assert_eq!(policy.rule_for(FAMILY_V4, 8, 0), echo);
         assert_eq!(policy.rule_for(FAMILY_V6, 128, 0), echo);

@@ -19,7 +19,8 @@ use icmp_guard_common::{
     },
 };
 pub use model::{
-    Action, Cidr, DEFAULT_LIMIT, Limit, Mode, Per, Policy, PolicyError, RuleSpec, Smurf, describe,
+    Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, Limit, Mode,
+    NEW_SOURCE_FACTOR, NewSources, Per, Policy, PolicyError, RuleSpec, Smurf, describe,
 };
 
 use crate::{
@@ -58,24 +59,18 @@ fn per_from_code(code: u8) -> Per {
     }
 }
 
-/// Prefix lengths that group sources for `per = prefix`.
-pub const DEFAULT_PREFIX_V4: u8 = 24;
-pub const DEFAULT_PREFIX_V6: u8 = 64;
-/// The new-source budget of a per-source or per-prefix limit, as a multiple of its rate and
-/// burst: enough for many legitimate newcomers, a cap for spoofed floods.
-pub const NEW_SOURCE_FACTOR: u32 = 10;
-
 /// The kernel's settings for a limit.
 pub fn limiter_config(limit: Limit) -> LimiterConfig {
+    let budget = limit.new_source_budget();
     LimiterConfig {
         rate: limit.rate,
         burst: limit.burst,
         per: per_code(limit.per),
-        prefix_v4: DEFAULT_PREFIX_V4,
-        prefix_v6: DEFAULT_PREFIX_V6,
+        prefix_v4: limit.prefix_v4,
+        prefix_v6: limit.prefix_v6,
         flags: 0,
-        global_rate: limit.rate.saturating_mul(NEW_SOURCE_FACTOR),
-        global_burst: limit.burst.saturating_mul(NEW_SOURCE_FACTOR),
+        global_rate: budget.rate,
+        global_burst: budget.burst,
     }
 }
 
@@ -129,6 +124,16 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
         let limiter = match spec.limit {
             Some(limit) if spec.action == Action::Limit => {
                 let config = if is_echo_reply(family, icmp_type) {
+                    if limit.new_sources.is_some() && limit.per != Per::Global {
+                        return Err(PolicyError::BadLimit {
+                            what: describe(family, icmp_type, None),
+                            reason: "echo replies from sources without a bucket share the \
+                                     [smurf] reply_ceiling: set reply_ceiling and \
+                                     reply_ceiling_burst instead of new_source_rate and \
+                                     new_source_burst"
+                                .to_owned(),
+                        });
+                    }
                     reply_limiter_config(limit, &policy.smurf)
                 } else {
                     limiter_config(limit)
@@ -317,11 +322,23 @@ pub fn read_live(maps: &GuardMaps) -> Result<Policy> {
                     .get(rule.limiter as usize)
                     .copied()
                     .unwrap_or_default();
-                RuleSpec::limit(Limit {
-                    rate: config.rate,
-                    burst: config.burst,
-                    per: per_from_code(config.per),
-                })
+                let mut limit = Limit::new(config.rate, config.burst, per_from_code(config.per));
+                if limit.per == Per::Prefix {
+                    limit.prefix_v4 = config.prefix_v4;
+                    limit.prefix_v6 = config.prefix_v6;
+                }
+                // Echo-reply limiters carry the smurf ceiling as their budget instead.
+                let budget = NewSources {
+                    rate: config.global_rate,
+                    burst: config.global_burst,
+                };
+                if limit.per != Per::Global
+                    && config.flags & kernel::limiter_flags::REASON_SMURF == 0
+                    && budget != limit.new_source_budget()
+                {
+                    limit.new_sources = Some(budget);
+                }
+                RuleSpec::limit(limit)
             }
             _ => RuleSpec::DROP,
         }

@@ -63,7 +63,27 @@ pub struct Limit {
     pub rate: u32,
     pub burst: u32,
     pub per: Per,
+    /// Prefix lengths that group sources with `per = prefix` (1-32 and 1-128).
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+    /// The budget shared by sources (or prefixes) without a bucket yet, which caps
+    /// spoofed random-source floods; `None` is ten times the limit's rate and burst.
+    pub new_sources: Option<NewSources>,
 }
+
+/// Packets per second and burst admitted from sources that have no bucket yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct NewSources {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+/// Prefix lengths that group sources for `per = prefix`, unless a limit says otherwise.
+pub const DEFAULT_PREFIX_V4: u8 = 24;
+pub const DEFAULT_PREFIX_V6: u8 = 64;
+/// The default new-source budget, as a multiple of a limit's rate and burst: enough for
+/// many legitimate newcomers, a cap for spoofed floods.
+pub const NEW_SOURCE_FACTOR: u32 = 10;
 
 /// Largest accepted rate or burst, packets per second: far above line rate on any link.
 pub const MAX_RATE: u32 = 100_000_000;
@@ -80,23 +100,63 @@ impl Limit {
         if self.rate > MAX_RATE || self.burst > MAX_RATE {
             return Err(format!("rate and burst are capped at {MAX_RATE} packets"));
         }
+        if !(1..=32).contains(&self.prefix_v4) || !(1..=128).contains(&self.prefix_v6) {
+            return Err("prefix_v4 must be 1-32 and prefix_v6 1-128".into());
+        }
+        if self.per != Per::Prefix
+            && (self.prefix_v4, self.prefix_v6) != (DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6)
+        {
+            return Err(format!(
+                "prefix_v4 and prefix_v6 only apply to per = \"prefix\", not \"{}\"",
+                self.per.as_str()
+            ));
+        }
+        if let Some(new) = self.new_sources {
+            if self.per == Per::Global {
+                return Err(
+                    "a global limit has no new sources: new_source_rate and new_source_burst \
+                     apply to per = \"source\" and per = \"prefix\""
+                        .into(),
+                );
+            }
+            if new.rate == 0 || new.burst == 0 || new.rate > MAX_RATE || new.burst > MAX_RATE {
+                return Err(format!(
+                    "new_source_rate and new_source_burst must be 1-{MAX_RATE} packets"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// `rate` per second, bursts of `burst`, per `per`; the other settings their defaults.
+    pub const fn new(rate: u32, burst: u32, per: Per) -> Self {
+        Self {
+            rate,
+            burst,
+            per,
+            prefix_v4: DEFAULT_PREFIX_V4,
+            prefix_v6: DEFAULT_PREFIX_V6,
+            new_sources: None,
+        }
+    }
+
+    /// The new-source budget in force: the explicit one, or ten times the limit.
+    pub const fn new_source_budget(&self) -> NewSources {
+        match self.new_sources {
+            Some(new) => new,
+            None => NewSources {
+                rate: self.rate.saturating_mul(NEW_SOURCE_FACTOR),
+                burst: self.burst.saturating_mul(NEW_SOURCE_FACTOR),
+            },
+        }
     }
 }
 
 /// Defaults for `limit` when rate/burst/per are not given.
-pub const DEFAULT_LIMIT: Limit = Limit {
-    rate: 100,
-    burst: 200,
-    per: Per::Source,
-};
+pub const DEFAULT_LIMIT: Limit = Limit::new(100, 200, Per::Source);
 
 /// Default per-source limit on echo replies: generous, no normal host reaches it.
-pub const DEFAULT_REPLY_LIMIT: Limit = Limit {
-    rate: 1_000,
-    burst: 2_000,
-    per: Per::Source,
-};
+pub const DEFAULT_REPLY_LIMIT: Limit = Limit::new(1_000, 2_000, Per::Source);
 
 /// The smurf and reflection defences, each of which an operator may tune or switch off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -374,11 +434,11 @@ impl Policy {
         if let Some(cidr) = self.allow.iter().find(|cidr| self.deny.contains(cidr)) {
             return Err(PolicyError::AllowAndDeny { cidr: *cidr });
         }
-        Limit {
-            rate: self.smurf.reply_ceiling,
-            burst: self.smurf.reply_ceiling_burst,
-            per: Per::Global,
-        }
+        Limit::new(
+            self.smurf.reply_ceiling,
+            self.smurf.reply_ceiling_burst,
+            Per::Global,
+        )
         .validate()
         .map_err(|reason| PolicyError::BadLimit {
             what: "the echo-reply ceiling".to_owned(),
@@ -459,15 +519,62 @@ mod tests {
     #[test]
     fn limits_are_validated() {
         let mut policy = Policy::default_profile();
-        let zero = Limit {
-            rate: 0,
-            burst: 0,
-            per: Per::Source,
-        };
+        let zero = Limit::new(0, 0, Per::Source);
         assert!(matches!(
             policy.set(FAMILY_V4, 8, None, RuleSpec::limit(zero), false),
             Err(PolicyError::BadLimit { .. })
         ));
+        let refused = |limit: Limit| {
+            let mut policy = Policy::default_profile();
+            match policy.set(FAMILY_V4, 8, None, RuleSpec::limit(limit), false) {
+                Err(PolicyError::BadLimit { reason, .. }) => reason,
+                other => panic!("{limit:?} accepted: {other:?}"),
+            }
+        };
+        let prefix = Limit::new(10, 10, Per::Prefix);
+        assert!(
+            refused(Limit {
+                prefix_v4: 0,
+                ..prefix
+            })
+            .contains("1-32")
+        );
+        assert!(
+            refused(Limit {
+                prefix_v6: 129,
+                ..prefix
+            })
+            .contains("1-128")
+        );
+        let source = Limit {
+            prefix_v4: 16,
+            ..Limit::new(10, 10, Per::Source)
+        };
+        assert!(refused(source).contains("only apply to per = \"prefix\""));
+        let new_sources = Some(NewSources { rate: 5, burst: 5 });
+        let global = Limit {
+            new_sources,
+            ..Limit::new(10, 10, Per::Global)
+        };
+        assert!(refused(global).contains("global limit has no new sources"));
+        let zero_budget = Some(NewSources { rate: 0, burst: 5 });
+        assert!(
+            refused(Limit {
+                new_sources: zero_budget,
+                ..prefix
+            })
+            .contains("new_source_rate")
+        );
+        let mut policy = Policy::default_profile();
+        let tuned = Limit {
+            prefix_v4: 16,
+            prefix_v6: 48,
+            new_sources,
+            ..prefix
+        };
+        policy
+            .set(FAMILY_V4, 8, None, RuleSpec::limit(tuned), false)
+            .expect("a prefix limit with its own prefixes and budget");
     }
 
     #[test]

@@ -634,11 +634,7 @@ pub mod policies {
     pub fn huge_limits(mut policy: Policy) -> Policy {
         let raise = |spec: &mut RuleSpec| {
             if let Some(limit) = spec.limit.as_mut() {
-                *limit = Limit {
-                    rate: HUGE,
-                    burst: HUGE,
-                    per: limit.per,
-                };
+                *limit = Limit::new(HUGE, HUGE, limit.per);
             }
         };
         policy.types.values_mut().for_each(raise);
