@@ -12,7 +12,9 @@ pub enum Error {
     #[error("interface {name} does not exist: check the name with `ip link`")]
     UnknownInterface { name: String },
 
-    #[error("icmp-guard is already attached to {name}: run `icmp-guard detach {name}` first")]
+    #[error(
+        "icmp-guard is already attached to {name}: `icmp-guard attach --upgrade {name}` swaps this binary's program in without a gap"
+    )]
     AlreadyAttached { name: String },
 
     #[error(

@@ -262,6 +262,16 @@ pub fn check_layout(pins: &PinDir) -> Result<()> {
 /// object: the object is loaded once with private maps (the LRU maps at one entry, since
 /// their size is the operator's) and its programs are not loaded.
 fn expected_shapes() -> Result<Vec<(&'static str, MapShape)>> {
+    // One probe per process: `stats --watch` and the metrics server open the maps often.
+    static SHAPES: std::sync::OnceLock<Vec<(&'static str, MapShape)>> = std::sync::OnceLock::new();
+    if let Some(shapes) = SHAPES.get() {
+        return Ok(shapes.clone());
+    }
+    let shapes = probe_shapes()?;
+    Ok(SHAPES.get_or_init(|| shapes).clone())
+}
+
+fn probe_shapes() -> Result<Vec<(&'static str, MapShape)>> {
     let mut loader = EbpfLoader::new();
     for name in SIZED_BY_OPERATOR {
         loader.map_max_entries(name, 1);
@@ -357,8 +367,9 @@ pub fn attach(pins: &PinDir, names: &[String], options: &AttachOptions) -> Resul
         targets.push((name.clone(), ifindex));
     }
 
-    let had_maps = pins.has_maps();
     let _lock = pins.lock_creating()?;
+    // Under the lock: a concurrent last detach may remove the maps until we hold it.
+    let had_maps = pins.has_maps();
     let mut created = Vec::new();
     let outcome = plan(pins, &targets, options)
         .and_then(|plans| attach_planned(pins, plans, options, &mut created));
@@ -633,6 +644,11 @@ fn remove_pin(path: &Path) -> Result<()> {
 /// when nothing was attached there. The caller holds the pin directory's lock.
 pub fn detach(pins: &PinDir, ifindex: u32) -> Result<bool> {
     let path = pins.link_path(ifindex);
+    // Detach first, so that the interface is free when we return even if another process
+    // holds the link open; removing the pin alone would wait for the last descriptor.
+    if let Ok(link) = sys::obj_get(&path) {
+        let _ = sys::link_detach(link.as_fd());
+    }
     match std::fs::remove_file(&path) {
         // The pin was the last reference to the link: the kernel releases it, and with it the
         // attachment, once no process has it open.
@@ -649,7 +665,13 @@ pub fn detach(pins: &PinDir, ifindex: u32) -> Result<bool> {
 pub fn links(pins: &PinDir) -> Result<Vec<LinkStatus>> {
     let mut statuses = Vec::new();
     for ifindex in pins.linked_ifindexes()? {
-        let (_link, info) = open_link(&pins.link_path(ifindex))?;
+        let path = pins.link_path(ifindex);
+        let (_link, info) = match open_link(&path) {
+            Ok(opened) => opened,
+            // Unpinned by a concurrent detach between the listing and the open.
+            Err(_) if !path.exists() => continue,
+            Err(err) => return Err(err),
+        };
         // The kernel sets a link's ifindex to 0 when its interface is deleted; an ifindex that
         // now names another interface is never reported as protected.
         let interface_gone = info.ifindex == 0;
@@ -694,10 +716,15 @@ pub fn tracked(pins: &PinDir) -> Result<Tracked> {
         let map: HashMap<MapData, RateKey, u64> = Map::from_map_data(data)
             .and_then(HashMap::try_from)
             .map_err(|err| map_open_error(pins, name, err))?;
-        Ok((
-            map.keys().filter(std::result::Result::is_ok).count() as u64,
-            capacity,
-        ))
+        // get_next_key restarts from the first bucket when the key it was given has been
+        // evicted, which a random-source flood does all the time: without a bound the walk
+        // may never end. A full LRU map holds `capacity` keys, so that many steps suffice.
+        let tracked = map
+            .keys()
+            .take(capacity as usize)
+            .filter(std::result::Result::is_ok)
+            .count();
+        Ok((tracked as u64, capacity))
     };
     let (sources, sources_capacity) = count(maps::RATE_SOURCES)?;
     let (prefixes, prefixes_capacity) = count(maps::RATE_PREFIXES)?;
@@ -733,6 +760,16 @@ fn map_open_error(pins: &PinDir, name: &str, err: MapError) -> Error {
     }
 }
 
+/// A map that vanished while it was being opened was removed by a concurrent last
+/// `detach`: the guard is not attached, the pin state is not broken.
+fn gone_or(pins: &PinDir, err: Error) -> Error {
+    if pins.has_maps() {
+        err
+    } else {
+        Error::NotAttached
+    }
+}
+
 /// The maps of a running guard, opened from their pins or taken from a loaded object.
 pub struct GuardMaps {
     pub icmp_counters: PerCpuArray<MapData, Counter>,
@@ -754,6 +791,9 @@ impl GuardMaps {
         if !pins.has_maps() {
             return Err(Error::NotAttached);
         }
+        // Every command that reads or writes a running guard, not only `attach`: a binary
+        // never works on maps of another layout.
+        check_layout(pins).map_err(|err| gone_or(pins, err))?;
         let open = |name: &str| -> Result<Map> {
             let path = pins.map_path(name);
             let broken = |reason: String| Error::BrokenPinState {
@@ -764,6 +804,7 @@ impl GuardMaps {
             Map::from_map_data(data).map_err(|err| broken(err.to_string()))
         };
         Self::from_maps(open, |name, err| map_open_error(pins, name, err))
+            .map_err(|err| gone_or(pins, err))
     }
 
     /// Takes the maps out of a loaded object (verdict tests, with private maps).

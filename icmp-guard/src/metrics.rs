@@ -372,6 +372,10 @@ pub fn exposition(pins: &PinDir, format: Format) -> Result<String> {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request head accepted.
 const MAX_REQUEST: usize = 16 * 1024;
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 16;
+/// The longest a connection may take from accept to the last byte of the answer.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `address` (port 0 picks a free port; the listener says which).
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
@@ -385,15 +389,27 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
 /// task, `Connection: close`.
 pub async fn serve(listener: TcpListener, pins: PinDir, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    // A scraper needs one connection at a time; a few more cover overlapping scrapes. Idle
+    // or slow clients beyond that are turned away, so they can never use up the process's
+    // descriptors, which `run` needs for its pins, maps and policy file.
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        log::debug!("metrics: {MAX_CONNECTIONS} connections open, refusing one");
+                        drop(stream);
+                        continue;
+                    };
                     let pins = pins.clone();
                     tokio::spawn(async move {
-                        if let Err(err) = handle(stream, pins).await {
-                            log::debug!("metrics request: {err}");
+                        let _permit = permit;
+                        match tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, pins)).await {
+                            Ok(Err(err)) => log::debug!("metrics request: {err}"),
+                            Err(_) => log::debug!("metrics request: timed out"),
+                            Ok(Ok(())) => {}
                         }
                     });
                 }
@@ -475,8 +491,10 @@ async fn handle(mut stream: TcpStream, pins: PinDir) -> std::io::Result<()> {
             if n == 0 {
                 break;
             }
+            // Only the new bytes (and the three before them) can complete the blank line.
+            let from = head.len().saturating_sub(3);
             head.extend_from_slice(&buffer[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() > MAX_REQUEST {
+            if head[from..].windows(4).any(|w| w == b"\r\n\r\n") || head.len() > MAX_REQUEST {
                 break;
             }
         }

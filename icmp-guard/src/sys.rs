@@ -16,6 +16,7 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_LINK_DETACH: libc::c_long = 34;
 /// enum bpf_attach_type: BPF_XDP.
 const BPF_XDP: u32 = 37;
 /// enum bpf_link_type: BPF_LINK_TYPE_XDP.
@@ -75,6 +76,14 @@ pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<
     put(&mut attr, 0, fd_u32(link));
     put(&mut attr, 4, fd_u32(program));
     bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
+}
+
+/// BPF_LINK_DETACH: the link lets go of its interface now, even while other descriptors
+/// (a concurrent `status`, bpftool) still hold the link itself.
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = [0u8; ATTR_SIZE];
+    put(&mut attr, 0, fd_u32(link));
+    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
 }
 
 /// BPF_OBJ_PIN.

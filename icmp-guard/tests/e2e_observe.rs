@@ -798,6 +798,10 @@ fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
     });
     let out = second.stdout();
     assert!(out.contains("already attached, adopting"), "{out}");
+    assert!(
+        out.contains("replaced by") && out.contains("no gap"),
+        "a restarted service runs its own program, swapped in without a gap: {out}"
+    );
     assert!(!out.contains("attaching to"), "{out}");
     assert!(
         out.contains("applied policy"),
@@ -807,6 +811,39 @@ fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
     second.signal(libc::SIGTERM);
     assert!(second.wait_exit(Duration::from_secs(10)).success());
     assert!(!lab.pin_dir.exists());
+    assert!(!lab.xdp_on_interface());
+}
+
+#[test]
+fn run_puts_protection_back_when_someone_detaches_it() {
+    if !support::privileged("run_watchdog") {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = TempDir::new("watchdog");
+    let policy = dir.write("policy.toml", DROP_ECHO);
+    let mut service = Background::start(&lab, &["run", &lab.guard_if, "--policy", &policy]);
+    service.wait_for("start-up", Duration::from_secs(10), |out, _| {
+        out.contains("protecting")
+    });
+    assert_eq!(
+        lab.ping(GUARD_V4, 2),
+        0,
+        "echo dropped by the file's policy"
+    );
+    // Someone removes the guard behind the service's back.
+    lab.cli_ok(&["detach", "--all"]);
+    service.wait_for("the watchdog", Duration::from_secs(5), |out, err| {
+        err.contains("is no longer protected") && out.matches("attached to").count() >= 2
+    });
+    assert!(lab.xdp_on_interface(), "attached again");
+    assert_eq!(
+        lab.ping(GUARD_V4, 2),
+        0,
+        "with the file's policy again, not the default profile"
+    );
+    service.signal(libc::SIGTERM);
+    assert!(service.wait_exit(Duration::from_secs(10)).success());
     assert!(!lab.xdp_on_interface());
 }
 

@@ -5,7 +5,6 @@ use std::{
 };
 
 use icmp_guard::{
-    error::Error,
     loader::{self, AttachOptions, Capacity, GuardMaps, ModeRequest},
     metrics,
     pins::PinDir,
@@ -24,10 +23,13 @@ use super::{
 /// Run in the foreground as a service: attach, apply and watch a policy file, serve
 /// metrics, and print a line when packets were dropped; detach on SIGTERM or SIGINT.
 ///
-/// The policy file is checked every 500 ms and on SIGHUP; a change is applied atomically,
-/// and a file that does not parse or validate is reported on stderr while the last good
-/// policy stays in force. An interface that is already attached (by `attach`, or by a
-/// `run --keep` before) is adopted as it is.
+/// The policy file is checked every 500 ms and on SIGHUP; a change is applied atomically
+/// once two polls read the same bytes (so a half-written file never is), and a file that
+/// does not parse or validate is reported on stderr while the last good policy stays in
+/// force. An interface that is already attached (by `attach`, or by a `run --keep` before)
+/// is adopted: this binary's program is swapped into its link without a gap. Every second
+/// the service checks that its interfaces still run the guard and attaches again where
+/// they do not (a detach behind its back, a re-created interface).
 ///
 /// Example: icmp-guard run eth0 --policy /etc/icmp-guard/policy.toml --metrics 127.0.0.1:9469
 #[derive(Debug, clap::Args)]
@@ -77,6 +79,20 @@ pub struct Args {
 
 /// How often the policy file is checked.
 const POLL: Duration = Duration::from_millis(500);
+/// How often `run` checks that every interface it protects still runs the guard.
+const WATCHDOG: Duration = Duration::from_secs(1);
+
+/// The interfaces by name, with their ifindexes now; one entry per interface.
+fn resolve(names: &[String]) -> anyhow::Result<Vec<(String, u32)>> {
+    let mut targets: Vec<(String, u32)> = Vec::new();
+    for name in names {
+        let ifindex = system::ifindex(name)?;
+        if !targets.iter().any(|(_, index)| *index == ifindex) {
+            targets.push((name.clone(), ifindex));
+        }
+    }
+    Ok(targets)
+}
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     system::require_privileges()?;
@@ -93,13 +109,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         None => None,
     };
     context.preflight()?;
-    let mut targets = Vec::new();
-    for name in &args.interfaces {
-        let ifindex = system::ifindex(name)?;
-        if !targets.iter().any(|(_, index)| *index == ifindex) {
-            targets.push((name.clone(), ifindex));
-        }
-    }
+    let targets = resolve(&args.interfaces)?;
     runtime()?.block_on(service(args, context, targets, initial))
 }
 
@@ -130,8 +140,10 @@ fn generation(pins: &PinDir) -> String {
         .map_or_else(|| "unknown".to_owned(), |g| g.to_string())
 }
 
-/// Attaches to the interfaces that are not attached yet and adopts the others, so that a
-/// restarted service picks up where a `run --keep` (or an `attach`) left off.
+/// Attaches to the interfaces that are not attached yet and adopts the others, swapping
+/// this binary's program into their pinned links (`BPF_LINK_UPDATE`): a restarted or
+/// upgraded service picks up where a `run --keep` (or an `attach`) left off, runs its own
+/// program, and never leaves an interface without one.
 fn attach_or_adopt(
     args: &Args,
     pins: &PinDir,
@@ -146,62 +158,69 @@ fn attach_or_adopt(
             sources: args.max_sources,
             prefixes: args.max_prefixes,
         },
-        ..AttachOptions::default()
+        upgrade: true,
     };
-    let mut announced = Vec::new();
-    // A second try covers a link pinned by someone else between the check and the attach.
-    for _ in 0..3 {
-        let (adopted, fresh): (Vec<_>, Vec<_>) = targets
-            .iter()
-            .partition(|(_, ifindex)| pins.has_link(*ifindex));
-        for (name, _) in &adopted {
-            if !announced.contains(name) {
-                println!("{name}: already attached, adopting the running guard");
-                announced.push(name.clone());
-            }
-        }
-        if fresh.is_empty() {
-            // Nothing was attached by this call, so nothing applied the policy yet.
-            if let Some(chosen) = policy {
-                apply(pins, chosen)?;
-            } else if args.dry_run {
-                let _lock = pins.lock_attached()?;
-                GuardMaps::open(pins)?.set_mode(icmp_guard_common::config::MODE_DRY_RUN)?;
-            }
-            return Ok(());
-        }
-        let names: Vec<String> = fresh.iter().map(|(name, _)| name.clone()).collect();
-        println!("attaching to {}...", names.join(", "));
-        match loader::attach(pins, &names, &options) {
-            Ok(attached) => {
-                for interface in attached {
-                    let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
-                    match interface.fallback {
-                        Some(reason) => println!(
-                            "attached to {} (ifindex {}) in {mode} mode: native XDP was refused ({reason})",
-                            interface.name, interface.ifindex
-                        ),
-                        None => println!(
-                            "attached to {} (ifindex {}) in {mode} mode",
-                            interface.name, interface.ifindex
-                        ),
-                    }
-                }
-                // Adopted interfaces share the maps, which this attach just wrote.
-                return Ok(());
-            }
-            Err(Error::AlreadyAttached { name }) => {
-                println!("{name} was attached meanwhile; adopting it");
-            }
-            Err(err) => return Err(err.into()),
+    let fresh: Vec<&str> = targets
+        .iter()
+        .filter(|(_, ifindex)| !pins.has_link(*ifindex))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !fresh.is_empty() {
+        println!("attaching to {}...", fresh.join(", "));
+    }
+    let names: Vec<String> = targets.iter().map(|(name, _)| name.clone()).collect();
+    for interface in loader::attach(pins, &names, &options)? {
+        let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
+        match (interface.upgraded_from, interface.fallback) {
+            (Some(old), _) => println!(
+                "{}: already attached, adopting the running guard (program {old} replaced by {} in its link, no gap; {mode} mode)",
+                interface.name, interface.program_id
+            ),
+            (None, Some(reason)) => println!(
+                "attached to {} (ifindex {}) in {mode} mode: native XDP was refused ({reason})",
+                interface.name, interface.ifindex
+            ),
+            (None, None) => println!(
+                "attached to {} (ifindex {}) in {mode} mode",
+                interface.name, interface.ifindex
+            ),
         }
     }
-    anyhow::bail!("the interfaces kept changing hands while attaching: try again")
+    Ok(())
+}
+
+/// Why an interface `run` protects is no longer protected, if it is not.
+fn unprotected(pins: &PinDir, name: &str, ifindex: u32) -> Option<String> {
+    match system::ifindex(name) {
+        Err(_) => return Some("the interface is gone".to_owned()),
+        Ok(now) if now != ifindex => {
+            return Some(format!(
+                "the interface was re-created (ifindex {ifindex} is now {now})"
+            ));
+        }
+        Ok(_) => {}
+    }
+    let links = match loader::links(pins) {
+        Ok(links) => links,
+        Err(err) => return Some(format!("its pinned link cannot be read: {err}")),
+    };
+    match links.iter().find(|link| link.ifindex == ifindex) {
+        None => Some("its link was removed (by a detach?)".to_owned()),
+        Some(link) if link.interface_gone => Some("the interface is gone".to_owned()),
+        Some(link) if link.mode.is_none() => {
+            Some("the kernel no longer runs the guard there".to_owned())
+        }
+        Some(_) => None,
+    }
 }
 
 /// What the policy file watcher last saw.
 enum Seen {
+    /// Applied (or refused as invalid): nothing to do until the bytes change.
     Text(Vec<u8>),
+    /// New bytes seen once: applied when the next poll reads the same, so that a file an
+    /// editor is still writing (truncated, half written) is never applied.
+    Settling(Vec<u8>),
     Unreadable(String),
 }
 
@@ -256,6 +275,9 @@ async fn service(
     let mut summary =
         tokio::time::interval_at(tokio::time::Instant::now() + summary_every, summary_every);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut watchdog = tokio::time::interval(WATCHDOG);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut targets = targets;
     let mut baseline = read_report(pins).ok();
     let mut last_error: Option<String> = None;
     println!(
@@ -285,6 +307,36 @@ async fn service(
             _ = poll.tick(), if args.policy.is_some() => {
                 if let Some(path) = &args.policy {
                     reload(&args, pins, path, &mut seen, false);
+                }
+            }
+            _ = watchdog.tick() => {
+                // A detach by someone else, a deleted or re-created interface: protect it
+                // again, or stop with an error so that the service manager restarts us.
+                let lost: Vec<(String, String)> = targets
+                    .iter()
+                    .filter_map(|(name, ifindex)| {
+                        unprotected(pins, name, *ifindex).map(|why| (name.clone(), why))
+                    })
+                    .collect();
+                if !lost.is_empty() {
+                    for (name, why) in &lost {
+                        eprintln!("error: {name} is no longer protected: {why}; attaching again");
+                    }
+                    targets = resolve(&args.interfaces)?;
+                    let again: Vec<(String, u32)> = targets
+                        .iter()
+                        .filter(|(name, _)| lost.iter().any(|(lost, _)| lost == name))
+                        .cloned()
+                        .collect();
+                    // The policy file as it is now, when it is valid; else the live policy.
+                    let current = match &args.policy {
+                        Some(path) => std::fs::read(path)
+                            .ok()
+                            .and_then(|text| parse(path, &text, args.dry_run).ok()),
+                        None => None,
+                    };
+                    attach_or_adopt(&args, pins, &again, current.as_ref())?;
+                    refresh_broadcasts(pins, &mut broadcasts_error);
                 }
             }
             _ = summary.tick() => {
@@ -377,21 +429,47 @@ fn reload(args: &Args, pins: &PinDir, path: &Path, seen: &mut Option<Seen>, forc
             return;
         }
     };
-    if !force && matches!(seen, Some(Seen::Text(old)) if *old == text) {
-        return;
+    if !force {
+        match seen {
+            Some(Seen::Text(old)) if *old == text => return,
+            Some(Seen::Settling(old)) if *old == text => {}
+            _ => {
+                *seen = Some(Seen::Settling(text));
+                return;
+            }
+        }
     }
-    *seen = Some(Seen::Text(text.clone()));
-    let outcome = parse(path, &text, args.dry_run).and_then(|parsed| {
-        apply(pins, &parsed).map_err(|err| anyhow::anyhow!("applying {}: {err}", path.display()))
-    });
-    match outcome {
-        Ok(generation) => println!(
-            "applied policy {} (generation {generation})",
-            path.display()
-        ),
-        Err(err) => eprintln!(
-            "error: {err}; keeping the last good policy (generation {})",
-            generation(pins)
-        ),
+    let parsed = match parse(path, &text, args.dry_run) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            // Reported once: the file stays refused until its bytes change.
+            *seen = Some(Seen::Text(text));
+            eprintln!(
+                "error: {err}; keeping the last good policy (generation {})",
+                generation(pins)
+            );
+            return;
+        }
+    };
+    match apply(pins, &parsed) {
+        Ok(generation) => {
+            *seen = Some(Seen::Text(text));
+            println!(
+                "applied policy {} (generation {generation})",
+                path.display()
+            );
+        }
+        // A valid file that could not be written (a passing error) is tried again on the
+        // next poll: `seen` stays as it was. Reported once per distinct error.
+        Err(err) => {
+            let message = format!("applying {}: {err}", path.display());
+            if force || !matches!(seen, Some(Seen::Unreadable(m)) if *m == message) {
+                eprintln!(
+                    "error: {message}; keeping the last good policy (generation {}) and retrying",
+                    generation(pins)
+                );
+            }
+            *seen = Some(Seen::Unreadable(message));
+        }
     }
 }
