@@ -848,17 +848,42 @@ fn run_puts_protection_back_when_someone_detaches_it() {
 }
 
 #[test]
-fn run_refuses_a_broken_policy_file_before_changing_anything() {
+fn run_with_a_broken_policy_file_protects_with_the_default_and_applies_the_fix() {
     if !support::privileged("run_broken") {
         return;
     }
     let lab = Lab::new();
     let dir = TempDir::new("broken");
     let policy = dir.write("policy.toml", "mode = \"sideways\"\n");
-    let err = lab.cli_err(&["run", &lab.guard_if, "--policy", &policy]);
+    let mut service = Background::start(&lab, &["run", &lab.guard_if, "--policy", &policy]);
+    service.wait_for("start-up", Duration::from_secs(10), |out, _| {
+        out.contains("protecting")
+    });
+    let err = service.stderr();
     assert!(err.contains("line 1"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
-    assert!(!lab.pin_dir.exists());
+    assert!(err.contains("running with the live policy"), "{err}");
+    assert!(lab.xdp_on_interface(), "protected all the same");
+    let live = lab.json(&["policy", "show", "--json"]);
+    let echo = live["types"]
+        .as_array()
+        .expect("types")
+        .iter()
+        .find(|rule| rule["family"] == "v4" && rule["type"] == 8)
+        .expect("a v4 echo rule");
+    assert_eq!(echo["action"], "limit", "the safe default profile: {echo}");
+    assert_eq!(
+        lab.ping(GUARD_V4, 2),
+        2,
+        "echo limited, not dropped, by default"
+    );
+    // The fix is picked up like any edit.
+    dir.write("policy.toml", DROP_ECHO);
+    service.wait_for("the fixed file", Duration::from_secs(5), |out, _| {
+        out.contains("applied policy")
+    });
+    assert_eq!(lab.ping(GUARD_V4, 2), 0);
+    service.signal(libc::SIGTERM);
+    assert!(service.wait_exit(Duration::from_secs(10)).success());
     assert!(!lab.xdp_on_interface());
 }
 

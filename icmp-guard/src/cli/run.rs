@@ -99,18 +99,33 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     if system::ensure_bpffs(context.pins.root())? {
         println!("mounted bpffs at {}", system::BPFFS_ROOT);
     }
-    // Everything that can be refused is checked before anything changes.
+    // A policy file that cannot be used does not stop the service: a host left without
+    // any protection (after a reboot, bpffs is empty) is worse than one with the live
+    // policy or the safe default profile. The error is reported, and the file is watched
+    // and applied as soon as it is fixed.
     let initial = match &args.policy {
-        Some(path) => {
-            let text = std::fs::read(path)
-                .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
-            Some((text.clone(), parse(path, &text, args.dry_run)?))
-        }
+        Some(path) => Some(match std::fs::read(path) {
+            Ok(text) => match parse(path, &text, args.dry_run) {
+                Ok(parsed) => Initial::Good(text, parsed),
+                Err(err) => Initial::Refused(Seen::Text(text), err.to_string()),
+            },
+            Err(err) => {
+                let message = format!("cannot read {}: {err}", path.display());
+                Initial::Refused(Seen::Unreadable(message.clone()), message)
+            }
+        }),
         None => None,
     };
     context.preflight()?;
     let targets = resolve(&args.interfaces)?;
     runtime()?.block_on(service(args, context, targets, initial))
+}
+
+/// The policy file at start-up.
+enum Initial {
+    Good(Vec<u8>, Policy),
+    /// What the watcher saw, and the error to report.
+    Refused(Seen, String),
 }
 
 /// Parses a policy file's bytes; `--dry-run` overrides its mode.
@@ -228,7 +243,7 @@ async fn service(
     args: Args,
     context: &Context,
     targets: Vec<(String, u32)>,
-    initial: Option<(Vec<u8>, Policy)>,
+    initial: Option<Initial>,
 ) -> anyhow::Result<()> {
     let pins = &context.pins;
     // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
@@ -239,24 +254,40 @@ async fn service(
         None => None,
     };
 
-    attach_or_adopt(&args, pins, &targets, initial.as_ref().map(|(_, p)| p))?;
+    let good = match &initial {
+        Some(Initial::Good(_, policy)) => Some(policy),
+        _ => None,
+    };
+    attach_or_adopt(&args, pins, &targets, good)?;
     let mut broadcasts_error = None;
     refresh_broadcasts(pins, &mut broadcasts_error);
     let mut seen = None;
-    if let (Some(path), Some((text, _))) = (&args.policy, &initial) {
-        println!(
-            "applied policy {} (generation {})",
-            path.display(),
-            generation(pins)
-        );
-        println!(
-            "watching {} for changes (every {} ms; SIGHUP reloads it at once)",
-            path.display(),
-            POLL.as_millis()
-        );
-        seen = Some(Seen::Text(text.clone()));
-    } else {
-        println!("no --policy file: the live policy stays as it is");
+    match (&args.policy, initial) {
+        (Some(path), Some(initial)) => {
+            match initial {
+                Initial::Good(text, _) => {
+                    println!(
+                        "applied policy {} (generation {})",
+                        path.display(),
+                        generation(pins)
+                    );
+                    seen = Some(Seen::Text(text));
+                }
+                Initial::Refused(first, error) => {
+                    eprintln!(
+                        "error: {error}; running with the live policy (generation {}): the safe default profile unless one was in force",
+                        generation(pins)
+                    );
+                    seen = Some(first);
+                }
+            }
+            println!(
+                "watching {} for changes (every {} ms; SIGHUP reloads it at once)",
+                path.display(),
+                POLL.as_millis()
+            );
+        }
+        _ => println!("no --policy file: the live policy stays as it is"),
     }
 
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
