@@ -409,11 +409,9 @@ pub fn report(snapshot: &Snapshot, links: &[LinkStatus]) -> StatsReport {
     }
 }
 
-/// The report as a plain-text table.
-pub fn render_table(report: &StatsReport) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let interfaces: Vec<String> = report
+/// "eth0 (native), eth1 (generic)", or "none".
+fn interface_list(report: &StatsReport) -> String {
+    let names: Vec<String> = report
         .interfaces
         .iter()
         .map(|i| {
@@ -424,16 +422,19 @@ pub fn render_table(report: &StatsReport) -> String {
             )
         })
         .collect();
-    let _ = writeln!(
-        out,
-        "mode: {}    interfaces: {}",
-        report.mode,
-        if interfaces.is_empty() {
-            "none".to_owned()
-        } else {
-            interfaces.join(", ")
-        }
-    );
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The report as a plain-text table.
+pub fn render_table(report: &StatsReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let interfaces = interface_list(report);
+    let _ = writeln!(out, "mode: {}    interfaces: {interfaces}", report.mode);
     if report.interfaces.len() > 1 {
         for i in &report.interfaces {
             let c = &i.counters;
@@ -610,25 +611,10 @@ pub fn render_watch(
 ) -> String {
     use std::fmt::Write as _;
     let mut lines: Vec<String> = Vec::new();
-    let interfaces: Vec<String> = report
-        .interfaces
-        .iter()
-        .map(|i| {
-            format!(
-                "{} ({})",
-                i.name.as_deref().unwrap_or("<gone>"),
-                i.mode.unwrap_or("not running")
-            )
-        })
-        .collect();
+    let interfaces = interface_list(report);
     lines.push(format!(
-        "{heading}    mode: {}    interfaces: {}",
+        "{heading}    mode: {}    interfaces: {interfaces}",
         report.mode,
-        if interfaces.is_empty() {
-            "none".to_owned()
-        } else {
-            interfaces.join(", ")
-        }
     ));
     let header = format!(
         "{:<6} {:>4}  {:<26} {:>10} {:>9} {:>10} {:>10} {:>9}  DROP REASONS",

@@ -284,35 +284,10 @@ fn completions_and_man_page_are_generated_from_the_command_line() {
     }
 }
 
-/// Sends `count` ICMP messages of `icmp_type`/`code` from the peer with hping3 (bounded:
-/// 50 ms apart, killed after 10 s).
+/// Sends `count` ICMP messages of `icmp_type`/`code` from the peer with hping3.
 fn hping_icmp(lab: &Lab, icmp_type: u8, code: u8, count: u32) {
-    let output = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lab.peer_ns,
-            "timeout",
-            "10",
-            "hping3",
-            "--icmp",
-            "--icmptype",
-            &icmp_type.to_string(),
-            "--icmpcode",
-            &code.to_string(),
-            "-c",
-            &count.to_string(),
-            "-i",
-            "u50000",
-            GUARD_V4,
-        ],
-    );
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        text.contains(&format!("{count} packets transmitted")),
-        "hping3: {text}"
-    );
+    let (icmp_type, code) = (icmp_type.to_string(), code.to_string());
+    lab.hping_icmp(&["--icmptype", &icmp_type, "--icmpcode", &code], count);
 }
 
 #[test]

@@ -56,41 +56,10 @@ fn cli_command(lab: &Lab, args: &[&str]) -> Command {
     command
 }
 
-/// Sends `count` ICMP timestamp requests from the peer to the guard with hping3 (bounded:
-/// 100 ms apart, killed after 10 s) and returns how many replies came back.
+/// Sends `count` ICMP timestamp requests from the peer to the guard and returns how many
+/// replies came back.
 fn hping_timestamps(lab: &Lab, count: u32) -> u32 {
-    let output = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lab.peer_ns,
-            "timeout",
-            "10",
-            "hping3",
-            "--icmp",
-            "--icmp-ts",
-            "-c",
-            &count.to_string(),
-            "-i",
-            "u100000",
-            GUARD_V4,
-        ],
-    );
-    // hping3 prints replies on stdout and the summary on stderr; read both.
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let received = text
-        .lines()
-        .find_map(|line| {
-            let (sent, rest) = line.split_once(" packets transmitted, ")?;
-            assert_eq!(sent.trim().parse::<u32>().ok(), Some(count), "{text}");
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no hping3 summary in: {text}"));
+    let (text, received) = lab.hping_icmp(&["--icmp-ts"], count);
     let reply_lines = text
         .lines()
         .filter(|line| line.starts_with("ICMP timestamp:"))

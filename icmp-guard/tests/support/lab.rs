@@ -161,6 +161,41 @@ impl Lab {
         ping_replies(&output.stdout)
     }
 
+    /// Sends `count` ICMP messages from the peer to the guard with hping3 (bounded: 100 ms
+    /// apart, killed after 10 s); `icmp` picks them (`["--icmp-ts"]`, `["--icmptype",
+    /// "3", "--icmpcode", "4"]`). Returns hping3's stdout and stderr together, and how many
+    /// replies its summary counts.
+    pub fn hping_icmp(&self, icmp: &[&str], count: u32) -> (String, u32) {
+        let count_text = count.to_string();
+        let mut args = vec![
+            "netns",
+            "exec",
+            &self.peer_ns,
+            "timeout",
+            "10",
+            "hping3",
+            "--icmp",
+        ];
+        args.extend_from_slice(icmp);
+        args.extend_from_slice(&["-c", &count_text, "-i", "u100000", GUARD_V4]);
+        let output = run("ip", &args);
+        // hping3 prints replies on stdout and the summary on stderr; read both.
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let received = text
+            .lines()
+            .find_map(|line| {
+                let (sent, rest) = line.split_once(" packets transmitted, ")?;
+                assert_eq!(sent.trim().parse::<u32>().ok(), Some(count), "{text}");
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no hping3 summary in: {text}"));
+        (text, received)
+    }
+
     pub fn xdp_on_interface(&self) -> bool {
         let output = run(
             "ip",
