@@ -7,6 +7,7 @@
 
 #![no_std]
 
+pub mod events;
 pub mod icmp;
 pub mod parse;
 pub mod policy;
@@ -50,9 +51,13 @@ pub mod maps {
     /// Per-CPU [`crate::InterfaceCounter`] per attached ifindex; entries are created by
     /// `attach` and removed by `detach`, never by the program.
     pub const INTERFACE_COUNTERS: &str = "INTERFACE_COUNTERS";
+    /// Ring buffer of sampled [`crate::events::IcmpEvent`]s for `top` and the `run` drop log.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU [`crate::events::EventBudget`]: how many events this CPU's window has left.
+    pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
 
     /// Every map the program declares, in the order userspace pins them.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         BROADCASTS,
         RATE_SOURCES,
         RATE_PREFIXES,
@@ -67,6 +72,8 @@ pub mod maps {
         CONFIG,
         CODE_COUNTERS,
         INTERFACE_COUNTERS,
+        EVENTS,
+        EVENT_BUDGET,
     ];
 }
 
@@ -233,6 +240,11 @@ pub mod global {
     pub const INVALID_WOULD_DROP: u32 = 4;
     /// Malformed packets that dry-run mode let through.
     pub const MALFORMED_WOULD_DROP: u32 = 5;
+    /// Sampled events written to the `EVENTS` ring buffer (bytes: event bytes).
+    pub const EVENTS_EMITTED: u32 = 6;
+    /// Events the kernel budget allowed but the ring buffer had no room for: nobody reads
+    /// it, or the reader is too slow.
+    pub const EVENTS_LOST: u32 = 7;
     /// Number of entries.
     pub const ENTRIES: u32 = 8;
 }
@@ -247,8 +259,14 @@ pub mod config {
     /// a bitmask of [`crate::policy::smurf_off`]. Zero, the state of fresh maps, means every
     /// check is on.
     pub const SMURF_OFF: u32 = 2;
+    /// Sampled events each CPU may emit per second ([`crate::events`]); 0 disables them.
+    /// Fresh maps hold 0 until `attach` writes [`EVENTS_PER_SEC_DEFAULT`].
+    pub const EVENTS_PER_SEC: u32 = 4;
     /// Number of entries.
-    pub const ENTRIES: u32 = 4;
+    pub const ENTRIES: u32 = 8;
+
+    /// What a first `attach` writes to [`EVENTS_PER_SEC`].
+    pub const EVENTS_PER_SEC_DEFAULT: u32 = 1000;
 
     /// Value of [`MODE`] when verdicts are enforced.
     pub const MODE_ENFORCE: u32 = 0;

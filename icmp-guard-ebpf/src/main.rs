@@ -14,15 +14,19 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key,
+    },
     programs::XdpContext,
 };
 use icmp_guard_common::{
     CODE_COUNTER_ENTRIES, CodeCounter, Counter, DropReason, FAMILY_V4, FAMILY_V6,
     ICMP_COUNTER_ENTRIES, INTERFACE_ENTRIES, InterfaceCounter, SLOT_PASSED, Verdict, apply_mode,
-    code_counter_index, config, counter_index, global,
+    code_counter_index, config, counter_index,
+    events::{EVENT_BYTES, EventBudget, IcmpEvent, RING_BYTES, action_of_slot, take_event},
+    global,
     parse::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_FRAGMENT, IPPROTO_ICMP,
         IPPROTO_ICMPV6, IPPROTO_ROUTING, IPV4_MIN_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS,
@@ -88,6 +92,13 @@ static LISTS_V6: LpmTrie<V6ListKey, u32> = LpmTrie::with_max_entries(LIST_ENTRIE
 #[map(name = "CONFIG")]
 static CONFIG: Array<u32> = Array::with_max_entries(config::ENTRIES, 0);
 
+/// Sampled events for `top` and the `run` drop log; see [`icmp_guard_common::events`].
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+#[map(name = "EVENT_BUDGET")]
+static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
 /// Offsets beyond this are refused before they are added to a packet pointer, which also
 /// gives the verifier the bound it needs for variable offsets.
 const MAX_OFFSET: usize = 0x3fff;
@@ -146,6 +157,9 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
             let would_drop = !outcome.drop && outcome.slot != SLOT_PASSED;
             count_code(&icmp, outcome.drop, would_drop, len);
             count_interface(&ctx, outcome.drop, would_drop, len);
+            // Once, after every branch of the decision has joined: the verifier walks this
+            // code for the joined states only.
+            emit_event(&ctx, &icmp, outcome.slot, len);
             if outcome.drop {
                 xdp_action::XDP_DROP
             } else {
@@ -552,6 +566,48 @@ fn read_icmp(packet: &Packet, offset: usize, payload_len: usize) -> Option<[u8; 
         return None;
     }
     packet.bytes::<ICMP_HLEN>(offset).copied()
+}
+
+/// Writes a sampled event for `icmp` when this CPU's budget allows. The budget is checked
+/// first, so a packet over budget never touches the ring buffer.
+#[inline(always)]
+fn emit_event(ctx: &XdpContext, icmp: &Icmp, slot: u32, len: u64) {
+    let per_sec = CONFIG.get(config::EVENTS_PER_SEC).copied().unwrap_or(0);
+    if per_sec == 0 {
+        return;
+    }
+    let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a per-CPU slot is only touched by this CPU (XDP runs with preemption off),
+    // and the pointer comes from a successful lookup.
+    if !take_event(unsafe { &mut *budget }, now, per_sec) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<IcmpEvent>(0) else {
+        count(&GLOBAL_COUNTERS, global::EVENTS_LOST, EVENT_BYTES as u64);
+        return;
+    };
+    let (action, reason) = action_of_slot(slot);
+    entry.write(IcmpEvent {
+        timestamp_ns: now,
+        source: icmp.source,
+        // SAFETY: the context pointer the kernel handed this program.
+        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        packet_len: len as u32,
+        // SAFETY: a helper without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        family: icmp.family,
+        icmp_type: icmp.icmp_type,
+        code: icmp.code,
+        action,
+        reason,
+        _padding: [0; 7],
+    });
+    entry.submit(0);
+    count(&GLOBAL_COUNTERS, global::EVENTS_EMITTED, EVENT_BYTES as u64);
 }
 
 #[inline(always)]

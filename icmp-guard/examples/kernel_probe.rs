@@ -38,11 +38,12 @@ use aya::{
 };
 use icmp_guard::{
     error::Error,
+    events::EventReader,
     loader::{self, GuardMaps},
     policy::{self, Policy},
     stats,
 };
-use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, global};
+use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, events::max_events, global};
 use serde_json::{Value, json};
 
 /// Prefix of the one line the xtask parses.
@@ -189,6 +190,20 @@ fn probe(result: &mut Value, verbose: bool) -> bool {
         Err(why) => {
             println!("kernel-probe: FAIL live attach: {why}");
             failures.push(format!("live attach: {why}"));
+        }
+    }
+
+    total += 1;
+    match events_case(&mut ebpf, &mut maps) {
+        Ok(detail) => {
+            passed += 1;
+            if verbose {
+                println!("kernel-probe: ok   sampled events ({detail})");
+            }
+        }
+        Err(why) => {
+            println!("kernel-probe: FAIL sampled events: {why}");
+            failures.push(format!("sampled events: {why}"));
         }
     }
 
@@ -1057,6 +1072,60 @@ fn rate_limit_case(ebpf: &mut Ebpf, maps: &GuardMaps) -> Result<String, String> 
     }
     if result.return_value != XDP_DROP {
         return Err(format!("{detail}: the last request should be dropped"));
+    }
+    Ok(detail)
+}
+
+/// Sampled events through the ring buffer: a flood of echo requests under a budget yields
+/// at least one event and no more than the budget allows, and budget 0 yields none.
+fn events_case(ebpf: &mut Ebpf, maps: &mut GuardMaps) -> Result<String, String> {
+    const BUDGET: u32 = 100;
+    const REPEAT: u32 = 5000;
+    let ring = ebpf
+        .take_map(icmp_guard_common::maps::EVENTS)
+        .ok_or("the object has no EVENTS map")?;
+    let mut reader = EventReader::from_ring(
+        aya::maps::RingBuf::try_from(ring).map_err(|err| format!("opening EVENTS: {err}"))?,
+    );
+    let source = [198, 51, 100, 9];
+    let frame = icmpv4_between(source, V4_GUARD, 8, 0);
+    let flood = |ebpf: &mut Ebpf| -> Result<u64, String> {
+        let started = Instant::now();
+        loader::xdp_program(ebpf)
+            .map_err(|err| err.to_string())?
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: REPEAT,
+                ..TestRunOptions::default()
+            })
+            .map_err(|err| format!("BPF_PROG_TEST_RUN: {err}"))?;
+        Ok(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    };
+    maps.set_events_per_sec(BUDGET)
+        .map_err(|err| err.to_string())?;
+    let elapsed_ns = flood(ebpf)?;
+    let mut events = Vec::new();
+    reader.drain(|event| events.push(event));
+    let cpus = aya::util::online_cpus().map_or(1, |cpus| cpus.len()) as u64;
+    let bound = cpus * max_events(BUDGET, elapsed_ns);
+    let detail = format!(
+        "{} events from {REPEAT} packets in {} ms, at most {bound} allowed",
+        events.len(),
+        elapsed_ns / 1_000_000
+    );
+    if events.is_empty() || events.len() as u64 > bound {
+        return Err(detail);
+    }
+    if let Some(wrong) = events.iter().find(|event| {
+        event.family != FAMILY_V4 || event.icmp_type != 8 || event.source[..4] != source
+    }) {
+        return Err(format!("{detail}; an event for another packet: {wrong:?}"));
+    }
+    maps.set_events_per_sec(0).map_err(|err| err.to_string())?;
+    flood(ebpf)?;
+    let after_off = reader.drain(|_| {});
+    if after_off != 0 {
+        return Err(format!("{detail}; {after_off} more with events off"));
     }
     Ok(detail)
 }

@@ -26,6 +26,11 @@ pub enum Error {
     NotAttached,
 
     #[error(
+        "another `icmp-guard top` is reading the sampled events: stop it first (the events have one reader at a time)"
+    )]
+    EventsBusy,
+
+    #[error(
         "bpffs is not mounted at {}: mount it with `mount -t bpf bpf /sys/fs/bpf`", path.display()
     )]
     BpffsMissing { path: PathBuf },

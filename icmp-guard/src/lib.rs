@@ -3,6 +3,7 @@
 
 pub mod addresses;
 pub mod error;
+pub mod events;
 pub mod kernel_view;
 pub mod loader;
 pub mod metrics;
@@ -14,6 +15,7 @@ pub mod stats;
 mod sys;
 pub mod system;
 pub mod target;
+pub mod top;
 
 /// The compiled XDP object, embedded at build time by `build.rs`.
 pub fn ebpf_object() -> &'static [u8] {

@@ -23,7 +23,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{
         Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, PerCpuHashMap,
-        PerCpuValues,
+        PerCpuValues, RingBuf,
     },
     programs::{ProgramError, Xdp},
 };
@@ -116,6 +116,9 @@ pub struct AttachOptions {
     /// (`BPF_LINK_UPDATE`) instead of refusing with "already attached". The link keeps its
     /// mode; interfaces without a link are attached as usual.
     pub upgrade: bool,
+    /// Sampled events per second per CPU (`config::EVENTS_PER_SEC`); `None` keeps the live
+    /// setting, or writes the default on a first attach.
+    pub events_per_sec: Option<u32>,
 }
 
 /// Maps whose `max_entries` the operator chooses (`--max-sources`, `--max-prefixes`), so a
@@ -461,7 +464,15 @@ fn attach_planned(
         None if fresh => Some(Policy::default_profile()),
         None => None,
     };
+    let events_per_sec = match options.events_per_sec {
+        Some(rate) => Some(rate),
+        None if fresh => Some(config::EVENTS_PER_SEC_DEFAULT),
+        None => None,
+    };
     let configure = |guard_maps: &mut GuardMaps| -> Result<()> {
+        if let Some(rate) = events_per_sec {
+            guard_maps.set_events_per_sec(rate)?;
+        }
         if let Some(mut chosen) = chosen.clone() {
             if dry_run {
                 chosen.mode = policy::Mode::DryRun;
@@ -902,6 +913,20 @@ impl GuardMaps {
         counters.sort_by_key(|(ifindex, _)| *ifindex);
         Ok(counters)
     }
+
+    /// Sampled events each CPU may emit per second; 0 when events are off.
+    pub fn events_per_sec(&self) -> Result<u32> {
+        self.config
+            .get(&config::EVENTS_PER_SEC, 0)
+            .map_err(|err| Error::bpf("reading the event budget", err))
+    }
+
+    /// Sets the event budget; takes effect on the next packet.
+    pub fn set_events_per_sec(&mut self, per_sec: u32) -> Result<()> {
+        self.config
+            .set(config::EVENTS_PER_SEC, per_sec, 0)
+            .map_err(|err| Error::bpf("setting the event budget", err))
+    }
 }
 
 /// Forgets the counters of `ifindex` (its link is gone); a missing map or entry is fine.
@@ -915,6 +940,23 @@ fn forget_interface(pins: &PinDir, ifindex: u32) {
     {
         let _ = map.remove(&ifindex);
     }
+}
+
+/// Opens the pinned `EVENTS` ring buffer. Readers take [`PinDir::lock_events`] first: the
+/// ring buffer has one consumer position, so two readers would tear each other's events.
+pub fn open_events(pins: &PinDir) -> Result<RingBuf<MapData>> {
+    if !pins.has_maps() {
+        return Err(Error::NotAttached);
+    }
+    let path = pins.map_path(maps::EVENTS);
+    let broken = |reason: String| Error::BrokenPinState {
+        path: path.clone(),
+        reason,
+    };
+    let data = MapData::from_pin(&path).map_err(|err| broken(err.to_string()))?;
+    Map::from_map_data(data)
+        .and_then(RingBuf::try_from)
+        .map_err(|err| map_open_error(pins, maps::EVENTS, err))
 }
 
 #[cfg(test)]

@@ -192,6 +192,40 @@ impl PinDir {
     }
 }
 
+impl PinDir {
+    /// Takes the lock of the `EVENTS` ring buffer's reader, a `flock` on the maps
+    /// directory (the pin directory's own lock is the one `attach` and policy edits take).
+    /// With `wait`, blocks until the other reader lets go; without, `Ok(None)` when another
+    /// reader has it.
+    pub fn lock_events(&self, wait: bool) -> Result<Option<PinLock>> {
+        let path = self.maps_dir();
+        let dir = File::open(&path).map_err(|err| {
+            if err.kind() == io::ErrorKind::NotFound {
+                Error::NotAttached
+            } else {
+                Error::io(format!("opening {}", path.display()), err)
+            }
+        })?;
+        let operation = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(dir.as_raw_fd(), operation) } == 0 {
+                return Ok(Some(PinLock { _dir: dir }));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(Error::io(format!("locking {}", path.display()), err)),
+            }
+        }
+    }
+}
+
 /// The pin directory's exclusive lock, released on drop (or by the kernel when the process
 /// dies).
 #[derive(Debug)]

@@ -337,6 +337,17 @@ pub struct StatsReport {
     pub totals: Totals,
     pub icmp: Vec<TypeReport>,
     pub unclassified: Unclassified,
+    /// Sampled events for `top` and the `run` drop log.
+    pub events: EventTotals,
+}
+
+/// Sampled events since the maps were created.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct EventTotals {
+    /// Written to the ring buffer.
+    pub emitted: u64,
+    /// Allowed by the budget but lost: the ring buffer was full (no reader, or a slow one).
+    pub lost: u64,
 }
 
 /// `enforce` or `dry-run`.
@@ -406,6 +417,10 @@ pub fn report(snapshot: &Snapshot, links: &[LinkStatus]) -> StatsReport {
         totals,
         icmp,
         unclassified,
+        events: EventTotals {
+            emitted: snapshot.global(global::EVENTS_EMITTED).packets,
+            lost: snapshot.global(global::EVENTS_LOST).packets,
+        },
     }
 }
 

@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long)]
     upgrade: bool,
 
+    /// Sampled events per second per CPU for `top` and the `run` drop log (0: off);
+    /// default: keep the live setting, or 1000 on a first attach.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    events_per_sec: Option<u32>,
+
     /// Rate-limit buckets for sources (about 96 bytes each); first attach only.
     #[arg(long, value_name = "N", default_value_t = Capacity::default().sources,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
@@ -96,6 +101,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             prefixes: args.max_prefixes,
         },
         upgrade: args.upgrade,
+        events_per_sec: args.events_per_sec,
     };
     let attached = loader::attach(&context.pins, &args.interfaces, &options)?;
     if let Some(path) = &file {

@@ -2,6 +2,7 @@
 
 mod attach;
 mod completions;
+mod config;
 mod detach;
 mod lists;
 mod metrics;
@@ -9,6 +10,7 @@ mod policy;
 mod run;
 mod stats;
 mod status;
+mod top;
 
 use icmp_guard::{error::Error, pins::PinDir, system};
 
@@ -42,6 +44,10 @@ pub enum Command {
     /// Sources whose ICMP is always dropped.
     Deny(lists::Command),
     Run(run::Args),
+    Top(top::Args),
+    #[command(subcommand)]
+    /// Settings of a running guard that are not policy (the event budget).
+    Config(config::Command),
     Metrics(metrics::Args),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
@@ -58,6 +64,8 @@ impl Command {
             Self::Allow(command) => lists::execute(lists::Which::Allow, command, context),
             Self::Deny(command) => lists::execute(lists::Which::Deny, command, context),
             Self::Run(args) => run::execute(args, context),
+            Self::Top(args) => top::execute(args, context),
+            Self::Config(command) => config::execute(command, context),
             Self::Metrics(args) => metrics::execute(args, context),
             Self::Completions(args) => completions::completions(args),
             Self::Man(args) => completions::man(args),

@@ -1,10 +1,12 @@
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use icmp_guard::{
+    events::{DropLog, EventReader, LogDecision, drop_line, drop_reason},
     loader::{self, AttachOptions, Capacity, GuardMaps, ModeRequest},
     metrics,
     pins::PinDir,
@@ -21,7 +23,8 @@ use super::{
 };
 
 /// Run in the foreground as a service: attach, apply and watch a policy file, serve
-/// metrics, and print a line when packets were dropped; detach on SIGTERM or SIGINT.
+/// metrics, print a summary when packets were dropped and a sampled, rate-limited log of
+/// individual drops; detach on SIGTERM or SIGINT.
 ///
 /// The policy file is checked every 500 ms and on SIGHUP; a change is applied atomically
 /// once two polls read the same bytes (so a half-written file never is), and a file that
@@ -66,6 +69,17 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     summary_interval: u64,
 
+    /// Sampled events per second per CPU, which feed the drop log and `top` (0: off);
+    /// default: keep the live setting, or 1000 on a first attach.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    events_per_sec: Option<u32>,
+
+    /// Drop log: print at most N sampled drops per second, then one line with how many
+    /// more were not shown (0: no drop log). Pauses while `icmp-guard top` runs.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    drop_log: u32,
+
     /// Rate-limit buckets for sources (about 96 bytes each); first attach only.
     #[arg(long, value_name = "N", default_value_t = Capacity::default().sources,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
@@ -93,6 +107,8 @@ fn resolve(names: &[String]) -> anyhow::Result<Vec<(String, u32)>> {
     }
     Ok(targets)
 }
+/// How often the drop log drains the sampled events.
+const DRAIN: Duration = Duration::from_millis(200);
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     system::require_privileges()?;
@@ -174,6 +190,7 @@ fn attach_or_adopt(
             prefixes: args.max_prefixes,
         },
         upgrade: true,
+        events_per_sec: args.events_per_sec,
     };
     let fresh: Vec<&str> = targets
         .iter()
@@ -311,6 +328,9 @@ async fn service(
     let mut targets = targets;
     let mut baseline = read_report(pins).ok();
     let mut last_error: Option<String> = None;
+    let mut drain = tokio::time::interval(DRAIN);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut drop_log = DropLogger::new(args.drop_log);
     println!(
         "protecting {}; SIGTERM or Ctrl-C {}",
         targets
@@ -335,6 +355,7 @@ async fn service(
                 }
                 None => println!("SIGHUP: there is no --policy file to reload"),
             },
+            _ = drain.tick(), if args.drop_log > 0 => drop_log.drain(pins),
             _ = poll.tick(), if args.policy.is_some() => {
                 if let Some(path) = &args.policy {
                     reload(&args, pins, path, &mut seen, false);
@@ -415,6 +436,87 @@ async fn service(
     }
     pins.remove_if_unused()?;
     Ok(())
+}
+
+/// The drop log: drains the sampled events under the events lock, prints a few dropped ones
+/// a second and sums up the rest. Skips a drain while `top` holds the lock.
+struct DropLogger {
+    log: DropLog,
+    reader: Option<EventReader>,
+    paused: bool,
+    last_error: Option<String>,
+    /// Interface names by ifindex, looked up once.
+    names: HashMap<u32, Option<String>>,
+}
+
+impl DropLogger {
+    fn new(lines_per_sec: u32) -> Self {
+        Self {
+            log: DropLog::new(lines_per_sec),
+            reader: None,
+            paused: false,
+            last_error: None,
+            names: HashMap::new(),
+        }
+    }
+
+    fn drain(&mut self, pins: &PinDir) {
+        if let Err(err) = self.try_drain(pins) {
+            let message = err.to_string();
+            if self.last_error.as_ref() != Some(&message) {
+                eprintln!("error: drop log: {message}");
+                self.last_error = Some(message);
+            }
+            self.reader = None;
+        }
+    }
+
+    fn try_drain(&mut self, pins: &PinDir) -> icmp_guard::error::Result<()> {
+        let now = Instant::now();
+        if let Some(suppressed) = self.log.roll(now) {
+            println!(
+                "{} {suppressed} more sampled drops in the last second not shown",
+                clock()
+            );
+        }
+        let Some(_lock) = pins.lock_events(false)? else {
+            if !self.paused {
+                println!(
+                    "{} drop log paused: `icmp-guard top` is reading the events",
+                    clock()
+                );
+                self.paused = true;
+            }
+            return Ok(());
+        };
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            None => self.reader.insert(EventReader::open(pins)?),
+        };
+        if self.paused {
+            // What top left behind is old news.
+            reader.drain(|_| {});
+            println!("{} drop log resumed", clock());
+            self.paused = false;
+        }
+        let mut dropped = Vec::new();
+        reader.drain(|event| {
+            if drop_reason(&event).is_some() {
+                dropped.push(event);
+            }
+        });
+        for event in dropped {
+            if self.log.offer(now) == LogDecision::Print {
+                let name = self
+                    .names
+                    .entry(event.ifindex)
+                    .or_insert_with(|| system::ifname(event.ifindex));
+                println!("{} {}", clock(), drop_line(&event, name.as_deref()));
+            }
+        }
+        self.last_error = None;
+        Ok(())
+    }
 }
 
 /// Keeps the kernel's directed-broadcast map in step with the interfaces' addresses, as

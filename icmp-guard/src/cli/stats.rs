@@ -38,7 +38,7 @@ pub struct Args {
 const MIN_INTERVAL: f64 = 0.1;
 const MAX_INTERVAL: f64 = 86_400.0;
 
-fn parse_interval(text: &str) -> Result<Duration, String> {
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<f64>() {
         Ok(seconds) if (MIN_INTERVAL..=MAX_INTERVAL).contains(&seconds) => {
             Ok(Duration::from_secs_f64(seconds))
