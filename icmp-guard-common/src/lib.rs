@@ -262,8 +262,15 @@ pub mod config {
     /// Sampled events each CPU may emit per second ([`crate::events`]); 0 disables them.
     /// Fresh maps hold 0 until `attach` writes [`EVENTS_PER_SEC_DEFAULT`].
     pub const EVENTS_PER_SEC: u32 = 4;
+    /// The layout version of the pinned state, [`LAYOUT_VERSION`], written when the maps
+    /// are created: what a map's entries mean can change without its shape changing.
+    pub const LAYOUT: u32 = 7;
     /// Number of entries.
     pub const ENTRIES: u32 = 8;
+
+    /// Bump whenever the meaning of pinned map entries changes (slot numbering, key
+    /// encoding, struct fields) so that a binary never works on another version's maps.
+    pub const LAYOUT_VERSION: u32 = 1;
 
     /// What a first `attach` writes to [`EVENTS_PER_SEC`].
     pub const EVENTS_PER_SEC_DEFAULT: u32 = 1000;

@@ -159,6 +159,7 @@ pub fn load_with(pins: Option<&PinDir>, capacity: Capacity) -> Result<Ebpf> {
     let mut ebpf = loader
         .load(crate::ebpf_object())
         .map_err(|err| Error::bpf("loading the eBPF object", err))?;
+    stamp_layout(&mut ebpf)?;
     let program = xdp_program(&mut ebpf)?;
     match program.load() {
         Ok(()) => Ok(ebpf),
@@ -258,7 +259,51 @@ pub fn check_layout(pins: &PinDir) -> Result<()> {
             return Err(mismatch(detail));
         }
     }
+    // Same shapes, and the same meaning of what is in them.
+    match pinned_layout_version(pins)? {
+        0 => Ok(()),
+        version if version == config::LAYOUT_VERSION => Ok(()),
+        version => Err(mismatch(format!(
+            "layout version {version}, this binary uses {}",
+            config::LAYOUT_VERSION
+        ))),
+    }
+}
+
+/// Writes this binary's layout version into maps that were just created (their `LAYOUT`
+/// slot is 0); pinned maps that passed [`check_layout`] already carry it.
+fn stamp_layout(ebpf: &mut Ebpf) -> Result<()> {
+    let map = ebpf
+        .map_mut(maps::CONFIG)
+        .ok_or_else(|| Error::bpf("finding map CONFIG", "not in the object"))?;
+    let mut settings: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(|err| Error::bpf("opening map CONFIG", err))?;
+    let written = settings
+        .get(&config::LAYOUT, 0)
+        .map_err(|err| Error::bpf("reading the layout version", err))?;
+    if written == 0 {
+        settings
+            .set(config::LAYOUT, config::LAYOUT_VERSION, 0)
+            .map_err(|err| Error::bpf("writing the layout version", err))?;
+    }
     Ok(())
+}
+
+/// The layout version written in pinned maps; 0 when none is (maps made by a crashed
+/// first attach before it wrote one: their shapes are this binary's, so they are too).
+fn pinned_layout_version(pins: &PinDir) -> Result<u32> {
+    let path = pins.map_path(maps::CONFIG);
+    let broken = |reason: String| Error::BrokenPinState {
+        path: path.clone(),
+        reason,
+    };
+    let data = MapData::from_pin(&path).map_err(|err| broken(err.to_string()))?;
+    let settings: Array<MapData, u32> = Map::from_map_data(data)
+        .and_then(Array::try_from)
+        .map_err(|err| map_open_error(pins, maps::CONFIG, err))?;
+    settings
+        .get(&config::LAYOUT, 0)
+        .map_err(|err| Error::bpf("reading the layout version", err))
 }
 
 /// The shape of every map this binary pins, as the kernel creates them from the embedded

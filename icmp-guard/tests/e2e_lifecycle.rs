@@ -421,6 +421,39 @@ fn pinned_maps_of_another_layout_are_refused() {
     assert!(!lab.pin_dir.exists());
     lab.cli_ok(&["attach", &lab.guard_if]);
 
+    // Same shapes, another meaning: the layout version in CONFIG decides (slot 7).
+    let config = maps.join("CONFIG");
+    let config = config.to_str().expect("UTF-8");
+    let stamped = run(
+        "bpftool",
+        &[
+            "-j", "map", "lookup", "pinned", config, "key", "7", "0", "0", "0",
+        ],
+    );
+    let stamped: Value = serde_json::from_slice(&stamped.stdout).expect("bpftool JSON");
+    assert_eq!(
+        stamped["value"],
+        serde_json::json!(["0x01", "0x00", "0x00", "0x00"]),
+        "a first attach writes layout version 1: {stamped}"
+    );
+    run_ok(
+        "bpftool",
+        &[
+            "map", "update", "pinned", config, "key", "7", "0", "0", "0", "value", "99", "0", "0",
+            "0",
+        ],
+    );
+    for args in [&["status"][..], &["attach", "lo"][..]] {
+        let err = lab.cli_err(args);
+        assert!(
+            one_sentence(&err).contains("layout version 99, this binary uses 1"),
+            "{args:?}: {err}"
+        );
+    }
+    lab.cli_ok(&["detach", "--all"]);
+    assert!(!lab.pin_dir.exists());
+    lab.cli_ok(&["attach", &lab.guard_if]);
+
     // A map that is missing is another layout as well.
     std::fs::remove_file(maps.join("CONFIG")).expect("unpin");
     let err = lab.cli_err(&["attach", "lo"]);
