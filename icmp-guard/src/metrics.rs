@@ -263,6 +263,18 @@ impl Collector for Exposition {
             "Non-first ICMP fragments, passed without classification",
             &ConstCounter::new(report.totals.icmp_fragments_passed),
         )?;
+        single(
+            &mut encoder,
+            "icmp_guard_events_emitted",
+            "Sampled ICMP events written to the ring buffer for top and the drop log",
+            &ConstCounter::new(report.events.emitted),
+        )?;
+        single(
+            &mut encoder,
+            "icmp_guard_events_lost",
+            "Sampled events the budget allowed but the full ring buffer lost (no reader, or a slow one)",
+            &ConstCounter::new(report.events.lost),
+        )?;
         let tracked = &sample.tracked;
         for (name, help, value) in [
             (

@@ -595,6 +595,14 @@ fn metrics_pass_promtool_and_agree_with_stats_json_and_table() {
         assert!(sample(exposition, "icmp_guard_tracked_prefixes").is_some());
         assert!(sample(exposition, "icmp_guard_policy_generation").is_some());
         assert!(sample(exposition, "icmp_guard_non_icmp_passed_total").is_some());
+        // At least what stats saw before: neighbour discovery keeps being sampled.
+        let emitted = sample(exposition, "icmp_guard_events_emitted_total").expect("emitted");
+        assert!(
+            emitted >= stats["events"]["emitted"].as_f64().expect("stats events") && emitted >= 6.0,
+            "{emitted} events, stats said {}",
+            stats["events"]
+        );
+        assert!(sample(exposition, "icmp_guard_events_lost_total").is_some());
         assert_eq!(
             sample(
                 exposition,
