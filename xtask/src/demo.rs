@@ -238,7 +238,7 @@ impl Lab {
                 200 + 100 * FLOOD_SECONDS
             ),
         );
-        let flood = self.attack(&[
+        let flood = self.attack_watched(&[
             "ping",
             "-f",
             "-q",
@@ -528,6 +528,35 @@ impl Lab {
                 println!("  {line}");
             }
         }
+        interrupt::check()?;
+        Ok(output)
+    }
+
+    /// [`Self::attack`], with `icmp-guard top` on the protected host while it runs: the
+    /// heaviest sources as the guard sees them, from its sampled events.
+    fn attack_watched(&self, args: &[&str]) -> Result<Output> {
+        println!("{}$ {}", self.attacker.role, args.join(" "));
+        let mut command = process::command("ip");
+        command
+            .args(["netns", "exec", &self.attacker.ns])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let attack = command
+            .spawn()
+            .with_context(|| format!("starting `{}`", args.join(" ")))?;
+        std::thread::sleep(Duration::from_millis(500));
+        let watched = self.guard(&["top", "--count", "1", "--interval", "2", "--limit", "3"]);
+        let output = attack
+            .wait_with_output()
+            .with_context(|| format!("waiting for `{}`", args.join(" ")))?;
+        for stream in [&output.stdout, &output.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                println!("  {line}");
+            }
+        }
+        watched?;
         interrupt::check()?;
         Ok(output)
     }
