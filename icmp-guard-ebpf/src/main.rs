@@ -16,9 +16,7 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{map, xdp},
-    maps::{
-        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key,
-    },
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use icmp_guard_common::{
@@ -26,7 +24,7 @@ use icmp_guard_common::{
     ICMP_COUNTER_ENTRIES, INTERFACE_ENTRIES, InterfaceCounter, SLOT_PASSED, Verdict, apply_mode,
     code_counter_index, config, counter_index,
     events::{EVENT_BYTES, EventBudget, IcmpEvent, RING_BYTES, action_of_slot, take_event},
-    global,
+    global, interface_slot,
     parse::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_FRAGMENT, IPPROTO_ICMP,
         IPPROTO_ICMPV6, IPPROTO_ROUTING, IPV4_MIN_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS,
@@ -52,8 +50,8 @@ static CODE_COUNTERS: PerCpuArray<CodeCounter> =
 
 /// Per attached interface; userspace creates and removes the entries.
 #[map(name = "INTERFACE_COUNTERS")]
-static INTERFACE_COUNTERS: PerCpuHashMap<u32, InterfaceCounter> =
-    PerCpuHashMap::with_max_entries(INTERFACE_ENTRIES, 0);
+static INTERFACE_COUNTERS: PerCpuArray<InterfaceCounter> =
+    PerCpuArray::with_max_entries(INTERFACE_ENTRIES, 0);
 
 #[map(name = "GLOBAL_COUNTERS")]
 static GLOBAL_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(global::ENTRIES, 0);
@@ -147,7 +145,8 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
                 // generation is read exactly once.
                 .map_or(0, |value| unsafe { core::ptr::read_volatile(value) })
                 & 1;
-            let verdict = decide(&icmp, generation);
+            let mut clock = Clock(0);
+            let verdict = decide(&icmp, generation, &mut clock);
             let outcome = apply_mode(verdict, mode);
             count(
                 &ICMP_COUNTERS,
@@ -159,13 +158,28 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
             count_interface(&ctx, outcome.drop, would_drop, len);
             // Once, after every branch of the decision has joined: the verifier walks this
             // code for the joined states only.
-            emit_event(&ctx, &icmp, outcome.slot, len);
+            emit_event(&ctx, &icmp, outcome.slot, len, &mut clock);
             if outcome.drop {
                 xdp_action::XDP_DROP
             } else {
                 xdp_action::XDP_PASS
             }
         }
+    }
+}
+
+/// `bpf_ktime_get_ns`, read at most once per packet: the rate limiter and the event budget
+/// share one reading (the helper is a real cost at flood rates).
+struct Clock(u64);
+
+impl Clock {
+    #[inline(always)]
+    fn now(&mut self) -> u64 {
+        if self.0 == 0 {
+            // SAFETY: a helper without arguments.
+            self.0 = unsafe { bpf_ktime_get_ns() };
+        }
+        self.0
     }
 }
 
@@ -208,7 +222,7 @@ struct Icmp {
 /// its condition → rate limit (skipped for allowed sources). Invalid packets never get
 /// here.
 #[inline(always)]
-fn decide(icmp: &Icmp, generation: u32) -> Verdict {
+fn decide(icmp: &Icmp, generation: u32, clock: &mut Clock) -> Verdict {
     let checks_off = CONFIG
         .get(config::SMURF_OFF + generation)
         .copied()
@@ -239,7 +253,7 @@ fn decide(icmp: &Icmp, generation: u32) -> Verdict {
         RuleVerdict::Pass => Verdict::Pass,
         RuleVerdict::Drop(reason) => Verdict::Drop(reason),
         RuleVerdict::Limit(_) if listed == list::ALLOW => Verdict::Pass,
-        RuleVerdict::Limit(limiter) => match admit(icmp, generation, limiter) {
+        RuleVerdict::Limit(limiter) => match admit(icmp, generation, limiter, clock) {
             None => Verdict::Pass,
             Some(reason) => Verdict::Drop(reason),
         },
@@ -251,7 +265,7 @@ fn decide(icmp: &Icmp, generation: u32) -> Verdict {
 /// TAT at once can both admit, so a race over-admits by at most one packet per CPU.
 /// Returns why the packet is refused, or `None` when it may pass.
 #[inline(always)]
-fn admit(icmp: &Icmp, generation: u32, limiter: u8) -> Option<DropReason> {
+fn admit(icmp: &Icmp, generation: u32, limiter: u8, clock: &mut Clock) -> Option<DropReason> {
     let Some(config) = LIMITERS.get(limiter_slot(generation, limiter)).copied() else {
         return Some(DropReason::RateLimit);
     };
@@ -260,7 +274,7 @@ fn admit(icmp: &Icmp, generation: u32, limiter: u8) -> Option<DropReason> {
     } else {
         DropReason::RateLimit
     };
-    if take_token(icmp, &config, limiter) {
+    if take_token(icmp, &config, limiter, clock.now()) {
         None
     } else {
         Some(reason)
@@ -268,9 +282,7 @@ fn admit(icmp: &Icmp, generation: u32, limiter: u8) -> Option<DropReason> {
 }
 
 #[inline(always)]
-fn take_token(icmp: &Icmp, config: &LimiterConfig, limiter: u8) -> bool {
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+fn take_token(icmp: &Icmp, config: &LimiterConfig, limiter: u8, now: u64) -> bool {
     let Some(global) = RATE_GLOBAL.get_ptr_mut(u32::from(limiter) % MAX_LIMITERS) else {
         return false;
     };
@@ -571,7 +583,7 @@ fn read_icmp(packet: &Packet, offset: usize, payload_len: usize) -> Option<[u8; 
 /// Writes a sampled event for `icmp` when this CPU's budget allows. The budget is checked
 /// first, so a packet over budget never touches the ring buffer.
 #[inline(always)]
-fn emit_event(ctx: &XdpContext, icmp: &Icmp, slot: u32, len: u64) {
+fn emit_event(ctx: &XdpContext, icmp: &Icmp, slot: u32, len: u64, clock: &mut Clock) {
     let per_sec = CONFIG.get(config::EVENTS_PER_SEC).copied().unwrap_or(0);
     if per_sec == 0 {
         return;
@@ -579,8 +591,7 @@ fn emit_event(ctx: &XdpContext, icmp: &Icmp, slot: u32, len: u64) {
     let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock.now();
     // SAFETY: a per-CPU slot is only touched by this CPU (XDP runs with preemption off),
     // and the pointer comes from a successful lookup.
     if !take_event(unsafe { &mut *budget }, now, per_sec) {
@@ -636,13 +647,17 @@ fn count_code(icmp: &Icmp, dropped: bool, would_drop: bool, bytes: u64) {
     }
 }
 
-/// Counts a judged packet for its interface, when userspace made an entry for it (a packet
-/// of `BPF_PROG_TEST_RUN`, or of an interface attached by an older binary, has none).
+/// Counts a judged packet for its interface, when userspace claimed the interface's slot
+/// for it (a packet of `BPF_PROG_TEST_RUN` has none, nor an interface whose slot another
+/// one holds).
 #[inline(always)]
 fn count_interface(ctx: &XdpContext, dropped: bool, would_drop: bool, bytes: u64) {
     let ifindex = ctx.ingress_ifindex() as u32;
-    if let Some(counter) = INTERFACE_COUNTERS.get_ptr_mut(ifindex) {
-        // SAFETY: a per-CPU hash value of this CPU, from a successful lookup.
+    if let Some(counter) = INTERFACE_COUNTERS.get_ptr_mut(interface_slot(ifindex))
+        // SAFETY: this CPU's value, from a successful lookup.
+        && unsafe { (*counter).ifindex } == ifindex
+    {
+        // SAFETY: this CPU's value, from a successful lookup.
         unsafe {
             (*counter).packets += 1;
             (*counter).bytes += bytes;

@@ -22,13 +22,14 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, PerCpuHashMap,
-        PerCpuValues, RingBuf,
+        Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, PerCpuValues,
+        RingBuf,
     },
     programs::{ProgramError, Xdp},
 };
 use icmp_guard_common::{
-    CodeCounter, Counter, InterfaceCounter, PROGRAM_NAME, config, maps,
+    CodeCounter, Counter, INTERFACE_ENTRIES, InterfaceCounter, PROGRAM_NAME, config,
+    interface_slot, maps,
     policy::{LimiterConfig, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule, V4ListKey, V6ListKey},
 };
 
@@ -548,7 +549,7 @@ fn attach_planned(
     for (name, ifindex, plan) in plans {
         attached.push(match plan {
             Plan::Fresh => {
-                guard_maps.start_interface(ifindex, false)?;
+                guard_maps.start_interface(pins, ifindex, false)?;
                 let result = attach_one(program_fd, pins, &name, ifindex, options.mode)?;
                 created.push(ifindex);
                 result
@@ -558,7 +559,7 @@ fn attach_planned(
                 link_id,
                 old_program,
             } => {
-                guard_maps.start_interface(ifindex, true)?;
+                guard_maps.start_interface(pins, ifindex, true)?;
                 sys::link_update(link.as_fd(), program_fd).map_err(|err| Error::UpgradeFailed {
                     name: name.clone(),
                     reason: err.to_string(),
@@ -831,7 +832,7 @@ pub struct GuardMaps {
     pub icmp_counters: PerCpuArray<MapData, Counter>,
     pub global_counters: PerCpuArray<MapData, Counter>,
     pub code_counters: PerCpuArray<MapData, CodeCounter>,
-    pub interface_counters: PerCpuHashMap<MapData, u32, InterfaceCounter>,
+    pub interface_counters: PerCpuArray<MapData, InterfaceCounter>,
     pub policy_types: Array<MapData, Rule>,
     pub policy_codes: HashMap<MapData, u32, Rule>,
     pub limiters: Array<MapData, LimiterConfig>,
@@ -885,7 +886,7 @@ impl GuardMaps {
                 .map_err(|err| wrong(maps::GLOBAL_COUNTERS, err))?,
             code_counters: PerCpuArray::try_from(get(maps::CODE_COUNTERS)?)
                 .map_err(|err| wrong(maps::CODE_COUNTERS, err))?,
-            interface_counters: PerCpuHashMap::try_from(get(maps::INTERFACE_COUNTERS)?)
+            interface_counters: PerCpuArray::try_from(get(maps::INTERFACE_COUNTERS)?)
                 .map_err(|err| wrong(maps::INTERFACE_COUNTERS, err))?,
             policy_types: Array::try_from(get(maps::POLICY_TYPES)?)
                 .map_err(|err| wrong(maps::POLICY_TYPES, err))?,
@@ -915,45 +916,85 @@ impl GuardMaps {
             .map_err(|err| Error::bpf("setting the mode", err))
     }
 
-    /// Starts counting the packets of `ifindex` from zero (a fresh attach: whatever an
-    /// earlier interface with this ifindex left is not this one's), or, with `keep`, only
-    /// makes sure an entry exists (an upgrade keeps its counters).
-    pub fn start_interface(&mut self, ifindex: u32, keep: bool) -> Result<()> {
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(_, err)| Error::io("counting the possible CPUs", err))?;
-        let zeros = PerCpuValues::try_from(vec![InterfaceCounter::default(); cpus])
-            .map_err(|err| Error::io("building per-CPU counters", err))?;
-        const BPF_ANY: u64 = 0;
-        const BPF_NOEXIST: u64 = 1;
-        let flags = if keep { BPF_NOEXIST } else { BPF_ANY };
-        match self.interface_counters.insert(ifindex, zeros, flags) {
-            Ok(()) => Ok(()),
-            Err(MapError::SyscallError(err))
-                if keep && err.io_error.raw_os_error() == Some(libc::EEXIST) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(Error::bpf("creating the interface's counters", err)),
+    /// Claims `ifindex`'s counter slot and starts it from zero (a fresh attach: whatever
+    /// an earlier interface with this ifindex left is not this one's), or, with `keep`,
+    /// keeps a slot it already owns (an upgrade keeps its counters). A slot held by another
+    /// interface that is still attached stays its: this one is then not counted apart.
+    pub fn start_interface(&mut self, pins: &PinDir, ifindex: u32, keep: bool) -> Result<()> {
+        let slot = interface_slot(ifindex);
+        let read = |err| Error::bpf("reading the interface counters", err);
+        let owner = self
+            .interface_counters
+            .get(&slot, 0)
+            .map_err(read)?
+            .iter()
+            .map(|cpu| cpu.ifindex)
+            .max()
+            .unwrap_or(0);
+        if owner == ifindex && keep {
+            return Ok(());
         }
+        if owner != 0 && owner != ifindex && pins.has_link(owner) {
+            log::warn!(
+                "ifindex {ifindex} shares counter slot {slot} with attached ifindex {owner}: not counted apart"
+            );
+            return Ok(());
+        }
+        self.set_interface_slot(slot, ifindex)
     }
 
-    /// The packets counted per attached interface, summed over CPUs.
+    /// Frees `ifindex`'s counter slot if it holds it.
+    pub fn forget_interface(&mut self, ifindex: u32) -> Result<()> {
+        let slot = interface_slot(ifindex);
+        let values = self
+            .interface_counters
+            .get(&slot, 0)
+            .map_err(|err| Error::bpf("reading the interface counters", err))?;
+        if values.iter().any(|cpu| cpu.ifindex == ifindex) {
+            self.set_interface_slot(slot, 0)?;
+        }
+        Ok(())
+    }
+
+    fn set_interface_slot(&mut self, slot: u32, owner: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, err)| Error::io("counting the possible CPUs", err))?;
+        let fresh = InterfaceCounter {
+            ifindex: owner,
+            ..InterfaceCounter::default()
+        };
+        let values = PerCpuValues::try_from(vec![fresh; cpus])
+            .map_err(|err| Error::io("building per-CPU counters", err))?;
+        self.interface_counters
+            .set(slot, values, 0)
+            .map_err(|err| Error::bpf("writing the interface counters", err))
+    }
+
+    /// The packets counted for each interface that owns a slot, summed over CPUs.
     pub fn interface_counters(&self) -> Result<Vec<(u32, InterfaceCounter)>> {
         let mut counters = Vec::new();
-        for entry in self.interface_counters.iter() {
-            let (ifindex, values) =
-                entry.map_err(|err| Error::bpf("reading the interface counters", err))?;
-            let total =
-                values
-                    .iter()
-                    .fold(InterfaceCounter::default(), |t, cpu| InterfaceCounter {
-                        packets: t.packets + cpu.packets,
-                        bytes: t.bytes + cpu.bytes,
-                        passed: t.passed + cpu.passed,
-                        dropped: t.dropped + cpu.dropped,
-                        would_drop: t.would_drop + cpu.would_drop,
-                    });
-            counters.push((ifindex, total));
+        for slot in 0..INTERFACE_ENTRIES {
+            let values = self
+                .interface_counters
+                .get(&slot, 0)
+                .map_err(|err| Error::bpf("reading the interface counters", err))?;
+            let owner = values.iter().map(|cpu| cpu.ifindex).max().unwrap_or(0);
+            if owner == 0 {
+                continue;
+            }
+            let total = values.iter().filter(|cpu| cpu.ifindex == owner).fold(
+                InterfaceCounter::default(),
+                |t, cpu| InterfaceCounter {
+                    ifindex: owner,
+                    _padding: 0,
+                    packets: t.packets + cpu.packets,
+                    bytes: t.bytes + cpu.bytes,
+                    passed: t.passed + cpu.passed,
+                    dropped: t.dropped + cpu.dropped,
+                    would_drop: t.would_drop + cpu.would_drop,
+                },
+            );
+            counters.push((owner, total));
         }
         counters.sort_by_key(|(ifindex, _)| *ifindex);
         Ok(counters)
@@ -974,16 +1015,10 @@ impl GuardMaps {
     }
 }
 
-/// Forgets the counters of `ifindex` (its link is gone); a missing map or entry is fine.
+/// Frees the counter slot of `ifindex` (its link is gone); missing maps are fine.
 fn forget_interface(pins: &PinDir, ifindex: u32) {
-    let path = pins.map_path(maps::INTERFACE_COUNTERS);
-    let Ok(data) = MapData::from_pin(&path) else {
-        return;
-    };
-    if let Ok(mut map) =
-        PerCpuHashMap::<MapData, u32, InterfaceCounter>::try_from(Map::PerCpuHashMap(data))
-    {
-        let _ = map.remove(&ifindex);
+    if let Ok(mut maps) = GuardMaps::open(pins) {
+        let _ = maps.forget_interface(ifindex);
     }
 }
 
