@@ -18,9 +18,17 @@ pub enum Error {
     AlreadyAttached { name: String },
 
     #[error(
-        "{name} already runs another XDP program (id {program_id}): remove it first, icmp-guard does not overwrite it"
+        "{name} already runs another XDP program (id {program_id}): remove it first, or pass --replace to have icmp-guard take its place"
     )]
     ForeignProgram { name: String, program_id: u32 },
+    #[error(
+        "{name}'s XDP program (id {program_id}) could not be removed ({reason}): a bpf_link holds it, which only its owner can release (`bpftool link` lists it)"
+    )]
+    ForeignLinked {
+        name: String,
+        program_id: u32,
+        reason: String,
+    },
 
     #[error("icmp-guard is not attached: run `icmp-guard attach <IFACE>` first")]
     NotAttached,

@@ -67,6 +67,8 @@ pub struct Attached {
     pub link_id: u32,
     /// With `upgrade`: the program that ran in the link before the swap.
     pub upgraded_from: Option<u32>,
+    /// The other program this attach took the place of (`--replace`).
+    pub replaced: Option<u32>,
 }
 
 /// A pinned link and what the kernel says about it now.
@@ -117,6 +119,11 @@ pub struct AttachOptions {
     /// (`BPF_LINK_UPDATE`) instead of refusing with "already attached". The link keeps its
     /// mode; interfaces without a link are attached as usual.
     pub upgrade: bool,
+    /// Take the place of another (non-icmp-guard) XDP program attached through netlink:
+    /// it is removed, then ours attached. Between the two the interface runs no XDP program
+    /// for the microseconds the link creation takes; if our attach then fails, the other
+    /// program stays removed.
+    pub replace: bool,
     /// Sampled events per second per CPU (`config::EVENTS_PER_SEC`); `None` keeps the live
     /// setting, or writes the default on a first attach.
     pub events_per_sec: Option<u32>,
@@ -392,6 +399,8 @@ pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 enum Plan {
     /// Create a link and pin it.
     Fresh,
+    /// Remove someone else's program (attached through netlink), then as `Fresh`.
+    Replace { program_id: u32, mode: AttachMode },
     /// Swap the new program into our pinned link.
     Upgrade {
         link: OwnedFd,
@@ -472,13 +481,16 @@ fn plan(
                 continue;
             }
         }
-        if let Some((_, program_id)) = state.programs.first() {
-            let program_id = *program_id;
-            return Err(if is_icmp_guard_program(program_id) {
-                Error::ForeignIcmpGuard { name, program_id }
-            } else {
-                Error::ForeignProgram { name, program_id }
-            });
+        if let Some((mode, program_id)) = state.programs.first() {
+            let (mode, program_id) = (*mode, *program_id);
+            if is_icmp_guard_program(program_id) {
+                return Err(Error::ForeignIcmpGuard { name, program_id });
+            }
+            if !options.replace {
+                return Err(Error::ForeignProgram { name, program_id });
+            }
+            plans.push((name, ifindex, Plan::Replace { program_id, mode }));
+            continue;
         }
         plans.push((name, ifindex, Plan::Fresh));
     }
@@ -554,6 +566,30 @@ fn attach_planned(
                 created.push(ifindex);
                 result
             }
+            Plan::Replace { program_id, mode } => {
+                guard_maps.start_interface(pins, ifindex, false)?;
+                netlink::remove_xdp(ifindex, mode).map_err(|err| {
+                    if err.raw_os_error() == Some(libc::EBUSY) {
+                        Error::ForeignLinked {
+                            name: name.clone(),
+                            program_id,
+                            reason: err.to_string(),
+                        }
+                    } else {
+                        Error::io(format!("removing the XDP program of {name}"), err)
+                    }
+                })?;
+                let mut result = attach_one(program_fd, pins, &name, ifindex, options.mode)
+                    .map_err(|err| Error::AttachFailed {
+                        name: name.clone(),
+                        reason: format!(
+                            "{err}; the program it replaced (id {program_id}) was removed and is not restored"
+                        ),
+                    })?;
+                created.push(ifindex);
+                result.replaced = Some(program_id);
+                result
+            }
             Plan::Upgrade {
                 link,
                 link_id,
@@ -572,6 +608,7 @@ fn attach_planned(
                     program_id,
                     link_id,
                     upgraded_from: Some(old_program),
+                    replaced: None,
                 }
             }
         });
@@ -637,6 +674,7 @@ fn attach_one(
         program_id: info.program_id,
         link_id: info.id,
         upgraded_from: None,
+        replaced: None,
     })
 }
 

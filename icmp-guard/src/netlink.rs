@@ -6,6 +6,13 @@ use std::{io, mem::size_of};
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
+const RTM_SETLINK: u16 = 19;
+const NLA_F_NESTED: u16 = 1 << 15;
+const IFLA_XDP_FD: u16 = 1;
+const IFLA_XDP_FLAGS: u16 = 3;
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_XDP: u16 = 43;
@@ -106,6 +113,62 @@ pub fn xdp_state(ifindex: u32) -> io::Result<Option<XdpState>> {
             Ok(Some(parse_link(message)))
         }
         other => Err(invalid(&format!("unexpected netlink message {other}"))),
+    }
+}
+
+/// Removes the XDP program attached in `mode` to `ifindex` through netlink (what `ip link
+/// set dev X xdp off` does). The kernel refuses with EBUSY when a bpf_link holds it: only
+/// the link's owner can let it go.
+pub fn remove_xdp(ifindex: u32, mode: AttachMode) -> io::Result<()> {
+    let flags = match mode {
+        AttachMode::Generic => XDP_FLAGS_SKB_MODE,
+        AttachMode::Native => XDP_FLAGS_DRV_MODE,
+        AttachMode::Offload => XDP_FLAGS_HW_MODE,
+    };
+    let mut xdp = Vec::with_capacity(16);
+    for (kind, value) in [
+        (IFLA_XDP_FD, (-1i32).to_ne_bytes()),
+        (IFLA_XDP_FLAGS, flags.to_ne_bytes()),
+    ] {
+        xdp.extend_from_slice(&8u16.to_ne_bytes());
+        xdp.extend_from_slice(&kind.to_ne_bytes());
+        xdp.extend_from_slice(&value);
+    }
+    let total = 16 + 16 + 4 + xdp.len();
+    let mut request = Vec::with_capacity(total);
+    request.extend_from_slice(&(total as u32).to_ne_bytes());
+    request.extend_from_slice(&RTM_SETLINK.to_ne_bytes());
+    request.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    // struct ifinfomsg: family, pad, type, index, flags, change
+    request.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
+    request.extend_from_slice(&0u16.to_ne_bytes());
+    request.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&((4 + xdp.len()) as u16).to_ne_bytes());
+    request.extend_from_slice(&(IFLA_XDP | NLA_F_NESTED).to_ne_bytes());
+    request.extend_from_slice(&xdp);
+    let socket = Socket::open()?;
+    socket.send(&request)?;
+    let mut buffer = vec![0u8; 8 * 1024];
+    let received = socket.recv(&mut buffer)?;
+    let reply = &buffer[..received];
+    let header = reply
+        .get(..16)
+        .ok_or_else(|| invalid("short netlink reply"))?;
+    if u16::from_ne_bytes([header[4], header[5]]) != NLMSG_ERROR {
+        return Err(invalid("no netlink acknowledgement"));
+    }
+    let code = reply
+        .get(16..20)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| invalid("short netlink acknowledgement"))?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(-code))
     }
 }
 

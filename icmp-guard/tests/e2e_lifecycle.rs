@@ -587,6 +587,28 @@ fn foreign_xdp_programs_are_refused() {
         "{err}"
     );
     assert_eq!(interfaces(&lab).len(), 1, "nothing attached to {spare}");
+    let theirs = xdp_program_id(&lab.guard_ns, &spare).expect("the foreign program");
+    assert!(
+        err.contains("--replace"),
+        "the refusal names the way out: {err}"
+    );
+
+    // --replace takes its place.
+    let out = lab.cli_ok(&["attach", "--replace", &spare]);
+    assert!(
+        out.contains(&format!(
+            "replaced the XDP program that was there (id {theirs})"
+        )),
+        "{out}"
+    );
+    let ours_there = xdp_program_id(&lab.guard_ns, &spare).expect("ours now");
+    assert_ne!(ours_there, theirs);
+    assert_eq!(interfaces(&lab).len(), 2);
+    lab.cli_ok(&["detach", &spare]);
+    assert!(
+        !xdp_on(&lab.guard_ns, &spare),
+        "detach leaves nothing, theirs included"
+    );
     drop(foreign);
     lab.cli_ok(&["attach", &spare]);
     assert_eq!(interfaces(&lab).len(), 2);

@@ -40,6 +40,13 @@ pub struct Args {
     #[arg(long)]
     upgrade: bool,
 
+    /// Take the place of another XDP program already on the interface (refused without
+    /// this): it is removed, then icmp-guard attached, leaving the interface without XDP for
+    /// the microseconds between the two. A program held by someone's bpf_link cannot be
+    /// removed this way and is refused.
+    #[arg(long)]
+    replace: bool,
+
     /// Sampled events per second per CPU for `top` and the `run` drop log (0: off);
     /// default: keep the live setting, or 1000 on a first attach.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
@@ -101,6 +108,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             prefixes: args.max_prefixes,
         },
         upgrade: args.upgrade,
+        replace: args.replace,
         events_per_sec: args.events_per_sec,
     };
     let attached = loader::attach(&context.pins, &args.interfaces, &options)?;
@@ -119,6 +127,9 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
                 "attached to {name} (ifindex {ifindex}) in {mode} mode: native XDP was refused ({reason})"
             ),
             (None, None) => println!("attached to {name} (ifindex {ifindex}) in {mode} mode"),
+        }
+        if let Some(other) = interface.replaced {
+            println!("{name}: replaced the XDP program that was there (id {other})");
         }
     }
     if args.dry_run {
