@@ -71,20 +71,12 @@ impl XdpState {
 /// interface no longer exists.
 pub fn xdp_state(ifindex: u32) -> io::Result<Option<XdpState>> {
     let socket = Socket::open()?;
-    let mut request = Vec::with_capacity(32);
-    let total = (16 + 16) as u32;
-    request.extend_from_slice(&total.to_ne_bytes());
-    request.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    request.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    // struct ifinfomsg: family, pad, type, index, flags, change
-    request.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
-    request.extend_from_slice(&0u16.to_ne_bytes());
-    request.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
-    socket.send(&request)?;
+    socket.send(&link_request(
+        RTM_GETLINK,
+        libc::NLM_F_REQUEST as u16,
+        ifindex,
+        &[],
+    ))?;
 
     let mut buffer = vec![0u8; 64 * 1024];
     let received = socket.recv(&mut buffer)?;
@@ -116,6 +108,25 @@ pub fn xdp_state(ifindex: u32) -> io::Result<Option<XdpState>> {
     }
 }
 
+/// A link message about `ifindex`: netlink header, struct ifinfomsg, then `attributes`.
+fn link_request(message_type: u16, flags: u16, ifindex: u32, attributes: &[u8]) -> Vec<u8> {
+    let total = 16 + 16 + attributes.len();
+    let mut request = Vec::with_capacity(total);
+    request.extend_from_slice(&(total as u32).to_ne_bytes());
+    request.extend_from_slice(&message_type.to_ne_bytes());
+    request.extend_from_slice(&flags.to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    // struct ifinfomsg: family, pad, type, index, flags, change
+    request.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
+    request.extend_from_slice(&0u16.to_ne_bytes());
+    request.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(attributes);
+    request
+}
+
 /// Removes the XDP program attached in `mode` to `ifindex` through netlink (what `ip link
 /// set dev X xdp off` does). The kernel refuses with EBUSY when a bpf_link holds it: only
 /// the link's owner can let it go.
@@ -134,24 +145,17 @@ pub fn remove_xdp(ifindex: u32, mode: AttachMode) -> io::Result<()> {
         xdp.extend_from_slice(&kind.to_ne_bytes());
         xdp.extend_from_slice(&value);
     }
-    let total = 16 + 16 + 4 + xdp.len();
-    let mut request = Vec::with_capacity(total);
-    request.extend_from_slice(&(total as u32).to_ne_bytes());
-    request.extend_from_slice(&RTM_SETLINK.to_ne_bytes());
-    request.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
-    request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    // struct ifinfomsg: family, pad, type, index, flags, change
-    request.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
-    request.extend_from_slice(&0u16.to_ne_bytes());
-    request.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
-    request.extend_from_slice(&((4 + xdp.len()) as u16).to_ne_bytes());
-    request.extend_from_slice(&(IFLA_XDP | NLA_F_NESTED).to_ne_bytes());
-    request.extend_from_slice(&xdp);
+    let mut attributes = Vec::with_capacity(4 + xdp.len());
+    attributes.extend_from_slice(&((4 + xdp.len()) as u16).to_ne_bytes());
+    attributes.extend_from_slice(&(IFLA_XDP | NLA_F_NESTED).to_ne_bytes());
+    attributes.extend_from_slice(&xdp);
     let socket = Socket::open()?;
-    socket.send(&request)?;
+    socket.send(&link_request(
+        RTM_SETLINK,
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+        ifindex,
+        &attributes,
+    ))?;
     let mut buffer = vec![0u8; 8 * 1024];
     let received = socket.recv(&mut buffer)?;
     let reply = &buffer[..received];
