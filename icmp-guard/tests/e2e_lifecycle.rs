@@ -287,6 +287,59 @@ fn load_and_pin_pass_program(pin: &Path) {
     assert!(pinned == 0, "BPF_OBJ_PIN: {pin_error}");
 }
 
+/// Attaches the pinned program at `pin` to `dev` in namespace `ns` with a bpf_link held
+/// only by the returned descriptor (as a tool that owns its attachment would), from a
+/// thread that joined the namespace.
+fn link_pinned_program(pin: &Path, ns: &str, dev: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_XDP: u32 = 37;
+    const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+    let (pin, ns, dev) = (pin.to_owned(), ns.to_owned(), dev.to_owned());
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
+        // SAFETY: setns on this thread only, with a descriptor we own.
+        assert_eq!(
+            unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns: {}",
+            std::io::Error::last_os_error()
+        );
+        let name = std::ffi::CString::new(dev).expect("name");
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(ifindex, 0, "the interface in {ns}");
+        let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).expect("path");
+        let mut attr = [0u8; 128];
+        attr[0..8].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
+        // SAFETY: attr and the path outlive the call.
+        let program =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 128u32) };
+        assert!(
+            program >= 0,
+            "BPF_OBJ_GET: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(program as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+        attr[8..12].copy_from_slice(&BPF_XDP.to_ne_bytes());
+        attr[12..16].copy_from_slice(&XDP_FLAGS_SKB_MODE.to_ne_bytes());
+        // SAFETY: as above.
+        let link =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_mut_ptr(), 128u32) };
+        let error = std::io::Error::last_os_error();
+        // SAFETY: our descriptor; the link holds the program.
+        unsafe { libc::close(program as i32) };
+        assert!(link >= 0, "BPF_LINK_CREATE: {error}");
+        // SAFETY: a new descriptor nobody else owns.
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(link as i32) }
+    })
+    .join()
+    .expect("the linking thread")
+}
+
 #[test]
 fn protection_outlives_the_cli_and_attach_detach_are_idempotent() {
     if !support::privileged("protection_outlives_the_cli") {
@@ -609,6 +662,22 @@ fn foreign_xdp_programs_are_refused() {
         !xdp_on(&lab.guard_ns, &spare),
         "detach leaves nothing, theirs included"
     );
+
+    // A program someone holds with a bpf_link cannot be removed from outside.
+    let link = link_pinned_program(&foreign.pin, &lab.guard_ns, &spare);
+    let held = xdp_program_id(&lab.guard_ns, &spare).expect("the linked program");
+    let err = lab.cli_err(&["attach", "--replace", &spare]);
+    assert!(
+        one_sentence(&err).contains(&format!("(id {held}) could not be removed"))
+            && err.contains("bpftool link"),
+        "{err}"
+    );
+    assert_eq!(
+        xdp_program_id(&lab.guard_ns, &spare),
+        Some(held),
+        "left as it was"
+    );
+    drop(link);
     drop(foreign);
     lab.cli_ok(&["attach", &spare]);
     assert_eq!(interfaces(&lab).len(), 2);
