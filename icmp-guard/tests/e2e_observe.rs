@@ -12,13 +12,13 @@ use std::{
     net::TcpStream,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::lab::*;
+use support::{background::Background, lab::*};
 
 const BIN: &str = env!("CARGO_BIN_EXE_icmp-guard");
 
@@ -55,100 +55,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A background `icmp-guard` in the guard namespace, its output in files. Killed (SIGKILL)
-/// and reaped in `Drop` if it is still running, so a failing test leaves no process behind.
-struct Background {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-    _dir: TempDir,
-}
-
-impl Background {
-    fn start(lab: &Lab, args: &[&str]) -> Self {
-        let dir = TempDir::new("bg");
-        let (out, err) = (dir.path("stdout"), dir.path("stderr"));
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.guard_ns))
-            .arg(BIN)
-            .args(args)
-            .env("ICMP_GUARD_PIN_DIR", &lab.pin_dir)
-            .env_remove("NO_COLOR")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).expect("stdout file"))
-            .stderr(std::fs::File::create(&err).expect("stderr file"))
-            .spawn()
-            .expect("starting icmp-guard");
-        Self {
-            child,
-            out,
-            err,
-            _dir: dir,
-        }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Waits until `condition(stdout, stderr)`; fails with both after `timeout`.
-    fn wait_for(&mut self, what: &str, timeout: Duration, condition: impl Fn(&str, &str) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (out, err) = (self.stdout(), self.stderr());
-            if condition(&out, &err) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "icmp-guard exited ({status}) before {what}\nstdout:\n{out}\nstderr:\n{err}"
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\nstdout:\n{out}\nstderr:\n{err}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // nsenter execs the program, so the child's pid is icmp-guard's.
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {signal}");
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "icmp-guard did not exit\nstdout:\n{}\nstderr:\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -371,7 +277,7 @@ fn stats_watch_prints_json_lines_plain_blocks_and_redraws_a_terminal() {
     assert_eq!(lab.ping(GUARD_V4, 2), 2);
 
     // JSON lines with rates: pings run while the watch samples.
-    let mut watch = Background::start(&lab, &["stats", "--watch", "1", "--count", "2", "--json"]);
+    let mut watch = Background::guard(&lab, &["stats", "--watch", "1", "--count", "2", "--json"]);
     watch.wait_for("the first line", Duration::from_secs(5), |out, _| {
         out.lines().count() >= 1
     });
@@ -616,7 +522,7 @@ fn metrics_pass_promtool_and_agree_with_stats_json_and_table() {
     assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
 
     // A real scrape over HTTP, on the loopback of the guard's namespace.
-    let mut server = Background::start(&lab, &["metrics", "--listen", "127.0.0.1:0"]);
+    let mut server = Background::guard(&lab, &["metrics", "--listen", "127.0.0.1:0"]);
     server.wait_for("the listening line", Duration::from_secs(5), |out, _| {
         served_port(out).is_some()
     });
@@ -651,7 +557,7 @@ fn run_applies_watches_and_reloads_its_policy_and_detaches_on_sigterm() {
     let lab = Lab::new();
     let dir = TempDir::new("run");
     let policy = dir.write("policy.toml", PASS_ECHO);
-    let mut service = Background::start(
+    let mut service = Background::guard(
         &lab,
         &[
             "run",
@@ -759,7 +665,7 @@ fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
         return;
     }
     let lab = Lab::new();
-    let mut first = Background::start(&lab, &["run", &lab.guard_if, "--keep"]);
+    let mut first = Background::guard(&lab, &["run", &lab.guard_if, "--keep"]);
     first.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
     });
@@ -775,7 +681,7 @@ fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
 
     let dir = TempDir::new("adopt");
     let policy = dir.write("policy.toml", DROP_ECHO);
-    let mut second = Background::start(&lab, &["run", &lab.guard_if, "--policy", &policy]);
+    let mut second = Background::guard(&lab, &["run", &lab.guard_if, "--policy", &policy]);
     second.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
     });
@@ -805,7 +711,7 @@ fn run_puts_protection_back_when_someone_detaches_it() {
     let lab = Lab::new();
     let dir = TempDir::new("watchdog");
     let policy = dir.write("policy.toml", DROP_ECHO);
-    let mut service = Background::start(&lab, &["run", &lab.guard_if, "--policy", &policy]);
+    let mut service = Background::guard(&lab, &["run", &lab.guard_if, "--policy", &policy]);
     service.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
     });
@@ -838,7 +744,7 @@ fn run_with_a_broken_policy_file_protects_with_the_default_and_applies_the_fix()
     let lab = Lab::new();
     let dir = TempDir::new("broken");
     let policy = dir.write("policy.toml", "mode = \"sideways\"\n");
-    let mut service = Background::start(&lab, &["run", &lab.guard_if, "--policy", &policy]);
+    let mut service = Background::guard(&lab, &["run", &lab.guard_if, "--policy", &policy]);
     service.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
     });

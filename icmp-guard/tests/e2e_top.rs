@@ -6,120 +6,16 @@
 
 mod support;
 
-use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::lab::*;
+use support::{background::Background, lab::*};
 
-const BIN: &str = env!("CARGO_BIN_EXE_icmp-guard");
 /// The light pinger's address, beside the flooding peer's 192.0.2.2.
 const LIGHT_V4: &str = "192.0.2.3";
 
 /// Floods share two CPUs with everything else: one at a time keeps the timing honest.
 static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A background process, killed and reaped in `Drop` if still running; its output goes to
-/// files so that nothing blocks on a full pipe.
-struct Background {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Background {
-    fn spawn(what: &str, mut command: Command) -> Self {
-        let base = std::env::temp_dir().join(format!(
-            "icmp-guard-top-{what}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let (out, err) = (base.with_extension("out"), base.with_extension("err"));
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).expect("stdout file"))
-            .stderr(std::fs::File::create(&err).expect("stderr file"))
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {what}: {err}"));
-        Self { child, out, err }
-    }
-
-    fn start(what: &str, program: &str, args: &[&str]) -> Self {
-        let mut command = Command::new(program);
-        command.args(args);
-        Self::spawn(what, command)
-    }
-
-    /// `icmp-guard ARGS` in the lab's guard namespace with its pin directory.
-    fn guard(lab: &Lab, args: &[&str]) -> Self {
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net=/run/netns/{}", lab.guard_ns))
-            .arg(BIN)
-            .args(args)
-            .env("ICMP_GUARD_PIN_DIR", &lab.pin_dir);
-        Self::spawn("guard", command)
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Waits for the process to end by itself, at most `timeout`.
-    fn finish(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_for(&mut self, what: &str, condition: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !condition(&self.stdout()) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "exited ({status}) before {what}\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout(),
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\nstdout:\n{}\nstderr:\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.out);
-        let _ = std::fs::remove_file(&self.err);
-    }
-}
 
 /// A lab whose peer also owns 192.0.2.3, with the guard attached and echo requests limited
 /// to 100/s per source.
@@ -240,7 +136,7 @@ fn top_json_puts_the_flooding_source_first() {
         "5",
     ]);
     let report: Value = serde_json::from_str(text.trim()).expect("one JSON document");
-    flood.finish(Duration::from_secs(15));
+    flood.wait_exit(Duration::from_secs(15));
     // With the flood over, the pings are what is left, and top follows.
     let after: Value = serde_json::from_str(
         lab.cli_ok(&["top", "--json", "--interval", "1", "--count", "1"])
@@ -316,12 +212,16 @@ fn run_logs_sampled_drops_at_a_few_lines_a_second_and_pauses_for_top() {
         "a first attach writes the default"
     );
     let mut service = Background::guard(&lab, &["run", &lab.guard_if, "--drop-log", "3"]);
-    service.wait_for("the service to start", |out| out.contains("protecting"));
+    service.wait_for("the service to start", Duration::from_secs(15), |out, _| {
+        out.contains("protecting")
+    });
 
     let mut flood = flood(&lab, 30_000, 8);
-    service.wait_for("a suppression summary", |out| {
-        out.contains("more sampled drops in the last second not shown")
-    });
+    service.wait_for(
+        "a suppression summary",
+        Duration::from_secs(15),
+        |out, _| out.contains("more sampled drops in the last second not shown"),
+    );
     // `top` takes the events over; the drop log says it pauses, and resumes after.
     let report: Value = serde_json::from_str(
         lab.cli_ok(&["top", "--json", "--interval", "1", "--count", "1"])
@@ -329,10 +229,12 @@ fn run_logs_sampled_drops_at_a_few_lines_a_second_and_pauses_for_top() {
     )
     .expect("JSON");
     assert_eq!(report["sources"][0]["address"], PEER_V4, "{report}");
-    flood.finish(Duration::from_secs(15));
-    service.wait_for("the drop log to resume", |out| {
-        out.contains("drop log resumed")
-    });
+    flood.wait_exit(Duration::from_secs(15));
+    service.wait_for(
+        "the drop log to resume",
+        Duration::from_secs(15),
+        |out, _| out.contains("drop log resumed"),
+    );
 
     let out = service.stdout();
     assert!(out.contains("drop log paused"), "{out}");
@@ -360,10 +262,8 @@ fn run_logs_sampled_drops_at_a_few_lines_a_second_and_pauses_for_top() {
         "{} drop lines for an 8 s flood: {out}",
         drops.len()
     );
-    // The service stops on SIGTERM and detaches (nsenter execs it: the pid is its own).
-    let pid = libc::pid_t::try_from(service.child.id()).expect("pid");
-    // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    assert!(service.finish(Duration::from_secs(10)).success());
+    // The service stops on SIGTERM and detaches.
+    service.signal(libc::SIGTERM);
+    assert!(service.wait_exit(Duration::from_secs(10)).success());
     assert!(!lab.xdp_on_interface(), "detached on SIGTERM");
 }

@@ -5,6 +5,7 @@
     reason = "each test binary uses a different part of this module"
 )]
 
+pub mod background;
 pub mod frames;
 pub mod lab;
 
