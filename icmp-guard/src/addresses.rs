@@ -13,7 +13,7 @@ use std::{collections::BTreeSet, io, net::Ipv4Addr};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, Map, MapData},
+    maps::{HashMap, MapData},
 };
 use icmp_guard_common::maps;
 
@@ -153,12 +153,7 @@ impl BroadcastMap {
         if !path.exists() {
             return Ok(None);
         }
-        let data = MapData::from_pin(&path).map_err(|err| Error::BrokenPinState {
-            path: path.clone(),
-            reason: err.to_string(),
-        })?;
-        let map = Map::from_map_data(data)
-            .and_then(HashMap::try_from)
+        let map = HashMap::try_from(crate::loader::pinned_map(pins, maps::BROADCASTS)?)
             .map_err(|err| Error::bpf("opening the broadcast map", err))?;
         Ok(Some(Self(map)))
     }

@@ -300,18 +300,22 @@ fn stamp_layout(ebpf: &mut Ebpf) -> Result<()> {
 /// The layout version written in pinned maps; 0 when none is (maps made by a crashed
 /// first attach before it wrote one: their shapes are this binary's, so they are too).
 fn pinned_layout_version(pins: &PinDir) -> Result<u32> {
-    let path = pins.map_path(maps::CONFIG);
+    let settings: Array<MapData, u32> = Array::try_from(pinned_map(pins, maps::CONFIG)?)
+        .map_err(|err| map_open_error(pins, maps::CONFIG, err))?;
+    settings
+        .get(&config::LAYOUT, 0)
+        .map_err(|err| Error::bpf("reading the layout version", err))
+}
+
+/// Opens the pinned map `name`; a pin that is not a usable map is broken pin state.
+pub(crate) fn pinned_map(pins: &PinDir, name: &str) -> Result<Map> {
+    let path = pins.map_path(name);
     let broken = |reason: String| Error::BrokenPinState {
         path: path.clone(),
         reason,
     };
     let data = MapData::from_pin(&path).map_err(|err| broken(err.to_string()))?;
-    let settings: Array<MapData, u32> = Map::from_map_data(data)
-        .and_then(Array::try_from)
-        .map_err(|err| map_open_error(pins, maps::CONFIG, err))?;
-    settings
-        .get(&config::LAYOUT, 0)
-        .map_err(|err| Error::bpf("reading the layout version", err))
+    Map::from_map_data(data).map_err(|err| broken(err.to_string()))
 }
 
 /// The shape of every map this binary pins, as the kernel creates them from the embedded
@@ -799,18 +803,13 @@ pub struct Tracked {
 /// Counts the entries of the pinned rate-limit LRU maps.
 pub fn tracked(pins: &PinDir) -> Result<Tracked> {
     let count = |name: &str| -> Result<(u64, u32)> {
-        let path = pins.map_path(name);
-        let data = MapData::from_pin(&path).map_err(|err| Error::BrokenPinState {
-            path: path.clone(),
-            reason: err.to_string(),
-        })?;
-        let capacity = data
+        let pinned = pinned_map(pins, name)?;
+        let capacity = map_data(&pinned)
             .info()
             .map_err(|err| Error::bpf(format!("reading map {name}"), err))?
             .max_entries();
-        let map: HashMap<MapData, RateKey, u64> = Map::from_map_data(data)
-            .and_then(HashMap::try_from)
-            .map_err(|err| map_open_error(pins, name, err))?;
+        let map: HashMap<MapData, RateKey, u64> =
+            HashMap::try_from(pinned).map_err(|err| map_open_error(pins, name, err))?;
         // get_next_key restarts from the first bucket when the key it was given has been
         // evicted, which a random-source flood does all the time: without a bound the walk
         // may never end. A full LRU map holds `capacity` keys, so that many steps suffice.
@@ -889,17 +888,11 @@ impl GuardMaps {
         // Every command that reads or writes a running guard, not only `attach`: a binary
         // never works on maps of another layout.
         check_layout(pins).map_err(|err| gone_or(pins, err))?;
-        let open = |name: &str| -> Result<Map> {
-            let path = pins.map_path(name);
-            let broken = |reason: String| Error::BrokenPinState {
-                path: path.clone(),
-                reason,
-            };
-            let data = MapData::from_pin(&path).map_err(|err| broken(err.to_string()))?;
-            Map::from_map_data(data).map_err(|err| broken(err.to_string()))
-        };
-        Self::from_maps(open, |name, err| map_open_error(pins, name, err))
-            .map_err(|err| gone_or(pins, err))
+        Self::from_maps(
+            |name| pinned_map(pins, name),
+            |name, err| map_open_error(pins, name, err),
+        )
+        .map_err(|err| gone_or(pins, err))
     }
 
     /// Takes the maps out of a loaded object (verdict tests, with private maps).
@@ -1066,14 +1059,7 @@ pub fn open_events(pins: &PinDir) -> Result<RingBuf<MapData>> {
     if !pins.has_maps() {
         return Err(Error::NotAttached);
     }
-    let path = pins.map_path(maps::EVENTS);
-    let broken = |reason: String| Error::BrokenPinState {
-        path: path.clone(),
-        reason,
-    };
-    let data = MapData::from_pin(&path).map_err(|err| broken(err.to_string()))?;
-    Map::from_map_data(data)
-        .and_then(RingBuf::try_from)
+    RingBuf::try_from(pinned_map(pins, maps::EVENTS)?)
         .map_err(|err| map_open_error(pins, maps::EVENTS, err))
 }
 
