@@ -28,8 +28,7 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use icmp_guard_common::{
-    CodeCounter, Counter, INTERFACE_ENTRIES, InterfaceCounter, PROGRAM_NAME, config,
-    interface_slot, maps,
+    CodeCounter, Counter, InterfaceCounter, PROGRAM_NAME, config, interface_slot, maps,
     policy::{LimiterConfig, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule, V4ListKey, V6ListKey},
 };
 
@@ -420,14 +419,7 @@ enum Plan {
 /// programs share the maps, so either is a working guard).
 pub fn attach(pins: &PinDir, names: &[String], options: &AttachOptions) -> Result<Vec<Attached>> {
     // Names first: an unknown interface changes nothing, not even the pin directory.
-    let mut targets: Vec<(String, u32)> = Vec::new();
-    for name in names {
-        let ifindex = system::ifindex(name)?;
-        if targets.iter().any(|(_, index)| *index == ifindex) {
-            continue;
-        }
-        targets.push((name.clone(), ifindex));
-    }
+    let targets = resolve_interfaces(names)?;
 
     let _lock = pins.lock_creating()?;
     // Under the lock: a concurrent last detach may remove the maps until we hold it.
@@ -445,6 +437,19 @@ pub fn attach(pins: &PinDir, names: &[String], options: &AttachOptions) -> Resul
         }
     }
     outcome
+}
+
+/// The interfaces by name with their ifindexes now, one entry per interface (two names of
+/// one interface count once); an unknown name is an error.
+pub fn resolve_interfaces(names: &[String]) -> Result<Vec<(String, u32)>> {
+    let mut targets: Vec<(String, u32)> = Vec::new();
+    for name in names {
+        let ifindex = system::ifindex(name)?;
+        if !targets.iter().any(|(_, index)| *index == ifindex) {
+            targets.push((name.clone(), ifindex));
+        }
+    }
+    Ok(targets)
 }
 
 /// Decides, under the lock and before anything changes, what happens on each interface.
@@ -1001,22 +1006,22 @@ impl GuardMaps {
             .map_err(|err| Error::bpf("writing the interface counters", err))
     }
 
-    /// The packets counted for each interface that owns a slot, summed over CPUs.
-    pub fn interface_counters(&self) -> Result<Vec<(u32, InterfaceCounter)>> {
+    /// The packets counted for each of `ifindexes` whose counter slot it owns, summed over
+    /// CPUs.
+    pub fn interface_counters(&self, ifindexes: &[u32]) -> Result<Vec<(u32, InterfaceCounter)>> {
         let mut counters = Vec::new();
-        for slot in 0..INTERFACE_ENTRIES {
+        for &ifindex in ifindexes {
             let values = self
                 .interface_counters
-                .get(&slot, 0)
+                .get(&interface_slot(ifindex), 0)
                 .map_err(|err| Error::bpf("reading the interface counters", err))?;
-            let owner = values.iter().map(|cpu| cpu.ifindex).max().unwrap_or(0);
-            if owner == 0 {
+            if !values.iter().any(|cpu| cpu.ifindex == ifindex) {
                 continue;
             }
-            let total = values.iter().filter(|cpu| cpu.ifindex == owner).fold(
+            let total = values.iter().filter(|cpu| cpu.ifindex == ifindex).fold(
                 InterfaceCounter::default(),
                 |t, cpu| InterfaceCounter {
-                    ifindex: owner,
+                    ifindex,
                     _padding: 0,
                     packets: t.packets + cpu.packets,
                     bytes: t.bytes + cpu.bytes,
@@ -1025,9 +1030,8 @@ impl GuardMaps {
                     would_drop: t.would_drop + cpu.would_drop,
                 },
             );
-            counters.push((owner, total));
+            counters.push((ifindex, total));
         }
-        counters.sort_by_key(|(ifindex, _)| *ifindex);
         Ok(counters)
     }
 

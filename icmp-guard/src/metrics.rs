@@ -72,10 +72,8 @@ pub fn gather(pins: &PinDir) -> Result<Option<Sample>> {
         Err(Error::NotAttached) => return Ok(None),
         Err(err) => return Err(err),
     };
-    let snapshot = stats::read(&maps)?;
-    let links = loader::links(pins)?;
     Ok(Some(Sample {
-        report: stats::report(&snapshot, &links),
+        report: stats::report_of(&maps, pins)?,
         tracked: loader::tracked(pins)?,
         generation: policy::active_generation(&maps)?,
     }))

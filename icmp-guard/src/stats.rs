@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use crate::{
     error::{Error, Result},
-    loader::{GuardMaps, LinkStatus},
+    loader::{self, GuardMaps, LinkStatus},
     netlink::AttachMode,
+    pins::PinDir,
 };
 
 /// Counters of one (family, type), summed over CPUs.
@@ -50,7 +51,8 @@ pub struct Snapshot {
     /// Types with at least one packet, v4 first, by type.
     pub icmp: Vec<TypeCounters>,
     pub global: Vec<Counter>,
-    /// Per attached interface (by ifindex), summed over CPUs.
+    /// Per attached interface (by ifindex), summed over CPUs; filled by [`report_of`],
+    /// which knows the attached interfaces.
     pub interfaces: Vec<(u32, InterfaceCounter)>,
 }
 
@@ -110,8 +112,23 @@ pub fn read(maps: &GuardMaps) -> Result<Snapshot> {
     for slot in 0..global::ENTRIES {
         snapshot.global.push(sum(&maps.global_counters, slot)?);
     }
-    snapshot.interfaces = maps.interface_counters()?;
     Ok(snapshot)
+}
+
+/// The report of the running guard whose maps are `maps`: every counter, and those of
+/// each attached interface.
+pub fn report_of(maps: &GuardMaps, pins: &PinDir) -> Result<StatsReport> {
+    let mut snapshot = read(maps)?;
+    let links = loader::links(pins)?;
+    let ifindexes: Vec<u32> = links.iter().map(|link| link.ifindex).collect();
+    snapshot.interfaces = maps.interface_counters(&ifindexes)?;
+    Ok(report(&snapshot, &links))
+}
+
+/// [`report_of`] the guard pinned in `pins`, with its maps opened afresh (a detach and a
+/// new attach in between are followed).
+pub fn read_report(pins: &PinDir) -> Result<StatsReport> {
+    report_of(&GuardMaps::open(pins)?, pins)
 }
 
 /// Counters of one (family, type, code bucket), summed over CPUs.

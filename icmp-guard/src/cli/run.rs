@@ -11,8 +11,7 @@ use icmp_guard::{
     metrics,
     pins::PinDir,
     policy::{self, Policy},
-    stats::{self, StatsReport},
-    system,
+    stats, system,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -98,17 +97,6 @@ const POLL: Duration = Duration::from_millis(250);
 /// How often `run` checks that every interface it protects still runs the guard.
 const WATCHDOG: Duration = Duration::from_secs(1);
 
-/// The interfaces by name, with their ifindexes now; one entry per interface.
-fn resolve(names: &[String]) -> anyhow::Result<Vec<(String, u32)>> {
-    let mut targets: Vec<(String, u32)> = Vec::new();
-    for name in names {
-        let ifindex = system::ifindex(name)?;
-        if !targets.iter().any(|(_, index)| *index == ifindex) {
-            targets.push((name.clone(), ifindex));
-        }
-    }
-    Ok(targets)
-}
 /// How often the drop log drains the sampled events.
 const DRAIN: Duration = Duration::from_millis(200);
 
@@ -135,7 +123,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         None => None,
     };
     context.preflight()?;
-    let targets = resolve(&args.interfaces)?;
+    let targets = loader::resolve_interfaces(&args.interfaces)?;
     runtime()?.block_on(service(args, context, targets, initial))
 }
 
@@ -329,7 +317,7 @@ async fn service(
     let mut watchdog = tokio::time::interval(WATCHDOG);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut targets = targets;
-    let mut baseline = read_report(pins).ok();
+    let mut baseline = stats::read_report(pins).ok();
     let mut last_error: Option<String> = None;
     let mut drain = tokio::time::interval(DRAIN);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -377,7 +365,7 @@ async fn service(
                     for (name, why) in &lost {
                         eprintln!("error: {name} is no longer protected: {why}; attaching again");
                     }
-                    targets = resolve(&args.interfaces)?;
+                    targets = loader::resolve_interfaces(&args.interfaces)?;
                     let again: Vec<(String, u32)> = targets
                         .iter()
                         .filter(|(name, _)| lost.iter().any(|(lost, _)| lost == name))
@@ -397,7 +385,7 @@ async fn service(
             _ = summary.tick() => {
                 // Addresses change under a long-running service (DHCP, operators).
                 refresh_broadcasts(pins, &mut broadcasts_error);
-                match read_report(pins) {
+                match stats::read_report(pins) {
                     Ok(report) => {
                         if let Some(previous) = &baseline
                             && let Some(line) = stats::drop_summary(previous, &report)
@@ -538,12 +526,6 @@ fn refresh_broadcasts(pins: &PinDir, last_error: &mut Option<String>) {
             }
         }
     }
-}
-
-fn read_report(pins: &PinDir) -> anyhow::Result<StatsReport> {
-    let maps = GuardMaps::open(pins)?;
-    let snapshot = stats::read(&maps)?;
-    Ok(stats::report(&snapshot, &loader::links(pins)?))
 }
 
 /// Checks the policy file and applies it when its bytes changed, or always when `force`

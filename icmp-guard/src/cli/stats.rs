@@ -4,7 +4,7 @@ use std::{
 };
 
 use icmp_guard::{
-    loader::{self, GuardMaps},
+    loader::GuardMaps,
     stats::{self, StatsReport, WatchLine, WatchStyle},
 };
 
@@ -77,11 +77,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
 }
 
 fn read_report(context: &Context) -> anyhow::Result<StatsReport> {
-    // Opened on every read, so that a detach and a new attach in between are followed.
-    let maps = GuardMaps::open(&context.pins)?;
-    let snapshot = stats::read(&maps)?;
-    let links = loader::links(&context.pins)?;
-    Ok(stats::report(&snapshot, &links))
+    Ok(stats::read_report(&context.pins)?)
 }
 
 /// True when colour is allowed: <https://no-color.org> (set and not empty disables it).
