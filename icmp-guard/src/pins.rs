@@ -171,16 +171,8 @@ impl PinDir {
                 return Err(Error::io(format!("opening {}", self.root.display()), err));
             }
         };
-        loop {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::io(format!("locking {}", self.root.display()), err));
-            }
-        }
+        flock(&dir, libc::LOCK_EX)
+            .map_err(|err| Error::io(format!("locking {}", self.root.display()), err))?;
         let locked = dir
             .metadata()
             .map_err(|err| Error::io(format!("reading {}", self.root.display()), err))?;
@@ -211,17 +203,24 @@ impl PinDir {
         } else {
             libc::LOCK_EX | libc::LOCK_NB
         };
-        loop {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(dir.as_raw_fd(), operation) } == 0 {
-                return Ok(Some(PinLock { _dir: dir }));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(Error::io(format!("locking {}", path.display()), err)),
-            }
+        match flock(&dir, operation) {
+            Ok(()) => Ok(Some(PinLock { _dir: dir })),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(err) => Err(Error::io(format!("locking {}", path.display()), err)),
+        }
+    }
+}
+
+/// flock(2) on `file`, retried when a signal interrupts the wait.
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on a descriptor the caller owns.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
         }
     }
 }
