@@ -48,7 +48,7 @@ static ICMP_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(ICMP_
 static CODE_COUNTERS: PerCpuArray<CodeCounter> =
     PerCpuArray::with_max_entries(CODE_COUNTER_ENTRIES, 0);
 
-/// Per attached interface; userspace creates and removes the entries.
+/// Per interface slot (`interface_slot`); userspace claims and frees the slots.
 #[map(name = "INTERFACE_COUNTERS")]
 static INTERFACE_COUNTERS: PerCpuArray<InterfaceCounter> =
     PerCpuArray::with_max_entries(INTERFACE_ENTRIES, 0);
@@ -605,8 +605,7 @@ fn emit_event(ctx: &XdpContext, icmp: &Icmp, slot: u32, len: u64, clock: &mut Cl
     entry.write(IcmpEvent {
         timestamp_ns: now,
         source: icmp.source,
-        // SAFETY: the context pointer the kernel handed this program.
-        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        ifindex: ctx.ingress_ifindex() as u32,
         packet_len: len as u32,
         // SAFETY: a helper without arguments.
         cpu: unsafe { bpf_get_smp_processor_id() },
