@@ -13,7 +13,7 @@
 mod drop_all;
 mod flood;
 mod netns;
-mod stats;
+pub(crate) mod stats;
 
 use std::{fs, path::Path, time::Instant};
 

@@ -27,7 +27,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use crate::{process, setup};
+use crate::{bench::stats::thousands, process, setup};
 
 /// The kernels tested when none is named: the oldest Debian cloud kernel we support
 /// (bullseye), the two Debian stable series after it, and the machine's own kernel.
@@ -458,18 +458,6 @@ fn errno_name(errno: &Value) -> String {
         Some(other) => format!("errno {other}"),
         None => "?".to_owned(),
     }
-}
-
-fn thousands(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 fn print_rows(header: &[&str], rows: &[Vec<String>]) {

@@ -1,4 +1,5 @@
-//! Medians and spreads of a few runs.
+//! Medians and spreads of a few runs, and numbers with thousands separators (also the
+//! kernel matrix's table).
 
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
