@@ -522,12 +522,7 @@ impl Lab {
     fn attack(&self, args: &[&str]) -> Result<Output> {
         println!("{}$ {}", self.attacker.role, args.join(" "));
         let output = self.in_ns(&self.attacker, args)?;
-        for stream in [&output.stdout, &output.stderr] {
-            let text = String::from_utf8_lossy(stream);
-            for line in text.lines().filter(|line| !line.trim().is_empty()) {
-                println!("  {line}");
-            }
-        }
+        print_output(&output);
         interrupt::check()?;
         Ok(output)
     }
@@ -550,12 +545,7 @@ impl Lab {
         let output = attack
             .wait_with_output()
             .with_context(|| format!("waiting for `{}`", args.join(" ")))?;
-        for stream in [&output.stdout, &output.stderr] {
-            let text = String::from_utf8_lossy(stream);
-            for line in text.lines().filter(|line| !line.trim().is_empty()) {
-                println!("  {line}");
-            }
-        }
+        print_output(&output);
         watched?;
         interrupt::check()?;
         Ok(output)
@@ -589,16 +579,29 @@ fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
 }
 
+/// An attack's output, indented, blank lines left out.
+fn print_output(output: &Output) {
+    for stream in [&output.stdout, &output.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            println!("  {line}");
+        }
+    }
+}
+
 /// "N packets transmitted, M (packets) received" from ping or hping3.
 fn transmitted_received(output: &Output) -> Option<(u64, u64)> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    stdout.lines().chain(stderr.lines()).find_map(|line| {
-        let (sent, rest) = line.split_once(" packets transmitted, ")?;
-        let sent = sent.trim().parse().ok()?;
-        let received = rest.split_whitespace().next()?.parse().ok()?;
-        Some((sent, received))
-    })
+    stdout.lines().chain(stderr.lines()).find_map(ping_summary)
+}
+
+/// (sent, received) of a "N packets transmitted, M (packets) received" summary line.
+fn ping_summary(line: &str) -> Option<(u64, u64)> {
+    let (sent, rest) = line.split_once(" packets transmitted, ")?;
+    let sent = sent.trim().parse().ok()?;
+    let received = rest.split_whitespace().next()?.parse().ok()?;
+    Some((sent, received))
 }
 
 /// A counter of the (family, type) row of `stats --json`, 0 when the row is absent.
@@ -723,11 +726,8 @@ impl Pinger {
                     if line.contains(" bytes from ") {
                         log.replies.insert(seq);
                     }
-                } else if let Some((sent, rest)) = line.split_once(" packets transmitted, ") {
-                    let received = rest.split_whitespace().next().and_then(|n| n.parse().ok());
-                    if let (Ok(sent), Some(received)) = (sent.trim().parse(), received) {
-                        log.summary = Some((sent, received));
-                    }
+                } else if let Some(summary) = ping_summary(&line) {
+                    log.summary = Some(summary);
                 }
             }
         });
