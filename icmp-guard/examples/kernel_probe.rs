@@ -67,7 +67,7 @@ fn main() {
     }
     let started = Instant::now();
     let mut result = json!({
-        "kernel": kernel_release(),
+        "kernel": icmp_guard::system::kernel_release(),
         "mode": if negative_control { "negative-control" } else { "icmp-guard" },
         "ok": false,
     });
@@ -87,18 +87,6 @@ fn main() {
 
 fn millis(duration: Duration) -> u64 {
     duration.as_millis().try_into().unwrap_or(u64::MAX)
-}
-
-fn kernel_release() -> String {
-    // SAFETY: uname fills the struct it is given; an all-zero utsname is a valid input.
-    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut name) } != 0 {
-        return "unknown".to_owned();
-    }
-    // SAFETY: uname NUL-terminates release.
-    unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// Loads, verifies and exercises icmp-guard; fills `result`, returns whether all went well.
