@@ -9,6 +9,7 @@
 
 pub mod events;
 pub mod icmp;
+pub mod interface;
 pub mod parse;
 pub mod policy;
 
@@ -41,17 +42,17 @@ pub mod maps {
     pub const RATE_PREFIXES: &str = "RATE_PREFIXES";
     /// GCRA state of each limiter's global bucket.
     pub const RATE_GLOBAL: &str = "RATE_GLOBAL";
-    /// `u32` (ifindex) per directed-broadcast IPv4 address of the attached interfaces.
-    pub const BROADCASTS: &str = "BROADCASTS";
     /// `u32` settings; see [`crate::config`].
     pub const CONFIG: &str = "CONFIG";
     /// Per-CPU [`crate::CodeCounter`] per (family, type, code bucket); see
     /// [`crate::code_counter_index`].
     pub const CODE_COUNTERS: &str = "CODE_COUNTERS";
-    /// Per-CPU [`crate::InterfaceCounter`] per interface slot
-    /// ([`crate::interface_slot`]); `attach` claims a slot for its ifindex and `detach`
-    /// frees it, the program only counts into a slot whose owner is the packet's ifindex.
+    /// Per-CPU [`crate::InterfaceCounter`] per interface slot ([`crate::interface`]): each
+    /// attached program instance counts into the slot it was loaded with.
     pub const INTERFACE_COUNTERS: &str = "INTERFACE_COUNTERS";
+    /// [`crate::interface::InterfaceConfig`] per interface slot: what userspace tells the
+    /// program about the interface (its owner, link kind and directed broadcasts).
+    pub const INTERFACES: &str = "INTERFACES";
     /// Ring buffer of sampled [`crate::events::IcmpEvent`]s for `top` and the `run` drop log.
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU [`crate::events::EventBudget`]: how many events this CPU's window has left.
@@ -59,7 +60,7 @@ pub mod maps {
 
     /// Every map the program declares, in the order userspace pins them.
     pub const ALL: [&str; 16] = [
-        BROADCASTS,
+        INTERFACES,
         RATE_SOURCES,
         RATE_PREFIXES,
         RATE_GLOBAL,
@@ -206,25 +207,14 @@ pub struct CodeCounter {
 // SAFETY: four u64 fields, `#[repr(C)]`, no padding, every bit pattern valid.
 unsafe impl aya::Pod for CodeCounter {}
 
-/// Slots of `INTERFACE_COUNTERS`. An array indexed by `ifindex % INTERFACE_ENTRIES` costs
-/// the program an array lookup and a compare, where a hash map keyed by ifindex cost
-/// about 20 ns a packet; two attached interfaces whose ifindexes share a slot are counted
-/// for the first only (userspace reports the other as not counted).
-pub const INTERFACE_ENTRIES: u32 = 1024;
-
-/// The `INTERFACE_COUNTERS` slot of `ifindex`.
-#[inline(always)]
-pub const fn interface_slot(ifindex: u32) -> u32 {
-    ifindex % INTERFACE_ENTRIES
-}
-
 /// The packets the guard judged on one interface: classified ICMP, and packets dropped
 /// (or that would be) before an ICMP type could be read. Traffic that is not ICMP is not
 /// counted per interface, which keeps its path as short as it is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InterfaceCounter {
-    /// The ifindex that owns the slot, written by userspace on every CPU; 0 when free.
+    /// The ifindex that owns the slot, written by userspace on every CPU when it claims the
+    /// slot (the program does not read it: each program instance knows its slot).
     pub ifindex: u32,
     pub _padding: u32,
     pub packets: u64,
@@ -275,6 +265,10 @@ pub mod config {
     /// Sampled events each CPU may emit per second ([`crate::events`]); 0 disables them.
     /// Fresh maps hold 0 until `attach` writes [`EVENTS_PER_SEC_DEFAULT`].
     pub const EVENTS_PER_SEC: u32 = 4;
+    /// The policy revision: userspace adds one with every policy change it applies, so
+    /// `status`, the log and metrics can name the policy a guard runs (0: none applied yet).
+    /// The program does not read it.
+    pub const POLICY_REVISION: u32 = 5;
     /// The layout version of the pinned state, [`LAYOUT_VERSION`], written when the maps
     /// are created: what a map's entries mean can change without its shape changing.
     pub const LAYOUT: u32 = 7;
@@ -283,7 +277,7 @@ pub mod config {
 
     /// Bump whenever the meaning of pinned map entries changes (slot numbering, key
     /// encoding, struct fields) so that a binary never works on another version's maps.
-    pub const LAYOUT_VERSION: u32 = 1;
+    pub const LAYOUT_VERSION: u32 = 2;
 
     /// What a first `attach` writes to [`EVENTS_PER_SEC`].
     pub const EVENTS_PER_SEC_DEFAULT: u32 = 1000;

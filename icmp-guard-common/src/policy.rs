@@ -131,9 +131,6 @@ pub mod smurf_off {
     pub const MARTIAN_SOURCES: u32 = 4;
 }
 
-/// Capacity of the directed-broadcast map.
-pub const BROADCAST_ENTRIES: u32 = 1024;
-
 /// True for IPv4 sources no packet may carry (RFC 1122 §3.2.1.3, RFC 5735): "this network"
 /// 0.0.0.0/8, loopback 127.0.0.0/8, multicast 224.0.0.0/4, reserved 240.0.0.0/4 (which
 /// holds the limited broadcast 255.255.255.255).

@@ -13,6 +13,7 @@
 #![no_main]
 
 use aya_ebpf::{
+    Global,
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{map, xdp},
@@ -21,10 +22,11 @@ use aya_ebpf::{
 };
 use icmp_guard_common::{
     CODE_COUNTER_ENTRIES, CodeCounter, Counter, DropReason, FAMILY_V4, FAMILY_V6,
-    ICMP_COUNTER_ENTRIES, INTERFACE_ENTRIES, InterfaceCounter, SLOT_PASSED, Verdict, apply_mode,
-    code_counter_index, config, counter_index,
+    ICMP_COUNTER_ENTRIES, InterfaceCounter, SLOT_PASSED, Verdict, apply_mode, code_counter_index,
+    config, counter_index,
     events::{EVENT_BYTES, EventBudget, IcmpEvent, RING_BYTES, action_of_slot, take_event},
-    global, interface_slot,
+    global,
+    interface::{self, InterfaceConfig, NO_SLOT, link_kind},
     parse::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_FRAGMENT, IPPROTO_ICMP,
         IPPROTO_ICMPV6, IPPROTO_ROUTING, IPV4_MIN_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS,
@@ -32,12 +34,12 @@ use icmp_guard_common::{
         ipv6_fragment, is_ipv6_extension, is_vlan,
     },
     policy::{
-        BROADCAST_ENTRIES, Facts, GENERATIONS, LIST_ENTRIES, LimiterConfig, MAX_LIMITERS,
-        POLICY_CODE_ENTRIES, POLICY_TYPE_ENTRIES, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule,
-        RuleVerdict, SCOPE_LINK_LOCAL, V4ListKey, V6ListKey, code_key, emission_interval_ns,
-        evaluate, flags, gcra, ipv4_broadcast_or_multicast, ipv4_martian_source,
-        ipv6_link_local_or_unspecified, ipv6_martian_source, ipv6_multicast_scope, limiter_flags,
-        limiter_slot, list, mac_group, per, smurf_off, type_slot,
+        Facts, GENERATIONS, LIST_ENTRIES, LimiterConfig, MAX_LIMITERS, POLICY_CODE_ENTRIES,
+        POLICY_TYPE_ENTRIES, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule, RuleVerdict,
+        SCOPE_LINK_LOCAL, V4ListKey, V6ListKey, code_key, emission_interval_ns, evaluate, flags,
+        gcra, ipv4_broadcast_or_multicast, ipv4_martian_source, ipv6_link_local_or_unspecified,
+        ipv6_martian_source, ipv6_multicast_scope, limiter_flags, limiter_slot, list, mac_group,
+        per, smurf_off, type_slot,
     },
 };
 
@@ -48,10 +50,23 @@ static ICMP_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(ICMP_
 static CODE_COUNTERS: PerCpuArray<CodeCounter> =
     PerCpuArray::with_max_entries(CODE_COUNTER_ENTRIES, 0);
 
-/// Per interface slot (`interface_slot`); userspace claims and frees the slots.
+/// Per interface slot ([`INTERFACE_SLOT`]); userspace claims and frees the slots.
 #[map(name = "INTERFACE_COUNTERS")]
 static INTERFACE_COUNTERS: PerCpuArray<InterfaceCounter> =
-    PerCpuArray::with_max_entries(INTERFACE_ENTRIES, 0);
+    PerCpuArray::with_max_entries(interface::SLOTS, 0);
+
+/// What userspace tells each instance about its interface, by slot.
+#[map(name = "INTERFACES")]
+static INTERFACES: Array<InterfaceConfig> = Array::with_max_entries(interface::SLOTS, 0);
+
+/// Where frames start on this instance's interface (`interface::link_kind`); set by the
+/// loader, a constant to the verifier, which drops the other parser.
+#[unsafe(no_mangle)]
+static LINK_KIND: Global<u8> = Global::new(link_kind::ETHERNET);
+
+/// This instance's slot in `INTERFACES` and `INTERFACE_COUNTERS`; set by the loader.
+#[unsafe(no_mangle)]
+static INTERFACE_SLOT: Global<u32> = Global::new(NO_SLOT);
 
 #[map(name = "GLOBAL_COUNTERS")]
 static GLOBAL_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(global::ENTRIES, 0);
@@ -76,10 +91,6 @@ static RATE_PREFIX_STATE: LruHashMap<RateKey, u64> = LruHashMap::with_max_entrie
 /// GCRA state of each limiter's global bucket (its new-source budget unless per = global).
 #[map(name = "RATE_GLOBAL")]
 static RATE_GLOBAL: Array<u64> = Array::with_max_entries(MAX_LIMITERS, 0);
-
-/// Directed-broadcast addresses of the attached interfaces, kept current by userspace.
-#[map(name = "BROADCASTS")]
-static BROADCASTS: HashMap<[u8; 4], u32> = HashMap::with_max_entries(BROADCAST_ENTRIES, 0);
 
 #[map(name = "LISTS_V4")]
 static LISTS_V4: LpmTrie<V4ListKey, u32> = LpmTrie::with_max_entries(LIST_ENTRIES, 0);
@@ -130,7 +141,7 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
                 (_, true) => global::INVALID_WOULD_DROP,
             };
             count(&GLOBAL_COUNTERS, slot, len);
-            count_interface(&ctx, !dry_run, dry_run, len);
+            count_interface(!dry_run, dry_run, len);
             if dry_run {
                 xdp_action::XDP_PASS
             } else {
@@ -155,7 +166,7 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
             );
             let would_drop = !outcome.drop && outcome.slot != SLOT_PASSED;
             count_code(&icmp, outcome.drop, would_drop, len);
-            count_interface(&ctx, outcome.drop, would_drop, len);
+            count_interface(outcome.drop, would_drop, len);
             // Once, after every branch of the decision has joined: the verifier walks this
             // code for the joined states only.
             emit_event(&ctx, &icmp, outcome.slot, len, &mut clock);
@@ -389,6 +400,16 @@ fn be16(bytes: [u8; 2]) -> u16 {
 
 #[inline(always)]
 fn classify(packet: &Packet) -> Classified {
+    if LINK_KIND.load() == link_kind::RAW_IP {
+        // No link-layer header: the IP version says which IP. Anything else, or anything
+        // shorter than the smallest IP header, is not IP, and the stack drops it. (A
+        // one-byte read here compiles to a bounds check the verifier cannot follow.)
+        return match packet.bytes::<IPV4_MIN_HLEN>(0).map(|first| first[0] >> 4) {
+            Some(4) => classify_ipv4(packet, 0),
+            Some(6) => classify_ipv6(packet, 0),
+            _ => Classified::NotIcmp,
+        };
+    }
     let Some(eth) = packet.bytes::<ETH_HLEN>(0) else {
         // A runt frame carries no IP; the stack discards it.
         return Classified::NotIcmp;
@@ -457,11 +478,12 @@ fn classify_ipv4(packet: &Packet, offset: usize) -> Classified {
     let source_v4 = [ip[12], ip[13], ip[14], ip[15]];
     let destination = [ip[16], ip[17], ip[18], ip[19]];
     let request = header[0] == 8 || header[0] == 13;
-    // SAFETY (both lookups): only presence is tested.
+    let ours = INTERFACES.get(INTERFACE_SLOT.load());
     let group_destination = dst_mac_group(packet)
         || ipv4_broadcast_or_multicast(destination)
-        || unsafe { BROADCASTS.get(destination).is_some() };
-    let martian = ipv4_martian_source(source_v4) || unsafe { BROADCASTS.get(source_v4).is_some() };
+        || ours.is_some_and(|ours| ours.is_broadcast(destination));
+    let martian =
+        ipv4_martian_source(source_v4) || ours.is_some_and(|ours| ours.is_broadcast(source_v4));
     Classified::Icmp(Icmp {
         family: FAMILY_V4,
         icmp_type: header[0],
@@ -566,7 +588,8 @@ fn classify_ipv6(packet: &Packet, offset: usize) -> Classified {
 
 #[inline(always)]
 fn dst_mac_group(packet: &Packet) -> bool {
-    packet.bytes::<6>(0).is_some_and(|mac| mac_group(*mac))
+    LINK_KIND.load() == link_kind::ETHERNET
+        && packet.bytes::<6>(0).is_some_and(|mac| mac_group(*mac))
 }
 
 /// The fixed 8-byte ICMP header at `offset`, or `None` when the message is shorter.
@@ -646,16 +669,15 @@ fn count_code(icmp: &Icmp, dropped: bool, would_drop: bool, bytes: u64) {
     }
 }
 
-/// Counts a judged packet for its interface, when userspace claimed the interface's slot
-/// for it (a packet of `BPF_PROG_TEST_RUN` has none, nor an interface whose slot another
-/// one holds).
+/// Counts a judged packet for this instance's interface (instances without a slot, those
+/// of `BPF_PROG_TEST_RUN`, count nothing here).
 #[inline(always)]
-fn count_interface(ctx: &XdpContext, dropped: bool, would_drop: bool, bytes: u64) {
-    let ifindex = ctx.ingress_ifindex() as u32;
-    if let Some(counter) = INTERFACE_COUNTERS.get_ptr_mut(interface_slot(ifindex))
-        // SAFETY: this CPU's value, from a successful lookup.
-        && unsafe { (*counter).ifindex } == ifindex
-    {
+fn count_interface(dropped: bool, would_drop: bool, bytes: u64) {
+    let slot = INTERFACE_SLOT.load();
+    if slot == NO_SLOT {
+        return;
+    }
+    if let Some(counter) = INTERFACE_COUNTERS.get_ptr_mut(slot) {
         // SAFETY: this CPU's value, from a successful lookup.
         unsafe {
             (*counter).packets += 1;

@@ -1,5 +1,6 @@
 //! The directed-broadcast addresses of the attached interfaces, read over netlink
-//! (RTM_GETADDR) and written into the kernel's `BROADCASTS` map.
+//! (RTM_GETADDR) and written into their slots of the kernel's `INTERFACES` map: each slot
+//! holds those of every attached interface of its network namespace.
 //!
 //! The broadcast address of a subnet is computed from the address and its prefix length
 //! (or taken from IFA_BROADCAST when the kernel has one), never guessed from the last octet:
@@ -9,18 +10,14 @@
 //! `ip addr add` is covered from the next `icmp-guard` command on (`run` mode refreshes
 //! it continuously).
 
-use std::{collections::BTreeSet, io, net::Ipv4Addr};
-
-use aya::{
-    Ebpf,
-    maps::{HashMap, MapData},
-};
-use icmp_guard_common::maps;
+use std::{io, net::Ipv4Addr};
 
 use crate::{
     error::{Error, Result},
+    loader::GuardMaps,
     netlink::Socket,
     pins::PinDir,
+    system,
 };
 
 const NLMSG_ERROR: u16 = 2;
@@ -143,83 +140,48 @@ fn parse_address(message: &[u8]) -> Option<InterfaceAddress> {
     })
 }
 
-/// The kernel's directed-broadcast map.
-pub struct BroadcastMap(HashMap<MapData, [u8; 4], u32>);
-
-impl BroadcastMap {
-    /// Opens the pinned map; `None` when the guard has no state in `pins`.
-    pub fn open(pins: &PinDir) -> Result<Option<Self>> {
-        let path = pins.map_path(maps::BROADCASTS);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let map = HashMap::try_from(crate::loader::pinned_map(pins, maps::BROADCASTS)?)
-            .map_err(|err| Error::bpf("opening the broadcast map", err))?;
-        Ok(Some(Self(map)))
-    }
-
-    /// Takes the map out of a loaded object (verdict tests).
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        let map = ebpf
-            .take_map(maps::BROADCASTS)
-            .ok_or_else(|| Error::bpf("finding the broadcast map", "not in the object"))?;
-        HashMap::try_from(map)
-            .map(Self)
-            .map_err(|err| Error::bpf("opening the broadcast map", err))
-    }
-
-    /// Makes the map hold exactly `wanted` (address → ifindex).
-    pub fn set(&mut self, wanted: &[(Ipv4Addr, u32)]) -> Result<()> {
-        let present: BTreeSet<[u8; 4]> = self.0.keys().filter_map(Result::ok).collect();
-        let wanted_keys: BTreeSet<[u8; 4]> =
-            wanted.iter().map(|(address, _)| address.octets()).collect();
-        for stale in present.difference(&wanted_keys) {
-            self.0
-                .remove(stale)
-                .map_err(|err| Error::bpf("updating the broadcast map", err))?;
-        }
-        for (address, ifindex) in wanted {
-            self.0
-                .insert(address.octets(), ifindex, 0)
-                .map_err(|err| Error::bpf("updating the broadcast map", err))?;
-        }
-        Ok(())
-    }
-
-    /// The addresses in the map now.
-    pub fn addresses(&self) -> Vec<Ipv4Addr> {
-        self.0
-            .keys()
-            .filter_map(Result::ok)
-            .map(Ipv4Addr::from)
-            .collect()
-    }
-}
-
-/// Recomputes the directed broadcasts of the interfaces in `ifindexes` and writes them.
-/// Returns the addresses now in the map.
-pub fn refresh(map: &mut BroadcastMap, ifindexes: &[u32]) -> Result<Vec<Ipv4Addr>> {
+/// The directed broadcasts of the interfaces in `ifindexes`, sorted, each once.
+pub fn directed_broadcasts(ifindexes: &[u32]) -> Result<Vec<Ipv4Addr>> {
     let addresses =
         ipv4_addresses().map_err(|err| Error::io("reading interface addresses", err))?;
-    let mut wanted: Vec<(Ipv4Addr, u32)> = addresses
+    let mut wanted: Vec<Ipv4Addr> = addresses
         .iter()
         .filter(|address| ifindexes.contains(&address.ifindex))
-        .filter_map(|address| Some((address.directed_broadcast()?, address.ifindex)))
+        .filter_map(InterfaceAddress::directed_broadcast)
         .collect();
     wanted.sort();
-    wanted.dedup_by_key(|(address, _)| *address);
-    map.set(&wanted)?;
-    Ok(wanted.into_iter().map(|(address, _)| address).collect())
+    wanted.dedup();
+    Ok(wanted)
 }
 
-/// Refreshes the pinned map for the interfaces attached in `pins`; does nothing when
-/// nothing is attached.
+/// Recomputes the directed broadcasts of the interfaces of `netns` (the caller's network
+/// namespace) that have a slot, and writes them into each of those slots. Returns them.
+pub fn refresh_namespace(maps: &mut GuardMaps, netns: u64) -> Result<Vec<Ipv4Addr>> {
+    let ifindexes: Vec<u32> = maps
+        .slots()?
+        .into_iter()
+        .filter(|(_, config)| config.netns == netns)
+        .map(|(_, config)| config.ifindex)
+        .collect();
+    let wanted = directed_broadcasts(&ifindexes)?;
+    let octets: Vec<[u8; 4]> = wanted.iter().map(Ipv4Addr::octets).collect();
+    maps.set_broadcasts(netns, &octets)?;
+    Ok(wanted)
+}
+
+/// Refreshes the slots of this network namespace's attached interfaces in `pins`; does
+/// nothing when nothing is attached.
 pub fn refresh_pinned(pins: &PinDir) -> Result<Option<Vec<Ipv4Addr>>> {
-    let Some(mut map) = BroadcastMap::open(pins)? else {
+    if !pins.has_maps() {
         return Ok(None);
+    }
+    let mut maps = match GuardMaps::open(pins) {
+        Ok(maps) => maps,
+        // Maps of another version are the command's own error to report, once.
+        Err(Error::NotAttached | Error::LayoutMismatch { .. }) => return Ok(None),
+        Err(err) => return Err(err),
     };
-    let ifindexes = pins.linked_ifindexes()?;
-    refresh(&mut map, &ifindexes).map(Some)
+    refresh_namespace(&mut maps, system::netns_id()?).map(Some)
 }
 
 #[cfg(test)]

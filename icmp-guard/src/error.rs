@@ -99,6 +99,25 @@ pub enum Error {
     )]
     DetachUnknownInterface { name: String },
 
+    #[error(
+        "icmp-guard cannot guard {name}: {what} (link type {link_type}) is not a kind it knows where frames start on, and filtering it as Ethernet would filter nothing"
+    )]
+    UnsupportedLinkType {
+        name: String,
+        link_type: u16,
+        what: String,
+    },
+
+    #[error(
+        "every one of the {slots} interface slots of {} is in use: detach an interface first", path.display()
+    )]
+    NoFreeSlot { path: PathBuf, slots: u32 },
+
+    #[error(
+        "the attached interfaces of this network namespace have {count} IPv4 directed-broadcast addresses, more than the {max} icmp-guard tracks per interface: detach some or remove addresses"
+    )]
+    TooManyBroadcasts { count: usize, max: usize },
+
     /// A policy that cannot be applied; the message names the rule.
     #[error("{0}")]
     Policy(String),

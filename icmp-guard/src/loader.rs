@@ -28,7 +28,9 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use icmp_guard_common::{
-    CodeCounter, Counter, InterfaceCounter, PROGRAM_NAME, config, interface_slot, maps,
+    CodeCounter, Counter, InterfaceCounter, PROGRAM_NAME, config,
+    interface::{self, InterfaceConfig, NO_SLOT, globals, link_kind},
+    maps,
     policy::{LimiterConfig, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule, V4ListKey, V6ListKey},
 };
 
@@ -128,19 +130,87 @@ pub struct AttachOptions {
     pub events_per_sec: Option<u32>,
 }
 
+/// Which instance of the program to load: every attachment runs its own, loaded with the
+/// interface's slot and link kind as read-only globals (see [`icmp_guard_common::interface`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// The slot in `INTERFACES` and `INTERFACE_COUNTERS`.
+    pub slot: u32,
+    /// One of [`link_kind`].
+    pub link_kind: u8,
+}
+
+impl Instance {
+    /// An instance for no interface, parsing Ethernet frames: what `BPF_PROG_TEST_RUN`
+    /// tests load.
+    pub const UNATTACHED: Self = Self {
+        slot: NO_SLOT,
+        link_kind: link_kind::ETHERNET,
+    };
+
+    /// An instance for no interface that parses frames starting at the IP header, as on a
+    /// tun device.
+    pub const UNATTACHED_RAW_IP: Self = Self {
+        slot: NO_SLOT,
+        link_kind: link_kind::RAW_IP,
+    };
+}
+
+/// Where frames start on an interface of `link_type` (`ARPHRD_*`) and driver `kind`, or why
+/// icmp-guard refuses it. Only kinds whose frame start is proven by a test are accepted:
+/// parsing a layer-3 interface as Ethernet would read an address as the EtherType and pass
+/// every packet.
+pub fn link_kind_of(name: &str, link_type: u16, kind: Option<&str>) -> Result<u8> {
+    match (link_type, kind) {
+        (libc::ARPHRD_ETHER | libc::ARPHRD_LOOPBACK, _) => Ok(link_kind::ETHERNET),
+        // tun hands XDP the IP header itself (tun_get_user resets the MAC header to it).
+        (libc::ARPHRD_NONE, Some("tun")) => Ok(link_kind::RAW_IP),
+        (link_type, kind) => Err(Error::UnsupportedLinkType {
+            name: name.to_owned(),
+            link_type,
+            what: match kind {
+                Some(kind) => format!("a {kind} interface"),
+                None => "an interface of this type".to_owned(),
+            },
+        }),
+    }
+}
+
 /// Maps whose `max_entries` the operator chooses (`--max-sources`, `--max-prefixes`), so a
 /// pinned size different from the object's is not a layout change.
 const SIZED_BY_OPERATOR: [&str; 2] = [maps::RATE_SOURCES, maps::RATE_PREFIXES];
 
-/// Loads the program. With `pins`, every map is opened from (or created and pinned to) the
-/// pin directory; without, the maps are private to the returned object (verdict tests).
+/// Loads the program for no interface ([`Instance::UNATTACHED`]). With `pins`, every map
+/// is opened from (or created and pinned to) the pin directory; without, the maps are
+/// private to the returned object (verdict tests).
 pub fn load(pins: Option<&PinDir>) -> Result<Ebpf> {
-    load_with(pins, Capacity::default())
+    load_instance(pins, Capacity::default(), Instance::UNATTACHED)
 }
 
-/// [`load`] with chosen LRU sizes (ignored for maps that are already pinned). Pinned maps
-/// are reused only when [`check_layout`] accepts them.
-pub fn load_with(pins: Option<&PinDir>, capacity: Capacity) -> Result<Ebpf> {
+/// [`load`] of a chosen instance, with chosen LRU sizes (ignored for maps that are already
+/// pinned). Pinned maps are reused only when [`check_layout`] accepts them.
+pub fn load_instance(
+    pins: Option<&PinDir>,
+    capacity: Capacity,
+    instance: Instance,
+) -> Result<Ebpf> {
+    let mut ebpf = open_object(pins, capacity, instance)?;
+    let program = xdp_program(&mut ebpf)?;
+    match program.load() {
+        Ok(()) => Ok(ebpf),
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => Err(Error::VerifierRejected {
+            reason: io_error.to_string(),
+            log: verifier_log.to_string(),
+        }),
+        Err(err) => Err(Error::bpf("loading the XDP program", err)),
+    }
+}
+
+/// Creates (or opens) the object's maps, pinned under `pins`, without loading a program.
+fn open_object(pins: Option<&PinDir>, capacity: Capacity, instance: Instance) -> Result<Ebpf> {
     if crate::is_stub_build() {
         return Err(Error::StubBuild);
     }
@@ -159,7 +229,9 @@ pub fn load_with(pins: Option<&PinDir>, capacity: Capacity) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(maps::RATE_SOURCES, capacity.sources)
-        .map_max_entries(maps::RATE_PREFIXES, capacity.prefixes);
+        .map_max_entries(maps::RATE_PREFIXES, capacity.prefixes)
+        .override_global(globals::LINK_KIND, &instance.link_kind, true)
+        .override_global(globals::INTERFACE_SLOT, &instance.slot, true);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -167,18 +239,7 @@ pub fn load_with(pins: Option<&PinDir>, capacity: Capacity) -> Result<Ebpf> {
         .load(crate::ebpf_object())
         .map_err(|err| Error::bpf("loading the eBPF object", err))?;
     stamp_layout(&mut ebpf)?;
-    let program = xdp_program(&mut ebpf)?;
-    match program.load() {
-        Ok(()) => Ok(ebpf),
-        Err(ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        }) => Err(Error::VerifierRejected {
-            reason: io_error.to_string(),
-            log: verifier_log.to_string(),
-        }),
-        Err(err) => Err(Error::bpf("loading the XDP program", err)),
-    }
+    Ok(ebpf)
 }
 
 /// What the kernel says about one map: enough to tell two layouts apart.
@@ -452,18 +513,32 @@ pub fn resolve_interfaces(names: &[String]) -> Result<Vec<(String, u32)>> {
     Ok(targets)
 }
 
+/// One interface `attach` works on, decided before anything changes.
+struct Target {
+    name: String,
+    ifindex: u32,
+    /// Where its frames start ([`link_kind`]).
+    link_kind: u8,
+    plan: Plan,
+}
+
 /// Decides, under the lock and before anything changes, what happens on each interface.
-fn plan(
-    pins: &PinDir,
-    targets: &[(String, u32)],
-    options: &AttachOptions,
-) -> Result<Vec<(String, u32, Plan)>> {
+fn plan(pins: &PinDir, targets: &[(String, u32)], options: &AttachOptions) -> Result<Vec<Target>> {
     let mut plans = Vec::new();
     for (name, ifindex) in targets {
         let (name, ifindex) = (name.clone(), *ifindex);
         let state = netlink::xdp_state(ifindex)
             .map_err(|err| Error::io(format!("reading the XDP state of {name}"), err))?
             .ok_or_else(|| Error::UnknownInterface { name: name.clone() })?;
+        let link_kind = link_kind_of(&name, state.link_type, state.kind.as_deref())?;
+        let mut push = |name: String, plan: Plan| {
+            plans.push(Target {
+                name,
+                ifindex,
+                link_kind,
+                plan,
+            });
+        };
         if pins.has_link(ifindex) {
             let path = pins.link_path(ifindex);
             let (link, info) = open_link(&path)?;
@@ -478,15 +553,14 @@ fn plan(
             } else if !options.upgrade {
                 return Err(Error::AlreadyAttached { name });
             } else {
-                plans.push((
+                push(
                     name,
-                    ifindex,
                     Plan::Upgrade {
                         link,
                         link_id: info.id,
                         old_program: info.program_id,
                     },
-                ));
+                );
                 continue;
             }
         }
@@ -498,10 +572,10 @@ fn plan(
             if !options.replace {
                 return Err(Error::ForeignProgram { name, program_id });
             }
-            plans.push((name, ifindex, Plan::Replace { program_id, mode }));
+            push(name, Plan::Replace { program_id, mode });
             continue;
         }
-        plans.push((name, ifindex, Plan::Fresh));
+        push(name, Plan::Fresh);
     }
     Ok(plans)
 }
@@ -515,17 +589,26 @@ fn is_icmp_guard_program(id: u32) -> bool {
 
 fn attach_planned(
     pins: &PinDir,
-    plans: Vec<(String, u32, Plan)>,
+    plans: Vec<Target>,
     options: &AttachOptions,
     created: &mut Vec<u32>,
 ) -> Result<Vec<Attached>> {
     pins.create()?;
     let fresh = !pins.has_maps();
     let dry_run = options.dry_run;
-    let mut ebpf = load_with(Some(pins), options.capacity)?;
+    // Creates and pins the maps on a first attach; the program instances come per interface.
+    drop(open_object(
+        Some(pins),
+        options.capacity,
+        Instance::UNATTACHED,
+    )?);
     // The pin-directory lock taken by `attach` is the lock policy edits take
     // (`PinDir::lock_attached`): taking it again here would wait for ourselves.
     let mut guard_maps = GuardMaps::open(pins)?;
+    let netns = system::netns_id()?;
+    // Slots of this namespace whose link is not pinned were left by an attach that died
+    // between claiming them and pinning its link: under the lock, nobody else is attaching.
+    guard_maps.release_stale_slots(pins, netns)?;
     let chosen = match &options.policy {
         Some(policy) => Some(policy.clone()),
         None if fresh => Some(Policy::default_profile()),
@@ -557,26 +640,36 @@ fn attach_planned(
     if fresh {
         configure(&mut guard_maps)?;
     }
-    let program = xdp_program(&mut ebpf)?;
-    let program_fd = program
-        .fd()
-        .map_err(|err| Error::bpf("finding the loaded XDP program", err))?
-        .as_fd();
-    let program_id = program
-        .info()
-        .map_err(|err| Error::bpf("reading the loaded XDP program", err))?
-        .id();
     let mut attached = Vec::new();
-    for (name, ifindex, plan) in plans {
+    for target in plans {
+        let Target {
+            name,
+            ifindex,
+            link_kind,
+            plan,
+        } = target;
+        let upgrade = matches!(plan, Plan::Upgrade { .. });
+        // An upgrade keeps the slot (and the counters) its link already has.
+        let slot = guard_maps.claim_slot(pins, netns, ifindex, link_kind, upgrade)?;
+        if !upgrade {
+            // From here a failure must give the slot back: `detach` does, via `created`.
+            created.push(ifindex);
+        }
+        // The directed broadcasts are in the slot before its first packet.
+        crate::addresses::refresh_namespace(&mut guard_maps, netns)?;
+        let mut ebpf = load_instance(Some(pins), options.capacity, Instance { slot, link_kind })?;
+        let program = xdp_program(&mut ebpf)?;
+        let program_fd = program
+            .fd()
+            .map_err(|err| Error::bpf("finding the loaded XDP program", err))?
+            .as_fd();
+        let program_id = program
+            .info()
+            .map_err(|err| Error::bpf("reading the loaded XDP program", err))?
+            .id();
         attached.push(match plan {
-            Plan::Fresh => {
-                guard_maps.start_interface(pins, ifindex, false)?;
-                let result = attach_one(program_fd, pins, &name, ifindex, options.mode)?;
-                created.push(ifindex);
-                result
-            }
+            Plan::Fresh => attach_one(program_fd, pins, &name, ifindex, options.mode)?,
             Plan::Replace { program_id, mode } => {
-                guard_maps.start_interface(pins, ifindex, false)?;
                 netlink::remove_xdp(ifindex, mode).map_err(|err| {
                     if err.raw_os_error() == Some(libc::EBUSY) {
                         Error::ForeignLinked {
@@ -595,7 +688,6 @@ fn attach_planned(
                             "{err}; the program it replaced (id {program_id}) was removed and is not restored"
                         ),
                     })?;
-                created.push(ifindex);
                 result.replaced = Some(program_id);
                 result
             }
@@ -604,7 +696,6 @@ fn attach_planned(
                 link_id,
                 old_program,
             } => {
-                guard_maps.start_interface(pins, ifindex, true)?;
                 sys::link_update(link.as_fd(), program_fd).map_err(|err| Error::UpgradeFailed {
                     name: name.clone(),
                     reason: err.to_string(),
@@ -753,16 +844,16 @@ pub fn detach(pins: &PinDir, ifindex: u32) -> Result<bool> {
     if let Ok(link) = sys::obj_get(&path) {
         let _ = sys::link_detach(link.as_fd());
     }
-    match std::fs::remove_file(&path) {
+    let removed = match std::fs::remove_file(&path) {
         // The pin was the last reference to the link: the kernel releases it, and with it the
         // attachment, once no process has it open.
-        Ok(()) => {
-            forget_interface(pins, ifindex);
-            Ok(true)
-        }
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(Error::io(format!("removing {}", path.display()), err)),
-    }
+        Ok(()) => true,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => false,
+        Err(err) => return Err(Error::io(format!("removing {}", path.display()), err)),
+    };
+    // Also without a pin: a failed attach gives back the slot it claimed.
+    release_interface(pins, ifindex);
+    Ok(removed)
 }
 
 /// Every pinned link with what the kernel says about it.
@@ -881,6 +972,7 @@ pub struct GuardMaps {
     pub lists_v4: LpmTrie<MapData, V4ListKey, u32>,
     pub lists_v6: LpmTrie<MapData, V6ListKey, u32>,
     pub config: Array<MapData, u32>,
+    pub interfaces: Array<MapData, InterfaceConfig>,
 }
 
 impl GuardMaps {
@@ -935,6 +1027,8 @@ impl GuardMaps {
             lists_v6: LpmTrie::try_from(get(maps::LISTS_V6)?)
                 .map_err(|err| wrong(maps::LISTS_V6, err))?,
             config: Array::try_from(get(maps::CONFIG)?).map_err(|err| wrong(maps::CONFIG, err))?,
+            interfaces: Array::try_from(get(maps::INTERFACES)?)
+                .map_err(|err| wrong(maps::INTERFACES, err))?,
         })
     }
 
@@ -952,47 +1046,143 @@ impl GuardMaps {
             .map_err(|err| Error::bpf("setting the mode", err))
     }
 
-    /// Claims `ifindex`'s counter slot and starts it from zero (a fresh attach: whatever
-    /// an earlier interface with this ifindex left is not this one's), or, with `keep`,
-    /// keeps a slot it already owns (an upgrade keeps its counters). A slot held by another
-    /// interface that is still attached stays its: this one is then not counted apart.
-    pub fn start_interface(&mut self, pins: &PinDir, ifindex: u32, keep: bool) -> Result<()> {
-        let slot = interface_slot(ifindex);
-        let read = |err| Error::bpf("reading the interface counters", err);
-        let owner = self
-            .interface_counters
-            .get(&slot, 0)
-            .map_err(read)?
-            .iter()
-            .map(|cpu| cpu.ifindex)
-            .max()
-            .unwrap_or(0);
-        if owner == ifindex && keep {
-            return Ok(());
+    /// Every slot in use, with what it holds.
+    pub fn slots(&self) -> Result<Vec<(u32, InterfaceConfig)>> {
+        let mut used = Vec::new();
+        for slot in 1..interface::SLOTS {
+            let config = self
+                .interfaces
+                .get(&slot, 0)
+                .map_err(|err| Error::bpf("reading the interface slots", err))?;
+            if config.ifindex != 0 {
+                used.push((slot, config));
+            }
         }
-        if owner != 0 && owner != ifindex && pins.has_link(owner) {
-            log::warn!(
-                "ifindex {ifindex} shares counter slot {slot} with attached ifindex {owner}: not counted apart"
-            );
-            return Ok(());
-        }
-        self.set_interface_slot(slot, ifindex)
+        Ok(used)
     }
 
-    /// Frees `ifindex`'s counter slot if it holds it.
-    pub fn forget_interface(&mut self, ifindex: u32) -> Result<()> {
-        let slot = interface_slot(ifindex);
-        let values = self
-            .interface_counters
-            .get(&slot, 0)
-            .map_err(|err| Error::bpf("reading the interface counters", err))?;
-        if values.iter().any(|cpu| cpu.ifindex == ifindex) {
-            self.set_interface_slot(slot, 0)?;
+    /// The slot of (`netns`, `ifindex`), if it has one.
+    pub fn slot_of(&self, netns: u64, ifindex: u32) -> Result<Option<u32>> {
+        Ok(self
+            .slots()?
+            .into_iter()
+            .find(|(_, config)| config.netns == netns && config.ifindex == ifindex)
+            .map(|(slot, _)| slot))
+    }
+
+    /// Claims a slot for (`netns`, `ifindex`) and starts its counters from zero (a fresh
+    /// attach: whatever an earlier interface left is not this one's), or, with `keep`, keeps
+    /// the slot and counters it already has (an upgrade). Directed broadcasts are written by
+    /// [`crate::addresses::refresh_namespace`].
+    pub fn claim_slot(
+        &mut self,
+        pins: &PinDir,
+        netns: u64,
+        ifindex: u32,
+        link_kind: u8,
+        keep: bool,
+    ) -> Result<u32> {
+        let used = self.slots()?;
+        if let Some((slot, config)) = used
+            .iter()
+            .find(|(_, config)| config.netns == netns && config.ifindex == ifindex)
+        {
+            if keep && config.link_kind == link_kind {
+                return Ok(*slot);
+            }
+            self.write_slot(*slot, netns, ifindex, link_kind)?;
+            return Ok(*slot);
+        }
+        let slot = (1..interface::SLOTS)
+            .find(|slot| !used.iter().any(|(taken, _)| taken == slot))
+            .ok_or_else(|| Error::NoFreeSlot {
+                path: pins.root().to_path_buf(),
+                slots: interface::SLOTS - 1,
+            })?;
+        self.write_slot(slot, netns, ifindex, link_kind)?;
+        Ok(slot)
+    }
+
+    fn write_slot(&mut self, slot: u32, netns: u64, ifindex: u32, link_kind: u8) -> Result<()> {
+        // Counters first: the slot's new owner never sees the last one's packets.
+        self.reset_interface_counters(slot, ifindex)?;
+        let config = InterfaceConfig {
+            netns,
+            ifindex,
+            link_kind,
+            ..InterfaceConfig::default()
+        };
+        self.interfaces
+            .set(slot, config, 0)
+            .map_err(|err| Error::bpf("writing the interface slot", err))
+    }
+
+    /// Frees the slot of (`netns`, `ifindex`) if it has one.
+    pub fn release_slot(&mut self, netns: u64, ifindex: u32) -> Result<()> {
+        if let Some(slot) = self.slot_of(netns, ifindex)? {
+            self.interfaces
+                .set(slot, InterfaceConfig::default(), 0)
+                .map_err(|err| Error::bpf("freeing the interface slot", err))?;
+            self.reset_interface_counters(slot, 0)?;
         }
         Ok(())
     }
 
-    fn set_interface_slot(&mut self, slot: u32, owner: u32) -> Result<()> {
+    /// Frees the slots of `netns` that no pinned link uses: an attach killed between
+    /// claiming a slot and pinning its link leaves one. The caller holds the pin lock.
+    pub fn release_stale_slots(&mut self, pins: &PinDir, netns: u64) -> Result<()> {
+        for (_, config) in self.slots()? {
+            if config.netns == netns && !pins.has_link(config.ifindex) {
+                self.release_slot(netns, config.ifindex)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the directed broadcasts of every slot of `netns`.
+    pub fn set_broadcasts(&mut self, netns: u64, broadcasts: &[[u8; 4]]) -> Result<()> {
+        if broadcasts.len() > interface::MAX_BROADCASTS {
+            return Err(Error::TooManyBroadcasts {
+                count: broadcasts.len(),
+                max: interface::MAX_BROADCASTS,
+            });
+        }
+        for (slot, mut config) in self.slots()? {
+            if config.netns != netns {
+                continue;
+            }
+            config.broadcasts = [[0; 4]; interface::MAX_BROADCASTS];
+            config.broadcasts[..broadcasts.len()].copy_from_slice(broadcasts);
+            config.broadcast_count = broadcasts.len() as u8;
+            self.interfaces
+                .set(slot, config, 0)
+                .map_err(|err| Error::bpf("writing the directed broadcasts", err))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the directed broadcasts of the instances that run for no interface
+    /// ([`NO_SLOT`]): what `BPF_PROG_TEST_RUN` tests use.
+    pub fn set_unattached_broadcasts(&mut self, broadcasts: &[std::net::Ipv4Addr]) -> Result<()> {
+        if broadcasts.len() > interface::MAX_BROADCASTS {
+            return Err(Error::TooManyBroadcasts {
+                count: broadcasts.len(),
+                max: interface::MAX_BROADCASTS,
+            });
+        }
+        let mut config = InterfaceConfig {
+            broadcast_count: broadcasts.len() as u8,
+            ..InterfaceConfig::default()
+        };
+        for (entry, address) in config.broadcasts.iter_mut().zip(broadcasts) {
+            *entry = address.octets();
+        }
+        self.interfaces
+            .set(NO_SLOT, config, 0)
+            .map_err(|err| Error::bpf("writing the directed broadcasts", err))
+    }
+
+    fn reset_interface_counters(&mut self, slot: u32, owner: u32) -> Result<()> {
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, err)| Error::io("counting the possible CPUs", err))?;
         let fresh = InterfaceCounter {
@@ -1006,20 +1196,28 @@ impl GuardMaps {
             .map_err(|err| Error::bpf("writing the interface counters", err))
     }
 
-    /// The packets counted for each of `ifindexes` whose counter slot it owns, summed over
-    /// CPUs.
+    /// The packets counted for each of `ifindexes` of this network namespace that has a
+    /// slot, summed over CPUs.
     pub fn interface_counters(&self, ifindexes: &[u32]) -> Result<Vec<(u32, InterfaceCounter)>> {
+        let netns = system::netns_id()?;
+        let slots = self.slots()?;
         let mut counters = Vec::new();
         for &ifindex in ifindexes {
+            let Some((slot, _)) = slots
+                .iter()
+                .find(|(_, config)| config.netns == netns && config.ifindex == ifindex)
+            else {
+                continue;
+            };
             let values = self
                 .interface_counters
-                .get(&interface_slot(ifindex), 0)
+                .get(slot, 0)
                 .map_err(|err| Error::bpf("reading the interface counters", err))?;
-            if !values.iter().any(|cpu| cpu.ifindex == ifindex) {
-                continue;
-            }
-            let total = values.iter().filter(|cpu| cpu.ifindex == ifindex).fold(
-                InterfaceCounter::default(),
+            let total = values.iter().fold(
+                InterfaceCounter {
+                    ifindex,
+                    ..InterfaceCounter::default()
+                },
                 |t, cpu| InterfaceCounter {
                     ifindex,
                     _padding: 0,
@@ -1050,10 +1248,11 @@ impl GuardMaps {
     }
 }
 
-/// Frees the counter slot of `ifindex` (its link is gone); missing maps are fine.
-fn forget_interface(pins: &PinDir, ifindex: u32) {
-    if let Ok(mut maps) = GuardMaps::open(pins) {
-        let _ = maps.forget_interface(ifindex);
+/// Frees the slot of `ifindex` in this network namespace (its link is gone); missing maps
+/// are fine.
+fn release_interface(pins: &PinDir, ifindex: u32) {
+    if let (Ok(mut maps), Ok(netns)) = (GuardMaps::open(pins), system::netns_id()) {
+        let _ = maps.release_slot(netns, ifindex);
     }
 }
 
@@ -1124,6 +1323,34 @@ mod tests {
              (map POLICY_TYPES has value size 8, this binary expects 4): run `icmp-guard \
              detach --all` first"
         );
+    }
+
+    #[test]
+    fn only_link_kinds_whose_frame_start_is_known_are_accepted() {
+        assert_eq!(
+            link_kind_of("eth0", libc::ARPHRD_ETHER, Some("veth")).ok(),
+            Some(link_kind::ETHERNET)
+        );
+        assert_eq!(
+            link_kind_of("lo", libc::ARPHRD_LOOPBACK, None).ok(),
+            Some(link_kind::ETHERNET)
+        );
+        assert_eq!(
+            link_kind_of("tun0", libc::ARPHRD_NONE, Some("tun")).ok(),
+            Some(link_kind::RAW_IP)
+        );
+        for (link_type, kind) in [
+            (libc::ARPHRD_NONE, Some("wireguard")),
+            (libc::ARPHRD_TUNNEL, Some("ipip")),
+            (libc::ARPHRD_IPGRE, Some("gre")),
+            (libc::ARPHRD_INFINIBAND, None),
+        ] {
+            let err = link_kind_of("x0", link_type, kind).expect_err("not known");
+            assert!(
+                err.to_string().starts_with("icmp-guard cannot guard x0: "),
+                "{err}"
+            );
+        }
     }
 
     #[test]

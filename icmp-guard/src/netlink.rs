@@ -15,6 +15,8 @@ const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_PROG_ID: u16 = 4;
@@ -55,6 +57,11 @@ pub struct XdpState {
     pub programs: Vec<(AttachMode, u32)>,
     /// The interface's MTU (IFLA_MTU), read in the caller's network namespace.
     pub mtu: Option<u32>,
+    /// The link type (`ifi_type`, an `ARPHRD_*` number): where its frames start.
+    pub link_type: u16,
+    /// The driver kind (IFLA_INFO_KIND: `veth`, `tun`, `bridge`, ...), for devices that
+    /// have one.
+    pub kind: Option<String>,
 }
 
 impl XdpState {
@@ -102,7 +109,14 @@ pub fn xdp_state(ifindex: u32) -> io::Result<Option<XdpState>> {
             let message = reply
                 .get(16 + 16..length.min(reply.len()))
                 .ok_or_else(|| invalid("short RTM_NEWLINK"))?;
-            Ok(Some(parse_link(message)))
+            // struct ifinfomsg: family, pad, type (u16), index, flags, change.
+            let link_type = reply
+                .get(16 + 2..16 + 4)
+                .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+                .ok_or_else(|| invalid("short RTM_NEWLINK"))?;
+            let mut state = parse_link(message);
+            state.link_type = link_type;
+            Ok(Some(state))
         }
         other => Err(invalid(&format!("unexpected netlink message {other}"))),
     }
@@ -186,6 +200,14 @@ fn parse_link(attributes: &[u8]) -> XdpState {
                     .position(|b| *b == 0)
                     .unwrap_or(payload.len());
                 state.name = String::from_utf8_lossy(&payload[..end]).into_owned();
+            }
+            IFLA_LINKINFO => {
+                state.kind = Attributes(payload)
+                    .find(|(kind, _)| *kind == IFLA_INFO_KIND)
+                    .map(|(_, name)| {
+                        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+                        String::from_utf8_lossy(&name[..end]).into_owned()
+                    });
             }
             IFLA_MTU => {
                 state.mtu = payload
@@ -330,6 +352,7 @@ mod tests {
             .expect("netlink answers")
             .expect("lo exists");
         assert_eq!(state.name, "lo");
+        assert_eq!(state.link_type, libc::ARPHRD_LOOPBACK);
         assert!(state.programs.is_empty());
         assert!(state.mtu.is_some_and(|mtu| mtu >= 1500), "{state:?}");
     }

@@ -135,6 +135,16 @@ pub fn ifindex(name: &str) -> Result<u32> {
     }
 }
 
+/// The identity of the caller's network namespace: the inode of `/proc/self/ns/net`,
+/// which `ip netns identify` and `lsns` show too. Interfaces are owned by (namespace,
+/// ifindex), since ifindexes repeat across namespaces.
+pub fn netns_id() -> Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|metadata| metadata.ino())
+        .map_err(|err| Error::io("reading /proc/self/ns/net", err))
+}
+
 /// The name of the interface with `ifindex` in the current namespace, if it still exists.
 pub fn ifname(ifindex: u32) -> Option<String> {
     let mut buffer = [0 as libc::c_char; libc::IF_NAMESIZE];

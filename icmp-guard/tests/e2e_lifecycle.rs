@@ -484,10 +484,11 @@ fn pinned_maps_of_another_layout_are_refused() {
         ],
     );
     let stamped: Value = serde_json::from_slice(&stamped.stdout).expect("bpftool JSON");
+    let version = icmp_guard_common::config::LAYOUT_VERSION;
     assert_eq!(
         stamped["value"],
-        serde_json::json!(["0x01", "0x00", "0x00", "0x00"]),
-        "a first attach writes layout version 1: {stamped}"
+        serde_json::json!([format!("0x{version:02x}"), "0x00", "0x00", "0x00"]),
+        "a first attach writes layout version {version}: {stamped}"
     );
     run_ok(
         "bpftool",
@@ -499,7 +500,7 @@ fn pinned_maps_of_another_layout_are_refused() {
     for args in [&["status"][..], &["attach", "lo"][..]] {
         let err = lab.cli_err(args);
         assert!(
-            one_sentence(&err).contains("layout version 99, this binary uses 1"),
+            one_sentence(&err).contains(&format!("layout version 99, this binary uses {version}")),
             "{args:?}: {err}"
         );
     }

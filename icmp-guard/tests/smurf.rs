@@ -11,7 +11,6 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    addresses::BroadcastMap,
     loader::{self, GuardMaps},
     policy::{self, Policy},
     stats,
@@ -35,13 +34,11 @@ impl Guard {
         edit(&mut policy);
         let mut ebpf = loader::load(None).expect("load");
         let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
-        let mut broadcasts = BroadcastMap::take(&mut ebpf).expect("broadcast map");
-        broadcasts
-            .set(&[
-                (Ipv4Addr::new(192, 0, 2, 255), 2),
-                (Ipv4Addr::new(198, 51, 101, 255), 2),
-            ])
-            .expect("write broadcasts");
+        maps.set_unattached_broadcasts(&[
+            Ipv4Addr::new(192, 0, 2, 255),
+            Ipv4Addr::new(198, 51, 101, 255),
+        ])
+        .expect("write broadcasts");
         policy::apply(&mut maps, &policy).expect("apply");
         Self { ebpf, maps }
     }

@@ -9,7 +9,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    loader::{self, GuardMaps},
+    loader::{self, GuardMaps, Instance},
     policy::{self, Action, Policy, RuleSpec},
     stats::{self, Snapshot},
 };
@@ -29,7 +29,13 @@ impl Guard {
     /// The program with private maps and a policy that passes every type, so that each
     /// test states only the rules it is about.
     fn load() -> Self {
-        let mut ebpf = loader::load(None).expect("the XDP program loads and passes the verifier");
+        Self::load_instance(Instance::UNATTACHED)
+    }
+
+    /// [`Guard::load`] of a chosen program instance (link kind).
+    fn load_instance(instance: Instance) -> Self {
+        let mut ebpf = loader::load_instance(None, loader::Capacity::default(), instance)
+            .expect("the XDP program loads and passes the verifier");
         let maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
         let mut guard = Self {
             ebpf,
@@ -470,4 +476,64 @@ fn routing_header_type_0_with_segments_left_is_invalid() {
     let snapshot = guard.snapshot();
     assert_eq!(snapshot.global(global::INVALID_DROPPED).packets, 1);
     assert_eq!(snapshot.of(FAMILY_V6, 129).passed(), 2);
+}
+
+#[test]
+fn layer_3_instances_parse_from_the_ip_header() {
+    if !support::privileged("layer_3_instances_parse_from_the_ip_header") {
+        return;
+    }
+    // What a tun or WireGuard interface hands XDP: the IP header first, no Ethernet.
+    let timestamp_v4 = ipv4(1, &[], 0, &icmp(13, 0, &[0; 16]));
+    let with_options = ipv4(1, &[1, 1, 1, 0], 0, &icmp(13, 0, &[0; 16]));
+    let echo_v6 = ipv6(64, &[], 58, &icmp(128, 0, &echo_body()));
+    let fragment_ext = Ext::fragment(0, true);
+    let echo_v6_fragment = ipv6(64, &[fragment_ext], 58, &icmp(128, 0, &echo_body()));
+    let tcp = ipv4(6, &[], 0, &tcp_syn());
+    let drop_rules = |guard: &mut Guard| {
+        guard.set_rule(FAMILY_V4, 13, Action::Drop);
+        guard.set_rule(FAMILY_V6, 128, Action::Drop);
+        guard.apply();
+    };
+
+    let mut raw = Guard::load_instance(Instance::UNATTACHED_RAW_IP);
+    drop_rules(&mut raw);
+    for (packet, what) in [
+        (&timestamp_v4, "an ICMPv4 timestamp request"),
+        (
+            &with_options,
+            "an ICMPv4 timestamp request behind IP options",
+        ),
+        (&echo_v6, "an ICMPv6 echo request"),
+        (
+            &echo_v6_fragment,
+            "an ICMPv6 echo request in a first fragment",
+        ),
+    ] {
+        assert_eq!(raw.run(packet).0, XDP_DROP, "{what} on a layer-3 link");
+    }
+    raw.assert_passes_unchanged(&tcp, "TCP on a layer-3 link");
+    raw.assert_passes_unchanged(&[0x00; 40], "a packet that is no IP");
+    let snapshot = raw.snapshot();
+    assert_eq!(
+        snapshot.of(FAMILY_V4, 13).dropped(DropReason::Policy),
+        2,
+        "both timestamp requests are counted as ICMPv4 type 13"
+    );
+    assert_eq!(snapshot.of(FAMILY_V6, 128).dropped(DropReason::Policy), 2);
+
+    // The same packets through an Ethernet instance are not even seen as IP: the reason a
+    // layer-3 interface must never run the Ethernet parser.
+    let mut ethernet = Guard::load();
+    drop_rules(&mut ethernet);
+    for packet in [&timestamp_v4, &echo_v6] {
+        assert_eq!(ethernet.run(packet).0, XDP_PASS);
+    }
+    assert_eq!(
+        ethernet
+            .snapshot()
+            .of(FAMILY_V4, 13)
+            .dropped(DropReason::Policy),
+        0
+    );
 }

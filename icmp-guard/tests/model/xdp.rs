@@ -10,7 +10,6 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    addresses::BroadcastMap,
     loader::{self, GuardMaps},
     policy::{self, Policy},
 };
@@ -47,10 +46,7 @@ impl Guard {
     pub fn load(policy: &Policy, broadcasts: &[Ipv4Addr]) -> Self {
         let mut ebpf = loader::load(None).expect("the XDP program loads and passes the verifier");
         let mut maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
-        let mut broadcast_map = BroadcastMap::take(&mut ebpf).expect("the broadcast map");
-        let entries: Vec<(Ipv4Addr, u32)> = broadcasts.iter().map(|b| (*b, 2)).collect();
-        broadcast_map
-            .set(&entries)
+        maps.set_unattached_broadcasts(broadcasts)
             .expect("write the directed broadcasts");
         policy::apply(&mut maps, policy).expect("apply the policy");
         Self { ebpf, maps }
