@@ -8,7 +8,7 @@ mod support;
 use std::{
     fs::File,
     io::{Read as _, Write as _},
-    os::fd::{AsRawFd as _, FromRawFd as _},
+    os::fd::AsRawFd as _,
     process::Command,
     time::{Duration, Instant},
 };
