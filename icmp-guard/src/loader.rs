@@ -28,10 +28,13 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use icmp_guard_common::{
-    CodeCounter, Counter, InterfaceCounter, PROGRAM_NAME, config,
-    interface::{self, InterfaceConfig, NO_SLOT, globals, link_kind},
+    CodeCounter, Counter, InterfaceCounter, LOCKED_PROGRAM_NAME, PROGRAM_NAME,
+    config::{self, Config},
+    global,
+    interface::{self, DEFAULT_NS_PER_JIFFY, InterfaceConfig, NO_SLOT, globals, link_kind},
+    limit::{LimiterConfig, RATE_PREFIXES, RATE_SOURCES, SharedBucket},
     maps,
-    policy::{LimiterConfig, RATE_PREFIXES, RATE_SOURCES, RateKey, Rule, V4ListKey, V6ListKey},
+    policy::{Rule, V4ListKey, V6ListKey},
 };
 
 use crate::{
@@ -87,12 +90,13 @@ pub struct LinkStatus {
     pub interface_gone: bool,
 }
 
-/// Sizes of the rate-limit LRU maps, chosen when the maps are first created.
+/// Sizes of the rate-limit LRU maps, chosen when the maps are first created; each family
+/// has its own map of each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
-    /// Per-source buckets (about 96 bytes of kernel memory each).
+    /// Per-source buckets per family (about 100 bytes of kernel memory each).
     pub sources: u32,
-    /// Per-prefix buckets.
+    /// Per-prefix buckets per family.
     pub prefixes: u32,
 }
 
@@ -138,6 +142,41 @@ pub struct Instance {
     pub slot: u32,
     /// One of [`link_kind`].
     pub link_kind: u8,
+    /// Which of the two guard programs.
+    pub variant: Variant,
+}
+
+/// The two builds of the guard, which differ only in how the limiter updates a bucket
+/// (see `icmp_guard_common::limit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Variant {
+    /// The one the running kernel supports: [`Variant::Atomics`] where it has atomic
+    /// compare-and-exchange, else [`Variant::Locks`].
+    #[default]
+    Auto,
+    /// Compare-and-exchange (Linux 5.12+): `icmp_guard`.
+    Atomics,
+    /// `bpf_spin_lock`: `icmp_guard_lock`, for 5.10 and 5.11.
+    Locks,
+}
+
+impl Variant {
+    /// The program's name in the object.
+    pub fn program_name(self) -> &'static str {
+        match self.resolved() {
+            Self::Locks => LOCKED_PROGRAM_NAME,
+            _ => PROGRAM_NAME,
+        }
+    }
+
+    /// [`Variant::Auto`] made concrete for this kernel.
+    pub fn resolved(self) -> Self {
+        match self {
+            Self::Auto if sys::supports_atomic_cmpxchg() => Self::Atomics,
+            Self::Auto => Self::Locks,
+            chosen => chosen,
+        }
+    }
 }
 
 impl Instance {
@@ -146,6 +185,7 @@ impl Instance {
     pub const UNATTACHED: Self = Self {
         slot: NO_SLOT,
         link_kind: link_kind::ETHERNET,
+        variant: Variant::Auto,
     };
 
     /// An instance for no interface that parses frames starting at the IP header, as on a
@@ -153,7 +193,34 @@ impl Instance {
     pub const UNATTACHED_RAW_IP: Self = Self {
         slot: NO_SLOT,
         link_kind: link_kind::RAW_IP,
+        variant: Variant::Auto,
     };
+
+    /// The same instance, of `variant`.
+    pub const fn with_variant(self, variant: Variant) -> Self {
+        Self { variant, ..self }
+    }
+}
+
+/// Nanoseconds per jiffy of the running kernel, the step of the limiter's coarse clock:
+/// the resolution of CLOCK_MONOTONIC_COARSE, which advances once a tick.
+pub fn ns_per_jiffy() -> u64 {
+    static TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        let mut resolution = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to write to; the clock id is a constant.
+        let result =
+            unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &raw mut resolution) };
+        let ns = resolution.tv_sec as u64 * 1_000_000_000 + resolution.tv_nsec as u64;
+        if result == 0 && ns > 0 {
+            ns
+        } else {
+            DEFAULT_NS_PER_JIFFY
+        }
+    })
 }
 
 /// Where frames start on an interface of `link_type` (`ARPHRD_*`) and driver `kind`, or why
@@ -178,7 +245,12 @@ pub fn link_kind_of(name: &str, link_type: u16, kind: Option<&str>) -> Result<u8
 
 /// Maps whose `max_entries` the operator chooses (`--max-sources`, `--max-prefixes`), so a
 /// pinned size different from the object's is not a layout change.
-const SIZED_BY_OPERATOR: [&str; 2] = [maps::RATE_SOURCES, maps::RATE_PREFIXES];
+const SIZED_BY_OPERATOR: [&str; 4] = [
+    maps::SOURCES_V4,
+    maps::SOURCES_V6,
+    maps::PREFIXES_V4,
+    maps::PREFIXES_V6,
+];
 
 /// Loads the program for no interface ([`Instance::UNATTACHED`]). With `pins`, every map
 /// is opened from (or created and pinned to) the pin directory; without, the maps are
@@ -195,7 +267,17 @@ pub fn load_instance(
     instance: Instance,
 ) -> Result<Ebpf> {
     let mut ebpf = open_object(pins, capacity, instance)?;
-    let program = xdp_program(&mut ebpf)?;
+    let name = instance.variant.program_name();
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| {
+            Error::bpf(
+                "finding the XDP program",
+                format!("{name} is not in the object"),
+            )
+        })?
+        .try_into()
+        .map_err(|err| Error::bpf("finding the XDP program", err))?;
     match program.load() {
         Ok(()) => Ok(ebpf),
         Err(ProgramError::LoadError {
@@ -227,11 +309,15 @@ fn open_object(pins: Option<&PinDir>, capacity: Capacity, instance: Instance) ->
         })
         .unwrap_or_default();
     let mut loader = EbpfLoader::new();
+    let tick = ns_per_jiffy();
     loader
-        .map_max_entries(maps::RATE_SOURCES, capacity.sources)
-        .map_max_entries(maps::RATE_PREFIXES, capacity.prefixes)
+        .map_max_entries(maps::SOURCES_V4, capacity.sources)
+        .map_max_entries(maps::SOURCES_V6, capacity.sources)
+        .map_max_entries(maps::PREFIXES_V4, capacity.prefixes)
+        .map_max_entries(maps::PREFIXES_V6, capacity.prefixes)
         .override_global(globals::LINK_KIND, &instance.link_kind, true)
-        .override_global(globals::INTERFACE_SLOT, &instance.slot, true);
+        .override_global(globals::INTERFACE_SLOT, &instance.slot, true)
+        .override_global(globals::NS_PER_JIFFY, &tick, true);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -338,20 +424,21 @@ pub fn check_layout(pins: &PinDir) -> Result<()> {
     }
 }
 
-/// Writes this binary's layout version into maps that were just created (their `LAYOUT`
-/// slot is 0); pinned maps that passed [`check_layout`] already carry it.
+/// Writes this binary's layout version into maps that were just created (their `layout`
+/// is 0); pinned maps that passed [`check_layout`] already carry it.
 fn stamp_layout(ebpf: &mut Ebpf) -> Result<()> {
     let map = ebpf
         .map_mut(maps::CONFIG)
         .ok_or_else(|| Error::bpf("finding map CONFIG", "not in the object"))?;
-    let mut settings: Array<&mut MapData, u32> =
+    let mut settings: Array<&mut MapData, Config> =
         Array::try_from(map).map_err(|err| Error::bpf("opening map CONFIG", err))?;
-    let written = settings
-        .get(&config::LAYOUT, 0)
+    let mut written = settings
+        .get(&config::INDEX, 0)
         .map_err(|err| Error::bpf("reading the layout version", err))?;
-    if written == 0 {
+    if written.layout == 0 {
+        written.layout = config::LAYOUT_VERSION;
         settings
-            .set(config::LAYOUT, config::LAYOUT_VERSION, 0)
+            .set(config::INDEX, written, 0)
             .map_err(|err| Error::bpf("writing the layout version", err))?;
     }
     Ok(())
@@ -360,10 +447,11 @@ fn stamp_layout(ebpf: &mut Ebpf) -> Result<()> {
 /// The layout version written in pinned maps; 0 when none is (maps made by a crashed
 /// first attach before it wrote one: their shapes are this binary's, so they are too).
 fn pinned_layout_version(pins: &PinDir) -> Result<u32> {
-    let settings: Array<MapData, u32> = Array::try_from(pinned_map(pins, maps::CONFIG)?)
+    let settings: Array<MapData, Config> = Array::try_from(pinned_map(pins, maps::CONFIG)?)
         .map_err(|err| map_open_error(pins, maps::CONFIG, err))?;
     settings
-        .get(&config::LAYOUT, 0)
+        .get(&config::INDEX, 0)
+        .map(|config| config.layout)
         .map_err(|err| Error::bpf("reading the layout version", err))
 }
 
@@ -451,9 +539,17 @@ fn map_data(map: &Map) -> &MapData {
     }
 }
 
-/// The XDP program inside a loaded object.
+/// The guard program [`load_instance`] loaded in an object (either variant).
 pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    ebpf.program_mut(PROGRAM_NAME)
+    let loaded = [PROGRAM_NAME, LOCKED_PROGRAM_NAME]
+        .into_iter()
+        .find(|name| {
+            ebpf.program(name)
+                .and_then(|program| <&Xdp>::try_from(program).ok())
+                .is_some_and(|program| program.fd().is_ok())
+        });
+    let name = loaded.unwrap_or(PROGRAM_NAME);
+    ebpf.program_mut(name)
         .ok_or_else(|| Error::bpf("finding the XDP program", "not in the object"))?
         .try_into()
         .map_err(|err| Error::bpf("finding the XDP program", err))
@@ -584,7 +680,12 @@ fn plan(pins: &PinDir, targets: &[(String, u32)], options: &AttachOptions) -> Re
 fn is_icmp_guard_program(id: u32) -> bool {
     aya::programs::loaded_programs()
         .filter_map(std::result::Result::ok)
-        .any(|info| info.id() == id && info.name_as_str() == Some(PROGRAM_NAME))
+        .any(|info| {
+            info.id() == id
+                && [PROGRAM_NAME, LOCKED_PROGRAM_NAME]
+                    .iter()
+                    .any(|name| info.name_as_str() == Some(name))
+        })
 }
 
 fn attach_planned(
@@ -657,7 +758,12 @@ fn attach_planned(
         }
         // The directed broadcasts are in the slot before its first packet.
         crate::addresses::refresh_namespace(&mut guard_maps, netns)?;
-        let mut ebpf = load_instance(Some(pins), options.capacity, Instance { slot, link_kind })?;
+        let instance = Instance {
+            slot,
+            link_kind,
+            variant: Variant::Auto,
+        };
+        let mut ebpf = load_instance(Some(pins), options.capacity, instance)?;
         let program = xdp_program(&mut ebpf)?;
         let program_fd = program
             .fd()
@@ -887,41 +993,54 @@ pub fn links(pins: &PinDir) -> Result<Vec<LinkStatus>> {
     Ok(statuses)
 }
 
-/// How many sources and prefixes have a rate-limit bucket now.
+/// How many sources and prefixes have a rate-limit bucket now, estimated: buckets the
+/// program created (it counts them per CPU), capped by the tables' capacity. Buckets leave
+/// only by LRU eviction, so the estimate is exact until the tables are full and then says
+/// "full"; buckets of limiters since replaced are included until evicted. Reading it costs
+/// the same whatever the tables hold, unlike walking them.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Tracked {
+    /// Always true: the figures are estimates (see above).
+    pub estimated: bool,
     pub sources: u64,
+    /// Both families together.
     pub sources_capacity: u32,
     pub prefixes: u64,
     pub prefixes_capacity: u32,
 }
 
-/// Counts the entries of the pinned rate-limit LRU maps.
+/// The estimate of [`Tracked`] for the guard pinned in `pins`.
 pub fn tracked(pins: &PinDir) -> Result<Tracked> {
-    let count = |name: &str| -> Result<(u64, u32)> {
-        let pinned = pinned_map(pins, name)?;
-        let capacity = map_data(&pinned)
-            .info()
-            .map_err(|err| Error::bpf(format!("reading map {name}"), err))?
-            .max_entries();
-        let map: HashMap<MapData, RateKey, u64> =
-            HashMap::try_from(pinned).map_err(|err| map_open_error(pins, name, err))?;
-        // get_next_key restarts from the first bucket when the key it was given has been
-        // evicted, which a random-source flood does all the time: without a bound the walk
-        // may never end. A full LRU map holds `capacity` keys, so that many steps suffice.
-        let tracked = map
-            .keys()
-            .take(capacity as usize)
-            .filter(std::result::Result::is_ok)
-            .count();
-        Ok((tracked as u64, capacity))
+    let capacity = |names: [&str; 2]| -> Result<u32> {
+        let mut total = 0u32;
+        for name in names {
+            let pinned = pinned_map(pins, name)?;
+            let entries = map_data(&pinned)
+                .info()
+                .map_err(|err| Error::bpf(format!("reading map {name}"), err))?
+                .max_entries();
+            total = total.saturating_add(entries);
+        }
+        Ok(total)
     };
-    let (sources, sources_capacity) = count(maps::RATE_SOURCES)?;
-    let (prefixes, prefixes_capacity) = count(maps::RATE_PREFIXES)?;
+    let sources_capacity = capacity([maps::SOURCES_V4, maps::SOURCES_V6])?;
+    let prefixes_capacity = capacity([maps::PREFIXES_V4, maps::PREFIXES_V6])?;
+    let counters: PerCpuArray<MapData, Counter> =
+        PerCpuArray::try_from(pinned_map(pins, maps::GLOBAL_COUNTERS)?)
+            .map_err(|err| map_open_error(pins, maps::GLOBAL_COUNTERS, err))?;
+    let created = |slot: u32| -> Result<u64> {
+        Ok(counters
+            .get(&slot, 0)
+            .map_err(|err| Error::bpf("reading the bucket counts", err))?
+            .iter()
+            .map(|cpu| cpu.packets)
+            .sum())
+    };
     Ok(Tracked {
-        sources,
+        estimated: true,
+        sources: created(global::SOURCE_BUCKETS_CREATED)?.min(u64::from(sources_capacity)),
         sources_capacity,
-        prefixes,
+        prefixes: created(global::PREFIX_BUCKETS_CREATED)?.min(u64::from(prefixes_capacity)),
         prefixes_capacity,
     })
 }
@@ -969,9 +1088,10 @@ pub struct GuardMaps {
     pub policy_types: Array<MapData, Rule>,
     pub policy_codes: HashMap<MapData, u32, Rule>,
     pub limiters: Array<MapData, LimiterConfig>,
+    pub shared_buckets: Array<MapData, SharedBucket>,
     pub lists_v4: LpmTrie<MapData, V4ListKey, u32>,
     pub lists_v6: LpmTrie<MapData, V6ListKey, u32>,
-    pub config: Array<MapData, u32>,
+    pub config: Array<MapData, Config>,
     pub interfaces: Array<MapData, InterfaceConfig>,
 }
 
@@ -1022,6 +1142,8 @@ impl GuardMaps {
                 .map_err(|err| wrong(maps::POLICY_CODES, err))?,
             limiters: Array::try_from(get(maps::LIMITERS)?)
                 .map_err(|err| wrong(maps::LIMITERS, err))?,
+            shared_buckets: Array::try_from(get(maps::SHARED_BUCKETS)?)
+                .map_err(|err| wrong(maps::SHARED_BUCKETS, err))?,
             lists_v4: LpmTrie::try_from(get(maps::LISTS_V4)?)
                 .map_err(|err| wrong(maps::LISTS_V4, err))?,
             lists_v6: LpmTrie::try_from(get(maps::LISTS_V6)?)
@@ -1032,18 +1154,43 @@ impl GuardMaps {
         })
     }
 
+    /// The guard's settings.
+    pub fn config(&self) -> Result<Config> {
+        self.config
+            .get(&config::INDEX, 0)
+            .map_err(|err| Error::bpf("reading the settings", err))
+    }
+
+    /// Changes the settings with `change` and writes them back whole; the caller holds the
+    /// pin-directory lock, so no other writer interleaves. A packet reading the settings
+    /// meanwhile sees every field `change` left alone as it was.
+    pub fn update_config(&mut self, change: impl FnOnce(&mut Config)) -> Result<()> {
+        let mut config = self.config()?;
+        change(&mut config);
+        self.config
+            .set(config::INDEX, config, 0)
+            .map_err(|err| Error::bpf("writing the settings", err))
+    }
+
     /// The guard's mode (`config::MODE_*`).
     pub fn mode(&self) -> Result<u32> {
-        self.config
-            .get(&config::MODE, 0)
-            .map_err(|err| Error::bpf("reading the mode", err))
+        Ok(self.config()?.mode)
     }
 
     /// Sets the guard's mode; takes effect on the next packet.
     pub fn set_mode(&mut self, mode: u32) -> Result<()> {
-        self.config
-            .set(config::MODE, mode, 0)
-            .map_err(|err| Error::bpf("setting the mode", err))
+        self.update_config(|config| config.mode = mode)
+    }
+
+    /// The policy revision ([`Config::policy_revision`]): the control plane's, the
+    /// program does not read it.
+    pub fn policy_revision(&self) -> Result<u32> {
+        Ok(self.config()?.policy_revision)
+    }
+
+    /// Sets the policy revision.
+    pub fn set_policy_revision(&mut self, revision: u32) -> Result<()> {
+        self.update_config(|config| config.policy_revision = revision)
     }
 
     /// Every slot in use, with what it holds.
@@ -1235,16 +1382,12 @@ impl GuardMaps {
 
     /// Sampled events each CPU may emit per second; 0 when events are off.
     pub fn events_per_sec(&self) -> Result<u32> {
-        self.config
-            .get(&config::EVENTS_PER_SEC, 0)
-            .map_err(|err| Error::bpf("reading the event budget", err))
+        Ok(self.config()?.events_per_sec)
     }
 
     /// Sets the event budget; takes effect on the next packet.
     pub fn set_events_per_sec(&mut self, per_sec: u32) -> Result<()> {
-        self.config
-            .set(config::EVENTS_PER_SEC, per_sec, 0)
-            .map_err(|err| Error::bpf("setting the event budget", err))
+        self.update_config(|config| config.events_per_sec = per_sec)
     }
 }
 
@@ -1299,10 +1442,10 @@ mod tests {
     #[test]
     fn operator_sized_maps_may_differ_in_entries_only() {
         assert_eq!(
-            MapShape::difference(maps::RATE_SOURCES, shape(8, 1000), shape(8, 1)),
+            MapShape::difference(maps::SOURCES_V4, shape(8, 1000), shape(8, 1)),
             None
         );
-        assert!(MapShape::difference(maps::RATE_SOURCES, shape(16, 1000), shape(8, 1)).is_some());
+        assert!(MapShape::difference(maps::SOURCES_V4, shape(16, 1000), shape(8, 1)).is_some());
     }
 
     #[test]

@@ -137,3 +137,40 @@ pub fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
         ifindex: word(16),
     })
 }
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+
+/// True when the kernel accepts the atomic compare-and-exchange instruction (Linux 5.12,
+/// commit 5ffa25502b5a "bpf: Add instructions for atomic_[cmp]xchg"), which the limiter of
+/// `icmp_guard` uses; older kernels get `icmp_guard_lock`. Probed once, by loading a
+/// six-instruction XDP program that exchanges a stack slot.
+pub fn supports_atomic_cmpxchg() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // (code, dst | src << 4, offset, immediate)
+        let program: [(u8, u8, i16, i32); 7] = [
+            (0xb7, 0x01, 0, 0),     // r1 = 0
+            (0x7b, 0x1a, -8, 0),    // *(u64 *)(r10 - 8) = r1
+            (0xb7, 0x00, 0, 0),     // r0 = 0
+            (0xb7, 0x01, 0, 1),     // r1 = 1
+            (0xdb, 0x1a, -8, 0xf1), // r0 = cmpxchg_64(r10 - 8, r0, r1)
+            (0xb7, 0x00, 0, 2),     // r0 = XDP_PASS
+            (0x95, 0x00, 0, 0),     // exit
+        ];
+        let mut instructions = Vec::with_capacity(program.len() * 8);
+        for (code, registers, offset, immediate) in program {
+            instructions.push(code);
+            instructions.push(registers);
+            instructions.extend_from_slice(&offset.to_ne_bytes());
+            instructions.extend_from_slice(&immediate.to_ne_bytes());
+        }
+        let license = c"GPL";
+        let mut attr = [0u8; ATTR_SIZE];
+        put(&mut attr, 0, BPF_PROG_TYPE_XDP);
+        put(&mut attr, 4, program.len() as u32);
+        attr[8..16].copy_from_slice(&(instructions.as_ptr() as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+        bpf(BPF_PROG_LOAD, &mut attr).map(owned).is_ok()
+    })
+}

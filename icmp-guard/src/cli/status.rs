@@ -55,7 +55,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     );
     if let Some(tracked) = tracked {
         println!(
-            "rate-limit buckets: {} of {} sources, {} of {} prefixes",
+            "rate-limit buckets (estimated): {} of {} sources, {} of {} prefixes",
             tracked.sources, tracked.sources_capacity, tracked.prefixes, tracked.prefixes_capacity
         );
     }

@@ -87,7 +87,7 @@ impl Guard {
         for index in 0..ICMP_COUNTER_ENTRIES {
             all.push(sum(&self.maps.icmp_counters, index));
         }
-        for slot in 0..global::ENTRIES {
+        for slot in 0..global::PACKET_SLOTS {
             all.push(sum(&self.maps.global_counters, slot));
         }
         all
