@@ -35,9 +35,14 @@ impl Tables for MapTables<'_> {
             if self.flags & generation_flags::LISTS_V4 == 0 {
                 return 0;
             }
-            let mut data: V4ListKey = [0; 5];
-            data[0] = self.generation as u8;
-            data[1..5].copy_from_slice(&source[..4]);
+            let address = self.headers.source_v4();
+            let data: V4ListKey = [
+                self.generation as u8,
+                address[0],
+                address[1],
+                address[2],
+                address[3],
+            ];
             LISTS_V4.get(Key::new(8 + 32, data)).copied()
         } else {
             if self.flags & generation_flags::LISTS_V6 == 0 {
@@ -80,18 +85,8 @@ fn interface() -> Option<&'static InterfaceConfig> {
 /// broadcast; its multicast scope matters to the callers.
 #[inline(always)]
 fn v4_addresses(headers: &Headers) -> (bool, bool) {
-    let source = [
-        headers.source[0],
-        headers.source[1],
-        headers.source[2],
-        headers.source[3],
-    ];
-    let destination = [
-        headers.destination[0],
-        headers.destination[1],
-        headers.destination[2],
-        headers.destination[3],
-    ];
+    let source = headers.source_v4();
+    let destination = headers.destination_v4();
     let ours = interface();
     let martian = ipv4_martian_source(source) || ours.is_some_and(|ours| ours.is_broadcast(source));
     let group = headers.flags & header_flags::MAC_GROUP != 0

@@ -3,6 +3,7 @@
 
 use aya_ebpf::{helpers::bpf_get_smp_processor_id, programs::XdpContext};
 use icmp_guard_common::{
+    FAMILY_V4,
     events::{EVENT_BYTES, IcmpEvent, action_of_slot, take_event},
     global,
 };
@@ -43,9 +44,10 @@ pub fn emit(
         return;
     };
     let (action, reason) = action_of_slot(slot);
-    entry.write(IcmpEvent {
+    // Built from zero: spelling out the struct's byte-array padding would cost a call to
+    // memset.
+    let mut event = IcmpEvent {
         timestamp_ns: clock.precise(),
-        source: headers.source,
         ifindex: ctx.ingress_ifindex() as u32,
         packet_len: len as u32,
         // SAFETY: a helper without arguments.
@@ -55,8 +57,15 @@ pub fn emit(
         code: headers.code,
         action,
         reason,
-        _padding: [0; 7],
-    });
+        ..IcmpEvent::default()
+    };
+    if headers.family == FAMILY_V4 {
+        // The other 12 bytes of an IPv4 packet's headers mean nothing; the event's are 0.
+        event.source[..4].copy_from_slice(&headers.source_v4());
+    } else {
+        event.source = headers.source;
+    }
+    entry.write(event);
     entry.submit(0);
     count::global(global::EVENTS_EMITTED, EVENT_BYTES as u64);
 }

@@ -223,12 +223,7 @@ fn scoped<S: Sync>(config: &LimiterConfig, headers: &Headers, now: u64) -> bool 
     let prefix = prefix_len(config, family);
     let by_prefix = config.per == per::PREFIX;
     if family == FAMILY_V4 {
-        let source = [
-            headers.source[0],
-            headers.source[1],
-            headers.source[2],
-            headers.source[3],
-        ];
+        let source = headers.source_v4();
         let addr = if by_prefix {
             mask_v4(source, prefix)
         } else {

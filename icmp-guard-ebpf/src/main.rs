@@ -44,17 +44,19 @@ use crate::{
         BASELINE_BUDGET, BASELINE_BUDGET_INTERVAL_NS, BASELINE_BUDGET_TOLERANCE_NS,
         BASELINE_INTERVAL_NS, BASELINE_SOURCES, BASELINE_TOLERANCE_NS, CONFIG, LINK_KIND, PACKET,
     },
-    parse::{Frame, Parsed},
+    parse::{Frame, Headers, Parsed},
 };
 
 /// The guard for kernels with atomic compare-and-exchange.
 #[xdp]
+#[inline(always)]
 pub fn icmp_guard(ctx: XdpContext) -> u32 {
     guard::<Atomics>(&ctx)
 }
 
 /// The guard for kernels without it (5.10, 5.11).
 #[xdp]
+#[inline(always)]
 pub fn icmp_guard_lock(ctx: XdpContext) -> u32 {
     guard::<Locks>(&ctx)
 }
@@ -73,7 +75,17 @@ const fn action(drop: bool) -> u32 {
 fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
     let frame = Frame::new(ctx);
     let len = frame.len() as u64;
-    let parsed = match parse::parse(&frame, LINK_KIND.load()) {
+    // The hand-over: the parser writes an ICMP packet's headers into a per-CPU map, and the
+    // later stages read them from there. The verifier does not track what a map holds, so
+    // every way through the parser reaches the later stages in the same state, and they are
+    // verified once rather than once per parse path.
+    let mut handed: Option<*mut Headers> = None;
+    let sink = || {
+        handed = PACKET.get_ptr_mut(0);
+        // SAFETY: this CPU's value, from a successful lookup; nothing else holds it.
+        handed.map(|slot| unsafe { &mut *slot })
+    };
+    match parse::parse(&frame, LINK_KIND.load(), sink) {
         Parsed::NotIcmp => {
             // The cheapest path: no settings read, one counter.
             count::global(global::NON_ICMP_PASSED, len);
@@ -94,20 +106,15 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
             count::interface(!dry_run, dry_run, len);
             return action(!dry_run);
         }
-        Parsed::Icmp(headers) => headers,
-    };
-    // The hand-over: the parser's result goes through a per-CPU map, whose contents the
-    // verifier does not track, so every parse path reaches the later stages in one state
-    // and they are verified once rather than once per way through the parser.
-    let Some(handed) = PACKET.get_ptr_mut(0) else {
+        Parsed::Icmp => {}
+    }
+    let Some(handed) = handed else {
         return xdp_action::XDP_DROP;
     };
-    // SAFETY: this CPU's value, from a successful lookup; volatile so that the compiler
-    // does not carry the parser's values past the map.
-    let headers = unsafe {
-        core::ptr::write_volatile(handed, parsed);
-        core::ptr::read_volatile(handed)
-    };
+    // Opaque to the optimiser, so that it reads the headers back from the map instead of
+    // carrying the parser's values (and their many states) past this point.
+    // SAFETY: the parser wrote this CPU's value; nothing else writes it during this run.
+    let headers: &Headers = unsafe { &*core::hint::black_box(handed) };
     let Some(config) = CONFIG.get(config::INDEX) else {
         return xdp_action::XDP_DROP;
     };
@@ -116,10 +123,8 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
     let settings = config.generation(generation);
     let mut clock = Clock::default();
     if headers.is_fragment() {
-        let verdict = match decide::fragment(&headers, generation, settings) {
-            Decision::Limit(limiter) => {
-                limit::admit::<S>(limiter, generation, &headers, &mut clock)
-            }
+        let verdict = match decide::fragment(headers, generation, settings) {
+            Decision::Limit(limiter) => limit::admit::<S>(limiter, generation, headers, &mut clock),
             Decision::Drop(reason) => Some(reason),
             Decision::Pass => None,
         };
@@ -136,11 +141,11 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
             }
         };
     }
-    let verdict = match decide::message(&headers, generation, settings) {
+    let verdict = match decide::message(headers, generation, settings) {
         Decision::Pass => Verdict::Pass,
         Decision::Drop(reason) => Verdict::Drop(reason),
         Decision::Limit(limiter) => {
-            match limit::admit::<S>(limiter, generation, &headers, &mut clock) {
+            match limit::admit::<S>(limiter, generation, headers, &mut clock) {
                 None => Verdict::Pass,
                 Some(reason) => Verdict::Drop(reason),
             }
@@ -163,7 +168,7 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
     // the joined states only.
     events::emit(
         ctx,
-        &headers,
+        headers,
         outcome.slot,
         len,
         config.events_per_sec,

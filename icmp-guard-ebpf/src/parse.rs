@@ -27,7 +27,6 @@ use icmp_guard_common::{
 };
 use network_types::{
     eth::EthHdr,
-    icmp::Icmpv4Hdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
     vlan::VlanHdr,
 };
@@ -87,8 +86,9 @@ pub enum Parsed {
     /// Dropped before an ICMP type could be read.
     Unclassified(DropReason),
     /// An ICMP message (its header read where IHL or the extension chain put it), or a
-    /// non-first ICMP fragment ([`header_flags::NON_FIRST_FRAGMENT`]), which has none.
-    Icmp(Headers),
+    /// non-first ICMP fragment ([`header_flags::NON_FIRST_FRAGMENT`]), which has none:
+    /// written into the [`Headers`] the caller's sink gave.
+    Icmp,
 }
 
 /// Bits of [`Headers::flags`].
@@ -105,10 +105,11 @@ pub mod header_flags {
 }
 
 /// An ICMP packet as the parser found it: what every later stage reads.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct Headers {
-    /// The source; IPv4 in the first 4 bytes, the rest zero.
+    /// The source. IPv4 in the first 4 bytes, and the other 12 mean nothing: the parser
+    /// writes only what the family has.
     pub source: [u8; 16],
     /// The destination, likewise.
     pub destination: [u8; 16],
@@ -122,52 +123,64 @@ pub struct Headers {
     pub hop_limit: u8,
     /// Bits of [`header_flags`].
     pub flags: u8,
-    pub _padding: [u8; 7],
+    pub _padding_1: u8,
+    pub _padding_2: u16,
+    pub _padding_4: u32,
 }
 
 impl Headers {
-    #[inline(always)]
-    const fn new(family: u8, mac_group: bool) -> Self {
-        Self {
-            source: [0; 16],
-            destination: [0; 16],
-            word: [0; 4],
-            family,
-            icmp_type: 0,
-            code: 0,
-            hop_limit: 0,
-            flags: if mac_group {
-                header_flags::MAC_GROUP
-            } else {
-                0
-            },
-            _padding: [0; 7],
-        }
-    }
-
     /// True for a non-first fragment.
     #[inline(always)]
     pub const fn is_fragment(&self) -> bool {
         self.flags & header_flags::NON_FIRST_FRAGMENT != 0
     }
+
+    /// The IPv4 source.
+    #[inline(always)]
+    pub const fn source_v4(&self) -> [u8; 4] {
+        [
+            self.source[0],
+            self.source[1],
+            self.source[2],
+            self.source[3],
+        ]
+    }
+
+    /// The IPv4 destination.
+    #[inline(always)]
+    pub const fn destination_v4(&self) -> [u8; 4] {
+        [
+            self.destination[0],
+            self.destination[1],
+            self.destination[2],
+            self.destination[3],
+        ]
+    }
 }
+
+/// Where the parser writes an ICMP packet's [`Headers`]: asked only once the packet is known
+/// to be ICMP, so that other traffic costs nothing more. `None` fails closed.
+pub trait Sink<'a>: FnOnce() -> Option<&'a mut Headers> {}
+
+impl<'a, F: FnOnce() -> Option<&'a mut Headers>> Sink<'a> for F {}
 
 #[inline(always)]
 fn be16(bytes: [u8; 2]) -> u16 {
     u16::from_be_bytes(bytes)
 }
 
-/// Parses a frame whose link layer is `kind` ([`link_kind`]).
+/// Parses a frame whose link layer is `kind` ([`link_kind`]); an ICMP packet's headers go
+/// where `sink` says.
 #[inline(always)]
-pub fn parse(frame: &Frame, kind: u8) -> Parsed {
+pub fn parse<'a>(frame: &Frame, kind: u8, sink: impl Sink<'a>) -> Parsed {
     if kind == link_kind::RAW_IP {
         // No link-layer header: the IP version says which IP. Anything else, or anything
         // shorter than the smallest IP header, is not IP, and the stack drops it. (The
         // version is read with the whole minimal header: a one-byte read compiles to a
         // bounds check older verifiers cannot follow.)
         return match frame.bytes::<IPV4_MIN_HLEN>(0).map(|first| first[0] >> 4) {
-            Some(4) => parse_ipv4(frame, 0, false),
-            Some(6) => parse_ipv6(frame, 0, false),
+            Some(4) => parse_ipv4(frame, 0, false, sink),
+            Some(6) => parse_ipv6(frame, 0, false, sink),
             _ => Parsed::NotIcmp,
         };
     }
@@ -209,14 +222,24 @@ pub fn parse(frame: &Frame, kind: u8) -> Parsed {
     }
     let group = mac_group(mac);
     if ether_type == ETH_P_IPV4 {
-        parse_ipv4(frame, offset, group)
+        parse_ipv4(frame, offset, group, sink)
     } else {
-        parse_ipv6(frame, offset, group)
+        parse_ipv6(frame, offset, group, sink)
+    }
+}
+
+/// The flags every ICMP packet starts with.
+#[inline(always)]
+const fn link_flags(mac_group: bool) -> u8 {
+    if mac_group {
+        header_flags::MAC_GROUP
+    } else {
+        0
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(frame: &Frame, offset: usize, mac_group: bool) -> Parsed {
+fn parse_ipv4<'a>(frame: &Frame, offset: usize, mac_group: bool, sink: impl Sink<'a>) -> Parsed {
     let Some(ip) = frame.header::<Ipv4Hdr>(offset) else {
         return Parsed::Unclassified(DropReason::Invalid);
     };
@@ -236,12 +259,13 @@ fn parse_ipv4(frame: &Frame, offset: usize, mac_group: bool) -> Parsed {
     if shape.overflows_datagram() {
         return Parsed::Unclassified(DropReason::Invalid);
     }
-    let mut headers = Headers::new(FAMILY_V4, mac_group);
-    headers.source[..4].copy_from_slice(&ip.src_addr);
-    headers.destination[..4].copy_from_slice(&ip.dst_addr);
+    let mut flags = link_flags(mac_group);
     if shape.is_non_first_fragment() {
-        headers.flags |= header_flags::NON_FIRST_FRAGMENT;
-        return Parsed::Icmp(headers);
+        let Some(out) = sink() else {
+            return Parsed::Unclassified(DropReason::Invalid);
+        };
+        write_v4(out, ip, flags | header_flags::NON_FIRST_FRAGMENT, [0; 8]);
+        return Parsed::Icmp;
     }
     // The ICMP header starts where IHL says, never at a fixed 20 bytes.
     let icmp_offset = offset + shape.header_len;
@@ -250,24 +274,61 @@ fn parse_ipv4(frame: &Frame, offset: usize, mac_group: bool) -> Parsed {
     if shape.payload_len < ICMP_HLEN {
         return Parsed::Unclassified(DropReason::Invalid);
     }
-    let Some(icmp) = frame.header::<Icmpv4Hdr>(icmp_offset) else {
+    let Some(icmp) = frame.bytes::<ICMP_HLEN>(icmp_offset) else {
         return Parsed::Unclassified(DropReason::Invalid);
     };
-    // SAFETY: `header` checked the bounds; Icmpv4Hdr is all bytes.
-    let icmp = unsafe { &*icmp };
-    if is_error(FAMILY_V4, icmp.type_)
+    if is_error(FAMILY_V4, icmp[0])
         && embedded_header(frame, FAMILY_V4, icmp_offset, shape.payload_len)
     {
-        headers.flags |= header_flags::EMBEDS_HEADER;
+        flags |= header_flags::EMBEDS_HEADER;
     }
     if shape.more_fragments {
-        headers.flags |= header_flags::FRAGMENTED;
+        flags |= header_flags::FRAGMENTED;
     }
-    headers.icmp_type = icmp.type_;
-    headers.code = icmp.code;
-    headers.word = icmp.data;
-    headers.hop_limit = ip.ttl;
-    Parsed::Icmp(headers)
+    let Some(out) = sink() else {
+        return Parsed::Unclassified(DropReason::Invalid);
+    };
+    write_v4(out, ip, flags, icmp);
+    Parsed::Icmp
+}
+
+/// Writes an IPv4 packet's headers: only the bytes IPv4 has.
+#[inline(always)]
+fn write_v4(out: &mut Headers, ip: &Ipv4Hdr, flags: u8, icmp: [u8; ICMP_HLEN]) {
+    put_words::<1>(&mut out.source, &ip.src_addr);
+    put_words::<1>(&mut out.destination, &ip.dst_addr);
+    put_fields(out, FAMILY_V4, ip.ttl, flags, icmp);
+}
+
+/// Stores `N` 32-bit words of `bytes` at the start of `field`, one store each. (Volatile
+/// here and in [`put_fields`]: the optimiser would merge them into calls to memcpy and
+/// memset, BPF-to-BPF calls that loop byte by byte.)
+#[inline(always)]
+fn put_words<const N: usize>(field: &mut [u8; 16], bytes: &[u8]) {
+    let words = (&raw mut *field).cast::<u32>();
+    let mut index = 0;
+    while index < N {
+        let at = index * 4;
+        let word = u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        // SAFETY: `field` is 16 bytes at the start of an 8-byte aligned `Headers`, and
+        // `N` is at most 4.
+        unsafe { words.add(index).write_volatile(word) };
+        index += 1;
+    }
+}
+
+/// Stores the fields every family has.
+#[inline(always)]
+fn put_fields(out: &mut Headers, family: u8, hop_limit: u8, flags: u8, icmp: [u8; ICMP_HLEN]) {
+    // SAFETY: plain fields of `out`.
+    unsafe {
+        (&raw mut out.word).write_volatile([icmp[4], icmp[5], icmp[6], icmp[7]]);
+        (&raw mut out.family).write_volatile(family);
+        (&raw mut out.icmp_type).write_volatile(icmp[0]);
+        (&raw mut out.code).write_volatile(icmp[1]);
+        (&raw mut out.hop_limit).write_volatile(hop_limit);
+        (&raw mut out.flags).write_volatile(flags);
+    }
 }
 
 /// Whether the ICMP message at `icmp_offset`, `message_len` bytes long (inside the IP
@@ -290,7 +351,7 @@ fn embedded_header(frame: &Frame, family: u8, icmp_offset: usize, message_len: u
 }
 
 #[inline(always)]
-fn parse_ipv6(frame: &Frame, offset: usize, mac_group: bool) -> Parsed {
+fn parse_ipv6<'a>(frame: &Frame, offset: usize, mac_group: bool, sink: impl Sink<'a>) -> Parsed {
     let Some(ip) = frame.header::<Ipv6Hdr>(offset) else {
         return Parsed::Unclassified(DropReason::Invalid);
     };
@@ -304,10 +365,7 @@ fn parse_ipv6(frame: &Frame, offset: usize, mac_group: bool) -> Parsed {
     // would otherwise drop the frame-end check of the extension header reads below as
     // redundant with the payload-end check, which only the verifier cannot see.
     let payload_end = core::hint::black_box(offset + IPV6_HLEN + payload_len);
-    let mut headers = Headers::new(FAMILY_V6, mac_group);
-    headers.source = ip.src_addr;
-    headers.destination = ip.dst_addr;
-    headers.hop_limit = ip.hop_limit;
+    let mut flags = link_flags(mac_group);
     let mut next_header = ip.next_hdr;
     let mut cursor = offset + IPV6_HLEN;
     let mut order = ExtensionOrder::START;
@@ -342,14 +400,16 @@ fn parse_ipv6(frame: &Frame, offset: usize, mac_group: bool) -> Parsed {
             let (fragment_offset, _more) = ipv6_fragment(be16([ext[2], ext[3]]));
             // RFC 6980 §5: ND messages must not carry a Fragment header at all, atomic
             // fragments (RFC 6946) included; the ND condition reads this fact.
-            headers.flags |= header_flags::FRAGMENTED;
+            flags |= header_flags::FRAGMENTED;
             if fragment_offset != 0 {
-                return if ext[0] == IPPROTO_ICMPV6 {
-                    headers.flags |= header_flags::NON_FIRST_FRAGMENT;
-                    Parsed::Icmp(headers)
-                } else {
-                    Parsed::NotIcmp
+                if ext[0] != IPPROTO_ICMPV6 {
+                    return Parsed::NotIcmp;
+                }
+                let Some(out) = sink() else {
+                    return Parsed::Unclassified(DropReason::Invalid);
                 };
+                write_v6(out, ip, flags | header_flags::NON_FIRST_FRAGMENT, [0; 8]);
+                return Parsed::Icmp;
             }
             // A first fragment, or an atomic fragment (RFC 6946): classify what follows.
         }
@@ -370,10 +430,19 @@ fn parse_ipv6(frame: &Frame, offset: usize, mac_group: bool) -> Parsed {
         return Parsed::Unclassified(DropReason::Invalid);
     };
     if is_error(FAMILY_V6, header[0]) && embedded_header(frame, FAMILY_V6, cursor, message_len) {
-        headers.flags |= header_flags::EMBEDS_HEADER;
+        flags |= header_flags::EMBEDS_HEADER;
     }
-    headers.icmp_type = header[0];
-    headers.code = header[1];
-    headers.word = [header[4], header[5], header[6], header[7]];
-    Parsed::Icmp(headers)
+    let Some(out) = sink() else {
+        return Parsed::Unclassified(DropReason::Invalid);
+    };
+    write_v6(out, ip, flags, header);
+    Parsed::Icmp
+}
+
+/// Writes an IPv6 packet's headers.
+#[inline(always)]
+fn write_v6(out: &mut Headers, ip: &Ipv6Hdr, flags: u8, icmp: [u8; ICMP_HLEN]) {
+    put_words::<4>(&mut out.source, &ip.src_addr);
+    put_words::<4>(&mut out.destination, &ip.dst_addr);
+    put_fields(out, FAMILY_V6, ip.hop_limit, flags, icmp);
 }
