@@ -8,6 +8,7 @@ pub mod kernel_view;
 pub mod loader;
 pub mod metrics;
 pub mod netlink;
+pub mod notify;
 pub mod pins;
 pub mod policy;
 pub mod rcu;

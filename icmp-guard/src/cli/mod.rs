@@ -1,10 +1,11 @@
 //! One module per command, each with an `execute`.
 
 mod attach;
-mod completions;
+pub mod completions;
 mod config;
 mod detach;
 mod lists;
+mod manual;
 mod metrics;
 mod policy;
 mod run;

@@ -254,6 +254,7 @@ async fn service(
     initial: Option<Initial>,
 ) -> anyhow::Result<()> {
     let pins = &context.pins;
+    let notifier = icmp_guard::notify::Notifier::from_env();
     // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
     let mut stop = std::pin::pin!(stop_signal()?);
     let mut hangup = signal(SignalKind::hangup())?;
@@ -336,6 +337,8 @@ async fn service(
         }
     );
 
+    // For systemd (Type=notify): every interface runs the guard, the policy is applied.
+    notifier.ready(&format!("protecting {}", args.interfaces.join(", ")));
     let signal_name = loop {
         tokio::select! {
             name = &mut stop => break name,
@@ -381,6 +384,8 @@ async fn service(
                     attach_or_adopt(&args, pins, &again, current.as_ref())?;
                     refresh_broadcasts(pins, &mut broadcasts_error);
                 }
+                // Only now is every interface known to be protected.
+                notifier.watchdog();
             }
             _ = summary.tick() => {
                 // Addresses change under a long-running service (DHCP, operators).
@@ -408,6 +413,7 @@ async fn service(
     };
 
     println!("{signal_name}: stopping");
+    notifier.stopping();
     let _ = stop_server.send(());
     if let Some(server) = server {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
