@@ -14,6 +14,7 @@ mod setup;
 
 use std::{
     fs,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -303,12 +304,15 @@ fn stage(artefacts: &Artefacts, binary: &Path) -> Result<()> {
             .args(["man", "--out-dir"])
             .arg(&man),
     )?;
+    let mut pages = Vec::new();
     for section in ["man5", "man8"] {
         for entry in fs::read_dir(man.join(section))? {
-            // -n: no name or time in the header, so the same page compresses the same.
-            process::run(command("gzip").args(["-9", "-n", "-f"]).arg(entry?.path()))?;
+            pages.push(entry?.path());
         }
     }
+    pages.sort();
+    // -n: no name or time in the header, so the same page compresses the same.
+    process::run(command("gzip").args(["-9", "-n", "-f"]).args(&pages))?;
     let completer = format!("/{BINARY}");
     for (shell, path) in [
         ("bash", "usr/share/bash-completion/completions/icmp-guard"),
@@ -324,7 +328,9 @@ fn stage(artefacts: &Artefacts, binary: &Path) -> Result<()> {
             "--completer",
             &completer,
         ]))?;
-        fs::write(stage.join(path), script)?;
+        let path = stage.join(path);
+        fs::create_dir_all(path.parent().context("a staged path has a parent")?)?;
+        fs::write(path, script)?;
     }
 
     // Modes and times as they install; the commit's time makes the archives reproducible.
@@ -333,14 +339,14 @@ fn stage(artefacts: &Artefacts, binary: &Path) -> Result<()> {
         if !file.exists() {
             bail!("the staging tree lacks {path}");
         }
-        process::run(command("chmod").arg(format!("{mode:o}")).arg(&file))?;
+        fs::set_permissions(&file, fs::Permissions::from_mode(*mode))?;
     }
-    process::run(
-        command("find")
-            .arg(stage)
-            .args(["-type", "d", "-exec", "chmod", "755", "{}", "+"]),
-    )?;
-    process::run(
+    for path in walk(stage)? {
+        if path.is_dir() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    process::stdout_of(
         command("touch")
             .arg("--no-dereference")
             .arg(format!("--date=@{}", artefacts.commit_time))
@@ -390,6 +396,9 @@ fn deb(artefacts: &Artefacts) -> Result<()> {
     process::run(
         command("cargo")
             .args(["deb", "--package", "icmp-guard", "--no-build", "--no-strip"])
+            // Without it, one warning per asset that it is not in target/release/: they
+            // come from the staging tree on purpose. lintian checks the result.
+            .arg("--quiet")
             .args(["--target", TARGET])
             .args(["--deb-version", &format!("{}-1", artefacts.version)])
             .arg("--output")

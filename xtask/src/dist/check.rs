@@ -474,7 +474,8 @@ fn oci_image(artefacts: &Artefacts) -> Result<String> {
             .arg(&rootfs)
             .args(&args)
             .arg("--version")
-            .env_clear(),
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     )?;
     println!(
         "$ chroot {} {} --version\n{version}",
@@ -488,11 +489,17 @@ fn oci_image(artefacts: &Artefacts) -> Result<String> {
     ensure(version.trim() == expected, || {
         format!("the entrypoint printed {version:?}, not {expected:?}")
     })?;
+    println!(
+        "$ chroot {} {} policy check /etc/icmp-guard/policy.toml",
+        rootfs.display(),
+        args[0]
+    );
     let check = process::stdout_of(
         command("chroot")
             .arg(&rootfs)
             .args([&args[0], "policy", "check", "/etc/icmp-guard/policy.toml"])
-            .env_clear(),
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     )?;
     print!("{check}");
 

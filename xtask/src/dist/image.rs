@@ -102,7 +102,13 @@ fn fill_and_commit(artefacts: &Artefacts, name: &str) -> Result<()> {
     process::run(config.arg(name))?;
     process::run(
         buildah(artefacts)
-            .args(["commit", "--format", "oci", "--rm"])
+            .args([
+                "commit",
+                "--format",
+                "oci",
+                "--rm",
+                "--disable-compression=false",
+            ])
             .arg(format!("--timestamp={}", artefacts.commit_time))
             .arg(name)
             .arg(format!(

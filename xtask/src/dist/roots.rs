@@ -141,6 +141,9 @@ impl Scratch {
         );
         let out = process::stdout_of(&mut chroot)?;
         print!("{out}");
+        if !out.is_empty() && !out.ends_with('\n') {
+            println!();
+        }
         Ok(out)
     }
 
