@@ -227,7 +227,7 @@ fn target_dir() -> Result<PathBuf> {
 
 /// The first line `binary --version` prints.
 pub fn version_of(binary: &Path) -> Result<String> {
-    let out = process::stdout_of(&mut std::process::Command::new(binary).arg("--version"))?;
+    let out = process::stdout_of(std::process::Command::new(binary).arg("--version"))?;
     Ok(out.lines().next().unwrap_or_default().to_owned())
 }
 
