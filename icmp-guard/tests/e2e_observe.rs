@@ -784,7 +784,7 @@ fn the_systemd_unit_is_valid_and_its_command_line_parses() {
     );
     let unit = std::fs::read_to_string(unit_path).expect("packaging/icmp-guard.service");
     for line in [
-        "Type=simple",
+        "Type=notify",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN",
     ] {
@@ -821,7 +821,7 @@ fn the_systemd_unit_is_valid_and_its_command_line_parses() {
             _ => words.push(word.to_owned()),
         }
     }
-    assert_eq!(words[0], "/usr/local/bin/icmp-guard");
+    assert_eq!(words[0], "/usr/sbin/icmp-guard");
     let output = Command::new(BIN)
         .args(&words[1..])
         .env(
@@ -844,7 +844,7 @@ fn the_systemd_unit_is_valid_and_its_command_line_parses() {
         .is_ok()
     {
         let dir = TempDir::new("unit");
-        let local = unit.replace("/usr/local/bin/icmp-guard", BIN);
+        let local = unit.replace("/usr/sbin/icmp-guard", BIN);
         let path = dir.write("icmp-guard.service", &local);
         let verify = run("systemd-analyze", &["verify", "--man=no", &path]);
         let findings = String::from_utf8_lossy(&verify.stderr);
