@@ -48,6 +48,7 @@ pub fn run(artefacts: &Artefacts) -> Result<()> {
     prove("the tarball on Debian 11", &|| tarball(artefacts))?;
     prove("the .deb on Debian 12", &|| deb(artefacts))?;
     prove("the .rpm", &|| rpm(artefacts))?;
+    prove("the zsh and fish completions", &|| completions(artefacts))?;
     prove("the OCI image", &|| oci_image(artefacts))?;
     println!(
         "\ncargo xtask dist --check: every artefact proven by installing it ({} s):",
@@ -175,9 +176,28 @@ fn tarball(artefacts: &Artefacts) -> Result<String> {
             format!("the tarball did not install /{path}")
         })?;
     }
-    // merged-/usr roots keep their symlinks: the tarball has no top-level lib or bin.
+    // An upgrade with the README's exclusion keeps the operator's settings.
+    let settings = root.join("/etc/default/icmp-guard");
+    fs::write(&settings, "INTERFACES=eth0\n")?;
+    process::run(
+        command("tar")
+            .args(["-xzf"])
+            .arg(&artefacts.tarball)
+            .args(["-C"])
+            .arg(root.path())
+            .args([
+                "--strip-components=1",
+                "--no-overwrite-dir",
+                "--keep-directory-symlink",
+                "--exclude=*/etc",
+            ]),
+    )?;
+    ensure(
+        fs::read_to_string(&settings)? == "INTERFACES=eth0\n",
+        || "the tarball upgrade overwrote /etc/default/icmp-guard".to_owned(),
+    )?;
     Ok(format!(
-        "static binary runs on glibc {glibc}: --version and policy check"
+        "static binary runs on glibc {glibc}: --version and policy check; an upgrade keeps /etc"
     ))
 }
 
@@ -390,6 +410,50 @@ fn completes_in(root: &Scratch) -> Result<()> {
     })?;
     fs::remove_dir_all(root.join("/sys/class"))?;
     Ok(())
+}
+
+/// zsh and fish load the staged scripts without a syntax error, and fish, asked as it asks
+/// on TAB, gets the type names from the binary (here the staged one: the scripts call back
+/// the path given to `completions --completer`). bash is proven inside the Debian root.
+fn completions(artefacts: &Artefacts) -> Result<String> {
+    let stage = &artefacts.stage;
+    process::run(
+        command("zsh")
+            .arg("-n")
+            .arg(stage.join("usr/share/zsh/site-functions/_icmp-guard")),
+    )?;
+    process::run(
+        command("fish")
+            .arg("--no-execute")
+            .arg(stage.join("usr/share/fish/vendor_completions.d/icmp-guard.fish")),
+    )?;
+    let scratch = Scratch::empty("fish")?;
+    let binary = stage.join(BINARY);
+    let script = process::stdout_of(
+        std::process::Command::new(&binary)
+            .args(["completions", "fish", "--completer"])
+            .arg(&binary),
+    )?;
+    let script_path = scratch.path().join("icmp-guard.fish");
+    fs::write(&script_path, script)?;
+    let offered = process::stdout_of(
+        command("fish")
+            .arg("--no-config")
+            .arg("-c")
+            .arg(format!(
+                "source {}; complete --do-complete='icmp-guard policy set packet-'",
+                script_path.display()
+            ))
+            .env("HOME", scratch.path()),
+    )?;
+    print!("{offered}");
+    ensure(
+        offered
+            .lines()
+            .any(|line| line.starts_with("packet-too-big")),
+        || format!("fish offered {offered:?} for `icmp-guard policy set packet-<TAB>`"),
+    )?;
+    Ok("zsh -n and fish --no-execute load the scripts; fish completes packet-too-big".to_owned())
 }
 
 fn rpm(artefacts: &Artefacts) -> Result<String> {
