@@ -73,8 +73,22 @@ pub fn cached(suite: &Suite) -> Result<PathBuf> {
         .arg(&partial)
         .arg(MIRROR)
         .stdin(std::process::Stdio::null());
-    process::run(&mut debootstrap)
-        .with_context(|| format!("debootstrap of Debian {} failed", suite.name))?;
+    // Hundreds of lines when it works; shown only when it does not.
+    println!("$ {}", process::display(&debootstrap));
+    let output = process::output(&mut debootstrap)?;
+    if !output.status.success() {
+        let log = String::from_utf8_lossy(&output.stdout);
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        for line in tail.iter().rev() {
+            println!("{line}");
+        }
+        bail!(
+            "debootstrap of Debian {} failed ({}): {}",
+            suite.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
     fs::rename(&partial, &root)?;
     Ok(root)
 }
