@@ -10,6 +10,7 @@
 mod check;
 mod image;
 mod roots;
+mod service;
 mod setup;
 
 use std::{

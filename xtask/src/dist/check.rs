@@ -1,6 +1,7 @@
 //! `cargo xtask dist --check`: every artefact proven by installing it, not by listing it.
 //!
-//! - the unit: `systemd-analyze security --offline=yes` exposure below 3.0;
+//! - the unit: `systemd-analyze security --offline=yes` exposure below 3.0; and booted
+//!   under systemd with the .deb installed (see [`super::service`]);
 //! - the tarball: unpacked with the README's command into a fresh Debian 11 root (glibc
 //!   2.31), where the static binary runs `--version` and `policy check`;
 //! - the .deb: lintian finds no error; `dpkg -i` into a fresh Debian 12 root, where
@@ -45,6 +46,9 @@ pub fn run(artefacts: &Artefacts) -> Result<()> {
     };
     prove("the sums", &|| sums(artefacts))?;
     prove("the unit", &|| unit(artefacts))?;
+    prove("the unit under systemd", &|| {
+        super::service::prove(artefacts)
+    })?;
     prove("the tarball on Debian 11", &|| tarball(artefacts))?;
     prove("the .deb on Debian 12", &|| deb(artefacts))?;
     prove("the .rpm", &|| rpm(artefacts))?;

@@ -15,10 +15,11 @@ use crate::process::{self, command};
 /// Debian's mirror, the one the packages of this machine come from.
 const MIRROR: &str = "http://deb.debian.org/debian";
 
-/// A Debian release, as debootstrap names it, with the packages a proof needs beyond
-/// `minbase`.
+/// A Debian root: the release as debootstrap names it, the packages a proof needs beyond
+/// `minbase`, and the name of its cache directory.
 pub struct Suite {
     pub name: &'static str,
+    pub release: &'static str,
     pub include: &'static [&'static str],
 }
 
@@ -26,12 +27,21 @@ pub struct Suite {
 /// which the maintainer scripts use to enable the unit.
 pub const BOOKWORM: Suite = Suite {
     name: "bookworm",
+    release: "bookworm",
     include: &["init-system-helpers"],
+};
+
+/// Debian 12 with systemd as init, booted with systemd-nspawn to run the unit for real.
+pub const BOOKWORM_SYSTEMD: Suite = Suite {
+    name: "bookworm-systemd",
+    release: "bookworm",
+    include: &["systemd", "systemd-sysv", "iproute2", "init-system-helpers"],
 };
 
 /// Debian 11 (glibc 2.31): the static binary must run here.
 pub const BULLSEYE: Suite = Suite {
     name: "bullseye",
+    release: "bullseye",
     include: &[],
 };
 
@@ -69,7 +79,7 @@ pub fn cached(suite: &Suite) -> Result<PathBuf> {
         debootstrap.arg(format!("--include={}", suite.include.join(",")));
     }
     debootstrap
-        .arg(suite.name)
+        .arg(suite.release)
         .arg(&partial)
         .arg(MIRROR)
         .stdin(std::process::Stdio::null());

@@ -25,8 +25,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("lintian", "lintian"),
     // `rpm -qlp`, and installing the .rpm into a root.
     ("rpm", "rpm"),
-    // `systemd-analyze security --offline=yes` and `verify` of the unit.
+    // `systemd-analyze security --offline=yes` of the unit, and systemd-nspawn, which
+    // boots a Debian root with systemd to run the unit for real.
     ("systemd", "systemd-analyze"),
+    ("systemd-container", "systemd-nspawn"),
     // Syntax checks of the completion scripts.
     ("zsh", "zsh"),
     ("fish", "fish"),
