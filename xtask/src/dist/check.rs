@@ -620,7 +620,16 @@ fn podman_run(artefacts: &Artefacts) -> String {
         return "podman is not installed, so `podman run` was not tried".to_owned();
     }
     let image = format!("oci-archive:{}", artefacts.image.display());
-    match process::output(command("podman").args(["run", "--rm", &image, "--version"])) {
+    // Storage of its own, as for buildah: the machine's container storage is not ours.
+    let storage = artefacts.dir.join("podman");
+    let outcome = process::output(
+        command("podman")
+            .arg(format!("--root={}", storage.join("root").display()))
+            .arg(format!("--runroot={}", storage.join("run").display()))
+            .args(["--storage-driver=vfs", "run", "--rm", &image, "--version"]),
+    );
+    let _ = fs::remove_dir_all(&storage);
+    match outcome {
         Ok(out) if out.status.success() => format!(
             "podman run printed {:?}",
             String::from_utf8_lossy(&out.stdout).trim()
