@@ -46,8 +46,8 @@ fn refresh_broadcasts(pins: &icmp_guard::pins::PinDir) {
 }
 
 fn main() -> ExitCode {
-    // Shell completion: the installed scripts call back with COMPLETE=<shell> set.
-    clap_complete::CompleteEnv::with_factory(cli::completions::command).complete();
+    // Shell completion: the installed scripts call back with a variable set; exits then.
+    cli::completions::complete_if_asked();
     let cli = Cli::parse();
     env_logger::Builder::new()
         .filter_level(if cli.verbose {

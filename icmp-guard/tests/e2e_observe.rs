@@ -149,11 +149,11 @@ fn completions_and_man_page_are_generated_from_the_command_line() {
         assert!(output.status.success(), "{args:?}: {output:?}");
         String::from_utf8(output.stdout).expect("UTF-8")
     };
-    // The scripts call this binary back (COMPLETE=<shell>), which answers from its own
-    // command line: bash, as on TAB, gets the commands and options.
+    // The scripts call this binary back (ICMP_GUARD_COMPLETE=<shell>), which answers from
+    // its own command line: bash, as on TAB, gets the commands and options.
     let bash = run_ok(&["completions", "bash"]);
     assert!(
-        bash.contains(BIN) && bash.contains("COMPLETE=\"bash\""),
+        bash.contains(BIN) && bash.contains("ICMP_GUARD_COMPLETE=\"bash\""),
         "{bash}"
     );
     let dir = TempDir::new("completions");

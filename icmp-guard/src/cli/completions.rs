@@ -2,7 +2,8 @@
 //! drift from it.
 //!
 //! Completion is dynamic: the script a shell loads only calls back into `icmp-guard` with
-//! `COMPLETE=<shell>` set (see `main`), and the binary answers from its own definition. So
+//! `ICMP_GUARD_COMPLETE=<shell>` set ([`complete_if_asked`]), and the binary answers from
+//! its own definition. So
 //! `<IFACE>` completes the interfaces that exist now (`/sys/class/net`) and `<TYPE>` the ICMP
 //! type names the policy accepts, in bash, zsh and fish alike.
 
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use clap::CommandFactory as _;
 use clap_complete::{
-    ArgValueCandidates, CompletionCandidate,
+    ArgValueCandidates, CompleteEnv, CompletionCandidate,
     env::{Bash, EnvCompleter, Fish, Zsh},
 };
 use icmp_guard_common::icmp;
@@ -51,6 +52,18 @@ pub struct ManArgs {
     /// man5/icmp-guard.toml.5 here instead.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
+}
+
+/// The variable the completion scripts set when they call the binary back. Not clap's
+/// default `COMPLETE`: a name that generic may be set for other reasons, and would then
+/// turn every command into a completion request.
+const COMPLETE_VAR: &str = "ICMP_GUARD_COMPLETE";
+
+/// Answers a completion request and exits, when the shell's script made one; else returns.
+pub fn complete_if_asked() {
+    CompleteEnv::with_factory(command)
+        .var(COMPLETE_VAR)
+        .complete();
 }
 
 /// The whole command line, as `main` parses it, with the completers of its values.
@@ -146,7 +159,7 @@ pub fn write_completions(
         // Lets zsh's compinit autoload the file from $fpath (vendor-completions).
         writeln!(out, "#compdef {name}")?;
     }
-    env.write_registration("COMPLETE", &name, &name, &completer, out)
+    env.write_registration(COMPLETE_VAR, &name, &name, &completer, out)
 }
 
 pub fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
@@ -201,7 +214,7 @@ mod tests {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let script = render(shell);
             assert!(
-                script.contains("COMPLETE=") && script.contains("/usr/sbin/icmp-guard"),
+                script.contains("ICMP_GUARD_COMPLETE=") && script.contains("/usr/sbin/icmp-guard"),
                 "{shell:?}: {script}"
             );
         }
