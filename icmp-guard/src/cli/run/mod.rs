@@ -1,6 +1,7 @@
 //! `run`: the service loop.
 
 mod drop_log;
+mod notify;
 mod policy_file;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -197,6 +198,7 @@ async fn service(
     targets: Vec<(String, u32)>,
     initial: Option<Initial>,
 ) -> anyhow::Result<()> {
+    let notifier = notify::Notifier::from_env();
     // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
     let mut stop = std::pin::pin!(stop_signal()?);
     let mut hangup = signal(SignalKind::hangup())?;
@@ -279,6 +281,8 @@ async fn service(
         }
     );
 
+    // For systemd (Type=notify): every interface runs the guard, the policy is applied.
+    notifier.ready(&format!("protecting {}", args.interfaces.join(", ")));
     let signal_name = loop {
         tokio::select! {
             name = &mut stop => break name,
@@ -322,6 +326,8 @@ async fn service(
                     attach_or_adopt(&args, &guard, &again, current.as_ref())?;
                     refresh_broadcasts(&guard, &mut broadcasts_error);
                 }
+                // Only now is every interface known to be protected.
+                notifier.watchdog();
             }
             _ = summary.tick() => {
                 // Addresses change under a long-running service (DHCP, operators).
@@ -349,6 +355,7 @@ async fn service(
     };
 
     println!("{signal_name}: stopping");
+    notifier.stopping();
     let _ = stop_server.send(());
     if let Some(server) = server {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
