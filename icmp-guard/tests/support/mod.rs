@@ -6,6 +6,7 @@
 )]
 
 pub mod background;
+pub mod datapath;
 pub mod frames;
 pub mod lab;
 
