@@ -3,8 +3,8 @@
 //! new-source budget, with each program variant the kernel can load (compare-and-exchange,
 //! spin locks). Prints what each admitted against what it could have.
 //!
-//! Against main before issue 14, the global case admitted +68 % (the issue's measurement;
-//! this test on main's object: see the report).
+//! Against main before issue 14 the unsynchronised buckets admitted over: +68 % in the
+//! issue's measurement, +5 to +13 % in this harness on this machine (the deep global case).
 
 mod support;
 
@@ -62,8 +62,18 @@ fn policy(limit: Limit) -> Policy {
     policy
 }
 
-/// Asserts `admitted` is within 2 % of `rate × seconds + burst`, and prints both.
-fn check(what: &str, variant: Variant, admitted: u64, rate: u32, burst: u32, seconds: f64) {
+/// Asserts `admitted` is within 2 % of `rate × seconds + burst`, and prints both. The wall
+/// time includes moments when the scheduler took a CPU away (other work on the machine),
+/// when a shallow bucket overflows and its tokens are lost: so the lower bound holds only
+/// for buckets deep enough to ride that out (`starved_below`).
+fn check(
+    what: &str,
+    variant: Variant,
+    admitted: u64,
+    (rate, burst): (u32, u32),
+    seconds: f64,
+    starved_below: f64,
+) {
     let allowed = f64::from(rate) * seconds + f64::from(burst);
     let over = admitted as f64 / allowed - 1.0;
     eprintln!(
@@ -76,7 +86,7 @@ fn check(what: &str, variant: Variant, admitted: u64, rate: u32, burst: u32, sec
     );
     // The limit is also not starved: exactness is not bought with refusals.
     assert!(
-        admitted as f64 >= allowed * 0.5,
+        admitted as f64 >= allowed * starved_below,
         "{what}, {variant:?}: only {admitted} of {allowed:.0} admitted"
     );
 }
@@ -90,14 +100,25 @@ fn two_cpus_on_one_global_bucket_stay_within_the_limit() {
         eprintln!("skipping: needs two CPUs");
         return;
     }
-    // The issue's reproduction: 100,000/s, burst 10, per global.
-    let (rate, burst) = (100_000, 10);
-    for (variant, mut guard) in Guard::every_variant(&policy(Limit::new(rate, burst, Per::Global)))
-    {
-        let frame = icmpv4_between([198, 51, 100, 7], V4_GUARD, 8, 0);
-        let seconds = hammer(guard.program(), REPEAT, |_, _| frame.clone());
-        let admitted = guard.snapshot().of(FAMILY_V4, 8).passed();
-        check("global bucket", variant, admitted, rate, burst, seconds);
+    // The issue's reproduction (100,000/s, burst 10, per global), and the same rate with a
+    // burst of 10 ms, deep enough that a CPU taken away by the scheduler loses no tokens:
+    // there main's unsynchronised bucket admitted 5-13 % over, measured here.
+    for (limit, starved_below) in [((100_000, 10), 0.3), ((100_000, 1000), 0.5)] {
+        let (rate, burst) = limit;
+        let policy = policy(Limit::new(rate, burst, Per::Global));
+        for (variant, mut guard) in Guard::every_variant(&policy) {
+            let frame = icmpv4_between([198, 51, 100, 7], V4_GUARD, 8, 0);
+            let seconds = hammer(guard.program(), REPEAT, |_, _| frame.clone());
+            let admitted = guard.snapshot().of(FAMILY_V4, 8).passed();
+            check(
+                "global bucket",
+                variant,
+                admitted,
+                limit,
+                seconds,
+                starved_below,
+            );
+        }
     }
 }
 
@@ -110,7 +131,7 @@ fn two_cpus_on_one_source_stay_within_its_limit() {
         eprintln!("skipping: needs two CPUs");
         return;
     }
-    let (rate, burst) = (50_000, 100);
+    let (rate, burst) = (50_000, 500);
     let limit = Limit {
         probation: 0,
         ..Limit::new(rate, burst, Per::Source)
@@ -119,7 +140,14 @@ fn two_cpus_on_one_source_stay_within_its_limit() {
         let frame = icmpv4_between([198, 51, 100, 7], V4_GUARD, 8, 0);
         let seconds = hammer(guard.program(), REPEAT, |_, _| frame.clone());
         let admitted = guard.snapshot().of(FAMILY_V4, 8).passed();
-        check("per-source bucket", variant, admitted, rate, burst, seconds);
+        check(
+            "per-source bucket",
+            variant,
+            admitted,
+            (rate, burst),
+            seconds,
+            0.5,
+        );
     }
 }
 
@@ -145,6 +173,13 @@ fn two_cpus_of_new_sources_stay_within_the_new_source_budget() {
             icmpv4_between([10 + b, c, d, 1], V4_GUARD, 8, 0)
         });
         let admitted = guard.snapshot().of(FAMILY_V4, 8).passed();
-        check("new-source budget", variant, admitted, rate, burst, seconds);
+        check(
+            "new-source budget",
+            variant,
+            admitted,
+            (rate, burst),
+            seconds,
+            0.5,
+        );
     }
 }
