@@ -119,14 +119,21 @@ const fn is_echo_reply(family: u8, icmp_type: u8) -> bool {
     (family == FAMILY_V4 && icmp_type == 0) || (family == FAMILY_V6 && icmp_type == 129)
 }
 
-/// The kernel's settings for a limit on echo replies: over-limit replies count as `smurf`,
-/// sources without a bucket share the reply ceiling as their budget, and every reply is
-/// charged to the ceiling, which caps a reflection flood from many real sources too.
+/// The kernel's settings for a limit on echo replies: over-limit replies count as `smurf`;
+/// every reply is charged to the reply ceiling, the aggregate cap of a reflection flood
+/// from many sources, real or spoofed; and sources without a bucket (or on probation) share
+/// half of it as their budget, so that a spoofed storm can spend at most half the ceiling
+/// and established sources — the replies to the host's own pings — keep the other half.
 pub fn reply_limiter_config(limit: Limit, smurf: &Smurf, tick_ns: u64) -> LimiterConfig {
     let mut config = limiter_config(limit, tick_ns);
     config.flags |= limiter_flags::REASON_SMURF;
     if limit.per != Per::Global {
-        set_budget(&mut config, smurf.reply_ceiling, smurf.reply_ceiling_burst);
+        let half = |value: u32| (value / 2).max(1);
+        set_budget(
+            &mut config,
+            half(smurf.reply_ceiling),
+            half(smurf.reply_ceiling_burst),
+        );
         set_ceiling(&mut config, smurf.reply_ceiling, smurf.reply_ceiling_burst);
     }
     choose_clock(&mut config, tick_ns);
@@ -298,7 +305,7 @@ mod tests {
             reply.flags,
             limiter_flags::ACTIVE | limiter_flags::REASON_SMURF
         );
-        assert_eq!(reply.budget_rate, Smurf::default().reply_ceiling);
+        assert_eq!(reply.budget_rate, Smurf::default().reply_ceiling / 2);
         assert_eq!(reply.ceiling_rate, Smurf::default().reply_ceiling);
         assert_eq!(reply.owner, owner::rule(FAMILY_V4, 0, None));
         let request = compiled.limiters[compiled.types[&(FAMILY_V4, 8)].limiter as usize];
@@ -311,7 +318,7 @@ mod tests {
         let fragments = compiled.limiters[compiled.settings.fragment_limiter as usize];
         assert_eq!(
             (fragments.rate, fragments.ceiling_rate, fragments.owner),
-            (1_000, 10_000, owner::FRAGMENTS)
+            (20, 40, owner::FRAGMENTS)
         );
         assert_eq!(compiled.settings.flags, 0, "no lists, no trie lookups");
         let nd = compiled.types[&(FAMILY_V6, 135)];

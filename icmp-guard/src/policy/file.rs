@@ -27,10 +27,10 @@
 //! burst = 2000
 //!
 //! [fragments]                 # the budget of non-first ICMP fragments
-//! rate = 1000                 # per source
-//! burst = 2000
-//! total_rate = 10000          # all sources together
-//! total_burst = 20000
+//! rate = 20                   # per source
+//! burst = 60
+//! total_rate = 40             # all sources together
+//! total_burst = 100
 //!
 //! [lists]
 //! allow = ["192.0.2.10/32"]

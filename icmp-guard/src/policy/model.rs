@@ -190,9 +190,10 @@ pub struct Smurf {
     /// Drop ICMP from martian sources (0/8, 127/8, 224/4, 240/4, our broadcasts; v6
     /// multicast, loopback, and :: outside ND and MLD) as invalid.
     pub martian_sources: bool,
-    /// Echo replies per second admitted from all sources together (and the budget of
-    /// sources without a bucket yet): the ceiling a reflection flood from many sources,
-    /// real or spoofed, runs into. Counted as `smurf`.
+    /// Echo replies per second admitted from all sources together: the ceiling a
+    /// reflection flood from many sources, real or spoofed, runs into. Sources without a
+    /// bucket yet (or on probation) share half of it, so that replies from established
+    /// sources keep the other half during a spoofed storm. Counted as `smurf`.
     pub reply_ceiling: u32,
     /// Burst of that ceiling.
     pub reply_ceiling_burst: u32,
@@ -232,8 +233,13 @@ impl Default for ErrorCeiling {
 
 /// The budget of non-first ICMP fragments, which carry no type to classify: per source,
 /// under a backstop for all sources together, so that a fragment flood cannot fill the
-/// reassembly queues. Large pings (`ping -s 8972` on a 1500-byte MTU: six of them per
-/// ping) stay far below it.
+/// reassembly memory. A fragment whose datagram never completes stays there for
+/// `ipfrag_time` (30 s) at 1.0 KB (empty) to 2.5 KB (1,480 bytes of data) each, against
+/// `ipfrag_high_thresh` (4 MB) per namespace, above which the kernel refuses every new
+/// datagram; so the backstop admits at most `total_burst + total_rate × 30` = 1,300
+/// orphans per 30 s by default, ≤ 3.3 MB even at the largest size. A large ping
+/// (`ping -s 8972` on a 1500-byte MTU) has six non-first fragments: three a second per
+/// source, ten in a burst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FragmentBudget {
     /// Fragments per second per source.
@@ -247,10 +253,10 @@ pub struct FragmentBudget {
 impl Default for FragmentBudget {
     fn default() -> Self {
         Self {
-            rate: 1_000,
-            burst: 2_000,
-            total_rate: 10_000,
-            total_burst: 20_000,
+            rate: 20,
+            burst: 60,
+            total_rate: 40,
+            total_burst: 100,
         }
     }
 }
