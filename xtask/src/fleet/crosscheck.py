@@ -125,8 +125,8 @@ def check_kubernetes(directory, out):
     if strategy.get("type") != "RollingUpdate" or rolling.get("maxUnavailable") != 1 or rolling.get("maxSurge", 0) != 0:
         problem(f"daemonset.yaml: the update must roll one node at a time with no surge, not {strategy}")
     capabilities = main.get("securityContext", {}).get("capabilities", {})
-    if capabilities.get("drop") != ["ALL"] or sorted(capabilities.get("add", [])) != ["BPF", "NET_ADMIN"]:
-        problem(f"daemonset.yaml: the guard must drop ALL and add BPF and NET_ADMIN only, not {capabilities}")
+    if capabilities.get("drop") != ["ALL"] or sorted(capabilities.get("add", [])) != ["BPF", "NET_ADMIN", "PERFMON"]:
+        problem(f"daemonset.yaml: the guard must drop ALL and add BPF, NET_ADMIN and PERFMON only, not {capabilities}")
     if main.get("securityContext", {}).get("privileged"):
         problem("daemonset.yaml: the guard must not be privileged")
 
