@@ -27,7 +27,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use icmp_guard::{
-    loader::{self, GuardMaps},
+    bpf::{self, GuardMaps},
     policy::{self, Limit, Per, Policy, RuleSpec, model::MAX_RATE},
 };
 use icmp_guard_common::{BASELINE_PROGRAM_NAME, FAMILY_V4, FAMILY_V6, PROGRAM_NAME};
@@ -358,7 +358,7 @@ fn pass_policy() -> Policy {
 
 /// The program loaded with private maps holding `policy`.
 fn guard_with(policy: &Policy) -> Ebpf {
-    let mut ebpf = loader::load(None).expect("load the XDP program (run as root)");
+    let mut ebpf = bpf::load(None).expect("load the XDP program (run as root)");
     let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
     policy::apply(&mut maps, policy).expect("apply the policy");
     ebpf

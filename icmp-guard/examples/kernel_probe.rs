@@ -1,7 +1,7 @@
 //! The payload `cargo xtask kernels` runs on each kernel of the matrix: inside a QEMU guest
 //! (as a static binary started by a busybox initramfs) or directly on the host.
 //!
-//! It loads icmp-guard's real XDP object with private maps (`loader::load(None)`), measures
+//! It loads icmp-guard's real XDP object with private maps (`bpf::load(None)`), measures
 //! what the verifier spent on it, applies the safe default profile, runs a table of frames
 //! through BPF_PROG_TEST_RUN, reconciles the counters and prints one result line:
 //!
@@ -37,11 +37,10 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    error::Error,
-    events::EventReader,
-    loader::{self, GuardMaps},
+    bpf::{self, GuardMaps},
+    observe::events::EventReader,
+    observe::stats,
     policy::{self, Policy},
-    stats,
 };
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, events::max_events, global};
 use serde_json::{Value, json};
@@ -67,7 +66,7 @@ fn main() {
     }
     let started = Instant::now();
     let mut result = json!({
-        "kernel": icmp_guard::system::kernel_release(),
+        "kernel": icmp_guard::host::preflight::kernel_release(),
         "mode": if negative_control { "negative-control" } else { "icmp-guard" },
         "ok": false,
     });
@@ -92,7 +91,7 @@ fn millis(duration: Duration) -> u64 {
 /// Loads, verifies and exercises icmp-guard; fills `result`, returns whether all went well.
 fn probe(result: &mut Value, verbose: bool) -> bool {
     let load_started = Instant::now();
-    let loaded = loader::load(None);
+    let loaded = bpf::load(None);
     result["load_ms"] = json!(millis(load_started.elapsed()));
     let mut ebpf = match loaded {
         Ok(ebpf) => ebpf,
@@ -201,9 +200,12 @@ fn probe(result: &mut Value, verbose: bool) -> bool {
     passed == total
 }
 
-fn report_load_failure(result: &mut Value, err: &Error) {
+fn report_load_failure(result: &mut Value, err: &bpf::Error) {
     match err {
-        Error::VerifierRejected { reason, log } => {
+        bpf::Error::VerifierRejected {
+            source: reason,
+            log,
+        } => {
             println!("kernel-probe: the verifier rejected icmp-guard: {reason}");
             for line in tail(log, LOG_TAIL_LINES) {
                 println!("kernel-probe:   {line}");
@@ -234,7 +236,7 @@ fn tail(log: &str, count: usize) -> Vec<String> {
 /// What the kernel says the verifier spent: `verified_insns` from the program info (5.16+)
 /// and the stats line of a second, logged load (every kernel).
 fn verifier_report(ebpf: &mut Ebpf) -> Value {
-    let info = loader::xdp_program(ebpf)
+    let info = bpf::xdp_program(ebpf)
         .ok()
         .and_then(|program| program.info().ok());
     let verified_insns = info
@@ -339,7 +341,7 @@ fn verifier_stats() -> Result<VerifierStats, String> {
 /// In the forked child: trap BPF_PROG_LOAD, load the object, return the captured log.
 fn stats_child() -> Result<String, String> {
     trap::install().map_err(|err| format!("installing the seccomp trap: {err}"))?;
-    match loader::load(None) {
+    match bpf::load(None) {
         Ok(_ebpf) => Ok(trap::captured_log()),
         Err(err) => Err(format!("second load failed: {err}")),
     }
@@ -891,7 +893,7 @@ fn cases() -> Vec<Case> {
 
 /// Runs one frame; checks the verdict and, for a pass, that the frame is unchanged.
 fn run_case(ebpf: &mut Ebpf, case: &Case) -> Result<(), String> {
-    let program = loader::xdp_program(ebpf).map_err(|err| err.to_string())?;
+    let program = bpf::xdp_program(ebpf).map_err(|err| err.to_string())?;
     let mut out = vec![0u8; case.frame.len() + 256];
     let result = program
         .test_run(TestRunOptions {
@@ -1028,7 +1030,7 @@ fn rate_limit_case(ebpf: &mut Ebpf, maps: &GuardMaps) -> Result<String, String> 
         .map_err(|err| err.to_string())?
         .of(FAMILY_V4, 8);
     let started = Instant::now();
-    let program = loader::xdp_program(ebpf).map_err(|err| err.to_string())?;
+    let program = bpf::xdp_program(ebpf).map_err(|err| err.to_string())?;
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(&frame),
@@ -1079,7 +1081,7 @@ fn events_case(ebpf: &mut Ebpf, maps: &mut GuardMaps) -> Result<String, String> 
     let frame = icmpv4_between(source, V4_GUARD, 8, 0);
     let flood = |ebpf: &mut Ebpf| -> Result<u64, String> {
         let started = Instant::now();
-        loader::xdp_program(ebpf)
+        bpf::xdp_program(ebpf)
             .map_err(|err| err.to_string())?
             .test_run(TestRunOptions {
                 data_in: Some(&frame),
@@ -1136,7 +1138,10 @@ mod live {
     };
 
     use aya::Ebpf;
-    use icmp_guard::{loader, loader::GuardMaps, stats};
+    use icmp_guard::{
+        bpf::{self, GuardMaps},
+        observe::stats,
+    };
     use icmp_guard_common::FAMILY_V4;
 
     const BPF_LINK_CREATE: libc::c_long = 28;
@@ -1155,7 +1160,7 @@ mod live {
             ));
         }
         loopback_up_with(ADDRESS).map_err(|err| format!("setting up lo: {err}"))?;
-        let program = loader::xdp_program(ebpf).map_err(|err| err.to_string())?;
+        let program = bpf::xdp_program(ebpf).map_err(|err| err.to_string())?;
         let program_fd = program
             .fd()
             .map_err(|err| err.to_string())?

@@ -1,17 +1,15 @@
-//! Errors an operator can act on. Each message is one sentence that says what happened and
-//! what to do.
+//! The errors of the front door ([`crate::guard`]): the sentences about attaching and
+//! detaching that only the whole guard can say, and the errors of each layer below, kept
+//! whole with their cause. Each message is one sentence that says what happened and what to
+//! do.
 
 use std::path::PathBuf;
+
+use crate::{bpf, host, net, policy};
 
 /// Everything that can go wrong in icmp-guard's library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("run with sudo: needs CAP_BPF and CAP_NET_ADMIN")]
-    NotPrivileged,
-
-    #[error("interface {name} does not exist: check the name with `ip link`")]
-    UnknownInterface { name: String },
-
     #[error(
         "icmp-guard is already attached to {name}: `icmp-guard attach --upgrade {name}` swaps this binary's program in without a gap"
     )]
@@ -21,73 +19,38 @@ pub enum Error {
         "{name} already runs another XDP program (id {program_id}): remove it first, or pass --replace to have icmp-guard take its place"
     )]
     ForeignProgram { name: String, program_id: u32 },
+
     #[error(
-        "{name}'s XDP program (id {program_id}) could not be removed ({reason}): a bpf_link holds it, which only its owner can release (`bpftool link` lists it)"
+        "{name}'s XDP program (id {program_id}) could not be removed ({source}): a bpf_link holds it, which only its owner can release (`bpftool link` lists it)"
     )]
     ForeignLinked {
         name: String,
         program_id: u32,
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
 
-    #[error("icmp-guard is not attached: run `icmp-guard attach <IFACE>` first")]
-    NotAttached,
+    #[error("removing the XDP program of {name} failed: {source}")]
+    RemoveForeign {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error(
-        "another `icmp-guard top` is reading the sampled events: stop it first (the events have one reader at a time)"
+        "could not attach to {name} ({source}; the program it replaced (id {program_id}) was removed and is not restored): check dmesg and the interface's MTU"
     )]
-    EventsBusy,
-
-    #[error(
-        "bpffs is not mounted at {}: mount it with `mount -t bpf bpf /sys/fs/bpf`", path.display()
-    )]
-    BpffsMissing { path: PathBuf },
-
-    #[error(
-        "kernel {release} is too old: icmp-guard needs Linux 5.9 or later for pinned XDP links"
-    )]
-    KernelTooOld { release: String },
-
-    #[error(
-        "the kernel's verifier rejected the XDP program ({reason}): rerun with -v to see its log"
-    )]
-    VerifierRejected { reason: String, log: String },
-
-    #[error("{name} does not support native XDP ({reason}): use --mode auto or --mode generic")]
-    NativeUnsupported { name: String, reason: String },
-
-    #[error("could not attach to {name} ({reason}): check dmesg and the interface's MTU")]
-    AttachFailed { name: String, reason: String },
-
-    #[error(
-        "this binary was built without its XDP program (ICMP_GUARD_STUB_EBPF=1): rebuild it without that variable"
-    )]
-    StubBuild,
-
-    #[error(
-        "the pinned state in {} is incomplete or foreign ({reason}): run `icmp-guard detach --all` and attach again", path.display()
-    )]
-    BrokenPinState { path: PathBuf, reason: String },
+    ReplacedThenFailed {
+        name: String,
+        program_id: u32,
+        #[source]
+        source: Box<bpf::Error>,
+    },
 
     #[error(
         "{name} already runs icmp-guard (program id {program_id}) from another pin directory: detach it with that --pin-dir (or ICMP_GUARD_PIN_DIR) first"
     )]
     ForeignIcmpGuard { name: String, program_id: u32 },
-
-    #[error(
-        "the pinned maps in {} were made by another icmp-guard version ({detail}): run `icmp-guard detach --all` first", path.display()
-    )]
-    LayoutMismatch { path: PathBuf, detail: String },
-
-    #[error(
-        "MTU {mtu} is too large for single-buffer native XDP on {name}: lower the MTU or use --mode generic"
-    )]
-    MtuTooLarge { name: String, mtu: u32 },
-
-    #[error(
-        "could not swap the new program into the link of {name} ({reason}): the old program keeps running there"
-    )]
-    UpgradeFailed { name: String, reason: String },
 
     #[error(
         "the link pinned in {} for {name}'s ifindex belongs to an interface in another network namespace: use one --pin-dir per namespace", path.display()
@@ -100,53 +63,61 @@ pub enum Error {
     DetachUnknownInterface { name: String },
 
     #[error(
-        "icmp-guard cannot guard {name}: {what} (link type {link_type}) is not a kind it knows where frames start on, and filtering it as Ethernet would filter nothing"
+        "another `icmp-guard top` is reading the sampled events: stop it first (the events have one reader at a time)"
     )]
-    UnsupportedLinkType {
+    EventsBusy,
+
+    #[error("reading the XDP state of {name} failed: {source}")]
+    XdpState {
         name: String,
-        link_type: u16,
-        what: String,
-    },
-
-    #[error(
-        "every one of the {slots} interface slots of {} is in use: detach an interface first", path.display()
-    )]
-    NoFreeSlot { path: PathBuf, slots: u32 },
-
-    #[error(
-        "the attached interfaces of this network namespace have {count} IPv4 directed-broadcast addresses, more than the {max} icmp-guard tracks per interface: detach some or remove addresses"
-    )]
-    TooManyBroadcasts { count: usize, max: usize },
-
-    /// A policy that cannot be applied; the message names the rule.
-    #[error("{0}")]
-    Policy(String),
-
-    #[error("{action} failed: {source}")]
-    Io {
-        action: String,
         #[source]
         source: std::io::Error,
     },
 
-    #[error("{action} failed: {reason}")]
-    Bpf { action: String, reason: String },
+    #[error("listening on {address} failed: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Host(#[from] host::Error),
+
+    #[error(transparent)]
+    Net(#[from] net::Error),
+
+    #[error(transparent)]
+    Bpf(#[from] bpf::Error),
+
+    #[error(transparent)]
+    Policy(#[from] policy::Error),
+}
+
+impl From<policy::PolicyError> for Error {
+    fn from(refused: policy::PolicyError) -> Self {
+        Self::Policy(refused.into())
+    }
 }
 
 impl Error {
-    /// Wraps an I/O error with what we were doing.
-    pub fn io(action: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io {
-            action: action.into(),
-            source,
-        }
+    /// True when the guard is not attached (no pinned maps).
+    pub fn is_not_attached(&self) -> bool {
+        matches!(
+            self,
+            Self::Bpf(bpf::Error::NotAttached)
+                | Self::Policy(policy::Error::Maps(bpf::Error::NotAttached))
+        )
     }
 
-    /// Wraps an aya error with what we were doing.
-    pub fn bpf(action: impl Into<String>, error: impl std::fmt::Display) -> Self {
-        Self::Bpf {
-            action: action.into(),
-            reason: error.to_string(),
+    /// The verifier's log, when the kernel refused the program.
+    pub fn verifier_log(&self) -> Option<&str> {
+        match self {
+            Self::Bpf(bpf::Error::VerifierRejected { log, .. })
+            | Self::Policy(policy::Error::Maps(bpf::Error::VerifierRejected { log, .. })) => {
+                Some(log)
+            }
+            _ => None,
         }
     }
 }

@@ -1,21 +1,28 @@
 //! icmp-guard userspace: load and attach the XDP program, pin its state, change policy and
 //! read counters. The `icmp-guard` binary is a thin command-line layer over this library.
+//!
+//! The modules follow the data, and every import points down this list:
+//!
+//! - [`guard`]: the front door, one [`guard::Guard`] per pin directory ([`error`] holds its
+//!   errors);
+//! - [`exporter`]: the Prometheus collector and its HTTP server, over a `Guard`;
+//! - [`observe`]: counters, sampled events and top sources, as data;
+//! - [`policy`]: the model, the policy file, compiling it and storing it in the maps;
+//! - [`bpf`]: the object, the maps as typed handles, the links, the pins and locks;
+//! - [`net`]: interfaces, their XDP state and addresses (rtnetlink);
+//! - [`host`]: privileges, kernel and bpffs, and the kernel's own ICMP view.
 
-pub mod addresses;
+pub mod bpf;
 pub mod error;
-pub mod events;
-pub mod kernel_view;
-pub mod loader;
-pub mod metrics;
-pub mod netlink;
-pub mod pins;
+pub mod exporter;
+pub mod guard;
+pub mod host;
+pub mod net;
+pub mod observe;
 pub mod policy;
-pub mod rcu;
-pub mod stats;
-mod sys;
-pub mod system;
-pub mod target;
-pub mod top;
+
+#[cfg(test)]
+mod layering;
 
 /// The compiled XDP object, embedded at build time by `build.rs`.
 pub fn ebpf_object() -> &'static [u8] {

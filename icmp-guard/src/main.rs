@@ -5,7 +5,7 @@ mod cli;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use icmp_guard::{error::Error, pins::DEFAULT_PIN_DIR};
+use icmp_guard::{bpf::pins::DEFAULT_PIN_DIR, error::Error, guard::Guard, host::preflight};
 
 /// XDP ICMP firewall and flood guard.
 #[derive(Debug, Parser)]
@@ -26,11 +26,11 @@ struct Cli {
 /// Keeps the kernel's directed-broadcast map in step with the attached interfaces'
 /// addresses on every invocation. Quiet when there is nothing to refresh or no privilege
 /// (the command itself says what is wrong); a failure is a warning, not an error.
-fn refresh_broadcasts(pins: &icmp_guard::pins::PinDir) {
-    if icmp_guard::system::require_privileges().is_err() || !pins.has_maps() {
+fn refresh_broadcasts(guard: &Guard) {
+    if preflight::require_privileges().is_err() || !guard.has_maps() {
         return;
     }
-    match icmp_guard::addresses::refresh_pinned(pins) {
+    match guard.refresh_broadcasts() {
         Ok(Some(addresses)) => log::debug!("directed broadcasts: {addresses:?}"),
         Ok(None) => {}
         Err(err) => log::warn!("could not refresh the directed-broadcast addresses: {err}"),
@@ -48,19 +48,21 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let context = cli::Context {
-        pins: icmp_guard::pins::PinDir::new(cli.pin_dir),
+        pins: icmp_guard::bpf::PinDir::new(cli.pin_dir),
     };
-    refresh_broadcasts(&context.pins);
+    let guard = Guard::new(context.pins.clone());
+    refresh_broadcasts(&guard);
     let outcome = cli.command.execute(&context);
     // Again after the command, so that a first `attach` covers its interfaces' broadcasts.
-    refresh_broadcasts(&context.pins);
+    refresh_broadcasts(&guard);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
-            if let (Some(Error::VerifierRejected { log, .. }), true) =
-                (err.downcast_ref::<Error>(), cli.verbose)
-            {
+            if let (Some(log), true) = (
+                err.downcast_ref::<Error>().and_then(Error::verifier_log),
+                cli.verbose,
+            ) {
                 let lines: Vec<&str> = log.lines().collect();
                 eprintln!("--- verifier log (last lines) ---");
                 for line in &lines[lines.len().saturating_sub(40)..] {

@@ -12,10 +12,10 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    events::{EventReader, source_address},
-    loader::{self, GuardMaps},
+    bpf::{self, GuardMaps},
+    observe::events::{EventReader, source_address},
+    observe::stats,
     policy::{self, Action, Policy, RuleSpec},
-    stats,
 };
 use icmp_guard_common::{
     DropReason, FAMILY_V4, FAMILY_V6,
@@ -40,7 +40,7 @@ impl Guard {
     /// passed, and `per_sec` events per second per CPU.
     fn load(per_sec: u32) -> Self {
         pin_to_cpu(CPU);
-        let mut ebpf = loader::load(None).expect("the XDP program loads and passes the verifier");
+        let mut ebpf = bpf::load(None).expect("the XDP program loads and passes the verifier");
         let mut maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
         let mut policy = Policy::pass_all();
         let drop = RuleSpec {
@@ -67,7 +67,7 @@ impl Guard {
     /// Runs `frame` `repeat` times in one BPF_PROG_TEST_RUN; returns the verdict and the
     /// wall-clock nanoseconds the run took.
     fn flood(&mut self, frame: &[u8], repeat: u32) -> (u32, u64) {
-        let program = loader::xdp_program(&mut self.ebpf).expect("program present");
+        let program = bpf::xdp_program(&mut self.ebpf).expect("program present");
         let started = Instant::now();
         let result = program
             .test_run(TestRunOptions {

@@ -11,9 +11,9 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    loader::{self, GuardMaps},
+    bpf::{self, GuardMaps},
+    observe::stats,
     policy::{self, Policy, RuleSpec},
-    stats,
 };
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
 use support::frames::*;
@@ -34,14 +34,14 @@ struct Guard {
 
 impl Guard {
     fn with(policy: &Policy) -> Self {
-        let mut ebpf = loader::load(None).expect("the XDP program loads");
+        let mut ebpf = bpf::load(None).expect("the XDP program loads");
         let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
         policy::apply(&mut maps, policy).expect("apply");
         Self { ebpf, maps }
     }
 
     fn run(&mut self, frame: &[u8]) -> u32 {
-        let program = loader::xdp_program(&mut self.ebpf).expect("program");
+        let program = bpf::xdp_program(&mut self.ebpf).expect("program");
         program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -448,10 +448,10 @@ fn whole_policy_swaps_are_atomic_under_concurrent_classification() {
         .expect("valid");
     let frame = icmpv4_frame(8, 0);
 
-    let mut ebpf = loader::load(None).expect("load");
+    let mut ebpf = bpf::load(None).expect("load");
     let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
     policy::apply(&mut maps, &a).expect("apply A");
-    let program: &aya::programs::Xdp = loader::xdp_program(&mut ebpf).expect("program");
+    let program: &aya::programs::Xdp = bpf::xdp_program(&mut ebpf).expect("program");
     let done = AtomicBool::new(false);
     let flips = 400;
     let total_runs: u64 = std::thread::scope(|scope| {

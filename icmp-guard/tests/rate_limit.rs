@@ -9,9 +9,9 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    loader::{self, GuardMaps},
+    bpf::{self, GuardMaps},
+    observe::stats,
     policy::{self, Limit, NewSources, Per, Policy, RuleSpec},
-    stats,
 };
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
 use support::frames::*;
@@ -34,14 +34,14 @@ impl Guard {
             .set(FAMILY_V6, 128, None, spec, false)
             .expect("valid");
         edit(&mut policy);
-        let mut ebpf = loader::load(None).expect("load");
+        let mut ebpf = bpf::load(None).expect("load");
         let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
         policy::apply(&mut maps, &policy).expect("apply");
         Self { ebpf, maps }
     }
 
     fn run(&mut self, frame: &[u8], repeat: u32) {
-        let program = loader::xdp_program(&mut self.ebpf).expect("program");
+        let program = bpf::xdp_program(&mut self.ebpf).expect("program");
         program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -211,7 +211,7 @@ fn concurrent_cpus_over_admit_by_at_most_a_few_packets() {
     }
     let mut guard = Guard::with_echo_limit(1, 1000, Per::Source, |_| {});
     let frame = from([198, 51, 100, 77]);
-    let program: &aya::programs::Xdp = loader::xdp_program(&mut guard.ebpf).expect("program");
+    let program: &aya::programs::Xdp = bpf::xdp_program(&mut guard.ebpf).expect("program");
     let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     std::thread::scope(|scope| {
         for _ in 0..cpus {

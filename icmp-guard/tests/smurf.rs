@@ -11,9 +11,9 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    loader::{self, GuardMaps},
+    bpf::{self, GuardMaps},
+    observe::stats,
     policy::{self, Policy},
-    stats,
 };
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
 use support::frames::*;
@@ -32,7 +32,7 @@ impl Guard {
     fn with(edit: impl FnOnce(&mut Policy)) -> Self {
         let mut policy = Policy::default_profile();
         edit(&mut policy);
-        let mut ebpf = loader::load(None).expect("load");
+        let mut ebpf = bpf::load(None).expect("load");
         let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
         maps.set_unattached_broadcasts(&[
             Ipv4Addr::new(192, 0, 2, 255),
@@ -44,7 +44,7 @@ impl Guard {
     }
 
     fn run(&mut self, frame: &[u8]) -> u32 {
-        loader::xdp_program(&mut self.ebpf)
+        bpf::xdp_program(&mut self.ebpf)
             .expect("program")
             .test_run(TestRunOptions {
                 data_in: Some(frame),

@@ -9,9 +9,9 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    loader::{self, GuardMaps, Instance},
+    bpf::{self, GuardMaps, Instance},
+    observe::stats::{self, Snapshot},
     policy::{self, Action, Policy, RuleSpec},
-    stats::{self, Snapshot},
 };
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, config, global};
 use support::frames::*;
@@ -34,7 +34,7 @@ impl Guard {
 
     /// [`Guard::load`] of a chosen program instance (link kind).
     fn load_instance(instance: Instance) -> Self {
-        let mut ebpf = loader::load_instance(None, loader::Capacity::default(), instance)
+        let mut ebpf = bpf::load_instance(None, bpf::Capacity::default(), instance)
             .expect("the XDP program loads and passes the verifier");
         let maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
         let mut guard = Self {
@@ -52,7 +52,7 @@ impl Guard {
 
     /// Runs one frame; returns the action and asserts the program did not resize it.
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let program = loader::xdp_program(&mut self.ebpf).expect("program present");
+        let program = bpf::xdp_program(&mut self.ebpf).expect("program present");
         let mut out = vec![0u8; frame.len() + 256];
         let result = program
             .test_run(TestRunOptions {

@@ -1,8 +1,9 @@
 use std::path::{Path, PathBuf};
 
 use icmp_guard::{
-    loader::{self, AttachOptions, Capacity, ModeRequest},
-    policy, system,
+    bpf::{Capacity, links::ModeRequest},
+    guard::AttachOptions,
+    policy,
 };
 
 use super::Context;
@@ -74,13 +75,10 @@ fn policy_file(explicit: Option<&Path>, fresh: bool, default: &Path) -> Option<P
 }
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    system::require_privileges()?;
-    if system::ensure_bpffs(context.pins.root())? {
-        println!("mounted bpffs at {}", system::BPFFS_ROOT);
-    }
+    let guard = context.open_mounting()?;
     let file = policy_file(
         args.policy.as_deref(),
-        !context.pins.has_maps(),
+        !guard.has_maps(),
         Path::new(DEFAULT_POLICY_FILE),
     );
     let policy = file
@@ -98,7 +96,6 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             })
         })
         .transpose()?;
-    context.preflight()?;
     let options = AttachOptions {
         mode: args.mode,
         dry_run: args.dry_run,
@@ -111,7 +108,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         replace: args.replace,
         events_per_sec: args.events_per_sec,
     };
-    let attached = loader::attach(&context.pins, &args.interfaces, &options)?;
+    let attached = guard.attach(&args.interfaces, &options)?;
     if let Some(path) = &file {
         println!("applied policy {}", path.display());
     }

@@ -1,5 +1,3 @@
-use icmp_guard::loader::{self, GuardMaps};
-
 use super::Context;
 
 /// Settings of a running guard that are not policy.
@@ -24,19 +22,15 @@ pub struct EventsPerSecArgs {
 }
 
 pub fn execute(command: Command, context: &Context) -> anyhow::Result<()> {
-    context.preflight()?;
-    // Pins of an older version have no slot for these settings: say so plainly.
-    loader::check_layout(&context.pins)?;
+    let guard = context.open()?;
     match command {
         Command::EventsPerSec(args) => {
             let per_sec = match args.value {
                 Some(value) => {
-                    // Serialised with attach and policy edits, which write the same map.
-                    let _lock = context.pins.lock_attached()?;
-                    GuardMaps::open(&context.pins)?.set_events_per_sec(value)?;
+                    guard.set_events_per_sec(value)?;
                     value
                 }
-                None => GuardMaps::open(&context.pins)?.events_per_sec()?,
+                None => guard.events_per_sec()?,
             };
             if args.json {
                 println!("{}", serde_json::json!({ "events_per_sec": per_sec }));

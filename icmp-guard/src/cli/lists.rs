@@ -1,9 +1,6 @@
-use icmp_guard::{
-    loader::GuardMaps,
-    policy::{self, Cidr},
-};
+use icmp_guard::policy::{Cidr, List};
 
-use super::{Context, policy::edit_live};
+use super::Context;
 
 /// Which list a command edits.
 #[derive(Clone, Copy, Debug)]
@@ -13,10 +10,10 @@ pub enum Which {
 }
 
 impl Which {
-    const fn name(self) -> &'static str {
+    const fn list(self) -> List {
         match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
+            Self::Allow => List::Allow,
+            Self::Deny => List::Deny,
         }
     }
 }
@@ -54,72 +51,32 @@ pub struct ListArgs {
 }
 
 pub fn execute(which: Which, command: Command, context: &Context) -> anyhow::Result<()> {
+    let list = which.list();
+    let guard = context.open()?;
     match command {
         Command::Add(args) => {
-            edit_live(context, |live| {
-                let (list, other) = match which {
-                    Which::Allow => (&mut live.allow, &live.deny),
-                    Which::Deny => (&mut live.deny, &live.allow),
-                };
-                for cidr in &args.cidrs {
-                    if other.contains(cidr) {
-                        anyhow::bail!(
-                            "{cidr} is already in the {} list: remove it there first",
-                            match which {
-                                Which::Allow => "deny",
-                                Which::Deny => "allow",
-                            }
-                        );
-                    }
-                    if !list.contains(cidr) {
-                        list.push(*cidr);
-                    }
-                }
-                Ok(())
-            })?;
+            guard.edit_policy(|live| live.add_to_list(list, &args.cidrs))?;
             for cidr in &args.cidrs {
-                println!("{} list: added {cidr}", which.name());
+                println!("{} list: added {cidr}", list.name());
             }
         }
         Command::Del(args) => {
-            let mut missing = Vec::new();
-            edit_live(context, |live| {
-                let list = match which {
-                    Which::Allow => &mut live.allow,
-                    Which::Deny => &mut live.deny,
-                };
-                for cidr in &args.cidrs {
-                    if list.contains(cidr) {
-                        list.retain(|c| c != cidr);
-                    } else {
-                        missing.push(*cidr);
-                    }
-                }
-                Ok(())
-            })?;
+            let missing = guard.edit_policy(|live| Ok(live.remove_from_list(list, &args.cidrs)))?;
             for cidr in &args.cidrs {
                 if missing.contains(cidr) {
-                    println!(
-                        "{} list: {cidr} was not listed; nothing to do",
-                        which.name()
-                    );
+                    println!("{} list: {cidr} was not listed; nothing to do", list.name());
                 } else {
-                    println!("{} list: removed {cidr}", which.name());
+                    println!("{} list: removed {cidr}", list.name());
                 }
             }
         }
         Command::List(args) => {
-            context.preflight()?;
-            let maps = GuardMaps::open(&context.pins)?;
-            let live = policy::read_live(&maps)?;
-            let list = match which {
-                Which::Allow => live.allow,
-                Which::Deny => live.deny,
-            };
+            let live = guard.policy()?.policy;
+            let entries = live.list(list);
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                println!("{}", serde_json::to_string_pretty(entries)?);
             } else {
-                for cidr in list {
+                for cidr in entries {
                     println!("{cidr}");
                 }
             }

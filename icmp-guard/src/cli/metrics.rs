@@ -1,8 +1,8 @@
 use std::net::SocketAddr;
 
 use icmp_guard::{
-    error::Error,
-    metrics::{self, Format},
+    bpf,
+    exporter::{self, Format},
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -31,10 +31,10 @@ pub struct Args {
 }
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    context.preflight()?;
+    let guard = context.open()?;
     if args.once {
-        let sample = metrics::gather(&context.pins)?.ok_or(Error::NotAttached)?;
-        print!("{}", metrics::encode(Some(sample), args.format));
+        let sample = exporter::gather(&guard)?.ok_or(bpf::Error::NotAttached)?;
+        print!("{}", exporter::encode(Some(sample), args.format));
         return Ok(());
     }
     let Some(address) = args.listen else {
@@ -44,12 +44,12 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         // Handlers first: a signal that arrives right after the "serving" line still stops
         // the server cleanly.
         let stop = stop_signal()?;
-        let listener = metrics::bind(address).await?;
+        let listener = exporter::bind(address).await?;
         println!(
             "serving metrics on http://{}/metrics (Ctrl-C or SIGTERM stops)",
             listener.local_addr()?
         );
-        metrics::serve(listener, context.pins.clone(), async {
+        exporter::serve(listener, guard, async {
             let signal = stop.await;
             println!("{signal}: stopped serving metrics");
         })

@@ -1,4 +1,6 @@
-//! One module per command, each with an `execute`.
+//! One module per command, each with an `execute`: arguments, one call on the
+//! [`Guard`](icmp_guard::guard::Guard), and output through [`render`]. `run/` is the service
+//! loop.
 
 mod attach;
 mod completions;
@@ -7,12 +9,13 @@ mod detach;
 mod lists;
 mod metrics;
 mod policy;
+mod render;
 mod run;
 mod stats;
 mod status;
 mod top;
 
-use icmp_guard::{error::Error, pins::PinDir, system};
+use icmp_guard::{bpf::PinDir, error::Error, guard::Guard};
 
 /// What every command gets.
 pub struct Context {
@@ -20,12 +23,23 @@ pub struct Context {
 }
 
 impl Context {
-    /// The checks every command that touches BPF state runs first, so that a refusal
-    /// changes nothing.
-    pub fn preflight(&self) -> Result<(), Error> {
-        system::require_privileges()?;
-        system::require_kernel()?;
-        system::require_bpffs(self.pins.root())
+    /// The guard of `--pin-dir`, after the checks every command that touches BPF state runs
+    /// first, so that a refusal changes nothing.
+    pub fn open(&self) -> Result<Guard, Error> {
+        Guard::open(self.pins.clone())
+    }
+
+    /// As [`Self::open`], mounting bpffs first where it is missing (`attach`, `run`); says
+    /// so when it did.
+    pub fn open_mounting(&self) -> Result<Guard, Error> {
+        let (guard, mounted) = Guard::open_mounting(self.pins.clone())?;
+        if mounted {
+            println!(
+                "mounted bpffs at {}",
+                icmp_guard::host::preflight::BPFFS_ROOT
+            );
+        }
+        Ok(guard)
     }
 }
 

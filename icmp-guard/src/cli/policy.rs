@@ -1,16 +1,12 @@
 use std::path::PathBuf;
 
-use icmp_guard::{
-    loader::GuardMaps,
-    policy::{
-        self, Action, DEFAULT_LIMIT, Limit, NewSources, Per, Policy, RuleSpec, file,
-        model::MAX_RATE,
-    },
+use icmp_guard::policy::{
+    self, Action, DEFAULT_LIMIT, Limit, NewSources, Per, Policy, RuleSpec, file,
+    model::MAX_RATE,
     target::{FamilyChoice, RuleTarget},
 };
-use icmp_guard_common::icmp;
 
-use super::Context;
+use super::{Context, render};
 
 /// Read or change the ICMP policy of the running guard.
 #[derive(Debug, clap::Subcommand)]
@@ -135,23 +131,6 @@ pub fn execute(command: Command, context: &Context) -> anyhow::Result<()> {
     }
 }
 
-/// Reads the live policy under the lock, lets `change` edit it, and applies the result;
-/// when `change` fails nothing is written.
-pub fn edit_live(
-    context: &Context,
-    change: impl FnOnce(&mut Policy) -> anyhow::Result<()>,
-) -> anyhow::Result<Policy> {
-    context.preflight()?;
-    // The lock first, then the maps: a detach between the two cannot leave us editing maps
-    // that are no longer pinned.
-    let _lock = context.pins.lock_attached()?;
-    let mut maps = GuardMaps::open(&context.pins)?;
-    let mut live = policy::read_live(&maps)?;
-    change(&mut live)?;
-    policy::apply(&mut maps, &live)?;
-    Ok(live)
-}
-
 fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
     let entries = args.target.resolve(args.family)?;
     let spec = match args.action {
@@ -192,7 +171,7 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
         }
     };
     let code = args.target.code;
-    edit_live(context, |live| {
+    context.open()?.edit_policy(|live| {
         for (family, icmp_type) in &entries {
             live.set(*family, *icmp_type, code, spec, args.force)?;
         }
@@ -213,32 +192,12 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
 }
 
 fn show(args: ShowArgs, context: &Context) -> anyhow::Result<()> {
-    context.preflight()?;
-    let maps = GuardMaps::open(&context.pins)?;
-    let live = policy::read_live(&maps)?;
-    if !args.json {
-        print!("{}", file::render(&live));
-        return Ok(());
+    let live = context.open()?.policy()?;
+    if args.json {
+        println!("{}", render::policy::json(&live)?);
+    } else {
+        print!("{}", file::render(&live.policy));
     }
-    let rule_json = |family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec| {
-        serde_json::json!({
-            "family": icmp::family_label(family),
-            "type": icmp_type,
-            "code": code,
-            "name": icmp::type_name(family, icmp_type),
-            "action": spec.action,
-            "limit": spec.limit,
-        })
-    };
-    let document = serde_json::json!({
-        "mode": live.mode,
-        "generation": policy::active_generation(&maps)?,
-        "types": live.types.iter().map(|((f, t), spec)| rule_json(*f, *t, None, spec)).collect::<Vec<_>>(),
-        "codes": live.codes.iter().map(|((f, t, c), spec)| rule_json(*f, *t, Some(*c), spec)).collect::<Vec<_>>(),
-        "allow": live.allow,
-        "deny": live.deny,
-    });
-    println!("{}", serde_json::to_string_pretty(&document)?);
     Ok(())
 }
 
@@ -248,10 +207,7 @@ fn load_file(path: &std::path::Path) -> anyhow::Result<Policy> {
 
 fn apply(args: FileArgs, context: &Context) -> anyhow::Result<()> {
     let new = load_file(&args.file)?;
-    edit_live(context, |live| {
-        *live = new;
-        Ok(())
-    })?;
+    context.open()?.apply_policy(&new)?;
     println!("applied {}", args.file.display());
     Ok(())
 }
@@ -263,7 +219,7 @@ fn check(args: FileArgs) -> anyhow::Result<()> {
 }
 
 fn reset(context: &Context) -> anyhow::Result<()> {
-    edit_live(context, |live| {
+    context.open()?.edit_policy(|live| {
         let default = Policy::default_profile();
         live.types = default.types;
         live.codes = default.codes;

@@ -4,11 +4,17 @@ use std::{
 };
 
 use icmp_guard::{
-    loader::GuardMaps,
-    stats::{self, StatsReport, WatchLine, WatchStyle},
+    guard::Guard,
+    observe::stats::{self, StatsReport},
 };
 
-use super::Context;
+use super::{
+    Context,
+    render::{
+        self, clock,
+        stats::{WatchLine, WatchStyle},
+    },
+};
 
 /// Show ICMP counters per family and type, with drops by reason.
 ///
@@ -50,34 +56,28 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 }
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    context.preflight()?;
+    let guard = context.open()?;
     if args.by_code {
-        let maps = GuardMaps::open(&context.pins)?;
-        let snapshot = stats::read(&maps)?;
-        let rows = stats::code_report(&stats::read_codes(&maps, &snapshot.icmp)?);
+        let rows = guard.code_stats()?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {
-            print!("{}", stats::render_code_table(&rows));
+            print!("{}", render::stats::code_table(&rows));
         }
         return Ok(());
     }
     match args.watch {
         None => {
-            let report = read_report(context)?;
+            let report = guard.stats()?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", stats::render_table(&report));
+                print!("{}", render::stats::table(&report));
             }
             Ok(())
         }
-        Some(interval) => watch(context, interval, args.count, args.json),
+        Some(interval) => watch(&guard, interval, args.count, args.json),
     }
-}
-
-fn read_report(context: &Context) -> anyhow::Result<StatsReport> {
-    Ok(stats::read_report(&context.pins)?)
 }
 
 /// True when colour is allowed: <https://no-color.org> (set and not empty disables it).
@@ -97,18 +97,13 @@ fn terminal_size() -> Option<(usize, usize)> {
         .then_some((usize::from(size.ws_row), usize::from(size.ws_col)))
 }
 
-fn watch(
-    context: &Context,
-    interval: Duration,
-    count: Option<u64>,
-    json: bool,
-) -> anyhow::Result<()> {
+fn watch(guard: &Guard, interval: Duration, count: Option<u64>, json: bool) -> anyhow::Result<()> {
     let terminal = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut previous: Option<(StatsReport, Instant)> = None;
     let mut frame: u64 = 0;
     loop {
-        let report = read_report(context)?;
+        let report = guard.stats()?;
         let now = Instant::now();
         let rates = previous
             .as_ref()
@@ -130,7 +125,7 @@ fn watch(
                 max_columns: size.map(|(_, columns)| columns),
             };
             let heading = format!("every {}s, {}", interval.as_secs_f64(), clock());
-            let text = stats::render_watch(&report, rates.as_ref(), &heading, style);
+            let text = render::stats::watch_frame(&report, rates.as_ref(), &heading, style);
             // One write per frame: the terminal never shows half of one.
             if frame > 0 && !terminal {
                 writeln!(out)?;
@@ -158,19 +153,6 @@ fn unix_time() -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
 
-/// The local wall-clock time as HH:MM:SS.
-pub fn clock() -> String {
-    // SAFETY: time and localtime_r write only into values we own.
-    unsafe {
-        let now = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&now, &mut tm).is_null() {
-            return String::from("--:--:--");
-        }
-        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,12 +164,5 @@ mod tests {
         for bad in ["0", "-1", "abc", "NaN", "inf", "0.01", ""] {
             assert!(parse_interval(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_clock_has_three_fields() {
-        let clock = clock();
-        assert_eq!(clock.len(), 8, "{clock}");
-        assert_eq!(clock.matches(':').count(), 2, "{clock}");
     }
 }

@@ -1,10 +1,6 @@
-use icmp_guard::{
-    kernel_view::KernelView,
-    loader::{self, GuardMaps},
-    stats,
-};
+use icmp_guard::host::kernel_view::KernelView;
 
-use super::Context;
+use super::{Context, render};
 
 /// Show where the guard is attached and in which mode the kernel runs it, and the kernel's
 /// own ICMP settings and counters in this network namespace.
@@ -18,59 +14,13 @@ pub struct Args {
 }
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    context.preflight()?;
-    let links = loader::links(&context.pins)?;
-    let mode = if context.pins.has_maps() {
-        Some(stats::mode_name(GuardMaps::open(&context.pins)?.mode()?))
-    } else {
-        None
-    };
-    let tracked = if context.pins.has_maps() {
-        Some(loader::tracked(&context.pins)?)
-    } else {
-        None
-    };
+    let guard = context.open()?;
+    let status = guard.status()?;
     let kernel = KernelView::read();
     if args.json {
-        let document = serde_json::json!({
-            "attached": !links.is_empty(),
-            "pin_dir": context.pins.root(),
-            "mode": mode,
-            "interfaces": links,
-            "tracked": tracked,
-            "kernel": kernel,
-        });
-        println!("{}", serde_json::to_string_pretty(&document)?);
-        return Ok(());
+        println!("{}", render::status::json(guard.pins(), &status, &kernel)?);
+    } else {
+        print!("{}", render::status::text(guard.pins(), &status, &kernel));
     }
-    if links.is_empty() {
-        println!("not attached (pin dir {})", context.pins.root().display());
-        print!("{}", kernel.render_text());
-        return Ok(());
-    }
-    println!(
-        "mode: {}    pin dir: {}",
-        mode.unwrap_or("unknown"),
-        context.pins.root().display()
-    );
-    if let Some(tracked) = tracked {
-        println!(
-            "rate-limit buckets: {} of {} sources, {} of {} prefixes",
-            tracked.sources, tracked.sources_capacity, tracked.prefixes, tracked.prefixes_capacity
-        );
-    }
-    for link in links {
-        let name = link.name.as_deref().unwrap_or("<gone>");
-        let xdp = link
-            .mode
-            .map_or("not running (interface gone or program replaced)", |m| {
-                m.as_str()
-            });
-        println!(
-            "{name:<16} ifindex {:<5} {xdp:<8} program {} link {}",
-            link.ifindex, link.program_id, link.link_id
-        );
-    }
-    print!("{}", kernel.render_text());
     Ok(())
 }

@@ -3,15 +3,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use icmp_guard::{
-    error::Error,
-    events::{EventReader, monotonic_ns},
-    loader::{self, GuardMaps},
+use icmp_guard::observe::{
+    events::monotonic_ns,
     top::{self, CpuTotals},
 };
 use icmp_guard_common::events::IcmpEvent;
 
-use super::{Context, stats::clock};
+use super::{
+    Context,
+    render::{self, clock},
+};
 
 /// Show the heaviest ICMP sources right now, estimated from the kernel's sampled events.
 ///
@@ -46,19 +47,14 @@ pub struct Args {
 const LOCK_PATIENCE: Duration = Duration::from_secs(3);
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    context.preflight()?;
-    let pins = &context.pins;
-    loader::check_layout(pins)?;
-    let maps = GuardMaps::open(pins)?;
-    let _lock = lock_events(context)?;
-    let mut reader = EventReader::open(pins)?;
+    let mut reader = context.open()?.events(LOCK_PATIENCE)?;
     // Whatever waited in the buffer is from before this interval.
     reader.drain(|_| {});
     let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
     let mut frame = 0;
     let mut start_ns = monotonic_ns();
     let mut started = Instant::now();
-    let mut baseline = top::read_cpu_totals(&maps)?;
+    let mut baseline = reader.cpu_totals()?;
     // Events drained after a frame ended belong to the next one.
     let mut carried: Vec<IcmpEvent> = Vec::new();
     loop {
@@ -73,14 +69,14 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             reader.wait(left.min(Duration::from_millis(100)))?;
         }
         let end_ns = monotonic_ns();
-        let totals = top::read_cpu_totals(&maps)?;
+        let totals = reader.cpu_totals()?;
         let elapsed = started.elapsed();
         reader.drain(|event| events.push(event));
         carried = events
             .extract_if(.., |event| event.timestamp_ns > end_ns)
             .collect();
         events.retain(|event| event.timestamp_ns >= start_ns);
-        let per_sec = maps.events_per_sec()?;
+        let per_sec = reader.events_per_sec()?;
         let delta: CpuTotals = totals.since(&baseline);
         let report = top::estimate(&events, &delta, elapsed, per_sec, limit);
         let mut out = std::io::stdout().lock();
@@ -90,7 +86,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             if frame > 0 {
                 writeln!(out)?;
             }
-            write!(out, "{} {}", clock(), top::render(&report))?;
+            write!(out, "{} {}", clock(), render::top::top(&report))?;
         }
         out.flush()?;
         frame += 1;
@@ -100,19 +96,5 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         baseline = totals;
         start_ns = end_ns;
         started = Instant::now();
-    }
-}
-
-/// Takes the events lock, waiting a little for a `run` drain to finish.
-fn lock_events(context: &Context) -> anyhow::Result<icmp_guard::pins::PinLock> {
-    let deadline = Instant::now() + LOCK_PATIENCE;
-    loop {
-        if let Some(lock) = context.pins.lock_events(false)? {
-            return Ok(lock);
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::EventsBusy.into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -93,7 +93,9 @@ pub fn parse(text: &str) -> Result<Policy, FileError> {
                 .iter()
                 .find(|(listed, _)| listed == cidr)
                 .map(|(_, span)| span.clone()),
-            PolicyError::Protected { .. } | PolicyError::BadLimit { .. } => None,
+            PolicyError::Protected { .. }
+            | PolicyError::BadLimit { .. }
+            | PolicyError::ListedInOther { .. } => None,
         };
         source.error(span.unwrap_or(0..0), error.to_string())
     })?;
@@ -367,7 +369,9 @@ fn apply_rule(source: &Source<'_>, policy: &mut Policy, rule: &RuleEntry) -> Res
     let refused = |error: PolicyError, span: Range<usize>| {
         let span = match error {
             PolicyError::BadLimit { .. } => rule.rate.as_ref().map_or(span, Spanned::span),
-            PolicyError::Protected { .. } | PolicyError::AllowAndDeny { .. } => span,
+            PolicyError::Protected { .. }
+            | PolicyError::AllowAndDeny { .. }
+            | PolicyError::ListedInOther { .. } => span,
         };
         source.error(span, error.to_string())
     };

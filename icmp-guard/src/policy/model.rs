@@ -325,6 +325,34 @@ pub enum PolicyError {
     BadLimit { what: String, reason: String },
     #[error("{cidr} is in both the allow and the deny list: keep it in one")]
     AllowAndDeny { cidr: Cidr },
+    #[error("{cidr} is already in the {} list: remove it there first", list.name())]
+    ListedInOther { cidr: Cidr, list: List },
+}
+
+/// One of the two source lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum List {
+    /// Sources that bypass the deny list and rate limits.
+    Allow,
+    /// Sources whose ICMP is always dropped.
+    Deny,
+}
+
+impl List {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+
+    /// The other list.
+    pub const fn other(self) -> Self {
+        match self {
+            Self::Allow => Self::Deny,
+            Self::Deny => Self::Allow,
+        }
+    }
 }
 
 /// The whole policy.
@@ -427,6 +455,50 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    /// The prefixes of `list`.
+    pub fn list(&self, list: List) -> &[Cidr] {
+        match list {
+            List::Allow => &self.allow,
+            List::Deny => &self.deny,
+        }
+    }
+
+    fn list_mut(&mut self, list: List) -> &mut Vec<Cidr> {
+        match list {
+            List::Allow => &mut self.allow,
+            List::Deny => &mut self.deny,
+        }
+    }
+
+    /// Adds `cidrs` to `list`; a prefix already in the other list is refused and nothing
+    /// is added.
+    pub fn add_to_list(&mut self, list: List, cidrs: &[Cidr]) -> Result<(), PolicyError> {
+        let other = list.other();
+        if let Some(cidr) = cidrs.iter().find(|cidr| self.list(other).contains(cidr)) {
+            return Err(PolicyError::ListedInOther {
+                cidr: *cidr,
+                list: other,
+            });
+        }
+        for cidr in cidrs {
+            if !self.list(list).contains(cidr) {
+                self.list_mut(list).push(*cidr);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `cidrs` from `list`; returns those that were not in it.
+    pub fn remove_from_list(&mut self, list: List, cidrs: &[Cidr]) -> Vec<Cidr> {
+        let missing: Vec<Cidr> = cidrs
+            .iter()
+            .filter(|cidr| !self.list(list).contains(cidr))
+            .copied()
+            .collect();
+        self.list_mut(list).retain(|listed| !cidrs.contains(listed));
+        missing
     }
 
     /// Checks what `set` cannot see alone: lists that contradict each other.

@@ -6,11 +6,10 @@ use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
-    maps::PerCpuArray,
     programs::{TestRun as _, TestRunOptions},
 };
 use icmp_guard::{
-    loader::{self, GuardMaps},
+    bpf::{self, GuardMaps},
     policy::{self, Policy},
 };
 use icmp_guard_common::{Counter, ICMP_COUNTER_ENTRIES, global};
@@ -44,7 +43,7 @@ pub struct Run {
 
 impl Guard {
     pub fn load(policy: &Policy, broadcasts: &[Ipv4Addr]) -> Self {
-        let mut ebpf = loader::load(None).expect("the XDP program loads and passes the verifier");
+        let mut ebpf = bpf::load(None).expect("the XDP program loads and passes the verifier");
         let mut maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
         maps.set_unattached_broadcasts(broadcasts)
             .expect("write the directed broadcasts");
@@ -54,7 +53,7 @@ impl Guard {
 
     /// Runs one frame (at least 14 bytes: BPF_PROG_TEST_RUN refuses shorter ones).
     pub fn run(&mut self, frame: &[u8]) -> Run {
-        let program = loader::xdp_program(&mut self.ebpf).expect("program present");
+        let program = bpf::xdp_program(&mut self.ebpf).expect("program present");
         let mut out = vec![0u8; frame.len() + 256];
         let result = program
             .test_run(TestRunOptions {
@@ -75,9 +74,13 @@ impl Guard {
         let index = at.flat_index();
         let icmp_entries = ICMP_COUNTER_ENTRIES as usize;
         if index < icmp_entries {
-            sum(&self.maps.icmp_counters, index as u32)
+            self.maps
+                .icmp_counter(index as u32)
+                .expect("read a counter")
         } else {
-            sum(&self.maps.global_counters, (index - icmp_entries) as u32)
+            self.maps
+                .global_counter((index - icmp_entries) as u32)
+                .expect("read a counter")
         }
     }
 
@@ -85,23 +88,13 @@ impl Guard {
     pub fn counters(&self) -> Vec<Counter> {
         let mut all = Vec::with_capacity(COUNTER_SLOTS);
         for index in 0..ICMP_COUNTER_ENTRIES {
-            all.push(sum(&self.maps.icmp_counters, index));
+            all.push(self.maps.icmp_counter(index).expect("read a counter"));
         }
         for slot in 0..global::ENTRIES {
-            all.push(sum(&self.maps.global_counters, slot));
+            all.push(self.maps.global_counter(slot).expect("read a counter"));
         }
         all
     }
-}
-
-fn sum(map: &PerCpuArray<aya::maps::MapData, Counter>, index: u32) -> Counter {
-    map.get(&index, 0)
-        .expect("read a counter")
-        .iter()
-        .fold(Counter::default(), |total, cpu| Counter {
-            packets: total.packets + cpu.packets,
-            bytes: total.bytes + cpu.bytes,
-        })
 }
 
 /// What the program did with one frame.

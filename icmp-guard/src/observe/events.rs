@@ -1,9 +1,10 @@
 //! Reads the sampled events of the XDP program from the pinned `EVENTS` ring buffer, and
-//! turns dropped ones into the rate-limited drop log of `run`.
+//! decides which dropped ones the rate-limited drop log of `run` shows.
 //!
 //! The ring buffer has a single consumer position, so one process reads it at a time:
-//! readers hold [`PinDir::lock_events`](crate::pins::PinDir::lock_events) while they drain.
-//! `run` takes it for each drain only and skips a drain when `top` holds it.
+//! readers hold [`PinDir::lock_events`](crate::bpf::pins::PinDir::lock_events) while they
+//! drain (`Guard::events` takes it). `run` takes it for each drain only and skips a drain
+//! when `top` holds it.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -15,14 +16,9 @@ use aya::maps::{MapData, RingBuf};
 use icmp_guard_common::{
     DropReason, FAMILY_V4,
     events::{ACTION_DROPPED, ACTION_WOULD_DROP, IcmpEvent},
-    icmp,
 };
 
-use crate::{
-    error::{Error, Result},
-    loader,
-    pins::PinDir,
-};
+use crate::bpf::{Error, PinDir, Result, maps};
 
 /// The pinned ring buffer of sampled events.
 pub struct EventReader {
@@ -33,7 +29,7 @@ impl EventReader {
     /// Opens the pinned ring buffer. The caller holds the events lock while it reads.
     pub fn open(pins: &PinDir) -> Result<Self> {
         Ok(Self {
-            ring: loader::open_events(pins)?,
+            ring: maps::open_events(pins)?,
         })
     }
 
@@ -105,14 +101,6 @@ pub fn drop_reason(event: &IcmpEvent) -> Option<DropReason> {
         .find(|reason| *reason as u8 == event.reason)
 }
 
-/// "echo-request (8/0)", or "type 42/0" for an unassigned type.
-pub fn type_label(family: u8, icmp_type: u8, code: u8) -> String {
-    match icmp::type_name(family, icmp_type) {
-        Some(name) => format!("{name} ({icmp_type}/{code})"),
-        None => format!("type {icmp_type}/{code}"),
-    }
-}
-
 /// What the drop log does with one more dropped event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogDecision {
@@ -166,23 +154,6 @@ impl DropLog {
     }
 }
 
-/// The drop log line of one event, without the time stamp.
-pub fn drop_line(event: &IcmpEvent, interface: Option<&str>) -> String {
-    let reason = drop_reason(event).map_or("unknown", DropReason::name);
-    let verb = if event.action == ACTION_WOULD_DROP {
-        "would drop"
-    } else {
-        "dropped"
-    };
-    let interface = interface.map_or_else(|| format!("ifindex {}", event.ifindex), str::to_owned);
-    format!(
-        "{verb} {} from {} on {interface}: {reason}, {} bytes (sampled)",
-        type_label(event.family, event.icmp_type, event.code),
-        source_address(event),
-        event.packet_len,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use icmp_guard_common::{FAMILY_V6, events::ACTION_PASSED};
@@ -213,13 +184,6 @@ mod tests {
         let passed = event(FAMILY_V6, v6, ACTION_PASSED, 0);
         assert_eq!(source_address(&passed).to_string(), "2001:db8::2");
         assert_eq!(drop_reason(&passed), None);
-        assert_eq!(
-            drop_line(&dropped, Some("eth0")),
-            "dropped echo-request (8/0) from 192.0.2.9 on eth0: rate_limit, 98 bytes (sampled)"
-        );
-        let would = event(FAMILY_V4, v4, ACTION_WOULD_DROP, DropReason::Policy as u8);
-        assert!(drop_line(&would, None).starts_with("would drop echo-request"));
-        assert!(drop_line(&would, None).contains("on ifindex 7: policy"));
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! Checks on the machine before anything is changed: privileges, kernel, bpffs, interfaces.
+//! Checks on the machine before anything is changed: privileges, kernel, bpffs.
 
 use std::{
     ffi::{CStr, CString},
     path::Path,
 };
 
-use crate::error::{Error, Result};
+use super::{Error, Result};
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -15,8 +15,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Fails with [`Error::NotPrivileged`] unless the process may load BPF programs and attach
 /// them to interfaces.
 pub fn require_privileges() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|source| Error::io("reading /proc/self/status", source))?;
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|source| Error::Io {
+        action: "reading /proc/self/status",
+        source,
+    })?;
     let effective = status
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))
@@ -101,8 +103,9 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<bool> {
         )
     };
     if status != 0 {
-        return Err(Error::BpffsMissing {
+        return Err(Error::BpffsMountFailed {
             path: root.to_path_buf(),
+            source: std::io::Error::last_os_error(),
         });
     }
     Ok(true)
@@ -119,64 +122,9 @@ fn is_bpffs(path: &Path) -> bool {
     }
 }
 
-/// The index of a network interface in the current namespace.
-pub fn ifindex(name: &str) -> Result<u32> {
-    let unknown = || Error::UnknownInterface {
-        name: name.to_owned(),
-    };
-    if name.is_empty() || name.len() >= libc::IF_NAMESIZE {
-        return Err(unknown());
-    }
-    let c_name = CString::new(name).map_err(|_| unknown())?;
-    // SAFETY: a NUL-terminated string; 0 means "no such interface".
-    match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
-        0 => Err(unknown()),
-        index => Ok(index),
-    }
-}
-
-/// The identity of the caller's network namespace: the inode of `/proc/self/ns/net`,
-/// which `ip netns identify` and `lsns` show too. Interfaces are owned by (namespace,
-/// ifindex), since ifindexes repeat across namespaces.
-pub fn netns_id() -> Result<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self/ns/net")
-        .map(|metadata| metadata.ino())
-        .map_err(|err| Error::io("reading /proc/self/ns/net", err))
-}
-
-/// The name of the interface with `ifindex` in the current namespace, if it still exists.
-pub fn ifname(ifindex: u32) -> Option<String> {
-    let mut buffer = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
-    let name = unsafe { libc::if_indextoname(ifindex, buffer.as_mut_ptr()) };
-    if name.is_null() {
-        return None;
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    Some(
-        unsafe { CStr::from_ptr(buffer.as_ptr()) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_resolves_both_ways() {
-        let index = ifindex("lo").expect("every namespace has lo");
-        assert_eq!(ifname(index).as_deref(), Some("lo"));
-    }
-
-    #[test]
-    fn unknown_interfaces_are_refused() {
-        for name in ["", "no-such-if0", "a-name-longer-than-15"] {
-            assert!(matches!(ifindex(name), Err(Error::UnknownInterface { .. })));
-        }
-    }
 
     #[test]
     fn this_kernel_is_new_enough() {

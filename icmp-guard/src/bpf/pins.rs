@@ -6,18 +6,19 @@
 //! ```
 //!
 //! Commands that change the pinned state (`attach`, `detach`, policy edits) hold an exclusive
-//! `flock` on the pin directory itself ([`PinDir::lock`]): bpffs holds only directories and
-//! BPF objects, so the directory is the one thing to lock, and the kernel releases a flock
-//! when its process dies, so a crash never wedges the next command.
+//! lock (`flock(2)`, through [`File::lock`]) on the pin directory itself ([`PinDir::lock`]):
+//! bpffs holds only directories and BPF objects, so the directory is the one thing to lock,
+//! and the kernel releases the lock when its process dies, so a crash never wedges the next
+//! command.
 
 use std::{
-    fs::File,
+    fs::{File, TryLockError},
     io,
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
-use crate::error::{Error, Result};
+use super::{Error, Result};
 
 /// Where pins go unless `--pin-dir` or `ICMP_GUARD_PIN_DIR` says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/icmp-guard";
@@ -171,7 +172,7 @@ impl PinDir {
                 return Err(Error::io(format!("opening {}", self.root.display()), err));
             }
         };
-        flock(&dir, libc::LOCK_EX)
+        dir.lock()
             .map_err(|err| Error::io(format!("locking {}", self.root.display()), err))?;
         let locked = dir
             .metadata()
@@ -198,29 +199,19 @@ impl PinDir {
                 Error::io(format!("opening {}", path.display()), err)
             }
         })?;
-        let operation = if wait {
-            libc::LOCK_EX
+        let locked = if wait {
+            dir.lock().map(|()| true)
         } else {
-            libc::LOCK_EX | libc::LOCK_NB
+            match dir.try_lock() {
+                Ok(()) => Ok(true),
+                Err(TryLockError::WouldBlock) => Ok(false),
+                Err(TryLockError::Error(err)) => Err(err),
+            }
         };
-        match flock(&dir, operation) {
-            Ok(()) => Ok(Some(PinLock { _dir: dir })),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        match locked {
+            Ok(true) => Ok(Some(PinLock { _dir: dir })),
+            Ok(false) => Ok(None),
             Err(err) => Err(Error::io(format!("locking {}", path.display()), err)),
-        }
-    }
-}
-
-/// flock(2) on `file`, retried when a signal interrupts the wait.
-fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor the caller owns.
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
         }
     }
 }

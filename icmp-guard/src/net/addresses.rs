@@ -1,24 +1,13 @@
-//! The directed-broadcast addresses of the attached interfaces, read over netlink
-//! (RTM_GETADDR) and written into their slots of the kernel's `INTERFACES` map: each slot
-//! holds those of every attached interface of its network namespace.
+//! The IPv4 addresses of the interfaces, read over netlink (RTM_GETADDR), and the directed
+//! broadcasts they imply.
 //!
 //! The broadcast address of a subnet is computed from the address and its prefix length
 //! (or taken from IFA_BROADCAST when the kernel has one), never guessed from the last octet:
 //! 192.0.2.255 on a /23 is an ordinary host.
-//!
-//! After `attach`, every invocation of the CLI refreshes the map, so an address added with
-//! `ip addr add` is covered from the next `icmp-guard` command on (`run` mode refreshes
-//! it continuously).
 
 use std::{io, net::Ipv4Addr};
 
-use crate::{
-    error::{Error, Result},
-    loader::GuardMaps,
-    netlink::Socket,
-    pins::PinDir,
-    system,
-};
+use super::{Error, Result, netlink::Socket};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -142,8 +131,10 @@ fn parse_address(message: &[u8]) -> Option<InterfaceAddress> {
 
 /// The directed broadcasts of the interfaces in `ifindexes`, sorted, each once.
 pub fn directed_broadcasts(ifindexes: &[u32]) -> Result<Vec<Ipv4Addr>> {
-    let addresses =
-        ipv4_addresses().map_err(|err| Error::io("reading interface addresses", err))?;
+    let addresses = ipv4_addresses().map_err(|source| Error::Io {
+        action: "reading interface addresses",
+        source,
+    })?;
     let mut wanted: Vec<Ipv4Addr> = addresses
         .iter()
         .filter(|address| ifindexes.contains(&address.ifindex))
@@ -152,36 +143,6 @@ pub fn directed_broadcasts(ifindexes: &[u32]) -> Result<Vec<Ipv4Addr>> {
     wanted.sort();
     wanted.dedup();
     Ok(wanted)
-}
-
-/// Recomputes the directed broadcasts of the interfaces of `netns` (the caller's network
-/// namespace) that have a slot, and writes them into each of those slots. Returns them.
-pub fn refresh_namespace(maps: &mut GuardMaps, netns: u64) -> Result<Vec<Ipv4Addr>> {
-    let ifindexes: Vec<u32> = maps
-        .slots()?
-        .into_iter()
-        .filter(|(_, config)| config.netns == netns)
-        .map(|(_, config)| config.ifindex)
-        .collect();
-    let wanted = directed_broadcasts(&ifindexes)?;
-    let octets: Vec<[u8; 4]> = wanted.iter().map(Ipv4Addr::octets).collect();
-    maps.set_broadcasts(netns, &octets)?;
-    Ok(wanted)
-}
-
-/// Refreshes the slots of this network namespace's attached interfaces in `pins`; does
-/// nothing when nothing is attached.
-pub fn refresh_pinned(pins: &PinDir) -> Result<Option<Vec<Ipv4Addr>>> {
-    if !pins.has_maps() {
-        return Ok(None);
-    }
-    let mut maps = match GuardMaps::open(pins) {
-        Ok(maps) => maps,
-        // Maps of another version are the command's own error to report, once.
-        Err(Error::NotAttached | Error::LayoutMismatch { .. }) => return Ok(None),
-        Err(err) => return Err(err),
-    };
-    refresh_namespace(&mut maps, system::netns_id()?).map(Some)
 }
 
 #[cfg(test)]

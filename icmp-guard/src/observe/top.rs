@@ -16,11 +16,8 @@ use icmp_guard_common::{
 };
 use serde::Serialize;
 
-use crate::{
-    error::{Error, Result},
-    events::{drop_reason, source_address},
-    loader::GuardMaps,
-};
+use super::events::{drop_reason, source_address};
+use crate::bpf::{GuardMaps, Result};
 
 /// Per-CPU totals at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,15 +48,11 @@ impl CpuTotals {
 
 /// Reads the per-CPU packet totals and the event counters.
 pub fn read_cpu_totals(maps: &GuardMaps) -> Result<CpuTotals> {
-    let failed = |err| Error::bpf("reading counters", err);
     let mut totals = CpuTotals::default();
     for family in 0..icmp_guard_common::NUM_FAMILIES as u8 {
         for icmp_type in 0..=255u8 {
             for slot in 0..SLOTS_PER_TYPE {
-                let per_cpu = maps
-                    .icmp_counters
-                    .get(&counter_index(family, icmp_type, slot), 0)
-                    .map_err(failed)?;
+                let per_cpu = maps.icmp_counter_per_cpu(counter_index(family, icmp_type, slot))?;
                 if totals.icmp_packets.len() < per_cpu.len() {
                     totals.icmp_packets.resize(per_cpu.len(), 0);
                 }
@@ -70,7 +63,7 @@ pub fn read_cpu_totals(maps: &GuardMaps) -> Result<CpuTotals> {
         }
     }
     let sum = |slot: u32| -> Result<u64> {
-        let per_cpu = maps.global_counters.get(&slot, 0).map_err(failed)?;
+        let per_cpu = maps.global_counter_per_cpu(slot)?;
         Ok(per_cpu
             .iter()
             .map(|counter: &Counter| counter.packets)
@@ -247,82 +240,6 @@ fn round_share(value: f64) -> f64 {
     (value * 10_000.0).round() / 10_000.0
 }
 
-/// The report as text: a header that says these are estimates, then a table.
-pub fn render(report: &TopReport) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:.1} s: {} ICMP packets ({:.1}/s); per-source rates are estimates from {} sampled events (budget {} events/s per CPU)",
-        report.interval_seconds,
-        report.icmp_packets,
-        report.icmp_packets_per_sec,
-        report.sampled_events,
-        report.events_per_sec_per_cpu,
-    );
-    if report.events_per_sec_per_cpu == 0 {
-        let _ = writeln!(
-            out,
-            "events are off: `icmp-guard config events-per-sec 1000` turns them on"
-        );
-    }
-    if report.events_lost > 0 {
-        let _ = writeln!(
-            out,
-            "{} events lost: the ring buffer was full (a slow reader, or a budget too high)",
-            report.events_lost
-        );
-    }
-    if report.unattributed_packets > 0 {
-        let _ = writeln!(
-            out,
-            "{} packets on CPUs without a sampled event are attributed to no source",
-            report.unattributed_packets
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{:<39} {:>11} {:>7} {:>11}  {:<16} {:>7}  TYPE",
-        "SOURCE", "EST PKTS/S", "SHARE", "EST DROPS/S", "DROP REASON", "SAMPLED"
-    );
-    for source in &report.sources {
-        let (drops, reason) = if source.would_drop_per_sec > 0.0 && source.dropped_per_sec == 0.0 {
-            (
-                source.would_drop_per_sec,
-                source
-                    .top_drop_reason
-                    .map(|reason| format!("{reason} (would)")),
-            )
-        } else {
-            (
-                source.dropped_per_sec,
-                source.top_drop_reason.map(str::to_owned),
-            )
-        };
-        let type_name = source
-            .top_type_name
-            .map_or_else(|| source.top_type.to_string(), str::to_owned);
-        let _ = writeln!(
-            out,
-            "{:<39} {:>11.1} {:>6.1}% {:>11.1}  {:<16} {:>7}  {} {type_name}",
-            source.address.to_string(),
-            source.packets_per_sec,
-            source.share * 100.0,
-            drops,
-            reason.as_deref().unwrap_or("-"),
-            source.sampled_events,
-            source.family,
-        );
-    }
-    if report.sources.is_empty() {
-        let _ = writeln!(out, "(no sampled ICMP in this interval)");
-    }
-    if report.more_sources > 0 {
-        let _ = writeln!(out, "... and {} more sources", report.more_sources);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use icmp_guard_common::{FAMILY_V4, events::ACTION_PASSED};
@@ -405,15 +322,11 @@ mod tests {
             .expect("the would-drop source ties and sorts by address");
         assert_eq!(would.would_drop_per_sec, 1.0);
         assert_eq!(would.dropped_per_sec, 0.0);
-        assert!(render(&report).contains("policy (would)"));
     }
 
     #[test]
     fn the_header_says_the_figures_are_estimates() {
         let report = estimate(&[], &CpuTotals::default(), Duration::from_secs(1), 0, 10);
-        let text = render(&report);
-        assert!(text.contains("estimates from 0 sampled events"), "{text}");
-        assert!(text.contains("events are off"), "{text}");
         let json = serde_json::to_value(&report).expect("JSON");
         assert_eq!(json["estimated"], true);
         assert!(json["sources"].as_array().expect("array").is_empty());

@@ -1,24 +1,25 @@
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+//! `run`: the service loop.
 
+mod drop_log;
+mod policy_file;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use drop_log::DropLogger;
 use icmp_guard::{
-    events::{DropLog, EventReader, LogDecision, drop_line, drop_reason},
-    loader::{self, AttachOptions, Capacity, GuardMaps, ModeRequest},
-    metrics,
-    pins::PinDir,
-    policy::{self, Policy},
-    stats, system,
+    bpf::{Capacity, links::ModeRequest},
+    exporter,
+    guard::{self, AttachOptions, Guard},
+    net,
+    policy::Policy,
 };
+use policy_file::{Initial, Seen};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
     Context,
     metrics::{runtime, stop_signal},
-    stats::clock,
+    render::{self, clock},
 };
 
 /// Run in the foreground as a service: attach, apply and watch a policy file, serve
@@ -101,64 +102,17 @@ const WATCHDOG: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_millis(200);
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    system::require_privileges()?;
-    if system::ensure_bpffs(context.pins.root())? {
-        println!("mounted bpffs at {}", system::BPFFS_ROOT);
-    }
     // A policy file that cannot be used does not stop the service: a host left without
     // any protection (after a reboot, bpffs is empty) is worse than one with the live
     // policy or the safe default profile. The error is reported, and the file is watched
     // and applied as soon as it is fixed.
-    let initial = match &args.policy {
-        Some(path) => Some(match std::fs::read(path) {
-            Ok(text) => match parse(path, &text, args.dry_run) {
-                Ok(parsed) => Initial::Good(text, parsed),
-                Err(err) => Initial::Refused(Seen::Text(text), err.to_string()),
-            },
-            Err(err) => {
-                let message = format!("cannot read {}: {err}", path.display());
-                Initial::Refused(Seen::Unreadable(message.clone()), message)
-            }
-        }),
-        None => None,
-    };
-    context.preflight()?;
-    let targets = loader::resolve_interfaces(&args.interfaces)?;
-    runtime()?.block_on(service(args, context, targets, initial))
-}
-
-/// The policy file at start-up.
-enum Initial {
-    Good(Vec<u8>, Policy),
-    /// What the watcher saw, and the error to report.
-    Refused(Seen, String),
-}
-
-/// Parses a policy file's bytes; `--dry-run` overrides its mode.
-fn parse(path: &Path, text: &[u8], dry_run: bool) -> anyhow::Result<Policy> {
-    let text = std::str::from_utf8(text)
-        .map_err(|_| anyhow::anyhow!("{}: the file is not UTF-8 text", path.display()))?;
-    let mut parsed =
-        policy::file::parse(text).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
-    if dry_run {
-        parsed.mode = policy::Mode::DryRun;
-    }
-    Ok(parsed)
-}
-
-/// Writes `policy` under the policy lock; returns the generation now active.
-fn apply(pins: &PinDir, chosen: &Policy) -> anyhow::Result<u32> {
-    let _lock = pins.lock_attached()?;
-    let mut maps = GuardMaps::open(pins)?;
-    policy::apply(&mut maps, chosen)?;
-    Ok(policy::active_generation(&maps)?)
-}
-
-fn generation(pins: &PinDir) -> String {
-    GuardMaps::open(pins)
-        .ok()
-        .and_then(|maps| policy::active_generation(&maps).ok())
-        .map_or_else(|| "unknown".to_owned(), |g| g.to_string())
+    let guard = context.open_mounting()?;
+    let initial = args
+        .policy
+        .as_deref()
+        .map(|path| Initial::read(path, args.dry_run));
+    let targets = guard::resolve_interfaces(&args.interfaces)?;
+    runtime()?.block_on(service(args, guard, targets, initial))
 }
 
 /// Attaches to the interfaces that are not attached yet and adopts the others, swapping
@@ -167,7 +121,7 @@ fn generation(pins: &PinDir) -> String {
 /// program, and never leaves an interface without one.
 fn attach_or_adopt(
     args: &Args,
-    pins: &PinDir,
+    guard: &Guard,
     targets: &[(String, u32)],
     policy: Option<&Policy>,
 ) -> anyhow::Result<()> {
@@ -185,14 +139,14 @@ fn attach_or_adopt(
     };
     let fresh: Vec<&str> = targets
         .iter()
-        .filter(|(_, ifindex)| !pins.has_link(*ifindex))
+        .filter(|(_, ifindex)| !guard.has_link(*ifindex))
         .map(|(name, _)| name.as_str())
         .collect();
     if !fresh.is_empty() {
         println!("attaching to {}...", fresh.join(", "));
     }
     let names: Vec<String> = targets.iter().map(|(name, _)| name.clone()).collect();
-    for interface in loader::attach(pins, &names, &options)? {
+    for interface in guard.attach(&names, &options)? {
         let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
         match (interface.upgraded_from, interface.fallback) {
             (Some(old), _) => println!(
@@ -213,8 +167,8 @@ fn attach_or_adopt(
 }
 
 /// Why an interface `run` protects is no longer protected, if it is not.
-fn unprotected(pins: &PinDir, name: &str, ifindex: u32) -> Option<String> {
-    match system::ifindex(name) {
+fn unprotected(guard: &Guard, name: &str, ifindex: u32) -> Option<String> {
+    match net::interface::ifindex(name) {
         Err(_) => return Some("the interface is gone".to_owned()),
         Ok(now) if now != ifindex => {
             return Some(format!(
@@ -223,7 +177,7 @@ fn unprotected(pins: &PinDir, name: &str, ifindex: u32) -> Option<String> {
         }
         Ok(_) => {}
     }
-    let links = match loader::links(pins) {
+    let links = match guard.links() {
         Ok(links) => links,
         Err(err) => return Some(format!("its pinned link cannot be read: {err}")),
     };
@@ -237,28 +191,17 @@ fn unprotected(pins: &PinDir, name: &str, ifindex: u32) -> Option<String> {
     }
 }
 
-/// What the policy file watcher last saw.
-enum Seen {
-    /// Applied (or refused as invalid): nothing to do until the bytes change.
-    Text(Vec<u8>),
-    /// New bytes seen once: applied when the next poll reads the same, so that a file an
-    /// editor is still writing (truncated, half written) is never applied.
-    Settling(Vec<u8>),
-    Unreadable(String),
-}
-
 async fn service(
     args: Args,
-    context: &Context,
+    guard: Guard,
     targets: Vec<(String, u32)>,
     initial: Option<Initial>,
 ) -> anyhow::Result<()> {
-    let pins = &context.pins;
     // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
     let mut stop = std::pin::pin!(stop_signal()?);
     let mut hangup = signal(SignalKind::hangup())?;
     let listener = match args.metrics {
-        Some(address) => Some(metrics::bind(address).await?),
+        Some(address) => Some(exporter::bind(address).await?),
         None => None,
     };
 
@@ -266,9 +209,9 @@ async fn service(
         Some(Initial::Good(_, policy)) => Some(policy),
         _ => None,
     };
-    attach_or_adopt(&args, pins, &targets, good)?;
+    attach_or_adopt(&args, &guard, &targets, good)?;
     let mut broadcasts_error = None;
-    refresh_broadcasts(pins, &mut broadcasts_error);
+    refresh_broadcasts(&guard, &mut broadcasts_error);
     let mut seen = None;
     match (&args.policy, initial) {
         (Some(path), Some(initial)) => {
@@ -277,14 +220,14 @@ async fn service(
                     println!(
                         "applied policy {} (generation {})",
                         path.display(),
-                        generation(pins)
+                        policy_file::generation(&guard)
                     );
                     seen = Some(Seen::Text(text));
                 }
                 Initial::Refused(first, error) => {
                     eprintln!(
                         "error: {error}; running with the live policy (generation {}): the safe default profile unless one was in force",
-                        generation(pins)
+                        policy_file::generation(&guard)
                     );
                     seen = Some(first);
                 }
@@ -303,7 +246,7 @@ async fn service(
         if let Ok(address) = listener.local_addr() {
             println!("serving metrics on http://{address}/metrics");
         }
-        tokio::spawn(metrics::serve(listener, pins.clone(), async {
+        tokio::spawn(exporter::serve(listener, guard.clone(), async {
             let _ = server_stopped.await;
         }))
     });
@@ -317,11 +260,11 @@ async fn service(
     let mut watchdog = tokio::time::interval(WATCHDOG);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut targets = targets;
-    let mut baseline = stats::read_report(pins).ok();
+    let mut baseline = guard.stats().ok();
     let mut last_error: Option<String> = None;
     let mut drain = tokio::time::interval(DRAIN);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut drop_log = DropLogger::new(args.drop_log);
+    let mut drop_log = DropLogger::new(&guard, args.drop_log);
     println!(
         "protecting {}; SIGTERM or Ctrl-C {}",
         targets
@@ -342,14 +285,14 @@ async fn service(
             _ = hangup.recv() => match &args.policy {
                 Some(path) => {
                     println!("SIGHUP: reloading {}", path.display());
-                    reload(&args, pins, path, &mut seen, true);
+                    policy_file::reload(&guard, path, args.dry_run, &mut seen, true);
                 }
                 None => println!("SIGHUP: there is no --policy file to reload"),
             },
-            _ = drain.tick(), if args.drop_log > 0 => drop_log.drain(pins),
+            _ = drain.tick(), if args.drop_log > 0 => drop_log.drain(),
             _ = poll.tick(), if args.policy.is_some() => {
                 if let Some(path) = &args.policy {
-                    reload(&args, pins, path, &mut seen, false);
+                    policy_file::reload(&guard, path, args.dry_run, &mut seen, false);
                 }
             }
             _ = watchdog.tick() => {
@@ -358,37 +301,35 @@ async fn service(
                 let lost: Vec<(String, String)> = targets
                     .iter()
                     .filter_map(|(name, ifindex)| {
-                        unprotected(pins, name, *ifindex).map(|why| (name.clone(), why))
+                        unprotected(&guard, name, *ifindex).map(|why| (name.clone(), why))
                     })
                     .collect();
                 if !lost.is_empty() {
                     for (name, why) in &lost {
                         eprintln!("error: {name} is no longer protected: {why}; attaching again");
                     }
-                    targets = loader::resolve_interfaces(&args.interfaces)?;
+                    targets = guard::resolve_interfaces(&args.interfaces)?;
                     let again: Vec<(String, u32)> = targets
                         .iter()
                         .filter(|(name, _)| lost.iter().any(|(lost, _)| lost == name))
                         .cloned()
                         .collect();
                     // The policy file as it is now, when it is valid; else the live policy.
-                    let current = match &args.policy {
-                        Some(path) => std::fs::read(path)
-                            .ok()
-                            .and_then(|text| parse(path, &text, args.dry_run).ok()),
-                        None => None,
-                    };
-                    attach_or_adopt(&args, pins, &again, current.as_ref())?;
-                    refresh_broadcasts(pins, &mut broadcasts_error);
+                    let current = args
+                        .policy
+                        .as_deref()
+                        .and_then(|path| policy_file::current(path, args.dry_run));
+                    attach_or_adopt(&args, &guard, &again, current.as_ref())?;
+                    refresh_broadcasts(&guard, &mut broadcasts_error);
                 }
             }
             _ = summary.tick() => {
                 // Addresses change under a long-running service (DHCP, operators).
-                refresh_broadcasts(pins, &mut broadcasts_error);
-                match stats::read_report(pins) {
+                refresh_broadcasts(&guard, &mut broadcasts_error);
+                match guard.stats() {
                     Ok(report) => {
                         if let Some(previous) = &baseline
-                            && let Some(line) = stats::drop_summary(previous, &report)
+                            && let Some(line) = render::stats::drop_summary(previous, &report)
                         {
                             println!("{} last {}s: {line}", clock(), args.summary_interval);
                         }
@@ -416,104 +357,16 @@ async fn service(
         println!("left the guard attached (--keep): `icmp-guard detach` removes it");
         return Ok(());
     }
-    // Serialised with attach, detach and policy edits, as `detach` is.
-    let Some(_lock) = pins.lock()? else {
-        return Ok(());
-    };
-    for (name, ifindex) in &targets {
-        if loader::detach(pins, *ifindex)? {
-            println!("detached from {name}");
-        }
+    for name in guard.detach_interfaces(&targets)? {
+        println!("detached from {name}");
     }
-    pins.remove_if_unused()?;
     Ok(())
-}
-
-/// The drop log: drains the sampled events under the events lock, prints a few dropped ones
-/// a second and sums up the rest. Skips a drain while `top` holds the lock.
-struct DropLogger {
-    log: DropLog,
-    reader: Option<EventReader>,
-    paused: bool,
-    last_error: Option<String>,
-    /// Interface names by ifindex, looked up once.
-    names: HashMap<u32, Option<String>>,
-}
-
-impl DropLogger {
-    fn new(lines_per_sec: u32) -> Self {
-        Self {
-            log: DropLog::new(lines_per_sec),
-            reader: None,
-            paused: false,
-            last_error: None,
-            names: HashMap::new(),
-        }
-    }
-
-    fn drain(&mut self, pins: &PinDir) {
-        if let Err(err) = self.try_drain(pins) {
-            let message = err.to_string();
-            if self.last_error.as_ref() != Some(&message) {
-                eprintln!("error: drop log: {message}");
-                self.last_error = Some(message);
-            }
-            self.reader = None;
-        }
-    }
-
-    fn try_drain(&mut self, pins: &PinDir) -> icmp_guard::error::Result<()> {
-        let now = Instant::now();
-        if let Some(suppressed) = self.log.roll(now) {
-            println!(
-                "{} {suppressed} more sampled drops in the last second not shown",
-                clock()
-            );
-        }
-        let Some(_lock) = pins.lock_events(false)? else {
-            if !self.paused {
-                println!(
-                    "{} drop log paused: `icmp-guard top` is reading the events",
-                    clock()
-                );
-                self.paused = true;
-            }
-            return Ok(());
-        };
-        let reader = match &mut self.reader {
-            Some(reader) => reader,
-            None => self.reader.insert(EventReader::open(pins)?),
-        };
-        if self.paused {
-            // What top left behind is old news.
-            reader.drain(|_| {});
-            println!("{} drop log resumed", clock());
-            self.paused = false;
-        }
-        let mut dropped = Vec::new();
-        reader.drain(|event| {
-            if drop_reason(&event).is_some() {
-                dropped.push(event);
-            }
-        });
-        for event in dropped {
-            if self.log.offer(now) == LogDecision::Print {
-                let name = self
-                    .names
-                    .entry(event.ifindex)
-                    .or_insert_with(|| system::ifname(event.ifindex));
-                println!("{} {}", clock(), drop_line(&event, name.as_deref()));
-            }
-        }
-        self.last_error = None;
-        Ok(())
-    }
 }
 
 /// Keeps the kernel's directed-broadcast map in step with the interfaces' addresses, as
 /// every other command does once per invocation. A failure is reported once, not per tick.
-fn refresh_broadcasts(pins: &PinDir, last_error: &mut Option<String>) {
-    match icmp_guard::addresses::refresh_pinned(pins) {
+fn refresh_broadcasts(guard: &Guard, last_error: &mut Option<String>) {
+    match guard.refresh_broadcasts() {
         Ok(addresses) => {
             log::debug!("directed broadcasts: {addresses:?}");
             *last_error = None;
@@ -524,70 +377,6 @@ fn refresh_broadcasts(pins: &PinDir, last_error: &mut Option<String>) {
                 eprintln!("warning: could not refresh the directed-broadcast addresses: {message}");
                 *last_error = Some(message);
             }
-        }
-    }
-}
-
-/// Checks the policy file and applies it when its bytes changed, or always when `force`
-/// (SIGHUP). A file that cannot be read, parsed or applied leaves the live policy alone and
-/// is reported once on stderr.
-fn reload(args: &Args, pins: &PinDir, path: &Path, seen: &mut Option<Seen>, force: bool) {
-    let text = match std::fs::read(path) {
-        Ok(text) => text,
-        Err(err) => {
-            let message = err.to_string();
-            if force || !matches!(seen, Some(Seen::Unreadable(m)) if *m == message) {
-                eprintln!(
-                    "error: cannot read {}: {message}; keeping the last good policy (generation {})",
-                    path.display(),
-                    generation(pins)
-                );
-            }
-            *seen = Some(Seen::Unreadable(message));
-            return;
-        }
-    };
-    if !force {
-        match seen {
-            Some(Seen::Text(old)) if *old == text => return,
-            Some(Seen::Settling(old)) if *old == text => {}
-            _ => {
-                *seen = Some(Seen::Settling(text));
-                return;
-            }
-        }
-    }
-    let parsed = match parse(path, &text, args.dry_run) {
-        Ok(parsed) => parsed,
-        Err(err) => {
-            // Reported once: the file stays refused until its bytes change.
-            *seen = Some(Seen::Text(text));
-            eprintln!(
-                "error: {err}; keeping the last good policy (generation {})",
-                generation(pins)
-            );
-            return;
-        }
-    };
-    match apply(pins, &parsed) {
-        Ok(generation) => {
-            *seen = Some(Seen::Text(text));
-            println!(
-                "applied policy {} (generation {generation})",
-                path.display()
-            );
-        }
-        // A valid file that could not be written (a passing error) is tried again on the
-        // next poll: `seen` stays as it was. Reported once per distinct error.
-        Err(err) => {
-            let message = format!("applying {}: {err}", path.display());
-            if force || !matches!(seen, Some(Seen::Unreadable(m)) if *m == message) {
-                eprintln!(
-                    "error: {message}; keeping the last good policy (generation {}) and retrying",
-                    generation(pins)
-                );
-            }
-            *seen = Some(Seen::Unreadable(message));
         }
     }
 }

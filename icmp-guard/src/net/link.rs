@@ -1,7 +1,9 @@
 //! Reads what the kernel says is attached to an interface (RTM_GETLINK, IFLA_XDP), so that
 //! `status` reports the mode the kernel actually gave rather than the one we asked for.
 
-use std::{io, mem::size_of};
+use std::io;
+
+use super::netlink::{Attributes, Socket, invalid};
 
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
@@ -23,7 +25,6 @@ const IFLA_XDP_PROG_ID: u16 = 4;
 const IFLA_XDP_DRV_PROG_ID: u16 = 5;
 const IFLA_XDP_SKB_PROG_ID: u16 = 6;
 const IFLA_XDP_HW_PROG_ID: u16 = 7;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// How the kernel runs an XDP program on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -253,101 +254,13 @@ fn parse_link(attributes: &[u8]) -> XdpState {
     state
 }
 
-/// Iterates netlink attributes (struct nlattr, 4-byte aligned).
-struct Attributes<'a>(&'a [u8]);
-
-impl<'a> Iterator for Attributes<'a> {
-    type Item = (u16, &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let header = self.0.get(..4)?;
-        let length = u16::from_ne_bytes([header[0], header[1]]) as usize;
-        let kind = u16::from_ne_bytes([header[2], header[3]]) & NLA_TYPE_MASK;
-        if length < 4 || length > self.0.len() {
-            self.0 = &[];
-            return None;
-        }
-        let payload = &self.0[4..length];
-        let aligned = (length + 3) & !3;
-        self.0 = self.0.get(aligned..).unwrap_or(&[]);
-        Some((kind, payload))
-    }
-}
-
-fn invalid(message: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
-}
-
-/// A NETLINK_ROUTE socket, shared by the link and address queries.
-pub(crate) struct Socket(std::os::fd::OwnedFd);
-
-impl Socket {
-    pub(crate) fn open() -> io::Result<Self> {
-        use std::os::fd::FromRawFd as _;
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
-    }
-
-    pub(crate) fn send(&self, message: &[u8]) -> io::Result<()> {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: sockaddr_nl is plain data; zeroed means "to the kernel".
-        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        address.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: message and address outlive the call.
-        let sent = unsafe {
-            libc::sendto(
-                self.0.as_raw_fd(),
-                message.as_ptr().cast(),
-                message.len(),
-                0,
-                (&raw const address).cast(),
-                size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn recv(&self, buffer: &mut [u8]) -> io::Result<usize> {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: the buffer is ours and its length is passed.
-        let received = unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                0,
-            )
-        };
-        if received < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(received as usize)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn loopback_has_no_xdp_program() {
-        let index = crate::system::ifindex("lo").expect("lo exists");
+        let index = crate::net::interface::ifindex("lo").expect("lo exists");
         let state = xdp_state(index)
             .expect("netlink answers")
             .expect("lo exists");
@@ -360,12 +273,5 @@ mod tests {
     #[test]
     fn missing_interface_is_none() {
         assert_eq!(xdp_state(0x7fff_fff0).expect("netlink answers"), None);
-    }
-
-    #[test]
-    fn attributes_stop_at_garbage() {
-        let bytes = [8u8, 0, 3, 0, b'l', b'o', 0, 0, 200, 0, 1, 0];
-        let parsed: Vec<_> = Attributes(&bytes).collect();
-        assert_eq!(parsed, vec![(3, &b"lo\0\0"[..])]);
     }
 }

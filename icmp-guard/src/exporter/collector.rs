@@ -1,12 +1,12 @@
-//! Prometheus metrics: the counters of [`crate::stats`] and the state of the guard as an
-//! exposition in the Prometheus text format (0.0.4) or OpenMetrics 1.0, encoded by
-//! `prometheus-client`, and a small HTTP server that serves it on `GET /metrics`.
+//! The Prometheus collector: the counters of [`crate::observe::stats`] and the state of the
+//! guard as an exposition in the Prometheus text format (0.0.4) or OpenMetrics 1.0, encoded
+//! by `prometheus-client`.
 //!
 //! Every scrape reads the pinned maps afresh, so the exporter follows a detach and a new
 //! attach and never caches a value. When nothing is attached a scrape still succeeds, with
 //! `icmp_guard_up 0` and no other series.
 
-use std::{fmt, future::Future, net::SocketAddr, time::Duration};
+use std::fmt;
 
 use prometheus_client::{
     collector::Collector,
@@ -14,17 +14,12 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-};
 
 use crate::{
-    error::{Error, Result},
-    loader::{self, GuardMaps, Tracked},
-    pins::PinDir,
-    policy,
-    stats::{self, StatsReport},
+    bpf::maps::Tracked,
+    error::Result,
+    guard::Guard,
+    observe::stats::{self, StatsReport},
 };
 
 /// The exposition formats.
@@ -66,16 +61,16 @@ pub struct Sample {
 }
 
 /// Reads a sample from the pinned maps; `None` when the guard is not attached.
-pub fn gather(pins: &PinDir) -> Result<Option<Sample>> {
-    let maps = match GuardMaps::open(pins) {
-        Ok(maps) => maps,
-        Err(Error::NotAttached) => return Ok(None),
+pub fn gather(guard: &Guard) -> Result<Option<Sample>> {
+    let report = match guard.stats() {
+        Ok(report) => report,
+        Err(err) if err.is_not_attached() => return Ok(None),
         Err(err) => return Err(err),
     };
     Ok(Some(Sample {
-        report: stats::report_of(&maps, pins)?,
-        tracked: loader::tracked(pins)?,
-        generation: policy::active_generation(&maps)?,
+        report,
+        tracked: guard.tracked()?,
+        generation: guard.generation()?,
     }))
 }
 
@@ -374,177 +369,8 @@ pub fn encode(sample: Option<Sample>, format: Format) -> String {
 }
 
 /// Reads the pinned maps and encodes them.
-pub fn exposition(pins: &PinDir, format: Format) -> Result<String> {
-    Ok(encode(gather(pins)?, format))
-}
-
-/// The longest a client may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest request head accepted.
-const MAX_REQUEST: usize = 16 * 1024;
-/// Connections served at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 16;
-/// The longest a connection may take from accept to the last byte of the answer.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Binds `address` (port 0 picks a free port; the listener says which).
-pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|err| Error::io(format!("listening on {address}"), err))
-}
-
-/// Serves `GET /metrics` on `listener` until `shutdown` completes. Each request reads the
-/// pinned maps on a blocking thread; requests are answered one connection at a time per
-/// task, `Connection: close`.
-pub async fn serve(listener: TcpListener, pins: PinDir, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    // A scraper needs one connection at a time; a few more cover overlapping scrapes. Idle
-    // or slow clients beyond that are turned away, so they can never use up the process's
-    // descriptors, which `run` needs for its pins, maps and policy file.
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        log::debug!("metrics: {MAX_CONNECTIONS} connections open, refusing one");
-                        drop(stream);
-                        continue;
-                    };
-                    let pins = pins.clone();
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        match tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, pins)).await {
-                            Ok(Err(err)) => log::debug!("metrics request: {err}"),
-                            Err(_) => log::debug!("metrics request: timed out"),
-                            Ok(Ok(())) => {}
-                        }
-                    });
-                }
-                Err(err) => {
-                    log::warn!("accepting a metrics connection failed: {err}");
-                    // Out of file descriptors and the like: do not spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-}
-
-/// A parsed request head: method, path (query string removed) and the `Accept` header.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub accept: Option<String>,
-}
-
-/// Parses a request head; `None` when it is not HTTP.
-pub fn parse_request(head: &str) -> Option<Request> {
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next()?.split(' ');
-    let method = request_line.next()?.to_owned();
-    let target = request_line.next()?;
-    if !request_line.next()?.starts_with("HTTP/") {
-        return None;
-    }
-    let path = target.split('?').next().unwrap_or(target).to_owned();
-    let accept = lines.find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("accept")
-            .then(|| value.trim().to_owned())
-    });
-    Some(Request {
-        method,
-        path,
-        accept,
-    })
-}
-
-/// The status, content type and body answering `request`; reads the maps for `/metrics`.
-pub async fn respond(request: &Request, pins: PinDir) -> (u16, &'static str, String) {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    if request.method != "GET" && request.method != "HEAD" {
-        return (405, TEXT, "only GET and HEAD are served\n".to_owned());
-    }
-    match request.path.as_str() {
-        "/metrics" => {
-            let format = Format::negotiate(request.accept.as_deref());
-            match tokio::task::spawn_blocking(move || exposition(&pins, format)).await {
-                Ok(Ok(body)) => (200, format.content_type(), body),
-                Ok(Err(err)) => (500, TEXT, format!("{err}\n")),
-                Err(err) => (500, TEXT, format!("reading the counters failed: {err}\n")),
-            }
-        }
-        "/" => (
-            200,
-            TEXT,
-            "icmp-guard exporter: the metrics are at /metrics\n".to_owned(),
-        ),
-        _ => (
-            404,
-            TEXT,
-            "not found: the metrics are at /metrics\n".to_owned(),
-        ),
-    }
-}
-
-async fn handle(mut stream: TcpStream, pins: PinDir) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buffer = [0u8; 2048];
-    let read = async {
-        loop {
-            let n = stream.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
-            // Only the new bytes (and the three before them) can complete the blank line.
-            let from = head.len().saturating_sub(3);
-            head.extend_from_slice(&buffer[..n]);
-            if head[from..].windows(4).any(|w| w == b"\r\n\r\n") || head.len() > MAX_REQUEST {
-                break;
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    if tokio::time::timeout(REQUEST_TIMEOUT, read).await.is_err() {
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&head);
-    let (status, content_type, body) = match parse_request(&text) {
-        Some(request) => {
-            let (status, content_type, body) = respond(&request, pins).await;
-            let body = if request.method == "HEAD" {
-                String::new()
-            } else {
-                body
-            };
-            (status, content_type, body)
-        }
-        None => (400, "text/plain; charset=utf-8", "bad request\n".to_owned()),
-    };
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Internal Server Error",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
-        body.len(),
-        if status == 405 {
-            "Allow: GET, HEAD\r\n"
-        } else {
-            ""
-        },
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+pub fn exposition(guard: &Guard, format: Format) -> Result<String> {
+    Ok(encode(gather(guard)?, format))
 }
 
 #[cfg(test)]
@@ -555,7 +381,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::stats::{Snapshot, TypeCounters};
+    use crate::observe::stats::{Snapshot, TypeCounters};
 
     fn sample() -> Sample {
         let mut echo = TypeCounters {
@@ -664,65 +490,5 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["icmp_guard_up 0"]
         );
-    }
-
-    #[test]
-    fn requests_are_parsed_and_formats_negotiated() {
-        let request = parse_request(
-            "GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nACCEPT: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
-        )
-        .expect("HTTP");
-        assert_eq!(request.method, "GET");
-        assert_eq!(request.path, "/metrics");
-        assert_eq!(
-            Format::negotiate(request.accept.as_deref()),
-            Format::OpenMetrics
-        );
-        assert_eq!(Format::negotiate(None), Format::Prometheus);
-        assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
-        assert_eq!(parse_request("hello"), None);
-        assert_eq!(parse_request("GET / SPDY\r\n\r\n"), None);
-    }
-
-    #[test]
-    fn the_server_answers_over_tcp_and_stops_on_shutdown() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            let listener = bind("127.0.0.1:0".parse().expect("address"))
-                .await
-                .expect("bind");
-            let address = listener.local_addr().expect("address");
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(serve(
-                listener,
-                PinDir::new("/nonexistent-icmp-guard-pins"),
-                async {
-                    let _ = stopped.await;
-                },
-            ));
-            let get = |path: &'static str| async move {
-                let mut stream = TcpStream::connect(address).await.expect("connect");
-                stream
-                    .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                    .await
-                    .expect("write");
-                let mut response = String::new();
-                stream.read_to_string(&mut response).await.expect("read");
-                response
-            };
-            let metrics = get("/metrics").await;
-            assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
-            assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
-            assert!(metrics.ends_with("icmp_guard_up 0\n"), "{metrics}");
-            assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
-            let _ = stop.send(());
-            tokio::time::timeout(Duration::from_secs(2), server)
-                .await
-                .expect("the server stops")
-                .expect("no panic");
-        });
     }
 }

@@ -1,0 +1,845 @@
+//! The maps of a running guard as typed handles: every read and write of kernel state goes
+//! through a method of [`GuardMaps`] that names what it does, in the kernel's encodings
+//! (`icmp_guard_common`). The fields are private, so no caller reaches a map around them.
+//!
+//! Before pinned maps are used, their kernel layout (type, key and value size, entries,
+//! flags) and the layout version stamped in `CONFIG` are compared with what this binary's
+//! object declares ([`check_layout`]): a binary never reads or runs against maps of another
+//! layout.
+
+use aya::{
+    Ebpf,
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, PerCpuValues,
+        RingBuf, lpm_trie::Key,
+    },
+};
+use icmp_guard_common::{
+    CodeCounter, Counter, InterfaceCounter, config,
+    interface::{self, InterfaceConfig, NO_SLOT},
+    maps,
+    policy::{LimiterConfig, RateKey, Rule, V4ListKey, V6ListKey},
+};
+
+use super::{Error, Result, object, pins::PinDir};
+
+/// What the kernel says about one map: enough to tell two layouts apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MapShape {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: u32,
+}
+
+impl MapShape {
+    fn of(info: &MapInfo) -> Self {
+        Self {
+            map_type: map_type_number(info),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            flags: info.map_flags(),
+        }
+    }
+
+    /// The first difference that makes `pinned` unusable where `expected` is declared, as
+    /// "map NAME has value size 8, this binary expects 4".
+    fn difference(name: &str, pinned: Self, expected: Self) -> Option<String> {
+        let fields = [
+            ("type", pinned.map_type, expected.map_type),
+            ("key size", pinned.key_size, expected.key_size),
+            ("value size", pinned.value_size, expected.value_size),
+            ("flags", pinned.flags, expected.flags),
+        ];
+        let entries = (!object::SIZED_BY_OPERATOR.contains(&name)).then_some((
+            "max_entries",
+            pinned.max_entries,
+            expected.max_entries,
+        ));
+        fields
+            .into_iter()
+            .chain(entries)
+            .find(|(_, have, want)| have != want)
+            .map(|(what, have, want)| {
+                format!("map {name} has {what} {have}, this binary expects {want}")
+            })
+    }
+}
+
+fn map_type_number(info: &MapInfo) -> u32 {
+    // MapInfo keeps bpf_map_info private; MapType is a fieldless enum with the kernel's
+    // numbering, so its discriminant is the kernel's number.
+    info.map_type().map_or(u32::MAX, |map_type| map_type as u32)
+}
+
+/// Refuses pinned maps that another icmp-guard version made: every map this binary pins
+/// must be there with the type, key and value size, flags and (except the operator-sized
+/// LRU maps) number of entries that this binary's object declares. Passes when nothing is
+/// pinned yet. Pinned maps this binary does not know are ignored (and removed with the
+/// pin directory).
+pub fn check_layout(pins: &PinDir) -> Result<()> {
+    let pinned: Vec<&str> = maps::ALL
+        .iter()
+        .copied()
+        .filter(|name| pins.map_path(name).exists())
+        .collect();
+    if pinned.is_empty() {
+        return Ok(());
+    }
+    let expected = expected_shapes()?;
+    let mismatch = |detail: String| Error::LayoutMismatch {
+        path: pins.maps_dir(),
+        detail,
+    };
+    for (name, want) in expected {
+        let path = pins.map_path(name);
+        if !pinned.contains(&name) {
+            return Err(mismatch(format!(
+                "map {name} is missing, this binary needs it"
+            )));
+        }
+        let have = MapInfo::from_pin(&path)
+            .map_err(|source| Error::broken_map_pin(path.clone(), source))?;
+        if let Some(detail) = MapShape::difference(name, MapShape::of(&have), want) {
+            return Err(mismatch(detail));
+        }
+    }
+    // Same shapes, and the same meaning of what is in them.
+    match pinned_layout_version(pins)? {
+        0 => Ok(()),
+        version if version == config::LAYOUT_VERSION => Ok(()),
+        version => Err(mismatch(format!(
+            "layout version {version}, this binary uses {}",
+            config::LAYOUT_VERSION
+        ))),
+    }
+}
+
+/// Writes this binary's layout version into maps that were just created (their `LAYOUT`
+/// slot is 0); pinned maps that passed [`check_layout`] already carry it.
+pub(crate) fn stamp_layout(ebpf: &mut Ebpf) -> Result<()> {
+    let map = ebpf
+        .map_mut(maps::CONFIG)
+        .ok_or_else(|| Error::NotInObject {
+            what: format!("map {}", maps::CONFIG),
+        })?;
+    let mut settings: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(|err| Error::map("opening map CONFIG", err))?;
+    let written = settings
+        .get(&config::LAYOUT, 0)
+        .map_err(|err| Error::map("reading the layout version", err))?;
+    if written == 0 {
+        settings
+            .set(config::LAYOUT, config::LAYOUT_VERSION, 0)
+            .map_err(|err| Error::map("writing the layout version", err))?;
+    }
+    Ok(())
+}
+
+/// The layout version written in pinned maps; 0 when none is (maps made by a crashed
+/// first attach before it wrote one: their shapes are this binary's, so they are too).
+fn pinned_layout_version(pins: &PinDir) -> Result<u32> {
+    let settings: Array<MapData, u32> = Array::try_from(pinned_map(pins, maps::CONFIG)?)
+        .map_err(|err| map_open_error(pins, maps::CONFIG, err))?;
+    settings
+        .get(&config::LAYOUT, 0)
+        .map_err(|err| Error::map("reading the layout version", err))
+}
+
+/// Opens the pinned map `name`; a pin that is not a usable map is broken pin state.
+fn pinned_map(pins: &PinDir, name: &str) -> Result<Map> {
+    let path = pins.map_path(name);
+    let broken = |source: MapError| Error::broken_map_pin(path.clone(), source);
+    let data = MapData::from_pin(&path).map_err(broken)?;
+    Map::from_map_data(data).map_err(broken)
+}
+
+/// The shape of every map this binary pins, as the kernel creates them from the embedded
+/// object (see [`object::probe`]).
+fn expected_shapes() -> Result<Vec<(&'static str, MapShape)>> {
+    // One probe per process: `stats --watch` and the metrics server open the maps often.
+    static SHAPES: std::sync::OnceLock<Vec<(&'static str, MapShape)>> = std::sync::OnceLock::new();
+    if let Some(shapes) = SHAPES.get() {
+        return Ok(shapes.clone());
+    }
+    let shapes = probe_shapes()?;
+    Ok(SHAPES.get_or_init(|| shapes).clone())
+}
+
+fn probe_shapes() -> Result<Vec<(&'static str, MapShape)>> {
+    let probe = object::probe()?;
+    maps::ALL
+        .iter()
+        .map(|name| {
+            let map = probe.map(name).ok_or_else(|| Error::NotInObject {
+                what: format!("map {name}"),
+            })?;
+            let info = map_data(map)
+                .info()
+                .map_err(|err| Error::map(format!("reading map {name}"), err))?;
+            Ok((*name, MapShape::of(&info)))
+        })
+        .collect()
+}
+
+fn map_data(map: &Map) -> &MapData {
+    match map {
+        Map::Array(data)
+        | Map::ArrayOfMaps(data)
+        | Map::BloomFilter(data)
+        | Map::CgroupArray(data)
+        | Map::CgroupStorage(data)
+        | Map::CgrpStorage(data)
+        | Map::CpuMap(data)
+        | Map::DevMap(data)
+        | Map::DevMapHash(data)
+        | Map::HashMap(data)
+        | Map::HashOfMaps(data)
+        | Map::InodeStorage(data)
+        | Map::LpmTrie(data)
+        | Map::LruHashMap(data)
+        | Map::PerCpuArray(data)
+        | Map::PerCpuCgroupStorage(data)
+        | Map::PerCpuHashMap(data)
+        | Map::PerCpuLruHashMap(data)
+        | Map::PerfEventArray(data)
+        | Map::ProgramArray(data)
+        | Map::Queue(data)
+        | Map::ReusePortSockArray(data)
+        | Map::RingBuf(data)
+        | Map::SockHash(data)
+        | Map::SockMap(data)
+        | Map::SkStorage(data)
+        | Map::Stack(data)
+        | Map::StackTraceMap(data)
+        | Map::Unsupported(data)
+        | Map::XskMap(data) => data,
+    }
+}
+
+/// How many sources and prefixes have a rate-limit bucket now.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Tracked {
+    pub sources: u64,
+    pub sources_capacity: u32,
+    pub prefixes: u64,
+    pub prefixes_capacity: u32,
+}
+
+/// Counts the entries of the pinned rate-limit LRU maps.
+pub fn tracked(pins: &PinDir) -> Result<Tracked> {
+    let count = |name: &str| -> Result<(u64, u32)> {
+        let pinned = pinned_map(pins, name)?;
+        let capacity = map_data(&pinned)
+            .info()
+            .map_err(|err| Error::map(format!("reading map {name}"), err))?
+            .max_entries();
+        let map: HashMap<MapData, RateKey, u64> =
+            HashMap::try_from(pinned).map_err(|err| map_open_error(pins, name, err))?;
+        // get_next_key restarts from the first bucket when the key it was given has been
+        // evicted, which a random-source flood does all the time: without a bound the walk
+        // may never end. A full LRU map holds `capacity` keys, so that many steps suffice.
+        let tracked = map
+            .keys()
+            .take(capacity as usize)
+            .filter(std::result::Result::is_ok)
+            .count();
+        Ok((tracked as u64, capacity))
+    };
+    let (sources, sources_capacity) = count(maps::RATE_SOURCES)?;
+    let (prefixes, prefixes_capacity) = count(maps::RATE_PREFIXES)?;
+    Ok(Tracked {
+        sources,
+        sources_capacity,
+        prefixes,
+        prefixes_capacity,
+    })
+}
+
+/// Opens the pinned `EVENTS` ring buffer. Readers take [`PinDir::lock_events`] first: the
+/// ring buffer has one consumer position, so two readers would tear each other's events.
+pub fn open_events(pins: &PinDir) -> Result<RingBuf<MapData>> {
+    if !pins.has_maps() {
+        return Err(Error::NotAttached);
+    }
+    RingBuf::try_from(pinned_map(pins, maps::EVENTS)?)
+        .map_err(|err| map_open_error(pins, maps::EVENTS, err))
+}
+
+/// A typed open of a pinned map failed: a size or type mismatch means another layout.
+fn map_open_error(pins: &PinDir, name: &str, err: MapError) -> Error {
+    let detail = match &err {
+        // aya's `size` is the Rust type's, `expected` the map's.
+        MapError::InvalidKeySize { size, expected } => Some(format!(
+            "map {name} has key size {expected}, this binary expects {size}"
+        )),
+        MapError::InvalidValueSize { size, expected } => Some(format!(
+            "map {name} has value size {expected}, this binary expects {size}"
+        )),
+        MapError::InvalidMapType { map_type } => Some(format!(
+            "map {name} has type {map_type}, not the one this binary expects"
+        )),
+        _ => None,
+    };
+    match detail {
+        Some(detail) => Error::LayoutMismatch {
+            path: pins.maps_dir(),
+            detail,
+        },
+        None => Error::map(format!("opening map {name}"), err),
+    }
+}
+
+/// A map that vanished while it was being opened was removed by a concurrent last
+/// `detach`: the guard is not attached, the pin state is not broken.
+fn gone_or(pins: &PinDir, err: Error) -> Error {
+    if pins.has_maps() {
+        err
+    } else {
+        Error::NotAttached
+    }
+}
+
+/// Sums per-CPU counters.
+fn sum_counters(values: &PerCpuValues<Counter>) -> Counter {
+    values
+        .iter()
+        .fold(Counter::default(), |total, cpu| Counter {
+            packets: total.packets + cpu.packets,
+            bytes: total.bytes + cpu.bytes,
+        })
+}
+
+/// The maps of a running guard, opened from their pins or taken from a loaded object.
+pub struct GuardMaps {
+    icmp_counters: PerCpuArray<MapData, Counter>,
+    global_counters: PerCpuArray<MapData, Counter>,
+    code_counters: PerCpuArray<MapData, CodeCounter>,
+    interface_counters: PerCpuArray<MapData, InterfaceCounter>,
+    policy_types: Array<MapData, Rule>,
+    policy_codes: HashMap<MapData, u32, Rule>,
+    limiters: Array<MapData, LimiterConfig>,
+    lists_v4: LpmTrie<MapData, V4ListKey, u32>,
+    lists_v6: LpmTrie<MapData, V6ListKey, u32>,
+    config: Array<MapData, u32>,
+    interfaces: Array<MapData, InterfaceConfig>,
+}
+
+impl GuardMaps {
+    /// Opens the pinned maps; [`Error::NotAttached`] when there are none, and
+    /// [`Error::LayoutMismatch`] when another icmp-guard version made them.
+    pub fn open(pins: &PinDir) -> Result<Self> {
+        if !pins.has_maps() {
+            return Err(Error::NotAttached);
+        }
+        // Every command that reads or writes a running guard, not only `attach`: a binary
+        // never works on maps of another layout.
+        check_layout(pins).map_err(|err| gone_or(pins, err))?;
+        Self::from_maps(
+            |name| pinned_map(pins, name),
+            |name, err| map_open_error(pins, name, err),
+        )
+        .map_err(|err| gone_or(pins, err))
+    }
+
+    /// Takes the maps out of a loaded object (verdict tests, with private maps).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Self::from_maps(
+            |name| {
+                ebpf.take_map(name).ok_or_else(|| Error::NotInObject {
+                    what: format!("map {name}"),
+                })
+            },
+            |name, err| Error::map(format!("opening map {name}"), err),
+        )
+    }
+
+    fn from_maps(
+        mut get: impl FnMut(&str) -> Result<Map>,
+        wrong: impl Fn(&str, MapError) -> Error,
+    ) -> Result<Self> {
+        Ok(Self {
+            icmp_counters: PerCpuArray::try_from(get(maps::ICMP_COUNTERS)?)
+                .map_err(|err| wrong(maps::ICMP_COUNTERS, err))?,
+            global_counters: PerCpuArray::try_from(get(maps::GLOBAL_COUNTERS)?)
+                .map_err(|err| wrong(maps::GLOBAL_COUNTERS, err))?,
+            code_counters: PerCpuArray::try_from(get(maps::CODE_COUNTERS)?)
+                .map_err(|err| wrong(maps::CODE_COUNTERS, err))?,
+            interface_counters: PerCpuArray::try_from(get(maps::INTERFACE_COUNTERS)?)
+                .map_err(|err| wrong(maps::INTERFACE_COUNTERS, err))?,
+            policy_types: Array::try_from(get(maps::POLICY_TYPES)?)
+                .map_err(|err| wrong(maps::POLICY_TYPES, err))?,
+            policy_codes: HashMap::try_from(get(maps::POLICY_CODES)?)
+                .map_err(|err| wrong(maps::POLICY_CODES, err))?,
+            limiters: Array::try_from(get(maps::LIMITERS)?)
+                .map_err(|err| wrong(maps::LIMITERS, err))?,
+            lists_v4: LpmTrie::try_from(get(maps::LISTS_V4)?)
+                .map_err(|err| wrong(maps::LISTS_V4, err))?,
+            lists_v6: LpmTrie::try_from(get(maps::LISTS_V6)?)
+                .map_err(|err| wrong(maps::LISTS_V6, err))?,
+            config: Array::try_from(get(maps::CONFIG)?).map_err(|err| wrong(maps::CONFIG, err))?,
+            interfaces: Array::try_from(get(maps::INTERFACES)?)
+                .map_err(|err| wrong(maps::INTERFACES, err))?,
+        })
+    }
+}
+
+/// Settings in `CONFIG`.
+impl GuardMaps {
+    fn setting(&self, index: u32, what: &str) -> Result<u32> {
+        self.config
+            .get(&index, 0)
+            .map_err(|err| Error::map(format!("reading {what}"), err))
+    }
+
+    fn set_setting(&mut self, index: u32, value: u32, what: &str) -> Result<()> {
+        self.config
+            .set(index, value, 0)
+            .map_err(|err| Error::map(format!("writing {what}"), err))
+    }
+
+    /// The guard's mode (`config::MODE_*`).
+    pub fn mode(&self) -> Result<u32> {
+        self.setting(config::MODE, "the mode")
+    }
+
+    /// Sets the guard's mode; takes effect on the next packet.
+    pub fn set_mode(&mut self, mode: u32) -> Result<()> {
+        self.set_setting(config::MODE, mode, "the mode")
+    }
+
+    /// Sampled events each CPU may emit per second; 0 when events are off.
+    pub fn events_per_sec(&self) -> Result<u32> {
+        self.setting(config::EVENTS_PER_SEC, "the event budget")
+    }
+
+    /// Sets the event budget; takes effect on the next packet.
+    pub fn set_events_per_sec(&mut self, per_sec: u32) -> Result<()> {
+        self.set_setting(config::EVENTS_PER_SEC, per_sec, "the event budget")
+    }
+
+    /// The policy generation the kernel classifies against now (0 or 1).
+    pub fn active_generation(&self) -> Result<u32> {
+        Ok(self.setting(config::ACTIVE_GEN, "the active policy generation")? & 1)
+    }
+
+    /// Makes `generation` the live one, in one store.
+    pub fn set_active_generation(&mut self, generation: u32) -> Result<()> {
+        self.set_setting(
+            config::ACTIVE_GEN,
+            generation,
+            "the active policy generation",
+        )
+    }
+
+    /// The smurf checks switched off in `generation` (`policy::smurf_off` bits).
+    pub fn smurf_off(&self, generation: u32) -> Result<u32> {
+        self.setting(config::SMURF_OFF + generation, "the smurf settings")
+    }
+
+    pub fn set_smurf_off(&mut self, generation: u32, bits: u32) -> Result<()> {
+        self.set_setting(config::SMURF_OFF + generation, bits, "the smurf settings")
+    }
+}
+
+/// The two generations of policy tables (see `icmp_guard_common::policy`).
+impl GuardMaps {
+    /// The rule at `slot` of `POLICY_TYPES` ([`icmp_guard_common::policy::type_slot`]).
+    pub fn type_rule(&self, slot: u32) -> Result<Rule> {
+        self.policy_types
+            .get(&slot, 0)
+            .map_err(|err| Error::map("reading the type rules", err))
+    }
+
+    pub fn set_type_rule(&mut self, slot: u32, rule: Rule) -> Result<()> {
+        self.policy_types
+            .set(slot, rule, 0)
+            .map_err(|err| Error::map("writing the type rules", err))
+    }
+
+    /// Every key of `POLICY_CODES` ([`icmp_guard_common::policy::code_key`]), both
+    /// generations.
+    pub fn code_rule_keys(&self) -> Result<Vec<u32>> {
+        self.policy_codes
+            .keys()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|err| Error::map("reading the code rules", err))
+    }
+
+    pub fn code_rule(&self, key: u32) -> Result<Rule> {
+        self.policy_codes
+            .get(&key, 0)
+            .map_err(|err| Error::map("reading the code rules", err))
+    }
+
+    pub fn set_code_rule(&mut self, key: u32, rule: Rule) -> Result<()> {
+        self.policy_codes
+            .insert(key, rule, 0)
+            .map_err(|err| Error::map("writing the code rules", err))
+    }
+
+    pub fn remove_code_rule(&mut self, key: u32) -> Result<()> {
+        self.policy_codes
+            .remove(&key)
+            .map_err(|err| Error::map("writing the code rules", err))
+    }
+
+    /// The limiter at `slot` of `LIMITERS` ([`icmp_guard_common::policy::limiter_slot`]).
+    pub fn limiter(&self, slot: u32) -> Result<LimiterConfig> {
+        self.limiters
+            .get(&slot, 0)
+            .map_err(|err| Error::map("reading the rate limits", err))
+    }
+
+    pub fn set_limiter(&mut self, slot: u32, limiter: LimiterConfig) -> Result<()> {
+        self.limiters
+            .set(slot, limiter, 0)
+            .map_err(|err| Error::map("writing the rate limits", err))
+    }
+
+    /// Every entry of the IPv4 list trie (both generations): key and list value.
+    pub fn list_v4_entries(&self) -> Result<Vec<(Key<V4ListKey>, u32)>> {
+        let read = |err| Error::map("reading the IPv4 lists", err);
+        let mut entries = Vec::new();
+        for key in self.lists_v4.keys() {
+            let key = key.map_err(read)?;
+            let value = self.lists_v4.get(&key, 0).map_err(read)?;
+            entries.push((key, value));
+        }
+        Ok(entries)
+    }
+
+    pub fn insert_list_v4(&mut self, key: &Key<V4ListKey>, value: u32) -> Result<()> {
+        self.lists_v4
+            .insert(key, value, 0)
+            .map_err(|err| Error::map("writing the IPv4 lists", err))
+    }
+
+    pub fn remove_list_v4(&mut self, key: &Key<V4ListKey>) -> Result<()> {
+        self.lists_v4
+            .remove(key)
+            .map_err(|err| Error::map("writing the IPv4 lists", err))
+    }
+
+    /// Every entry of the IPv6 list trie (both generations): key and list value.
+    pub fn list_v6_entries(&self) -> Result<Vec<(Key<V6ListKey>, u32)>> {
+        let read = |err| Error::map("reading the IPv6 lists", err);
+        let mut entries = Vec::new();
+        for key in self.lists_v6.keys() {
+            let key = key.map_err(read)?;
+            let value = self.lists_v6.get(&key, 0).map_err(read)?;
+            entries.push((key, value));
+        }
+        Ok(entries)
+    }
+
+    pub fn insert_list_v6(&mut self, key: &Key<V6ListKey>, value: u32) -> Result<()> {
+        self.lists_v6
+            .insert(key, value, 0)
+            .map_err(|err| Error::map("writing the IPv6 lists", err))
+    }
+
+    pub fn remove_list_v6(&mut self, key: &Key<V6ListKey>) -> Result<()> {
+        self.lists_v6
+            .remove(key)
+            .map_err(|err| Error::map("writing the IPv6 lists", err))
+    }
+}
+
+/// Counters, per CPU as the kernel keeps them or summed.
+impl GuardMaps {
+    /// `ICMP_COUNTERS[index]` ([`icmp_guard_common::counter_index`]) of every CPU.
+    pub fn icmp_counter_per_cpu(&self, index: u32) -> Result<PerCpuValues<Counter>> {
+        self.icmp_counters
+            .get(&index, 0)
+            .map_err(|err| Error::map("reading counters", err))
+    }
+
+    /// `ICMP_COUNTERS[index]` summed over CPUs.
+    pub fn icmp_counter(&self, index: u32) -> Result<Counter> {
+        Ok(sum_counters(&self.icmp_counter_per_cpu(index)?))
+    }
+
+    /// `GLOBAL_COUNTERS[slot]` ([`icmp_guard_common::global`]) of every CPU.
+    pub fn global_counter_per_cpu(&self, slot: u32) -> Result<PerCpuValues<Counter>> {
+        self.global_counters
+            .get(&slot, 0)
+            .map_err(|err| Error::map("reading counters", err))
+    }
+
+    /// `GLOBAL_COUNTERS[slot]` summed over CPUs.
+    pub fn global_counter(&self, slot: u32) -> Result<Counter> {
+        Ok(sum_counters(&self.global_counter_per_cpu(slot)?))
+    }
+
+    /// `CODE_COUNTERS[index]` ([`icmp_guard_common::code_counter_index`]) summed over CPUs.
+    pub fn code_counter(&self, index: u32) -> Result<CodeCounter> {
+        let values = self
+            .code_counters
+            .get(&index, 0)
+            .map_err(|err| Error::map("reading the per-code counters", err))?;
+        Ok(values
+            .iter()
+            .fold(CodeCounter::default(), |total, cpu| CodeCounter {
+                packets: total.packets + cpu.packets,
+                bytes: total.bytes + cpu.bytes,
+                dropped: total.dropped + cpu.dropped,
+                would_drop: total.would_drop + cpu.would_drop,
+            }))
+    }
+}
+
+/// The interface slots (`INTERFACES`, `INTERFACE_COUNTERS`).
+impl GuardMaps {
+    /// Every slot in use, with what it holds.
+    pub fn slots(&self) -> Result<Vec<(u32, InterfaceConfig)>> {
+        let mut used = Vec::new();
+        for slot in 1..interface::SLOTS {
+            let config = self
+                .interfaces
+                .get(&slot, 0)
+                .map_err(|err| Error::map("reading the interface slots", err))?;
+            if config.ifindex != 0 {
+                used.push((slot, config));
+            }
+        }
+        Ok(used)
+    }
+
+    /// The slot of (`netns`, `ifindex`), if it has one.
+    pub fn slot_of(&self, netns: u64, ifindex: u32) -> Result<Option<u32>> {
+        Ok(self
+            .slots()?
+            .into_iter()
+            .find(|(_, config)| config.netns == netns && config.ifindex == ifindex)
+            .map(|(slot, _)| slot))
+    }
+
+    /// Claims a slot for (`netns`, `ifindex`) and starts its counters from zero (a fresh
+    /// attach: whatever an earlier interface left is not this one's), or, with `keep`, keeps
+    /// the slot and counters it already has (an upgrade). Directed broadcasts are written by
+    /// [`Self::set_broadcasts`].
+    pub fn claim_slot(
+        &mut self,
+        pins: &PinDir,
+        netns: u64,
+        ifindex: u32,
+        link_kind: u8,
+        keep: bool,
+    ) -> Result<u32> {
+        let used = self.slots()?;
+        if let Some((slot, config)) = used
+            .iter()
+            .find(|(_, config)| config.netns == netns && config.ifindex == ifindex)
+        {
+            if keep && config.link_kind == link_kind {
+                return Ok(*slot);
+            }
+            self.write_slot(*slot, netns, ifindex, link_kind)?;
+            return Ok(*slot);
+        }
+        let slot = (1..interface::SLOTS)
+            .find(|slot| !used.iter().any(|(taken, _)| taken == slot))
+            .ok_or_else(|| Error::NoFreeSlot {
+                path: pins.root().to_path_buf(),
+                slots: interface::SLOTS - 1,
+            })?;
+        self.write_slot(slot, netns, ifindex, link_kind)?;
+        Ok(slot)
+    }
+
+    fn write_slot(&mut self, slot: u32, netns: u64, ifindex: u32, link_kind: u8) -> Result<()> {
+        // Counters first: the slot's new owner never sees the last one's packets.
+        self.reset_interface_counters(slot, ifindex)?;
+        let config = InterfaceConfig {
+            netns,
+            ifindex,
+            link_kind,
+            ..InterfaceConfig::default()
+        };
+        self.interfaces
+            .set(slot, config, 0)
+            .map_err(|err| Error::map("writing the interface slot", err))
+    }
+
+    /// Frees the slot of (`netns`, `ifindex`) if it has one.
+    pub fn release_slot(&mut self, netns: u64, ifindex: u32) -> Result<()> {
+        if let Some(slot) = self.slot_of(netns, ifindex)? {
+            self.interfaces
+                .set(slot, InterfaceConfig::default(), 0)
+                .map_err(|err| Error::map("freeing the interface slot", err))?;
+            self.reset_interface_counters(slot, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Frees the slots of `netns` that no pinned link uses: an attach killed between
+    /// claiming a slot and pinning its link leaves one. The caller holds the pin lock.
+    pub fn release_stale_slots(&mut self, pins: &PinDir, netns: u64) -> Result<()> {
+        for (_, config) in self.slots()? {
+            if config.netns == netns && !pins.has_link(config.ifindex) {
+                self.release_slot(netns, config.ifindex)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the directed broadcasts of every slot of `netns`.
+    pub fn set_broadcasts(&mut self, netns: u64, broadcasts: &[[u8; 4]]) -> Result<()> {
+        if broadcasts.len() > interface::MAX_BROADCASTS {
+            return Err(Error::TooManyBroadcasts {
+                count: broadcasts.len(),
+                max: interface::MAX_BROADCASTS,
+            });
+        }
+        for (slot, mut config) in self.slots()? {
+            if config.netns != netns {
+                continue;
+            }
+            config.broadcasts = [[0; 4]; interface::MAX_BROADCASTS];
+            config.broadcasts[..broadcasts.len()].copy_from_slice(broadcasts);
+            config.broadcast_count = broadcasts.len() as u8;
+            self.interfaces
+                .set(slot, config, 0)
+                .map_err(|err| Error::map("writing the directed broadcasts", err))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the directed broadcasts of the instances that run for no interface
+    /// ([`NO_SLOT`]): what `BPF_PROG_TEST_RUN` tests use.
+    pub fn set_unattached_broadcasts(&mut self, broadcasts: &[std::net::Ipv4Addr]) -> Result<()> {
+        if broadcasts.len() > interface::MAX_BROADCASTS {
+            return Err(Error::TooManyBroadcasts {
+                count: broadcasts.len(),
+                max: interface::MAX_BROADCASTS,
+            });
+        }
+        let mut config = InterfaceConfig {
+            broadcast_count: broadcasts.len() as u8,
+            ..InterfaceConfig::default()
+        };
+        for (entry, address) in config.broadcasts.iter_mut().zip(broadcasts) {
+            *entry = address.octets();
+        }
+        self.interfaces
+            .set(NO_SLOT, config, 0)
+            .map_err(|err| Error::map("writing the directed broadcasts", err))
+    }
+
+    fn reset_interface_counters(&mut self, slot: u32, owner: u32) -> Result<()> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, err)| Error::io("counting the possible CPUs", err))?;
+        let fresh = InterfaceCounter {
+            ifindex: owner,
+            ..InterfaceCounter::default()
+        };
+        let values = PerCpuValues::try_from(vec![fresh; cpus])
+            .map_err(|err| Error::io("building per-CPU counters", err))?;
+        self.interface_counters
+            .set(slot, values, 0)
+            .map_err(|err| Error::map("writing the interface counters", err))
+    }
+
+    /// The packets counted for each of `ifindexes` of network namespace `netns` that has a
+    /// slot, summed over CPUs.
+    pub fn interface_counters(
+        &self,
+        netns: u64,
+        ifindexes: &[u32],
+    ) -> Result<Vec<(u32, InterfaceCounter)>> {
+        let slots = self.slots()?;
+        let mut counters = Vec::new();
+        for &ifindex in ifindexes {
+            let Some((slot, _)) = slots
+                .iter()
+                .find(|(_, config)| config.netns == netns && config.ifindex == ifindex)
+            else {
+                continue;
+            };
+            let values = self
+                .interface_counters
+                .get(slot, 0)
+                .map_err(|err| Error::map("reading the interface counters", err))?;
+            let total = values.iter().fold(
+                InterfaceCounter {
+                    ifindex,
+                    ..InterfaceCounter::default()
+                },
+                |t, cpu| InterfaceCounter {
+                    ifindex,
+                    _padding: 0,
+                    packets: t.packets + cpu.packets,
+                    bytes: t.bytes + cpu.bytes,
+                    passed: t.passed + cpu.passed,
+                    dropped: t.dropped + cpu.dropped,
+                    would_drop: t.would_drop + cpu.would_drop,
+                },
+            );
+            counters.push((ifindex, total));
+        }
+        Ok(counters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(value_size: u32, max_entries: u32) -> MapShape {
+        MapShape {
+            map_type: 2,
+            key_size: 4,
+            value_size,
+            max_entries,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn a_different_value_size_is_another_layout() {
+        assert_eq!(
+            MapShape::difference(maps::POLICY_TYPES, shape(8, 512), shape(4, 512)).as_deref(),
+            Some("map POLICY_TYPES has value size 8, this binary expects 4")
+        );
+        assert_eq!(
+            MapShape::difference(maps::POLICY_TYPES, shape(4, 512), shape(4, 512)),
+            None
+        );
+        assert_eq!(
+            MapShape::difference(maps::CONFIG, shape(4, 8), shape(4, 4)).as_deref(),
+            Some("map CONFIG has max_entries 8, this binary expects 4")
+        );
+    }
+
+    #[test]
+    fn operator_sized_maps_may_differ_in_entries_only() {
+        assert_eq!(
+            MapShape::difference(maps::RATE_SOURCES, shape(8, 1000), shape(8, 1)),
+            None
+        );
+        assert!(MapShape::difference(maps::RATE_SOURCES, shape(16, 1000), shape(8, 1)).is_some());
+    }
+
+    #[test]
+    fn a_typed_open_of_another_layout_says_which_size_is_which() {
+        let pins = PinDir::new("/sys/fs/bpf/x");
+        // aya reports the Rust type's size as `size` and the map's as `expected`.
+        let err = map_open_error(
+            &pins,
+            maps::POLICY_TYPES,
+            MapError::InvalidValueSize {
+                size: 4,
+                expected: 8,
+            },
+        );
+        assert_eq!(
+            err.to_string(),
+            "the pinned maps in /sys/fs/bpf/x/maps were made by another icmp-guard version \
+             (map POLICY_TYPES has value size 8, this binary expects 4): run `icmp-guard \
+             detach --all` first"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! `top` as text.
+
+use std::fmt::Write as _;
+
+use icmp_guard::observe::top::TopReport;
+
+/// The report as text: a header that says these are estimates, then a table.
+pub fn top(report: &TopReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:.1} s: {} ICMP packets ({:.1}/s); per-source rates are estimates from {} sampled events (budget {} events/s per CPU)",
+        report.interval_seconds,
+        report.icmp_packets,
+        report.icmp_packets_per_sec,
+        report.sampled_events,
+        report.events_per_sec_per_cpu,
+    );
+    if report.events_per_sec_per_cpu == 0 {
+        let _ = writeln!(
+            out,
+            "events are off: `icmp-guard config events-per-sec 1000` turns them on"
+        );
+    }
+    if report.events_lost > 0 {
+        let _ = writeln!(
+            out,
+            "{} events lost: the ring buffer was full (a slow reader, or a budget too high)",
+            report.events_lost
+        );
+    }
+    if report.unattributed_packets > 0 {
+        let _ = writeln!(
+            out,
+            "{} packets on CPUs without a sampled event are attributed to no source",
+            report.unattributed_packets
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<39} {:>11} {:>7} {:>11}  {:<16} {:>7}  TYPE",
+        "SOURCE", "EST PKTS/S", "SHARE", "EST DROPS/S", "DROP REASON", "SAMPLED"
+    );
+    for source in &report.sources {
+        let (drops, reason) = if source.would_drop_per_sec > 0.0 && source.dropped_per_sec == 0.0 {
+            (
+                source.would_drop_per_sec,
+                source
+                    .top_drop_reason
+                    .map(|reason| format!("{reason} (would)")),
+            )
+        } else {
+            (
+                source.dropped_per_sec,
+                source.top_drop_reason.map(str::to_owned),
+            )
+        };
+        let type_name = source
+            .top_type_name
+            .map_or_else(|| source.top_type.to_string(), str::to_owned);
+        let _ = writeln!(
+            out,
+            "{:<39} {:>11.1} {:>6.1}% {:>11.1}  {:<16} {:>7}  {} {type_name}",
+            source.address.to_string(),
+            source.packets_per_sec,
+            source.share * 100.0,
+            drops,
+            reason.as_deref().unwrap_or("-"),
+            source.sampled_events,
+            source.family,
+        );
+    }
+    if report.sources.is_empty() {
+        let _ = writeln!(out, "(no sampled ICMP in this interval)");
+    }
+    if report.more_sources > 0 {
+        let _ = writeln!(out, "... and {} more sources", report.more_sources);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use icmp_guard::observe::top::{CpuTotals, estimate};
+    use icmp_guard_common::{
+        DropReason, FAMILY_V4,
+        events::{ACTION_PASSED, ACTION_WOULD_DROP, IcmpEvent},
+    };
+
+    use super::*;
+
+    fn event(last_octet: u8, action: u8) -> IcmpEvent {
+        let mut source = [0; 16];
+        source[..4].copy_from_slice(&[192, 0, 2, last_octet]);
+        IcmpEvent {
+            source,
+            family: FAMILY_V4,
+            icmp_type: 8,
+            action,
+            reason: if action == ACTION_PASSED {
+                0
+            } else {
+                DropReason::Policy as u8
+            },
+            ..IcmpEvent::default()
+        }
+    }
+
+    #[test]
+    fn a_would_drop_source_says_so() {
+        let events = [event(2, ACTION_PASSED), event(3, ACTION_WOULD_DROP)];
+        let delta = CpuTotals {
+            icmp_packets: vec![2],
+            ..CpuTotals::default()
+        };
+        let report = estimate(&events, &delta, Duration::from_secs(1), 10, 10);
+        assert!(top(&report).contains("policy (would)"));
+    }
+
+    #[test]
+    fn the_header_says_the_figures_are_estimates() {
+        let report = estimate(&[], &CpuTotals::default(), Duration::from_secs(1), 0, 10);
+        let text = top(&report);
+        assert!(text.contains("estimates from 0 sampled events"), "{text}");
+        assert!(text.contains("events are off"), "{text}");
+    }
+}

@@ -1,0 +1,250 @@
+//! A small HTTP server for the exporter: `GET /metrics` answered with a fresh exposition of
+//! [`super::collector`], one connection per task, `Connection: close`.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+use super::collector::{Format, exposition};
+use crate::{
+    error::{Error, Result},
+    guard::Guard,
+};
+
+/// The longest a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request head accepted.
+const MAX_REQUEST: usize = 16 * 1024;
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 16;
+/// The longest a connection may take from accept to the last byte of the answer.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `address` (port 0 picks a free port; the listener says which).
+pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Listen { address, source })
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes. Each request reads the
+/// pinned maps on a blocking thread; requests are answered one connection at a time per
+/// task, `Connection: close`.
+pub async fn serve(listener: TcpListener, guard: Guard, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    // A scraper needs one connection at a time; a few more cover overlapping scrapes. Idle
+    // or slow clients beyond that are turned away, so they can never use up the process's
+    // descriptors, which `run` needs for its pins, maps and policy file.
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        log::debug!("metrics: {MAX_CONNECTIONS} connections open, refusing one");
+                        drop(stream);
+                        continue;
+                    };
+                    let guard = guard.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        match tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, guard)).await {
+                            Ok(Err(err)) => log::debug!("metrics request: {err}"),
+                            Err(_) => log::debug!("metrics request: timed out"),
+                            Ok(Ok(())) => {}
+                        }
+                    });
+                }
+                Err(err) => {
+                    log::warn!("accepting a metrics connection failed: {err}");
+                    // Out of file descriptors and the like: do not spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// A parsed request head: method, path (query string removed) and the `Accept` header.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub accept: Option<String>,
+}
+
+/// Parses a request head; `None` when it is not HTTP.
+pub fn parse_request(head: &str) -> Option<Request> {
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_owned();
+    let target = request_line.next()?;
+    if !request_line.next()?.starts_with("HTTP/") {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or(target).to_owned();
+    let accept = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("accept")
+            .then(|| value.trim().to_owned())
+    });
+    Some(Request {
+        method,
+        path,
+        accept,
+    })
+}
+
+/// The status, content type and body answering `request`; reads the maps for `/metrics`.
+pub async fn respond(request: &Request, guard: Guard) -> (u16, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if request.method != "GET" && request.method != "HEAD" {
+        return (405, TEXT, "only GET and HEAD are served\n".to_owned());
+    }
+    match request.path.as_str() {
+        "/metrics" => {
+            let format = Format::negotiate(request.accept.as_deref());
+            match tokio::task::spawn_blocking(move || exposition(&guard, format)).await {
+                Ok(Ok(body)) => (200, format.content_type(), body),
+                Ok(Err(err)) => (500, TEXT, format!("{err}\n")),
+                Err(err) => (500, TEXT, format!("reading the counters failed: {err}\n")),
+            }
+        }
+        "/" => (
+            200,
+            TEXT,
+            "icmp-guard exporter: the metrics are at /metrics\n".to_owned(),
+        ),
+        _ => (
+            404,
+            TEXT,
+            "not found: the metrics are at /metrics\n".to_owned(),
+        ),
+    }
+}
+
+async fn handle(mut stream: TcpStream, guard: Guard) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 2048];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            // Only the new bytes (and the three before them) can complete the blank line.
+            let from = head.len().saturating_sub(3);
+            head.extend_from_slice(&buffer[..n]);
+            if head[from..].windows(4).any(|w| w == b"\r\n\r\n") || head.len() > MAX_REQUEST {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    if tokio::time::timeout(REQUEST_TIMEOUT, read).await.is_err() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&head);
+    let (status, content_type, body) = match parse_request(&text) {
+        Some(request) => {
+            let (status, content_type, body) = respond(&request, guard).await;
+            let body = if request.method == "HEAD" {
+                String::new()
+            } else {
+                body
+            };
+            (status, content_type, body)
+        }
+        None => (400, "text/plain; charset=utf-8", "bad request\n".to_owned()),
+    };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Internal Server Error",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        body.len(),
+        if status == 405 {
+            "Allow: GET, HEAD\r\n"
+        } else {
+            ""
+        },
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::PinDir;
+
+    #[test]
+    fn requests_are_parsed_and_formats_negotiated() {
+        let request = parse_request(
+            "GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nACCEPT: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
+        )
+        .expect("HTTP");
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.path, "/metrics");
+        assert_eq!(
+            Format::negotiate(request.accept.as_deref()),
+            Format::OpenMetrics
+        );
+        assert_eq!(Format::negotiate(None), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
+        assert_eq!(parse_request("hello"), None);
+        assert_eq!(parse_request("GET / SPDY\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn the_server_answers_over_tcp_and_stops_on_shutdown() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let listener = bind("127.0.0.1:0".parse().expect("address"))
+                .await
+                .expect("bind");
+            let address = listener.local_addr().expect("address");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(serve(
+                listener,
+                Guard::new(PinDir::new("/nonexistent-icmp-guard-pins")),
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            let get = |path: &'static str| async move {
+                let mut stream = TcpStream::connect(address).await.expect("connect");
+                stream
+                    .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                    .await
+                    .expect("write");
+                let mut response = String::new();
+                stream.read_to_string(&mut response).await.expect("read");
+                response
+            };
+            let metrics = get("/metrics").await;
+            assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
+            assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
+            assert!(metrics.ends_with("icmp_guard_up 0\n"), "{metrics}");
+            assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+            let _ = stop.send(());
+            tokio::time::timeout(Duration::from_secs(2), server)
+                .await
+                .expect("the server stops")
+                .expect("no panic");
+        });
+    }
+}
