@@ -595,4 +595,66 @@ mod tests {
         assert!(!text.contains("icmp_guard_policy_info"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
+
+    /// The series names in `text`, counters with their `_total`, as the exposition has them.
+    fn served_names(text: &str) -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// Every `icmp_guard_...` name in `text`.
+    fn names_used(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("icmp_guard_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.push(name);
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_and_alerts_use_only_series_the_exporter_serves() {
+        let reload = Reload {
+            success: true,
+            last_success: Some(1.0),
+            revision: 1,
+            sha256: Some("00".repeat(32)),
+        };
+        let served = served_names(&encode(Some(sample()), Some(reload), Format::Prometheus));
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let mut checked = 0;
+        for file in [
+            "monitoring/alerts.yaml",
+            "monitoring/grafana-dashboard.json",
+            "monitoring/tests/alerts_test.yaml",
+        ] {
+            let text = std::fs::read_to_string(deploy.join(file)).expect(file);
+            for name in names_used(&text) {
+                assert!(
+                    served.contains(&name),
+                    "deploy/{file} uses {name}, which the exporter does not serve: {served:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 50,
+            "only {checked} names found: is the scan broken?"
+        );
+        // And the scan itself can fail: a name the exporter never had.
+        assert!(
+            !served.contains(&"icmp_guard_drops".to_owned()),
+            "counters end in _total"
+        );
+    }
 }
