@@ -499,7 +499,7 @@ fn follow_rules(
     targets.retain(|(name, ifindex)| {
         let gone = interfaces::gone(name, *ifindex);
         if gone {
-            println!("{name} is gone: no longer protecting it");
+            println!("{name} is gone (deleted, or renamed): no longer following it");
         }
         !gone
     });
