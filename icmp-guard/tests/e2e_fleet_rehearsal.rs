@@ -29,6 +29,10 @@ use serde_json::Value as Json;
 use serde_norway::Value;
 use support::{background::Background, lab::*};
 
+/// Names the unpacked root of the container image (`rootfs/` of `umoci unpack`) whose
+/// binary the pods run instead of this build's.
+const REHEARSAL_ROOTFS: &str = "ICMP_GUARD_REHEARSAL_ROOTFS";
+
 /// The node's address: what `status.hostIP` resolves to.
 const NODE_IP: &str = GUARD_V4;
 
@@ -318,7 +322,12 @@ impl Node {
         self.next_pod += 1;
         let stage = self.stage.join(format!("pod{}", self.next_pod));
         fs::create_dir_all(&stage).expect("pod stage");
-        let binary = env!("CARGO_BIN_EXE_icmp-guard");
+        // The image's own binary when its unpacked root is given (`cargo xtask dist` makes
+        // the image; `umoci unpack` gives the root), else this build's.
+        let binary = std::env::var_os(REHEARSAL_ROOTFS).map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_icmp-guard")),
+            |root| PathBuf::from(root).join(spec.command[0].trim_start_matches('/')),
+        );
         let program = &spec.command[0];
         let program_dir = Path::new(program).parent().expect("command dir");
         let mut script = vec!["set -eu".to_owned()];
@@ -354,7 +363,7 @@ impl Node {
         ));
         script.push(format!(
             "cp {} {}",
-            quote(Path::new(binary)),
+            quote(&binary),
             quote(Path::new(program))
         ));
         for (i, mount) in mounts.iter().enumerate() {

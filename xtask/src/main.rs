@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod fleet;
 mod fuzz;
 mod interrupt;
@@ -32,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Check and install what the build and tests need (nightly rust-src, bpf-linker, Debian packages)
+    /// Check and install what the build, the tests and `dist` need (nightly rust-src,
+    /// bpf-linker, the musl target, cargo-deb, cargo-generate-rpm, Debian packages)
     Setup,
     /// Run the workspace tests after setup; extra arguments go to `cargo test`
     Test {
@@ -61,12 +63,15 @@ enum Task {
         #[command(flatten)]
         options: kernels::Options,
     },
+    /// Build the release artefacts into target/dist: a static tarball, a .deb, an .rpm
+    /// and an OCI image, with SHA-256 sums; --check proves each by installing it (root)
+    Dist(dist::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::run(),
+        Task::Setup => setup::run().and_then(|()| dist::setup()),
         Task::Test { args } => test::run(&args),
         Task::Lint => lint::run(),
         Task::Demo => demo::run(),
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         Task::Fuzz(args) => fuzz::run(&args),
         Task::Kernels { kernel, options } => kernels::run(&kernel, &options),
         Task::FleetCheck(args) => fleet::run(&args),
+        Task::Dist(args) => dist::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

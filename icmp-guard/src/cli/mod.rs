@@ -3,10 +3,11 @@
 //! loop.
 
 mod attach;
-mod completions;
+pub mod completions;
 mod config;
 mod detach;
 mod lists;
+mod manual;
 mod metrics;
 mod policy;
 mod render;

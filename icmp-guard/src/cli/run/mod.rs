@@ -1,6 +1,7 @@
 //! `run`: the service loop.
 
 mod drop_log;
+mod notify;
 mod policy_file;
 
 mod interfaces;
@@ -209,6 +210,7 @@ async fn service(
     targets: Vec<(String, u32)>,
     initial: Option<Initial>,
 ) -> anyhow::Result<()> {
+    let notifier = notify::Notifier::from_env();
     // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
     let mut stop = std::pin::pin!(stop_signal()?);
     let mut hangup = signal(SignalKind::hangup())?;
@@ -352,6 +354,13 @@ async fn service(
         );
     }
 
+    // For systemd (Type=notify): every interface runs the guard, the policy is applied. By
+    // rule, the selection is being followed (it may match nothing yet: /readyz says so).
+    notifier.ready(&if selection.by_rule() {
+        format!("following {}", selection.describe())
+    } else {
+        format!("protecting {}", selection.describe())
+    });
     let signal_name = loop {
         service.beat();
         tokio::select! {
@@ -384,6 +393,15 @@ async fn service(
                         &mut attach_error,
                     );
                     refresh_broadcasts(&guard, &mut broadcasts_error);
+                    // Every interface that matches is protected (none matching counts too):
+                    // the systemd watchdog is fed only then.
+                    if attach_error.is_none()
+                        && targets
+                            .iter()
+                            .all(|(name, ifindex)| interfaces::unprotected(&guard, name, *ifindex).is_none())
+                    {
+                        notifier.watchdog();
+                    }
                     continue;
                 }
                 // A detach by someone else, a deleted or re-created interface: protect it
@@ -407,6 +425,8 @@ async fn service(
                     attach_current(&args, &guard, &again, tracker.as_ref(), &mut seen)?;
                     refresh_broadcasts(&guard, &mut broadcasts_error);
                 }
+                // Only now is every interface known to be protected.
+                notifier.watchdog();
             }
             _ = summary.tick() => {
                 // Addresses change under a long-running service (DHCP, operators).
@@ -434,6 +454,7 @@ async fn service(
     };
 
     println!("{signal_name}: stopping");
+    notifier.stopping();
     let _ = stop_server.send(());
     if let Some(server) = server {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
