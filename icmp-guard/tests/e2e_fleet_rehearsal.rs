@@ -631,6 +631,13 @@ fn the_daemonset_rolls_over_a_node_without_an_unguarded_packet() {
     let readyz = guard.readiness.clone().expect("a readiness probe");
     let healthz = guard.liveness.clone().expect("a liveness probe");
 
+    eprintln!(
+        "the pods run {}",
+        std::env::var(REHEARSAL_ROOTFS).map_or_else(
+            |_| "this build's binary".to_owned(),
+            |root| format!("the image's binary (root {root})")
+        )
+    );
     let mut node = Node::new(&revision_1);
     let pins = node.host_path(
         &guard,
@@ -673,6 +680,13 @@ fn the_daemonset_rolls_over_a_node_without_an_unguarded_packet() {
     assert_eq!(
         series(&exposed, "icmp_guard_policy_reload_success").as_deref(),
         Some("1")
+    );
+    assert!(
+        exposed.contains(&format!(
+            "\nicmp_guard_build_info{{version=\"{}\",commit=\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{exposed}"
     );
     let info = format!(
         "icmp_guard_policy_info{{sha256=\"{}\"}}",

@@ -64,11 +64,20 @@ const CROSSCHECK: &str = include_str!("fleet/crosscheck.py");
 pub struct Args {
     /// Instead of checking deploy/, break copies of it one way at a time and succeed only if
     /// the check meant to catch each break rejects it
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rehearse_image")]
     negative_control: bool,
+
+    /// Instead of checking deploy/, run the DaemonSet rehearsal (tests/e2e_fleet_rehearsal.rs)
+    /// with the binary of the container image that `cargo xtask dist` left in target/dist
+    /// (unpacked with skopeo and umoci, as a runtime would); needs root
+    #[arg(long)]
+    rehearse_image: bool,
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    if args.rehearse_image {
+        return rehearse_image();
+    }
     setup::run()?;
     process::run(process::command("cargo").args(["build", "--package", "icmp-guard"]))?;
     let binary = demo::target_dir()?.join("debug").join("icmp-guard");
@@ -90,6 +99,71 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Err(failure) => Err(failure.error.context(format!("{} failed", failure.check))),
     }
+}
+
+/// Unpacks the image of `cargo xtask dist` and runs the DaemonSet rehearsal with its root.
+fn rehearse_image() -> Result<()> {
+    if !process::is_root() {
+        bail!("run with sudo: the rehearsal creates network and mount namespaces");
+    }
+    let dist = demo::target_dir()?.join("dist");
+    let archive = fs::read_dir(&dist)
+        .with_context(|| format!("reading {}: run `cargo xtask dist` first", dist.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("icmp-guard-") && name.ends_with("-oci.tar"))
+        })
+        .with_context(|| {
+            format!(
+                "no image in {}: run `cargo xtask dist` first",
+                dist.display()
+            )
+        })?;
+    let name = archive
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_default();
+    let version = name
+        .trim_start_matches("icmp-guard-")
+        .trim_end_matches("-oci.tar")
+        .to_owned();
+    let scratch = TempDir::new("image")?;
+    let layout = scratch.path().join("layout");
+    let bundle = scratch.path().join("bundle");
+    process::run(
+        process::command("skopeo")
+            .arg("copy")
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("oci:{}:{version}", layout.display())),
+    )?;
+    process::run(
+        process::command("umoci")
+            .arg("unpack")
+            .arg(format!("--image={}:{version}", layout.display()))
+            .arg(&bundle),
+    )?;
+    let rootfs = bundle.join("rootfs");
+    println!(
+        "rehearsing the DaemonSet with the image's root {}",
+        rootfs.display()
+    );
+    process::run(
+        process::command("cargo")
+            .args([
+                "test",
+                "--package",
+                "icmp-guard",
+                "--test",
+                "e2e_fleet_rehearsal",
+                "--",
+                "--test-threads",
+                "1",
+                "--nocapture",
+            ])
+            .env("ICMP_GUARD_REHEARSAL_ROOTFS", &rootfs),
+    )
 }
 
 /// The checks, in the order they run.

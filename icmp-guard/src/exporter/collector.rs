@@ -24,11 +24,8 @@ use crate::{
     observe::stats::{self, StatsReport},
 };
 
-/// The commit this binary was built from, when the build said (`ICMP_GUARD_COMMIT`).
-const COMMIT: &str = match option_env!("ICMP_GUARD_COMMIT") {
-    Some(commit) => commit,
-    None => "unknown",
-};
+/// The commit this binary was built from, as `--version` shows it (see build.rs).
+const COMMIT: &str = include_str!(concat!(env!("OUT_DIR"), "/commit"));
 
 /// The exposition formats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -375,7 +372,7 @@ impl Collector for Fleet {
             &[(
                 vec![
                     ("version", env!("CARGO_PKG_VERSION").to_owned()),
-                    ("commit", COMMIT.to_owned()),
+                    ("commit", COMMIT.trim().to_owned()),
                 ],
                 ConstGauge::new(1),
             )],
@@ -556,8 +553,9 @@ mod tests {
             [
                 "icmp_guard_up 0".to_owned(),
                 format!(
-                    "icmp_guard_build_info{{version=\"{}\",commit=\"{COMMIT}\"}} 1",
-                    env!("CARGO_PKG_VERSION")
+                    "icmp_guard_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+                    env!("CARGO_PKG_VERSION"),
+                    COMMIT.trim()
                 )
             ]
         );
