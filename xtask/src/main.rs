@@ -6,6 +6,7 @@
 mod bench;
 mod demo;
 mod dist;
+mod fleet;
 mod fuzz;
 mod interrupt;
 mod kernels;
@@ -49,6 +50,9 @@ enum Task {
     Bench,
     /// Compare the XDP program with the reference model on random frames (needs root)
     Fuzz(fuzz::Args),
+    /// Validate deploy/ offline: the Kubernetes manifests (kubernetes-validate --strict), the
+    /// Ansible playbook, the alert rules and their tests, the Grafana dashboard's queries
+    FleetCheck(fleet::Args),
     /// Boot Debian kernels under QEMU (and use the host's) to check that the XDP program
     /// loads, passes the verifier and gives the same verdicts on each (host kernel: root)
     Kernels {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Task::Bench => bench::run(),
         Task::Fuzz(args) => fuzz::run(&args),
         Task::Kernels { kernel, options } => kernels::run(&kernel, &options),
+        Task::FleetCheck(args) => fleet::run(&args),
         Task::Dist(args) => dist::run(&args),
     };
     match result {
