@@ -17,19 +17,20 @@
 //! The policies give every limit a rate and burst of 100,000,000 (`model::policies`), so no
 //! limiter refuses a packet during a run and the model may treat `limit` as pass.
 
-mod model;
-mod support;
-
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr, time::Instant};
 
 use icmp_guard::policy::{Limit, Mode, Per, Policy, RuleSpec};
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, SLOT_PASSED, drop_slot, global};
-use model::{
-    Outcome, Where,
-    policies::{self, HUGE, cidr},
-    xdp::{Guard, Observed, Tracked, XDP_DROP, XDP_PASS, action_of},
+
+use crate::{
+    frames::{self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, Ext},
+    harness::{XDP_DROP, XDP_PASS, privileged},
+    model::{
+        self, Outcome, Where,
+        policies::{self, HUGE, cidr},
+        xdp::{Observed, Tracked, action_of},
+    },
 };
-use support::frames::{self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, Ext};
 
 /// Directed broadcasts of the (imaginary) attached interfaces: 192.0.2.0/24,
 /// 198.51.100.0/23 (so 198.51.100.255 is a host) and 203.0.113.0/25.
@@ -776,7 +777,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[test]
 fn xdp_program_agrees_with_the_model_on_random_frames() {
-    if !support::privileged("xdp_program_agrees_with_the_model_on_random_frames") {
+    if !privileged("xdp_program_agrees_with_the_model_on_random_frames") {
         return;
     }
     let cases = env_number("ICMP_GUARD_FUZZ_CASES", DEFAULT_CASES);
@@ -789,7 +790,7 @@ fn xdp_program_agrees_with_the_model_on_random_frames() {
             .map(|(name, policy)| {
                 scope.spawn(move || Lane {
                     name,
-                    guard: Tracked::new(Guard::load(&policy, &BROADCASTS)),
+                    guard: Tracked::load(&policy, &BROADCASTS),
                     policy,
                 })
             })
@@ -1018,11 +1019,11 @@ fn parsing_rule_rows() -> Vec<(&'static str, &'static str, Vec<u8>, Expect)> {
 
 #[test]
 fn every_parsing_rule_has_a_frame_that_passes_and_one_that_does_not() {
-    if !support::privileged("every_parsing_rule_has_a_frame_that_passes_and_one_that_does_not") {
+    if !privileged("every_parsing_rule_has_a_frame_that_passes_and_one_that_does_not") {
         return;
     }
     let policy = policies::default_profile();
-    let mut guard = Tracked::new(Guard::load(&policy, &BROADCASTS));
+    let mut guard = Tracked::load(&policy, &BROADCASTS);
     let rows = parsing_rule_rows();
     let mut failures = Vec::new();
     let mut both_ways: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
@@ -1077,11 +1078,11 @@ fn every_parsing_rule_has_a_frame_that_passes_and_one_that_does_not() {
 
 #[test]
 fn former_divergences_agree_with_the_model() {
-    if !support::privileged("former_divergences_agree_with_the_model") {
+    if !privileged("former_divergences_agree_with_the_model") {
         return;
     }
     let policy = policies::default_profile();
-    let mut guard = Tracked::new(Guard::load(&policy, &BROADCASTS));
+    let mut guard = Tracked::load(&policy, &BROADCASTS);
     for (name, what, example) in FORMER_DIVERGENCES {
         let frame = example();
         let model = model::verdict(&frame, &policy, &BROADCASTS);

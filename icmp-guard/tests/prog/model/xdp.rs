@@ -4,22 +4,12 @@
 
 use std::net::Ipv4Addr;
 
-use aya::{
-    Ebpf,
-    maps::PerCpuArray,
-    programs::{TestRun as _, TestRunOptions},
-};
-use icmp_guard::{
-    addresses::BroadcastMap,
-    loader::{self, GuardMaps},
-    policy::{self, Policy},
-};
+use aya::maps::{MapData, PerCpuArray};
+use icmp_guard::policy::Policy;
 use icmp_guard_common::{Counter, ICMP_COUNTER_ENTRIES, global};
 
 use super::{COUNTER_SLOTS, Verdict, Where};
-
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
+use crate::harness::{Guard, XDP_DROP, XDP_PASS};
 
 /// The XDP action the model's verdict stands for.
 pub fn action_of(verdict: Verdict) -> u32 {
@@ -29,76 +19,30 @@ pub fn action_of(verdict: Verdict) -> u32 {
     }
 }
 
-/// A loaded program with its own maps, a policy and directed broadcasts.
-pub struct Guard {
-    ebpf: Ebpf,
-    maps: GuardMaps,
-}
-
-/// One run of the program.
-pub struct Run {
-    /// The XDP action it returned.
-    pub action: u32,
-    /// The frame as it left the program.
-    pub data_out: Vec<u8>,
-}
-
-impl Guard {
-    pub fn load(policy: &Policy, broadcasts: &[Ipv4Addr]) -> Self {
-        let mut ebpf = loader::load(None).expect("the XDP program loads and passes the verifier");
-        let mut maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
-        let mut broadcast_map = BroadcastMap::take(&mut ebpf).expect("the broadcast map");
-        let entries: Vec<(Ipv4Addr, u32)> = broadcasts.iter().map(|b| (*b, 2)).collect();
-        broadcast_map
-            .set(&entries)
-            .expect("write the directed broadcasts");
-        policy::apply(&mut maps, policy).expect("apply the policy");
-        Self { ebpf, maps }
-    }
-
-    /// Runs one frame (at least 14 bytes: BPF_PROG_TEST_RUN refuses shorter ones).
-    pub fn run(&mut self, frame: &[u8]) -> Run {
-        let program = loader::xdp_program(&mut self.ebpf).expect("program present");
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        Run {
-            action: result.return_value,
-            data_out: out,
-        }
-    }
-
-    /// One counter, summed over CPUs: a single map lookup.
-    pub fn counter(&self, at: Where) -> Counter {
-        let index = at.flat_index();
-        let icmp_entries = ICMP_COUNTER_ENTRIES as usize;
-        if index < icmp_entries {
-            sum(&self.maps.icmp_counters, index as u32)
-        } else {
-            sum(&self.maps.global_counters, (index - icmp_entries) as u32)
-        }
-    }
-
-    /// Every counter, flattened as [`Where::flat_index`] numbers them.
-    pub fn counters(&self) -> Vec<Counter> {
-        let mut all = Vec::with_capacity(COUNTER_SLOTS);
-        for index in 0..ICMP_COUNTER_ENTRIES {
-            all.push(sum(&self.maps.icmp_counters, index));
-        }
-        for slot in 0..global::ENTRIES {
-            all.push(sum(&self.maps.global_counters, slot));
-        }
-        all
+/// One counter, summed over CPUs: a single map lookup.
+fn counter(guard: &Guard, at: Where) -> Counter {
+    let index = at.flat_index();
+    let icmp_entries = ICMP_COUNTER_ENTRIES as usize;
+    if index < icmp_entries {
+        sum(&guard.maps.icmp_counters, index as u32)
+    } else {
+        sum(&guard.maps.global_counters, (index - icmp_entries) as u32)
     }
 }
 
-fn sum(map: &PerCpuArray<aya::maps::MapData, Counter>, index: u32) -> Counter {
+/// Every counter, flattened as [`Where::flat_index`] numbers them.
+fn counters(guard: &Guard) -> Vec<Counter> {
+    let mut all = Vec::with_capacity(COUNTER_SLOTS);
+    for index in 0..ICMP_COUNTER_ENTRIES {
+        all.push(sum(&guard.maps.icmp_counters, index));
+    }
+    for slot in 0..global::ENTRIES {
+        all.push(sum(&guard.maps.global_counters, slot));
+    }
+    all
+}
+
+fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Counter {
     map.get(&index, 0)
         .expect("read a counter")
         .iter()
@@ -150,8 +94,10 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    pub fn new(guard: Guard) -> Self {
-        let shadow = guard.counters();
+    /// The program with `policy` and the directed `broadcasts`.
+    pub fn load(policy: &Policy, broadcasts: &[Ipv4Addr]) -> Self {
+        let guard = Guard::with_broadcasts(policy, broadcasts);
+        let shadow = counters(&guard);
         Self { guard, shadow }
     }
 
@@ -164,12 +110,12 @@ impl Tracked {
         let mut expected = self.shadow[index];
         expected.packets += 1;
         expected.bytes += frame.len() as u64;
-        let counted = if self.guard.counter(predicted) == expected {
+        let counted = if counter(&self.guard, predicted) == expected {
             self.shadow[index] = expected;
             vec![predicted]
         } else {
             // Somewhere else: find where from the whole set, and start again from it.
-            let now = self.guard.counters();
+            let now = counters(&self.guard);
             let moved = (0..COUNTER_SLOTS)
                 .filter(|&index| now[index] != self.shadow[index])
                 .map(Where::from_flat_index)
@@ -187,7 +133,7 @@ impl Tracked {
     /// Every counter that differs from the shadow, as (where, kernel, shadow); the shadow
     /// then starts again from the kernel's values.
     pub fn audit(&mut self) -> Vec<(Where, Counter, Counter)> {
-        let now = self.guard.counters();
+        let now = counters(&self.guard);
         let drift = (0..COUNTER_SLOTS)
             .filter(|&index| now[index] != self.shadow[index])
             .map(|index| {

@@ -2,85 +2,15 @@
 //! allow/deny lists, smurf destinations, per-code rules, and atomic whole-policy swaps under
 //! concurrent classification.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use aya::{
-    Ebpf,
-    programs::{TestRun as _, TestRunOptions},
-};
-use icmp_guard::{
-    loader::{self, GuardMaps},
-    policy::{self, Policy, RuleSpec},
-    stats,
-};
+use icmp_guard::policy::{Policy, RuleSpec};
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
-use support::frames::*;
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expect {
-    Pass,
-    Drop(DropReason),
-}
-
-struct Guard {
-    ebpf: Ebpf,
-    maps: GuardMaps,
-}
-
-impl Guard {
-    fn with(policy: &Policy) -> Self {
-        let mut ebpf = loader::load(None).expect("the XDP program loads");
-        let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
-        policy::apply(&mut maps, policy).expect("apply");
-        Self { ebpf, maps }
-    }
-
-    fn run(&mut self, frame: &[u8]) -> u32 {
-        let program = loader::xdp_program(&mut self.ebpf).expect("program");
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN")
-            .return_value
-    }
-
-    /// Runs a frame on a fresh counter baseline and checks verdict and counted reason.
-    fn check(&mut self, what: &str, frame: &[u8], family: u8, icmp_type: u8, expect: Expect) {
-        let before = stats::read(&self.maps)
-            .expect("counters")
-            .of(family, icmp_type);
-        let verdict = self.run(frame);
-        let after = stats::read(&self.maps)
-            .expect("counters")
-            .of(family, icmp_type);
-        match expect {
-            Expect::Pass => {
-                assert_eq!(verdict, XDP_PASS, "{what}: expected pass");
-                assert_eq!(
-                    after.passed(),
-                    before.passed() + 1,
-                    "{what}: counted as passed"
-                );
-            }
-            Expect::Drop(reason) => {
-                assert_eq!(verdict, XDP_DROP, "{what}: expected drop ({reason:?})");
-                assert_eq!(
-                    after.dropped(reason),
-                    before.dropped(reason) + 1,
-                    "{what}: counted as {}",
-                    reason.name()
-                );
-            }
-        }
-    }
-}
+use crate::{
+    frames::*,
+    harness::{self, Expect, Guard, XDP_DROP, XDP_PASS, privileged},
+};
 
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 const MULTICAST_MAC_V4: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
@@ -88,10 +18,10 @@ const LINK_LOCAL: &str = "fe80::2";
 
 #[test]
 fn every_icmpv4_row_of_the_default_profile() {
-    if !support::privileged("every_icmpv4_row_of_the_default_profile") {
+    if !privileged("every_icmpv4_row_of_the_default_profile") {
         return;
     }
-    let mut guard = Guard::with(&Policy::default_profile());
+    let mut guard = Guard::load(&Policy::default_profile());
     let unicast = |t, c| icmpv4_frame(t, c);
     let policy = Expect::Drop(DropReason::Policy);
     let smurf = Expect::Drop(DropReason::Smurf);
@@ -191,16 +121,16 @@ fn every_icmpv4_row_of_the_default_profile() {
         rows.push((format!("{t} {why}"), unicast(t, 0), t, policy));
     }
     for (what, frame, icmp_type, expect) in rows {
-        guard.check(&what, &frame, FAMILY_V4, icmp_type, expect);
+        guard.expect(&what, &frame, FAMILY_V4, icmp_type, expect);
     }
 }
 
 #[test]
 fn every_icmpv6_row_of_the_default_profile() {
-    if !support::privileged("every_icmpv6_row_of_the_default_profile") {
+    if !privileged("every_icmpv6_row_of_the_default_profile") {
         return;
     }
-    let mut guard = Guard::with(&Policy::default_profile());
+    let mut guard = Guard::load(&Policy::default_profile());
     let peer = V6_PEER;
     let me = V6_GUARD;
     let frame = |t, c| icmpv6_custom(peer, me, 64, &[], t, c, [0; 4]);
@@ -334,51 +264,51 @@ fn every_icmpv6_row_of_the_default_profile() {
         rows.push((format!("{t}"), frame(t, 0), t, policy));
     }
     for (what, frame, icmp_type, expect) in rows {
-        guard.check(&what, &frame, FAMILY_V6, icmp_type, expect);
+        guard.expect(&what, &frame, FAMILY_V6, icmp_type, expect);
     }
 }
 
 #[test]
 fn deny_and_allow_lists_most_specific_prefix_wins() {
-    if !support::privileged("deny_and_allow_lists") {
+    if !privileged("deny_and_allow_lists") {
         return;
     }
     let mut policy = Policy::default_profile();
     policy.deny.push("192.0.2.0/24".parse().expect("cidr"));
     policy.allow.push("192.0.2.10/32".parse().expect("cidr"));
     policy.deny.push("2001:db8::/64".parse().expect("cidr"));
-    let mut guard = Guard::with(&policy);
+    let mut guard = Guard::load(&policy);
     let denied = Expect::Drop(DropReason::DenyList);
-    guard.check("denied /24", &icmpv4_frame(0, 0), FAMILY_V4, 0, denied);
-    guard.check(
+    guard.expect("denied /24", &icmpv4_frame(0, 0), FAMILY_V4, 0, denied);
+    guard.expect(
         "PMTUD from a denied source is dropped too: the operator asked",
         &icmpv4_frame(3, 4),
         FAMILY_V4,
         3,
         denied,
     );
-    guard.check(
+    guard.expect(
         "allowed /32 inside the denied /24",
         &icmpv4_between([192, 0, 2, 10], V4_GUARD, 0, 0),
         FAMILY_V4,
         0,
         Expect::Pass,
     );
-    guard.check(
+    guard.expect(
         "allowed sources still obey type rules",
         &icmpv4_between([192, 0, 2, 10], V4_GUARD, 5, 0),
         FAMILY_V4,
         5,
         Expect::Drop(DropReason::Policy),
     );
-    guard.check(
+    guard.expect(
         "outside every list",
         &icmpv4_between([198, 51, 100, 1], V4_GUARD, 0, 0),
         FAMILY_V4,
         0,
         Expect::Pass,
     );
-    guard.check(
+    guard.expect(
         "denied IPv6 /64",
         &icmpv6_frame(&[], 129, 0),
         FAMILY_V6,
@@ -387,16 +317,16 @@ fn deny_and_allow_lists_most_specific_prefix_wins() {
     );
     // Non-ICMP from a denied source is untouched.
     let udp_frame = ethernet(&[], ETH_P_IPV4, &ipv4(17, &[], 0, &udp()));
-    assert_eq!(guard.run(&udp_frame), XDP_PASS);
+    assert_eq!(guard.run(&udp_frame).action, XDP_PASS);
     // Invalid packets are invalid whoever sends them.
     let mut broken = icmpv4_between([192, 0, 2, 10], V4_GUARD, 0, 0);
     broken[14] = 0x44;
-    assert_eq!(guard.run(&broken), XDP_DROP);
+    assert_eq!(guard.run(&broken).action, XDP_DROP);
 }
 
 #[test]
 fn per_code_rules_override_their_type() {
-    if !support::privileged("per_code_rules_override_their_type") {
+    if !privileged("per_code_rules_override_their_type") {
         return;
     }
     let mut policy = Policy::default_profile();
@@ -406,24 +336,24 @@ fn per_code_rules_override_their_type() {
     policy
         .set(FAMILY_V4, 13, Some(0), RuleSpec::PASS, false)
         .expect("valid");
-    let mut guard = Guard::with(&policy);
+    let mut guard = Guard::load(&policy);
     let dropped = Expect::Drop(DropReason::Policy);
-    guard.check("3/1 code rule", &icmpv4_frame(3, 1), FAMILY_V4, 3, dropped);
-    guard.check(
+    guard.expect("3/1 code rule", &icmpv4_frame(3, 1), FAMILY_V4, 3, dropped);
+    guard.expect(
         "3/4 keeps the type rule",
         &icmpv4_frame(3, 4),
         FAMILY_V4,
         3,
         Expect::Pass,
     );
-    guard.check(
+    guard.expect(
         "13/0 code rule",
         &icmpv4_frame(13, 0),
         FAMILY_V4,
         13,
         Expect::Pass,
     );
-    guard.check(
+    guard.expect(
         "13/1 keeps the type rule",
         &icmpv4_frame(13, 1),
         FAMILY_V4,
@@ -438,7 +368,7 @@ fn per_code_rules_override_their_type() {
 /// policy does.
 #[test]
 fn whole_policy_swaps_are_atomic_under_concurrent_classification() {
-    if !support::privileged("whole_policy_swaps_are_atomic") {
+    if !privileged("whole_policy_swaps_are_atomic") {
         return;
     }
     let mut a = Policy::pass_all();
@@ -448,10 +378,8 @@ fn whole_policy_swaps_are_atomic_under_concurrent_classification() {
         .expect("valid");
     let frame = icmpv4_frame(8, 0);
 
-    let mut ebpf = loader::load(None).expect("load");
-    let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
-    policy::apply(&mut maps, &a).expect("apply A");
-    let program: &aya::programs::Xdp = loader::xdp_program(&mut ebpf).expect("program");
+    let mut guard = Guard::load(&a);
+    let (program, maps) = guard.program_and_maps();
     let done = AtomicBool::new(false);
     let flips = 400;
     let total_runs: u64 = std::thread::scope(|scope| {
@@ -460,13 +388,7 @@ fn whole_policy_swaps_are_atomic_under_concurrent_classification() {
                 scope.spawn(|| {
                     let mut runs = 0u64;
                     while !done.load(Ordering::Relaxed) {
-                        program
-                            .test_run(TestRunOptions {
-                                data_in: Some(&frame),
-                                repeat: 64,
-                                ..TestRunOptions::default()
-                            })
-                            .expect("test run");
+                        harness::repeat(program, &frame, 64);
                         runs += 64;
                     }
                     runs
@@ -475,7 +397,7 @@ fn whole_policy_swaps_are_atomic_under_concurrent_classification() {
             .collect();
         for flip in 0..flips {
             let next = if flip % 2 == 0 { &b } else { &a };
-            policy::apply(&mut maps, next).expect("swap");
+            icmp_guard::policy::apply(maps, next).expect("swap");
         }
         done.store(true, Ordering::Relaxed);
         readers
@@ -485,7 +407,7 @@ fn whole_policy_swaps_are_atomic_under_concurrent_classification() {
     });
     assert!(total_runs > 0);
     // Every classification was counted under exactly one of the two drop reasons.
-    let snapshot = stats::read(&maps).expect("counters").of(FAMILY_V4, 8);
+    let snapshot = guard.snapshot().of(FAMILY_V4, 8);
     assert_eq!(
         snapshot.dropped(DropReason::DenyList) + snapshot.dropped(DropReason::Policy),
         total_runs,

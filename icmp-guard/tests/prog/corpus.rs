@@ -4,51 +4,74 @@
 //! `.expect` table next to its capture gives, the reference model must agree, and every
 //! frame the program passes must come back byte for byte.
 
-mod model;
-mod support;
+//!
+//! The captures are compiled into the test binary, so the kernel matrix replays them in
+//! its guests too, where the source tree is not.
 
-use std::{
-    fs,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-};
+use std::{fs, net::Ipv4Addr, path::Path};
 
 use icmp_guard::policy::Policy;
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, SLOT_PASSED, drop_slot, global};
-use model::{
-    Verdict, Where,
-    xdp::{Guard, Tracked, action_of},
+
+use crate::{
+    harness::{privileged, skip},
+    model::{
+        self, Verdict, Where,
+        xdp::{Tracked, action_of},
+    },
 };
 
 /// The guarded interface's directed broadcast in the captures (192.0.2.1/24).
 const BROADCASTS: [Ipv4Addr; 1] = [Ipv4Addr::new(192, 0, 2, 255)];
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+/// One capture and its table, as compiled in.
+struct Capture {
+    name: &'static str,
+    pcap: &'static [u8],
+    expect: &'static str,
 }
+
+macro_rules! capture {
+    ($name:literal) => {
+        Capture {
+            name: $name,
+            pcap: include_bytes!(concat!("../corpus/", $name, ".pcap")),
+            expect: include_str!(concat!("../corpus/", $name, ".expect")),
+        }
+    };
+}
+
+/// Every capture of `tests/corpus`, in name order.
+const CAPTURES: [Capture; 8] = [
+    capture!("broadcast"),
+    capture!("fragments"),
+    capture!("hping3"),
+    capture!("ndisc6"),
+    capture!("options"),
+    capture!("ping"),
+    capture!("ping6"),
+    capture!("tracepath"),
+];
 
 /// The frames of a pcap file (the classic format tcpdump writes: a 24-byte global header,
 /// then a 16-byte header before each frame), checked to be Ethernet.
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let data = fs::read(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+fn read_pcap(name: &str, data: &[u8]) -> Vec<Vec<u8>> {
     let magic = &data[..4];
     let word: fn([u8; 4]) -> u32 = match magic {
         [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => u32::from_le_bytes,
         [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => u32::from_be_bytes,
-        _ => panic!("{}: not a pcap file (magic {magic:02x?})", path.display()),
+        _ => panic!("{name}: not a pcap file (magic {magic:02x?})"),
     };
     let at = |offset: usize| word(data[offset..offset + 4].try_into().expect("4 bytes"));
-    assert_eq!(at(20), 1, "{}: link type is not Ethernet", path.display());
+    assert_eq!(at(20), 1, "{name}: link type is not Ethernet");
     let mut frames = Vec::new();
     let mut offset = 24;
     while offset < data.len() {
         let captured = at(offset + 8) as usize;
         let original = at(offset + 12) as usize;
         assert_eq!(
-            captured,
-            original,
-            "{}: a frame was cut by the snap length",
-            path.display()
+            captured, original,
+            "{name}: a frame was cut by the snap length"
         );
         let start = offset + 16;
         frames.push(data[start..start + captured].to_vec());
@@ -75,8 +98,7 @@ fn reason_named(name: &str) -> DropReason {
 
 /// Rows `FRAME pass|drop:REASON COUNTER WHAT...`, where COUNTER is `v4/TYPE`, `v6/TYPE`,
 /// `non-icmp`, `fragment` or `unclassified`; `#` starts a comment line.
-fn read_expect(path: &Path) -> Vec<Expected> {
-    let text = fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+fn read_expect(text: &str) -> Vec<Expected> {
     let mut rows = Vec::new();
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
@@ -127,30 +149,19 @@ fn read_expect(path: &Path) -> Vec<Expected> {
 
 #[test]
 fn real_frames_get_the_verdicts_their_tables_give() {
-    if !support::privileged("real_frames_get_the_verdicts_their_tables_give") {
+    if !privileged("real_frames_get_the_verdicts_their_tables_give") {
         return;
     }
     // The default profile with its real limits: the captures hold a few echoes per source,
     // far below any burst, so the model's "limit admits" holds here too.
     let policy = Policy::default_profile();
-    let mut guard = Tracked::new(Guard::load(&policy, &BROADCASTS));
-    let mut captures: Vec<PathBuf> = fs::read_dir(corpus_dir())
-        .expect("the corpus directory")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "pcap"))
-        .collect();
-    captures.sort();
-    assert!(captures.len() >= 8, "the corpus is missing: {captures:?}");
+    let mut guard = Tracked::load(&policy, &BROADCASTS);
     let mut failures = Vec::new();
     let mut replayed = 0;
-    for capture in &captures {
-        let name = capture
-            .file_name()
-            .expect("a name")
-            .to_string_lossy()
-            .into_owned();
-        let frames = read_pcap(capture);
-        let table = read_expect(&capture.with_extension("expect"));
+    for capture in &CAPTURES {
+        let name = format!("{}.pcap", capture.name);
+        let frames = read_pcap(&name, capture.pcap);
+        let table = read_expect(capture.expect);
         let numbers: Vec<usize> = table.iter().map(|row| row.frame).collect();
         assert_eq!(
             numbers,
@@ -188,7 +199,32 @@ fn real_frames_get_the_verdicts_their_tables_give() {
     }
     println!(
         "corpus: {replayed} real frames from {} captures",
-        captures.len()
+        CAPTURES.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_capture_of_the_corpus_directory_is_compiled_in() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    if !dir.is_dir() {
+        skip(
+            "every_capture_of_the_corpus_directory_is_compiled_in",
+            "the source tree is not on this machine (a kernel-matrix guest); the compiled-in \
+             captures are replayed all the same",
+        );
+        return;
+    }
+    let mut on_disk: Vec<String> = fs::read_dir(&dir)
+        .expect("the corpus directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pcap"))
+        .map(|path| {
+            let stem = path.file_stem().expect("a name");
+            stem.to_string_lossy().into_owned()
+        })
+        .collect();
+    on_disk.sort();
+    let compiled: Vec<&str> = CAPTURES.iter().map(|capture| capture.name).collect();
+    assert_eq!(on_disk, compiled, "add every new capture to CAPTURES");
 }

@@ -4,48 +4,24 @@
 //! flood is bounded in packets and seconds; every background process is killed in `Drop`,
 //! before the lab removes the namespaces and pins.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{background::Background, lab::*};
+
+use crate::lab::*;
 
 /// The light pinger's address, beside the flooding peer's 192.0.2.2.
 const LIGHT_V4: &str = "192.0.2.3";
-
-/// Floods share two CPUs with everything else: one at a time keeps the timing honest.
-static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A lab whose peer also owns 192.0.2.3, with the guard attached and echo requests limited
 /// to 100/s per source.
 fn lab_with_two_sources(extra_attach: &[&str]) -> Lab {
     let lab = Lab::new();
-    run_ok(
-        "ip",
-        &[
-            "-n",
-            &lab.peer_ns,
-            "addr",
-            "add",
-            &format!("{LIGHT_V4}/24"),
-            "dev",
-            &lab.peer_if,
-        ],
-    );
+    lab.add_peer_address(LIGHT_V4);
     let mut attach = vec!["attach", lab.guard_if.as_str()];
     attach.extend_from_slice(extra_attach);
     lab.cli_ok(&attach);
-    lab.cli_ok(&[
-        "policy",
-        "set",
-        "echo-request",
-        "limit",
-        "--rate",
-        "100/s",
-        "--burst",
-        "100",
-    ]);
+    lab.limit_echo("100/s", "100");
     lab
 }
 
@@ -53,52 +29,19 @@ fn lab_with_two_sources(extra_attach: &[&str]) -> Lab {
 /// cut off after `seconds` whatever happens.
 fn flood(lab: &Lab, packets: u32, seconds: u32) -> Background {
     let (count, limit) = (packets.to_string(), seconds.to_string());
-    Background::start(
-        "flood",
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lab.peer_ns,
-            "timeout",
-            "-s",
-            "INT",
-            &limit,
-            "hping3",
-            "--icmp",
-            "-q",
-            "-i",
-            "u100",
-            "-c",
-            &count,
-            GUARD_V4,
-        ],
-    )
+    let args = [
+        "-s", "INT", &limit, "hping3", "--icmp", "-q", "-i", "u100", "-c", &count, GUARD_V4,
+    ];
+    lab.peer_background("flood", "timeout", &args)
 }
 
 /// Light pings from 192.0.2.3: five a second, `count` of them.
 fn light_pings(lab: &Lab, count: u32) -> Background {
     let count = count.to_string();
-    Background::start(
-        "ping",
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lab.peer_ns,
-            "ping",
-            "-I",
-            LIGHT_V4,
-            "-c",
-            &count,
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-q",
-            GUARD_V4,
-        ],
-    )
+    let args = [
+        "-I", LIGHT_V4, "-c", &count, "-i", "0.2", "-W", "1", "-q", GUARD_V4,
+    ];
+    lab.peer_background("ping", "ping", &args)
 }
 
 fn source<'a>(report: &'a Value, address: &str) -> Option<&'a Value> {
@@ -111,12 +54,10 @@ fn source<'a>(report: &'a Value, address: &str) -> Option<&'a Value> {
 
 #[test]
 fn top_json_puts_the_flooding_source_first() {
-    if !support::privileged("top_json_puts_the_flooding_source_first") {
+    if !privileged("top_json_puts_the_flooding_source_first") {
         return;
     }
-    let _one = ONE_FLOOD_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = one_flood_at_a_time();
     let lab = lab_with_two_sources(&["--events-per-sec", "200"]);
     let config = lab.json(&["config", "events-per-sec", "--json"]);
     assert_eq!(config["events_per_sec"], 200, "attach set the budget");
@@ -199,19 +140,17 @@ fn top_json_puts_the_flooding_source_first() {
 
 #[test]
 fn run_logs_sampled_drops_at_a_few_lines_a_second_and_pauses_for_top() {
-    if !support::privileged("run_logs_sampled_drops") {
+    if !privileged("run_logs_sampled_drops") {
         return;
     }
-    let _one = ONE_FLOOD_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = one_flood_at_a_time();
     let lab = lab_with_two_sources(&[]);
     let config = lab.json(&["config", "events-per-sec", "--json"]);
     assert_eq!(
         config["events_per_sec"], 1000,
         "a first attach writes the default"
     );
-    let mut service = Background::guard(&lab, &["run", &lab.guard_if, "--drop-log", "3"]);
+    let mut service = lab.background(&["run", &lab.guard_if, "--drop-log", "3"]);
     service.wait_for("the service to start", Duration::from_secs(15), |out, _| {
         out.contains("protecting")
     });

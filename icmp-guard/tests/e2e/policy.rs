@@ -3,58 +3,13 @@
 //! two-namespace lab, with real `ping` and `hping3` traffic from the peer. Rate limiting is
 //! not tested here. Every namespace, pin and temp file is removed when a test ends.
 
-mod support;
-
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::process::Stdio;
 
 use serde_json::Value;
-use support::lab::*;
+
+use crate::lab::*;
 
 const EXAMPLE_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/policy.toml");
-
-/// A per-test directory under the system temp dir, removed in `Drop`.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("icmp-guard-e2e-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|err| panic!("creating {}: {err}", path.display()));
-        Self(path)
-    }
-
-    /// Writes `name` in the directory and returns its path as a string for the CLI.
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text)
-            .unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
-        path.to_str().expect("UTF-8 temp path").to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The CLI command `lab.cli` runs, not yet started, so that several can run at once.
-fn cli_command(lab: &Lab, args: &[&str]) -> Command {
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net=/run/netns/{}", lab.guard_ns))
-        .arg(env!("CARGO_BIN_EXE_icmp-guard"))
-        .args(args)
-        .env("ICMP_GUARD_PIN_DIR", &lab.pin_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
 
 /// Sends `count` ICMP timestamp requests from the peer to the guard and returns how many
 /// replies came back.
@@ -69,18 +24,6 @@ fn hping_timestamps(lab: &Lab, count: u32) -> u32 {
         "one timestamp line per reply: {text}"
     );
     received
-}
-
-/// A counter of the `stats --json` row for (family, type), 0 when the row is absent (no
-/// packet of that type seen yet). `path` is e.g. `["passed"]` or `["dropped", "policy"]`.
-fn counter(stats: &Value, family: &str, icmp_type: u64, path: &[&str]) -> u64 {
-    let Some(row) = icmp_row(stats, family, icmp_type) else {
-        return 0;
-    };
-    let value = path.iter().fold(row, |value, key| &value[*key]);
-    value
-        .as_u64()
-        .unwrap_or_else(|| panic!("{family} {icmp_type} {path:?} is not a count in {stats}"))
 }
 
 /// The action `policy show --json` reports for a whole type.
@@ -107,7 +50,7 @@ fn attached_lab() -> Lab {
 
 #[test]
 fn timestamp_requests_follow_policy_set_while_ping_keeps_working() {
-    if !support::privileged("timestamp_requests_follow_policy_set_while_ping_keeps_working") {
+    if !privileged("timestamp_requests_follow_policy_set_while_ping_keeps_working") {
         return;
     }
     let lab = attached_lab();
@@ -149,7 +92,7 @@ fn timestamp_requests_follow_policy_set_while_ping_keeps_working() {
 
 #[test]
 fn deny_and_allow_lists_most_specific_prefix_wins() {
-    if !support::privileged("deny_and_allow_lists_most_specific_prefix_wins") {
+    if !privileged("deny_and_allow_lists_most_specific_prefix_wins") {
         return;
     }
     let lab = attached_lab();
@@ -224,9 +167,7 @@ fn assert_one_line_error(args: &[&str], stderr: &str, needle: &str) {
 
 #[test]
 fn bad_input_is_refused_with_one_line_and_leaves_the_live_policy_untouched() {
-    if !support::privileged(
-        "bad_input_is_refused_with_one_line_and_leaves_the_live_policy_untouched",
-    ) {
+    if !privileged("bad_input_is_refused_with_one_line_and_leaves_the_live_policy_untouched") {
         return;
     }
     let dir = TempDir::new("bad-input");
@@ -345,7 +286,7 @@ fn bad_input_is_refused_with_one_line_and_leaves_the_live_policy_untouched() {
 
 #[test]
 fn policy_check_apply_and_show_round_trip() {
-    if !support::privileged("policy_check_apply_and_show_round_trip") {
+    if !privileged("policy_check_apply_and_show_round_trip") {
         return;
     }
     let dir = TempDir::new("round-trip");
@@ -400,7 +341,7 @@ fn policy_check_apply_and_show_round_trip() {
 
 #[test]
 fn policy_reset_restores_the_default_profile() {
-    if !support::privileged("policy_reset_restores_the_default_profile") {
+    if !privileged("policy_reset_restores_the_default_profile") {
         return;
     }
     let lab = attached_lab();
@@ -449,7 +390,7 @@ fn policy_reset_restores_the_default_profile() {
 
 #[test]
 fn concurrent_policy_sets_both_take_effect() {
-    if !support::privileged("concurrent_policy_sets_both_take_effect") {
+    if !privileged("concurrent_policy_sets_both_take_effect") {
         return;
     }
     let lab = attached_lab();
@@ -460,10 +401,16 @@ fn concurrent_policy_sets_both_take_effect() {
         ("drop", "pass"),
         ("pass", "pass"),
     ] {
-        let first = cli_command(&lab, &["policy", "set", "timestamp-request", timestamp])
+        let first = lab
+            .cli_command(&["policy", "set", "timestamp-request", timestamp])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting icmp-guard");
-        let second = cli_command(&lab, &["policy", "set", "address-mask-request", mask])
+        let second = lab
+            .cli_command(&["policy", "set", "address-mask-request", mask])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting icmp-guard");
         for child in [first, second] {
@@ -488,7 +435,7 @@ fn concurrent_policy_sets_both_take_effect() {
 
 #[test]
 fn dry_run_counts_would_drop_and_passes_everything() {
-    if !support::privileged("dry_run_counts_would_drop_and_passes_everything") {
+    if !privileged("dry_run_counts_would_drop_and_passes_everything") {
         return;
     }
     let lab = Lab::new();

@@ -2,97 +2,43 @@
 //! fed hand-built frames through BPF_PROG_TEST_RUN; verdicts, output bytes and counters are
 //! checked.
 
-mod support;
-
-use aya::{
-    Ebpf,
-    programs::{TestRun as _, TestRunOptions},
-};
 use icmp_guard::{
-    loader::{self, GuardMaps},
-    policy::{self, Action, Policy, RuleSpec},
-    stats::{self, Snapshot},
+    policy::{Action, Policy, RuleSpec},
+    stats,
 };
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, config, global};
-use support::frames::*;
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+use crate::{
+    frames::*,
+    harness::{Guard, XDP_DROP, privileged},
+};
 
-struct Guard {
-    ebpf: Ebpf,
-    maps: GuardMaps,
-    policy: Policy,
-}
-
-impl Guard {
-    /// The program with private maps and a policy that passes every type, so that each
-    /// test states only the rules it is about.
-    fn load() -> Self {
-        let mut ebpf = loader::load(None).expect("the XDP program loads and passes the verifier");
-        let maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
-        let mut guard = Self {
-            ebpf,
-            maps,
-            policy: Policy::pass_all(),
-        };
-        guard.apply();
-        guard
-    }
-
-    fn apply(&mut self) {
-        policy::apply(&mut self.maps, &self.policy).expect("apply the policy");
-    }
-
-    /// Runs one frame; returns the action and asserts the program did not resize it.
-    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let program = loader::xdp_program(&mut self.ebpf).expect("program present");
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
-    }
-
-    /// Runs a frame that must pass untouched, byte for byte.
-    fn assert_passes_unchanged(&mut self, frame: &[u8], what: &str) {
-        let (verdict, out) = self.run(frame);
-        assert_eq!(verdict, XDP_PASS, "{what} must pass");
-        assert_eq!(out, frame, "{what} must come back byte-identical");
-    }
-
-    fn set_policy(&mut self, family: u8, icmp_type: u8, action: Action) {
-        self.set_rule(family, icmp_type, action);
-        self.apply();
-    }
-
-    /// Changes the policy without applying it yet.
-    fn set_rule(&mut self, family: u8, icmp_type: u8, action: Action) {
-        let spec = RuleSpec {
-            action,
-            limit: None,
-        };
-        self.policy
-            .set(family, icmp_type, None, spec, true)
+/// A policy that passes every type but `drops`, so that each test states only the rules
+/// it is about.
+fn pass_all_but(drops: &[(u8, u8)]) -> Policy {
+    let mut policy = Policy::pass_all();
+    let drop = RuleSpec {
+        action: Action::Drop,
+        limit: None,
+    };
+    for &(family, icmp_type) in drops {
+        policy
+            .set(family, icmp_type, None, drop, true)
             .expect("valid rule");
     }
+    policy
+}
 
-    fn snapshot(&self) -> Snapshot {
-        stats::read(&self.maps).expect("read counters")
-    }
+fn guard_dropping(drops: &[(u8, u8)]) -> Guard {
+    Guard::load(&pass_all_but(drops))
 }
 
 #[test]
 fn echo_request_and_reply_pass_and_are_counted_per_family_and_type() {
-    if !support::privileged("echo_request_and_reply_pass") {
+    if !privileged("echo_request_and_reply_pass") {
         return;
     }
-    let mut guard = Guard::load();
+    let mut guard = guard_dropping(&[]);
     let cases = [
         (icmpv4_frame(8, 0), FAMILY_V4, 8),
         (icmpv4_frame(0, 0), FAMILY_V4, 0),
@@ -120,29 +66,27 @@ fn echo_request_and_reply_pass_and_are_counted_per_family_and_type() {
 
 #[test]
 fn policy_drop_drops_only_that_type_and_counts_the_reason() {
-    if !support::privileged("policy_drop_drops_only_that_type") {
+    if !privileged("policy_drop_drops_only_that_type") {
         return;
     }
-    let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, Action::Drop);
-    assert_eq!(guard.run(&icmpv4_frame(8, 0)).0, XDP_DROP);
+    let mut guard = guard_dropping(&[(FAMILY_V4, 8)]);
+    assert_eq!(guard.run(&icmpv4_frame(8, 0)).action, XDP_DROP);
     guard.assert_passes_unchanged(&icmpv4_frame(0, 0), "echo reply");
     guard.assert_passes_unchanged(&icmpv6_frame(&[], 128, 0), "ICMPv6 echo request");
     let snapshot = guard.snapshot();
     assert_eq!(snapshot.of(FAMILY_V4, 8).dropped(DropReason::Policy), 1);
     assert_eq!(snapshot.of(FAMILY_V4, 8).passed(), 0);
     // Back to pass on the next packet, without reloading.
-    guard.set_policy(FAMILY_V4, 8, Action::Pass);
+    guard.apply(&pass_all_but(&[]));
     guard.assert_passes_unchanged(&icmpv4_frame(8, 0), "echo request after pass");
 }
 
 #[test]
 fn ipv4_options_move_the_icmp_header() {
-    if !support::privileged("ipv4_options_move_the_icmp_header") {
+    if !privileged("ipv4_options_move_the_icmp_header") {
         return;
     }
-    let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, Action::Drop);
+    let mut guard = guard_dropping(&[(FAMILY_V4, 8)]);
     // The option bytes sit where a fixed-offset parser would look for the ICMP type: 8
     // (echo request). The real message behind the options is an echo reply.
     for option_words in 1..=10usize {
@@ -155,7 +99,12 @@ fn ipv4_options_move_the_icmp_header() {
             ETH_P_IPV4,
             &ipv4(1, &options, 0, &icmp(8, 0, &echo_body())),
         );
-        assert_eq!(guard.run(&request).0, XDP_DROP, "IHL {}", 5 + option_words);
+        assert_eq!(
+            guard.run(&request).action,
+            XDP_DROP,
+            "IHL {}",
+            5 + option_words
+        );
     }
     let snapshot = guard.snapshot();
     assert_eq!(snapshot.of(FAMILY_V4, 0).passed(), 10);
@@ -164,11 +113,10 @@ fn ipv4_options_move_the_icmp_header() {
 
 #[test]
 fn vlan_and_qinq_are_looked_through_and_deeper_stacks_are_dropped() {
-    if !support::privileged("vlan_and_qinq") {
+    if !privileged("vlan_and_qinq") {
         return;
     }
-    let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, Action::Drop);
+    let mut guard = guard_dropping(&[(FAMILY_V4, 8)]);
     let echo = ipv4(1, &[], 0, &icmp(8, 0, &echo_body()));
     let one = ethernet(&[(ETH_P_8021Q, 10)], ETH_P_IPV4, &echo);
     let two = ethernet(&[(ETH_P_8021AD, 100), (ETH_P_8021Q, 10)], ETH_P_IPV4, &echo);
@@ -178,13 +126,17 @@ fn vlan_and_qinq_are_looked_through_and_deeper_stacks_are_dropped() {
         &echo,
     );
     assert_eq!(
-        guard.run(&one).0,
+        guard.run(&one).action,
         XDP_DROP,
         "echo under one tag is classified"
     );
-    assert_eq!(guard.run(&two).0, XDP_DROP, "echo under QinQ is classified");
     assert_eq!(
-        guard.run(&three).0,
+        guard.run(&two).action,
+        XDP_DROP,
+        "echo under QinQ is classified"
+    );
+    assert_eq!(
+        guard.run(&three).action,
         XDP_DROP,
         "IP under three tags is refused"
     );
@@ -211,11 +163,10 @@ fn vlan_and_qinq_are_looked_through_and_deeper_stacks_are_dropped() {
 
 #[test]
 fn ipv6_extension_headers_are_walked() {
-    if !support::privileged("ipv6_extension_headers_are_walked") {
+    if !privileged("ipv6_extension_headers_are_walked") {
         return;
     }
-    let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V6, 128, Action::Drop);
+    let mut guard = guard_dropping(&[(FAMILY_V6, 128)]);
     let chains: Vec<Vec<Ext>> = vec![
         vec![Ext::options(0, 1)],
         vec![Ext::options(0, 1), Ext::options(60, 2)],
@@ -225,7 +176,7 @@ fn ipv6_extension_headers_are_walked() {
     ];
     for chain in &chains {
         assert_eq!(
-            guard.run(&icmpv6_frame(chain, 128, 0)).0,
+            guard.run(&icmpv6_frame(chain, 128, 0)).action,
             XDP_DROP,
             "echo request behind {} extension headers",
             chain.len()
@@ -242,13 +193,13 @@ fn ipv6_extension_headers_are_walked() {
 
 #[test]
 fn ipv6_chains_past_the_bound_or_the_packet_are_malformed() {
-    if !support::privileged("ipv6_chains_past_the_bound") {
+    if !privileged("ipv6_chains_past_the_bound") {
         return;
     }
-    let mut guard = Guard::load();
+    let mut guard = guard_dropping(&[]);
     let long: Vec<Ext> = (0..9).map(|_| Ext::options(60, 1)).collect();
     assert_eq!(
-        guard.run(&icmpv6_frame(&long, 129, 0)).0,
+        guard.run(&icmpv6_frame(&long, 129, 0)).action,
         XDP_DROP,
         "9 headers"
     );
@@ -258,7 +209,7 @@ fn ipv6_chains_past_the_bound_or_the_packet_are_malformed() {
     // A destination-options header whose length runs past the payload.
     let mut frame = icmpv6_frame(&[Ext::options(60, 1)], 129, 0);
     frame[14 + 40 + 1] = 200;
-    assert_eq!(guard.run(&frame).0, XDP_DROP, "header past the packet");
+    assert_eq!(guard.run(&frame).action, XDP_DROP, "header past the packet");
 
     let snapshot = guard.snapshot();
     assert_eq!(snapshot.global(global::MALFORMED_DROPPED).packets, 2);
@@ -267,12 +218,10 @@ fn ipv6_chains_past_the_bound_or_the_packet_are_malformed() {
 
 #[test]
 fn fragments_are_never_read_as_icmp_headers() {
-    if !support::privileged("fragments_are_never_read_as_icmp") {
+    if !privileged("fragments_are_never_read_as_icmp") {
         return;
     }
-    let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, Action::Drop);
-    guard.set_policy(FAMILY_V6, 128, Action::Drop);
+    let mut guard = guard_dropping(&[(FAMILY_V4, 8), (FAMILY_V6, 128)]);
     // Payload of a later fragment that happens to start with 8 (echo request).
     let data = icmp(8, 0, &echo_body());
     let later_v4 = ethernet(&[], ETH_P_IPV4, &ipv4(1, &[], 185, &data));
@@ -285,11 +234,11 @@ fn fragments_are_never_read_as_icmp_headers() {
     guard.assert_passes_unchanged(&later_v6, "non-first IPv6 fragment");
     // Ping of death: the last possible offset plus a payload past 65535.
     let pod = ethernet(&[], ETH_P_IPV4, &ipv4(1, &[], 0x1fff, &data));
-    assert_eq!(guard.run(&pod).0, XDP_DROP, "ping of death");
+    assert_eq!(guard.run(&pod).action, XDP_DROP, "ping of death");
     // A first fragment is classified.
     let first = ethernet(&[], ETH_P_IPV4, &ipv4(1, &[], 0x2000, &data));
     assert_eq!(
-        guard.run(&first).0,
+        guard.run(&first).action,
         XDP_DROP,
         "first fragment of an echo request"
     );
@@ -301,10 +250,10 @@ fn fragments_are_never_read_as_icmp_headers() {
 
 #[test]
 fn broken_ip_headers_are_invalid() {
-    if !support::privileged("broken_ip_headers_are_invalid") {
+    if !privileged("broken_ip_headers_are_invalid") {
         return;
     }
-    let mut guard = Guard::load();
+    let mut guard = guard_dropping(&[]);
     let good = ipv4(1, &[], 0, &icmp(8, 0, &echo_body()));
     let mut ihl_four = good.clone();
     ihl_four[0] = 0x44;
@@ -346,7 +295,7 @@ fn broken_ip_headers_are_invalid() {
         ),
     ];
     for (what, frame) in &cases {
-        assert_eq!(guard.run(frame).0, XDP_DROP, "{what}");
+        assert_eq!(guard.run(frame).action, XDP_DROP, "{what}");
     }
     let snapshot = guard.snapshot();
     assert_eq!(
@@ -367,16 +316,14 @@ fn broken_ip_headers_are_invalid() {
 
 #[test]
 fn everything_that_is_not_icmp_passes_byte_identical() {
-    if !support::privileged("everything_that_is_not_icmp_passes") {
+    if !privileged("everything_that_is_not_icmp_passes") {
         return;
     }
-    let mut guard = Guard::load();
     // Drop every ICMP type, so that any misclassification shows up as a drop.
-    for icmp_type in 0..=255u8 {
-        guard.set_rule(FAMILY_V4, icmp_type, Action::Drop);
-        guard.set_rule(FAMILY_V6, icmp_type, Action::Drop);
-    }
-    guard.apply();
+    let every_type: Vec<(u8, u8)> = (0..=255u8)
+        .flat_map(|icmp_type| [(FAMILY_V4, icmp_type), (FAMILY_V6, icmp_type)])
+        .collect();
+    let mut guard = guard_dropping(&every_type);
     let frames: Vec<(&str, Vec<u8>)> = vec![
         (
             "TCP over IPv4",
@@ -427,11 +374,10 @@ fn everything_that_is_not_icmp_passes_byte_identical() {
 
 #[test]
 fn dry_run_counts_would_drop_and_passes() {
-    if !support::privileged("dry_run_counts_would_drop") {
+    if !privileged("dry_run_counts_would_drop") {
         return;
     }
-    let mut guard = Guard::load();
-    guard.set_policy(FAMILY_V4, 8, Action::Drop);
+    let mut guard = guard_dropping(&[(FAMILY_V4, 8)]);
     guard.maps.set_mode(config::MODE_DRY_RUN).expect("set mode");
     guard.assert_passes_unchanged(&icmpv4_frame(8, 0), "dry-run echo request");
     let mut broken = icmpv4_frame(8, 0);
@@ -447,21 +393,25 @@ fn dry_run_counts_would_drop_and_passes() {
     assert_eq!(report.mode, "dry-run");
 
     guard.maps.set_mode(config::MODE_ENFORCE).expect("set mode");
-    assert_eq!(guard.run(&icmpv4_frame(8, 0)).0, XDP_DROP, "enforce again");
+    assert_eq!(
+        guard.run(&icmpv4_frame(8, 0)).action,
+        XDP_DROP,
+        "enforce again"
+    );
 }
 
 #[test]
 fn routing_header_type_0_with_segments_left_is_invalid() {
-    if !support::privileged("routing_header_type_0") {
+    if !privileged("routing_header_type_0") {
         return;
     }
-    let mut guard = Guard::load();
+    let mut guard = guard_dropping(&[]);
     let routing = |routing_type: u8, segments_left: u8| Ext {
         kind: 43,
         body: vec![routing_type, segments_left, 0, 0, 0, 0],
     };
     assert_eq!(
-        guard.run(&icmpv6_frame(&[routing(0, 1)], 129, 0)).0,
+        guard.run(&icmpv6_frame(&[routing(0, 1)], 129, 0)).action,
         XDP_DROP,
         "RH0 with segments left (RFC 5095)"
     );

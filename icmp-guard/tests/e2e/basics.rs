@@ -2,16 +2,14 @@
 //! binary run as an operator would (via nsenter, so that the host's bpffs stays visible),
 //! and real `ping` traffic. Every namespace, link and pin is removed in `Drop`.
 
-mod support;
-
 use std::process::Command;
 
+use crate::lab::*;
 use serde_json::Value;
-use support::lab::*;
 
 #[test]
 fn attach_count_drop_and_detach_with_real_ping() {
-    if !support::privileged("attach_count_drop_and_detach_with_real_ping") {
+    if !privileged("attach_count_drop_and_detach_with_real_ping") {
         return;
     }
     let lab = Lab::new();
@@ -81,7 +79,7 @@ fn attach_count_drop_and_detach_with_real_ping() {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    if !support::privileged("bad_input_is_refused_and_changes_nothing") {
+    if !privileged("bad_input_is_refused_and_changes_nothing") {
         return;
     }
     let lab = Lab::new();
@@ -154,7 +152,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn generic_mode_is_reported_and_ipv6_neighbour_discovery_works() {
-    if !support::privileged("generic_mode_and_ipv6") {
+    if !privileged("generic_mode_and_ipv6") {
         return;
     }
     let lab = Lab::new();

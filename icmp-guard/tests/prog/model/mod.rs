@@ -7,7 +7,7 @@
 //! which is the interface both sides are compared through. Which rule a (family, type, code)
 //! has is the userspace `Policy`'s answer (`rule_for`), since that is what an operator set;
 //! that the default profile's rows match the spec's tables is checked by
-//! `tests/policy_verdict.rs`. Parsing, the ND, MLD and Packet Too Big conditions, the lists
+//! `policy_verdict.rs`. Parsing, the ND, MLD and Packet Too Big conditions, the lists
 //! and the smurf and martian checks are the model's own. Headers are read with `etherparse`
 //! where its rules are the spec's, and by hand where they differ:
 //!
@@ -25,11 +25,6 @@
 //! (`huge_limits`), so that no limiter can refuse a packet during a run (GCRA tolerance of
 //! one second at a 10 ns interval, against a few million packets): a `limit` verdict is a
 //! pass, and which bucket paid for it does not change the verdict or the counters.
-
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the model"
-)]
 
 pub mod xdp;
 

@@ -2,92 +2,28 @@
 //! destination kind, directed broadcasts from the interface's real addressing, martian
 //! sources, the echo-reply ceiling, and switching each part off.
 
-mod support;
-
 use std::net::Ipv4Addr;
 
-use aya::{
-    Ebpf,
-    programs::{TestRun as _, TestRunOptions},
-};
-use icmp_guard::{
-    addresses::BroadcastMap,
-    loader::{self, GuardMaps},
-    policy::{self, Policy},
-    stats,
-};
+use icmp_guard::policy::{self, Policy};
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
-use support::frames::*;
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+use crate::{
+    frames::*,
+    harness::{Expect, Guard, privileged},
+};
 
-struct Guard {
-    ebpf: Ebpf,
-    maps: GuardMaps,
-}
-
-impl Guard {
-    /// The default profile, with the directed broadcasts of 192.0.2.0/24 and of
-    /// 198.51.100.0/23 (whose broadcast is 198.51.101.255) in the map.
-    fn with(edit: impl FnOnce(&mut Policy)) -> Self {
-        let mut policy = Policy::default_profile();
-        edit(&mut policy);
-        let mut ebpf = loader::load(None).expect("load");
-        let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
-        let mut broadcasts = BroadcastMap::take(&mut ebpf).expect("broadcast map");
-        broadcasts
-            .set(&[
-                (Ipv4Addr::new(192, 0, 2, 255), 2),
-                (Ipv4Addr::new(198, 51, 101, 255), 2),
-            ])
-            .expect("write broadcasts");
-        policy::apply(&mut maps, &policy).expect("apply");
-        Self { ebpf, maps }
-    }
-
-    fn run(&mut self, frame: &[u8]) -> u32 {
-        loader::xdp_program(&mut self.ebpf)
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN")
-            .return_value
-    }
-
-    fn expect(
-        &mut self,
-        what: &str,
-        frame: &[u8],
-        family: u8,
-        icmp_type: u8,
-        reason: Option<DropReason>,
-    ) {
-        let before = stats::read(&self.maps)
-            .expect("counters")
-            .of(family, icmp_type);
-        let verdict = self.run(frame);
-        let after = stats::read(&self.maps)
-            .expect("counters")
-            .of(family, icmp_type);
-        match reason {
-            None => {
-                assert_eq!(verdict, XDP_PASS, "{what}: expected pass");
-                assert_eq!(after.passed(), before.passed() + 1, "{what}");
-            }
-            Some(reason) => {
-                assert_eq!(
-                    verdict,
-                    XDP_DROP,
-                    "{what}: expected a {} drop",
-                    reason.name()
-                );
-                assert_eq!(after.dropped(reason), before.dropped(reason) + 1, "{what}");
-            }
-        }
-    }
+/// The default profile, edited, with the directed broadcasts of 192.0.2.0/24 and of
+/// 198.51.100.0/23 (whose broadcast is 198.51.101.255) in the map.
+fn guard_with(edit: impl FnOnce(&mut Policy)) -> Guard {
+    let mut policy = Policy::default_profile();
+    edit(&mut policy);
+    Guard::with_broadcasts(
+        &policy,
+        &[
+            Ipv4Addr::new(192, 0, 2, 255),
+            Ipv4Addr::new(198, 51, 101, 255),
+        ],
+    )
 }
 
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
@@ -99,11 +35,11 @@ fn to(destination: [u8; 4], icmp_type: u8) -> Vec<u8> {
 
 #[test]
 fn every_broadcast_and_multicast_destination_kind() {
-    if !support::privileged("every_broadcast_and_multicast_destination_kind") {
+    if !privileged("every_broadcast_and_multicast_destination_kind") {
         return;
     }
-    let mut guard = Guard::with(|_| {});
-    let smurf = Some(DropReason::Smurf);
+    let mut guard = guard_with(|_| {});
+    let smurf = Expect::Drop(DropReason::Smurf);
     for (what, frame, icmp_type, reason) in [
         (
             "echo to ff:ff:ff:ff:ff:ff",
@@ -142,14 +78,14 @@ fn every_broadcast_and_multicast_destination_kind() {
             "echo to .255 that is a host on the /23",
             to([198, 51, 100, 255], 8),
             8,
-            None,
+            Expect::Pass,
         ),
-        ("echo to a unicast host", to(V4_GUARD, 8), 8, None),
+        ("echo to a unicast host", to(V4_GUARD, 8), 8, Expect::Pass),
         (
             "echo reply to the directed broadcast",
             to([192, 0, 2, 255], 0),
             0,
-            None,
+            Expect::Pass,
         ),
     ] {
         guard.expect(what, &frame, FAMILY_V4, icmp_type, reason);
@@ -158,7 +94,7 @@ fn every_broadcast_and_multicast_destination_kind() {
         (
             "ff02::1 (link scope: limited, not dropped)",
             "ff02::1",
-            None,
+            Expect::Pass,
         ),
         ("ff05::1 (site scope)", "ff05::1", smurf),
         ("ff0e::1 (global scope)", "ff0e::1", smurf),
@@ -170,11 +106,11 @@ fn every_broadcast_and_multicast_destination_kind() {
 
 #[test]
 fn martian_sources_are_invalid() {
-    if !support::privileged("martian_sources_are_invalid") {
+    if !privileged("martian_sources_are_invalid") {
         return;
     }
-    let mut guard = Guard::with(|_| {});
-    let invalid = Some(DropReason::Invalid);
+    let mut guard = guard_with(|_| {});
+    let invalid = Expect::Drop(DropReason::Invalid);
     for source in [
         [0, 0, 0, 0],
         [0, 1, 2, 3],
@@ -197,8 +133,8 @@ fn martian_sources_are_invalid() {
         ("ff02::1", 129, 64, invalid),
         ("::1", 128, 64, invalid),
         ("::", 128, 64, invalid),
-        ("::", 135, 255, None),
-        ("::", 143, 1, None),
+        ("::", 135, 255, Expect::Pass),
+        ("::", 143, 1, Expect::Pass),
     ] {
         let frame = icmpv6_custom(v6(source), V6_GUARD, hop_limit, &[], icmp_type, 0, [0; 4]);
         guard.expect(
@@ -213,10 +149,10 @@ fn martian_sources_are_invalid() {
 
 #[test]
 fn each_part_can_be_switched_off() {
-    if !support::privileged("each_part_can_be_switched_off") {
+    if !privileged("each_part_can_be_switched_off") {
         return;
     }
-    let mut guard = Guard::with(|policy| {
+    let mut guard = guard_with(|policy| {
         policy.smurf.broadcast_echo = false;
         policy.smurf.multicast_echo_v6 = false;
         policy.smurf.martian_sources = false;
@@ -226,12 +162,18 @@ fn each_part_can_be_switched_off() {
         &to([255; 4], 8),
         FAMILY_V4,
         8,
-        None,
+        Expect::Pass,
     );
     let frame = icmpv6_custom(V6_PEER, v6("ff05::1"), 64, &[], 128, 0, [0; 4]);
-    guard.expect("echo to ff05::1, check off", &frame, FAMILY_V6, 128, None);
+    guard.expect(
+        "echo to ff05::1, check off",
+        &frame,
+        FAMILY_V6,
+        128,
+        Expect::Pass,
+    );
     let frame = icmpv4_between([127, 0, 0, 1], V4_GUARD, 0, 0);
-    guard.expect("martian, check off", &frame, FAMILY_V4, 0, None);
+    guard.expect("martian, check off", &frame, FAMILY_V4, 0, Expect::Pass);
     let live = policy::read_live(&guard.maps).expect("read back");
     assert!(!live.smurf.broadcast_echo && !live.smurf.multicast_echo_v6);
     assert!(!live.smurf.martian_sources);
@@ -239,20 +181,26 @@ fn each_part_can_be_switched_off() {
 
 #[test]
 fn echo_replies_from_many_sources_hit_the_ceiling_as_smurf() {
-    if !support::privileged("echo_replies_from_many_sources") {
+    if !privileged("echo_replies_from_many_sources") {
         return;
     }
-    let mut guard = Guard::with(|policy| {
+    let mut guard = guard_with(|policy| {
         policy.smurf.reply_ceiling = 1;
         policy.smurf.reply_ceiling_burst = 20;
     });
     // The genuine peer is established before the storm.
-    guard.expect("genuine reply", &to(V4_GUARD, 0), FAMILY_V4, 0, None);
+    guard.expect(
+        "genuine reply",
+        &to(V4_GUARD, 0),
+        FAMILY_V4,
+        0,
+        Expect::Pass,
+    );
     for index in 0..200u8 {
         let frame = icmpv4_between([203, 0, 113, index], V4_GUARD, 0, 0);
         guard.run(&frame);
     }
-    let counters = stats::read(&guard.maps).expect("counters").of(FAMILY_V4, 0);
+    let counters = guard.snapshot().of(FAMILY_V4, 0);
     let admitted = counters.passed() - 1;
     assert!((19..=20).contains(&admitted), "admitted {admitted} of 200");
     assert_eq!(counters.dropped(DropReason::Smurf), 200 - admitted);
@@ -263,6 +211,6 @@ fn echo_replies_from_many_sources_hit_the_ceiling_as_smurf() {
         &to(V4_GUARD, 0),
         FAMILY_V4,
         0,
-        None,
+        Expect::Pass,
     );
 }

@@ -1,43 +1,20 @@
 //! Floods in namespaces: a real hping3 flood, bounded in time, against the flood guard,
 //! with a legitimate host pinging beside it. Every flood is bounded by `timeout`.
 
-mod support;
+use std::time::{Duration, Instant};
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
-
-use support::lab::*;
+use crate::lab::*;
 
 const LEGIT_V4: &str = "192.0.2.3";
 
-/// Floods share two CPUs with everything else: one at a time keeps the timing honest.
-static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Floods the guard from the peer for `seconds` with hping3 and returns how long it ran.
 fn flood(lab: &Lab, seconds: u32, extra: &[&str]) -> Duration {
-    let _one = ONE_FLOOD_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = one_flood_at_a_time();
     let started = Instant::now();
-    let duration = seconds.to_string();
-    let mut args = vec![
-        "netns",
-        "exec",
-        &lab.peer_ns,
-        "timeout",
-        "-s",
-        "INT",
-        &duration,
-        "hping3",
-        "--flood",
-        "--icmp",
-        "-q",
-    ];
+    let mut args = vec!["--flood", "--icmp", "-q"];
     args.extend_from_slice(extra);
     args.push(GUARD_V4);
-    let output = run("ip", &args);
+    let output = output(&mut ping::hping3(&lab.peer_ns, seconds, &args));
     let elapsed = started.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -58,66 +35,39 @@ fn echo_counts(lab: &Lab) -> (u64, u64) {
 }
 
 /// Pings the guard once a second from the peer's second address, in the background.
-fn legit_pinger(lab: &Lab, count: u32) -> std::process::Child {
-    Command::new("ip")
-        .args(["netns", "exec", &lab.peer_ns, "ping", "-I", LEGIT_V4, "-c"])
-        .arg(count.to_string())
-        .args(["-i", "1", "-W", "2", "-q", GUARD_V4])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ping")
+fn legit_pinger(lab: &Lab, count: u32) -> Background {
+    let count = count.to_string();
+    let args = [
+        "-I", LEGIT_V4, "-c", &count, "-i", "1", "-W", "2", "-q", GUARD_V4,
+    ];
+    lab.peer_background("ping", "ping", &args)
 }
 
-fn replies(child: std::process::Child) -> u32 {
-    let output = child.wait_with_output().expect("ping finished");
-    ping_replies(&output.stdout)
+fn replies(pinger: Background) -> u32 {
+    ping_replies(&pinger.finish(Duration::from_secs(30)))
 }
 
 #[test]
 fn a_flood_from_one_source_is_held_to_rate_times_time_plus_burst() {
-    if !support::privileged("a_flood_from_one_source") {
+    if !privileged("a_flood_from_one_source") {
         return;
     }
     let lab = Lab::new();
-    run_ok(
-        "ip",
-        &[
-            "-n",
-            &lab.peer_ns,
-            "addr",
-            "add",
-            &format!("{LEGIT_V4}/24"),
-            "dev",
-            &lab.peer_if,
-        ],
-    );
+    lab.add_peer_address(LEGIT_V4);
     lab.cli_ok(&["attach", &lab.guard_if]);
-    lab.cli_ok(&[
-        "policy",
-        "set",
-        "echo-request",
-        "limit",
-        "--rate",
-        "100/s",
-        "--burst",
-        "200",
-    ]);
+    lab.limit_echo("100/s", "200");
 
     let legit = legit_pinger(&lab, 4);
     // PMTUD messages (3/4) from the flooding host itself, during the flood: never charged
     // to a budget, so every one must pass.
-    let pmtud = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.peer_ns,
-            "timeout",
+    let pmtud = lab.peer_background(
+        "pmtud",
+        "timeout",
+        &[
             "10",
             "hping3",
             "-q",
             "--icmp",
-        ])
-        .args([
             "--icmptype",
             "3",
             "--icmpcode",
@@ -127,14 +77,11 @@ fn a_flood_from_one_source_is_held_to_rate_times_time_plus_burst() {
             "-i",
             "u100000",
             GUARD_V4,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn hping3");
+        ],
+    );
     let elapsed = flood(&lab, 3, &[]);
     let (passed, limited) = echo_counts(&lab);
-    pmtud.wait_with_output().expect("hping3 finished");
+    pmtud.finish(Duration::from_secs(15));
     let stats = lab.json(&["stats", "--json"]);
     let frag_needed = icmp_row(&stats, "v4", 3).expect("PMTUD messages counted");
     assert_eq!(
@@ -169,34 +116,14 @@ fn a_flood_from_one_source_is_held_to_rate_times_time_plus_burst() {
 
 #[test]
 fn a_spoofed_random_source_flood_is_capped_and_established_hosts_get_through() {
-    if !support::privileged("a_spoofed_random_source_flood") {
+    if !privileged("a_spoofed_random_source_flood") {
         return;
     }
     let lab = Lab::new();
-    run_ok(
-        "ip",
-        &[
-            "-n",
-            &lab.peer_ns,
-            "addr",
-            "add",
-            &format!("{LEGIT_V4}/24"),
-            "dev",
-            &lab.peer_if,
-        ],
-    );
+    lab.add_peer_address(LEGIT_V4);
     lab.cli_ok(&["attach", &lab.guard_if]);
     // 10/s per source, burst 20: the new-source budget is 100/s with a burst of 200.
-    lab.cli_ok(&[
-        "policy",
-        "set",
-        "echo-request",
-        "limit",
-        "--rate",
-        "10",
-        "--burst",
-        "20",
-    ]);
+    lab.limit_echo("10", "20");
     // The legitimate host is established before the flood starts.
     assert_eq!(lab.ping(GUARD_V4, 1), 1);
     let before = echo_counts(&lab).0;

@@ -5,58 +5,17 @@
 //! background process is killed in `Drop` (before the lab, which removes the namespaces
 //! and pins), pass or fail.
 
-mod support;
-
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{background::Background, lab::*};
 
-const BIN: &str = env!("CARGO_BIN_EXE_icmp-guard");
-
-static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
-
-/// A per-test directory under the system temp dir, removed in `Drop`.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "icmp-guard-observe-{test}-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|err| panic!("creating {}: {err}", path.display()));
-        Self(path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.path(name);
-        std::fs::write(&path, text)
-            .unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
-        path.to_str().expect("UTF-8 temp path").to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::lab::*;
 
 /// The port in the "serving metrics on http://IP:PORT/metrics" line.
 fn served_port(stdout: &str) -> Option<u16> {
@@ -66,23 +25,14 @@ fn served_port(stdout: &str) -> Option<u16> {
 }
 
 /// GET `path` from 127.0.0.1:`port` inside the network namespace `ns`: a thread joins the
-/// namespace (setns changes only the calling thread's) and speaks HTTP/1.1 over std's
+/// namespace and speaks HTTP/1.1 over std's
 /// TcpStream. Returns (head, body).
 fn http_get_in_ns(ns: &str, port: u16, path: &str, accept: Option<&str>) -> (String, String) {
-    let ns_path = format!("/run/netns/{ns}");
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{}Connection: close\r\n\r\n",
         accept.map_or_else(String::new, |a| format!("Accept: {a}\r\n"))
     );
-    let response = std::thread::spawn(move || {
-        let ns = std::fs::File::open(&ns_path).expect("netns file");
-        // SAFETY: a valid namespace fd; affects only this thread, which ends after.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns: {}",
-            std::io::Error::last_os_error()
-        );
+    let response = icmp_guard_lab::netns::run_in(ns, || {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -90,10 +40,9 @@ fn http_get_in_ns(ns: &str, port: u16, path: &str, accept: Option<&str>) -> (Str
         stream.write_all(request.as_bytes()).expect("send");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("receive");
-        response
+        Ok(response)
     })
-    .join()
-    .expect("scrape thread");
+    .unwrap_or_else(|err| panic!("{err}"));
     let (head, body) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no HTTP head in {response:?}"));
@@ -198,7 +147,7 @@ fn hping_icmp(lab: &Lab, icmp_type: u8, code: u8, count: u32) {
 
 #[test]
 fn stats_by_code_and_per_interface_counters_match_what_was_sent() {
-    if !support::privileged("stats_by_code") {
+    if !privileged("stats_by_code") {
         return;
     }
     let lab = Lab::new();
@@ -269,7 +218,7 @@ fn stats_by_code_and_per_interface_counters_match_what_was_sent() {
 
 #[test]
 fn stats_watch_prints_json_lines_plain_blocks_and_redraws_a_terminal() {
-    if !support::privileged("stats_watch") {
+    if !privileged("stats_watch") {
         return;
     }
     let lab = Lab::new();
@@ -277,7 +226,7 @@ fn stats_watch_prints_json_lines_plain_blocks_and_redraws_a_terminal() {
     assert_eq!(lab.ping(GUARD_V4, 2), 2);
 
     // JSON lines with rates: pings run while the watch samples.
-    let mut watch = Background::guard(&lab, &["stats", "--watch", "1", "--count", "2", "--json"]);
+    let mut watch = lab.background(&["stats", "--watch", "1", "--count", "2", "--json"]);
     watch.wait_for("the first line", Duration::from_secs(5), |out, _| {
         out.lines().count() >= 1
     });
@@ -378,22 +327,13 @@ fn stats_watch_prints_json_lines_plain_blocks_and_redraws_a_terminal() {
 
 #[test]
 fn status_shows_the_kernel_icmp_view_of_the_guard_namespace() {
-    if !support::privileged("status_kernel_view") {
+    if !privileged("status_kernel_view") {
         return;
     }
     let lab = Lab::new();
     // A value the host does not have (a multiple of every HZ's jiffy, which the kernel rounds to) proves the namespace's own /proc/sys is read.
-    run_ok(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lab.guard_ns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.icmp_ratelimit=1500",
-        ],
-    );
+    let sysctl = ["-qw", "net.ipv4.icmp_ratelimit=1500"];
+    lab.run_in(&lab.guard_ns, "sysctl", &sysctl);
     let before = lab.json(&["status", "--json"]);
     assert_eq!(before["attached"], false);
     let kernel = &before["kernel"];
@@ -445,7 +385,7 @@ fn status_shows_the_kernel_icmp_view_of_the_guard_namespace() {
 
 #[test]
 fn metrics_pass_promtool_and_agree_with_stats_json_and_table() {
-    if !support::privileged("metrics") {
+    if !privileged("metrics") {
         return;
     }
     let lab = Lab::new();
@@ -522,7 +462,7 @@ fn metrics_pass_promtool_and_agree_with_stats_json_and_table() {
     assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
 
     // A real scrape over HTTP, on the loopback of the guard's namespace.
-    let mut server = Background::guard(&lab, &["metrics", "--listen", "127.0.0.1:0"]);
+    let mut server = lab.background(&["metrics", "--listen", "127.0.0.1:0"]);
     server.wait_for("the listening line", Duration::from_secs(5), |out, _| {
         served_port(out).is_some()
     });
@@ -551,25 +491,22 @@ const DROP_ECHO: &str = "[[rule]]\ntype = \"echo-request\"\naction = \"drop\"\n"
 
 #[test]
 fn run_applies_watches_and_reloads_its_policy_and_detaches_on_sigterm() {
-    if !support::privileged("run") {
+    if !privileged("run") {
         return;
     }
     let lab = Lab::new();
     let dir = TempDir::new("run");
     let policy = dir.write("policy.toml", PASS_ECHO);
-    let mut service = Background::guard(
-        &lab,
-        &[
-            "run",
-            &lab.guard_if,
-            "--policy",
-            &policy,
-            "--metrics",
-            "127.0.0.1:0",
-            "--summary-interval",
-            "1",
-        ],
-    );
+    let mut service = lab.background(&[
+        "run",
+        &lab.guard_if,
+        "--policy",
+        &policy,
+        "--metrics",
+        "127.0.0.1:0",
+        "--summary-interval",
+        "1",
+    ]);
     service.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
     });
@@ -661,11 +598,11 @@ fn run_applies_watches_and_reloads_its_policy_and_detaches_on_sigterm() {
 
 #[test]
 fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
-    if !support::privileged("run_keep") {
+    if !privileged("run_keep") {
         return;
     }
     let lab = Lab::new();
-    let mut first = Background::guard(&lab, &["run", &lab.guard_if, "--keep"]);
+    let mut first = lab.background(&["run", &lab.guard_if, "--keep"]);
     first.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
     });
@@ -681,7 +618,7 @@ fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
 
     let dir = TempDir::new("adopt");
     let policy = dir.write("policy.toml", DROP_ECHO);
-    let mut second = Background::guard(&lab, &["run", &lab.guard_if, "--policy", &policy]);
+    let mut second = lab.background(&["run", &lab.guard_if, "--policy", &policy]);
     second.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
     });
@@ -705,13 +642,13 @@ fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
 
 #[test]
 fn run_puts_protection_back_when_someone_detaches_it() {
-    if !support::privileged("run_watchdog") {
+    if !privileged("run_watchdog") {
         return;
     }
     let lab = Lab::new();
     let dir = TempDir::new("watchdog");
     let policy = dir.write("policy.toml", DROP_ECHO);
-    let mut service = Background::guard(&lab, &["run", &lab.guard_if, "--policy", &policy]);
+    let mut service = lab.background(&["run", &lab.guard_if, "--policy", &policy]);
     service.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
     });
@@ -738,13 +675,13 @@ fn run_puts_protection_back_when_someone_detaches_it() {
 
 #[test]
 fn run_with_a_broken_policy_file_protects_with_the_default_and_applies_the_fix() {
-    if !support::privileged("run_broken") {
+    if !privileged("run_broken") {
         return;
     }
     let lab = Lab::new();
     let dir = TempDir::new("broken");
     let policy = dir.write("policy.toml", "mode = \"sideways\"\n");
-    let mut service = Background::guard(&lab, &["run", &lab.guard_if, "--policy", &policy]);
+    let mut service = lab.background(&["run", &lab.guard_if, "--policy", &policy]);
     service.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
     });

@@ -3,8 +3,6 @@
 //! calls, and interfaces that disappear. Same lab as `e2e.rs` (namespaces removed in
 //! `Drop`); every flood is bounded by `timeout`.
 
-mod support;
-
 use std::{
     os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
@@ -12,71 +10,35 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::lab::*;
 use serde_json::Value;
-use support::lab::*;
-
-/// Floods share two CPUs with everything else: one at a time keeps the timing honest.
-static ONE_FLOOD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_flood_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_FLOOD_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The CLI in the lab's guard namespace, with any pin directory.
-fn cli_command(lab: &Lab, pin_dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net=/run/netns/{}", lab.guard_ns))
-        .arg(env!("CARGO_BIN_EXE_icmp-guard"))
-        .args(args)
-        .env("ICMP_GUARD_PIN_DIR", pin_dir);
-    command
-}
-
 fn cli_in(lab: &Lab, pin_dir: &Path, args: &[&str]) -> Output {
-    cli_command(lab, pin_dir, args)
-        .output()
-        .expect("running icmp-guard")
-}
-
-/// Asserts that a refusal is one line and returns it.
-fn one_sentence(err: &str) -> &str {
-    let err = err.trim();
-    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
-    err
+    output(&mut lab.cli_command_in(pin_dir, args))
 }
 
 /// Starts a flood of echo requests from the peer, bounded by `timeout -s INT`.
-fn spawn_flood(lab: &Lab, seconds: u32) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", &lab.peer_ns, "timeout", "-s", "INT"])
-        .arg(seconds.to_string())
-        .args(["hping3", "--flood", "--icmp", "-q", GUARD_V4])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hping3")
+fn spawn_flood(lab: &Lab, seconds: u32) -> Background {
+    let command = ping::hping3(
+        &lab.peer_ns,
+        seconds,
+        &["--flood", "--icmp", "-q", GUARD_V4],
+    );
+    Background::spawn("flood", command).expect("start hping3")
 }
 
 /// Waits for a flood and returns how many packets hping3 says it sent (SIGINT can land
 /// between a send and its count, so the guard may see one or two more).
-fn flood_transmitted(child: Child) -> u64 {
-    let output = child.wait_with_output().expect("hping3 finished");
+fn flood_transmitted(flood: Background) -> u64 {
     // hping3 prints its summary on stderr when SIGINT stops it.
-    let summary = format!("{}{}", text(&output.stdout), text(&output.stderr));
-    summary
-        .lines()
-        .find_map(|line| {
-            let (count, _) = line.split_once(" packets transmitted")?;
-            count.trim().parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no hping3 summary in: {summary}"))
+    let summary = flood.finish(Duration::from_secs(15));
+    let (sent, _) = ping::summary_in("hping3", &summary).unwrap_or_else(|err| panic!("{err}"));
+    sent
 }
 
 /// (packets, passed, dropped as rate_limit) for ICMPv4 echo requests.
@@ -93,19 +55,7 @@ fn echo_requests(lab: &Lab) -> (u64, u64, u64) {
 
 /// `Icmp: InEchos` of a namespace: echo requests that reached its IP stack.
 fn in_echos(ns: &str) -> u64 {
-    let output = run(
-        "nsenter",
-        &[&format!("--net=/run/netns/{ns}"), "cat", "/proc/net/snmp"],
-    );
-    let snmp = text(&output.stdout);
-    let mut icmp = snmp.lines().filter(|line| line.starts_with("Icmp:"));
-    let (names, values) = (icmp.next().expect("header"), icmp.next().expect("values"));
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "InEchos")
-        .and_then(|(_, value)| value.parse().ok())
-        .expect("InEchos")
+    icmp_guard_lab::netns::snmp(ns, "Icmp", "InEchos").unwrap_or_else(|err| panic!("{err}"))
 }
 
 fn interfaces(lab: &Lab) -> Vec<Value> {
@@ -138,33 +88,16 @@ fn cli_processes(pin_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn ip_in(ns: &str, args: &[&str]) {
-    let mut all = vec!["-n", ns];
-    all.extend_from_slice(args);
-    run_ok("ip", &all);
-}
-
-fn xdp_on(ns: &str, dev: &str) -> bool {
-    xdp_program_id(ns, dev).is_some()
-}
-
-/// The XDP program on an interface, as `ip -d link` reports it.
-fn xdp_program_id(ns: &str, dev: &str) -> Option<u64> {
-    let output = run("ip", &["-n", ns, "-d", "link", "show", "dev", dev]);
-    let shown = text(&output.stdout);
-    let (_, rest) = shown.split_once("prog/xdp id ")?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
 /// A veth pair with both ends in the guard namespace, both up.
 fn second_pair(lab: &Lab) -> (String, String) {
     let (a, b) = (format!("{}x", lab.guard_if), format!("{}y", lab.guard_if));
-    ip_in(
-        &lab.guard_ns,
+    let guard = &lab.guard_ns;
+    lab.ip(
+        guard,
         &["link", "add", &a, "type", "veth", "peer", "name", &b],
     );
-    ip_in(&lab.guard_ns, &["link", "set", &a, "up"]);
-    ip_in(&lab.guard_ns, &["link", "set", &b, "up"]);
+    lab.ip(guard, &["link", "set", &a, "up"]);
+    lab.ip(guard, &["link", "set", &b, "up"]);
     (a, b)
 }
 
@@ -288,61 +221,43 @@ fn load_and_pin_pass_program(pin: &Path) {
 }
 
 /// Attaches the pinned program at `pin` to `dev` in namespace `ns` with a bpf_link held
-/// only by the returned descriptor (as a tool that owns its attachment would), from a
-/// thread that joined the namespace.
+/// only by the returned descriptor (as a tool that owns its attachment would).
 fn link_pinned_program(pin: &Path, ns: &str, dev: &str) -> std::os::fd::OwnedFd {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    use std::os::fd::FromRawFd as _;
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_LINK_CREATE: libc::c_long = 28;
     const BPF_XDP: u32 = 37;
     const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-    let (pin, ns, dev) = (pin.to_owned(), ns.to_owned(), dev.to_owned());
-    std::thread::spawn(move || {
-        let netns = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
-        // SAFETY: setns on this thread only, with a descriptor we own.
-        assert_eq!(
-            unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns: {}",
-            std::io::Error::last_os_error()
-        );
-        let name = std::ffi::CString::new(dev).expect("name");
-        // SAFETY: a NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        assert_ne!(ifindex, 0, "the interface in {ns}");
-        let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).expect("path");
-        let mut attr = [0u8; 128];
-        attr[0..8].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
-        // SAFETY: attr and the path outlive the call.
-        let program =
-            unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 128u32) };
-        assert!(
-            program >= 0,
-            "BPF_OBJ_GET: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut attr = [0u8; 128];
-        attr[0..4].copy_from_slice(&(program as u32).to_ne_bytes());
-        attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-        attr[8..12].copy_from_slice(&BPF_XDP.to_ne_bytes());
-        attr[12..16].copy_from_slice(&XDP_FLAGS_SKB_MODE.to_ne_bytes());
-        // SAFETY: as above.
-        let link =
-            unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_mut_ptr(), 128u32) };
-        let error = std::io::Error::last_os_error();
-        // SAFETY: our descriptor; the link holds the program.
-        unsafe { libc::close(program as i32) };
-        assert!(link >= 0, "BPF_LINK_CREATE: {error}");
-        // SAFETY: a new descriptor nobody else owns.
-        unsafe { std::os::fd::OwnedFd::from_raw_fd(link as i32) }
-    })
-    .join()
-    .expect("the linking thread")
+    let ifindex = icmp_guard_lab::netns::ifindex(ns, dev).unwrap_or_else(|err| panic!("{err}"));
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).expect("path");
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: attr and the path outlive the call.
+    let program = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 128u32) };
+    assert!(
+        program >= 0,
+        "BPF_OBJ_GET: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(program as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    attr[8..12].copy_from_slice(&BPF_XDP.to_ne_bytes());
+    attr[12..16].copy_from_slice(&XDP_FLAGS_SKB_MODE.to_ne_bytes());
+    // SAFETY: as above. An XDP link names its interface by index, so it needs no thread
+    // inside the namespace.
+    let link = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_mut_ptr(), 128u32) };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: our descriptor; the link holds the program.
+    unsafe { libc::close(program as i32) };
+    assert!(link >= 0, "BPF_LINK_CREATE: {error}");
+    // SAFETY: a new descriptor nobody else owns.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(link as i32) }
 }
 
 #[test]
 fn protection_outlives_the_cli_and_attach_detach_are_idempotent() {
-    if !support::privileged("protection_outlives_the_cli") {
+    if !privileged("protection_outlives_the_cli") {
         return;
     }
     let lab = Lab::new();
@@ -391,7 +306,7 @@ fn protection_outlives_the_cli_and_attach_detach_are_idempotent() {
 
 #[test]
 fn pinned_maps_of_another_layout_are_refused() {
-    if !support::privileged("pinned_maps_of_another_layout_are_refused") {
+    if !privileged("pinned_maps_of_another_layout_are_refused") {
         return;
     }
     let lab = Lab::new();
@@ -520,7 +435,7 @@ fn pinned_maps_of_another_layout_are_refused() {
 
 #[test]
 fn upgrade_swaps_the_program_during_a_flood_without_a_gap() {
-    if !support::privileged("upgrade_swaps_the_program_during_a_flood") {
+    if !privileged("upgrade_swaps_the_program_during_a_flood") {
         return;
     }
     let lab = Lab::new();
@@ -552,14 +467,10 @@ fn upgrade_swaps_the_program_during_a_flood_without_a_gap() {
     let upgraded = lab.cli_ok(&["attach", "--upgrade", &lab.guard_if]);
     eprintln!("upgrade took {:?} under the flood", swap_started.elapsed());
     let (_, _, limited_at_swap) = echo_requests(&lab);
-    assert!(
-        flood.try_wait().expect("hping3").is_none(),
-        "the upgrade finished during the flood"
-    );
+    assert!(flood.is_running(), "the upgrade finished during the flood");
     std::thread::sleep(Duration::from_secs(1));
-    // `ip netns exec` execs `timeout`, which passes SIGINT on to hping3.
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(flood.id() as i32, libc::SIGINT) };
+    // nsenter execs `timeout`, which passes SIGINT on to hping3.
+    flood.signal(libc::SIGINT);
     let transmitted = flood_transmitted(flood);
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -607,7 +518,7 @@ fn upgrade_swaps_the_program_during_a_flood_without_a_gap() {
 
 #[test]
 fn foreign_xdp_programs_are_refused() {
-    if !support::privileged("foreign_xdp_programs_are_refused") {
+    if !privileged("foreign_xdp_programs_are_refused") {
         return;
     }
     let lab = Lab::new();
@@ -685,7 +596,7 @@ fn foreign_xdp_programs_are_refused() {
 
 #[test]
 fn native_mode_refusal_and_auto_fallback_on_loopback() {
-    if !support::privileged("native_mode_refusal_and_auto_fallback") {
+    if !privileged("native_mode_refusal_and_auto_fallback") {
         return;
     }
     let lab = Lab::new();
@@ -756,15 +667,15 @@ fn native_mode_refusal_and_auto_fallback_on_loopback() {
 
 #[test]
 fn jumbo_mtu_native_is_refused_clearly_and_generic_carries_jumbo_frames() {
-    if !support::privileged("jumbo_mtu") {
+    if !privileged("jumbo_mtu") {
         return;
     }
     let lab = Lab::new();
-    ip_in(
+    lab.ip(
         &lab.guard_ns,
         &["link", "set", &lab.guard_if, "mtu", "9000"],
     );
-    ip_in(&lab.peer_ns, &["link", "set", &lab.peer_if, "mtu", "9000"]);
+    lab.ip(&lab.peer_ns, &["link", "set", &lab.peer_if, "mtu", "9000"]);
 
     let native = lab.cli(&["attach", &lab.guard_if, "--mode", "native"]);
     let native_works = native.status.success();
@@ -794,27 +705,10 @@ fn jumbo_mtu_native_is_refused_clearly_and_generic_carries_jumbo_frames() {
         );
         assert_eq!(interfaces(&lab)[0]["mode"], "generic");
     }
-    let output = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &lab.peer_ns,
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-M",
-            "do",
-            "-s",
-            "8000",
-            "-q",
-            GUARD_V4,
-        ],
-    );
+    let jumbo = [
+        "-c", "3", "-i", "0.2", "-W", "1", "-M", "do", "-s", "8000", "-q", GUARD_V4,
+    ];
+    let output = output(&mut ping::ping(&lab.peer_ns, &jumbo));
     assert!(
         text(&output.stdout).contains("3 received"),
         "{}",
@@ -828,13 +722,13 @@ fn jumbo_mtu_native_is_refused_clearly_and_generic_carries_jumbo_frames() {
 
 #[test]
 fn concurrent_attach_and_detach_are_serialised_and_a_dead_holder_does_not_wedge() {
-    if !support::privileged("concurrent_attach_and_detach") {
+    if !privileged("concurrent_attach_and_detach") {
         return;
     }
     let lab = Lab::new();
     let (second, _) = second_pair(&lab);
     let spawn = |args: &[&str]| {
-        cli_command(&lab, &lab.pin_dir, args)
+        lab.cli_command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -933,7 +827,7 @@ fn concurrent_attach_and_detach_are_serialised_and_a_dead_holder_does_not_wedge(
 
 #[test]
 fn a_deleted_interface_is_gone_and_a_new_one_with_its_name_is_not_protected() {
-    if !support::privileged("a_deleted_interface_is_gone") {
+    if !privileged("a_deleted_interface_is_gone") {
         return;
     }
     let lab = Lab::new();
@@ -946,7 +840,7 @@ fn a_deleted_interface_is_gone_and_a_new_one_with_its_name_is_not_protected() {
         .and_then(|link| link["ifindex"].as_u64())
         .expect("spare attached");
 
-    ip_in(&lab.guard_ns, &["link", "del", &spare]);
+    lab.ip(&lab.guard_ns, &["link", "del", &spare]);
     let gone = |status: &[Value]| {
         status
             .iter()
@@ -962,11 +856,11 @@ fn a_deleted_interface_is_gone_and_a_new_one_with_its_name_is_not_protected() {
     assert!(text_status.contains("<gone>"), "{text_status}");
 
     // Same name, new interface: never claimed as protected.
-    ip_in(
+    lab.ip(
         &lab.guard_ns,
         &["link", "add", &spare, "type", "veth", "peer", "name", &peer],
     );
-    ip_in(&lab.guard_ns, &["link", "set", &spare, "up"]);
+    lab.ip(&lab.guard_ns, &["link", "set", &spare, "up"]);
     let status = interfaces(&lab);
     assert!(
         !status
@@ -1011,7 +905,7 @@ fn interface_counters(stats: &Value, name: &str) -> Value {
 
 #[test]
 fn two_interfaces_share_one_policy_and_are_counted_apart() {
-    if !support::privileged("two_interfaces_are_counted_apart") {
+    if !privileged("two_interfaces_are_counted_apart") {
         return;
     }
     let lab = Lab::new();

@@ -2,46 +2,35 @@
 //! floods through BPF_PROG_TEST_RUN (`repeat`), with the `EVENTS` ring buffer read back.
 //! A flood must yield at most the budget's allowance of events, and budget 0 none.
 
-mod support;
-
-use std::time::Instant;
-
-use aya::{
-    Ebpf,
-    maps::RingBuf,
-    programs::{TestRun as _, TestRunOptions},
-};
 use icmp_guard::{
     events::{EventReader, source_address},
-    loader::{self, GuardMaps},
-    policy::{self, Action, Policy, RuleSpec},
-    stats,
+    policy::{Action, Policy, RuleSpec},
 };
 use icmp_guard_common::{
     DropReason, FAMILY_V4, FAMILY_V6,
     events::{ACTION_DROPPED, ACTION_PASSED, IcmpEvent, events_per_window, max_events},
-    global, maps,
+    global,
 };
-use support::frames::*;
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+use crate::{
+    frames::*,
+    harness::{Guard, XDP_DROP, XDP_PASS, pin_to_cpu, privileged},
+};
+
 /// The CPU the tests pin themselves to, so the per-CPU budget is one budget.
 const CPU: usize = 0;
 
-struct Guard {
-    ebpf: Ebpf,
-    maps: GuardMaps,
+/// The program and its event ring.
+struct Sampled {
+    guard: Guard,
     events: EventReader,
 }
 
-impl Guard {
-    /// The program with private maps, echo requests dropped by policy, everything else
-    /// passed, and `per_sec` events per second per CPU.
+impl Sampled {
+    /// Echo requests dropped by policy, everything else passed, and `per_sec` events per
+    /// second per CPU.
     fn load(per_sec: u32) -> Self {
         pin_to_cpu(CPU);
-        let mut ebpf = loader::load(None).expect("the XDP program loads and passes the verifier");
-        let mut maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
         let mut policy = Policy::pass_all();
         let drop = RuleSpec {
             action: Action::Drop,
@@ -50,34 +39,23 @@ impl Guard {
         policy
             .set(FAMILY_V4, 8, None, drop, true)
             .expect("valid rule");
-        policy::apply(&mut maps, &policy).expect("apply the policy");
-        maps.set_events_per_sec(per_sec).expect("set the budget");
-        let ring = ebpf
-            .take_map(maps::EVENTS)
-            .map(RingBuf::try_from)
-            .expect("the object declares EVENTS")
-            .expect("EVENTS is a ring buffer");
-        Self {
-            ebpf,
-            maps,
-            events: EventReader::from_ring(ring),
-        }
+        let mut guard = Guard::load(&policy);
+        guard
+            .maps
+            .set_events_per_sec(per_sec)
+            .expect("set the budget");
+        let events = guard.take_events();
+        Self { guard, events }
     }
 
     /// Runs `frame` `repeat` times in one BPF_PROG_TEST_RUN; returns the verdict and the
     /// wall-clock nanoseconds the run took.
     fn flood(&mut self, frame: &[u8], repeat: u32) -> (u32, u64) {
-        let program = loader::xdp_program(&mut self.ebpf).expect("program present");
-        let started = Instant::now();
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        let elapsed = u64::try_from(started.elapsed().as_nanos()).expect("a short run");
-        (result.return_value, elapsed)
+        let (verdict, elapsed) = self.guard.repeat(frame, repeat);
+        (
+            verdict,
+            u64::try_from(elapsed.as_nanos()).expect("a short run"),
+        )
     }
 
     fn received(&mut self) -> Vec<IcmpEvent> {
@@ -87,46 +65,26 @@ impl Guard {
     }
 
     fn global(&self, slot: u32) -> u64 {
-        stats::read(&self.maps)
-            .expect("read counters")
-            .global(slot)
-            .packets
-    }
-}
-
-/// Pins the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the caller's
-/// CPU, so every packet of the flood is charged to that CPU's budget.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity write only it and
-    // the calling thread's affinity.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity: {}",
-            std::io::Error::last_os_error()
-        );
+        self.guard.snapshot().global(slot).packets
     }
 }
 
 #[test]
 fn a_flood_yields_at_most_the_budget_of_events() {
-    if !support::privileged("a_flood_yields_at_most_the_budget_of_events") {
+    if !privileged("a_flood_yields_at_most_the_budget_of_events") {
         return;
     }
     const BUDGET: u32 = 1000;
     const PACKETS: u32 = 100_000;
-    let mut guard = Guard::load(BUDGET);
+    let mut sampled = Sampled::load(BUDGET);
     let frame = icmpv4_between([198, 51, 100, 7], [192, 0, 2, 1], 8, 0);
-    let (verdict, elapsed_ns) = guard.flood(&frame, PACKETS);
+    let (verdict, elapsed_ns) = sampled.flood(&frame, PACKETS);
     assert_eq!(
         verdict, XDP_DROP,
         "echo requests are dropped by this policy"
     );
 
-    let events = guard.received();
+    let events = sampled.received();
     // Every 100 ms window the run touched, at its full allowance, on the one CPU.
     let bound = max_events(BUDGET, elapsed_ns);
     assert!(
@@ -142,12 +100,12 @@ fn a_flood_yields_at_most_the_budget_of_events() {
         events_per_window(BUDGET)
     );
     assert_eq!(
-        guard.global(global::EVENTS_EMITTED),
+        sampled.global(global::EVENTS_EMITTED),
         events.len() as u64,
         "every emitted event arrived"
     );
-    assert_eq!(guard.global(global::EVENTS_LOST), 0, "the ring had room");
-    let counted = stats::read(&guard.maps).expect("read counters");
+    assert_eq!(sampled.global(global::EVENTS_LOST), 0, "the ring had room");
+    let counted = sampled.guard.snapshot();
     assert_eq!(
         counted.of(FAMILY_V4, 8).dropped(DropReason::Policy),
         u64::from(PACKETS),
@@ -169,33 +127,37 @@ fn a_flood_yields_at_most_the_budget_of_events() {
 
 #[test]
 fn budget_zero_emits_nothing() {
-    if !support::privileged("budget_zero_emits_nothing") {
+    if !privileged("budget_zero_emits_nothing") {
         return;
     }
-    let mut guard = Guard::load(0);
-    let (verdict, _) = guard.flood(&icmpv4_frame(8, 0), 10_000);
+    let mut sampled = Sampled::load(0);
+    let (verdict, _) = sampled.flood(&icmpv4_frame(8, 0), 10_000);
     assert_eq!(verdict, XDP_DROP);
-    let (verdict, _) = guard.flood(&icmpv6_frame(&[], 128, 0), 10_000);
+    let (verdict, _) = sampled.flood(&icmpv6_frame(&[], 128, 0), 10_000);
     assert_eq!(verdict, XDP_PASS);
-    assert!(guard.received().is_empty(), "events are off");
-    assert_eq!(guard.global(global::EVENTS_EMITTED), 0);
-    assert_eq!(guard.global(global::EVENTS_LOST), 0);
+    assert!(sampled.received().is_empty(), "events are off");
+    assert_eq!(sampled.global(global::EVENTS_EMITTED), 0);
+    assert_eq!(sampled.global(global::EVENTS_LOST), 0);
 }
 
 #[test]
 fn passed_packets_are_sampled_too_and_a_new_budget_applies_at_once() {
-    if !support::privileged("passed_packets_are_sampled_too") {
+    if !privileged("passed_packets_are_sampled_too") {
         return;
     }
-    let mut guard = Guard::load(0);
+    let mut sampled = Sampled::load(0);
     let frame = icmpv6_custom_echo();
-    guard.flood(&frame, 100);
-    assert!(guard.received().is_empty());
-    guard.maps.set_events_per_sec(50).expect("set the budget");
-    assert_eq!(guard.maps.events_per_sec().expect("read"), 50);
-    let (verdict, elapsed_ns) = guard.flood(&frame, 1000);
+    sampled.flood(&frame, 100);
+    assert!(sampled.received().is_empty());
+    sampled
+        .guard
+        .maps
+        .set_events_per_sec(50)
+        .expect("set the budget");
+    assert_eq!(sampled.guard.maps.events_per_sec().expect("read"), 50);
+    let (verdict, elapsed_ns) = sampled.flood(&frame, 1000);
     assert_eq!(verdict, XDP_PASS);
-    let events = guard.received();
+    let events = sampled.received();
     assert!(!events.is_empty());
     assert!(events.len() as u64 <= max_events(50, elapsed_ns));
     for event in &events {
