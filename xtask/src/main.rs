@@ -1,17 +1,12 @@
 //! `cargo xtask`: developer tasks for icmp-guard.
 //!
-//! Every task that builds or runs anything first calls [`setup::run`], so a fresh machine
-//! needs nothing but rustup and `cargo xtask <task>`.
+//! `main` only parses and dispatches: each task is a module of [`tasks`], and what tasks
+//! share is in [`util`] (tasks never import each other). Every task that builds or runs
+//! anything first calls [`util::setup::run`], so a fresh machine needs nothing but rustup
+//! and `cargo xtask <task>`.
 
-mod bench;
-mod demo;
-mod fuzz;
-mod interrupt;
-mod kernels;
-mod lint;
-mod process;
-mod setup;
-mod test;
+mod tasks;
+mod util;
 
 use std::{ffi::OsString, process::ExitCode};
 
@@ -46,7 +41,7 @@ enum Task {
     /// Measure per-packet cost as a ratio to an empty XDP program (needs root)
     Bench,
     /// Compare the XDP program with the reference model on random frames (needs root)
-    Fuzz(fuzz::Args),
+    Fuzz(tasks::fuzz::Args),
     /// Boot Debian kernels under QEMU (and use the host's) to check that the XDP program
     /// loads, passes the verifier and gives the same verdicts on each (host kernel: root)
     Kernels {
@@ -55,20 +50,20 @@ enum Task {
         #[arg(long = "kernel", value_name = "VERSION")]
         kernel: Vec<String>,
         #[command(flatten)]
-        options: kernels::Options,
+        options: tasks::kernels::Options,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::run(),
-        Task::Test { args } => test::run(&args),
-        Task::Lint => lint::run(),
-        Task::Demo => demo::run(),
-        Task::Bench => bench::run(),
-        Task::Fuzz(args) => fuzz::run(&args),
-        Task::Kernels { kernel, options } => kernels::run(&kernel, &options),
+        Task::Setup => util::setup::run(),
+        Task::Test { args } => tasks::test::run(&args),
+        Task::Lint => tasks::lint::run(),
+        Task::Demo => tasks::demo::run(),
+        Task::Bench => tasks::bench::run(),
+        Task::Fuzz(args) => tasks::fuzz::run(&args),
+        Task::Kernels { kernel, options } => tasks::kernels::run(&kernel, &options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -221,7 +221,8 @@ fn load_and_pin_pass_program(pin: &Path) {
 }
 
 /// Attaches the pinned program at `pin` to `dev` in namespace `ns` with a bpf_link held
-/// only by the returned descriptor (as a tool that owns its attachment would).
+/// only by the returned descriptor (as a tool that owns its attachment would), created
+/// from a thread that joined the namespace.
 fn link_pinned_program(pin: &Path, ns: &str, dev: &str) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd as _;
     const BPF_OBJ_GET: libc::c_long = 7;
@@ -244,10 +245,15 @@ fn link_pinned_program(pin: &Path, ns: &str, dev: &str) -> std::os::fd::OwnedFd 
     attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
     attr[8..12].copy_from_slice(&BPF_XDP.to_ne_bytes());
     attr[12..16].copy_from_slice(&XDP_FLAGS_SKB_MODE.to_ne_bytes());
-    // SAFETY: as above. An XDP link names its interface by index, so it needs no thread
-    // inside the namespace.
-    let link = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_mut_ptr(), 128u32) };
-    let error = std::io::Error::last_os_error();
+    // The kernel resolves the index in the caller's namespace: create the link from a
+    // thread inside `ns`.
+    let (link, error) = icmp_guard_lab::netns::run_in(ns, || {
+        // SAFETY: as above.
+        let link =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_mut_ptr(), 128u32) };
+        Ok((link, std::io::Error::last_os_error()))
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
     // SAFETY: our descriptor; the link holds the program.
     unsafe { libc::close(program as i32) };
     assert!(link >= 0, "BPF_LINK_CREATE: {error}");

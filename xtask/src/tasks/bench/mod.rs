@@ -12,15 +12,13 @@
 
 mod drop_all;
 mod flood;
-mod netns;
-pub(crate) mod stats;
 
 use std::{fs, path::Path, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{demo, interrupt, process, setup};
+use crate::util::{cargo, interrupt, process, setup};
 
 /// Runs of the per-packet benchmark.
 const PER_PACKET_RUNS: &str = "5";
@@ -39,7 +37,7 @@ pub fn run() -> Result<()> {
         "--example",
         "bench",
     ]))?;
-    let target = demo::target_dir()?;
+    let target = cargo::target_dir()?;
     let release = target.join("release");
     let binary = release.join("icmp-guard");
     let per_packet = release.join("examples").join("bench");

@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [--count N]`: the differential test (icmp-guard/tests/differential.rs)
+//! `cargo xtask fuzz [--count N]`: the differential test (icmp-guard/tests/prog/differential.rs)
 //! in release mode on N random frames, each compared between the real XDP program and the
 //! reference model under five policies. Prints how many frames were compared and how many
 //! differences were found; fails on any difference that is not a known divergence.
@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 
-use crate::{process, setup};
+use crate::util::{process, setup};
 
 /// Frames to generate unless `--count` says otherwise.
 pub const DEFAULT_COUNT: u64 = 1_000_000;
@@ -38,8 +38,8 @@ pub fn run(args: &Args) -> Result<()> {
     let mut cargo = process::command("cargo");
     cargo
         .args(["test", "--release", "--package", "icmp-guard"])
-        .args(["--test", "differential", "--", "--exact", "--nocapture"])
-        .arg("xdp_program_agrees_with_the_model_on_random_frames")
+        .args(["--test", "prog", "--", "--exact", "--nocapture"])
+        .arg("differential::xdp_program_agrees_with_the_model_on_random_frames")
         .env("ICMP_GUARD_FUZZ_CASES", args.count.to_string())
         .env("ICMP_GUARD_FUZZ_SEED", &seed)
         .env("ICMP_GUARD_REQUIRE_PRIVILEGED", "1");

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::{process, setup};
+use crate::util::{process, setup};
 
 pub fn run() -> Result<()> {
     setup::run()?;

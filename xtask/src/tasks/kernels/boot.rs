@@ -1,8 +1,8 @@
-//! Runs the probe: in a QEMU guest (serial console on stdout) or directly on the host,
+//! Runs the payload: in a QEMU guest (serial console on stdout) or directly on the host,
 //! under a timeout, keeping everything it prints.
 //!
 //! QEMU's exit status says nothing about the guest (a powered-off guest and a panicked one
-//! both exit 0), so the verdict always comes from the probe's result line in the output.
+//! both exit 0), so the verdict always comes from what the payload printed.
 
 use std::{
     env,
@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::process;
+use crate::util::process;
 
 /// How a run ended.
 pub enum End {
@@ -27,9 +27,9 @@ pub enum End {
 }
 
 pub struct Run {
-    /// Everything the guest's console (or the host probe's stdout) showed.
+    /// Everything the guest's console (or the host payload's stdout) showed.
     pub output: String,
-    /// QEMU's (or the host probe's) stderr.
+    /// QEMU's (or the host payload's) stderr.
     pub errors: String,
     pub end: End,
     pub wall: Duration,
@@ -44,12 +44,12 @@ pub fn accelerator() -> String {
         .unwrap_or_else(|| "tcg".to_owned())
 }
 
-/// Boots `kernel` with `initrd`; the probe gets `probe_args`.
+/// Boots `kernel` with `initrd`; the payload gets `payload_args`.
 pub fn guest(
     qemu: &Path,
     kernel: &Path,
     initrd: &Path,
-    probe_args: &[&str],
+    payload_args: &[&str],
     timeout: Duration,
     log: &Path,
     echo: bool,
@@ -57,9 +57,9 @@ pub fn guest(
     // quiet: only errors from the kernel, so they cannot split the result line.
     // panic=-1 with -no-reboot: a panic (oops=panic, init exiting) ends QEMU at once.
     let mut append = String::from("console=ttyS0 quiet panic=-1 oops=panic");
-    if !probe_args.is_empty() {
+    if !payload_args.is_empty() {
         // Words after `--` become init's arguments.
-        let _ = write!(append, " -- {}", probe_args.join(" "));
+        let _ = write!(append, " -- {}", payload_args.join(" "));
     }
     let mut command = process::command(qemu);
     command
@@ -76,16 +76,8 @@ pub fn guest(
     supervise(command, timeout, log, echo)
 }
 
-/// Runs the probe on the running kernel.
-pub fn host(
-    probe: &Path,
-    probe_args: &[&str],
-    timeout: Duration,
-    log: &Path,
-    echo: bool,
-) -> Result<Run> {
-    let mut command = process::command(probe);
-    command.args(probe_args);
+/// Runs the payload on the running kernel: `command` is all set up.
+pub fn host(command: Command, timeout: Duration, log: &Path, echo: bool) -> Result<Run> {
     supervise(command, timeout, log, echo)
 }
 
@@ -207,8 +199,8 @@ mod tests {
     #[test]
     fn escape_sequences_and_control_characters_are_dropped() {
         assert_eq!(
-            printable("\u{1b}c\u{1b}[?7l\u{1b}[2JKERNEL-PROBE-BOOTED 6.1\r"),
-            "KERNEL-PROBE-BOOTED 6.1"
+            printable("\u{1b}c\u{1b}[?7l\u{1b}[2JMATRIX-KERNEL 6.1\r"),
+            "MATRIX-KERNEL 6.1"
         );
         assert_eq!(printable("a\tb"), "a\tb");
     }

@@ -11,9 +11,9 @@ use std::{
     os::fd::{FromRawFd as _, OwnedFd},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
-use super::netns;
+use icmp_guard_lab::netns;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -132,19 +132,14 @@ pub fn attach(ns: &str, ifname: &str) -> Result<DropAll> {
     let ifindex = netns::ifindex(ns, ifname)?;
     // The index is resolved in the caller's namespace, so the link is created from inside
     // `ns` too.
-    let link = netns::run_in(ns, || {
-        let mut create = LinkCreateAttr {
-            prog_fd: u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&program))
-                .context("program fd")?,
-            target_ifindex: ifindex,
-            attach_type: BPF_XDP,
-            flags: XDP_FLAGS_DRV_MODE,
-        };
-        match bpf(BPF_LINK_CREATE, &mut create) {
-            Ok(link) => Ok(link),
-            Err(err) => bail!("attaching the drop-all XDP program to {ifname} in {ns}: {err}"),
-        }
-    })?;
+    let mut create = LinkCreateAttr {
+        prog_fd: u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&program)).context("program fd")?,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags: XDP_FLAGS_DRV_MODE,
+    };
+    let link = netns::run_in(ns, || Ok(bpf(BPF_LINK_CREATE, &mut create)))?
+        .with_context(|| format!("attaching the drop-all XDP program to {ifname} in {ns}"))?;
     Ok(DropAll {
         _link: link,
         _program: program,

@@ -1,60 +1,17 @@
-//! Child processes, paths and privileges shared by all tasks.
+//! Child processes and privileges shared by all tasks.
 
 use std::{
     env,
-    ffi::{OsStr, OsString},
+    ffi::OsStr,
     io::ErrorKind,
     os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, ExitStatus, Output, Stdio},
-    sync::OnceLock,
 };
 
 use anyhow::{Context as _, Result, bail};
 
-/// The workspace root, whatever directory `cargo xtask` was started from.
-pub fn workspace_root() -> PathBuf {
-    // Baked in at compile time: xtask always sits one level below the workspace root.
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map_or_else(|| manifest_dir.join(".."), Path::to_path_buf)
-}
-
-/// Where `cargo install` puts binaries: `$CARGO_HOME/bin`, else `~/.cargo/bin`.
-pub fn cargo_bin_dir() -> Option<PathBuf> {
-    env::var_os("CARGO_HOME")
-        .filter(|home| !home.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
-        .map(|home| home.join("bin"))
-}
-
-/// `PATH` for every child, with the cargo bin directory first.
-///
-/// bpf-linker is installed there, and rustc (several processes down, through aya-build)
-/// finds it only through `PATH`. Putting it first also makes sure the bpf-linker we checked
-/// or installed is the one that runs, not an older copy elsewhere on `PATH`.
-pub fn child_path() -> &'static OsStr {
-    static CHILD_PATH: OnceLock<OsString> = OnceLock::new();
-    CHILD_PATH.get_or_init(|| {
-        let inherited = env::var_os("PATH").unwrap_or_default();
-        let Some(bin) = cargo_bin_dir() else {
-            return inherited;
-        };
-        let rest = env::split_paths(&inherited).filter(|dir| *dir != bin);
-        // join only fails on a directory containing ':', which a PATH entry cannot be.
-        env::join_paths(std::iter::once(bin.clone()).chain(rest)).unwrap_or(inherited)
-    })
-}
-
-/// Whether the user's own shell would find what we install into the cargo bin directory.
-pub fn cargo_bin_on_user_path() -> bool {
-    let Some(bin) = cargo_bin_dir() else {
-        return true;
-    };
-    env::var_os("PATH").is_some_and(|path| env::split_paths(&path).any(|dir| dir == bin))
-}
+use super::cargo::{child_path, workspace_root};
 
 /// Finds `program` the way a child would, plus the sbin directories: Debian leaves them off
 /// non-root users' `PATH`, though bpftool, tcpdump and nft live there.
@@ -80,32 +37,7 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
 }
 
 /// Renders a command the way a user would type it, for `$ ...` echo lines and errors.
-pub fn display(command: &Command) -> String {
-    let envs = command.get_envs().filter_map(|(key, value)| {
-        // PATH is set on every command; showing it would only add noise.
-        let value = value.filter(|_| key != "PATH")?;
-        Some(format!("{}={}", key.to_string_lossy(), quote(value)))
-    });
-    let program = std::iter::once(quote(command.get_program()));
-    let args = command.get_args().map(quote);
-    envs.chain(program)
-        .chain(args)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn quote(word: &OsStr) -> String {
-    let word = word.to_string_lossy();
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=+@,%".contains(c));
-    if plain {
-        word.into_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
+pub use icmp_guard_lab::process::display;
 
 /// Echoes the command as `$ ...`, runs it with inherited stdio and returns its status.
 pub fn status(command: &mut Command) -> Result<ExitStatus> {
@@ -162,7 +94,4 @@ fn spawn_error(command: &Command, err: std::io::Error) -> anyhow::Error {
 }
 
 /// Whether this process runs with root's effective uid.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
+pub use icmp_guard_lab::gate::is_root;

@@ -1,6 +1,7 @@
-//! The guests' initramfs: a static busybox, the static probe and an `/init` script that
-//! mounts proc, sysfs, devtmpfs and bpffs, runs the probe once with the arguments given
-//! after `--` on the kernel command line, prints the probe's exit status and powers off.
+//! The guests' initramfs: a static busybox, the static `prog` test binary, the static
+//! `icmp-guard` binary, the [`PAYLOAD`] script and an `/init` that mounts proc, sysfs,
+//! devtmpfs and bpffs, runs the payload once with the words given after `--` on the
+//! kernel command line, and powers off.
 //!
 //! Written directly in the `newc` cpio format the kernel unpacks (uncompressed, every
 //! timestamp and owner zero), so no cpio tool is needed and `/dev/console` can be a device
@@ -10,21 +11,49 @@ use std::{fs, path::Path};
 
 use anyhow::{Context as _, Result};
 
-/// The probe's place in the guest.
-pub const PROBE_PATH: &str = "/kernel_probe";
-/// Printed by `/init` after the probe, with its exit status.
-pub const EXIT_MARKER: &str = "KERNEL-PROBE-EXIT";
+/// What runs on each kernel, in a guest after [`INIT`] or on the host under
+/// `unshare --net`: the `prog` suite as `cargo test` runs it, then the static CLI attached
+/// to `lo` in generic mode. Pings from 127.0.0.1 are martian, so the guard drops them:
+/// answered before attach, unanswered while attached, answered again after detach.
+///
+/// `$BB` is busybox, `$PROG` and `$ICMP_GUARD` the two binaries; the first argument
+/// `negative-control` loads the broken program instead and leaves the CLI out.
+pub const PAYLOAD: &str = r#"bb="$BB"
+echo "MATRIX-KERNEL $($bb uname -r)"
+export ICMP_GUARD_REQUIRE_PRIVILEGED=1
+if [ "$1" = negative-control ]; then
+    export ICMP_GUARD_NEGATIVE_CONTROL=1
+fi
+"$PROG" --test-threads=1 --color=never
+echo "MATRIX-PROG-EXIT $?"
+[ "$1" = negative-control ] && exit 0
+$bb ip link set lo up
+cli_ping() {
+    echo "MATRIX-CLI-PING $1 $($bb ping -c 2 -w 3 127.0.0.1 2>&1 | $bb grep 'packets transmitted')"
+}
+cli_ping before
+"$ICMP_GUARD" attach lo --mode generic 2>&1
+echo "MATRIX-CLI-ATTACH-EXIT $?"
+cli_ping attached
+"$ICMP_GUARD" stats 2>&1
+"$ICMP_GUARD" detach lo 2>&1
+echo "MATRIX-CLI-DETACH-EXIT $?"
+cli_ping detached
+"#;
+
+/// The binaries' and the payload's places in the guest.
+const PROG_PATH: &str = "prog";
+const ICMP_GUARD_PATH: &str = "icmp-guard";
+const PAYLOAD_PATH: &str = "payload.sh";
 
 const INIT: &str = r#"#!/bin/busybox sh
-# icmp-guard kernel matrix: run the probe once, report, power off.
+# icmp-guard kernel matrix: run the payload once, power off.
 bb=/bin/busybox
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 $bb mount -t devtmpfs devtmpfs /dev 2>/dev/null
 $bb mount -t bpf bpf /sys/fs/bpf || echo "init: could not mount bpffs"
-echo "KERNEL-PROBE-BOOTED $($bb uname -r)"
-/kernel_probe "$@"
-echo "KERNEL-PROBE-EXIT $?"
+BB=$bb PROG=/prog ICMP_GUARD=/icmp-guard $bb sh /payload.sh "$@"
 $bb sync
 $bb poweroff -f
 "#;
@@ -34,21 +63,17 @@ const S_IFREG: u32 = 0o100_000;
 const S_IFCHR: u32 = 0o020_000;
 
 /// Writes the initramfs to `path`.
-pub fn write(path: &Path, busybox: &Path, probe: &Path) -> Result<()> {
-    let busybox = fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
-    let probe = fs::read(probe).with_context(|| format!("reading {}", probe.display()))?;
+pub fn write(path: &Path, busybox: &Path, prog: &Path, icmp_guard: &Path) -> Result<()> {
+    let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
     let mut archive = Archive::default();
     for dir in ["bin", "dev", "proc", "sys", "tmp"] {
         archive.entry(dir, S_IFDIR | 0o755, &[], (0, 0));
     }
     archive.entry("dev/console", S_IFCHR | 0o600, &[], (5, 1));
-    archive.entry("bin/busybox", S_IFREG | 0o755, &busybox, (0, 0));
-    archive.entry(
-        PROBE_PATH.trim_start_matches('/'),
-        S_IFREG | 0o755,
-        &probe,
-        (0, 0),
-    );
+    archive.entry("bin/busybox", S_IFREG | 0o755, &read(busybox)?, (0, 0));
+    archive.entry(PROG_PATH, S_IFREG | 0o755, &read(prog)?, (0, 0));
+    archive.entry(ICMP_GUARD_PATH, S_IFREG | 0o755, &read(icmp_guard)?, (0, 0));
+    archive.entry(PAYLOAD_PATH, S_IFREG | 0o644, PAYLOAD.as_bytes(), (0, 0));
     archive.entry("init", S_IFREG | 0o755, INIT.as_bytes(), (0, 0));
     archive.entry("TRAILER!!!", 0, &[], (0, 0));
     if let Some(parent) = path.parent() {

@@ -12,12 +12,14 @@ use std::{
     fs,
     io::{Read as _, Write as _},
     path::{Path, PathBuf},
-    process::Stdio,
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::process;
+use crate::util::{
+    apt::{apt_get, installed_version},
+    process,
+};
 
 const QEMU: &str = "qemu-system-x86_64";
 const QEMU_PACKAGE: &str = "qemu-system-x86";
@@ -60,22 +62,6 @@ pub fn ensure_static_busybox() -> Result<PathBuf> {
         Some(path) if is_static_elf(&path)? => Ok(path),
         _ => bail!("{BUSYBOX_PACKAGE} is installed, but the busybox on PATH is not static"),
     }
-}
-
-fn installed_version(package: &str) -> Result<Option<String>> {
-    if process::find_program("dpkg-query").is_none() {
-        return Ok(None);
-    }
-    let output = process::output(process::command("dpkg-query").args([
-        "-W",
-        "-f=${Status}|${Version}",
-        package,
-    ]))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    Ok(text
-        .split_once('|')
-        .filter(|(status, _)| output.status.success() && status.contains("install ok installed"))
-        .map(|(_, version)| version.to_owned()))
 }
 
 /// `<codename>-backports` of the running Debian release.
@@ -125,18 +111,8 @@ fn install(package: &str, backports: Option<&str>) -> Result<()> {
             "APT::Sandbox::User=root".to_owned(),
         ];
     }
-    let apt_get = || {
-        let mut command = process::command("apt-get");
-        for option in &private {
-            command.args(["-o", option]);
-        }
-        command
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null());
-        command
-    };
-    process::run(apt_get().arg("update"))?;
-    let mut install = apt_get();
+    process::run(apt_get(&private).arg("update"))?;
+    let mut install = apt_get(&private);
     install.args(["install", "-y", "--no-install-recommends", "--no-remove"]);
     if let Some(suite) = backports {
         install.args(["-t", suite]);

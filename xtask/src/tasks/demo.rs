@@ -10,24 +10,26 @@
 //! throughout. The summary says what was sent, what was dropped and why, and checks that
 //! every bystander ping and every PMTUD message got through: the demo fails if not.
 //!
-//! Every name carries our pid, so two demos, or a demo and the tests, never collide.
-//! Everything is removed in `Drop`, also after a failure or Ctrl-C.
+//! The namespaces are an [`icmp_guard_lab::Lab`], the lab of the tests: every name
+//! carries our pid, so two demos, or a demo and the tests, never collide, and everything is
+//! removed at the end, also after a failure or Ctrl-C, with every clean-up failure
+//! reported.
 
 use std::{
-    collections::BTreeSet,
-    fs,
-    io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::{Arc, Mutex, PoisonError},
-    thread::JoinHandle,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
+use icmp_guard_lab::{
+    Lab, netns,
+    ping::{self, Pinger},
+    stats::counter,
+};
 use serde_json::Value;
 
-use crate::{interrupt, process, setup};
+use crate::util::{cargo, interrupt, process, setup};
 
 const HOST_V4: &str = "192.0.2.1";
 const BYSTANDER_V4: &str = "192.0.2.2";
@@ -45,7 +47,7 @@ pub fn run() -> Result<()> {
     }
     setup::run()?;
     process::run(process::command("cargo").args(["build", "--package", "icmp-guard"]))?;
-    let binary = target_dir()?.join("debug").join("icmp-guard");
+    let binary = cargo::target_dir()?.join("debug").join("icmp-guard");
     if !binary.is_file() {
         bail!(
             "`cargo build` succeeded but {} is missing",
@@ -55,31 +57,23 @@ pub fn run() -> Result<()> {
 
     interrupt::catch()?;
     let started = Instant::now();
-    // Created before anything exists, so its Drop cleans up after a failure at any step.
-    let mut lab = Lab::new(binary);
-    lab.build()?;
-    lab.tour()?;
-    drop(lab);
+    let mut demo = Demo::new(binary);
+    let shown = demo.build().and_then(|()| demo.tour());
+    // Whatever happened, the lab goes; both failures are reported.
+    demo.pinger = None;
+    println!("\ncleaning up the lab");
+    let cleaned = demo.lab.clean_up();
+    match (shown, cleaned) {
+        (Ok(()), Ok(())) => {}
+        (Ok(()), Err(cleanup)) => bail!(cleanup),
+        (Err(err), Ok(())) => return Err(err),
+        (Err(err), Err(cleanup)) => return Err(err.context(format!("and then {cleanup}"))),
+    }
     println!(
         "\ndemo finished in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// The cargo target directory, which `CARGO_TARGET_DIR` or a config file may have moved.
-pub fn target_dir() -> Result<PathBuf> {
-    let json = process::stdout_of(process::command("cargo").args([
-        "metadata",
-        "--format-version",
-        "1",
-        "--no-deps",
-    ]))?;
-    let metadata: Value = serde_json::from_str(&json).context("parsing `cargo metadata` output")?;
-    metadata["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .context("`cargo metadata` reported no target_directory")
 }
 
 /// A host on the LAN: its namespace, its role in the story and its address.
@@ -90,39 +84,37 @@ struct Host {
     v4: &'static str,
 }
 
-/// The lab's resources. Fields record what exists, so `Drop` removes exactly what we made.
-struct Lab {
+/// The lab and the story's state.
+struct Demo {
+    lab: Lab,
     binary: PathBuf,
     switch_ns: String,
     protected: Host,
     bystander: Host,
     attacker: Host,
-    pin_dir: PathBuf,
-    /// Namespaces created so far, in order.
-    created: Vec<String>,
-    /// Set before `attach` runs, since a failed attach may still have pinned something.
-    attached: bool,
     pinger: Option<Pinger>,
 }
 
-impl Lab {
+impl Demo {
     fn new(binary: PathBuf) -> Self {
-        let pid = std::process::id();
+        let lab = Lab::new("demo");
         let host = |role, suffix: &str, v4| Host {
             role,
-            ns: format!("igdemo-{pid}-{suffix}"),
+            ns: lab.ns_name(suffix),
             v4,
         };
+        let (protected, bystander, attacker) = (
+            host("protected host", "host", HOST_V4),
+            host("bystander", "bystander", BYSTANDER_V4),
+            host("attacker", "attacker", ATTACKER_V4),
+        );
         Self {
+            switch_ns: lab.ns_name("switch"),
+            lab,
             binary,
-            switch_ns: format!("igdemo-{pid}-switch"),
-            protected: host("protected host", "host", HOST_V4),
-            bystander: host("bystander", "bystander", BYSTANDER_V4),
-            attacker: host("attacker", "attacker", ATTACKER_V4),
-            // Our own pin dir keeps the demo away from the pins of a real deployment.
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/icmp-guard-demo-{pid}")),
-            created: Vec::new(),
-            attached: false,
+            protected,
+            bystander,
+            attacker,
             pinger: None,
         }
     }
@@ -141,34 +133,34 @@ impl Lab {
             println!("  {:<15} {:<16} in {}", host.role, host.v4, host.ns);
         }
         println!("  all three plugged into bridge br0 in {}", self.switch_ns);
-        let switch = self.switch_ns.clone();
-        self.add_namespace(&switch)?;
-        ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &switch, "link", "set", "br0", "up"])?;
+        let switch = self.lab.add_namespace("switch")?;
+        self.lab
+            .ip(&switch, &["link", "add", "br0", "type", "bridge"])?;
+        self.lab.ip(&switch, &["link", "set", "br0", "up"])?;
         for host in self.hosts() {
-            self.add_namespace(&host.ns)?;
+            let suffix = host.ns.rsplit('-').next().unwrap_or("host");
+            self.lab.add_namespace(suffix)?;
             // The port is named after the host; both ends are created straight inside
             // their namespaces, so the host's own interfaces are never involved.
             let port = host.role.split(' ').next_back().unwrap_or("port");
-            ip(&[
-                "link", "add", "eth0", "netns", &host.ns, "type", "veth", "peer", "name", port,
-                "netns", &switch,
-            ])?;
-            ip(&["-n", &switch, "link", "set", port, "master", "br0"])?;
-            ip(&["-n", &switch, "link", "set", port, "up"])?;
-            ip(&[
-                "-n",
+            self.lab.add_veth((&host.ns, "eth0"), (&switch, port))?;
+            self.lab
+                .ip(&switch, &["link", "set", port, "master", "br0"])?;
+            self.lab.ip(&switch, &["link", "set", port, "up"])?;
+            let address = format!("{}/{PREFIX}", host.v4);
+            self.lab.ip(
                 &host.ns,
-                "address",
-                "add",
-                &format!("{}/{PREFIX}", host.v4),
-                "broadcast",
-                BROADCAST_V4,
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", &host.ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &host.ns, "link", "set", "eth0", "up"])?;
+                &[
+                    "address",
+                    "add",
+                    &address,
+                    "broadcast",
+                    BROADCAST_V4,
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            self.lab.ip(&host.ns, &["link", "set", "eth0", "up"])?;
         }
         // Linux ignores broadcast pings by default; old stacks and many devices answer
         // them, which is what makes a smurf amplifier. Switch the default off on the
@@ -190,20 +182,16 @@ impl Lab {
                 );
             }
         }
+        // Clean-up detaches with this binary whenever something was pinned.
+        drop(self.lab.guard(&self.protected.ns, &self.binary));
         interrupt::check()
-    }
-
-    fn add_namespace(&mut self, ns: &str) -> Result<()> {
-        ip(&["netns", "add", ns])?;
-        self.created.push(ns.to_owned());
-        Ok(())
     }
 
     fn tour(&mut self) -> Result<()> {
         println!(
             "\nicmp-guard runs on the protected host as `ICMP_GUARD_PIN_DIR={} nsenter --net={} {} ...`",
-            self.pin_dir.display(),
-            netns_path(&self.protected.ns).display(),
+            self.lab.pin_dir().display(),
+            icmp_guard_lab::process::netns_path(&self.protected.ns).display(),
             self.binary.display()
         );
 
@@ -214,10 +202,9 @@ impl Lab {
              sources without a bucket share a budget of 1,000/s; smurf echoes, timestamps and \
              other recon types dropped; PMTUD never limited",
         );
-        self.attached = true;
         self.guard(&["attach", "eth0"])?;
         self.guard(&["status"])?;
-        let (pinger, command) = Pinger::start(&self.bystander, HOST_V4)?;
+        let (pinger, command) = Pinger::start(&self.bystander.ns, HOST_V4)?;
         println!(
             "{}$ {command} &   (runs in the background until the end)",
             self.bystander.role
@@ -225,7 +212,9 @@ impl Lab {
         self.pinger = Some(pinger);
         // Two answered pings first: the bystander is an established source before the
         // floods start.
-        self.pinger()?.wait_for_replies(2, Duration::from_secs(5))?;
+        if !self.pinger()?.wait_for_replies(2, Duration::from_secs(5)) {
+            bail!("the bystander's pings are not answered");
+        }
         self.progress()?;
 
         step(
@@ -451,7 +440,6 @@ impl Lab {
 
         println!();
         self.guard(&["detach", "--all"])?;
-        self.attached = false;
         if failed > 0 {
             bail!("{failed} of {} demo checks failed", checks.len());
         }
@@ -469,25 +457,27 @@ impl Lab {
     }
 
     fn progress(&self) -> Result<()> {
-        println!("{}", self.pinger()?.progress(&self.bystander));
+        let pinger = self.pinger()?;
+        let missing = pinger.missing();
+        println!(
+            "{} ({}, pinging {HOST_V4} once a second): {} answered so far, {}",
+            self.bystander.role,
+            self.bystander.v4,
+            pinger.replies(),
+            if missing.is_empty() {
+                "none lost".to_owned()
+            } else {
+                format!("unanswered icmp_seq {missing:?}")
+            }
+        );
         interrupt::check()
     }
 
-    /// Runs the icmp-guard CLI on the protected host.
-    ///
-    /// nsenter joins only the network namespace. `ip netns exec` would also remount /sys
-    /// for the namespace, hiding the host's bpffs and with it our pins.
+    /// Runs the icmp-guard CLI on the protected host, with the lab's pin directory.
     fn guard_command(&self, args: &[&str]) -> Command {
-        let mut nsenter = process::command("nsenter");
-        nsenter
-            .arg(format!(
-                "--net={}",
-                netns_path(&self.protected.ns).display()
-            ))
-            .arg(&self.binary)
-            .args(args)
-            .env("ICMP_GUARD_PIN_DIR", &self.pin_dir);
-        nsenter
+        let mut command = self.lab.guard_command(&self.protected.ns, &self.binary);
+        command.args(args);
+        command
     }
 
     fn guard(&self, args: &[&str]) -> Result<()> {
@@ -512,8 +502,8 @@ impl Lab {
 
     /// Runs a command on `host` quietly and returns its output, whatever its status.
     fn in_ns(&self, host: &Host, args: &[&str]) -> Result<Output> {
-        let mut command = process::command("ip");
-        command.args(["netns", "exec", &host.ns]).args(args);
+        let mut command = self.lab.command(&host.ns, args[0]);
+        command.args(&args[1..]);
         process::output(&mut command)
     }
 
@@ -531,10 +521,9 @@ impl Lab {
     /// heaviest sources as the guard sees them, from its sampled events.
     fn attack_watched(&self, args: &[&str]) -> Result<Output> {
         println!("{}$ {}", self.attacker.role, args.join(" "));
-        let mut command = process::command("ip");
+        let mut command = self.lab.command(&self.attacker.ns, args[0]);
         command
-            .args(["netns", "exec", &self.attacker.ns])
-            .args(args)
+            .args(&args[1..])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let attack = command
@@ -553,21 +542,7 @@ impl Lab {
 
     /// `Icmp InDestUnreachs` of the protected host's stack.
     fn host_dest_unreachables(&self) -> Result<u64> {
-        let output = self.in_ns(&self.protected, &["cat", "/proc/net/snmp"])?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let mut lines = text.lines().filter(|line| line.starts_with("Icmp:"));
-        let (Some(header), Some(values)) = (lines.next(), lines.next()) else {
-            bail!("no Icmp counters in the protected host's /proc/net/snmp");
-        };
-        let index = header
-            .split_whitespace()
-            .position(|name| name == "InDestUnreachs")
-            .context("no InDestUnreachs counter")?;
-        values
-            .split_whitespace()
-            .nth(index)
-            .and_then(|value| value.parse().ok())
-            .context("unreadable InDestUnreachs counter")
+        Ok(netns::snmp(&self.protected.ns, "Icmp", "InDestUnreachs")?)
     }
 }
 
@@ -591,31 +566,7 @@ fn print_output(output: &Output) {
 
 /// "N packets transmitted, M (packets) received" from ping or hping3.
 fn transmitted_received(output: &Output) -> Option<(u64, u64)> {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    stdout.lines().chain(stderr.lines()).find_map(ping_summary)
-}
-
-/// (sent, received) of a "N packets transmitted, M (packets) received" summary line.
-fn ping_summary(line: &str) -> Option<(u64, u64)> {
-    let (sent, rest) = line.split_once(" packets transmitted, ")?;
-    let sent = sent.trim().parse().ok()?;
-    let received = rest.split_whitespace().next()?.parse().ok()?;
-    Some((sent, received))
-}
-
-/// A counter of the (family, type) row of `stats --json`, 0 when the row is absent.
-fn counter(stats: &Value, family: &str, icmp_type: u64, path: &[&str]) -> u64 {
-    let Some(row) = stats["icmp"].as_array().and_then(|rows| {
-        rows.iter()
-            .find(|row| row["family"] == family && row["type"] == icmp_type)
-    }) else {
-        return 0;
-    };
-    path.iter()
-        .fold(row, |value, key| &value[*key])
-        .as_u64()
-        .unwrap_or(0)
+    ping::summary(&icmp_guard_lab::process::text(output))
 }
 
 /// Why each drop reason fires, for the summary.
@@ -677,199 +628,4 @@ fn describe_stats(stats: &Value) -> String {
         totals["icmp_packets"], totals["passed"], totals["dropped"], totals["non_icmp_passed"]
     );
     text
-}
-
-/// The bystander's `ping -i 1`, read line by line in the background.
-struct Pinger {
-    child: Child,
-    log: Arc<Mutex<PingLog>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct PingLog {
-    replies: BTreeSet<u64>,
-    highest: u64,
-    summary: Option<(u64, u64)>,
-}
-
-/// How the bystander's pings went.
-struct PingResult {
-    transmitted: u64,
-    received: u64,
-    missing: Vec<u64>,
-}
-
-impl Pinger {
-    fn start(host: &Host, target: &str) -> Result<(Self, String)> {
-        let args = ["ping", "-O", "-i", "1", target];
-        let mut command = process::command("ip");
-        command
-            .args(["netns", "exec", &host.ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting `{}`", process::display(&command)))?;
-        let stdout = child.stdout.take().context("ping's stdout")?;
-        let log = Arc::new(Mutex::new(PingLog::default()));
-        let shared = Arc::clone(&log);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut log = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(seq) = icmp_seq(&line) {
-                    log.highest = log.highest.max(seq);
-                    // With -O, ping also prints "no answer yet for icmp_seq=N" when it
-                    // sends the next request without a reply to this one.
-                    if line.contains(" bytes from ") {
-                        log.replies.insert(seq);
-                    }
-                } else if let Some(summary) = ping_summary(&line) {
-                    log.summary = Some(summary);
-                }
-            }
-        });
-        Ok((
-            Self {
-                child,
-                log,
-                reader: Some(reader),
-            },
-            args.join(" "),
-        ))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, PingLog> {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn replies(&self) -> usize {
-        self.lock().replies.len()
-    }
-
-    fn wait_for_replies(&self, count: usize, limit: Duration) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        while self.replies() < count {
-            interrupt::check()?;
-            if Instant::now() > deadline {
-                bail!("the bystander's pings are not answered");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
-    fn progress(&self, host: &Host) -> String {
-        let log = self.lock();
-        let missing: Vec<u64> = (1..log.highest)
-            .filter(|seq| !log.replies.contains(seq))
-            .collect();
-        format!(
-            "{} ({}, pinging {HOST_V4} once a second): {} answered so far, {}",
-            host.role,
-            host.v4,
-            log.replies.len(),
-            if missing.is_empty() {
-                "none lost".to_owned()
-            } else {
-                format!("unanswered icmp_seq {missing:?}")
-            }
-        )
-    }
-
-    /// Stops ping right after a reply, so no request is in flight, and returns its tally.
-    fn stop(mut self) -> Result<PingResult> {
-        let answered = self.replies();
-        let _ = self.wait_for_replies(answered + 1, Duration::from_secs(3));
-        self.interrupt();
-        let status = self.child.wait()?;
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        let log = self.lock();
-        let Some((transmitted, received)) = log.summary else {
-            bail!("the bystander's ping printed no summary ({status})");
-        };
-        let missing = (1..=transmitted)
-            .filter(|seq| !log.replies.contains(seq))
-            .collect();
-        Ok(PingResult {
-            transmitted,
-            received,
-            missing,
-        })
-    }
-
-    fn interrupt(&self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: signalling our own child, which has not been waited for yet.
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
-        }
-    }
-}
-
-impl Drop for Pinger {
-    fn drop(&mut self) {
-        // Only reached without `stop`, after a failure: end our ping.
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.interrupt();
-            let _ = self.child.wait();
-        }
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-    }
-}
-
-/// `icmp_seq=N` in a ping line.
-fn icmp_seq(line: &str) -> Option<u64> {
-    let (_, rest) = line.split_once("icmp_seq=")?;
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.pinger = None;
-        if !(self.attached || !self.created.is_empty() || self.pin_dir.exists()) {
-            return;
-        }
-        println!("\ncleaning up the lab");
-        // Best effort throughout: report what is left behind, but try every step.
-        if self.attached {
-            let shown = "icmp-guard detach --all";
-            match process::status_shown_as(&mut self.guard_command(&["detach", "--all"]), shown) {
-                Ok(status) if status.success() => {}
-                Ok(status) => eprintln!("warning: `{shown}` failed ({status})"),
-                Err(err) => eprintln!("warning: {err:#}"),
-            }
-        }
-        // Deleting a namespace also deletes its veth ends, and with them the pairs.
-        for ns in self.created.drain(..).rev() {
-            if let Err(err) = ip(&["netns", "del", &ns]) {
-                eprintln!("warning: {err:#}");
-            }
-        }
-        if self.pin_dir.exists() {
-            println!("$ rm -rf {}", self.pin_dir.display());
-            if let Err(err) = fs::remove_dir_all(&self.pin_dir) {
-                eprintln!("warning: removing {}: {err}", self.pin_dir.display());
-            }
-        }
-    }
-}
-
-/// Where `ip netns add` leaves the namespace's handle, for nsenter.
-fn netns_path(ns: &str) -> PathBuf {
-    Path::new("/run/netns").join(ns)
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    process::run(process::command("ip").args(args))
 }

@@ -4,11 +4,11 @@ use std::ffi::OsString;
 
 use anyhow::Result;
 
-use crate::{process, setup};
+use crate::util::{process, setup};
 
 /// Set to `1` (CI does) to make root-only tests fail instead of skipping. Read by the tests;
 /// we only pass it through by inheriting the environment.
-const REQUIRE_PRIVILEGED: &str = "ICMP_GUARD_REQUIRE_PRIVILEGED";
+use icmp_guard_lab::gate::REQUIRE_PRIVILEGED;
 
 pub fn run(extra_args: &[OsString]) -> Result<()> {
     setup::run()?;

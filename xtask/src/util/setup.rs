@@ -6,7 +6,11 @@ use std::io::Write as _;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::process::{self, command};
+use super::{
+    apt::{apt_get, installed_version},
+    cargo,
+    process::{self, command},
+};
 
 /// The bpf-linker release we build with. 0.11 and later link against a system LLVM 21 that
 /// Debian 12 does not ship; 0.10.1 emits BTF names the kernel's verifier rejects.
@@ -42,12 +46,12 @@ pub fn run() -> Result<()> {
 /// One `checking ...` line. The verdict ends the line; a step dropped without a verdict
 /// (an early `?` return) ends it with "failed" so the error that follows starts on its own
 /// line.
-struct Step {
+pub struct Step {
     finished: bool,
 }
 
 impl Step {
-    fn start(what: &str) -> Self {
+    pub fn start(what: &str) -> Self {
         print!("checking {what}... ");
         // Without a flush the line would only appear together with its verdict, which for
         // a slow check looks like a hang.
@@ -55,7 +59,7 @@ impl Step {
         Self { finished: false }
     }
 
-    fn finish(mut self, verdict: &str) {
+    pub fn finish(mut self, verdict: &str) {
         println!("{verdict}");
         self.finished = true;
     }
@@ -185,8 +189,8 @@ fn bpf_linker_version() -> Result<Option<String>> {
 }
 
 fn note_if_cargo_bin_not_on_path() {
-    if !process::cargo_bin_on_user_path()
-        && let Some(bin) = process::cargo_bin_dir()
+    if !cargo::cargo_bin_on_user_path()
+        && let Some(bin) = cargo::cargo_bin_dir()
     {
         println!(
             "note: {} is not on your PATH; xtask adds it for the commands it runs, \
@@ -237,16 +241,8 @@ fn ensure_debian_packages() -> Result<()> {
             missing.join(" ")
         );
     }
-    let apt_get = || {
-        let mut apt_get = command("apt-get");
-        // CI runs without a terminal or stdin: never let a package ask a question.
-        apt_get
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(std::process::Stdio::null());
-        apt_get
-    };
-    process::run(apt_get().arg("update"))?;
-    process::run(apt_get().args(install_args).args(&missing))?;
+    process::run(apt_get(&[]).arg("update"))?;
+    process::run(apt_get(&[]).args(install_args).args(&missing))?;
 
     let still_missing = missing_packages(missing.iter().map(String::as_str))?;
     if !still_missing.is_empty() {
@@ -262,12 +258,7 @@ fn ensure_debian_packages() -> Result<()> {
 fn missing_packages<'a>(packages: impl Iterator<Item = &'a str>) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     for package in packages {
-        let output = process::output(command("dpkg-query").args(["-W", "-f=${Status}", package]))?;
-        // dpkg-query exits non-zero for a package it has never heard of; a removed package
-        // that left its configuration behind reports `deinstall ok config-files`.
-        let installed = output.status.success()
-            && String::from_utf8_lossy(&output.stdout).contains("install ok installed");
-        if !installed {
+        if installed_version(package)?.is_none() {
             missing.push(package.to_owned());
         }
     }

@@ -27,8 +27,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use super::{drop_all, netns, stats};
-use crate::{interrupt, process};
+use icmp_guard_lab::{Pair, netns, ping};
+
+use super::drop_all;
+use crate::util::{interrupt, numbers, process};
 
 /// Echo requests per flood.
 pub const PACKETS: u64 = 1_000_000;
@@ -184,11 +186,11 @@ struct Counters {
 impl Counters {
     fn open(lab: &Lab) -> Result<Self> {
         Ok(Self {
-            receiver_if: lab.receiver_if.clone(),
-            sender_if: lab.sender_if.clone(),
-            receiver_dev: netns::open_proc_net(&lab.receiver_ns, "dev")?,
-            receiver_snmp: netns::open_proc_net(&lab.receiver_ns, "snmp")?,
-            sender_dev: netns::open_proc_net(&lab.sender_ns, "dev")?,
+            receiver_if: lab.pair.guard.ifname.clone(),
+            sender_if: lab.pair.peer.ifname.clone(),
+            receiver_dev: netns::open_proc_net(&lab.pair.guard.ns, "dev")?,
+            receiver_snmp: netns::open_proc_net(&lab.pair.guard.ns, "snmp")?,
+            sender_dev: netns::open_proc_net(&lab.pair.peer.ns, "dev")?,
             softnet: File::open("/proc/net/softnet_stat").context("opening softnet_stat")?,
             buffer: String::with_capacity(8192),
         })
@@ -253,115 +255,54 @@ fn dev_fields(text: &str, ifname: &str) -> Result<Vec<u64>> {
         .with_context(|| format!("{ifname} missing from /proc/net/dev"))
 }
 
-/// A field of /proc/net/snmp, which has a header line and a value line per protocol.
+/// A field of /proc/net/snmp.
 fn snmp_field(text: &str, protocol: &str, field: &str) -> Result<u64> {
-    let prefix = format!("{protocol}:");
-    let mut lines = text.lines().filter(|line| line.starts_with(&prefix));
-    let (Some(header), Some(values)) = (lines.next(), lines.next()) else {
-        bail!("{protocol} missing from /proc/net/snmp");
-    };
-    let index = header
-        .split_whitespace()
-        .position(|name| name == field)
-        .with_context(|| format!("{protocol} {field} missing from /proc/net/snmp"))?;
-    values
-        .split_whitespace()
-        .nth(index)
-        .and_then(|value| value.parse().ok())
-        .with_context(|| format!("{protocol} {field} unreadable in /proc/net/snmp"))
+    netns::snmp_counter(text, protocol, field)
+        .with_context(|| format!("{protocol} {field} missing from /proc/net/snmp"))
 }
 
-/// Two namespaces joined by a veth pair; everything is removed in `Drop`.
+/// The flood lab: a [`Pair`] (sender = the pair's peer, 192.0.2.2; receiver = its
+/// guard end, 192.0.2.1) without IPv6, whose router solicitations and MLD reports would be
+/// noise in the counters, and the receiver in place.
 struct Lab {
+    pair: Pair,
     binary: PathBuf,
-    sender_ns: String,
-    receiver_ns: String,
-    sender_if: String,
-    receiver_if: String,
-    pin_dir: PathBuf,
-    namespaces: Vec<String>,
-    guard_attached: bool,
     floor: Option<drop_all::DropAll>,
 }
 
 impl Lab {
-    fn new(binary: &Path) -> Self {
-        let pid = std::process::id();
-        Self {
-            binary: binary.to_owned(),
-            sender_ns: format!("igbench-{pid}-s"),
-            receiver_ns: format!("igbench-{pid}-r"),
-            // Interface names are limited to 15 bytes; a pid has at most 7 digits.
-            sender_if: format!("igb{pid}s"),
-            receiver_if: format!("igb{pid}r"),
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/icmp-guard-bench-{pid}")),
-            namespaces: Vec::new(),
-            guard_attached: false,
-            floor: None,
-        }
-    }
-
-    fn build(&mut self) -> Result<()> {
+    fn new(binary: &Path) -> Result<Self> {
+        let pair = Pair::new("bench", false)?;
         println!(
             "\nflood lab: {} ({SENDER_V4}, trafgen on {}) -> {} ({RECEIVER_V4} on {}, the receiver)",
-            self.sender_ns, self.sender_if, self.receiver_ns, self.receiver_if
+            pair.peer.ns, pair.peer.ifname, pair.guard.ns, pair.guard.ifname
         );
-        for ns in [self.sender_ns.clone(), self.receiver_ns.clone()] {
-            ip(&["netns", "add", &ns])?;
-            self.namespaces.push(ns.clone());
-            // No IPv6 on the link: its router solicitations and MLD reports would be noise
-            // in the counters.
-            process::run(process::command("ip").args([
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ]))?;
-        }
-        ip(&[
-            "link",
-            "add",
-            &self.sender_if,
-            "netns",
-            &self.sender_ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.receiver_if,
-            "netns",
-            &self.receiver_ns,
-        ])?;
-        for (ns, dev, address) in [
-            (&self.sender_ns, &self.sender_if, SENDER_V4),
-            (&self.receiver_ns, &self.receiver_if, RECEIVER_V4),
-        ] {
-            ip(&[
-                "-n",
-                ns,
-                "address",
-                "add",
-                &format!("{address}/24"),
-                "dev",
-                dev,
-            ])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-        }
         // Like a real host, the receiver answers spoofed sources through its default route.
-        ip(&[
-            "-n",
-            &self.receiver_ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            SENDER_V4,
-        ])?;
-        interrupt::check()
+        pair.lab.ip(
+            &pair.guard.ns,
+            &["route", "add", "default", "via", SENDER_V4],
+        )?;
+        interrupt::check()?;
+        Ok(Self {
+            pair,
+            binary: binary.to_owned(),
+            floor: None,
+        })
+    }
+
+    fn sender(&self) -> (&str, &str) {
+        (&self.pair.peer.ns, &self.pair.peer.ifname)
+    }
+
+    fn receiver(&self) -> (&str, &str) {
+        (&self.pair.guard.ns, &self.pair.guard.ifname)
+    }
+
+    /// Removes everything, the drop-all program first.
+    fn clean_up(mut self) -> Result<()> {
+        println!("\ncleaning up the flood lab");
+        self.floor = None;
+        Ok(self.pair.lab.clean_up()?)
     }
 
     fn mac(&self, ns: &str, dev: &str) -> Result<String> {
@@ -379,35 +320,30 @@ impl Lab {
     fn xdp_program_id(&self) -> Result<u64> {
         let json = process::stdout_of(process::command("ip").args([
             "-n",
-            &self.receiver_ns,
+            &self.pair.guard.ns,
             "-j",
             "-d",
             "link",
             "show",
             "dev",
-            &self.receiver_if,
+            &self.pair.guard.ifname,
         ]))?;
         let links: Value = serde_json::from_str(&json).context("parsing `ip -j -d link`")?;
         links[0]["xdp"]["prog"]["id"]
             .as_u64()
-            .with_context(|| format!("no XDP program on {}", self.receiver_if))
+            .with_context(|| format!("no XDP program on {}", self.pair.guard.ifname))
     }
 
-    fn guard_command(&self, args: &[&str]) -> Command {
-        let mut nsenter = process::command("nsenter");
-        nsenter
-            .arg(format!(
-                "--net={}",
-                netns::path(&self.receiver_ns).display()
-            ))
-            .arg(&self.binary)
-            .args(args)
-            .env("ICMP_GUARD_PIN_DIR", &self.pin_dir);
-        nsenter
+    fn guard(&mut self, args: &[&str]) -> Result<String> {
+        let ns = self.pair.guard.ns.clone();
+        let mut command = self.pair.lab.guard(&ns, &self.binary);
+        Ok(process::stdout_of(command.args(args))?)
     }
 
-    fn guard(&self, args: &[&str]) -> Result<String> {
-        process::stdout_of(&mut self.guard_command(args))
+    /// `nft ARGS` on the receiver.
+    fn nft(&self, args: &[&str]) -> Result<String> {
+        let mut command = self.pair.lab.command(&self.pair.guard.ns, "nft");
+        Ok(process::stdout_of(command.args(args))?)
     }
 
     /// Puts `receiver` in place on the receiving interface.
@@ -415,18 +351,16 @@ impl Lab {
         match receiver {
             Receiver::NoFilter => {}
             Receiver::Floor => {
-                self.floor = Some(drop_all::attach(&self.receiver_ns, &self.receiver_if)?);
+                let (ns, ifname) = self.receiver();
+                self.floor = Some(drop_all::attach(ns, ifname)?);
             }
             Receiver::Guard => {
-                self.guard_attached = true;
-                self.guard(&["attach", &self.receiver_if, "--mode", "native"])?;
+                let ifname = self.pair.guard.ifname.clone();
+                self.guard(&["attach", &ifname, "--mode", "native"])?;
             }
             Receiver::Nftables => {
-                process::stdout_of(
-                    process::command("ip")
-                        .args(["netns", "exec", &self.receiver_ns, "nft", "-f"])
-                        .arg(nft_file),
-                )?;
+                let file = nft_file.to_str().context("a UTF-8 path for nft")?;
+                self.nft(&["-f", file])?;
             }
         }
         Ok(())
@@ -444,39 +378,18 @@ impl Lab {
                 let stats: Value = serde_json::from_str(&self.guard(&["stats", "--json"])?)
                     .context("parsing `icmp-guard stats --json`")?;
                 self.guard(&["detach", "--all"])?;
-                self.guard_attached = false;
                 Ok(Some(stats["totals"].clone()))
             }
             Receiver::Nftables => {
-                process::stdout_of(process::command("ip").args([
-                    "netns",
-                    "exec",
-                    &self.receiver_ns,
-                    "nft",
-                    "delete",
-                    "table",
-                    "inet",
-                    NFT_TABLE,
-                ]))?;
+                self.nft(&["delete", "table", "inet", NFT_TABLE])?;
                 Ok(None)
             }
         }
     }
 
     fn trafgen(&self, config: &Path) -> Command {
-        let mut trafgen = process::command("ip");
-        trafgen
-            .args(["netns", "exec", &self.sender_ns, "trafgen", "--dev"])
-            .arg(&self.sender_if)
-            .arg("--conf")
-            .arg(config)
-            .args(["--num", &PACKETS.to_string()])
-            // One process (pinned to CPU 0 by trafgen); a fixed seed, so every run sends
-            // the same spoofed sources.
-            .args(["--cpus", "1", "--seed", "1"])
-            // Leave the machine's socket memory settings and IRQ affinities alone.
-            .args(["--no-sock-mem", "--notouch-irq", "--no-cpu-stats"]);
-        trafgen
+        let (ns, dev) = self.sender();
+        ping::trafgen(ns, dev, config, PACKETS)
     }
 
     /// Sends one flood and times it on the receiver.
@@ -589,43 +502,6 @@ fn pin_to_last_cpu() {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if self.namespaces.is_empty() && !self.pin_dir.exists() {
-            return;
-        }
-        println!("\ncleaning up the flood lab");
-        self.floor = None;
-        if self.guard_attached {
-            match process::output(&mut self.guard_command(&["detach", "--all"])) {
-                Ok(output) if output.status.success() => {}
-                Ok(output) => eprintln!(
-                    "warning: icmp-guard detach --all failed: {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-                Err(err) => eprintln!("warning: {err:#}"),
-            }
-        }
-        // Deleting a namespace deletes its veth end (and so the pair) and its nftables
-        // tables.
-        for ns in self.namespaces.drain(..).rev() {
-            if let Err(err) = ip(&["netns", "del", &ns]) {
-                eprintln!("warning: {err:#}");
-            }
-        }
-        if self.pin_dir.exists() {
-            println!("$ rm -rf {}", self.pin_dir.display());
-            if let Err(err) = fs::remove_dir_all(&self.pin_dir) {
-                eprintln!("warning: removing {}: {err}", self.pin_dir.display());
-            }
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    process::run(process::command("ip").args(args))
-}
-
 /// The trafgen configuration: one echo request like `ping`'s (56-byte payload), from one
 /// source or from a random source in 10.0.0.0/8 per packet. trafgen recomputes the IPv4
 /// header checksum of each packet it changes; the ICMP checksum does not cover the source.
@@ -702,10 +578,22 @@ pub struct Report {
 /// Runs every flood; `out_dir` receives the trafgen and nftables files.
 pub fn run(binary: &Path, out_dir: &Path) -> Result<Report> {
     let started = Instant::now();
-    let mut lab = Lab::new(binary);
-    lab.build()?;
-    let receiver_mac = lab.mac(&lab.receiver_ns, &lab.receiver_if)?;
-    let sender_mac = lab.mac(&lab.sender_ns, &lab.sender_if)?;
+    let mut lab = Lab::new(binary)?;
+    let measured = measure_all(&mut lab, out_dir, started);
+    // Whatever happened, the lab goes; both failures are reported.
+    match (measured, lab.clean_up()) {
+        (Ok(report), Ok(())) => Ok(report),
+        (Ok(_), Err(cleanup)) => Err(cleanup),
+        (Err(err), Ok(())) => Err(err),
+        (Err(err), Err(cleanup)) => Err(err.context(format!("and then {cleanup:#}"))),
+    }
+}
+
+fn measure_all(lab: &mut Lab, out_dir: &Path, started: Instant) -> Result<Report> {
+    let (receiver_ns, receiver_if) = lab.receiver();
+    let receiver_mac = lab.mac(receiver_ns, receiver_if)?;
+    let (sender_ns, sender_if) = lab.sender();
+    let sender_mac = lab.mac(sender_ns, sender_if)?;
     let mut configs = Vec::new();
     for sources in Sources::ALL {
         let path = out_dir.join(format!("trafgen-{}.cfg", sources.id().replace('_', "-")));
@@ -716,7 +604,7 @@ pub fn run(binary: &Path, out_dir: &Path) -> Result<Report> {
     let nft_file = out_dir.join("nftables-equivalent.nft");
     fs::write(&nft_file, nft_ruleset())
         .with_context(|| format!("writing {}", nft_file.display()))?;
-    let mut counters = Counters::open(&lab)?;
+    let mut counters = Counters::open(lab)?;
 
     println!(
         "each flood: $ {}   (config: {})",
@@ -726,7 +614,7 @@ pub fn run(binary: &Path, out_dir: &Path) -> Result<Report> {
     println!(
         "receivers: no filter; `icmp-guard attach {} --mode native` (default profile); \
          the drop-all XDP program (native); `nft -f {}`",
-        lab.receiver_if,
+        lab.pair.guard.ifname,
         nft_file.display()
     );
 
@@ -771,9 +659,8 @@ pub fn run(binary: &Path, out_dir: &Path) -> Result<Report> {
             }
         }
     }
-    let diagnosis = program_costs(&mut lab, &mut counters, &configs, &nft_file)?;
+    let diagnosis = program_costs(lab, &mut counters, &configs, &nft_file)?;
     drop(counters);
-    drop(lab);
     let (mut table, json) = summarise(&results);
     for (sources, floor, guard) in &diagnosis {
         let _ = writeln!(
@@ -889,11 +776,11 @@ fn summarise(results: &[(Sources, Receiver, Vec<Measurement>, Vec<Value>)]) -> (
                 .expect("every pair has an entry");
             let seconds: Vec<f64> = measured.iter().map(|m| m.seconds).collect();
             let ratios: Vec<f64> = seconds.iter().zip(&floor).map(|(s, f)| s / f).collect();
-            let time = stats::median(&seconds);
-            let (lo, hi) = stats::min_max(&seconds);
-            let ratio = stats::median(&ratios);
-            let (rlo, rhi) = stats::min_max(&ratios);
-            let answered = stats::median_u64(measured.iter().map(|m| m.answered));
+            let time = numbers::median(&seconds);
+            let (lo, hi) = numbers::min_max(&seconds);
+            let ratio = numbers::median(&ratios);
+            let (rlo, rhi) = numbers::min_max(&ratios);
+            let answered = numbers::median_u64(measured.iter().map(|m| m.answered));
             let lost = measured.iter().map(|m| m.lost).max().unwrap_or(0);
             let incomplete = measured.iter().filter(|m| !m.complete).count();
             medians.push((receiver, ratio, time));
@@ -969,7 +856,7 @@ fn summarise(results: &[(Sources, Receiver, Vec<Measurement>, Vec<Value>)]) -> (
         table,
         "({} echo requests per flood over veth, sent by one trafgen process; time from the first (100th) to the \
          last packet handled by the receiver; median of {RUNS} runs, spread = lowest-highest; x floor per run)",
-        stats::thousands(PACKETS)
+        numbers::thousands(PACKETS)
     );
     (table, json!({ "rows": json_rows, "targets": verdicts }))
 }
