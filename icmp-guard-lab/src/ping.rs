@@ -60,6 +60,10 @@ pub fn replies(ns: &str, target: &str, count: u32) -> Result<u64> {
     summary_in("ping", &process::text(&output)).map(|(_, received)| received)
 }
 
+/// hping3's arguments for ICMP "fragmentation needed" (3/4), the PMTUD message no guard
+/// may ever charge to a budget.
+pub const FRAG_NEEDED: [&str; 5] = ["--icmp", "--icmptype", "3", "--icmpcode", "4"];
+
 /// `hping3 ARGS` in `ns`, stopped with SIGINT after `seconds` whatever happens, so a flood
 /// is always bounded in time.
 pub fn hping3(ns: &str, seconds: u32, args: &[&str]) -> Command {

@@ -9,10 +9,7 @@ use serde_json::Value;
 
 #[test]
 fn attach_count_drop_and_detach_with_real_ping() {
-    if !privileged("attach_count_drop_and_detach_with_real_ping") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("attach_count_drop_and_detach_with_real_ping");
     assert_eq!(lab.ping(GUARD_V4, 1), 1, "the lab works before the guard");
 
     let attached = lab.cli_ok(&["attach", &lab.guard_if]);
@@ -43,17 +40,9 @@ fn attach_count_drop_and_detach_with_real_ping() {
     assert!(stats["totals"]["dropped"].as_u64() >= Some(3));
 
     let policy = lab.json(&["policy", "show", "--json"]);
-    let action_of = |family: &str, icmp_type: u64| {
-        policy["types"]
-            .as_array()
-            .expect("types")
-            .iter()
-            .find(|rule| rule["family"] == family && rule["type"] == icmp_type)
-            .map(|rule| rule["action"].clone())
-    };
-    assert_eq!(action_of("v4", 8), Some(Value::from("drop")));
-    assert_eq!(action_of("v6", 128), Some(Value::from("drop")));
-    assert_eq!(action_of("v4", 3), Some(Value::from("pass")));
+    assert_eq!(action_of(&policy, "v4", 8), "drop");
+    assert_eq!(action_of(&policy, "v6", 128), "drop");
+    assert_eq!(action_of(&policy, "v4", 3), "pass");
 
     let status = lab.json(&["status", "--json"]);
     let program_id = status["interfaces"][0]["program_id"]
@@ -79,17 +68,12 @@ fn attach_count_drop_and_detach_with_real_ping() {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    if !privileged("bad_input_is_refused_and_changes_nothing") {
-        return;
-    }
-    let lab = Lab::new();
-    let err = lab.cli_err(&["attach", "igt-no-such0"]);
-    assert!(err.contains("does not exist"), "{err}");
+    let lab = lab_or_skip!("bad_input_is_refused_and_changes_nothing");
+    let err = lab.cli_refuses(&["attach", "igt-no-such0"], "does not exist");
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
     assert!(!lab.pin_dir.exists(), "a refused attach pins nothing");
 
-    let err = lab.cli_err(&["policy", "set", "echo-request", "drop"]);
-    assert!(err.contains("not attached"), "{err}");
+    lab.cli_refuses(&["policy", "set", "echo-request", "drop"], "not attached");
 
     lab.cli_ok(&["attach", &lab.guard_if]);
     // `kernel` holds the namespace's own ICMP counters, which neighbour discovery moves at
@@ -101,17 +85,18 @@ fn bad_input_is_refused_and_changes_nothing() {
     let before = guard_state(lab.json(&["status", "--json"]));
     let policy_before = lab.cli_ok(&["policy", "show"]);
 
-    let err = lab.cli_err(&["attach", &lab.guard_if]);
-    assert!(err.contains("already attached"), "{err}");
+    lab.cli_refuses(&["attach", &lab.guard_if], "already attached");
     // All or nothing: lo is fine, the second name is not, so lo stays unprotected.
-    let err = lab.cli_err(&["attach", "lo", "igt-no-such0"]);
-    assert!(err.contains("does not exist"), "{err}");
-    let err = lab.cli_err(&["policy", "set", "256", "drop", "--family", "v4"]);
-    assert!(err.contains("out of range"), "{err}");
-    let err = lab.cli_err(&["policy", "set", "8", "drop"]);
-    assert!(err.contains("--family"), "{err}");
-    let err = lab.cli_err(&["policy", "set", "no-such-type", "drop"]);
-    assert!(err.contains("unknown ICMP type"), "{err}");
+    lab.cli_refuses(&["attach", "lo", "igt-no-such0"], "does not exist");
+    lab.cli_refuses(
+        &["policy", "set", "256", "drop", "--family", "v4"],
+        "out of range",
+    );
+    lab.cli_refuses(&["policy", "set", "8", "drop"], "--family");
+    lab.cli_refuses(
+        &["policy", "set", "no-such-type", "drop"],
+        "unknown ICMP type",
+    );
 
     // Without privileges: a clear sentence, and nothing changes.
     let output = Command::new("nsenter")
@@ -152,10 +137,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn generic_mode_is_reported_and_ipv6_neighbour_discovery_works() {
-    if !privileged("generic_mode_and_ipv6") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("generic_mode_and_ipv6");
     let attached = lab.cli_ok(&["attach", &lab.guard_if, "--mode", "generic"]);
     assert!(attached.contains("generic mode"), "{attached}");
     assert_eq!(

@@ -47,15 +47,18 @@ fn replies(pinger: Background) -> u32 {
     ping_replies(&pinger.finish(Duration::from_secs(30)))
 }
 
-#[test]
-fn a_flood_from_one_source_is_held_to_rate_times_time_plus_burst() {
-    if !privileged("a_flood_from_one_source") {
-        return;
-    }
-    let lab = Lab::new();
+/// A guard with echo requests limited to `rate`/`burst` per source, and a legitimate host
+/// beside the flooding peer.
+fn attached_with_a_legitimate_host(lab: &Lab, rate: &str, burst: &str) {
     lab.add_peer_address(LEGIT_V4);
     lab.cli_ok(&["attach", &lab.guard_if]);
-    lab.limit_echo("100/s", "200");
+    lab.limit_echo(rate, burst);
+}
+
+#[test]
+fn a_flood_from_one_source_is_held_to_rate_times_time_plus_burst() {
+    let lab = lab_or_skip!("a_flood_from_one_source");
+    attached_with_a_legitimate_host(&lab, "100/s", "200");
 
     let legit = legit_pinger(&lab, 4);
     // PMTUD messages (3/4) from the flooding host itself, during the flood: never charged
@@ -116,14 +119,9 @@ fn a_flood_from_one_source_is_held_to_rate_times_time_plus_burst() {
 
 #[test]
 fn a_spoofed_random_source_flood_is_capped_and_established_hosts_get_through() {
-    if !privileged("a_spoofed_random_source_flood") {
-        return;
-    }
-    let lab = Lab::new();
-    lab.add_peer_address(LEGIT_V4);
-    lab.cli_ok(&["attach", &lab.guard_if]);
+    let lab = lab_or_skip!("a_spoofed_random_source_flood");
     // 10/s per source, burst 20: the new-source budget is 100/s with a burst of 200.
-    lab.limit_echo("10", "20");
+    attached_with_a_legitimate_host(&lab, "10", "20");
     // The legitimate host is established before the flood starts.
     assert_eq!(lab.ping(GUARD_V4, 1), 1);
     let before = echo_counts(&lab).0;

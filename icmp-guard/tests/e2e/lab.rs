@@ -151,6 +151,18 @@ impl Lab {
         (text, u32::try_from(received).expect("a few replies"))
     }
 
+    /// Reads `stats --json` and asserts its counters as [`assert_counts`] does.
+    pub fn assert_counts(&self, expected: &[(&str, u64, &str, u64)]) {
+        assert_counts(&self.json(&["stats", "--json"]), expected);
+    }
+
+    /// Runs the CLI expecting a refusal that mentions `needle`; returns it.
+    pub fn cli_refuses(&self, args: &[&str], needle: &str) -> String {
+        let err = self.cli_err(args);
+        assert!(err.contains(needle), "icmp-guard {args:?}: {err}");
+        err
+    }
+
     /// `policy set echo-request limit --rate RATE --burst BURST`.
     pub fn limit_echo(&self, rate: &str, burst: &str) {
         let args = [
@@ -170,6 +182,14 @@ impl Lab {
     pub fn add_peer_address(&self, v4: &str) {
         let cidr = format!("{v4}/24");
         self.ip(&self.peer_ns, &["addr", "add", &cidr, "dev", &self.peer_if]);
+    }
+
+    /// After detach: nothing pinned, no XDP program on the interface, and `count` pings
+    /// answered.
+    pub fn assert_unprotected(&self, count: u32) {
+        assert!(!self.pin_dir.exists(), "nothing left pinned");
+        assert!(!self.xdp_on_interface(), "no XDP program left");
+        assert_eq!(self.ping(GUARD_V4, count), count, "pings answered again");
     }
 
     pub fn xdp_on_interface(&self) -> bool {
@@ -206,6 +226,32 @@ pub fn run_ok(program: &str, args: &[&str]) {
 pub fn ping_replies(stdout: &str) -> u32 {
     let (_, received) = ping::summary_in("ping", stdout).unwrap_or_else(|err| panic!("{err}"));
     u32::try_from(received).expect("a few replies")
+}
+
+/// The rule `policy show --json` reports for a whole type.
+pub fn rule_of<'a>(policy: &'a Value, family: &str, icmp_type: u64) -> &'a Value {
+    policy["types"]
+        .as_array()
+        .expect("types array")
+        .iter()
+        .find(|rule| rule["family"] == family && rule["type"] == icmp_type)
+        .unwrap_or_else(|| panic!("no rule for {family} {icmp_type} in {policy}"))
+}
+
+/// The action `policy show --json` reports for a whole type.
+pub fn action_of(policy: &Value, family: &str, icmp_type: u64) -> String {
+    let rule = rule_of(policy, family, icmp_type);
+    rule["action"].as_str().expect("an action").to_owned()
+}
+
+/// Asserts counters of a `stats --json`: (family, type, path, value) each, the path's keys
+/// joined by dots (`"dropped.policy"`).
+pub fn assert_counts(stats: &Value, expected: &[(&str, u64, &str, u64)]) {
+    for &(family, icmp_type, path, value) in expected {
+        let keys: Vec<&str> = path.split('.').collect();
+        let actual = counter(stats, family, icmp_type, &keys);
+        assert_eq!(actual, value, "{family} {icmp_type} {path}: {stats}");
+    }
 }
 
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {

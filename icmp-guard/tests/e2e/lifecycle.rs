@@ -147,21 +147,12 @@ impl ForeignXdp {
             dev: dev.to_owned(),
         };
         // nsenter, not `ip -n`: the latter remounts /sys and would hide the pin.
-        let output = run(
-            "nsenter",
-            &[
-                &format!("--net=/run/netns/{}", foreign.ns),
-                "ip",
-                "link",
-                "set",
-                "dev",
-                dev,
-                "xdpgeneric",
-                "pinned",
-                foreign.pin.to_str().expect("UTF-8 path"),
-            ],
+        let pinned = foreign.pin.to_str().expect("UTF-8 path");
+        lab.run_in(
+            &foreign.ns,
+            "ip",
+            &["link", "set", "dev", dev, "xdpgeneric", "pinned", pinned],
         );
-        assert!(output.status.success(), "{}", text(&output.stderr));
         foreign
     }
 }
@@ -263,10 +254,7 @@ fn link_pinned_program(pin: &Path, ns: &str, dev: &str) -> std::os::fd::OwnedFd 
 
 #[test]
 fn protection_outlives_the_cli_and_attach_detach_are_idempotent() {
-    if !privileged("protection_outlives_the_cli") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("protection_outlives_the_cli");
     let attached = lab.cli_ok(&["attach", &lab.guard_if]);
     assert!(attached.contains("attached to"), "{attached}");
     assert_eq!(
@@ -305,17 +293,12 @@ fn protection_outlives_the_cli_and_attach_detach_are_idempotent() {
     assert!(second.contains("nothing to do"), "{second}");
     let all = lab.cli_ok(&["detach", "--all"]);
     assert!(all.contains("nothing to do"), "{all}");
-    assert!(!lab.pin_dir.exists(), "nothing left pinned");
-    assert!(!lab.xdp_on_interface(), "no XDP program left");
-    assert_eq!(lab.ping(GUARD_V4, 2), 2);
+    lab.assert_unprotected(2);
 }
 
 #[test]
 fn pinned_maps_of_another_layout_are_refused() {
-    if !privileged("pinned_maps_of_another_layout_are_refused") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("pinned_maps_of_another_layout_are_refused");
     lab.cli_ok(&["attach", &lab.guard_if]);
     let program_id = xdp_program_id(&lab.guard_ns, &lab.guard_if).expect("attached");
     let maps = lab.pin_dir.join("maps");
@@ -441,21 +424,9 @@ fn pinned_maps_of_another_layout_are_refused() {
 
 #[test]
 fn upgrade_swaps_the_program_during_a_flood_without_a_gap() {
-    if !privileged("upgrade_swaps_the_program_during_a_flood") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("upgrade_swaps_the_program_during_a_flood");
     lab.cli_ok(&["attach", &lab.guard_if]);
-    lab.cli_ok(&[
-        "policy",
-        "set",
-        "echo-request",
-        "limit",
-        "--rate",
-        "100/s",
-        "--burst",
-        "200",
-    ]);
+    lab.limit_echo("100/s", "200");
     let before = interfaces(&lab);
     let (old_program, link) = (
         before[0]["program_id"].as_u64().expect("program"),
@@ -524,10 +495,7 @@ fn upgrade_swaps_the_program_during_a_flood_without_a_gap() {
 
 #[test]
 fn foreign_xdp_programs_are_refused() {
-    if !privileged("foreign_xdp_programs_are_refused") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("foreign_xdp_programs_are_refused");
     lab.cli_ok(&["attach", &lab.guard_if]);
     let ours = interfaces(&lab)[0]["program_id"].as_u64().expect("program");
 
@@ -602,10 +570,7 @@ fn foreign_xdp_programs_are_refused() {
 
 #[test]
 fn native_mode_refusal_and_auto_fallback_on_loopback() {
-    if !privileged("native_mode_refusal_and_auto_fallback") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("native_mode_refusal_and_auto_fallback");
     let err = lab.cli_err(&["attach", "lo", "--mode", "native"]);
     let err = one_sentence(&err);
     assert!(
@@ -647,21 +612,8 @@ fn native_mode_refusal_and_auto_fallback_on_loopback() {
         .find(|link| link["name"] == "lo")
         .expect("lo attached");
     assert_eq!(lo["mode"], "generic");
-    let output = run(
-        "nsenter",
-        &[
-            &format!("--net=/run/netns/{}", lab.guard_ns),
-            "ping",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-q",
-            "127.0.0.1",
-        ],
-    );
+    let args = ["-c", "2", "-i", "0.2", "-W", "1", "-q", "127.0.0.1"];
+    let output = output(&mut ping::ping(&lab.guard_ns, &args));
     let (packets, _, _) = echo_requests(&lab);
     assert_eq!(
         packets,
@@ -673,10 +625,7 @@ fn native_mode_refusal_and_auto_fallback_on_loopback() {
 
 #[test]
 fn jumbo_mtu_native_is_refused_clearly_and_generic_carries_jumbo_frames() {
-    if !privileged("jumbo_mtu") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("jumbo_mtu");
     lab.ip(
         &lab.guard_ns,
         &["link", "set", &lab.guard_if, "mtu", "9000"],
@@ -728,10 +677,7 @@ fn jumbo_mtu_native_is_refused_clearly_and_generic_carries_jumbo_frames() {
 
 #[test]
 fn concurrent_attach_and_detach_are_serialised_and_a_dead_holder_does_not_wedge() {
-    if !privileged("concurrent_attach_and_detach") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("concurrent_attach_and_detach");
     let (second, _) = second_pair(&lab);
     let spawn = |args: &[&str]| {
         lab.cli_command(args)
@@ -771,13 +717,7 @@ fn concurrent_attach_and_detach_are_serialised_and_a_dead_holder_does_not_wedge(
         let (edit, b) = (finish(edit), finish(detach_second));
         assert!(!edit.is_empty() && b.contains("detached"), "{edit}{b}");
         let policy = lab.json(&["policy", "show", "--json"]);
-        let timestamp = policy["types"]
-            .as_array()
-            .expect("types")
-            .iter()
-            .find(|rule| rule["family"] == "v4" && rule["type"] == 13)
-            .map(|rule| rule["action"].clone());
-        assert_eq!(timestamp, Some(Value::from("pass")), "{policy}");
+        assert_eq!(action_of(&policy, "v4", 13), "pass", "{policy}");
         assert_eq!(interfaces(&lab).len(), 1);
 
         let a = spawn(&["detach", &lab.guard_if]);
@@ -833,10 +773,7 @@ fn concurrent_attach_and_detach_are_serialised_and_a_dead_holder_does_not_wedge(
 
 #[test]
 fn a_deleted_interface_is_gone_and_a_new_one_with_its_name_is_not_protected() {
-    if !privileged("a_deleted_interface_is_gone") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("a_deleted_interface_is_gone");
     lab.cli_ok(&["attach", &lab.guard_if]);
     let (spare, peer) = second_pair(&lab);
     lab.cli_ok(&["attach", &spare]);
@@ -911,10 +848,7 @@ fn interface_counters(stats: &Value, name: &str) -> Value {
 
 #[test]
 fn two_interfaces_share_one_policy_and_are_counted_apart() {
-    if !privileged("two_interfaces_are_counted_apart") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("two_interfaces_are_counted_apart");
     let (second, _peer) = second_pair(&lab);
     lab.cli_ok(&["attach", &lab.guard_if, &second]);
     // One policy for both: echo dropped everywhere.

@@ -4,6 +4,22 @@
 //! `hping3` and friends for traffic. Every namespace, link and pin is removed when a test
 //! ends, and a clean-up that fails fails the test.
 
+/// A fresh [`lab::Lab`] for the test (or what `$make` builds), or a return from the test,
+/// after saying why, when it may not run here ([`lab::privileged`]: without root it skips,
+/// or fails under `ICMP_GUARD_REQUIRE_PRIVILEGED=1`).
+macro_rules! lab_or_skip {
+    ($test:literal) => {
+        lab_or_skip!($test, $crate::lab::Lab::new())
+    };
+    ($test:literal, $make:expr) => {
+        if $crate::lab::privileged($test) {
+            $make
+        } else {
+            return;
+        }
+    };
+}
+
 mod basics;
 mod flood;
 mod lab;

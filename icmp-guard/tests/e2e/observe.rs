@@ -147,10 +147,7 @@ fn hping_icmp(lab: &Lab, icmp_type: u8, code: u8, count: u32) {
 
 #[test]
 fn stats_by_code_and_per_interface_counters_match_what_was_sent() {
-    if !privileged("stats_by_code") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("stats_by_code");
     lab.cli_ok(&["attach", &lab.guard_if]);
     // Destination unreachable in three codes (PMTUD's 4 among them), one above the buckets.
     hping_icmp(&lab, 3, 4, 3);
@@ -212,16 +209,12 @@ fn stats_by_code_and_per_interface_counters_match_what_was_sent() {
     assert!(counters["passed"].as_u64() >= Some(6), "{stats}");
 
     // Watching and --by-code do not mix; the refusal changes nothing.
-    let err = lab.cli_err(&["stats", "--by-code", "--watch", "1"]);
-    assert!(err.contains("--watch"), "{err}");
+    lab.cli_refuses(&["stats", "--by-code", "--watch", "1"], "--watch");
 }
 
 #[test]
 fn stats_watch_prints_json_lines_plain_blocks_and_redraws_a_terminal() {
-    if !privileged("stats_watch") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("stats_watch");
     lab.cli_ok(&["attach", &lab.guard_if]);
     assert_eq!(lab.ping(GUARD_V4, 2), 2);
 
@@ -327,10 +320,7 @@ fn stats_watch_prints_json_lines_plain_blocks_and_redraws_a_terminal() {
 
 #[test]
 fn status_shows_the_kernel_icmp_view_of_the_guard_namespace() {
-    if !privileged("status_kernel_view") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("status_kernel_view");
     // A value the host does not have (a multiple of every HZ's jiffy, which the kernel rounds to) proves the namespace's own /proc/sys is read.
     let sysctl = ["-qw", "net.ipv4.icmp_ratelimit=1500"];
     lab.run_in(&lab.guard_ns, "sysctl", &sysctl);
@@ -385,12 +375,8 @@ fn status_shows_the_kernel_icmp_view_of_the_guard_namespace() {
 
 #[test]
 fn metrics_pass_promtool_and_agree_with_stats_json_and_table() {
-    if !privileged("metrics") {
-        return;
-    }
-    let lab = Lab::new();
-    let err = lab.cli_err(&["metrics", "--once"]);
-    assert!(err.contains("not attached"), "{err}");
+    let lab = lab_or_skip!("metrics");
+    lab.cli_refuses(&["metrics", "--once"], "not attached");
     lab.cli_ok(&["attach", &lab.guard_if]);
     assert_eq!(lab.ping(GUARD_V4, 4), 4);
     lab.cli_ok(&["policy", "set", "echo-request", "drop"]);
@@ -491,10 +477,7 @@ const DROP_ECHO: &str = "[[rule]]\ntype = \"echo-request\"\naction = \"drop\"\n"
 
 #[test]
 fn run_applies_watches_and_reloads_its_policy_and_detaches_on_sigterm() {
-    if !privileged("run") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("run");
     let dir = TempDir::new("run");
     let policy = dir.write("policy.toml", PASS_ECHO);
     let mut service = lab.background(&[
@@ -591,17 +574,12 @@ fn run_applies_watches_and_reloads_its_policy_and_detaches_on_sigterm() {
         out.contains(&format!("detached from {}", lab.guard_if)),
         "{out}"
     );
-    assert!(!lab.pin_dir.exists(), "no pins left");
-    assert!(!lab.xdp_on_interface(), "no XDP program left");
-    assert_eq!(lab.ping(GUARD_V4, 1), 1);
+    lab.assert_unprotected(1);
 }
 
 #[test]
 fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
-    if !privileged("run_keep") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("run_keep");
     let mut first = lab.background(&["run", &lab.guard_if, "--keep"]);
     first.wait_for("start-up", Duration::from_secs(10), |out, _| {
         out.contains("protecting")
@@ -642,10 +620,7 @@ fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
 
 #[test]
 fn run_puts_protection_back_when_someone_detaches_it() {
-    if !privileged("run_watchdog") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("run_watchdog");
     let dir = TempDir::new("watchdog");
     let policy = dir.write("policy.toml", DROP_ECHO);
     let mut service = lab.background(&["run", &lab.guard_if, "--policy", &policy]);
@@ -675,10 +650,7 @@ fn run_puts_protection_back_when_someone_detaches_it() {
 
 #[test]
 fn run_with_a_broken_policy_file_protects_with_the_default_and_applies_the_fix() {
-    if !privileged("run_broken") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("run_broken");
     let dir = TempDir::new("broken");
     let policy = dir.write("policy.toml", "mode = \"sideways\"\n");
     let mut service = lab.background(&["run", &lab.guard_if, "--policy", &policy]);
@@ -690,12 +662,7 @@ fn run_with_a_broken_policy_file_protects_with_the_default_and_applies_the_fix()
     assert!(err.contains("running with the live policy"), "{err}");
     assert!(lab.xdp_on_interface(), "protected all the same");
     let live = lab.json(&["policy", "show", "--json"]);
-    let echo = live["types"]
-        .as_array()
-        .expect("types")
-        .iter()
-        .find(|rule| rule["family"] == "v4" && rule["type"] == 8)
-        .expect("a v4 echo rule");
+    let echo = rule_of(&live, "v4", 8);
     assert_eq!(echo["action"], "limit", "the safe default profile: {echo}");
     assert_eq!(
         lab.ping(GUARD_V4, 2),

@@ -5,8 +5,6 @@
 
 use std::process::Stdio;
 
-use serde_json::Value;
-
 use crate::lab::*;
 
 const EXAMPLE_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/policy.toml");
@@ -26,18 +24,6 @@ fn hping_timestamps(lab: &Lab, count: u32) -> u32 {
     received
 }
 
-/// The action `policy show --json` reports for a whole type.
-fn action_of(policy: &Value, family: &str, icmp_type: u64) -> String {
-    policy["types"]
-        .as_array()
-        .expect("types array")
-        .iter()
-        .find(|rule| rule["family"] == family && rule["type"] == icmp_type)
-        .and_then(|rule| rule["action"].as_str())
-        .unwrap_or_else(|| panic!("no rule for {family} {icmp_type} in {policy}"))
-        .to_owned()
-}
-
 fn list(lab: &Lab, which: &str) -> Vec<String> {
     serde_json::from_value(lab.json(&[which, "list", "--json"])).expect("a list of prefixes")
 }
@@ -50,10 +36,10 @@ fn attached_lab() -> Lab {
 
 #[test]
 fn timestamp_requests_follow_policy_set_while_ping_keeps_working() {
-    if !privileged("timestamp_requests_follow_policy_set_while_ping_keeps_working") {
-        return;
-    }
-    let lab = attached_lab();
+    let lab = lab_or_skip!(
+        "timestamp_requests_follow_policy_set_while_ping_keeps_working",
+        attached_lab()
+    );
     assert_eq!(lab.ping(GUARD_V4, 2), 2);
     assert_eq!(
         hping_timestamps(&lab, 3),
@@ -74,50 +60,35 @@ fn timestamp_requests_follow_policy_set_while_ping_keeps_working() {
     assert_eq!(hping_timestamps(&lab, 3), 0, "dropped again");
     assert_eq!(lab.ping(GUARD_V4, 2), 2, "echo is untouched throughout");
 
-    let stats = lab.json(&["stats", "--json"]);
-    assert_eq!(counter(&stats, "v4", 13, &["packets"]), 9, "{stats}");
-    assert_eq!(counter(&stats, "v4", 13, &["passed"]), 3, "{stats}");
-    assert_eq!(
-        counter(&stats, "v4", 13, &["dropped", "policy"]),
-        6,
-        "{stats}"
-    );
-    assert_eq!(counter(&stats, "v4", 8, &["passed"]), 6, "{stats}");
-    assert_eq!(
-        counter(&stats, "v4", 8, &["dropped", "policy"]),
-        0,
-        "{stats}"
-    );
+    lab.assert_counts(&[
+        ("v4", 13, "packets", 9),
+        ("v4", 13, "passed", 3),
+        ("v4", 13, "dropped.policy", 6),
+        ("v4", 8, "passed", 6),
+        ("v4", 8, "dropped.policy", 0),
+    ]);
 }
 
 #[test]
 fn deny_and_allow_lists_most_specific_prefix_wins() {
-    if !privileged("deny_and_allow_lists_most_specific_prefix_wins") {
-        return;
-    }
-    let lab = attached_lab();
+    let lab = lab_or_skip!(
+        "deny_and_allow_lists_most_specific_prefix_wins",
+        attached_lab()
+    );
     let peer = format!("{PEER_V4}/32");
     assert_eq!(lab.ping(GUARD_V4, 2), 2);
 
     let out = lab.cli_ok(&["deny", "add", &peer]);
     assert!(out.contains("deny list: added 192.0.2.2/32"), "{out}");
     assert_eq!(lab.ping(GUARD_V4, 3), 0, "a denied source gets no reply");
-    let stats = lab.json(&["stats", "--json"]);
-    assert_eq!(
-        counter(&stats, "v4", 8, &["dropped", "deny_list"]),
-        3,
-        "{stats}"
-    );
-    assert_eq!(
-        counter(&stats, "v4", 8, &["dropped", "policy"]),
-        0,
-        "{stats}"
-    );
+    lab.assert_counts(&[
+        ("v4", 8, "dropped.deny_list", 3),
+        ("v4", 8, "dropped.policy", 0),
+    ]);
     assert_eq!(lab.ping(GUARD_V6, 2), 2, "a v4 deny does not touch v6");
 
     // The same prefix in both lists is refused, and changes nothing.
-    let err = lab.cli_err(&["allow", "add", &peer]);
-    assert!(err.contains("already in the deny list"), "{err}");
+    lab.cli_refuses(&["allow", "add", &peer], "already in the deny list");
     assert_eq!(list(&lab, "deny"), [peer.as_str()]);
     assert!(list(&lab, "allow").is_empty());
 
@@ -137,14 +108,11 @@ fn deny_and_allow_lists_most_specific_prefix_wins() {
     assert_eq!(list(&lab, "allow"), [peer.as_str()]);
     assert_eq!(list(&lab, "deny"), ["192.0.2.0/24"]);
 
-    let stats = lab.json(&["stats", "--json"]);
-    assert_eq!(
-        counter(&stats, "v4", 8, &["dropped", "deny_list"]),
-        5,
-        "{stats}"
-    );
-    assert_eq!(counter(&stats, "v4", 8, &["passed"]), 6, "{stats}");
-    assert_eq!(counter(&stats, "v6", 128, &["passed"]), 2, "{stats}");
+    lab.assert_counts(&[
+        ("v4", 8, "dropped.deny_list", 5),
+        ("v4", 8, "passed", 6),
+        ("v6", 128, "passed", 2),
+    ]);
 }
 
 /// The message of a refused command: exactly one `error: ...` line containing `needle`
@@ -330,21 +298,12 @@ fn policy_check_apply_and_show_round_trip() {
     // The example passes timestamp requests, and echo requests stay answered.
     assert_eq!(hping_timestamps(&lab, 2), 2);
     assert_eq!(lab.ping(GUARD_V4, 2), 2);
-    let stats = lab.json(&["stats", "--json"]);
-    assert_eq!(counter(&stats, "v4", 13, &["passed"]), 2, "{stats}");
-    assert_eq!(
-        counter(&stats, "v4", 13, &["dropped", "policy"]),
-        0,
-        "{stats}"
-    );
+    lab.assert_counts(&[("v4", 13, "passed", 2), ("v4", 13, "dropped.policy", 0)]);
 }
 
 #[test]
 fn policy_reset_restores_the_default_profile() {
-    if !privileged("policy_reset_restores_the_default_profile") {
-        return;
-    }
-    let lab = attached_lab();
+    let lab = lab_or_skip!("policy_reset_restores_the_default_profile", attached_lab());
     let initial = lab.cli_ok(&["policy", "show"]);
     let initial_json = lab.json(&["policy", "show", "--json"]);
 
@@ -357,18 +316,14 @@ fn policy_reset_restores_the_default_profile() {
         "destination-unreachable/5",
         "drop",
     ]);
-    lab.cli_ok(&[
-        "policy",
-        "set",
-        "echo-request",
-        "limit",
-        "--rate",
-        "5/s",
-        "--burst",
-        "10",
-        "--per",
-        "global",
-    ]);
+    let global_limit = ["--rate", "5/s", "--burst", "10", "--per", "global"];
+    lab.cli_ok(
+        &[
+            &["policy", "set", "echo-request", "limit"][..],
+            &global_limit,
+        ]
+        .concat(),
+    );
     let changed = lab.cli_ok(&["policy", "show"]);
     assert_ne!(changed, initial);
     assert!(changed.contains("timestamp-request"), "{changed}");
@@ -390,10 +345,7 @@ fn policy_reset_restores_the_default_profile() {
 
 #[test]
 fn concurrent_policy_sets_both_take_effect() {
-    if !privileged("concurrent_policy_sets_both_take_effect") {
-        return;
-    }
-    let lab = attached_lab();
+    let lab = lab_or_skip!("concurrent_policy_sets_both_take_effect", attached_lab());
     for (timestamp, mask) in [
         ("pass", "pass"),
         ("drop", "drop"),
@@ -435,10 +387,7 @@ fn concurrent_policy_sets_both_take_effect() {
 
 #[test]
 fn dry_run_counts_would_drop_and_passes_everything() {
-    if !privileged("dry_run_counts_would_drop_and_passes_everything") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("dry_run_counts_would_drop_and_passes_everything");
     let out = lab.cli_ok(&["attach", &lab.guard_if, "--dry-run"]);
     assert!(out.contains("dry-run"), "{out}");
     assert_eq!(lab.json(&["status", "--json"])["mode"], "dry-run");
@@ -466,20 +415,13 @@ fn dry_run_counts_would_drop_and_passes_everything() {
     assert_eq!(stats["mode"], "dry-run", "{stats}");
     let would_drop_policy = counter(&stats, "v4", 8, &["would_drop", "policy"]);
     assert_eq!(would_drop_policy, 4, "{stats}");
-    assert_eq!(
-        counter(&stats, "v4", 8, &["would_drop", "deny_list"]),
-        2,
-        "{stats}"
-    );
-    assert_eq!(
-        counter(&stats, "v4", 13, &["would_drop", "policy"]),
-        2,
-        "{stats}"
-    );
-    assert_eq!(
-        counter(&stats, "v4", 8, &["dropped", "policy"]),
-        0,
-        "{stats}"
+    assert_counts(
+        &stats,
+        &[
+            ("v4", 8, "would_drop.deny_list", 2),
+            ("v4", 13, "would_drop.policy", 2),
+            ("v4", 8, "dropped.policy", 0),
+        ],
     );
     assert!(
         stats["totals"]["would_drop"].as_u64() >= Some(would_drop_policy + 4),

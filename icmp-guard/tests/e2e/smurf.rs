@@ -32,10 +32,7 @@ fn moved_by(lab: &Lab, field: &[&str], action: impl FnOnce()) -> u64 {
 
 #[test]
 fn broadcast_pings_are_smurf_and_new_subnets_are_covered() {
-    if !privileged("broadcast_pings_are_smurf") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("broadcast_pings_are_smurf");
     lab.cli_ok(&["attach", &lab.guard_if]);
 
     // `ping -b` sends to the broadcast MAC and the subnet's broadcast address.
@@ -68,10 +65,7 @@ fn broadcast_pings_are_smurf_and_new_subnets_are_covered() {
 
 #[test]
 fn an_echo_reply_flood_is_capped_while_the_guarded_host_gets_its_replies() {
-    if !privileged("an_echo_reply_flood_is_capped") {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab_or_skip!("an_echo_reply_flood_is_capped");
     let dir = TempDir::new("smurf");
     let policy = dir.write(
         "policy.toml",

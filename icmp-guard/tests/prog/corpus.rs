@@ -14,7 +14,7 @@ use icmp_guard::policy::Policy;
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, SLOT_PASSED, drop_slot, global};
 
 use crate::{
-    harness::{privileged, skip},
+    harness::skip,
     model::{
         self, Verdict, Where,
         xdp::{Tracked, action_of},
@@ -149,9 +149,7 @@ fn read_expect(text: &str) -> Vec<Expected> {
 
 #[test]
 fn real_frames_get_the_verdicts_their_tables_give() {
-    if !privileged("real_frames_get_the_verdicts_their_tables_give") {
-        return;
-    }
+    root_or_skip!("real_frames_get_the_verdicts_their_tables_give");
     // The default profile with its real limits: the captures hold a few echoes per source,
     // far below any burst, so the model's "limit admits" holds here too.
     let policy = Policy::default_profile();

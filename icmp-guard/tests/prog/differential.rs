@@ -24,7 +24,7 @@ use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, SLOT_PASSED, drop_slot
 
 use crate::{
     frames::{self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, Ext},
-    harness::{XDP_DROP, XDP_PASS, privileged},
+    harness::{XDP_DROP, XDP_PASS, with_rules},
     model::{
         self, Outcome, Where,
         policies::{self, HUGE, cidr},
@@ -416,27 +416,26 @@ fn transport_payload(rng: &mut Rng) -> Vec<u8> {
     }
 }
 
+/// An ICMP message of one of `types` (one time in five, any type at all).
+fn random_icmp(rng: &mut Rng, types: &[u8], recipe: &mut String) -> Vec<u8> {
+    let icmp_type = if rng.percent(20) {
+        rng.byte()
+    } else {
+        rng.pick(types)
+    };
+    let code = code(rng);
+    icmp_message(rng, icmp_type, code, recipe)
+}
+
 /// The EtherType and the bytes after the tags.
 fn network_layer(rng: &mut Rng, recipe: &mut String) -> (u16, Vec<u8>) {
     match rng.below(100) {
         0..=37 => {
-            let icmp_type = if rng.percent(20) {
-                rng.byte()
-            } else {
-                rng.pick(&V4_TYPES)
-            };
-            let code = code(rng);
-            let message = icmp_message(rng, icmp_type, code, recipe);
+            let message = random_icmp(rng, &V4_TYPES, recipe);
             (ETH_P_IPV4, ipv4_packet(rng, 1, &message, recipe))
         }
         38..=75 => {
-            let icmp_type = if rng.percent(20) {
-                rng.byte()
-            } else {
-                rng.pick(&V6_TYPES)
-            };
-            let code = code(rng);
-            let message = icmp_message(rng, icmp_type, code, recipe);
+            let message = random_icmp(rng, &V6_TYPES, recipe);
             (ETH_P_IPV6, ipv6_packet(rng, 58, &message, recipe))
         }
         76..=83 => {
@@ -639,11 +638,7 @@ fn rules_and_lists() -> Policy {
         (FAMILY_V6, 2, Some(0), limit(Per::Global)),
         (FAMILY_V6, 137, None, pass),
     ];
-    for (family, icmp_type, code, spec) in rules {
-        policy
-            .set(family, icmp_type, code, spec, true)
-            .expect("a valid rule");
-    }
+    policy = with_rules(policy, &rules);
     policy.allow = [
         "192.0.2.10/32",
         "198.51.100.0/24",
@@ -777,9 +772,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[test]
 fn xdp_program_agrees_with_the_model_on_random_frames() {
-    if !privileged("xdp_program_agrees_with_the_model_on_random_frames") {
-        return;
-    }
+    root_or_skip!("xdp_program_agrees_with_the_model_on_random_frames");
     let cases = env_number("ICMP_GUARD_FUZZ_CASES", DEFAULT_CASES);
     let seed = env_number("ICMP_GUARD_FUZZ_SEED", DEFAULT_SEED);
     let started = Instant::now();
@@ -1019,9 +1012,7 @@ fn parsing_rule_rows() -> Vec<(&'static str, &'static str, Vec<u8>, Expect)> {
 
 #[test]
 fn every_parsing_rule_has_a_frame_that_passes_and_one_that_does_not() {
-    if !privileged("every_parsing_rule_has_a_frame_that_passes_and_one_that_does_not") {
-        return;
-    }
+    root_or_skip!("every_parsing_rule_has_a_frame_that_passes_and_one_that_does_not");
     let policy = policies::default_profile();
     let mut guard = Tracked::load(&policy, &BROADCASTS);
     let rows = parsing_rule_rows();
@@ -1078,9 +1069,7 @@ fn every_parsing_rule_has_a_frame_that_passes_and_one_that_does_not() {
 
 #[test]
 fn former_divergences_agree_with_the_model() {
-    if !privileged("former_divergences_agree_with_the_model") {
-        return;
-    }
+    root_or_skip!("former_divergences_agree_with_the_model");
     let policy = policies::default_profile();
     let mut guard = Tracked::load(&policy, &BROADCASTS);
     for (name, what, example) in FORMER_DIVERGENCES {

@@ -2,10 +2,7 @@
 //! floods through BPF_PROG_TEST_RUN (`repeat`), with the `EVENTS` ring buffer read back.
 //! A flood must yield at most the budget's allowance of events, and budget 0 none.
 
-use icmp_guard::{
-    events::{EventReader, source_address},
-    policy::{Action, Policy, RuleSpec},
-};
+use icmp_guard::events::{EventReader, source_address};
 use icmp_guard_common::{
     DropReason, FAMILY_V4, FAMILY_V6,
     events::{ACTION_DROPPED, ACTION_PASSED, IcmpEvent, events_per_window, max_events},
@@ -14,7 +11,7 @@ use icmp_guard_common::{
 
 use crate::{
     frames::*,
-    harness::{Guard, XDP_DROP, XDP_PASS, pin_to_cpu, privileged},
+    harness::{Guard, XDP_DROP, XDP_PASS, pass_all_but, pin_to_cpu},
 };
 
 /// The CPU the tests pin themselves to, so the per-CPU budget is one budget.
@@ -31,15 +28,7 @@ impl Sampled {
     /// second per CPU.
     fn load(per_sec: u32) -> Self {
         pin_to_cpu(CPU);
-        let mut policy = Policy::pass_all();
-        let drop = RuleSpec {
-            action: Action::Drop,
-            limit: None,
-        };
-        policy
-            .set(FAMILY_V4, 8, None, drop, true)
-            .expect("valid rule");
-        let mut guard = Guard::load(&policy);
+        let mut guard = Guard::load(&pass_all_but(&[(FAMILY_V4, 8)]));
         guard
             .maps
             .set_events_per_sec(per_sec)
@@ -71,9 +60,7 @@ impl Sampled {
 
 #[test]
 fn a_flood_yields_at_most_the_budget_of_events() {
-    if !privileged("a_flood_yields_at_most_the_budget_of_events") {
-        return;
-    }
+    root_or_skip!("a_flood_yields_at_most_the_budget_of_events");
     const BUDGET: u32 = 1000;
     const PACKETS: u32 = 100_000;
     let mut sampled = Sampled::load(BUDGET);
@@ -127,9 +114,7 @@ fn a_flood_yields_at_most_the_budget_of_events() {
 
 #[test]
 fn budget_zero_emits_nothing() {
-    if !privileged("budget_zero_emits_nothing") {
-        return;
-    }
+    root_or_skip!("budget_zero_emits_nothing");
     let mut sampled = Sampled::load(0);
     let (verdict, _) = sampled.flood(&icmpv4_frame(8, 0), 10_000);
     assert_eq!(verdict, XDP_DROP);
@@ -142,9 +127,7 @@ fn budget_zero_emits_nothing() {
 
 #[test]
 fn passed_packets_are_sampled_too_and_a_new_budget_applies_at_once() {
-    if !privileged("passed_packets_are_sampled_too") {
-        return;
-    }
+    root_or_skip!("passed_packets_are_sampled_too");
     let mut sampled = Sampled::load(0);
     let frame = icmpv6_custom_echo();
     sampled.flood(&frame, 100);

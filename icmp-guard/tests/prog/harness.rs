@@ -18,7 +18,7 @@ use icmp_guard::{
     addresses::BroadcastMap,
     events::EventReader,
     loader::{self, GuardMaps},
-    policy::{self, Policy},
+    policy::{self, Policy, RuleSpec},
     stats::{self, Snapshot},
 };
 use icmp_guard_common::{DropReason, maps};
@@ -172,6 +172,28 @@ impl Guard {
             }
         }
     }
+}
+
+/// `policy` with `rules` set, each (family, type, one code or every code, rule), forced
+/// past the protection of the messages that must never be dropped: a test says what it
+/// means.
+pub fn with_rules(mut policy: Policy, rules: &[(u8, u8, Option<u8>, RuleSpec)]) -> Policy {
+    for &(family, icmp_type, code, rule) in rules {
+        policy
+            .set(family, icmp_type, code, rule, true)
+            .unwrap_or_else(|err| panic!("{family}/{icmp_type}/{code:?}: {err}"));
+    }
+    policy
+}
+
+/// A policy that passes every type but `drops`, (family, type) each, so that a test
+/// states only the rules it is about.
+pub fn pass_all_but(drops: &[(u8, u8)]) -> Policy {
+    let rules: Vec<_> = drops
+        .iter()
+        .map(|&(family, icmp_type)| (family, icmp_type, None, RuleSpec::DROP))
+        .collect();
+    with_rules(Policy::pass_all(), &rules)
 }
 
 /// `frame` through `program` `times` times in one BPF_PROG_TEST_RUN; the last action.

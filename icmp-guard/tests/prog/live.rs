@@ -14,10 +14,7 @@ use std::{
 use icmp_guard::policy::Policy;
 use icmp_guard_common::FAMILY_V4;
 
-use crate::{
-    frames::icmp,
-    harness::{Guard, privileged},
-};
+use crate::{frames::icmp, harness::Guard};
 
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_XDP: u32 = 37;
@@ -50,9 +47,7 @@ fn in_private_netns<T: Send>(work: impl FnOnce() -> T + Send) -> T {
 
 #[test]
 fn a_bpf_link_on_loopback_sees_a_real_ping_and_nothing_after_it_is_closed() {
-    if !privileged("a_bpf_link_on_loopback_sees_a_real_ping") {
-        return;
-    }
+    root_or_skip!("a_bpf_link_on_loopback_sees_a_real_ping");
     let mut guard = Guard::load(&Policy::default_profile());
     let echo_counts = |guard: &Guard| {
         let snapshot = guard.snapshot();
@@ -89,13 +84,8 @@ fn a_bpf_link_on_loopback_sees_a_real_ping_and_nothing_after_it_is_closed() {
 }
 
 fn loopback_up_with(address: [u8; 4]) -> io::Result<()> {
-    // SAFETY: a plain socket for interface ioctls, owned at once.
-    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if socket < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor we just created.
-    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
+    // A plain socket for interface ioctls.
+    let socket = inet_socket(libc::SOCK_DGRAM, 0)?;
     let request = |name: &str| {
         // SAFETY: an all-zero ifreq is valid.
         let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -116,14 +106,7 @@ fn loopback_up_with(address: [u8; 4]) -> io::Result<()> {
         }
     }
     let mut alias = request("lo:1");
-    let sockaddr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(address),
-        },
-        sin_zero: [0; 8],
-    };
+    let sockaddr = sockaddr_v4(address);
     // SAFETY: sockaddr_in fits in the ifreq's sockaddr union member.
     unsafe {
         std::ptr::write_unaligned(
@@ -135,6 +118,28 @@ fn loopback_up_with(address: [u8; 4]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An `AF_INET` socket of `kind`, closed on exec and when dropped.
+fn inet_socket(kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just created and nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn sockaddr_v4(address: [u8; 4]) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(address),
+        },
+        sin_zero: [0; 8],
+    }
 }
 
 fn link_create(program_fd: i32, ifindex: u32) -> io::Result<OwnedFd> {
@@ -161,19 +166,7 @@ fn link_create(program_fd: i32, ifindex: u32) -> io::Result<OwnedFd> {
 
 /// Sends one echo request to [`ADDRESS`] over a raw socket and waits for its reply.
 fn ping(sequence: u16) -> io::Result<()> {
-    // SAFETY: a raw ICMP socket, owned at once.
-    let socket = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_ICMP,
-        )
-    };
-    if socket < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor we just created.
-    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
+    let socket = inet_socket(libc::SOCK_RAW, libc::IPPROTO_ICMP)?;
     let timeout = libc::timeval {
         tv_sec: 0,
         tv_usec: 200_000,
@@ -192,14 +185,7 @@ fn ping(sequence: u16) -> io::Result<()> {
     rest.extend_from_slice(&sequence.to_be_bytes());
     rest.extend_from_slice(b"kernel-probe live ping");
     let message = icmp(8, 0, &rest);
-    let destination = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(ADDRESS),
-        },
-        sin_zero: [0; 8],
-    };
+    let destination = sockaddr_v4(ADDRESS);
     // SAFETY: message and destination outlive the call.
     let sent = unsafe {
         libc::sendto(

@@ -8,6 +8,17 @@
 //! matrix (5.10, 6.1, 6.12 under QEMU, and the host): a test that cannot run on a kernel
 //! says why through [`harness::skip`], and the matrix prints those reasons.
 
+/// Returns from the test, after saying why, unless it may load BPF programs here
+/// ([`harness::privileged`]: without root it skips, or fails under
+/// `ICMP_GUARD_REQUIRE_PRIVILEGED=1`).
+macro_rules! root_or_skip {
+    ($test:literal) => {
+        if !$crate::harness::privileged($test) {
+            return;
+        }
+    };
+}
+
 mod corpus;
 mod differential;
 mod events;

@@ -9,7 +9,7 @@ use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
 
 use crate::{
     frames::*,
-    harness::{self, Expect, Guard, XDP_DROP, XDP_PASS, privileged},
+    harness::{self, Expect, Guard, XDP_DROP, XDP_PASS, pass_all_but, with_rules},
 };
 
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
@@ -18,9 +18,7 @@ const LINK_LOCAL: &str = "fe80::2";
 
 #[test]
 fn every_icmpv4_row_of_the_default_profile() {
-    if !privileged("every_icmpv4_row_of_the_default_profile") {
-        return;
-    }
+    root_or_skip!("every_icmpv4_row_of_the_default_profile");
     let mut guard = Guard::load(&Policy::default_profile());
     let unicast = |t, c| icmpv4_frame(t, c);
     let policy = Expect::Drop(DropReason::Policy);
@@ -120,16 +118,12 @@ fn every_icmpv4_row_of_the_default_profile() {
     ] {
         rows.push((format!("{t} {why}"), unicast(t, 0), t, policy));
     }
-    for (what, frame, icmp_type, expect) in rows {
-        guard.expect(&what, &frame, FAMILY_V4, icmp_type, expect);
-    }
+    expect_rows(&mut guard, FAMILY_V4, rows);
 }
 
 #[test]
 fn every_icmpv6_row_of_the_default_profile() {
-    if !privileged("every_icmpv6_row_of_the_default_profile") {
-        return;
-    }
+    root_or_skip!("every_icmpv6_row_of_the_default_profile");
     let mut guard = Guard::load(&Policy::default_profile());
     let peer = V6_PEER;
     let me = V6_GUARD;
@@ -263,16 +257,19 @@ fn every_icmpv6_row_of_the_default_profile() {
     for t in [137, 138, 139, 140, 100, 101, 200, 201, 127, 255, 150, 160] {
         rows.push((format!("{t}"), frame(t, 0), t, policy));
     }
+    expect_rows(&mut guard, FAMILY_V6, rows);
+}
+
+/// Runs each row, (what, frame, type, expectation), as [`Guard::expect`] does.
+fn expect_rows(guard: &mut Guard, family: u8, rows: Vec<(String, Vec<u8>, u8, Expect)>) {
     for (what, frame, icmp_type, expect) in rows {
-        guard.expect(&what, &frame, FAMILY_V6, icmp_type, expect);
+        guard.expect(&what, &frame, family, icmp_type, expect);
     }
 }
 
 #[test]
 fn deny_and_allow_lists_most_specific_prefix_wins() {
-    if !privileged("deny_and_allow_lists") {
-        return;
-    }
+    root_or_skip!("deny_and_allow_lists");
     let mut policy = Policy::default_profile();
     policy.deny.push("192.0.2.0/24".parse().expect("cidr"));
     policy.allow.push("192.0.2.10/32".parse().expect("cidr"));
@@ -326,16 +323,12 @@ fn deny_and_allow_lists_most_specific_prefix_wins() {
 
 #[test]
 fn per_code_rules_override_their_type() {
-    if !privileged("per_code_rules_override_their_type") {
-        return;
-    }
+    root_or_skip!("per_code_rules_override_their_type");
     let mut policy = Policy::default_profile();
     policy
         .set(FAMILY_V4, 3, Some(1), RuleSpec::DROP, false)
         .expect("3/1 is not protected");
-    policy
-        .set(FAMILY_V4, 13, Some(0), RuleSpec::PASS, false)
-        .expect("valid");
+    let policy = with_rules(policy, &[(FAMILY_V4, 13, Some(0), RuleSpec::PASS)]);
     let mut guard = Guard::load(&policy);
     let dropped = Expect::Drop(DropReason::Policy);
     guard.expect("3/1 code rule", &icmpv4_frame(3, 1), FAMILY_V4, 3, dropped);
@@ -368,14 +361,10 @@ fn per_code_rules_override_their_type() {
 /// policy does.
 #[test]
 fn whole_policy_swaps_are_atomic_under_concurrent_classification() {
-    if !privileged("whole_policy_swaps_are_atomic") {
-        return;
-    }
+    root_or_skip!("whole_policy_swaps_are_atomic");
     let mut a = Policy::pass_all();
     a.deny.push("192.0.2.2/32".parse().expect("cidr"));
-    let mut b = Policy::pass_all();
-    b.set(FAMILY_V4, 8, None, RuleSpec::DROP, false)
-        .expect("valid");
+    let b = pass_all_but(&[(FAMILY_V4, 8)]);
     let frame = icmpv4_frame(8, 0);
 
     let mut guard = Guard::load(&a);

@@ -9,7 +9,7 @@ use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
 
 use crate::{
     frames::*,
-    harness::{Expect, Guard, privileged},
+    harness::{Expect, Guard},
 };
 
 /// The default profile, edited, with the directed broadcasts of 192.0.2.0/24 and of
@@ -35,9 +35,7 @@ fn to(destination: [u8; 4], icmp_type: u8) -> Vec<u8> {
 
 #[test]
 fn every_broadcast_and_multicast_destination_kind() {
-    if !privileged("every_broadcast_and_multicast_destination_kind") {
-        return;
-    }
+    root_or_skip!("every_broadcast_and_multicast_destination_kind");
     let mut guard = guard_with(|_| {});
     let smurf = Expect::Drop(DropReason::Smurf);
     for (what, frame, icmp_type, reason) in [
@@ -106,9 +104,7 @@ fn every_broadcast_and_multicast_destination_kind() {
 
 #[test]
 fn martian_sources_are_invalid() {
-    if !privileged("martian_sources_are_invalid") {
-        return;
-    }
+    root_or_skip!("martian_sources_are_invalid");
     let mut guard = guard_with(|_| {});
     let invalid = Expect::Drop(DropReason::Invalid);
     for source in [
@@ -149,9 +145,7 @@ fn martian_sources_are_invalid() {
 
 #[test]
 fn each_part_can_be_switched_off() {
-    if !privileged("each_part_can_be_switched_off") {
-        return;
-    }
+    root_or_skip!("each_part_can_be_switched_off");
     let mut guard = guard_with(|policy| {
         policy.smurf.broadcast_echo = false;
         policy.smurf.multicast_echo_v6 = false;
@@ -181,9 +175,7 @@ fn each_part_can_be_switched_off() {
 
 #[test]
 fn echo_replies_from_many_sources_hit_the_ceiling_as_smurf() {
-    if !privileged("echo_replies_from_many_sources") {
-        return;
-    }
+    root_or_skip!("echo_replies_from_many_sources");
     let mut guard = guard_with(|policy| {
         policy.smurf.reply_ceiling = 1;
         policy.smurf.reply_ceiling_burst = 20;

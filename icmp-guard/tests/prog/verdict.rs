@@ -2,32 +2,13 @@
 //! fed hand-built frames through BPF_PROG_TEST_RUN; verdicts, output bytes and counters are
 //! checked.
 
-use icmp_guard::{
-    policy::{Action, Policy, RuleSpec},
-    stats,
-};
+use icmp_guard::stats;
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6, config, global};
 
 use crate::{
     frames::*,
-    harness::{Guard, XDP_DROP, privileged},
+    harness::{Guard, XDP_DROP, pass_all_but},
 };
-
-/// A policy that passes every type but `drops`, so that each test states only the rules
-/// it is about.
-fn pass_all_but(drops: &[(u8, u8)]) -> Policy {
-    let mut policy = Policy::pass_all();
-    let drop = RuleSpec {
-        action: Action::Drop,
-        limit: None,
-    };
-    for &(family, icmp_type) in drops {
-        policy
-            .set(family, icmp_type, None, drop, true)
-            .expect("valid rule");
-    }
-    policy
-}
 
 fn guard_dropping(drops: &[(u8, u8)]) -> Guard {
     Guard::load(&pass_all_but(drops))
@@ -35,9 +16,7 @@ fn guard_dropping(drops: &[(u8, u8)]) -> Guard {
 
 #[test]
 fn echo_request_and_reply_pass_and_are_counted_per_family_and_type() {
-    if !privileged("echo_request_and_reply_pass") {
-        return;
-    }
+    root_or_skip!("echo_request_and_reply_pass");
     let mut guard = guard_dropping(&[]);
     let cases = [
         (icmpv4_frame(8, 0), FAMILY_V4, 8),
@@ -66,9 +45,7 @@ fn echo_request_and_reply_pass_and_are_counted_per_family_and_type() {
 
 #[test]
 fn policy_drop_drops_only_that_type_and_counts_the_reason() {
-    if !privileged("policy_drop_drops_only_that_type") {
-        return;
-    }
+    root_or_skip!("policy_drop_drops_only_that_type");
     let mut guard = guard_dropping(&[(FAMILY_V4, 8)]);
     assert_eq!(guard.run(&icmpv4_frame(8, 0)).action, XDP_DROP);
     guard.assert_passes_unchanged(&icmpv4_frame(0, 0), "echo reply");
@@ -83,9 +60,7 @@ fn policy_drop_drops_only_that_type_and_counts_the_reason() {
 
 #[test]
 fn ipv4_options_move_the_icmp_header() {
-    if !privileged("ipv4_options_move_the_icmp_header") {
-        return;
-    }
+    root_or_skip!("ipv4_options_move_the_icmp_header");
     let mut guard = guard_dropping(&[(FAMILY_V4, 8)]);
     // The option bytes sit where a fixed-offset parser would look for the ICMP type: 8
     // (echo request). The real message behind the options is an echo reply.
@@ -113,9 +88,7 @@ fn ipv4_options_move_the_icmp_header() {
 
 #[test]
 fn vlan_and_qinq_are_looked_through_and_deeper_stacks_are_dropped() {
-    if !privileged("vlan_and_qinq") {
-        return;
-    }
+    root_or_skip!("vlan_and_qinq");
     let mut guard = guard_dropping(&[(FAMILY_V4, 8)]);
     let echo = ipv4(1, &[], 0, &icmp(8, 0, &echo_body()));
     let one = ethernet(&[(ETH_P_8021Q, 10)], ETH_P_IPV4, &echo);
@@ -163,9 +136,7 @@ fn vlan_and_qinq_are_looked_through_and_deeper_stacks_are_dropped() {
 
 #[test]
 fn ipv6_extension_headers_are_walked() {
-    if !privileged("ipv6_extension_headers_are_walked") {
-        return;
-    }
+    root_or_skip!("ipv6_extension_headers_are_walked");
     let mut guard = guard_dropping(&[(FAMILY_V6, 128)]);
     let chains: Vec<Vec<Ext>> = vec![
         vec![Ext::options(0, 1)],
@@ -193,9 +164,7 @@ fn ipv6_extension_headers_are_walked() {
 
 #[test]
 fn ipv6_chains_past_the_bound_or_the_packet_are_malformed() {
-    if !privileged("ipv6_chains_past_the_bound") {
-        return;
-    }
+    root_or_skip!("ipv6_chains_past_the_bound");
     let mut guard = guard_dropping(&[]);
     let long: Vec<Ext> = (0..9).map(|_| Ext::options(60, 1)).collect();
     assert_eq!(
@@ -218,9 +187,7 @@ fn ipv6_chains_past_the_bound_or_the_packet_are_malformed() {
 
 #[test]
 fn fragments_are_never_read_as_icmp_headers() {
-    if !privileged("fragments_are_never_read_as_icmp") {
-        return;
-    }
+    root_or_skip!("fragments_are_never_read_as_icmp");
     let mut guard = guard_dropping(&[(FAMILY_V4, 8), (FAMILY_V6, 128)]);
     // Payload of a later fragment that happens to start with 8 (echo request).
     let data = icmp(8, 0, &echo_body());
@@ -250,9 +217,7 @@ fn fragments_are_never_read_as_icmp_headers() {
 
 #[test]
 fn broken_ip_headers_are_invalid() {
-    if !privileged("broken_ip_headers_are_invalid") {
-        return;
-    }
+    root_or_skip!("broken_ip_headers_are_invalid");
     let mut guard = guard_dropping(&[]);
     let good = ipv4(1, &[], 0, &icmp(8, 0, &echo_body()));
     let mut ihl_four = good.clone();
@@ -316,9 +281,7 @@ fn broken_ip_headers_are_invalid() {
 
 #[test]
 fn everything_that_is_not_icmp_passes_byte_identical() {
-    if !privileged("everything_that_is_not_icmp_passes") {
-        return;
-    }
+    root_or_skip!("everything_that_is_not_icmp_passes");
     // Drop every ICMP type, so that any misclassification shows up as a drop.
     let every_type: Vec<(u8, u8)> = (0..=255u8)
         .flat_map(|icmp_type| [(FAMILY_V4, icmp_type), (FAMILY_V6, icmp_type)])
@@ -374,9 +337,7 @@ fn everything_that_is_not_icmp_passes_byte_identical() {
 
 #[test]
 fn dry_run_counts_would_drop_and_passes() {
-    if !privileged("dry_run_counts_would_drop") {
-        return;
-    }
+    root_or_skip!("dry_run_counts_would_drop");
     let mut guard = guard_dropping(&[(FAMILY_V4, 8)]);
     guard.maps.set_mode(config::MODE_DRY_RUN).expect("set mode");
     guard.assert_passes_unchanged(&icmpv4_frame(8, 0), "dry-run echo request");
@@ -402,9 +363,7 @@ fn dry_run_counts_would_drop_and_passes() {
 
 #[test]
 fn routing_header_type_0_with_segments_left_is_invalid() {
-    if !privileged("routing_header_type_0") {
-        return;
-    }
+    root_or_skip!("routing_header_type_0");
     let mut guard = guard_dropping(&[]);
     let routing = |routing_type: u8, segments_left: u8| Ext {
         kind: 43,

@@ -15,7 +15,7 @@ use std::{io::Write as _, process::Command};
 
 use icmp_guard::{loader, policy::Policy};
 
-use crate::harness::{Guard, privileged, skip};
+use crate::harness::{Guard, skip};
 
 /// Set in the environment of the child that [`stats_child`] runs in.
 const STATS_CHILD: &str = "ICMP_GUARD_VERIFIER_STATS_CHILD";
@@ -42,9 +42,7 @@ fn kernel_version() -> (u32, u32) {
 
 #[test]
 fn icmp_guard_is_verified_inside_the_instruction_limit() {
-    if !privileged("icmp_guard_is_verified_inside_the_instruction_limit") {
-        return;
-    }
+    root_or_skip!("icmp_guard_is_verified_inside_the_instruction_limit");
     let output = Command::new(std::env::current_exe().expect("the test binary"))
         .args([
             "--exact",
@@ -112,9 +110,7 @@ fn stats_child() {
 /// Add verified_insns to bpf_prog_info and fdinfo"); before that the field reads 0.
 #[test]
 fn the_kernel_reports_verified_instructions_in_the_program_info() {
-    if !privileged("the_kernel_reports_verified_instructions_in_the_program_info") {
-        return;
-    }
+    root_or_skip!("the_kernel_reports_verified_instructions_in_the_program_info");
     let version = kernel_version();
     if version < (5, 16) {
         skip(
@@ -139,9 +135,7 @@ fn the_kernel_reports_verified_instructions_in_the_program_info() {
 
 #[test]
 fn every_verifier_rejects_an_unchecked_packet_read() {
-    if !privileged("every_verifier_rejects_an_unchecked_packet_read") {
-        return;
-    }
+    root_or_skip!("every_verifier_rejects_an_unchecked_packet_read");
     let rejection = load_unchecked_read().expect_err("the verifier must reject the program");
     report(&format!("{NEGATIVE_MARKER}rejected: {rejection}"));
     assert!(

@@ -322,21 +322,15 @@ impl Demo {
         );
         let before = self.stats_json()?;
         let unreachables_before = self.host_dest_unreachables()?;
-        self.attack(&[
-            "timeout",
-            "10",
-            "hping3",
-            "--icmp",
-            "--icmptype",
-            "3",
-            "--icmpcode",
-            "4",
-            "-c",
-            &PROBES.to_string(),
-            "-i",
-            "u200000",
-            HOST_V4,
-        ])?;
+        let count = PROBES.to_string();
+        self.attack(
+            &[
+                &["timeout", "10", "hping3"][..],
+                &ping::FRAG_NEEDED,
+                &["-c", &count, "-i", "u200000", HOST_V4],
+            ]
+            .concat(),
+        )?;
         let pmtud_passed = counter(&self.stats_json()?, "v4", 3, &["passed"])
             - counter(&before, "v4", 3, &["passed"]);
         let pmtud_received = self

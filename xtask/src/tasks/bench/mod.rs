@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: how much icmp-guard costs, measured two ways (BENCHMARKS.md).
 //!
 //! 1. Per-packet cost through BPF_PROG_TEST_RUN, as a ratio to an empty XDP program
-//!    measured in the same run (icmp-guard/examples/bench.rs).
+//!    measured in the same run (icmp-guard/benches/per_packet.rs).
 //! 2. Flood throughput through a veth pair between two namespaces, as a ratio to an XDP
 //!    program that drops everything, beside nftables doing the same job and no filter at
 //!    all (`bench/flood.rs`).
@@ -34,17 +34,14 @@ pub fn run() -> Result<()> {
         "--package",
         "icmp-guard",
         "--bins",
-        "--example",
-        "bench",
     ]))?;
     let target = cargo::target_dir()?;
-    let release = target.join("release");
-    let binary = release.join("icmp-guard");
-    let per_packet = release.join("examples").join("bench");
-    for built in [&binary, &per_packet] {
-        if !built.is_file() {
-            bail!("`cargo build` succeeded but {} is missing", built.display());
-        }
+    let binary = target.join("release").join("icmp-guard");
+    if !binary.is_file() {
+        bail!(
+            "`cargo build` succeeded but {} is missing",
+            binary.display()
+        );
     }
     let out_dir = target.join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -59,7 +56,15 @@ pub fn run() -> Result<()> {
     let per_packet_json = out_dir.join("per-packet.json");
     let _ = fs::remove_file(&per_packet_json);
     let status = process::status(
-        process::command(&per_packet)
+        process::command("cargo")
+            .args([
+                "bench",
+                "--package",
+                "icmp-guard",
+                "--bench",
+                "per_packet",
+                "--",
+            ])
             .args(["--runs", PER_PACKET_RUNS, "--json"])
             .arg(&per_packet_json),
     )?;

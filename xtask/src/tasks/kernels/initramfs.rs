@@ -18,7 +18,8 @@ use anyhow::{Context as _, Result};
 ///
 /// `$BB` is busybox, `$PROG` and `$ICMP_GUARD` the two binaries; the first argument
 /// `negative-control` loads the broken program instead and leaves the CLI out.
-pub const PAYLOAD: &str = r#"bb="$BB"
+pub const PAYLOAD: &str = r#"exec 2>&1
+bb="$BB"
 echo "MATRIX-KERNEL $($bb uname -r)"
 export ICMP_GUARD_REQUIRE_PRIVILEGED=1
 if [ "$1" = negative-control ]; then

@@ -200,8 +200,7 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
         Vec::new()
     };
     let timeout = Duration::from_secs(options.timeout);
-    let mut outcomes = Vec::new();
-    for (asked, subject) in &subjects {
+    let run_one = |asked: &str, subject: &Subject| -> Result<Outcome> {
         let log = work_dir.join(format!("console-{asked}.log"));
         let (release, origin, run) = match subject {
             Subject::Host => {
@@ -238,8 +237,9 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
         };
         let outcome = outcome(asked, release, origin, &run, &log);
         print_detail(&outcome, payload.tests, options.negative_control);
-        outcomes.push(outcome);
-    }
+        Ok(outcome)
+    };
+    let outcomes = run_all(&subjects, &run_one)?;
 
     println!();
     if options.negative_control {
@@ -255,6 +255,56 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
         work_dir.display()
     );
     verdict(&outcomes, payload.tests, options.negative_control)
+}
+
+/// Runs every guest, as many at once as there are CPUs (each QEMU emulates one), then the
+/// host alone, whose timing-sensitive tests must not share the machine with emulators.
+/// Returns the outcomes in the order of `subjects`.
+fn run_all(
+    subjects: &[(String, Subject)],
+    run_one: &(dyn Fn(&str, &Subject) -> Result<Outcome> + Sync),
+) -> Result<Vec<Outcome>> {
+    let jobs = std::thread::available_parallelism().map_or(1, usize::from);
+    let queue = std::sync::Mutex::new(
+        subjects
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, subject))| matches!(subject, Subject::Guest(_)))
+            .collect::<Vec<_>>(),
+    );
+    let mut outcomes: Vec<Option<Result<Outcome>>> = subjects.iter().map(|_| None).collect();
+    let finished = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let next = queue.lock().map(|mut queue| queue.pop()).ok().flatten();
+                        let Some((index, (asked, subject))) = next else {
+                            return done;
+                        };
+                        done.push((index, run_one(asked, subject)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap_or_default())
+            .collect::<Vec<_>>()
+    });
+    for (index, outcome) in finished {
+        outcomes[index] = Some(outcome);
+    }
+    for (index, (asked, subject)) in subjects.iter().enumerate() {
+        if matches!(subject, Subject::Host) {
+            outcomes[index] = Some(run_one(asked, subject));
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.context("a kernel of the matrix did not run")?)
+        .collect()
 }
 
 /// On the host: the payload under `unshare --net`, so that `lo` is a loopback of its own,
@@ -281,20 +331,16 @@ fn host_command(busybox: &Path, script: &Path, payload: &Payload, args: &[&str])
 /// Builds the `prog` test binary and the `icmp-guard` binary static, and counts the tests.
 ///
 /// `--target` keeps RUSTFLAGS away from build scripts and proc macros, which the usual
-/// build's target directory then shares. The eBPF object that icmp-guard's build.rs builds
+/// build's target directory then shares with this one. The eBPF object that icmp-guard's build.rs builds
 /// through aya-build is not affected either: aya-build gives its nested cargo its own
 /// CARGO_ENCODED_RUSTFLAGS, which cargo prefers to RUSTFLAGS.
 fn build_payload() -> Result<Payload> {
     let mut cargo = process::command("cargo");
     cargo
-        .args([
-            "test",
-            "--no-run",
-            "--package",
-            "icmp-guard",
-            "--test",
-            "prog",
-        ])
+        // Release: a guest emulates every instruction (TCG), and the suite's own code
+        // (frame builders, the reference model) is several times slower unoptimised.
+        .args(["test", "--release", "--no-run", "--package", "icmp-guard"])
+        .args(["--test", "prog"])
         .args([
             "--target",
             STATIC_TARGET,
@@ -367,7 +413,10 @@ fn parse_summary(output: &str) -> Option<Summary> {
     let line = after(output, "test result: ").last()?;
     let count = |word: &str| {
         line.split(';')
-            .find_map(|part| part.trim().strip_suffix(word)?.trim().parse().ok())
+            .find_map(|part| {
+                let number = part.trim().strip_suffix(word)?.split_whitespace().last()?;
+                number.parse().ok()
+            })
             .unwrap_or(0)
     };
     Some(Summary {
