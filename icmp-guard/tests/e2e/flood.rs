@@ -52,7 +52,7 @@ fn replies(pinger: Background) -> u32 {
 fn attached_with_a_legitimate_host(lab: &Lab, rate: &str, burst: &str) {
     lab.add_peer_address(LEGIT_V4);
     lab.cli_ok(&["attach", &lab.guard_if]);
-    lab.limit_echo(rate, burst);
+    lab.limit_echo(rate, burst, &[]);
 }
 
 #[test]

@@ -163,18 +163,10 @@ impl Lab {
         err
     }
 
-    /// `policy set echo-request limit --rate RATE --burst BURST`.
-    pub fn limit_echo(&self, rate: &str, burst: &str) {
-        let args = [
-            "policy",
-            "set",
-            "echo-request",
-            "limit",
-            "--rate",
-            rate,
-            "--burst",
-            burst,
-        ];
+    /// `policy set echo-request limit --rate RATE --burst BURST EXTRA...`.
+    pub fn limit_echo(&self, rate: &str, burst: &str, extra: &[&str]) {
+        let limit = ["policy", "set", "echo-request", "limit"];
+        let args = [&limit[..], &["--rate", rate, "--burst", burst], extra].concat();
         self.cli_ok(&args);
     }
 

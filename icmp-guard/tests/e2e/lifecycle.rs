@@ -426,7 +426,7 @@ fn pinned_maps_of_another_layout_are_refused() {
 fn upgrade_swaps_the_program_during_a_flood_without_a_gap() {
     let lab = lab_or_skip!("upgrade_swaps_the_program_during_a_flood");
     lab.cli_ok(&["attach", &lab.guard_if]);
-    lab.limit_echo("100/s", "200");
+    lab.limit_echo("100/s", "200", &[]);
     let before = interfaces(&lab);
     let (old_program, link) = (
         before[0]["program_id"].as_u64().expect("program"),

@@ -24,6 +24,14 @@ fn hping_timestamps(lab: &Lab, count: u32) -> u32 {
     received
 }
 
+/// Passes timestamp requests and drops 3/5: a policy that differs from the default in a
+/// type rule and a per-code rule, so that a reset, or a half-applied change, shows.
+fn differ_from_the_default(lab: &Lab) {
+    lab.cli_ok(&["policy", "set", "timestamp-request", "pass"]);
+    let per_code = ["--family", "v4", "destination-unreachable/5", "drop"];
+    lab.cli_ok(&[&["policy", "set"][..], &per_code].concat());
+}
+
 fn list(lab: &Lab, which: &str) -> Vec<String> {
     serde_json::from_value(lab.json(&[which, "list", "--json"])).expect("a list of prefixes")
 }
@@ -140,16 +148,7 @@ fn bad_input_is_refused_with_one_line_and_leaves_the_live_policy_untouched() {
     }
     let dir = TempDir::new("bad-input");
     let lab = attached_lab();
-    // A policy that differs from the default, so that a reset would show too.
-    lab.cli_ok(&["policy", "set", "timestamp-request", "pass"]);
-    lab.cli_ok(&[
-        "policy",
-        "set",
-        "--family",
-        "v4",
-        "destination-unreachable/5",
-        "drop",
-    ]);
+    differ_from_the_default(&lab);
     lab.cli_ok(&["deny", "add", "203.0.113.0/24", "2001:db8:bad::/48"]);
     lab.cli_ok(&["allow", "add", "198.51.100.7"]);
     let before = lab.cli_ok(&["policy", "show"]);
@@ -307,23 +306,8 @@ fn policy_reset_restores_the_default_profile() {
     let initial = lab.cli_ok(&["policy", "show"]);
     let initial_json = lab.json(&["policy", "show", "--json"]);
 
-    lab.cli_ok(&["policy", "set", "timestamp-request", "pass"]);
-    lab.cli_ok(&[
-        "policy",
-        "set",
-        "--family",
-        "v4",
-        "destination-unreachable/5",
-        "drop",
-    ]);
-    let global_limit = ["--rate", "5/s", "--burst", "10", "--per", "global"];
-    lab.cli_ok(
-        &[
-            &["policy", "set", "echo-request", "limit"][..],
-            &global_limit,
-        ]
-        .concat(),
-    );
+    differ_from_the_default(&lab);
+    lab.limit_echo("5/s", "10", &["--per", "global"]);
     let changed = lab.cli_ok(&["policy", "show"]);
     assert_ne!(changed, initial);
     assert!(changed.contains("timestamp-request"), "{changed}");
@@ -353,18 +337,13 @@ fn concurrent_policy_sets_both_take_effect() {
         ("drop", "pass"),
         ("pass", "pass"),
     ] {
-        let first = lab
-            .cli_command(&["policy", "set", "timestamp-request", timestamp])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting icmp-guard");
-        let second = lab
-            .cli_command(&["policy", "set", "address-mask-request", mask])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting icmp-guard");
+        let start = |args: &[&str]| {
+            let mut command = lab.cli_command(args);
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+            command.spawn().expect("starting icmp-guard")
+        };
+        let first = start(&["policy", "set", "timestamp-request", timestamp]);
+        let second = start(&["policy", "set", "address-mask-request", mask]);
         for child in [first, second] {
             let output = child.wait_with_output().expect("waiting for icmp-guard");
             assert!(

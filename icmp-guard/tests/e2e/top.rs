@@ -21,7 +21,7 @@ fn lab_with_two_sources(extra_attach: &[&str]) -> Lab {
     let mut attach = vec!["attach", lab.guard_if.as_str()];
     attach.extend_from_slice(extra_attach);
     lab.cli_ok(&attach);
-    lab.limit_echo("100/s", "100");
+    lab.limit_echo("100/s", "100", &[]);
     lab
 }
 

@@ -136,6 +136,16 @@ impl Rng {
         low + self.below(high - low + 1)
     }
 
+    /// 0, 1, 2 or 3, each while a roll of 0 to 99 is at most its entry of `up_to`; past
+    /// the last, 4 to 10.
+    fn small_count(&mut self, up_to: [usize; 4]) -> usize {
+        let roll = self.below(100);
+        match up_to.iter().position(|&last| roll <= last) {
+            Some(count) => count,
+            None => self.range(4, 10),
+        }
+    }
+
     fn percent(&mut self, chance: usize) -> bool {
         self.below(100) < chance
     }
@@ -349,13 +359,7 @@ fn ipv4_packet(rng: &mut Rng, protocol: u8, payload: &[u8], recipe: &mut String)
 /// options, routing (type 0 with and without segments left, others), fragment (first,
 /// non-first, atomic) and AH (including the 8-byte one a zero length field describes).
 fn extension_chain(rng: &mut Rng, recipe: &mut String) -> Vec<Ext> {
-    let count = match rng.below(100) {
-        0..=44 => 0,
-        45..=64 => 1,
-        65..=76 => 2,
-        77..=84 => 3,
-        _ => rng.range(4, 10),
-    };
+    let count = rng.small_count([44, 64, 76, 84]);
     let mut chain = Vec::new();
     for _ in 0..count {
         let ext = match rng.below(6) {
@@ -473,13 +477,7 @@ fn network_layer(rng: &mut Rng, recipe: &mut String) -> (u16, Vec<u8>) {
 }
 
 fn vlan_stack(rng: &mut Rng, recipe: &mut String) -> Vec<(u16, u16)> {
-    let depth = match rng.below(100) {
-        0..=54 => 0,
-        55..=69 => 1,
-        70..=84 => 2,
-        85..=92 => 3,
-        _ => rng.range(4, 10),
-    };
+    let depth = rng.small_count([54, 69, 84, 92]);
     let tags: Vec<(u16, u16)> = (0..depth)
         .map(|_| (rng.pick(&[ETH_P_8021Q, ETH_P_8021AD]), rng.u16()))
         .collect();
@@ -902,26 +900,27 @@ fn routing(routing_type: u8, segments_left: u8) -> Ext {
 /// reply that passes proves nothing in front of it was mistaken for a type.
 #[rustfmt::skip]
 fn parsing_rule_rows() -> Vec<(&'static str, &'static str, Vec<u8>, Expect)> {
+    // What each row is about, in the words of the specification's parsing rules.
+    let vlan = "up to 2 VLAN tags (802.1Q, 802.1ad); deeper stacks carrying IP are dropped";
+    let ihl = "IPv4: honour IHL (options)";
+    let header = "IPv4: IHL < 5, version mismatch, total length inconsistent with the frame → invalid";
+    let non_first = "IPv4: non-first fragments are never read as ICMP";
     let q = (ETH_P_8021Q, 10);
+    let death = "IPv4: ping of death (offset·8 + length > 65535) → drop";
+    let walk = "IPv6: extension headers walked (hop-by-hop, routing, destination, fragment, AH)";
+    let bound = "IPv6: a chain longer than the bound, or a header past the packet → dropped";
+    let non_first6 = "IPv6: non-first fragments are not classified as ICMPv6";
     let ad = (ETH_P_8021AD, 100);
+    let not_icmp = "everything that is not ICMP passes untouched, byte for byte";
+    let short = "ICMP shorter than its fixed 8-byte header → invalid";
+    let rh0 = "IPv6: routing header type 0 with segments left → invalid (RFC 5095)";
+    let ipv6_header = "IPv6: version mismatch, payload length past the frame → invalid";
     let reply = v4(&[], 0, 0);
     let redirect = v4(&[], 0, 5);
     let reply6 = v6(&[], 129);
     let arp = frames::arp();
     let eight = || (0..8).map(|_| Ext::options(60, 1)).collect::<Vec<_>>();
     let nine = || (0..9).map(|_| Ext::options(60, 1)).collect::<Vec<_>>();
-    let vlan = "up to 2 VLAN tags (802.1Q, 802.1ad); deeper stacks carrying IP are dropped";
-    let ihl = "IPv4: honour IHL (options)";
-    let header = "IPv4: IHL < 5, version mismatch, total length inconsistent with the frame → invalid";
-    let non_first = "IPv4: non-first fragments are never read as ICMP";
-    let death = "IPv4: ping of death (offset·8 + length > 65535) → drop";
-    let walk = "IPv6: extension headers walked (hop-by-hop, routing, destination, fragment, AH)";
-    let bound = "IPv6: a chain longer than the bound, or a header past the packet → dropped";
-    let non_first6 = "IPv6: non-first fragments are not classified as ICMPv6";
-    let not_icmp = "everything that is not ICMP passes untouched, byte for byte";
-    let short = "ICMP shorter than its fixed 8-byte header → invalid";
-    let rh0 = "IPv6: routing header type 0 with segments left → invalid (RFC 5095)";
-    let ipv6_header = "IPv6: version mismatch, payload length past the frame → invalid";
     let udp4 = |fragment| {
         frames::ethernet(
             &[],

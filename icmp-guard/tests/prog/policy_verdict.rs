@@ -331,28 +331,17 @@ fn per_code_rules_override_their_type() {
     let policy = with_rules(policy, &[(FAMILY_V4, 13, Some(0), RuleSpec::PASS)]);
     let mut guard = Guard::load(&policy);
     let dropped = Expect::Drop(DropReason::Policy);
-    guard.expect("3/1 code rule", &icmpv4_frame(3, 1), FAMILY_V4, 3, dropped);
-    guard.expect(
-        "3/4 keeps the type rule",
-        &icmpv4_frame(3, 4),
-        FAMILY_V4,
-        3,
-        Expect::Pass,
-    );
-    guard.expect(
-        "13/0 code rule",
-        &icmpv4_frame(13, 0),
-        FAMILY_V4,
-        13,
-        Expect::Pass,
-    );
-    guard.expect(
-        "13/1 keeps the type rule",
-        &icmpv4_frame(13, 1),
-        FAMILY_V4,
-        13,
-        dropped,
-    );
+    // (type, code, what decides it, expectation)
+    let cases = [
+        (3, 1, "3/1 code rule", dropped),
+        (3, 4, "3/4 keeps the type rule", Expect::Pass),
+        (13, 0, "13/0 code rule", Expect::Pass),
+        (13, 1, "13/1 keeps the type rule", dropped),
+    ];
+    for (icmp_type, code, what, expect) in cases {
+        let frame = icmpv4_frame(icmp_type, code);
+        guard.expect(what, &frame, FAMILY_V4, icmp_type, expect);
+    }
 }
 
 /// Two policies whose every mix gives a verdict neither gives alone: A denies the peer and

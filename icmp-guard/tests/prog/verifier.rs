@@ -226,14 +226,17 @@ mod trap {
 
     const BPF_PROG_LOAD: u32 = 5;
     const BPF_LOG_STATS: u32 = 4;
-    const PASS_MAGIC: u64 = 0x6b70_726f_6265_0001;
-    const LOG_SIZE: usize = 1 << 20;
     // Offsets in union bpf_attr for BPF_PROG_LOAD (stable UAPI).
     const LOG_LEVEL: usize = 24;
     const LOG_SIZE_FIELD: usize = 28;
     const LOG_BUF: usize = 32;
 
+    /// The verifier log of the trapped load.
     struct Buffer(UnsafeCell<[u8; LOG_SIZE]>);
+    const LOG_SIZE: usize = 1 << 20;
+    /// In the fourth argument register, which bpf(2) does not use: a load the handler
+    /// re-issued, which the filter lets through.
+    const PASS_MAGIC: u64 = 0x6b70_726f_6265_0001;
     // SAFETY: only written by the kernel inside the handler and read after the load, on
     // one thread.
     unsafe impl Sync for Buffer {}

@@ -43,38 +43,82 @@ use icmp_guard_common::{
     would_drop_slot,
 };
 
-/// The rule that decided a frame's fate, in words: reports print it, and the known
+/// The rule that decided a frame's fate: reports print its words, and the known
 /// divergences of the differential test are keyed on it.
-pub mod rule {
-    pub const NOT_IP: &str = "not IP: passes untouched";
-    pub const RUNT_VLAN: &str = "truncated VLAN tag: cannot carry IP";
-    pub const VLAN_PAST_PEEK: &str = "VLAN stack deeper than the 8 tags peeked";
-    pub const IP_UNDER_DEEP_VLAN: &str = "IP under more than 2 VLAN tags";
-    pub const IPV4_HEADER: &str = "IPv4 header: truncated, version not 4, or IHL < 5";
-    pub const IPV4_TOTAL_LENGTH: &str = "IPv4 total length below the header or past the frame";
-    pub const NOT_ICMP: &str = "IP that is not ICMP: passes untouched";
-    pub const PING_OF_DEATH: &str = "fragment reassembling past 65,535 bytes (ping of death)";
-    pub const NON_FIRST_FRAGMENT: &str = "non-first fragment: carries no ICMP header";
-    pub const ICMP_SHORT: &str = "ICMP shorter than its fixed 8-byte header";
-    pub const IPV6_HEADER: &str = "IPv6 header: truncated or version not 6";
-    pub const IPV6_PAYLOAD_PAST_FRAME: &str = "IPv6 payload length past the frame";
-    pub const IPV6_ZERO_PAYLOAD: &str = "IPv6 payload length 0 (a jumbogram, never on these links)";
-    pub const EXT_PAST_PAYLOAD: &str = "IPv6 extension header runs past the payload";
-    pub const FRAGMENT_PAST_PAYLOAD: &str = "IPv6 fragment header runs past the payload";
-    pub const ROUTING_PAST_PAYLOAD: &str = "IPv6 routing header runs past the payload";
-    pub const EXT_CHAIN_TOO_LONG: &str = "more than 8 IPv6 extension headers";
-    pub const ROUTING_TYPE_0: &str = "routing header type 0 with segments left (RFC 5095)";
-    pub const MARTIAN: &str = "martian source";
-    pub const DENY_LIST: &str = "source on the deny list (longest prefix)";
-    pub const SMURF: &str = "echo or timestamp request to a broadcast or multicast destination";
-    pub const SMURF_V6: &str = "ICMPv6 echo request to multicast beyond link scope";
-    pub const RULE_DROP: &str = "type/code rule: drop";
-    pub const ND_CONDITION: &str = "ND without hop limit 255";
-    pub const ND_FRAGMENT: &str = "ND carried with a Fragment header (RFC 6980)";
-    pub const MLD_CONDITION: &str = "MLD without hop limit 1 from link-local or ::";
-    pub const PTB_CONDITION: &str = "Packet Too Big with MTU < 1280 (RFC 8201)";
-    pub const RULE_PASS: &str = "type/code rule: pass";
-    pub const RULE_LIMIT: &str = "type/code rule: limit (a huge burst: admitted)";
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rule {
+    NotIp,
+    RuntVlan,
+    VlanPastPeek,
+    IpUnderDeepVlan,
+    Ipv4Header,
+    Ipv4TotalLength,
+    NotIcmp,
+    PingOfDeath,
+    NonFirstFragment,
+    IcmpShort,
+    Ipv6Header,
+    Ipv6PayloadPastFrame,
+    Ipv6ZeroPayload,
+    ExtPastPayload,
+    FragmentPastPayload,
+    RoutingPastPayload,
+    ExtChainTooLong,
+    RoutingType0,
+    Martian,
+    DenyList,
+    Smurf,
+    SmurfV6,
+    RuleDrop,
+    NdCondition,
+    NdFragment,
+    MldCondition,
+    PtbCondition,
+    RulePass,
+    RuleLimit,
+}
+
+impl Rule {
+    /// The rule in words.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::NotIp => "not IP: passes untouched",
+            Self::RuntVlan => "truncated VLAN tag: cannot carry IP",
+            Self::VlanPastPeek => "VLAN stack deeper than the 8 tags peeked",
+            Self::IpUnderDeepVlan => "IP under more than 2 VLAN tags",
+            Self::Ipv4Header => "IPv4 header: truncated, version not 4, or IHL < 5",
+            Self::Ipv4TotalLength => "IPv4 total length below the header or past the frame",
+            Self::NotIcmp => "IP that is not ICMP: passes untouched",
+            Self::PingOfDeath => "fragment reassembling past 65,535 bytes (ping of death)",
+            Self::NonFirstFragment => "non-first fragment: carries no ICMP header",
+            Self::IcmpShort => "ICMP shorter than its fixed 8-byte header",
+            Self::Ipv6Header => "IPv6 header: truncated or version not 6",
+            Self::Ipv6PayloadPastFrame => "IPv6 payload length past the frame",
+            Self::Ipv6ZeroPayload => "IPv6 payload length 0 (a jumbogram, never on these links)",
+            Self::ExtPastPayload => "IPv6 extension header runs past the payload",
+            Self::FragmentPastPayload => "IPv6 fragment header runs past the payload",
+            Self::RoutingPastPayload => "IPv6 routing header runs past the payload",
+            Self::ExtChainTooLong => "more than 8 IPv6 extension headers",
+            Self::RoutingType0 => "routing header type 0 with segments left (RFC 5095)",
+            Self::Martian => "martian source",
+            Self::DenyList => "source on the deny list (longest prefix)",
+            Self::Smurf => "echo or timestamp request to a broadcast or multicast destination",
+            Self::SmurfV6 => "ICMPv6 echo request to multicast beyond link scope",
+            Self::RuleDrop => "type/code rule: drop",
+            Self::NdCondition => "ND without hop limit 255",
+            Self::NdFragment => "ND carried with a Fragment header (RFC 6980)",
+            Self::MldCondition => "MLD without hop limit 1 from link-local or ::",
+            Self::PtbCondition => "Packet Too Big with MTU < 1280 (RFC 8201)",
+            Self::RulePass => "type/code rule: pass",
+            Self::RuleLimit => "type/code rule: limit (a huge burst: admitted)",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.words())
+    }
 }
 
 /// What happens to the frame.
@@ -181,7 +225,7 @@ pub struct Outcome {
     pub classified: Option<(u8, u8, u8)>,
     pub counted: Where,
     /// The rule that decided, in words (see [`rule`]).
-    pub rule: &'static str,
+    pub rule: Rule,
 }
 
 impl fmt::Display for Outcome {
@@ -203,11 +247,11 @@ impl fmt::Display for Outcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// Not ICMP: passes untouched.
-    NotIcmp(&'static str),
+    NotIcmp(Rule),
     /// A non-first ICMP fragment: passes without classification.
     IcmpFragment,
     /// Dropped before a type could be read.
-    Unclassified(DropReason, &'static str),
+    Unclassified(DropReason, Rule),
     /// An ICMP message with its header read.
     Icmp(Message),
 }
@@ -252,7 +296,7 @@ const NEXT_DESTINATION: u8 = 60;
 pub fn parse(frame: &[u8]) -> Parsed {
     let Ok(ethernet) = Ethernet2HeaderSlice::from_slice(frame) else {
         // A runt: the stack drops it.
-        return Parsed::NotIcmp(rule::NOT_IP);
+        return Parsed::NotIcmp(Rule::NotIp);
     };
     let destination_mac = ethernet.destination();
     let mut ether_type = ethernet.ether_type().0;
@@ -260,20 +304,20 @@ pub fn parse(frame: &[u8]) -> Parsed {
     let mut tags = 0;
     while is_vlan(ether_type) && tags < VLAN_PEEK {
         let Ok(tag) = SingleVlanHeaderSlice::from_slice(rest) else {
-            return Parsed::NotIcmp(rule::RUNT_VLAN);
+            return Parsed::NotIcmp(Rule::RuntVlan);
         };
         ether_type = tag.ether_type().0;
         rest = &rest[tag.slice().len()..];
         tags += 1;
     }
     if is_vlan(ether_type) {
-        return Parsed::Unclassified(DropReason::Malformed, rule::VLAN_PAST_PEEK);
+        return Parsed::Unclassified(DropReason::Malformed, Rule::VlanPastPeek);
     }
     if ether_type != ETHERTYPE_IPV4 && ether_type != ETHERTYPE_IPV6 {
-        return Parsed::NotIcmp(rule::NOT_IP);
+        return Parsed::NotIcmp(Rule::NotIp);
     }
     if tags > VLAN_TAGS {
-        return Parsed::Unclassified(DropReason::Malformed, rule::IP_UNDER_DEEP_VLAN);
+        return Parsed::Unclassified(DropReason::Malformed, Rule::IpUnderDeepVlan);
     }
     if ether_type == ETHERTYPE_IPV4 {
         parse_ipv4(rest, destination_mac)
@@ -288,21 +332,21 @@ fn is_vlan(ether_type: u16) -> bool {
 
 fn parse_ipv4(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
     let Ok(header) = Ipv4HeaderSlice::from_slice(packet) else {
-        return Parsed::Unclassified(DropReason::Invalid, rule::IPV4_HEADER);
+        return Parsed::Unclassified(DropReason::Invalid, Rule::Ipv4Header);
     };
     let header_len = header.slice().len();
     let total_len = usize::from(header.total_len());
     // Ethernet padding after the datagram is normal; a datagram longer than the frame, or
     // shorter than its own header, is not.
     if total_len < header_len || total_len > packet.len() {
-        return Parsed::Unclassified(DropReason::Invalid, rule::IPV4_TOTAL_LENGTH);
+        return Parsed::Unclassified(DropReason::Invalid, Rule::Ipv4TotalLength);
     }
     if header.protocol().0 != PROTO_ICMP {
-        return Parsed::NotIcmp(rule::NOT_ICMP);
+        return Parsed::NotIcmp(Rule::NotIcmp);
     }
     let fragment_offset = usize::from(header.fragments_offset().value()) * 8;
     if fragment_offset + total_len > 65_535 {
-        return Parsed::Unclassified(DropReason::Invalid, rule::PING_OF_DEATH);
+        return Parsed::Unclassified(DropReason::Invalid, Rule::PingOfDeath);
     }
     if fragment_offset != 0 {
         return Parsed::IcmpFragment;
@@ -310,7 +354,7 @@ fn parse_ipv4(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
     // By hand: etherparse's Icmpv4Slice also wants timestamp messages (13/0, 14/0) to be
     // exactly 20 bytes, where the spec only asks for the fixed 8-byte header.
     let Some(icmp) = packet[header_len..total_len].first_chunk::<8>() else {
-        return Parsed::Unclassified(DropReason::Invalid, rule::ICMP_SHORT);
+        return Parsed::Unclassified(DropReason::Invalid, Rule::IcmpShort);
     };
     Parsed::Icmp(Message {
         family: FAMILY_V4,
@@ -327,14 +371,14 @@ fn parse_ipv4(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
 
 fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
     let Ok(header) = Ipv6HeaderSlice::from_slice(packet) else {
-        return Parsed::Unclassified(DropReason::Invalid, rule::IPV6_HEADER);
+        return Parsed::Unclassified(DropReason::Invalid, Rule::Ipv6Header);
     };
     let payload_len = usize::from(header.payload_length());
     let Some(payload) = packet[header.slice().len()..].get(..payload_len) else {
-        return Parsed::Unclassified(DropReason::Invalid, rule::IPV6_PAYLOAD_PAST_FRAME);
+        return Parsed::Unclassified(DropReason::Invalid, Rule::Ipv6PayloadPastFrame);
     };
     if payload_len == 0 {
-        return Parsed::Unclassified(DropReason::Invalid, rule::IPV6_ZERO_PAYLOAD);
+        return Parsed::Unclassified(DropReason::Invalid, Rule::Ipv6ZeroPayload);
     }
     let mut next = header.next_header().0;
     let mut cursor = 0;
@@ -342,7 +386,7 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
     let mut walked = 0;
     while is_extension(next) {
         if walked == EXTENSION_BOUND {
-            return Parsed::Unclassified(DropReason::Malformed, rule::EXT_CHAIN_TOO_LONG);
+            return Parsed::Unclassified(DropReason::Malformed, Rule::ExtChainTooLong);
         }
         walked += 1;
         // Every header must lie inside the payload before any of its fields is trusted.
@@ -350,16 +394,13 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
         match next {
             NEXT_FRAGMENT => {
                 let Ok(fragment) = Ipv6FragmentHeaderSlice::from_slice(rest) else {
-                    return Parsed::Unclassified(
-                        DropReason::Malformed,
-                        rule::FRAGMENT_PAST_PAYLOAD,
-                    );
+                    return Parsed::Unclassified(DropReason::Malformed, Rule::FragmentPastPayload);
                 };
                 if fragment.fragment_offset().value() != 0 {
                     return if fragment.next_header().0 == NEXT_ICMPV6 {
                         Parsed::IcmpFragment
                     } else {
-                        Parsed::NotIcmp(rule::NON_FIRST_FRAGMENT)
+                        Parsed::NotIcmp(Rule::NonFirstFragment)
                     };
                 }
                 // A first fragment, or an atomic one (RFC 6946): what follows is classified.
@@ -370,11 +411,11 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
             NEXT_AH => {
                 // RFC 4302 §2.2: the length counts 32-bit words, minus 2.
                 let Some(&units) = rest.get(1) else {
-                    return Parsed::Unclassified(DropReason::Malformed, rule::EXT_PAST_PAYLOAD);
+                    return Parsed::Unclassified(DropReason::Malformed, Rule::ExtPastPayload);
                 };
                 let len = (usize::from(units) + 2) * 4;
                 if rest.len() < len {
-                    return Parsed::Unclassified(DropReason::Malformed, rule::EXT_PAST_PAYLOAD);
+                    return Parsed::Unclassified(DropReason::Malformed, Rule::ExtPastPayload);
                 }
                 next = rest[0];
                 cursor += len;
@@ -382,15 +423,15 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
             _ => {
                 let Ok(extension) = Ipv6RawExtHeaderSlice::from_slice(rest) else {
                     let why = if next == NEXT_ROUTING {
-                        rule::ROUTING_PAST_PAYLOAD
+                        Rule::RoutingPastPayload
                     } else {
-                        rule::EXT_PAST_PAYLOAD
+                        Rule::ExtPastPayload
                     };
                     return Parsed::Unclassified(DropReason::Malformed, why);
                 };
                 let body = extension.slice();
                 if next == NEXT_ROUTING && body[2] == 0 && body[3] != 0 {
-                    return Parsed::Unclassified(DropReason::Invalid, rule::ROUTING_TYPE_0);
+                    return Parsed::Unclassified(DropReason::Invalid, Rule::RoutingType0);
                 }
                 next = extension.next_header().0;
                 cursor += body.len();
@@ -398,10 +439,10 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
         }
     }
     if next != NEXT_ICMPV6 {
-        return Parsed::NotIcmp(rule::NOT_ICMP);
+        return Parsed::NotIcmp(Rule::NotIcmp);
     }
     let Ok(icmp) = Icmpv6Slice::from_slice(&payload[cursor..]) else {
-        return Parsed::Unclassified(DropReason::Invalid, rule::ICMP_SHORT);
+        return Parsed::Unclassified(DropReason::Invalid, Rule::IcmpShort);
     };
     Parsed::Icmp(Message {
         family: FAMILY_V6,
@@ -438,7 +479,7 @@ pub fn verdict(frame: &[u8], policy: &Policy, broadcasts: &[Ipv4Addr]) -> Outcom
         Parsed::NotIcmp(why) => passed(Where::Global(global::NON_ICMP_PASSED), why),
         Parsed::IcmpFragment => passed(
             Where::Global(global::ICMP_FRAGMENT_PASSED),
-            rule::NON_FIRST_FRAGMENT,
+            Rule::NonFirstFragment,
         ),
         Parsed::Unclassified(reason, why) => {
             let slot = match (reason, dry_run) {
@@ -491,20 +532,20 @@ fn decide(
     message: &Message,
     policy: &Policy,
     broadcasts: &[Ipv4Addr],
-) -> (Option<DropReason>, &'static str) {
+) -> (Option<DropReason>, Rule) {
     let smurf = &policy.smurf;
     if smurf.martian_sources && martian(message, broadcasts) {
-        return (Some(DropReason::Invalid), rule::MARTIAN);
+        return (Some(DropReason::Invalid), Rule::Martian);
     }
     if listed(&message.source, policy) == Some(Listed::Deny) {
-        return (Some(DropReason::DenyList), rule::DENY_LIST);
+        return (Some(DropReason::DenyList), Rule::DenyList);
     }
     if message.family == FAMILY_V4
         && smurf.broadcast_echo
         && matches!(message.icmp_type, 8 | 13)
         && group_destination_v4(message, broadcasts)
     {
-        return (Some(DropReason::Smurf), rule::SMURF);
+        return (Some(DropReason::Smurf), Rule::Smurf);
     }
     if let IpAddr::V6(destination) = message.destination
         && smurf.multicast_echo_v6
@@ -512,18 +553,18 @@ fn decide(
         && destination.is_multicast()
         && destination.octets()[1] & 0x0f > 2
     {
-        return (Some(DropReason::Smurf), rule::SMURF_V6);
+        return (Some(DropReason::Smurf), Rule::SmurfV6);
     }
     let spec = policy.rule_for(message.family, message.icmp_type, message.code);
     if spec.action == Action::Drop {
-        return (Some(DropReason::Policy), rule::RULE_DROP);
+        return (Some(DropReason::Policy), Rule::RuleDrop);
     }
     if let Some(failed) = failed_condition(message) {
         return (Some(DropReason::Invalid), failed);
     }
     match spec.action {
-        Action::Limit => (None, rule::RULE_LIMIT),
-        _ => (None, rule::RULE_PASS),
+        Action::Limit => (None, Rule::RuleLimit),
+        _ => (None, Rule::RulePass),
     }
 }
 
@@ -562,17 +603,17 @@ fn group_destination_v4(message: &Message, broadcasts: &[Ipv4Addr]) -> bool {
 
 /// The condition the spec ties to ND, MLD and Packet Too Big, whatever the rule's action;
 /// the rule that fails, if one does.
-fn failed_condition(message: &Message) -> Option<&'static str> {
+fn failed_condition(message: &Message) -> Option<Rule> {
     if message.family != FAMILY_V6 {
         return None;
     }
     match message.icmp_type {
-        2 if message.word < 1280 => Some(rule::PTB_CONDITION),
-        133..=136 | 141 | 142 if message.hop_limit != 255 => Some(rule::ND_CONDITION),
+        2 if message.word < 1280 => Some(Rule::PtbCondition),
+        133..=136 | 141 | 142 if message.hop_limit != 255 => Some(Rule::NdCondition),
         // RFC 6980 §5 forbids the Fragment header in ND messages, atomic fragments included.
-        133..=136 | 141 | 142 if message.fragment_header => Some(rule::ND_FRAGMENT),
+        133..=136 | 141 | 142 if message.fragment_header => Some(Rule::NdFragment),
         130..=132 | 143 if message.hop_limit != 1 || !link_local_or_unspecified(message) => {
-            Some(rule::MLD_CONDITION)
+            Some(Rule::MldCondition)
         }
         _ => None,
     }

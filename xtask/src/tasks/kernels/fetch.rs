@@ -152,11 +152,7 @@ impl Fetcher {
                 .unwrap_or_default();
             bail!(
                 "no Debian cloud kernel of series {series} in {}; available: {}",
-                SUITES
-                    .iter()
-                    .map(|(suite, _)| *suite)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                suite_names(", "),
                 known.join(", ")
             );
         };
@@ -347,11 +343,7 @@ impl Fetcher {
         }
         println!(
             "kernels: reading the Debian package lists ({}) into {}",
-            SUITES
-                .iter()
-                .map(|(suite, _)| *suite)
-                .collect::<Vec<_>>()
-                .join(" "),
+            suite_names(" "),
             apt.display()
         );
         let update = process::output(self.apt("apt-get").arg("update"))?;
@@ -537,6 +529,12 @@ impl Fetcher {
 }
 
 /// `dpkg --compare-versions a gt b`.
+/// The names of [`SUITES`], joined by `separator`.
+fn suite_names(separator: &str) -> String {
+    let names: Vec<&str> = SUITES.iter().map(|(suite, _)| *suite).collect();
+    names.join(separator)
+}
+
 fn version_greater(a: &str, b: &str) -> Result<bool> {
     let status =
         process::output(process::command("dpkg").args(["--compare-versions", a, "gt", b]))?.status;
