@@ -69,13 +69,13 @@ pub enum Rule {
     DenyList,
     Smurf,
     SmurfV6,
-    RuleDrop,
+    TypeDrop,
     NdCondition,
     NdFragment,
     MldCondition,
     PtbCondition,
-    RulePass,
-    RuleLimit,
+    TypePass,
+    TypeLimit,
 }
 
 impl Rule {
@@ -104,13 +104,13 @@ impl Rule {
             Self::DenyList => "source on the deny list (longest prefix)",
             Self::Smurf => "echo or timestamp request to a broadcast or multicast destination",
             Self::SmurfV6 => "ICMPv6 echo request to multicast beyond link scope",
-            Self::RuleDrop => "type/code rule: drop",
+            Self::TypeDrop => "type/code rule: drop",
             Self::NdCondition => "ND without hop limit 255",
             Self::NdFragment => "ND carried with a Fragment header (RFC 6980)",
             Self::MldCondition => "MLD without hop limit 1 from link-local or ::",
             Self::PtbCondition => "Packet Too Big with MTU < 1280 (RFC 8201)",
-            Self::RulePass => "type/code rule: pass",
-            Self::RuleLimit => "type/code rule: limit (a huge burst: admitted)",
+            Self::TypePass => "type/code rule: pass",
+            Self::TypeLimit => "type/code rule: limit (a huge burst: admitted)",
         }
     }
 }
@@ -557,14 +557,14 @@ fn decide(
     }
     let spec = policy.rule_for(message.family, message.icmp_type, message.code);
     if spec.action == Action::Drop {
-        return (Some(DropReason::Policy), Rule::RuleDrop);
+        return (Some(DropReason::Policy), Rule::TypeDrop);
     }
     if let Some(failed) = failed_condition(message) {
         return (Some(DropReason::Invalid), failed);
     }
     match spec.action {
-        Action::Limit => (None, Rule::RuleLimit),
-        _ => (None, Rule::RulePass),
+        Action::Limit => (None, Rule::TypeLimit),
+        _ => (None, Rule::TypePass),
     }
 }
 

@@ -337,13 +337,13 @@ impl Lab {
     fn guard(&mut self, args: &[&str]) -> Result<String> {
         let ns = self.pair.guard.ns.clone();
         let mut command = self.pair.lab.guard(&ns, &self.binary);
-        Ok(process::stdout_of(command.args(args))?)
+        process::stdout_of(command.args(args))
     }
 
     /// `nft ARGS` on the receiver.
     fn nft(&self, args: &[&str]) -> Result<String> {
         let mut command = self.pair.lab.command(&self.pair.guard.ns, "nft");
-        Ok(process::stdout_of(command.args(args))?)
+        process::stdout_of(command.args(args))
     }
 
     /// Puts `receiver` in place on the receiving interface.

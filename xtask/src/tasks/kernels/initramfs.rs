@@ -16,7 +16,8 @@ use anyhow::{Context as _, Result};
 /// to `lo` in generic mode. Pings from 127.0.0.1 are martian, so the guard drops them:
 /// answered before attach, unanswered while attached, answered again after detach.
 ///
-/// `$BB` is busybox, `$PROG` and `$ICMP_GUARD` the two binaries; the first argument
+/// `$BB` is busybox, `$PROG` and `$ICMP_GUARD` the two binaries, `$TEST_THREADS` the
+/// suite's threads (one in a guest, which has one CPU); the first argument
 /// `negative-control` loads the broken program instead and leaves the CLI out.
 pub const PAYLOAD: &str = r#"exec 2>&1
 bb="$BB"
@@ -25,7 +26,7 @@ export ICMP_GUARD_REQUIRE_PRIVILEGED=1
 if [ "$1" = negative-control ]; then
     export ICMP_GUARD_NEGATIVE_CONTROL=1
 fi
-"$PROG" --test-threads=1 --color=never
+"$PROG" --test-threads="${TEST_THREADS:-1}" --color=never
 echo "MATRIX-PROG-EXIT $?"
 [ "$1" = negative-control ] && exit 0
 $bb ip link set lo up

@@ -322,6 +322,12 @@ fn host_command(busybox: &Path, script: &Path, payload: &Payload, args: &[&str])
         .env("PROG", &payload.prog)
         .env("ICMP_GUARD", &payload.icmp_guard)
         .env(
+            "TEST_THREADS",
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .to_string(),
+        )
+        .env(
             "ICMP_GUARD_PIN_DIR",
             format!("/sys/fs/bpf/icmp-guard-matrix-{}", std::process::id()),
         );
