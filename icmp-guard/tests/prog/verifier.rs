@@ -195,6 +195,12 @@ fn load_unchecked_read() -> Result<(), String> {
     }
     let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
     let log = String::from_utf8_lossy(&log[..end]).into_owned();
+    Err(format!("{errno}: {}", verifier_reason(&log)))
+}
+
+/// The verifier's own words in a log: the lines after the instruction dump, without the
+/// statistics.
+fn verifier_reason(log: &str) -> String {
     let reason: Vec<&str> = log
         .lines()
         .map(str::trim)
@@ -208,7 +214,22 @@ fn load_unchecked_read() -> Result<(), String> {
                 && !line.starts_with(|c: char| c.is_ascii_digit())
         })
         .collect();
-    Err(format!("{errno}: {}", reason.join("; ")))
+    reason.join("; ")
+}
+
+#[test]
+fn the_verifier_reason_skips_the_instruction_dump_and_statistics() {
+    let log = "0: R1=ctx() R10=fp0\n\
+               0: (61) r2 = *(u32 *)(r1 +0)          ; R1=ctx() R2=pkt(r=0)\n\
+               1: (71) r0 = *(u8 *)(r2 +0)\n\
+               invalid access to packet, off=0 size=1, R2(id=0,off=0,r=0)\n\
+               R2 offset is outside of the packet\n\
+               processed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0\n";
+    assert_eq!(
+        verifier_reason(log),
+        "invalid access to packet, off=0 size=1, R2(id=0,off=0,r=0); \
+         R2 offset is outside of the packet"
+    );
 }
 
 /// Emulates BPF_PROG_LOAD through SIGSYS to attach a verifier log with stats.

@@ -1,14 +1,14 @@
-//! `cargo xtask test`: the workspace tests, after setup.
+//! `cargo xtask test`: the workspace tests, after setup, built static: the kernel matrix
+//! then boots the same `prog` binary without building it again.
 
 use std::ffi::OsString;
 
 use anyhow::Result;
-
-use crate::util::{process, setup};
-
 /// Set to `1` (CI does) to make root-only tests fail instead of skipping. Read by the tests;
 /// we only pass it through by inheriting the environment.
 use icmp_guard_lab::gate::REQUIRE_PRIVILEGED;
+
+use crate::util::{cargo, process, setup};
 
 pub fn run(extra_args: &[OsString]) -> Result<()> {
     setup::run()?;
@@ -21,11 +21,9 @@ pub fn run(extra_args: &[OsString]) -> Result<()> {
     }
 
     // The eBPF crate only builds for the BPF target; icmp-guard's build script builds it.
-    let mut cargo = process::command("cargo");
-    cargo
-        .args(["test", "--workspace", "--exclude", "icmp-guard-ebpf"])
-        .args(extra_args);
-    match process::run(&mut cargo) {
+    let mut test = process::command("cargo");
+    cargo::static_test_build(test.arg("test")).args(extra_args);
+    match process::run(&mut test) {
         Ok(()) => {
             println!("cargo xtask test: all tests passed");
             Ok(())

@@ -5,6 +5,7 @@ use std::{
     env,
     ffi::{OsStr, OsString},
     path::{Path, PathBuf},
+    process::Command,
     sync::OnceLock,
 };
 
@@ -70,4 +71,23 @@ pub fn target_dir() -> Result<PathBuf> {
         .as_str()
         .map(PathBuf::from)
         .context("`cargo metadata` reported no target_directory")
+}
+
+/// This machine's own target, named: with `--target`, RUSTFLAGS reach only what runs on the
+/// target, never build scripts or proc macros, which the plain build's target directory
+/// then shares.
+pub fn host_target() -> String {
+    format!("{}-unknown-linux-gnu", env::consts::ARCH)
+}
+
+/// Makes `cargo` (`cargo test ...`) build the workspace's tests and binaries static
+/// (glibc's `+crt-static`). `cargo xtask test` runs them, and the kernel matrix boots the
+/// very same `prog` test binary and `icmp-guard` binary in its guests, which have no C
+/// library: one build for both.
+pub fn static_test_build(cargo: &mut Command) -> &mut Command {
+    cargo
+        .args(["--workspace", "--exclude", "icmp-guard-ebpf", "--target"])
+        .arg(host_target())
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
 }

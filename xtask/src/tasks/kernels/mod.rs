@@ -20,10 +20,12 @@
 //! loads the program must fail; the command then reports the verifier's reason for each
 //! kernel and exits non-zero, which is what shows that a rejected program fails the matrix.
 //!
-//! The binaries are built for `x86_64-unknown-linux-gnu` with glibc's `+crt-static`, not
-//! for musl: that needs nothing beyond the toolchain and Debian's libc6-dev, where the
-//! musl target would have to come from rustup's download server, which a fresh machine
-//! here cannot reach.
+//! The binaries are `cargo xtask test`'s own ([`cargo::static_test_build`]): built for
+//! `x86_64-unknown-linux-gnu` with glibc's `+crt-static`, not for musl, which needs nothing
+//! beyond the toolchain and Debian's libc6-dev, where the musl target would have to come
+//! from rustup's download server, which a fresh machine here cannot reach. The debug
+//! profile, like `cargo test`'s: in CI the matrix then builds nothing, which saves more
+//! than optimised code would save the emulated guests.
 
 mod boot;
 mod fetch;
@@ -48,8 +50,6 @@ use crate::util::{cargo, numbers::thousands, process, setup};
 /// (bullseye), the two Debian stable series after it, and the machine's own kernel.
 const DEFAULT_KERNELS: [&str; 4] = ["5.10", "6.1", "6.12", HOST];
 const HOST: &str = "host";
-/// The binaries are built for this target, statically linked (`+crt-static`).
-const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Lines of console shown for a failing kernel.
 const TAIL_LINES: usize = 25;
 /// The suite's own lines (`harness.rs`, `verifier.rs`) and the payload's.
@@ -334,27 +334,16 @@ fn host_command(busybox: &Path, script: &Path, payload: &Payload, args: &[&str])
     command
 }
 
-/// Builds the `prog` test binary and the `icmp-guard` binary static, and counts the tests.
+/// Builds the `prog` test binary and the `icmp-guard` binary static, as `cargo xtask test`
+/// does (after which this is no work at all), and counts the tests.
 ///
-/// `--target` keeps RUSTFLAGS away from build scripts and proc macros, which the usual
-/// build's target directory then shares with this one. The eBPF object that icmp-guard's build.rs builds
-/// through aya-build is not affected either: aya-build gives its nested cargo its own
-/// CARGO_ENCODED_RUSTFLAGS, which cargo prefers to RUSTFLAGS.
+/// The eBPF object that icmp-guard's build.rs builds through aya-build is not affected by
+/// the static RUSTFLAGS: aya-build gives its nested cargo its own CARGO_ENCODED_RUSTFLAGS,
+/// which cargo prefers to RUSTFLAGS.
 fn build_payload() -> Result<Payload> {
     let mut cargo = process::command("cargo");
-    cargo
-        // Release: a guest emulates every instruction (TCG), and the suite's own code
-        // (frame builders, the reference model) is several times slower unoptimised.
-        .args(["test", "--release", "--no-run", "--package", "icmp-guard"])
-        .args(["--test", "prog"])
-        .args([
-            "--target",
-            STATIC_TARGET,
-            "--message-format",
-            "json-render-diagnostics",
-        ])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    cargo::static_test_build(cargo.args(["test", "--no-run"]))
+        .args(["--message-format", "json-render-diagnostics"])
         // A stub object would make every kernel "fail" for the wrong reason.
         .env_remove("ICMP_GUARD_STUB_EBPF")
         .stdin(Stdio::null())
@@ -376,6 +365,8 @@ fn build_payload() -> Result<Payload> {
                 message["reason"] == "compiler-artifact"
                     && message["target"]["name"] == name
                     && message["target"]["kind"][0] == kind
+                    // The binary, not the unit tests of its crate.
+                    && message["profile"]["test"] == (kind == "test")
             })
             .find_map(|message| message["executable"].as_str().map(PathBuf::from))
             .with_context(|| format!("cargo built no {kind} {name}"))
