@@ -257,21 +257,18 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
     verdict(&outcomes, payload.tests, options.negative_control)
 }
 
-/// Runs every guest, as many at once as there are CPUs (each QEMU emulates one), then the
-/// host alone, whose timing-sensitive tests must not share the machine with emulators.
-/// Returns the outcomes in the order of `subjects`.
+/// Runs every kernel, as many at once as there are CPUs (each QEMU emulates one), the
+/// slowest guests first and the host last, so that it shares the machine with at most the
+/// last guest. Returns the outcomes in the order of `subjects`.
 fn run_all(
     subjects: &[(String, Subject)],
     run_one: &(dyn Fn(&str, &Subject) -> Result<Outcome> + Sync),
 ) -> Result<Vec<Outcome>> {
     let jobs = std::thread::available_parallelism().map_or(1, usize::from);
-    let queue = std::sync::Mutex::new(
-        subjects
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, subject))| matches!(subject, Subject::Guest(_)))
-            .collect::<Vec<_>>(),
-    );
+    // Popped from the end: the newest guests (the slowest verifiers) first, the host last.
+    let mut queue: Vec<(usize, &(String, Subject))> = subjects.iter().enumerate().collect();
+    queue.sort_by_key(|(index, (_, subject))| (matches!(subject, Subject::Guest(_)), *index));
+    let queue = std::sync::Mutex::new(queue);
     let mut outcomes: Vec<Option<Result<Outcome>>> = subjects.iter().map(|_| None).collect();
     let finished = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..jobs)
@@ -295,11 +292,6 @@ fn run_all(
     });
     for (index, outcome) in finished {
         outcomes[index] = Some(outcome);
-    }
-    for (index, (asked, subject)) in subjects.iter().enumerate() {
-        if matches!(subject, Subject::Host) {
-            outcomes[index] = Some(run_one(asked, subject));
-        }
     }
     outcomes
         .into_iter()
