@@ -726,12 +726,14 @@ fn the_systemd_unit_is_valid_and_its_command_line_parses() {
         }
     }
     assert_eq!(words[0], "/usr/local/bin/icmp-guard");
+    // A pin directory of this run's own: the machine may run other test suites at once.
+    let pin_dir = format!(
+        "/sys/fs/bpf/icmp-guard-unit-test-none-{}",
+        std::process::id()
+    );
     let output = Command::new(BIN)
         .args(&words[1..])
-        .env(
-            "ICMP_GUARD_PIN_DIR",
-            "/sys/fs/bpf/icmp-guard-unit-test-none",
-        )
+        .env("ICMP_GUARD_PIN_DIR", &pin_dir)
         .output()
         .expect("icmp-guard");
     let err = String::from_utf8_lossy(&output.stderr);
@@ -740,7 +742,10 @@ fn the_systemd_unit_is_valid_and_its_command_line_parses() {
         err.contains("igt-none0 does not exist") || err.contains("run with sudo"),
         "{err}"
     );
-    assert!(!Path::new("/sys/fs/bpf/icmp-guard-unit-test-none").exists());
+    assert!(
+        !Path::new(&pin_dir).exists(),
+        "a refused start pins nothing"
+    );
 
     if Command::new("systemd-analyze")
         .arg("--version")
