@@ -34,7 +34,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     let guard = context.open()?;
     if args.once {
         let sample = exporter::gather(&guard)?.ok_or(bpf::Error::NotAttached)?;
-        print!("{}", exporter::encode(Some(sample), args.format));
+        print!("{}", exporter::encode(Some(sample), None, args.format));
         return Ok(());
     }
     let Some(address) = args.listen else {
@@ -49,7 +49,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             "serving metrics on http://{}/metrics (Ctrl-C or SIGTERM stops)",
             listener.local_addr()?
         );
-        exporter::serve(listener, guard, async {
+        exporter::serve(listener, guard, None, async {
             let signal = stop.await;
             println!("{signal}: stopped serving metrics");
         })

@@ -4,17 +4,21 @@ mod drop_log;
 mod notify;
 mod policy_file;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+mod interfaces;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use drop_log::DropLogger;
 use icmp_guard::{
     bpf::{Capacity, links::ModeRequest},
-    exporter,
-    guard::{self, AttachOptions, Guard},
-    net,
+    exporter::{self, Service},
+    guard::{AttachOptions, Guard},
+    host::preflight,
+    net::select::Rule,
     policy::Policy,
 };
-use policy_file::{Initial, Seen};
+use interfaces::Selection;
+use policy_file::{Initial, Seen, Tracker};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
@@ -35,19 +39,35 @@ use super::{
 /// the service checks that its interfaces still run the guard and attaches again where
 /// they do not (a detach behind its back, a re-created interface).
 ///
+/// With --interfaces the interfaces are chosen by rule and the rule is evaluated again every
+/// second: interfaces that come to match are attached, those that disappear are let go.
+///
+/// With --metrics, GET /readyz answers 200 only when every interface chosen runs the guard
+/// and the policy file as it is on disk is in force, 503 with the reason otherwise;
+/// GET /healthz answers 200 while the service loop runs.
+///
 /// Example: icmp-guard run eth0 --policy /etc/icmp-guard/policy.toml --metrics 127.0.0.1:9469
+///
+/// Example: icmp-guard run --interfaces auto --policy /etc/icmp-guard/policy.toml --keep
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Interfaces to protect.
-    #[arg(required = true, value_name = "IFACE")]
+    /// Interfaces to protect, by name.
+    #[arg(value_name = "IFACE", required_unless_present = "rules")]
     interfaces: Vec<String>,
+
+    /// Interfaces by rule: `auto` (those carrying an IPv4 or IPv6 default route) or shell
+    /// globs ('en*' 'bond*'), evaluated again every second as links and routes change.
+    #[arg(long = "interfaces", id = "rules", value_name = "auto|GLOB", num_args = 1..,
+          conflicts_with = "interfaces", value_parser = Rule::parse)]
+    rules: Vec<Rule>,
 
     /// Policy file to apply and watch (default: keep the live policy, or the safe default
     /// profile on a first attach).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
 
-    /// Serve Prometheus metrics on GET /metrics at this IP:PORT.
+    /// Serve Prometheus metrics on GET /metrics, and readiness and liveness on GET /readyz
+    /// and GET /healthz, at this IP:PORT.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
@@ -103,30 +123,36 @@ const WATCHDOG: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_millis(200);
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
+    let (guard, mounted) = Guard::open_mounting(context.pins.clone())?;
+    if mounted {
+        println!("mounted bpffs at {}", preflight::BPFFS_ROOT);
+        if !preflight::in_host_mount_namespace() {
+            eprintln!(
+                "warning: the pins are NOT on the host's bpffs: icmp-guard mounted a bpffs of its own at {} inside a mount namespace that is not the host's (a container, or a service with private mounts), so the pinned program will die with this namespace and --keep will protect nothing; mount the host's /sys/fs/bpf into the container (a hostPath volume with mountPropagation: HostToContainer, as deploy/kubernetes/daemonset.yaml does)",
+                preflight::BPFFS_ROOT
+            );
+        }
+    }
     // A policy file that cannot be used does not stop the service: a host left without
     // any protection (after a reboot, bpffs is empty) is worse than one with the live
     // policy or the safe default profile. The error is reported, and the file is watched
     // and applied as soon as it is fixed.
-    let guard = context.open_mounting()?;
     let initial = args
         .policy
         .as_deref()
         .map(|path| Initial::read(path, args.dry_run));
-    let targets = guard::resolve_interfaces(&args.interfaces)?;
-    runtime()?.block_on(service(args, guard, targets, initial))
+    let selection = Selection::new(&args.interfaces, &args.rules);
+    let targets = selection.resolve_at_start()?;
+    runtime()?.block_on(service(args, guard, selection, targets, initial))
 }
 
 /// Attaches to the interfaces that are not attached yet and adopts the others, swapping
 /// this binary's program into their pinned links (`BPF_LINK_UPDATE`): a restarted or
 /// upgraded service picks up where a `run --keep` (or an `attach`) left off, runs its own
 /// program, and never leaves an interface without one.
-fn attach_or_adopt(
-    args: &Args,
-    guard: &Guard,
-    targets: &[(String, u32)],
-    policy: Option<&Policy>,
-) -> anyhow::Result<()> {
-    let options = AttachOptions {
+/// The attach options of `run`'s arguments, with `policy` applied before the first packet.
+fn attach_options(args: &Args, policy: Option<&Policy>) -> AttachOptions {
+    AttachOptions {
         mode: args.mode,
         dry_run: args.dry_run,
         policy: policy.cloned(),
@@ -137,7 +163,17 @@ fn attach_or_adopt(
         upgrade: true,
         replace: false,
         events_per_sec: args.events_per_sec,
-    };
+    }
+}
+
+fn attach_or_adopt(
+    guard: &Guard,
+    targets: &[(String, u32)],
+    options: &AttachOptions,
+) -> anyhow::Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
     let fresh: Vec<&str> = targets
         .iter()
         .filter(|(_, ifindex)| !guard.has_link(*ifindex))
@@ -147,7 +183,7 @@ fn attach_or_adopt(
         println!("attaching to {}...", fresh.join(", "));
     }
     let names: Vec<String> = targets.iter().map(|(name, _)| name.clone()).collect();
-    for interface in guard.attach(&names, &options)? {
+    for interface in guard.attach(&names, options)? {
         let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
         match (interface.upgraded_from, interface.fallback) {
             (Some(old), _) => println!(
@@ -167,34 +203,10 @@ fn attach_or_adopt(
     Ok(())
 }
 
-/// Why an interface `run` protects is no longer protected, if it is not.
-fn unprotected(guard: &Guard, name: &str, ifindex: u32) -> Option<String> {
-    match net::interface::ifindex(name) {
-        Err(_) => return Some("the interface is gone".to_owned()),
-        Ok(now) if now != ifindex => {
-            return Some(format!(
-                "the interface was re-created (ifindex {ifindex} is now {now})"
-            ));
-        }
-        Ok(_) => {}
-    }
-    let links = match guard.links() {
-        Ok(links) => links,
-        Err(err) => return Some(format!("its pinned link cannot be read: {err}")),
-    };
-    match links.iter().find(|link| link.ifindex == ifindex) {
-        None => Some("its link was removed (by a detach?)".to_owned()),
-        Some(link) if link.interface_gone => Some("the interface is gone".to_owned()),
-        Some(link) if link.mode.is_none() => {
-            Some("the kernel no longer runs the guard there".to_owned())
-        }
-        Some(_) => None,
-    }
-}
-
 async fn service(
     args: Args,
     guard: Guard,
+    selection: Selection,
     targets: Vec<(String, u32)>,
     initial: Option<Initial>,
 ) -> anyhow::Result<()> {
@@ -207,30 +219,95 @@ async fn service(
         None => None,
     };
 
+    // Readiness is asked of the interfaces and the policy file as they are when a probe
+    // comes, never of a state remembered from before.
+    let tracker = args.policy.clone().map(Tracker::new);
+    let service = {
+        let guard = guard.clone();
+        let selection = selection.clone();
+        let ready_tracker = tracker.clone();
+        let reload_tracker = tracker.clone();
+        Arc::new(Service::new(
+            move || {
+                selection.ready(&guard)?;
+                ready_tracker.as_ref().map_or(Ok(()), Tracker::ready)
+            },
+            move || reload_tracker.as_ref().map(Tracker::reload),
+        ))
+    };
+
+    // Serving first: while the guard attaches, /healthz says the service runs and /readyz
+    // says why it is not ready yet.
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = listener.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            println!(
+                "serving metrics on http://{address}/metrics, readiness on /readyz, liveness on /healthz"
+            );
+        }
+        tokio::spawn(exporter::serve(
+            listener,
+            guard.clone(),
+            Some(service.clone()),
+            async {
+                let _ = server_stopped.await;
+            },
+        ))
+    });
+    // Let the server task bind its accept loop before the attach blocks this thread.
+    tokio::task::yield_now().await;
+
     let good = match &initial {
         Some(Initial::Good(_, policy)) => Some(policy),
         _ => None,
     };
-    attach_or_adopt(&args, &guard, &targets, good)?;
+    let mut targets = targets;
+    let mut attach_error: Option<String> = None;
+    // On a blocking thread, so that the server answers probes during a slow attach.
+    let attached = {
+        let (guard, targets, options) =
+            (guard.clone(), targets.clone(), attach_options(&args, good));
+        tokio::task::spawn_blocking(move || attach_or_adopt(&guard, &targets, &options)).await?
+    };
+    match attached {
+        Ok(()) => {}
+        // By rule, an interface that cannot be attached now is tried again every second,
+        // and /readyz says why it is not protected.
+        Err(err) if selection.by_rule() => {
+            eprintln!("error: {err:#}; trying again every second");
+            attach_error = Some(format!("{err:#}"));
+            targets.retain(|(_, ifindex)| guard.has_link(*ifindex));
+        }
+        Err(err) => return Err(err),
+    }
     let mut broadcasts_error = None;
     refresh_broadcasts(&guard, &mut broadcasts_error);
     let mut seen = None;
-    match (&args.policy, initial) {
-        (Some(path), Some(initial)) => {
+    match (&args.policy, initial, &tracker) {
+        (Some(path), Some(initial), Some(tracker)) => {
             match initial {
                 Initial::Good(text, _) => {
-                    println!(
-                        "applied policy {} (generation {})",
-                        path.display(),
-                        policy_file::generation(&guard)
-                    );
-                    seen = Some(Seen::Text(text));
+                    if targets.is_empty() {
+                        println!(
+                            "policy {} is valid; it is applied with the first interface",
+                            path.display()
+                        );
+                    } else {
+                        println!(
+                            "applied policy {} (generation {})",
+                            path.display(),
+                            policy_file::generation(&guard)
+                        );
+                        tracker.applied(&text);
+                        seen = Some(Seen::Text(text));
+                    }
                 }
                 Initial::Refused(first, error) => {
                     eprintln!(
                         "error: {error}; running with the live policy (generation {}): the safe default profile unless one was in force",
                         policy_file::generation(&guard)
                     );
+                    tracker.refused(error);
                     seen = Some(first);
                 }
             }
@@ -243,16 +320,6 @@ async fn service(
         _ => println!("no --policy file: the live policy stays as it is"),
     }
 
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = listener.map(|listener| {
-        if let Ok(address) = listener.local_addr() {
-            println!("serving metrics on http://{address}/metrics");
-        }
-        tokio::spawn(exporter::serve(listener, guard.clone(), async {
-            let _ = server_stopped.await;
-        }))
-    });
-
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let summary_every = Duration::from_secs(args.summary_interval);
@@ -261,69 +328,101 @@ async fn service(
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut watchdog = tokio::time::interval(WATCHDOG);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut targets = targets;
     let mut baseline = guard.stats().ok();
     let mut last_error: Option<String> = None;
     let mut drain = tokio::time::interval(DRAIN);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut drop_log = DropLogger::new(&guard, args.drop_log);
-    println!(
-        "protecting {}; SIGTERM or Ctrl-C {}",
-        targets
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        if args.keep {
-            "stops and leaves the guard attached (--keep)"
-        } else {
-            "stops and detaches"
-        }
-    );
+    let ending = if args.keep {
+        "stops and leaves the guard attached (--keep)"
+    } else {
+        "stops and detaches"
+    };
+    if targets.is_empty() {
+        println!(
+            "no interface matches {} yet: looking again every second; SIGTERM or Ctrl-C {ending}",
+            selection.describe()
+        );
+    } else {
+        println!(
+            "protecting {}; SIGTERM or Ctrl-C {ending}",
+            targets
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 
-    // For systemd (Type=notify): every interface runs the guard, the policy is applied.
-    notifier.ready(&format!("protecting {}", args.interfaces.join(", ")));
+    // For systemd (Type=notify): every interface runs the guard, the policy is applied. By
+    // rule, the selection is being followed (it may match nothing yet: /readyz says so).
+    notifier.ready(&if selection.by_rule() {
+        format!("following {}", selection.describe())
+    } else {
+        format!("protecting {}", selection.describe())
+    });
     let signal_name = loop {
+        service.beat();
         tokio::select! {
             name = &mut stop => break name,
-            _ = hangup.recv() => match &args.policy {
-                Some(path) => {
+            _ = hangup.recv() => match (&args.policy, &tracker) {
+                (Some(path), Some(tracker)) => {
                     println!("SIGHUP: reloading {}", path.display());
-                    policy_file::reload(&guard, path, args.dry_run, &mut seen, true);
+                    tracker.record(policy_file::reload(&guard, path, args.dry_run, &mut seen, true));
                 }
-                None => println!("SIGHUP: there is no --policy file to reload"),
+                _ => println!("SIGHUP: there is no --policy file to reload"),
             },
             _ = drain.tick(), if args.drop_log > 0 => drop_log.drain(),
             _ = poll.tick(), if args.policy.is_some() => {
-                if let Some(path) = &args.policy {
-                    policy_file::reload(&guard, path, args.dry_run, &mut seen, false);
+                // Before the first attach there are no maps to write a policy to.
+                if let (Some(path), Some(tracker)) = (&args.policy, &tracker)
+                    && !targets.is_empty()
+                {
+                    tracker.record(policy_file::reload(&guard, path, args.dry_run, &mut seen, false));
                 }
             }
             _ = watchdog.tick() => {
+                if selection.by_rule() {
+                    follow_rules(
+                        &args,
+                        &guard,
+                        &selection,
+                        &mut targets,
+                        tracker.as_ref(),
+                        &mut seen,
+                        &mut attach_error,
+                    );
+                    refresh_broadcasts(&guard, &mut broadcasts_error);
+                    // Every interface that matches is protected (none matching counts too):
+                    // the systemd watchdog is fed only then.
+                    if attach_error.is_none()
+                        && targets
+                            .iter()
+                            .all(|(name, ifindex)| interfaces::unprotected(&guard, name, *ifindex).is_none())
+                    {
+                        notifier.watchdog();
+                    }
+                    continue;
+                }
                 // A detach by someone else, a deleted or re-created interface: protect it
                 // again, or stop with an error so that the service manager restarts us.
                 let lost: Vec<(String, String)> = targets
                     .iter()
                     .filter_map(|(name, ifindex)| {
-                        unprotected(&guard, name, *ifindex).map(|why| (name.clone(), why))
+                        interfaces::unprotected(&guard, name, *ifindex).map(|why| (name.clone(), why))
                     })
                     .collect();
                 if !lost.is_empty() {
                     for (name, why) in &lost {
                         eprintln!("error: {name} is no longer protected: {why}; attaching again");
                     }
-                    targets = guard::resolve_interfaces(&args.interfaces)?;
+                    targets = selection.resolve()?;
                     let again: Vec<(String, u32)> = targets
                         .iter()
                         .filter(|(name, _)| lost.iter().any(|(lost, _)| lost == name))
                         .cloned()
                         .collect();
-                    // The policy file as it is now, when it is valid; else the live policy.
-                    let current = args
-                        .policy
-                        .as_deref()
-                        .and_then(|path| policy_file::current(path, args.dry_run));
-                    attach_or_adopt(&args, &guard, &again, current.as_ref())?;
+                    attach_current(&args, &guard, &again, tracker.as_ref(), &mut seen)?;
                     refresh_broadcasts(&guard, &mut broadcasts_error);
                 }
                 // Only now is every interface known to be protected.
@@ -368,6 +467,99 @@ async fn service(
         println!("detached from {name}");
     }
     Ok(())
+}
+
+/// Attaches to (or adopts) `targets` with the policy file as it is now when it is valid,
+/// else with the live policy, and records what is then in force.
+fn attach_current(
+    args: &Args,
+    guard: &Guard,
+    targets: &[(String, u32)],
+    tracker: Option<&Tracker>,
+    seen: &mut Option<Seen>,
+) -> anyhow::Result<()> {
+    let current = args
+        .policy
+        .as_deref()
+        .and_then(|path| policy_file::current(path, args.dry_run));
+    let options = attach_options(args, current.as_ref().map(|(_, policy)| policy));
+    attach_or_adopt(guard, targets, &options)?;
+    if let (Some(tracker), Some((text, _))) = (tracker, current)
+        && !targets.is_empty()
+    {
+        tracker.applied(&text);
+        *seen = Some(Seen::Text(text));
+    }
+    Ok(())
+}
+
+/// One watchdog tick under `--interfaces`: the rules evaluated again. Interfaces that came
+/// to match are attached, those that disappeared are let go (their links go with them),
+/// and those that lost their guard behind our back get it again. Nothing here stops the
+/// service: what cannot be done now is reported once and tried again next tick, and
+/// /readyz says what is missing meanwhile.
+fn follow_rules(
+    args: &Args,
+    guard: &Guard,
+    selection: &Selection,
+    targets: &mut Vec<(String, u32)>,
+    tracker: Option<&Tracker>,
+    seen: &mut Option<Seen>,
+    attach_error: &mut Option<String>,
+) {
+    let matching = match selection.resolve() {
+        Ok(matching) => matching,
+        Err(err) => {
+            report_once(
+                attach_error,
+                format!("evaluating {}: {err}", selection.describe()),
+            );
+            return;
+        }
+    };
+    targets.retain(|(name, ifindex)| {
+        let gone = interfaces::gone(name, *ifindex);
+        if gone {
+            println!("{name} is gone (deleted, or renamed): no longer following it");
+        }
+        !gone
+    });
+    let wanted: Vec<(String, u32)> = matching
+        .into_iter()
+        .filter(|(name, ifindex)| {
+            !targets.iter().any(|(_, known)| known == ifindex)
+                || interfaces::unprotected(guard, name, *ifindex).is_some()
+        })
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    for (name, ifindex) in &wanted {
+        if targets.iter().any(|(_, known)| known == ifindex) {
+            eprintln!("error: {name} is no longer protected; attaching again");
+        } else {
+            println!("{name} matches {}", selection.describe());
+        }
+    }
+    match attach_current(args, guard, &wanted, tracker, seen) {
+        Ok(()) => {
+            for (name, ifindex) in wanted {
+                if !targets.iter().any(|(_, known)| *known == ifindex) {
+                    targets.push((name, ifindex));
+                }
+            }
+            *attach_error = None;
+        }
+        Err(err) => report_once(attach_error, format!("{err:#}; trying again every second")),
+    }
+}
+
+/// Prints `message` as an error unless it is the one printed last.
+fn report_once(last: &mut Option<String>, message: String) {
+    if last.as_ref() != Some(&message) {
+        eprintln!("error: {message}");
+        *last = Some(message);
+    }
 }
 
 /// Keeps the kernel's directed-broadcast map in step with the interfaces' addresses, as

@@ -1,0 +1,151 @@
+//! Issue 15, point 14: reading the guard does not cost more as it protects more. `status`
+//! and every `/metrics` scrape report how many sources have a bucket; they used to count
+//! them by walking the whole LRU table (one `bpf_map_get_next_key` per bucket), now they
+//! read the per-CPU counts of buckets the program created. With 1,048,576 tracked sources
+//! a scrape must take ≤ 50 ms; the walk the old code did over the same table is timed
+//! beside it, for the record.
+
+use std::time::{Duration, Instant};
+
+use crate::frames::*;
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::{TestRun as _, TestRunOptions},
+};
+use icmp_guard::{
+    bpf::{self, Capacity, GuardMaps, Instance, PinDir},
+    exporter::collector::{self, Format},
+    guard::Guard,
+    policy::{self, Limit, NewSources, Per, Policy, RuleSpec, model::MAX_RATE},
+};
+use icmp_guard_common::{
+    FAMILY_V4,
+    limit::{SourceBucket, V4Key},
+    maps,
+};
+
+const SOURCES: u32 = 1 << 20;
+
+/// Removes the pin directory however the test ends.
+struct Pins(PinDir);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.root());
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[test]
+fn a_scrape_with_a_million_tracked_sources_takes_at_most_50_ms() {
+    root_or_skip!("a_scrape_with_a_million_tracked_sources");
+    let pins = Pins(PinDir::new(format!(
+        "/sys/fs/bpf/icmp-guard-scrape-{}",
+        std::process::id()
+    )));
+    pins.0.create().expect("create the pin directory");
+    let capacity = Capacity {
+        sources: SOURCES,
+        ..Capacity::default()
+    };
+    let mut ebpf = bpf::load_instance(Some(&pins.0), capacity, Instance::UNATTACHED)
+        .expect("load the guard with pinned maps");
+    // Every new source gets a bucket: a new-source budget nothing exhausts.
+    let mut policy = Policy::default_profile();
+    let limit = Limit {
+        new_sources: Some(NewSources {
+            rate: MAX_RATE,
+            burst: MAX_RATE,
+        }),
+        ..Limit::new(100, 200, Per::Source)
+    };
+    policy
+        .set(FAMILY_V4, 8, None, RuleSpec::limit(limit), false)
+        .expect("a valid limit");
+    {
+        let mut maps = GuardMaps::take(&mut ebpf).expect("the object declares every map");
+        policy::apply(&mut maps, &policy).expect("apply the policy");
+    }
+
+    // 1,048,576 sources, one echo request each, through the program.
+    let program = bpf::xdp_program(&mut ebpf).expect("the guard program");
+    let started = Instant::now();
+    let mut frame = icmpv4_between([10, 0, 0, 0], V4_GUARD, 8, 0);
+    let source_at = 14 + 12;
+    for index in 0..SOURCES {
+        let [_, b, c, d] = index.to_be_bytes();
+        frame[source_at..source_at + 4].copy_from_slice(&[10, b, c, d]);
+        frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+        let sum = checksum(&frame[14..14 + 20]);
+        frame[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+    }
+    eprintln!(
+        "{SOURCES} sources through the program in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let guard = Guard::open(pins.0.clone()).expect("open the pinned guard");
+    let tracked = guard.tracked().expect("tracked");
+    assert!(tracked.estimated);
+    assert_eq!(
+        tracked.sources,
+        u64::from(SOURCES),
+        "every source has a bucket: {tracked:?}"
+    );
+
+    // A scrape: gather every counter and encode them, as `/metrics` does; and `status`.
+    let mut scrapes = Vec::new();
+    let mut statuses = Vec::new();
+    let mut text = String::new();
+    for _ in 0..9 {
+        let started = Instant::now();
+        text = collector::exposition(&guard, None, Format::Prometheus).expect("a scrape");
+        scrapes.push(started.elapsed());
+        let started = Instant::now();
+        guard.status().expect("status");
+        statuses.push(started.elapsed());
+    }
+    let scrape = median(scrapes);
+    let status = median(statuses);
+    assert!(
+        text.contains("icmp_guard_tracked_sources 1048576"),
+        "the scrape reports the tracked sources:\n{text}"
+    );
+
+    // What the old code did: walk the table's keys.
+    let map = aya::maps::Map::LruHashMap(
+        MapData::from_pin(pins.0.map_path(maps::SOURCES_V4)).expect("the pinned SOURCES_V4"),
+    );
+    let table: BpfHashMap<MapData, V4Key, SourceBucket> =
+        BpfHashMap::try_from(map).expect("SOURCES_V4 as a hash map");
+    let started = Instant::now();
+    let walked = table.keys().filter(Result::is_ok).count();
+    let walk = started.elapsed();
+
+    eprintln!(
+        "with {SOURCES} tracked sources: a scrape {:.2} ms, status {:.2} ms (medians of 9); \
+         walking the table as before: {walked} keys in {:.0} ms",
+        scrape.as_secs_f64() * 1e3,
+        status.as_secs_f64() * 1e3,
+        walk.as_secs_f64() * 1e3,
+    );
+    assert!(
+        scrape <= Duration::from_millis(50),
+        "a scrape took {scrape:?} with {SOURCES} tracked sources"
+    );
+    assert!(
+        status <= Duration::from_millis(50),
+        "status took {status:?} with {SOURCES} tracked sources"
+    );
+}
