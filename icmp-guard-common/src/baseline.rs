@@ -23,4 +23,8 @@ pub mod globals {
     pub const BUDGET_INTERVAL_NS: &str = "BASELINE_BUDGET_INTERVAL_NS";
     /// Tolerance of the new-source budget.
     pub const BUDGET_TOLERANCE_NS: &str = "BASELINE_BUDGET_TOLERANCE_NS";
+    /// `u8`, non-zero: read the coarse clock (jiffies, as the guard does) instead of
+    /// `bpf_ktime_get_ns`. Not the baseline; an informational row that shows what
+    /// the clock alone is worth.
+    pub const COARSE_CLOCK: &str = "BASELINE_COARSE_CLOCK";
 }

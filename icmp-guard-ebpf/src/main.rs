@@ -25,7 +25,10 @@ mod maps;
 mod parse;
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+    bindings::xdp_action,
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
+    macros::xdp,
+    programs::XdpContext,
 };
 use icmp_guard_common::{
     DropReason, SLOT_PASSED, Verdict, apply_mode,
@@ -42,7 +45,8 @@ use crate::{
     limit::{Atomics, Clock, Locks, Sync},
     maps::{
         BASELINE_BUDGET, BASELINE_BUDGET_INTERVAL_NS, BASELINE_BUDGET_TOLERANCE_NS,
-        BASELINE_INTERVAL_NS, BASELINE_SOURCES, BASELINE_TOLERANCE_NS, CONFIG, LINK_KIND, PACKET,
+        BASELINE_COARSE_CLOCK, BASELINE_INTERVAL_NS, BASELINE_SOURCES, BASELINE_TOLERANCE_NS,
+        CONFIG, LINK_KIND, NS_PER_JIFFY, PACKET,
     },
     parse::{Frame, Headers, Parsed},
 };
@@ -233,8 +237,13 @@ fn minimal_limiter(ctx: &XdpContext, budget: bool) -> u32 {
     if unsafe { (*icmp).type_ } != 8 {
         return pass;
     }
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = if BASELINE_COARSE_CLOCK.load() == 0 {
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        // SAFETY: as above.
+        unsafe { bpf_jiffies64() }.wrapping_mul(NS_PER_JIFFY.load())
+    };
     let interval = BASELINE_INTERVAL_NS.load();
     match BASELINE_SOURCES.get_ptr_mut(ip.src_addr) {
         // SAFETY: a pointer from a successful lookup.

@@ -158,6 +158,11 @@ pub static BASELINE_BUDGET_INTERVAL_NS: Global<u64> = Global::new(1_000_000);
 #[unsafe(no_mangle)]
 pub static BASELINE_BUDGET_TOLERANCE_NS: Global<u64> = Global::new(1_999_000_000);
 
+/// Non-zero: the baselines read the coarse clock (jiffies × `NS_PER_JIFFY`, as the guard
+/// does) instead of `bpf_ktime_get_ns`; set by the benchmark for an informational row.
+#[unsafe(no_mangle)]
+pub static BASELINE_COARSE_CLOCK: Global<u8> = Global::new(0);
+
 /// A baseline source's TAT, keyed by its IPv4 address; one entry unless the benchmark
 /// sizes it (the object is loaded by every `icmp-guard` command).
 #[map(name = "BASELINE_SOURCES")]
