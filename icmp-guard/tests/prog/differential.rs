@@ -752,7 +752,7 @@ fn open_lists_checks_off() -> Policy {
     policy.deny = ["0.0.0.0/0", "192.0.2.66/32", "::/0", "2001:db8::66/128"]
         .map(cidr)
         .to_vec();
-    policy
+    policies::huge_limits(policy)
 }
 
 fn dry_run() -> Policy {
@@ -766,7 +766,7 @@ fn dry_run() -> Policy {
 fn all_policies() -> Vec<(&'static str, Policy)> {
     vec![
         ("default", policies::default_profile()),
-        ("pass-all", Policy::pass_all()),
+        ("pass-all", policies::huge_limits(Policy::pass_all())),
         ("rules-and-lists", rules_and_lists()),
         ("open-lists-checks-off", open_lists_checks_off()),
         ("dry-run", dry_run()),

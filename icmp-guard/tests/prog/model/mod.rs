@@ -850,8 +850,10 @@ pub mod policies {
     /// A limit no run can exhaust; see the module documentation.
     pub const HUGE: u32 = MAX_RATE;
 
-    /// `policy` with every limit, and the echo-reply ceiling, raised to [`HUGE`], so that
-    /// no limiter ever refuses during a run and the model's "limit admits" holds.
+    /// `policy` with every limit, the echo-reply ceiling, the error ceiling and the fragment
+    /// budget raised to [`HUGE`], so that no limiter ever refuses during a run and the
+    /// model's "limit admits" holds. Every policy of the differential tests goes through it:
+    /// even pass-all has the error ceiling and the fragment budget.
     pub fn huge_limits(mut policy: Policy) -> Policy {
         let raise = |spec: &mut RuleSpec| {
             if let Some(limit) = spec.limit.as_mut() {
