@@ -158,6 +158,21 @@ impl ExtensionOrder {
     /// Before the first extension header.
     pub const START: Self = Self(0);
 
+    /// The state as a number, to keep where the verifier does not follow it (the XDP
+    /// parser keeps it in map memory: tracked in a register, its every value would be a
+    /// state of its own in the walk).
+    #[inline(always)]
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// The state [`ExtensionOrder::bits`] gave. Any number is a state: unknown bits only
+    /// make headers refused, never allowed.
+    #[inline(always)]
+    pub const fn from_bits(bits: u16) -> Self {
+        Self(bits)
+    }
+
     const HOP_BY_HOP: u16 = 1;
     const ROUTING: u16 = 2;
     const FRAGMENT: u16 = 4;

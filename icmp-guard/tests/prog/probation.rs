@@ -54,15 +54,15 @@ fn a_spoofed_flood_over_a_slash_16_gets_the_budget_and_a_bystander_loses_nothing
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(guard.action(&bystander), XDP_PASS);
 
-    // Three seconds of a spoofed flood cycling through the /16 (each address revisited
-    // every few hundred milliseconds, well within its own 100/s), the bystander pinging
-    // every 100 ms throughout.
+    // A spoofed flood cycling three times through the /16 (each address revisited every
+    // few hundred milliseconds here, a few seconds under QEMU's emulation; either way well
+    // within its own 100/s), the bystander pinging every 100 ms throughout.
     let started = Instant::now();
     let mut step = 0u32;
     let mut bystander_sent = 0;
     let mut bystander_lost = 0;
     let mut next_ping = Instant::now();
-    while started.elapsed() < Duration::from_secs(3) {
+    while step < 3 * 65_536 {
         let source = spoofed(step);
         guard.action(&icmpv4_between(source, V4_GUARD, 8, 0));
         step += 1;
@@ -87,10 +87,6 @@ fn a_spoofed_flood_over_a_slash_16_gets_the_budget_and_a_bystander_loses_nothing
         spoofed_admitted as f64 <= budget * 1.1,
         "{spoofed_admitted} spoofed echoes admitted, the budget is {budget:.0} (+10 %)"
     );
-    assert!(
-        step > 3 * 65_536,
-        "the flood revisited the /16 ({step} packets)"
-    );
 }
 
 #[test]
@@ -100,15 +96,17 @@ fn a_source_that_arrived_during_a_calm_graduates_and_keeps_its_own_bucket() {
     let host = icmpv4_between([198, 51, 100, 20], V4_GUARD, 8, 0);
     // On probation its packets pay the budget too: 200 of them take half the budget's
     // burst...
+    let started = Instant::now();
     guard.repeat(&host, 200);
-    // ...and spoofed sources get only what is left.
+    // ...and spoofed sources get only what is left, and what the budget refills meanwhile.
     for step in 0..1000 {
         guard.action(&icmpv4_between(spoofed(step), V4_GUARD, 8, 0));
     }
+    let refilled = f64::from(BUDGET_RATE) * started.elapsed().as_secs_f64();
     let echo = guard.snapshot().of(FAMILY_V4, 8);
     assert!(
-        echo.passed() <= u64::from(BUDGET_BURST) + 10,
-        "the host on probation shared the budget: {echo:?}"
+        echo.passed() as f64 <= f64::from(BUDGET_BURST) + refilled + 2.0,
+        "the host on probation shared the budget ({refilled:.0} refilled): {echo:?}"
     );
     // After a calm second (the budget refused nothing since) it graduates at its next
     // packet: then a spent budget does not touch it.
