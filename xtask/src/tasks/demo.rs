@@ -858,3 +858,47 @@ fn describe_stats(stats: &Value) -> String {
     );
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use clap::Parser;
+
+    use super::{Args, NEW_SOURCES, PER_SOURCE, allowed, percent};
+    use crate::util::cargo::workspace_root;
+
+    #[derive(Parser)]
+    struct Demo {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn plot_path(argv: &[&str]) -> Option<PathBuf> {
+        let demo = Demo::try_parse_from(["demo"].iter().chain(argv)).expect("parses");
+        demo.args.plot_path()
+    }
+
+    #[test]
+    fn plot_goes_to_the_workspace_docs_unless_a_path_is_given() {
+        assert_eq!(plot_path(&[]), None);
+        assert_eq!(
+            plot_path(&["--plot"]),
+            Some(workspace_root().join("docs/demo.svg"))
+        );
+        assert_eq!(
+            plot_path(&["--plot", "/tmp/x.svg"]),
+            Some(PathBuf::from("/tmp/x.svg"))
+        );
+    }
+
+    #[test]
+    fn what_the_limits_allow_in_a_flood_and_shares_of_it() {
+        // The burst at once, then the rate for each of the flood's 3 seconds.
+        assert_eq!(allowed(PER_SOURCE), 500);
+        assert_eq!(allowed(NEW_SOURCES), 5_000);
+        assert_eq!(percent(505, 681), "74%");
+        assert_eq!(percent(5_001, 242_322), "2.1%");
+        assert_eq!(percent(1, 0), "-");
+    }
+}

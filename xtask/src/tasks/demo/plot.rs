@@ -380,6 +380,12 @@ fn draw_on<'a>(
             ),
         ],
     )?;
+    let (_, height) = bottom_legend.dim_in_pixel();
+    bottom_legend.draw(&Text::new(
+        "drawn by: sudo cargo xtask demo --plot",
+        (8, i32::try_from(height).unwrap_or(0) - 40),
+        font(13, FontStyle::Italic).color(&OFFERED),
+    ))?;
     root.present()
 }
 
@@ -600,6 +606,7 @@ mod tests {
             "answered (4)",
             "unanswered (0)",
             "packets per second (log scale)",
+            "drawn by: sudo cargo xtask demo --plot",
         ] {
             assert!(texts.contains(&text), "no text {text:?} in {texts:?}");
         }

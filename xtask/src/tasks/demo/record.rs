@@ -15,7 +15,10 @@
 //! costs one `icmp-guard stats` run: about 85 ms of CPU for the debug build (it reads the
 //! per-CPU counters key by key), a third of one core at four samples a second. The thread
 //! lowers its own priority (nice 10, which the `stats` processes inherit), so the floods
-//! and the XDP program come first.
+//! and the XDP program come first; on a busy machine it then samples less often, and each
+//! rate is still exact for its interval. Each step of the demo takes one more sample when
+//! it starts, at full priority, so what a step did is counted exactly from one step's
+//! sample to the next.
 
 use std::{
     collections::BTreeMap,
