@@ -681,8 +681,9 @@ struct Facts {
 fn picture(recording: &Recording, facts: &Facts) -> Result<String> {
     let phases = plot::phases(recording);
     println!(
-        "\nrecorded for the plot ({} samples):",
-        recording.samples.len()
+        "\nrecorded for the plot: {} samples ({} more left out: their `stats` run was slow)",
+        recording.samples.len(),
+        recording.left_out
     );
     println!(
         "  {:<14} {:>6} {:>10} {:>8}  dropped by reason",

@@ -558,6 +558,7 @@ mod tests {
                     label: "smurf".to_owned(),
                 },
             ],
+            left_out: 0,
         }
     }
 

@@ -12,13 +12,16 @@
 //!   `InEchoReps` (replies received) in its `/proc/net/snmp`.
 //!
 //! The two `/proc` files are opened once inside their namespaces and re-read, so a sample
-//! costs one `icmp-guard stats` run: about 85 ms of CPU for the debug build (it reads the
-//! per-CPU counters key by key), a third of one core at four samples a second. The thread
-//! lowers its own priority (nice 10, which the `stats` processes inherit), so the floods
-//! and the XDP program come first; on a busy machine it then samples less often, and each
-//! rate is still exact for its interval. Each step of the demo takes one more sample when
-//! it starts, at full priority, so what a step did is counted exactly from one step's
-//! sample to the next.
+//! costs one `icmp-guard stats` run: about 90 ms and 85 ms of CPU with the debug build (it
+//! reads the per-CPU counters key by key), a third of a core at four samples a second.
+//! The thread runs at the lowest priority (nice 19, which the `stats` processes inherit),
+//! so the floods come first. A `stats` run that is preempted between reading the guard's
+//! maps and exiting would set its counters against a later eth0 count, so a sample whose
+//! run took more than twice the fastest one is left out: the rate over the longer
+//! interval around it is still exact.
+//!
+//! Each step of the demo takes one more sample when it starts, on the demo's thread, so
+//! what a step did is counted exactly from one step's sample to the next.
 
 use std::{
     collections::BTreeMap,
@@ -69,6 +72,8 @@ pub struct Mark {
 pub struct Recording {
     pub samples: Vec<Sample>,
     pub marks: Vec<Mark>,
+    /// Samples left out because their `stats` run was slow.
+    pub left_out: usize,
 }
 
 /// Where the counters are: the protected host (its namespace and interface, and the
@@ -91,6 +96,7 @@ struct Meter {
     snmp: File,
     started: Instant,
     samples: Vec<Sample>,
+    left_out: usize,
 }
 
 fn lock(meter: &Mutex<Meter>) -> MutexGuard<'_, Meter> {
@@ -117,6 +123,7 @@ impl Recorder {
             host_if: sources.host_if,
             started: Instant::now(),
             samples: Vec::new(),
+            left_out: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (shared, stopped) = (Arc::clone(&meter), Arc::clone(&stop));
@@ -125,14 +132,21 @@ impl Recorder {
             // SAFETY: no pointers; on Linux, `who` 0 is the calling thread alone. A failure
             // only leaves the priority as it was.
             unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
             }
             let mut next = Instant::now();
+            let mut fastest = Duration::MAX;
             loop {
                 // The last sample is taken after the stop was asked for, so the recording
                 // reaches the moment it ended.
                 let last = stopped.load(Ordering::SeqCst);
-                take_sample(&*stats, &shared)?;
+                let longest = if last {
+                    Duration::MAX
+                } else {
+                    fastest.saturating_mul(2)
+                };
+                let (took, _) = take_sample(&*stats, &shared, longest)?;
+                fastest = fastest.min(took);
                 if last {
                     return Ok(());
                 }
@@ -153,12 +167,12 @@ impl Recorder {
         })
     }
 
-    /// Marks the start of a step with a sample of its own, taken now on this thread (which
-    /// runs at full priority): a phase's counts never depend on when the sampling thread
-    /// got the CPU. A failure is reported by [`Recorder::finish`].
+    /// Marks the start of a step with a sample of its own, taken now on this thread: a
+    /// phase's counts never depend on when the sampling thread last ran. A failure is
+    /// reported by [`Recorder::finish`].
     pub fn mark(&mut self, label: &str) {
-        match take_sample(&*self.stats, &self.meter) {
-            Ok(at) => self.marks.push(Mark {
+        match take_sample(&*self.stats, &self.meter, Duration::MAX) {
+            Ok((_, at)) => self.marks.push(Mark {
                 at,
                 label: label.to_owned(),
             }),
@@ -179,10 +193,11 @@ impl Recorder {
             return Err(err.context("sampling the counters at the start of a step"));
         }
         sampled.context("sampling the counters for the plot")?;
-        let samples = std::mem::take(&mut lock(&self.meter).samples);
+        let mut meter = lock(&self.meter);
         Ok(Recording {
-            samples,
+            samples: std::mem::take(&mut meter.samples),
             marks: std::mem::take(&mut self.marks),
+            left_out: meter.left_out,
         })
     }
 }
@@ -197,14 +212,23 @@ impl Drop for Recorder {
     }
 }
 
-/// Runs `stats`, then reads the `/proc` counters right after it and stores the sample;
-/// returns its time. `stats` reads the guard's maps at the end of its run, so all the
-/// counters of a sample agree, and the sample is dated when they were read.
-fn take_sample(stats: &(dyn Fn() -> Command + Send + Sync), meter: &Mutex<Meter>) -> Result<f64> {
+/// Runs `stats`, then reads the `/proc` counters right after it and stores the sample,
+/// unless it took longer than `longest`; returns how long it took and the sample's time.
+/// `stats` reads the
+/// guard's maps late in its run (measured: at about 80% of it), so the counters of a
+/// sample agree to within a few milliseconds, and the sample is dated when the last of
+/// them was read.
+fn take_sample(
+    stats: &(dyn Fn() -> Command + Send + Sync),
+    meter: &Mutex<Meter>,
+    longest: Duration,
+) -> Result<(Duration, f64)> {
+    let started = Instant::now();
     let output = stats()
         .output()
         .context("running `icmp-guard stats --json`")?;
     let mut meter = lock(meter);
+    let took = started.elapsed();
     let dev = reread(&mut meter.dev)?;
     let snmp = reread(&mut meter.snmp)?;
     let at = meter.started.elapsed().as_secs_f64();
@@ -231,8 +255,12 @@ fn take_sample(stats: &(dyn Fn() -> Command + Send + Sync), meter: &Mutex<Meter>
         pings_sent: icmp("OutEchos")?,
         pings_answered: icmp("InEchoReps")?,
     };
-    meter.samples.push(sample);
-    Ok(at)
+    if took <= longest {
+        meter.samples.push(sample);
+    } else {
+        meter.left_out += 1;
+    }
+    Ok((took, at))
 }
 
 /// A `/proc` file read again from its start.
