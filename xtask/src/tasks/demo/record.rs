@@ -14,11 +14,12 @@
 //! The two `/proc` files are opened once inside their namespaces and re-read, so a sample
 //! costs one `icmp-guard stats` run: about 90 ms and 85 ms of CPU with the debug build (it
 //! reads the per-CPU counters key by key), a third of a core at four samples a second.
-//! The thread runs at the lowest priority (nice 19, which the `stats` processes inherit),
-//! so the floods come first. A `stats` run that is preempted between reading the guard's
-//! maps and exiting would set its counters against a later eth0 count, so a sample whose
-//! run took more than twice the fastest one is left out: the rate over the longer
-//! interval around it is still exact.
+//! The thread runs at nice 10 (which the `stats` processes inherit), so on a busy machine
+//! the floods come first; nice 19 starved it through whole floods on a shared 2-core
+//! machine. A `stats` run that is preempted between reading the guard's maps and exiting
+//! would set its counters against a later eth0 count, so a sample whose run took more
+//! than twice the fastest one is left out: the rate over the longer interval around it
+//! is still exact.
 //!
 //! Each step of the demo takes one more sample when it starts, on the demo's thread, so
 //! what a step did is counted exactly from one step's sample to the next.
@@ -132,7 +133,7 @@ impl Recorder {
             // SAFETY: no pointers; on Linux, `who` 0 is the calling thread alone. A failure
             // only leaves the priority as it was.
             unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
             }
             let mut next = Instant::now();
             let mut fastest = Duration::MAX;
