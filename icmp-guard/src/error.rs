@@ -63,9 +63,14 @@ pub enum Error {
     DetachUnknownInterface { name: String },
 
     #[error(
-        "another `icmp-guard top` is reading the sampled events: stop it first (the events have one reader at a time)"
+        "{holder} is reading the sampled events, which have one reader at a time: stop it first"
     )]
-    EventsBusy,
+    EventsBusy { holder: String },
+
+    #[error(
+        "the guard pinned in {} is damaged: {reason}; repair it with `icmp-guard repair` (no gap: the running program's maps are pinned again)", path.display()
+    )]
+    Damaged { path: PathBuf, reason: String },
 
     #[error("reading the XDP state of {name} failed: {source}")]
     XdpState {

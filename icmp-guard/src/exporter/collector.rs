@@ -56,8 +56,10 @@ impl Format {
 pub struct Sample {
     pub report: StatsReport,
     pub tracked: Tracked,
-    /// The active policy generation (the double buffer's index, 0 or 1).
-    pub generation: u32,
+    /// The revision of the live policy: one more with every policy written.
+    pub revision: u32,
+    /// Interfaces a `run` service waits for (deleted, not created yet).
+    pub waiting: Vec<String>,
 }
 
 /// Reads a sample from the pinned maps; `None` when the guard is not attached.
@@ -70,7 +72,8 @@ pub fn gather(guard: &Guard) -> Result<Option<Sample>> {
     Ok(Some(Sample {
         report,
         tracked: guard.tracked()?,
-        generation: guard.generation()?,
+        revision: guard.revision()?,
+        waiting: guard.waiting()?,
     }))
 }
 
@@ -338,11 +341,23 @@ impl Collector for Exposition {
             gauge,
             &interfaces,
         )?;
+        let waiting: Vec<(Labels, ConstGauge)> = sample
+            .waiting
+            .iter()
+            .map(|name| (vec![("interface", name.clone())], ConstGauge::new(1)))
+            .collect();
+        family(
+            &mut encoder,
+            "icmp_guard_interface_waiting",
+            "1 for each interface a `run` service guards that does not exist now: it is attached again when it returns",
+            gauge,
+            &waiting,
+        )?;
         single(
             &mut encoder,
-            "icmp_guard_policy_generation",
-            "The active policy generation (0 or 1); it flips on every policy change",
-            &ConstGauge::new(i64::from(sample.generation)),
+            "icmp_guard_policy_revision",
+            "The revision of the live policy: one more with every policy written",
+            &ConstGauge::new(i64::from(sample.revision)),
         )?;
         single(
             &mut encoder,
@@ -430,7 +445,8 @@ mod tests {
                 prefixes: 1,
                 prefixes_capacity: 16_384,
             },
-            generation: 1,
+            revision: 7,
+            waiting: vec!["eth1".to_owned()],
         }
     }
 
@@ -450,7 +466,8 @@ mod tests {
             "icmp_guard_tracked_sources 4",
             "icmp_guard_tracked_prefixes 1",
             "icmp_guard_interface_attached{interface=\"eth0\",mode=\"native\"} 1",
-            "icmp_guard_policy_generation 1",
+            "icmp_guard_policy_revision 7",
+            "icmp_guard_interface_waiting{interface=\"eth1\"} 1",
             "icmp_guard_dry_run 0",
             "icmp_guard_up 1",
         ] {

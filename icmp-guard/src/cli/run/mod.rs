@@ -1,6 +1,7 @@
 //! `run`: the service loop.
 
 mod drop_log;
+mod interfaces;
 mod policy_file;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -10,11 +11,15 @@ use icmp_guard::{
     bpf::{Capacity, links::ModeRequest},
     exporter,
     guard::{self, AttachOptions, Guard},
-    net,
+    net::{self, addresses::AddressEvents},
     policy::Policy,
 };
-use policy_file::{Initial, Seen};
-use tokio::signal::unix::{SignalKind, signal};
+use interfaces::Interfaces;
+use policy_file::PolicyFile;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
 
 use super::{
     Context,
@@ -24,15 +29,19 @@ use super::{
 
 /// Run in the foreground as a service: attach, apply and watch a policy file, serve
 /// metrics, print a summary when packets were dropped and a sampled, rate-limited log of
-/// individual drops; detach on SIGTERM or SIGINT.
+/// individual drops; on SIGTERM or SIGINT detach what it attached.
 ///
-/// The policy file is checked every 250 ms and on SIGHUP; a change is applied atomically
-/// once two polls read the same bytes (so a half-written file never is), and a file that
-/// does not parse or validate is reported on stderr while the last good policy stays in
-/// force. An interface that is already attached (by `attach`, or by a `run --keep` before)
-/// is adopted: this binary's program is swapped into its link without a gap. Every second
-/// the service checks that its interfaces still run the guard and attaches again where
-/// they do not (a detach behind its back, a re-created interface).
+/// The policy file is read every 250 ms (on a thread of its own) and on SIGHUP; a change is
+/// applied atomically once two reads agree (so a half-written file never is), and a file
+/// that does not parse or validate is reported on stderr while the last good policy stays
+/// in force. An interface that is already attached (by `attach`, or by a `run --keep`
+/// before) is adopted: this binary's program is swapped into its link without a gap, and
+/// it is left attached when the service stops. Every second the service checks that its
+/// interfaces still run the guard and attaches again where they do not (a detach behind
+/// its back, a re-created interface, bpffs unmounted); an interface that is deleted is
+/// waited for (`status` says "waiting") and attached again when it returns. Address changes
+/// are followed at once: the directed broadcasts of a new address are covered within a
+/// second.
 ///
 /// Example: icmp-guard run eth0 --policy /etc/icmp-guard/policy.toml --metrics 127.0.0.1:9469
 #[derive(Debug, clap::Args)]
@@ -50,7 +59,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
-    /// Leave the guard attached when stopping; the next `run` adopts it.
+    /// Leave the guard attached when stopping (also on the interfaces it attached); the
+    /// next `run` adopts it.
     #[arg(long)]
     keep: bool,
 
@@ -101,102 +111,37 @@ const WATCHDOG: Duration = Duration::from_secs(1);
 /// How often the drop log drains the sampled events.
 const DRAIN: Duration = Duration::from_millis(200);
 
+/// How long start-up waits for the first read of the policy file.
+const FIRST_READ: Duration = Duration::from_secs(5);
+
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    // A policy file that cannot be used does not stop the service: a host left without
-    // any protection (after a reboot, bpffs is empty) is worse than one with the live
-    // policy or the safe default profile. The error is reported, and the file is watched
-    // and applied as soon as it is fixed.
     let guard = context.open_mounting()?;
-    let initial = args
-        .policy
-        .as_deref()
-        .map(|path| Initial::read(path, args.dry_run));
-    let targets = guard::resolve_interfaces(&args.interfaces)?;
-    runtime()?.block_on(service(args, guard, targets, initial))
+    // At start-up every interface must exist (a typo fails at once); one that goes away
+    // later is waited for.
+    guard::resolve_interfaces(&args.interfaces)?;
+    runtime()?.block_on(service(args, guard))
 }
 
-/// Attaches to the interfaces that are not attached yet and adopts the others, swapping
-/// this binary's program into their pinned links (`BPF_LINK_UPDATE`): a restarted or
-/// upgraded service picks up where a `run --keep` (or an `attach`) left off, runs its own
-/// program, and never leaves an interface without one.
-fn attach_or_adopt(
-    args: &Args,
-    guard: &Guard,
-    targets: &[(String, u32)],
-    policy: Option<&Policy>,
-) -> anyhow::Result<()> {
-    let options = AttachOptions {
-        mode: args.mode,
-        dry_run: args.dry_run,
-        policy: policy.cloned(),
-        capacity: Capacity {
-            sources: args.max_sources,
-            prefixes: args.max_prefixes,
-        },
-        upgrade: true,
-        replace: false,
-        events_per_sec: args.events_per_sec,
-    };
-    let fresh: Vec<&str> = targets
-        .iter()
-        .filter(|(_, ifindex)| !guard.has_link(*ifindex))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    if !fresh.is_empty() {
-        println!("attaching to {}...", fresh.join(", "));
-    }
-    let names: Vec<String> = targets.iter().map(|(name, _)| name.clone()).collect();
-    for interface in guard.attach(&names, &options)? {
-        let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
-        match (interface.upgraded_from, interface.fallback) {
-            (Some(old), _) => println!(
-                "{}: already attached, adopting the running guard (program {old} replaced by {} in its link, no gap; {mode} mode)",
-                interface.name, interface.program_id
-            ),
-            (None, Some(reason)) => println!(
-                "attached to {} (ifindex {}) in {mode} mode: native XDP was refused ({reason})",
-                interface.name, interface.ifindex
-            ),
-            (None, None) => println!(
-                "attached to {} (ifindex {}) in {mode} mode",
-                interface.name, interface.ifindex
-            ),
+impl Args {
+    fn options(&self, policy: Option<Policy>) -> AttachOptions {
+        AttachOptions {
+            mode: self.mode,
+            dry_run: self.dry_run,
+            policy,
+            first_policy: None,
+            ensure: false,
+            capacity: Capacity {
+                sources: self.max_sources,
+                prefixes: self.max_prefixes,
+            },
+            upgrade: true,
+            replace: false,
+            events_per_sec: self.events_per_sec,
         }
-    }
-    Ok(())
-}
-
-/// Why an interface `run` protects is no longer protected, if it is not.
-fn unprotected(guard: &Guard, name: &str, ifindex: u32) -> Option<String> {
-    match net::interface::ifindex(name) {
-        Err(_) => return Some("the interface is gone".to_owned()),
-        Ok(now) if now != ifindex => {
-            return Some(format!(
-                "the interface was re-created (ifindex {ifindex} is now {now})"
-            ));
-        }
-        Ok(_) => {}
-    }
-    let links = match guard.links() {
-        Ok(links) => links,
-        Err(err) => return Some(format!("its pinned link cannot be read: {err}")),
-    };
-    match links.iter().find(|link| link.ifindex == ifindex) {
-        None => Some("its link was removed (by a detach?)".to_owned()),
-        Some(link) if link.interface_gone => Some("the interface is gone".to_owned()),
-        Some(link) if link.mode.is_none() => {
-            Some("the kernel no longer runs the guard there".to_owned())
-        }
-        Some(_) => None,
     }
 }
 
-async fn service(
-    args: Args,
-    guard: Guard,
-    targets: Vec<(String, u32)>,
-    initial: Option<Initial>,
-) -> anyhow::Result<()> {
+async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
     // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
     let mut stop = std::pin::pin!(stop_signal()?);
     let mut hangup = signal(SignalKind::hangup())?;
@@ -204,47 +149,89 @@ async fn service(
         Some(address) => Some(exporter::bind(address).await?),
         None => None,
     };
-
-    let good = match &initial {
-        Some(Initial::Good(_, policy)) => Some(policy),
-        _ => None,
+    let mut addresses = match AddressEvents::subscribe().and_then(|events| {
+        // SAFETY: AddressEvents owns its socket and lends the same descriptor for as long
+        // as it lives, which is as long as the AsyncFd.
+        unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }.map_err(|err| {
+            net::Error::Io {
+                action: "watching address changes",
+                source: err.into_parts().1,
+            }
+        })
+    }) {
+        Ok(events) => Some(events),
+        Err(err) => {
+            complain!(
+                "warning: {err}: directed broadcasts are refreshed every {} s instead of at once",
+                args.summary_interval
+            );
+            None
+        }
     };
-    attach_or_adopt(&args, &guard, &targets, good)?;
+
+    // A policy file that cannot be used does not stop the service: a host left without
+    // any protection (after a reboot, bpffs is empty) is worse than one with the live
+    // policy or the safe default profile. The error is reported, and the file is watched
+    // and applied as soon as it is fixed.
+    let mut file = args
+        .policy
+        .clone()
+        .map(|path| PolicyFile::watch(path, args.dry_run));
+    let initial = match &mut file {
+        Some(file) => Some(file.initial(FIRST_READ).await),
+        None => None,
+    };
+    let good = initial
+        .as_ref()
+        .and_then(|initial| initial.as_ref().ok())
+        .cloned();
+
+    let mut interfaces = Interfaces::new(&args.interfaces);
+    let names = interfaces.names();
+    interfaces
+        .attach(&guard, &names, &args.options(good))
+        .map_err(|message| anyhow::anyhow!(message))?;
+    let netns = net::interface::netns_id()?;
+    if let Err(err) = guard
+        .pins()
+        .record_service(netns, std::process::id(), &names)
+    {
+        complain!("warning: `status` will not show what this service waits for: {err}");
+    }
     let mut broadcasts_error = None;
     refresh_broadcasts(&guard, &mut broadcasts_error);
-    let mut seen = None;
-    match (&args.policy, initial) {
-        (Some(path), Some(initial)) => {
+    match (&file, initial) {
+        (Some(file), Some(initial)) => {
             match initial {
-                Initial::Good(text, _) => {
-                    println!(
-                        "applied policy {} (generation {})",
-                        path.display(),
-                        policy_file::generation(&guard)
-                    );
-                    seen = Some(Seen::Text(text));
-                }
-                Initial::Refused(first, error) => {
-                    eprintln!(
-                        "error: {error}; running with the live policy (generation {}): the safe default profile unless one was in force",
-                        policy_file::generation(&guard)
-                    );
-                    seen = Some(first);
-                }
+                Ok(_) => say!(
+                    "applied policy {} (revision {})",
+                    file.path().display(),
+                    policy_file::revision(&guard)
+                ),
+                Err(error) => complain!(
+                    "error: {error}; running with the live policy (revision {}): the safe default profile unless one was in force",
+                    policy_file::revision(&guard)
+                ),
             }
-            println!(
+            say!(
                 "watching {} for changes (every {} ms; SIGHUP reloads it at once)",
-                path.display(),
+                file.path().display(),
                 POLL.as_millis()
             );
         }
-        _ => println!("no --policy file: the live policy stays as it is"),
+        _ => say!("no --policy file: the live policy stays as it is"),
+    }
+    if addresses.is_some() {
+        say!("following address changes: directed broadcasts are refreshed as they happen");
     }
 
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = listener.map(|listener| {
         if let Ok(address) = listener.local_addr() {
-            println!("serving metrics on http://{address}/metrics");
+            say!("serving metrics on http://{address}/metrics");
+            if !address.ip().is_loopback() {
+                complain!("warning: {}", exporter::server::exposure_warning(address));
+            }
         }
         tokio::spawn(exporter::serve(listener, guard.clone(), async {
             let _ = server_stopped.await;
@@ -259,79 +246,63 @@ async fn service(
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut watchdog = tokio::time::interval(WATCHDOG);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut targets = targets;
     let mut baseline = guard.stats().ok();
     let mut last_error: Option<String> = None;
     let mut drain = tokio::time::interval(DRAIN);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut drop_log = DropLogger::new(&guard, args.drop_log);
-    println!(
+    say!(
         "protecting {}; SIGTERM or Ctrl-C {}",
-        targets
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        names.join(", "),
         if args.keep {
             "stops and leaves the guard attached (--keep)"
         } else {
-            "stops and detaches"
+            "stops and detaches what this service attached"
         }
     );
 
     let signal_name = loop {
         tokio::select! {
             name = &mut stop => break name,
-            _ = hangup.recv() => match &args.policy {
-                Some(path) => {
-                    println!("SIGHUP: reloading {}", path.display());
-                    policy_file::reload(&guard, path, args.dry_run, &mut seen, true);
+            _ = hangup.recv() => match &mut file {
+                Some(file) => {
+                    say!("SIGHUP: reloading {}", file.path().display());
+                    file.request(true);
                 }
-                None => println!("SIGHUP: there is no --policy file to reload"),
+                None => say!("SIGHUP: there is no --policy file to reload"),
             },
+            Some(read) = next_read(&mut file) => {
+                if let Some(file) = &mut file {
+                    file.handle(&guard, read);
+                }
+            }
+            ready = address_change(&mut addresses) => {
+                if let Some(mut ready) = ready {
+                    ready.clear_ready();
+                    if ready.get_inner().drain() {
+                        refresh_broadcasts(&guard, &mut broadcasts_error);
+                    }
+                }
+            }
             _ = drain.tick(), if args.drop_log > 0 => drop_log.drain(),
-            _ = poll.tick(), if args.policy.is_some() => {
-                if let Some(path) = &args.policy {
-                    policy_file::reload(&guard, path, args.dry_run, &mut seen, false);
+            _ = poll.tick(), if file.is_some() => {
+                if let Some(file) = &mut file {
+                    file.request(false);
                 }
             }
             _ = watchdog.tick() => {
-                // A detach by someone else, a deleted or re-created interface: protect it
-                // again, or stop with an error so that the service manager restarts us.
-                let lost: Vec<(String, String)> = targets
-                    .iter()
-                    .filter_map(|(name, ifindex)| {
-                        unprotected(&guard, name, *ifindex).map(|why| (name.clone(), why))
-                    })
-                    .collect();
-                if !lost.is_empty() {
-                    for (name, why) in &lost {
-                        eprintln!("error: {name} is no longer protected: {why}; attaching again");
-                    }
-                    targets = guard::resolve_interfaces(&args.interfaces)?;
-                    let again: Vec<(String, u32)> = targets
-                        .iter()
-                        .filter(|(name, _)| lost.iter().any(|(lost, _)| lost == name))
-                        .cloned()
-                        .collect();
-                    // The policy file as it is now, when it is valid; else the live policy.
-                    let current = args
-                        .policy
-                        .as_deref()
-                        .and_then(|path| policy_file::current(path, args.dry_run));
-                    attach_or_adopt(&args, &guard, &again, current.as_ref())?;
-                    refresh_broadcasts(&guard, &mut broadcasts_error);
-                }
+                let last_good = file.as_ref().and_then(|file| file.last_good.clone());
+                interfaces.watch(&guard, &args.options(None), last_good.as_ref());
             }
             _ = summary.tick() => {
-                // Addresses change under a long-running service (DHCP, operators).
+                // Addresses also change where no event says so (a missed notification).
                 refresh_broadcasts(&guard, &mut broadcasts_error);
                 match guard.stats() {
                     Ok(report) => {
                         if let Some(previous) = &baseline
                             && let Some(line) = render::stats::drop_summary(previous, &report)
                         {
-                            println!("{} last {}s: {line}", clock(), args.summary_interval);
+                            say!("{} last {}s: {line}", clock(), args.summary_interval);
                         }
                         baseline = Some(report);
                         last_error = None;
@@ -339,7 +310,7 @@ async fn service(
                     Err(err) => {
                         let message = err.to_string();
                         if last_error.as_ref() != Some(&message) {
-                            eprintln!("error: reading the counters: {message}");
+                            complain!("error: reading the counters: {message}");
                             last_error = Some(message);
                         }
                     }
@@ -348,23 +319,45 @@ async fn service(
         }
     };
 
-    println!("{signal_name}: stopping");
+    say!("{signal_name}: stopping");
     let _ = stop_server.send(());
     if let Some(server) = server {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     }
+    let _ = guard.pins().forget_service(netns, std::process::id());
     if args.keep {
-        println!("left the guard attached (--keep): `icmp-guard detach` removes it");
+        say!("left the guard attached (--keep): `icmp-guard detach` removes it");
         return Ok(());
     }
-    for name in guard.detach_interfaces(&targets)? {
-        println!("detached from {name}");
+    for name in interfaces.adopted() {
+        say!("left {name} attached as found: the guard was there before this service started");
+    }
+    for name in guard.detach_interfaces(&interfaces.owned())? {
+        say!("detached from {name}");
     }
     Ok(())
 }
 
-/// Keeps the kernel's directed-broadcast map in step with the interfaces' addresses, as
-/// every other command does once per invocation. A failure is reported once, not per tick.
+/// The next read of the policy file; never, without one.
+async fn next_read(file: &mut Option<PolicyFile>) -> Option<policy_file::Read> {
+    match file {
+        Some(file) => file.next_read().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Readiness of the address subscription; never, without one.
+async fn address_change(
+    events: &mut Option<AsyncFd<AddressEvents>>,
+) -> Option<tokio::io::unix::AsyncFdReadyGuard<'_, AddressEvents>> {
+    match events {
+        Some(events) => events.readable().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps the kernel's directed-broadcast map in step with the interfaces' addresses. A
+/// failure is reported once, not per tick.
 fn refresh_broadcasts(guard: &Guard, last_error: &mut Option<String>) {
     match guard.refresh_broadcasts() {
         Ok(addresses) => {
@@ -374,7 +367,7 @@ fn refresh_broadcasts(guard: &Guard, last_error: &mut Option<String>) {
         Err(err) => {
             let message = err.to_string();
             if last_error.as_ref() != Some(&message) {
-                eprintln!("warning: could not refresh the directed-broadcast addresses: {message}");
+                complain!("warning: could not refresh the directed-broadcast addresses: {message}");
                 *last_error = Some(message);
             }
         }
