@@ -7,9 +7,17 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::Parser;
 use icmp_guard::{bpf::pins::DEFAULT_PIN_DIR, error::Error, guard::Guard, host::preflight};
 
+/// `--version`: the release and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    include_str!(concat!(env!("OUT_DIR"), "/commit")),
+    ")"
+);
+
 /// XDP ICMP firewall and flood guard.
 #[derive(Debug, Parser)]
-#[command(version, about, propagate_version = true)]
+#[command(version = VERSION, about, propagate_version = true)]
 struct Cli {
     /// Say more: debug logs, and the verifier's log when the kernel rejects the program.
     #[arg(short, long, global = true)]
@@ -38,6 +46,8 @@ fn refresh_broadcasts(guard: &Guard) {
 }
 
 fn main() -> ExitCode {
+    // Shell completion: the installed scripts call back with a variable set; exits then.
+    cli::completions::complete_if_asked();
     let cli = Cli::parse();
     // Rust ignores SIGPIPE, so `status | head -1` would end in a panic on the closed pipe.
     // Like other Unix tools, a one-shot command ends quietly there instead; the services

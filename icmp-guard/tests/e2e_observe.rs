@@ -149,34 +149,49 @@ fn completions_and_man_page_are_generated_from_the_command_line() {
         assert!(output.status.success(), "{args:?}: {output:?}");
         String::from_utf8(output.stdout).expect("UTF-8")
     };
+    // The scripts call this binary back (ICMP_GUARD_COMPLETE=<shell>), which answers from
+    // its own command line: bash, as on TAB, gets the commands and options.
     let bash = run_ok(&["completions", "bash"]);
-    for word in [
-        "run",
-        "metrics",
-        "completions",
-        "--watch",
-        "--by-code",
-        "--keep",
-    ] {
-        assert!(bash.contains(word), "bash completion lacks {word}");
-    }
+    assert!(
+        bash.contains(BIN) && bash.contains("ICMP_GUARD_COMPLETE=\"bash\""),
+        "{bash}"
+    );
     let dir = TempDir::new("completions");
     let script = dir.write("icmp-guard.bash", &bash);
     let syntax = run("bash", &["-n", &script]);
     assert!(syntax.status.success(), "bash -n: {syntax:?}");
+    let complete = |words: &str| {
+        let current = words.rsplit(' ').next().unwrap_or_default();
+        let asked = run(
+            "bash",
+            &[
+                "-c",
+                &format!(
+                    "source {script}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+                     _clap_complete_icmp_guard icmp-guard '{current}' x; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+                ),
+            ],
+        );
+        String::from_utf8_lossy(&asked.stdout).into_owned()
+    };
+    let offered = complete("icmp-guard st");
+    assert!(offered.lines().any(|w| w.trim() == "stats"), "{offered}");
+    assert!(offered.lines().any(|w| w.trim() == "status"), "{offered}");
+    let offered = complete("icmp-guard run --k");
+    assert!(offered.lines().any(|w| w.trim() == "--keep"), "{offered}");
     assert!(run_ok(&["completions", "zsh"]).starts_with("#compdef icmp-guard"));
-    assert!(run_ok(&["completions", "fish"]).contains("complete -c icmp-guard"));
+    assert!(run_ok(&["completions", "fish"]).contains("--command icmp-guard"));
 
     let page = run_ok(&["man"]);
-    assert!(page.contains(".TH icmp-guard 1"), "{page}");
-    let roff = dir.write("icmp-guard.1", &page);
+    assert!(page.contains(".TH ICMP-GUARD 8"), "{page}");
+    let roff = dir.write("icmp-guard.8", &page);
     let rendered = Command::new("groff")
         .args(["-man", "-Tutf8", "-ww", &roff])
         .output();
     if let Ok(rendered) = rendered {
         let text = String::from_utf8_lossy(&rendered.stdout);
         assert!(rendered.status.success(), "groff: {rendered:?}");
-        assert!(text.contains("icmp-guard-run(1)"), "{text}");
+        assert!(text.contains("icmp-guard-run(8)"), "{text}");
         assert!(
             rendered.stderr.is_empty(),
             "groff warnings: {}",
@@ -185,7 +200,12 @@ fn completions_and_man_page_are_generated_from_the_command_line() {
     }
     let pages = dir.path("pages");
     run_ok(&["man", "--out-dir", pages.to_str().expect("UTF-8")]);
-    for page in ["icmp-guard.1", "icmp-guard-run.1", "icmp-guard-metrics.1"] {
+    for page in [
+        "man8/icmp-guard.8",
+        "man8/icmp-guard-run.8",
+        "man8/icmp-guard-metrics.8",
+        "man5/icmp-guard.toml.5",
+    ] {
         assert!(pages.join(page).exists(), "{page} written");
     }
 }
@@ -793,7 +813,7 @@ fn the_systemd_unit_is_valid_and_its_command_line_parses() {
     );
     let unit = std::fs::read_to_string(unit_path).expect("packaging/icmp-guard.service");
     for line in [
-        "Type=simple",
+        "Type=notify",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN",
     ] {
@@ -830,7 +850,7 @@ fn the_systemd_unit_is_valid_and_its_command_line_parses() {
             _ => words.push(word.to_owned()),
         }
     }
-    assert_eq!(words[0], "/usr/local/bin/icmp-guard");
+    assert_eq!(words[0], "/usr/sbin/icmp-guard");
     let output = Command::new(BIN)
         .args(&words[1..])
         .env(
@@ -853,7 +873,7 @@ fn the_systemd_unit_is_valid_and_its_command_line_parses() {
         .is_ok()
     {
         let dir = TempDir::new("unit");
-        let local = unit.replace("/usr/local/bin/icmp-guard", BIN);
+        let local = unit.replace("/usr/sbin/icmp-guard", BIN);
         let path = dir.write("icmp-guard.service", &local);
         let verify = run("systemd-analyze", &["verify", "--man=no", &path]);
         let findings = String::from_utf8_lossy(&verify.stderr);

@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod fuzz;
 mod interrupt;
 mod kernels;
@@ -31,7 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Check and install what the build and tests need (nightly rust-src, bpf-linker, Debian packages)
+    /// Check and install what the build, the tests and `dist` need (nightly rust-src,
+    /// bpf-linker, the musl target, cargo-deb, cargo-generate-rpm, Debian packages)
     Setup,
     /// Run the workspace tests after setup; extra arguments go to `cargo test`
     Test {
@@ -57,18 +59,22 @@ enum Task {
         #[command(flatten)]
         options: kernels::Options,
     },
+    /// Build the release artefacts into target/dist: a static tarball, a .deb, an .rpm
+    /// and an OCI image, with SHA-256 sums; --check proves each by installing it (root)
+    Dist(dist::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::run(),
+        Task::Setup => setup::run().and_then(|()| dist::setup()),
         Task::Test { args } => test::run(&args),
         Task::Lint => lint::run(),
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
         Task::Fuzz(args) => fuzz::run(&args),
         Task::Kernels { kernel, options } => kernels::run(&kernel, &options),
+        Task::Dist(args) => dist::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

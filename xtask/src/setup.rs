@@ -35,19 +35,19 @@ pub fn run() -> Result<()> {
     ensure_nightly()?;
     ensure_nightly_component("rust-src")?;
     ensure_bpf_linker()?;
-    ensure_debian_packages()?;
+    ensure_debian_packages(DEBIAN_PACKAGES)?;
     Ok(())
 }
 
 /// One `checking ...` line. The verdict ends the line; a step dropped without a verdict
 /// (an early `?` return) ends it with "failed" so the error that follows starts on its own
 /// line.
-struct Step {
+pub struct Step {
     finished: bool,
 }
 
 impl Step {
-    fn start(what: &str) -> Self {
+    pub fn start(what: &str) -> Self {
         print!("checking {what}... ");
         // Without a flush the line would only appear together with its verdict, which for
         // a slow check looks like a hang.
@@ -55,7 +55,7 @@ impl Step {
         Self { finished: false }
     }
 
-    fn finish(mut self, verdict: &str) {
+    pub fn finish(mut self, verdict: &str) {
         println!("{verdict}");
         self.finished = true;
     }
@@ -196,8 +196,10 @@ fn note_if_cargo_bin_not_on_path() {
     }
 }
 
-fn ensure_debian_packages() -> Result<()> {
-    let names = DEBIAN_PACKAGES.iter().map(|(package, _)| *package);
+/// Installs the Debian packages of `packages` ((package, a program it provides)) that are
+/// missing.
+pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let names = packages.iter().map(|(package, _)| *package);
     let step = Step::start(&format!(
         "Debian packages ({})",
         names.clone().collect::<Vec<_>>().join(" ")
@@ -205,7 +207,7 @@ fn ensure_debian_packages() -> Result<()> {
 
     if process::find_program("dpkg-query").is_none() {
         // Not Debian: the best we can do is look for the programs and name the packages.
-        let missing: Vec<_> = DEBIAN_PACKAGES
+        let missing: Vec<_> = packages
             .iter()
             .filter(|(_, program)| process::find_program(program).is_none())
             .map(|(package, program)| format!("{program} (Debian: {package})"))
@@ -259,7 +261,7 @@ fn ensure_debian_packages() -> Result<()> {
     Ok(())
 }
 
-fn missing_packages<'a>(packages: impl Iterator<Item = &'a str>) -> Result<Vec<String>> {
+pub fn missing_packages<'a>(packages: impl Iterator<Item = &'a str>) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     for package in packages {
         let output = process::output(command("dpkg-query").args(["-W", "-f=${Status}", package]))?;

@@ -20,10 +20,11 @@ macro_rules! complain {
 }
 
 mod attach;
-mod completions;
+pub mod completions;
 mod config;
 mod detach;
 mod lists;
+mod manual;
 mod metrics;
 mod policy;
 mod render;

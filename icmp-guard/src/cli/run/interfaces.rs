@@ -138,8 +138,14 @@ impl Interfaces {
 
     /// One watchdog tick: bpffs still mounted, links of deleted interfaces removed, every
     /// interface still protected; attaches again where it is not (with `policy`, the
-    /// file's last good policy, when the maps are new).
-    pub fn watch(&mut self, guard: &Guard, options: &AttachOptions, policy: Option<&Policy>) {
+    /// file's last good policy, when the maps are new). True when every interface is
+    /// protected now or waiting to return.
+    pub fn watch(
+        &mut self,
+        guard: &Guard,
+        options: &AttachOptions,
+        policy: Option<&Policy>,
+    ) -> bool {
         let pin_dir = guard.pins().root();
         if preflight::require_bpffs(pin_dir).is_err() {
             complain!(
@@ -151,7 +157,7 @@ impl Interfaces {
                 Ok(false) => {}
                 Err(err) => {
                     complain!("error: {err}");
-                    return;
+                    return false;
                 }
             }
             for interface in &mut self.interfaces {
@@ -202,13 +208,14 @@ impl Interfaces {
             }
             again.push(interface.name.clone());
         }
-        if !again.is_empty() {
-            let mut options = options.clone();
-            if options.policy.is_none() {
-                options.first_policy = policy.cloned();
-            }
-            let _ = self.attach(guard, &again, &options);
+        if again.is_empty() {
+            return true;
         }
+        let mut options = options.clone();
+        if options.policy.is_none() {
+            options.first_policy = policy.cloned();
+        }
+        self.attach(guard, &again, &options).is_ok()
     }
 
     /// The interfaces this service attached itself and that are guarded now: what it

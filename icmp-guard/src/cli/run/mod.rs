@@ -2,6 +2,7 @@
 
 mod drop_log;
 mod interfaces;
+mod notify;
 mod policy_file;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -142,6 +143,7 @@ impl Args {
 }
 
 async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
+    let notifier = notify::Notifier::from_env();
     // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
     let mut stop = std::pin::pin!(stop_signal()?);
     let mut hangup = signal(SignalKind::hangup())?;
@@ -261,6 +263,8 @@ async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
         }
     );
 
+    // For systemd (Type=notify): every interface runs the guard, the policy is applied.
+    notifier.ready(&format!("protecting {}", args.interfaces.join(", ")));
     let signal_name = loop {
         tokio::select! {
             name = &mut stop => break name,
@@ -292,7 +296,11 @@ async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
             }
             _ = watchdog.tick() => {
                 let last_good = file.as_ref().and_then(|file| file.last_good.clone());
-                interfaces.watch(&guard, &args.options(None), last_good.as_ref());
+                // Only when every interface is protected or waiting for its return (an
+                // attach that keeps failing lets the service manager restart us).
+                if interfaces.watch(&guard, &args.options(None), last_good.as_ref()) {
+                    notifier.watchdog();
+                }
             }
             _ = summary.tick() => {
                 // Addresses also change where no event says so (a missed notification).
@@ -320,6 +328,7 @@ async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
     };
 
     say!("{signal_name}: stopping");
+    notifier.stopping();
     let _ = stop_server.send(());
     if let Some(server) = server {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
