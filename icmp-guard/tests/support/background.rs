@@ -56,6 +56,11 @@ impl Background {
         Self::spawn("icmp-guard", command)
     }
 
+    /// The process id (nsenter execs the program, so it is the program's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
