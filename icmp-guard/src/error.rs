@@ -72,6 +72,11 @@ pub enum Error {
     )]
     Damaged { path: PathBuf, reason: String },
 
+    #[error(
+        "the running program (id {program_id}) cannot be looked at without CAP_SYS_ADMIN, which finding its maps needs: run `icmp-guard repair` with CAP_SYS_ADMIN"
+    )]
+    CannotSeeProgram { program_id: u32 },
+
     #[error("reading the XDP state of {name} failed: {source}")]
     XdpState {
         name: String,

@@ -1,18 +1,12 @@
 //! `cargo xtask`: developer tasks for icmp-guard.
 //!
-//! Every task that builds or runs anything first calls [`setup::run`], so a fresh machine
-//! needs nothing but rustup and `cargo xtask <task>`.
+//! `main` only parses and dispatches: each task is a module of [`tasks`], and what tasks
+//! share is in [`util`] (tasks never import each other). Every task that builds or runs
+//! anything first calls [`util::setup::run`], so a fresh machine needs nothing but rustup
+//! and `cargo xtask <task>`.
 
-mod bench;
-mod demo;
-mod dist;
-mod fuzz;
-mod interrupt;
-mod kernels;
-mod lint;
-mod process;
-mod setup;
-mod test;
+mod tasks;
+mod util;
 
 use std::{ffi::OsString, process::ExitCode};
 
@@ -32,8 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Check and install what the build, the tests and `dist` need (nightly rust-src,
-    /// bpf-linker, the musl target, cargo-deb, cargo-generate-rpm, Debian packages)
+    /// Check and install what the build and tests need (nightly rust-src, bpf-linker, Debian packages)
     Setup,
     /// Run the workspace tests after setup; extra arguments go to `cargo test`
     Test {
@@ -48,7 +41,10 @@ enum Task {
     /// Measure per-packet cost as a ratio to an empty XDP program (needs root)
     Bench,
     /// Compare the XDP program with the reference model on random frames (needs root)
-    Fuzz(fuzz::Args),
+    Fuzz(tasks::fuzz::Args),
+    /// Validate deploy/ offline: the Kubernetes manifests (kubernetes-validate --strict), the
+    /// Ansible playbook, the alert rules and their tests, the Grafana dashboard's queries
+    FleetCheck(tasks::fleet::Args),
     /// Boot Debian kernels under QEMU (and use the host's) to check that the XDP program
     /// loads, passes the verifier and gives the same verdicts on each (host kernel: root)
     Kernels {
@@ -57,24 +53,26 @@ enum Task {
         #[arg(long = "kernel", value_name = "VERSION")]
         kernel: Vec<String>,
         #[command(flatten)]
-        options: kernels::Options,
+        options: tasks::kernels::Options,
     },
     /// Build the release artefacts into target/dist: a static tarball, a .deb, an .rpm
     /// and an OCI image, with SHA-256 sums; --check proves each by installing it (root)
-    Dist(dist::Args),
+    Dist(tasks::dist::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::run().and_then(|()| dist::setup()),
-        Task::Test { args } => test::run(&args),
-        Task::Lint => lint::run(),
-        Task::Demo => demo::run(),
-        Task::Bench => bench::run(),
-        Task::Fuzz(args) => fuzz::run(&args),
-        Task::Kernels { kernel, options } => kernels::run(&kernel, &options),
-        Task::Dist(args) => dist::run(&args),
+        // dist's own tools too, so that a fresh machine is set up for every task at once.
+        Task::Setup => util::setup::run().and_then(|()| tasks::dist::setup()),
+        Task::Test { args } => tasks::test::run(&args),
+        Task::Lint => tasks::lint::run(),
+        Task::Demo => tasks::demo::run(),
+        Task::Bench => tasks::bench::run(),
+        Task::Fuzz(args) => tasks::fuzz::run(&args),
+        Task::Kernels { kernel, options } => tasks::kernels::run(&kernel, &options),
+        Task::FleetCheck(args) => tasks::fleet::run(&args),
+        Task::Dist(args) => tasks::dist::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -267,7 +267,8 @@ pub fn list(pins: &PinDir, netns: u64) -> Result<Vec<LinkStatus>> {
     Ok(statuses)
 }
 
-/// The ids of the maps program `program_id` uses, when the kernel still has it.
+/// The ids of the maps program `program_id` uses; `None` when the program cannot be seen
+/// (listing programs needs CAP_SYS_ADMIN, which a container with CAP_BPF alone lacks).
 pub fn program_map_ids(program_id: u32) -> Option<Vec<u32>> {
     aya::programs::loaded_programs()
         .filter_map(std::result::Result::ok)

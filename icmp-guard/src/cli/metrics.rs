@@ -40,7 +40,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         // Nothing attached is a fact to report (`icmp_guard_up 0`), not an error.
         print!(
             "{}",
-            exporter::encode(exporter::gather(&guard)?, args.format)
+            exporter::encode(exporter::gather(&guard)?, None, args.format)
         );
         return Ok(());
     }
@@ -57,7 +57,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         if !local.ip().is_loopback() {
             eprintln!("warning: {}", exporter::server::exposure_warning(local));
         }
-        exporter::serve(listener, guard, async {
+        exporter::serve(listener, guard, None, async {
             let signal = stop.await;
             println!("{signal}: stopped serving metrics");
         })

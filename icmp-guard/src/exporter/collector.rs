@@ -4,7 +4,8 @@
 //!
 //! Every scrape reads the pinned maps afresh, so the exporter follows a detach and a new
 //! attach and never caches a value. When nothing is attached a scrape still succeeds, with
-//! `icmp_guard_up 0` and no other series.
+//! `icmp_guard_up 0`, the build and (under `run --policy`) the policy file's reload state,
+//! and no other series.
 
 use std::fmt;
 
@@ -15,12 +16,16 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::service::Reload;
 use crate::{
     bpf::maps::Tracked,
     error::Result,
     guard::Guard,
     observe::stats::{self, StatsReport},
 };
+
+/// The commit this binary was built from, as `--version` shows it (see build.rs).
+const COMMIT: &str = include_str!(concat!(env!("OUT_DIR"), "/commit"));
 
 /// The exposition formats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -56,7 +61,8 @@ impl Format {
 pub struct Sample {
     pub report: StatsReport,
     pub tracked: Tracked,
-    /// The revision of the live policy: one more with every policy written.
+    /// The revision of the live policy, kept in the kernel (`CONFIG`): one more with every
+    /// policy written, by any command; what `icmp_guard_policy_revision` reports.
     pub revision: u32,
     /// Interfaces a `run` service waits for (deleted, not created yet).
     pub waiting: Vec<String>,
@@ -368,10 +374,61 @@ impl Collector for Exposition {
     }
 }
 
-/// The exposition of `sample` in `format`.
-pub fn encode(sample: Option<Sample>, format: Format) -> String {
+/// What a fleet compares across hosts: the build, and the policy file `run` keeps in force.
+#[derive(Debug)]
+struct Fleet(Option<Reload>);
+
+impl Collector for Fleet {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        family(
+            &mut encoder,
+            "icmp_guard_build_info",
+            "Always 1; the labels say which build of icmp-guard serves these metrics",
+            MetricType::Gauge,
+            &[(
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                    ("commit", COMMIT.trim().to_owned()),
+                ],
+                ConstGauge::new(1),
+            )],
+        )?;
+        let Some(reload) = &self.0 else {
+            return Ok(());
+        };
+        single(
+            &mut encoder,
+            "icmp_guard_policy_reload_success",
+            "1 when the policy file as last read is in force, 0 when it was refused or could not be read (the last good policy stays in force)",
+            &ConstGauge::new(i64::from(reload.success)),
+        )?;
+        if let Some(seconds) = reload.last_success {
+            single(
+                &mut encoder,
+                "icmp_guard_policy_last_reload_timestamp_seconds",
+                "When a version of the policy file was last applied, in seconds since the epoch",
+                &ConstGauge::new(seconds),
+            )?;
+        }
+        if let Some(sha256) = &reload.sha256 {
+            family(
+                &mut encoder,
+                "icmp_guard_policy_info",
+                "Always 1; sha256 is the SHA-256 of the policy file's bytes in force, the same on every host that runs the same file",
+                MetricType::Gauge,
+                &[(vec![("sha256", sha256.clone())], ConstGauge::new(1))],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The exposition of `sample` (and of `reload`, the policy file's state under `run`) in
+/// `format`.
+pub fn encode(sample: Option<Sample>, reload: Option<Reload>, format: Format) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Exposition(sample)));
+    registry.register_collector(Box::new(Fleet(reload)));
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = match format {
@@ -383,9 +440,9 @@ pub fn encode(sample: Option<Sample>, format: Format) -> String {
     out
 }
 
-/// Reads the pinned maps and encodes them.
-pub fn exposition(guard: &Guard, format: Format) -> Result<String> {
-    Ok(encode(gather(guard)?, format))
+/// Reads the pinned maps and encodes them, with `reload`.
+pub fn exposition(guard: &Guard, reload: Option<Reload>, format: Format) -> Result<String> {
+    Ok(encode(gather(guard)?, reload, format))
 }
 
 #[cfg(test)]
@@ -452,7 +509,7 @@ mod tests {
 
     #[test]
     fn prometheus_text_has_every_series_with_matching_counts() {
-        let text = encode(Some(sample()), Format::Prometheus);
+        let text = encode(Some(sample()), None, Format::Prometheus);
         for line in [
             "# TYPE icmp_guard_packets_total counter",
             "icmp_guard_packets_total{family=\"v4\",type=\"8\",name=\"echo-request\",verdict=\"passed\"} 5",
@@ -481,7 +538,7 @@ mod tests {
 
     #[test]
     fn openmetrics_ends_with_eof_and_names_families_without_total() {
-        let text = encode(Some(sample()), Format::OpenMetrics);
+        let text = encode(Some(sample()), None, Format::OpenMetrics);
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(
             text.contains("# TYPE icmp_guard_packets counter\n"),
@@ -493,19 +550,123 @@ mod tests {
     #[test]
     fn output_order_is_stable() {
         assert_eq!(
-            encode(Some(sample()), Format::Prometheus),
-            encode(Some(sample()), Format::Prometheus)
+            encode(Some(sample()), None, Format::Prometheus),
+            encode(Some(sample()), None, Format::Prometheus)
         );
     }
 
     #[test]
-    fn not_attached_is_up_zero_and_nothing_else() {
-        let text = encode(None, Format::Prometheus);
+    fn not_attached_is_up_zero_and_the_build() {
+        let text = encode(None, None, Format::Prometheus);
         assert_eq!(
             text.lines()
                 .filter(|l| !l.starts_with('#'))
                 .collect::<Vec<_>>(),
-            ["icmp_guard_up 0"]
+            [
+                "icmp_guard_up 0".to_owned(),
+                format!(
+                    "icmp_guard_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+                    env!("CARGO_PKG_VERSION"),
+                    COMMIT.trim()
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn the_reload_state_is_exposed_for_the_fleet() {
+        let reload = Reload {
+            success: false,
+            last_success: Some(1_796_000_000.5),
+            sha256: Some("ab".repeat(32)),
+        };
+        let text = encode(Some(sample()), Some(reload), Format::Prometheus);
+        for line in [
+            "# TYPE icmp_guard_policy_reload_success gauge".to_owned(),
+            "icmp_guard_policy_reload_success 0".to_owned(),
+            "icmp_guard_policy_last_reload_timestamp_seconds 1796000000.5".to_owned(),
+            // The revision comes from the kernel (the sample), not from the file's reloads.
+            "icmp_guard_policy_revision 7".to_owned(),
+            format!("icmp_guard_policy_info{{sha256=\"{}\"}} 1", "ab".repeat(32)),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        // Before the first successful reload there is no timestamp and no policy in force.
+        let text = encode(None, Some(Reload::default()), Format::OpenMetrics);
+        assert!(
+            text.contains("icmp_guard_policy_reload_success 0\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("icmp_guard_policy_revision"),
+            "not attached: {text}"
+        );
+        assert!(!text.contains("timestamp_seconds"), "{text}");
+        assert!(!text.contains("icmp_guard_policy_info"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// The series names in `text`, counters with their `_total`, as the exposition has them.
+    fn served_names(text: &str) -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// Every `icmp_guard_...` name in `text`.
+    fn names_used(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("icmp_guard_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.push(name);
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_and_alerts_use_only_series_the_exporter_serves() {
+        let reload = Reload {
+            success: true,
+            last_success: Some(1.0),
+            sha256: Some("00".repeat(32)),
+        };
+        let served = served_names(&encode(Some(sample()), Some(reload), Format::Prometheus));
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let mut checked = 0;
+        for file in [
+            "monitoring/alerts.yaml",
+            "monitoring/grafana-dashboard.json",
+            "monitoring/tests/alerts_test.yaml",
+        ] {
+            let text = std::fs::read_to_string(deploy.join(file)).expect(file);
+            for name in names_used(&text) {
+                assert!(
+                    served.contains(&name),
+                    "deploy/{file} uses {name}, which the exporter does not serve: {served:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 50,
+            "only {checked} names found: is the scan broken?"
+        );
+        // And the scan itself can fail: a name the exporter never had.
+        assert!(
+            !served.contains(&"icmp_guard_drops".to_owned()),
+            "counters end in _total"
         );
     }
 }

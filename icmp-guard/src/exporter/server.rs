@@ -1,5 +1,6 @@
 //! A small HTTP server for the exporter: `GET /metrics` answered with a fresh exposition of
-//! [`super::collector`], one connection per task, `Connection: close`.
+//! [`super::collector`], and under `run` `GET /readyz` and `GET /healthz` from its
+//! [`Service`]; one connection per task, `Connection: close`.
 //!
 //! It keeps answering scrapes while others abuse it: one peer address may hold at most
 //! [`MAX_PER_PEER`] connections (more are closed at once), a request head must arrive
@@ -20,7 +21,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::collector::{Format, exposition};
+use super::{
+    collector::{Format, exposition},
+    service::Service,
+};
 use crate::{
     error::{Error, Result},
     guard::Guard,
@@ -93,10 +97,15 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
         .map_err(|source| Error::Listen { address, source })
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes. Each request reads the
-/// pinned maps on a blocking thread; connections are answered one request each,
-/// `Connection: close`.
-pub async fn serve(listener: TcpListener, guard: Guard, shutdown: impl Future<Output = ()>) {
+/// Serves `GET /metrics` on `listener` until `shutdown` completes, and `/readyz` and
+/// `/healthz` when `service` is given (`run`). Each request reads the pinned maps on a
+/// blocking thread; connections are answered one request each, `Connection: close`.
+pub async fn serve(
+    listener: TcpListener,
+    guard: Guard,
+    service: Option<Arc<Service>>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let connections = Arc::new(Mutex::new(Connections::default()));
     loop {
@@ -115,9 +124,10 @@ pub async fn serve(listener: TcpListener, guard: Guard, shutdown: impl Future<Ou
                         continue;
                     };
                     let guard = guard.clone();
+                    let service = service.clone();
                     tokio::spawn(async move {
                         let _admitted = admitted;
-                        match tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, guard)).await {
+                        match tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, guard, service)).await {
                             Ok(Err(err)) => log::debug!("metrics request: {err}"),
                             Err(_) => log::debug!("metrics request: timed out"),
                             Ok(Ok(())) => {}
@@ -165,8 +175,13 @@ pub fn parse_request(head: &str) -> Option<Request> {
     })
 }
 
-/// The status, content type and body answering `request`; reads the maps for `/metrics`.
-pub async fn respond(request: &Request, guard: Guard) -> (u16, &'static str, String) {
+/// The status, content type and body answering `request`; reads the maps for `/metrics`,
+/// asks `service` for `/readyz` and `/healthz`.
+pub async fn respond(
+    request: &Request,
+    guard: Guard,
+    service: Option<Arc<Service>>,
+) -> (u16, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     if request.method != "GET" && request.method != "HEAD" {
         return (405, TEXT, "only GET and HEAD are served\n".to_owned());
@@ -174,10 +189,38 @@ pub async fn respond(request: &Request, guard: Guard) -> (u16, &'static str, Str
     match request.path.as_str() {
         "/metrics" => {
             let format = Format::negotiate(request.accept.as_deref());
-            match tokio::task::spawn_blocking(move || exposition(&guard, format)).await {
+            let reload = service.as_ref().and_then(|service| service.reload());
+            match tokio::task::spawn_blocking(move || exposition(&guard, reload, format)).await {
                 Ok(Ok(body)) => (200, format.content_type(), body),
                 Ok(Err(err)) => (500, TEXT, format!("{err}\n")),
                 Err(err) => (500, TEXT, format!("reading the counters failed: {err}\n")),
+            }
+        }
+        "/readyz" | "/healthz" => {
+            let Some(service) = service else {
+                return (
+                    404,
+                    TEXT,
+                    "not found: /readyz and /healthz are served by `icmp-guard run`\n".to_owned(),
+                );
+            };
+            let ready = request.path == "/readyz";
+            let answer = tokio::task::spawn_blocking(move || {
+                if ready {
+                    service.ready()
+                } else {
+                    service.alive()
+                }
+            })
+            .await
+            .unwrap_or_else(|err| Err(format!("the check failed: {err}")));
+            match answer {
+                Ok(()) => (
+                    200,
+                    TEXT,
+                    if ready { "ready\n" } else { "alive\n" }.to_owned(),
+                ),
+                Err(reason) => (503, TEXT, format!("{reason}\n")),
             }
         }
         "/" => (
@@ -193,7 +236,11 @@ pub async fn respond(request: &Request, guard: Guard) -> (u16, &'static str, Str
     }
 }
 
-async fn handle(mut stream: TcpStream, guard: Guard) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    guard: Guard,
+    service: Option<Arc<Service>>,
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buffer = [0u8; 2048];
     let read = async {
@@ -217,7 +264,7 @@ async fn handle(mut stream: TcpStream, guard: Guard) -> std::io::Result<()> {
     let text = String::from_utf8_lossy(&head);
     let (status, content_type, body) = match parse_request(&text) {
         Some(request) => {
-            let (status, content_type, body) = respond(&request, guard).await;
+            let (status, content_type, body) = respond(&request, guard, service).await;
             let body = if request.method == "HEAD" {
                 String::new()
             } else {
@@ -232,6 +279,7 @@ async fn handle(mut stream: TcpStream, guard: Guard) -> std::io::Result<()> {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
     let response = format!(
@@ -294,6 +342,18 @@ mod tests {
         assert_eq!(parse_request("GET / SPDY\r\n\r\n"), None);
     }
 
+    /// GETs `path` from `address`; the whole response.
+    async fn get(address: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    }
+
     #[test]
     fn the_server_answers_over_tcp_and_stops_on_shutdown() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -309,25 +369,95 @@ mod tests {
             let server = tokio::spawn(serve(
                 listener,
                 Guard::new(PinDir::new("/nonexistent-icmp-guard-pins")),
+                None,
                 async {
                     let _ = stopped.await;
                 },
             ));
-            let get = |path: &'static str| async move {
-                let mut stream = TcpStream::connect(address).await.expect("connect");
-                stream
-                    .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                    .await
-                    .expect("write");
-                let mut response = String::new();
-                stream.read_to_string(&mut response).await.expect("read");
-                response
-            };
-            let metrics = get("/metrics").await;
+            let metrics = get(address, "/metrics").await;
             assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
             assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
-            assert!(metrics.ends_with("icmp_guard_up 0\n"), "{metrics}");
-            assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+            assert!(metrics.contains("\nicmp_guard_up 0\n"), "{metrics}");
+            assert!(metrics.contains("\nicmp_guard_build_info{"), "{metrics}");
+            assert!(!metrics.contains("icmp_guard_policy_"), "{metrics}");
+            assert!(get(address, "/nope").await.starts_with("HTTP/1.1 404"));
+            let readyz = get(address, "/readyz").await;
+            assert!(
+                readyz.starts_with("HTTP/1.1 404"),
+                "only run serves it: {readyz}"
+            );
+            let _ = stop.send(());
+            tokio::time::timeout(Duration::from_secs(2), server)
+                .await
+                .expect("the server stops")
+                .expect("no panic");
+        });
+    }
+
+    #[test]
+    fn readiness_liveness_and_reload_state_come_from_the_service() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::exporter::Reload;
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let listener = bind("127.0.0.1:0".parse().expect("address"))
+                .await
+                .expect("bind");
+            let address = listener.local_addr().expect("address");
+            let ready = Arc::new(AtomicBool::new(false));
+            let asked = ready.clone();
+            let reload = Arc::new(Mutex::new(None));
+            let reload_asked = reload.clone();
+            let service = Arc::new(Service::new(
+                move || {
+                    if asked.load(Ordering::Relaxed) {
+                        Ok(())
+                    } else {
+                        Err("no interface matches --interfaces auto".to_owned())
+                    }
+                },
+                move || reload_asked.lock().expect("lock").clone(),
+            ));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(serve(
+                listener,
+                Guard::new(PinDir::new("/nonexistent-icmp-guard-pins")),
+                Some(service.clone()),
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            let readyz = get(address, "/readyz").await;
+            assert!(
+                readyz.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+                "{readyz}"
+            );
+            assert!(
+                readyz.ends_with("\r\n\r\nno interface matches --interfaces auto\n"),
+                "{readyz}"
+            );
+            ready.store(true, Ordering::Relaxed);
+            let readyz = get(address, "/readyz").await;
+            assert!(readyz.starts_with("HTTP/1.1 200 OK\r\n"), "{readyz}");
+            let healthz = get(address, "/healthz").await;
+            assert!(healthz.starts_with("HTTP/1.1 200 OK\r\n"), "{healthz}");
+            let metrics = get(address, "/metrics").await;
+            assert!(!metrics.contains("icmp_guard_policy_"), "{metrics}");
+            *reload.lock().expect("lock") = Some(Reload {
+                success: true,
+                last_success: Some(1.0),
+                sha256: Some("00".repeat(32)),
+            });
+            let metrics = get(address, "/metrics").await;
+            assert!(
+                metrics.contains("\nicmp_guard_policy_reload_success 1\n"),
+                "{metrics}"
+            );
             let _ = stop.send(());
             tokio::time::timeout(Duration::from_secs(2), server)
                 .await

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     bpf::{self, GuardMaps, links, maps as bpf_maps},
-    error::Result,
+    error::{Error, Result},
 };
 
 /// What [`super::Guard::repair`] did.
@@ -46,7 +46,9 @@ impl super::Guard {
                 }
             }
             if let Some(program) = program {
-                let ids = links::program_map_ids(program).unwrap_or_default();
+                let ids = links::program_map_ids(program).ok_or(Error::CannotSeeProgram {
+                    program_id: program,
+                })?;
                 let healthy = pinned_config.is_some_and(|config| ids.contains(&config))
                     && matches!(
                         bpf_maps::completion(pins),

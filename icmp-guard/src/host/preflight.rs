@@ -136,6 +136,24 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Whether this process shares the mount namespace of the machine's init, as far as it can
+/// tell. False in a container (where it is PID 1 of its own PID namespace, or where PID 1
+/// lives in another mount namespace) and in a service with private mounts: a bpffs that
+/// such a process mounts exists only in its namespace, and its pins die with it.
+pub fn in_host_mount_namespace() -> bool {
+    if std::process::id() == 1 {
+        return false;
+    }
+    match (
+        std::fs::read_link("/proc/self/ns/mnt"),
+        std::fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        (Ok(own), Ok(init)) => own == init,
+        // PID 1's namespace hidden from us: we cannot be sure we share it.
+        _ => false,
+    }
+}
+
 fn is_bpffs(path: &Path) -> bool {
     let Ok(c_path) = CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;

@@ -1,11 +1,13 @@
 //! The network as the kernel's rtnetlink shows it: interfaces and their namespace
-//! ([`interface`]), the XDP state of a link ([`link`]) and IPv4 addresses ([`addresses`]).
+//! ([`interface`]), the XDP state of a link ([`link`]), IPv4 addresses ([`addresses`]) and
+//! interfaces chosen by rule ([`select`]).
 //! Nothing here knows about BPF maps or the policy.
 
 pub mod addresses;
 pub mod interface;
 pub mod link;
 mod netlink;
+pub mod select;
 
 /// An interface that cannot be used, or a query the kernel did not answer.
 #[derive(Debug, thiserror::Error)]

@@ -1,15 +1,109 @@
-//! The interfaces a `run` service guards, and its watchdog: every second it checks that
-//! each one still runs the guard, attaches again where it does not (a detach behind its
-//! back, a re-created interface, bpffs unmounted), waits for an interface that was deleted
-//! until it returns, and removes the links of deleted interfaces. On the way out it
-//! detaches only what it attached itself: an interface it adopted stays as it was found.
+//! Which interfaces `run` protects and its watchdog. The interfaces are the names it was
+//! given, or those that match its `--interfaces` rules now ([`Selection`]). Every second the
+//! watchdog checks that bpffs is still mounted (mounting it again when someone unmounted
+//! it), removes the links of deleted interfaces, and attaches again where an interface no
+//! longer runs the guard (a detach behind its back, a re-created interface). A named
+//! interface that is deleted is waited for and attached again when it returns; one chosen by
+//! rule is let go. On the way out `run` detaches only what it attached itself: an interface
+//! it adopted stays as it was found.
 
 use icmp_guard::{
-    guard::{AttachOptions, Guard},
+    guard::{self, AttachOptions, Guard},
     host::preflight,
-    net,
+    net::{
+        self,
+        select::{self, Rule},
+    },
     policy::Policy,
 };
+
+/// The interfaces `run` was asked to protect.
+#[derive(Clone, Debug)]
+pub enum Selection {
+    /// By name: each must exist at start; one that is deleted later is waited for.
+    Names(Vec<String>),
+    /// By rule, evaluated again every second.
+    Rules(Vec<Rule>),
+}
+
+impl Selection {
+    pub fn new(names: &[String], rules: &[Rule]) -> Self {
+        if rules.is_empty() {
+            Self::Names(names.to_vec())
+        } else {
+            Self::Rules(rules.to_vec())
+        }
+    }
+
+    /// The interfaces the selection means now, as (name, ifindex). By name, every one must
+    /// exist; rules may match nothing yet (a host still bringing its network up), which
+    /// readiness reports.
+    pub fn resolve(&self) -> icmp_guard::error::Result<Vec<(String, u32)>> {
+        match self {
+            Self::Names(names) => guard::resolve_interfaces(names),
+            Self::Rules(rules) => Ok(select::select(rules)?),
+        }
+    }
+
+    pub fn by_rule(&self) -> bool {
+        matches!(self, Self::Rules(_))
+    }
+
+    /// How the operator asked, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Names(names) => names.join(", "),
+            Self::Rules(rules) => format!("--interfaces {}", select::describe(rules)),
+        }
+    }
+
+    /// `Ok` when the selection means at least one interface now and each of them runs the
+    /// guard; else the first reason why not, in one line.
+    pub fn ready(&self, guard: &Guard) -> Result<(), String> {
+        let targets = self.resolve().map_err(|err| err.to_string())?;
+        if targets.is_empty() {
+            return Err(match self {
+                Self::Rules(rules) if rules.contains(&Rule::Auto) => format!(
+                    "no interface matches {}: none carries a default route yet",
+                    self.describe()
+                ),
+                _ => format!("no interface matches {}", self.describe()),
+            });
+        }
+        for (name, ifindex) in &targets {
+            if let Some(why) = unprotected(guard, name, *ifindex) {
+                return Err(format!("{name} is not protected: {why}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an interface `run` protects is no longer protected, if it is not.
+pub fn unprotected(guard: &Guard, name: &str, ifindex: u32) -> Option<String> {
+    match net::interface::ifindex(name) {
+        Err(_) => return Some("the interface is gone".to_owned()),
+        Ok(now) if now != ifindex => {
+            return Some(format!(
+                "the interface was re-created (ifindex {ifindex} is now {now})"
+            ));
+        }
+        Ok(_) => {}
+    }
+    let links = match guard.links() {
+        Ok(links) => links,
+        Err(err) if err.is_not_attached() => return Some("the guard is not attached".to_owned()),
+        Err(err) => return Some(format!("its pinned link cannot be read: {err}")),
+    };
+    match links.iter().find(|link| link.ifindex == ifindex) {
+        None => Some("its link is not pinned (not attached yet, or detached)".to_owned()),
+        Some(link) if link.interface_gone => Some("the interface is gone".to_owned()),
+        Some(link) if link.mode.is_none() => {
+            Some("the kernel no longer runs the guard there".to_owned())
+        }
+        Some(_) => None,
+    }
+}
 
 /// One interface of the service.
 struct Interface {
@@ -22,37 +116,54 @@ struct Interface {
 
 /// The service's interfaces.
 pub struct Interfaces {
+    selection: Selection,
     interfaces: Vec<Interface>,
-    /// The last error of an attach, reported once.
+    /// The last error of an attach, reported once while it repeats.
     last_error: Option<String>,
 }
 
 impl Interfaces {
-    pub fn new(names: &[String]) -> Self {
-        let mut interfaces: Vec<Interface> = Vec::new();
-        for name in names {
-            if !interfaces.iter().any(|interface| interface.name == *name) {
-                interfaces.push(Interface {
-                    name: name.clone(),
-                    guarded: None,
-                    owned: false,
-                });
+    pub fn new(selection: Selection) -> Self {
+        let interfaces = match &selection {
+            Selection::Names(names) => {
+                let mut interfaces: Vec<Interface> = Vec::new();
+                for name in names {
+                    if !interfaces.iter().any(|interface| interface.name == *name) {
+                        interfaces.push(Interface {
+                            name: name.clone(),
+                            guarded: None,
+                            owned: false,
+                        });
+                    }
+                }
+                interfaces
             }
-        }
+            Selection::Rules(_) => Vec::new(),
+        };
         Self {
+            selection,
             interfaces,
             last_error: None,
         }
     }
 
+    /// The names of the interfaces it follows now (by rule: those matched so far).
     pub fn names(&self) -> Vec<String> {
         self.interfaces.iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// The interfaces guarded now, as (name, ifindex).
+    pub fn guarded(&self) -> Vec<(String, u32)> {
+        self.interfaces
+            .iter()
+            .filter_map(|interface| Some((interface.name.clone(), interface.guarded?)))
+            .collect()
     }
 
     /// Attaches to the interfaces in `names` that exist and adopts those already attached
     /// (this binary's program is swapped into their pinned links, `BPF_LINK_UPDATE`, no
     /// gap); the others are waited for. An error is reported (once while it repeats) and
-    /// the interfaces concerned are tried again on the next tick.
+    /// returned; the interfaces concerned are tried again on the next tick.
     pub fn attach(
         &mut self,
         guard: &Guard,
@@ -121,11 +232,21 @@ impl Interfaces {
                 ),
             }
             let adopted = attached.upgraded_from.is_some() || attached.already;
-            if let Some(interface) = self.find(&attached.name) {
-                interface.guarded = Some(attached.ifindex);
-                // Once this service attached an interface, it is its own to detach.
-                interface.owned |= !adopted;
-            }
+            let interface = match self.find(&attached.name) {
+                Some(interface) => interface,
+                None => {
+                    self.interfaces.push(Interface {
+                        name: attached.name.clone(),
+                        guarded: None,
+                        owned: false,
+                    });
+                    let last = self.interfaces.len() - 1;
+                    &mut self.interfaces[last]
+                }
+            };
+            interface.guarded = Some(attached.ifindex);
+            // Once this service attached an interface, it is its own to detach.
+            interface.owned |= !adopted;
         }
         Ok(())
     }
@@ -136,10 +257,9 @@ impl Interfaces {
             .find(|interface| interface.name == name)
     }
 
-    /// One watchdog tick: bpffs still mounted, links of deleted interfaces removed, every
-    /// interface still protected; attaches again where it is not (with `policy`, the
-    /// file's last good policy, when the maps are new). True when every interface is
-    /// protected now or waiting to return.
+    /// One watchdog tick (see the module); `policy` is the policy file's last good policy,
+    /// for maps that are new (bpffs remounted, the last link detached behind our back).
+    /// True when every interface is protected now or waited for.
     pub fn watch(
         &mut self,
         guard: &Guard,
@@ -172,7 +292,27 @@ impl Interfaces {
             }
             Err(err) => complain!("error: removing the links of deleted interfaces: {err}"),
         }
+        let again = match self.selection.clone() {
+            Selection::Names(_) => self.lost_by_name(guard),
+            Selection::Rules(_) => match self.lost_by_rule(guard) {
+                Some(again) => again,
+                None => return false,
+            },
+        };
+        if again.is_empty() {
+            return self.last_error.is_none();
+        }
+        let mut options = options.clone();
+        if options.policy.is_none() {
+            options.first_policy = policy.cloned();
+        }
+        self.attach(guard, &again, &options).is_ok()
+    }
+
+    /// By name: the interfaces to attach again; those deleted are waited for.
+    fn lost_by_name(&mut self, guard: &Guard) -> Vec<String> {
         let links = guard.links().unwrap_or_default();
+        let waiting_quietly = self.last_error.is_some();
         let mut again = Vec::new();
         for interface in &mut self.interfaces {
             let now = net::interface::ifindex(&interface.name).ok();
@@ -203,19 +343,57 @@ impl Interfaces {
                     "error: {} is no longer protected: {why}; attaching again",
                     interface.name
                 );
-            } else if self.last_error.is_none() {
+            } else if !waiting_quietly {
                 say!("{}: {why}, attaching", interface.name);
             }
             again.push(interface.name.clone());
         }
-        if again.is_empty() {
-            return true;
+        again
+    }
+
+    /// By rule: the rules evaluated again. Interfaces that came to match are to be
+    /// attached, those that disappeared are let go (their links go with them), and those
+    /// that lost their guard behind our back are to be attached again. `None` when the
+    /// rules cannot be evaluated now (reported once).
+    fn lost_by_rule(&mut self, guard: &Guard) -> Option<Vec<String>> {
+        let matching = match self.selection.resolve() {
+            Ok(matching) => matching,
+            Err(err) => {
+                let message = format!("evaluating {}: {err}", self.selection.describe());
+                if self.last_error.as_ref() != Some(&message) {
+                    complain!("error: {message}");
+                    self.last_error = Some(message);
+                }
+                return None;
+            }
+        };
+        self.interfaces.retain(|interface| {
+            let gone = interface.guarded.is_some_and(|ifindex| {
+                net::interface::ifindex(&interface.name).map_or(true, |now| now != ifindex)
+            });
+            if gone {
+                say!(
+                    "{} is gone (deleted, or renamed): no longer following it",
+                    interface.name
+                );
+            }
+            !gone
+        });
+        let mut again = Vec::new();
+        for (name, ifindex) in matching {
+            let known = self
+                .interfaces
+                .iter()
+                .any(|interface| interface.guarded == Some(ifindex));
+            if !known {
+                say!("{name} matches {}", self.selection.describe());
+                again.push(name);
+            } else if unprotected(guard, &name, ifindex).is_some() {
+                complain!("error: {name} is no longer protected; attaching again");
+                again.push(name);
+            }
         }
-        let mut options = options.clone();
-        if options.policy.is_none() {
-            options.first_policy = policy.cloned();
-        }
-        self.attach(guard, &again, &options).is_ok()
+        Some(again)
     }
 
     /// The interfaces this service attached itself and that are guarded now: what it

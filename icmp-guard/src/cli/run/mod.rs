@@ -5,17 +5,18 @@ mod interfaces;
 mod notify;
 mod policy_file;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use drop_log::DropLogger;
 use icmp_guard::{
     bpf::{Capacity, links::ModeRequest},
-    exporter,
-    guard::{self, AttachOptions, Guard},
-    net::{self, addresses::AddressEvents},
+    exporter::{self, Service},
+    guard::{AttachOptions, Guard},
+    host::preflight,
+    net::{self, addresses::AddressEvents, select::Rule},
     policy::Policy,
 };
-use interfaces::Interfaces;
+use interfaces::{Interfaces, Selection};
 use policy_file::PolicyFile;
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -39,24 +40,40 @@ use super::{
 /// before) is adopted: this binary's program is swapped into its link without a gap, and
 /// it is left attached when the service stops. Every second the service checks that its
 /// interfaces still run the guard and attaches again where they do not (a detach behind
-/// its back, a re-created interface, bpffs unmounted); an interface that is deleted is
-/// waited for (`status` says "waiting") and attached again when it returns. Address changes
-/// are followed at once: the directed broadcasts of a new address are covered within a
-/// second.
+/// its back, a re-created interface, bpffs unmounted); a named interface that is deleted
+/// is waited for (`status` says "waiting") and attached again when it returns. Address
+/// changes are followed at once: the directed broadcasts of a new address are covered
+/// within a second.
+///
+/// With --interfaces the interfaces are chosen by rule and the rule is evaluated again every
+/// second: interfaces that come to match are attached, those that disappear are let go.
+///
+/// With --metrics, GET /readyz answers 200 only when every interface chosen runs the guard
+/// and the policy file as it is on disk is in force, 503 with the reason otherwise;
+/// GET /healthz answers 200 while the service loop runs.
 ///
 /// Example: icmp-guard run eth0 --policy /etc/icmp-guard/policy.toml --metrics 127.0.0.1:9469
+///
+/// Example: icmp-guard run --interfaces auto --policy /etc/icmp-guard/policy.toml --keep
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Interfaces to protect.
-    #[arg(required = true, value_name = "IFACE")]
+    /// Interfaces to protect, by name.
+    #[arg(value_name = "IFACE", required_unless_present = "rules")]
     interfaces: Vec<String>,
+
+    /// Interfaces by rule: `auto` (those carrying an IPv4 or IPv6 default route) or shell
+    /// globs ('en*' 'bond*'), evaluated again every second as links and routes change.
+    #[arg(long = "interfaces", id = "rules", value_name = "auto|GLOB", num_args = 1..,
+          conflicts_with = "interfaces", value_parser = Rule::parse)]
+    rules: Vec<Rule>,
 
     /// Policy file to apply and watch (default: keep the live policy, or the safe default
     /// profile on a first attach).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
 
-    /// Serve Prometheus metrics on GET /metrics at this IP:PORT.
+    /// Serve Prometheus metrics on GET /metrics, and readiness and liveness on GET /readyz
+    /// and GET /healthz, at this IP:PORT.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
@@ -116,11 +133,21 @@ const DRAIN: Duration = Duration::from_millis(200);
 const FIRST_READ: Duration = Duration::from_secs(5);
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    let guard = context.open_mounting()?;
-    // At start-up every interface must exist (a typo fails at once); one that goes away
-    // later is waited for.
-    guard::resolve_interfaces(&args.interfaces)?;
-    runtime()?.block_on(service(args, guard))
+    let (guard, mounted) = Guard::open_mounting(context.pins.clone())?;
+    if mounted {
+        println!("mounted bpffs at {}", preflight::BPFFS_ROOT);
+        if !preflight::in_host_mount_namespace() {
+            eprintln!(
+                "warning: the pins are NOT on the host's bpffs: icmp-guard mounted a bpffs of its own at {} inside a mount namespace that is not the host's (a container, or a service with private mounts), so the pinned program will die with this namespace and --keep will protect nothing; mount the host's /sys/fs/bpf into the container (a hostPath volume with mountPropagation: HostToContainer, as deploy/kubernetes/daemonset.yaml does)",
+                preflight::BPFFS_ROOT
+            );
+        }
+    }
+    let selection = Selection::new(&args.interfaces, &args.rules);
+    // At start-up every interface named must exist (a typo fails at once); one that goes
+    // away later is waited for. Rules may match nothing yet.
+    selection.resolve()?;
+    runtime()?.block_on(service(args, guard, selection))
 }
 
 impl Args {
@@ -142,7 +169,7 @@ impl Args {
     }
 }
 
-async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
+async fn service(args: Args, guard: Guard, selection: Selection) -> anyhow::Result<()> {
     let notifier = notify::Notifier::from_env();
     // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
     let mut stop = std::pin::pin!(stop_signal()?);
@@ -171,14 +198,60 @@ async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
         }
     };
 
-    // A policy file that cannot be used does not stop the service: a host left without
-    // any protection (after a reboot, bpffs is empty) is worse than one with the live
-    // policy or the safe default profile. The error is reported, and the file is watched
-    // and applied as soon as it is fixed.
+    // The policy file is read on a thread of its own (see policy_file); what is in force is
+    // tracked for readiness and the fleet metrics.
     let mut file = args
         .policy
         .clone()
         .map(|path| PolicyFile::watch(path, args.dry_run));
+    let tracker = file.as_ref().map(PolicyFile::tracker);
+
+    // Readiness is asked of the interfaces and the policy file as they are when a probe
+    // comes, never of a state remembered from before.
+    let service = {
+        let guard = guard.clone();
+        let selection = selection.clone();
+        let ready_tracker = tracker.clone();
+        let reload_tracker = tracker.clone();
+        Arc::new(Service::new(
+            move || {
+                selection.ready(&guard)?;
+                ready_tracker
+                    .as_ref()
+                    .map_or(Ok(()), policy_file::Tracker::ready)
+            },
+            move || reload_tracker.as_ref().map(policy_file::Tracker::reload),
+        ))
+    };
+
+    // Serving first: while the guard attaches, /healthz says the service runs and /readyz
+    // says why it is not ready yet.
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = listener.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            say!(
+                "serving metrics on http://{address}/metrics, readiness on /readyz, liveness on /healthz"
+            );
+            if !address.ip().is_loopback() {
+                complain!("warning: {}", exporter::server::exposure_warning(address));
+            }
+        }
+        tokio::spawn(exporter::serve(
+            listener,
+            guard.clone(),
+            Some(service.clone()),
+            async {
+                let _ = server_stopped.await;
+            },
+        ))
+    });
+    // Let the server task bind its accept loop before the attach.
+    tokio::task::yield_now().await;
+
+    // A policy file that cannot be used does not stop the service: a host left without
+    // any protection (after a reboot, bpffs is empty) is worse than one with the live
+    // policy or the safe default profile. The error is reported, and the file is watched
+    // and applied as soon as it is fixed.
     let initial = match &mut file {
         Some(file) => Some(file.initial(FIRST_READ).await),
         None => None,
@@ -188,28 +261,61 @@ async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
         .and_then(|initial| initial.as_ref().ok())
         .cloned();
 
-    let mut interfaces = Interfaces::new(&args.interfaces);
-    let names = interfaces.names();
-    interfaces
-        .attach(&guard, &names, &args.options(good))
-        .map_err(|message| anyhow::anyhow!(message))?;
+    let first: Vec<String> = selection
+        .resolve()?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    // On a blocking thread, so that the server answers probes during a slow attach.
+    let (mut interfaces, outcome) = {
+        let (guard, options) = (guard.clone(), args.options(good));
+        let mut interfaces = Interfaces::new(selection.clone());
+        tokio::task::spawn_blocking(move || {
+            let outcome = interfaces.attach(&guard, &first, &options);
+            (interfaces, outcome)
+        })
+        .await?
+    };
+    match outcome {
+        Ok(()) => {}
+        // By rule, an interface that cannot be attached now is tried again every second,
+        // and /readyz says why it is not protected.
+        Err(_) if selection.by_rule() => {}
+        Err(message) => return Err(anyhow::anyhow!(message)),
+    }
     let netns = net::interface::netns_id()?;
-    if let Err(err) = guard
-        .pins()
-        .record_service(netns, std::process::id(), &names)
-    {
-        complain!("warning: `status` will not show what this service waits for: {err}");
+    let record = |interfaces: &Interfaces| {
+        if let Err(err) =
+            guard
+                .pins()
+                .record_service(netns, std::process::id(), &interfaces.names())
+        {
+            complain!("warning: `status` will not show what this service waits for: {err}");
+        }
+    };
+    if !interfaces.guarded().is_empty() {
+        record(&interfaces);
     }
     let mut broadcasts_error = None;
     refresh_broadcasts(&guard, &mut broadcasts_error);
-    match (&file, initial) {
+    match (&mut file, initial) {
         (Some(file), Some(initial)) => {
             match initial {
-                Ok(_) => say!(
-                    "applied policy {} (revision {})",
-                    file.path().display(),
-                    policy_file::revision(&guard)
-                ),
+                Ok(_) if interfaces.guarded().is_empty() => {
+                    file.defer_initial();
+                    say!(
+                        "policy {} is valid; it is applied with the first interface",
+                        file.path().display()
+                    );
+                }
+                Ok(_) => {
+                    file.initial_applied();
+                    say!(
+                        "applied policy {} (revision {})",
+                        file.path().display(),
+                        policy_file::revision(&guard)
+                    );
+                }
                 Err(error) => complain!(
                     "error: {error}; running with the live policy (revision {}): the safe default profile unless one was in force",
                     policy_file::revision(&guard)
@@ -227,19 +333,6 @@ async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
         say!("following address changes: directed broadcasts are refreshed as they happen");
     }
 
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = listener.map(|listener| {
-        if let Ok(address) = listener.local_addr() {
-            say!("serving metrics on http://{address}/metrics");
-            if !address.ip().is_loopback() {
-                complain!("warning: {}", exporter::server::exposure_warning(address));
-            }
-        }
-        tokio::spawn(exporter::serve(listener, guard.clone(), async {
-            let _ = server_stopped.await;
-        }))
-    });
-
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let summary_every = Duration::from_secs(args.summary_interval);
@@ -253,19 +346,37 @@ async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
     let mut drain = tokio::time::interval(DRAIN);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut drop_log = DropLogger::new(&guard, args.drop_log);
-    say!(
-        "protecting {}; SIGTERM or Ctrl-C {}",
-        names.join(", "),
-        if args.keep {
-            "stops and leaves the guard attached (--keep)"
-        } else {
-            "stops and detaches what this service attached"
-        }
-    );
+    let ending = if args.keep {
+        "stops and leaves the guard attached (--keep)"
+    } else {
+        "stops and detaches what this service attached"
+    };
+    let guarded: Vec<String> = interfaces
+        .guarded()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if guarded.is_empty() {
+        say!(
+            "no interface matches {} yet: looking again every second; SIGTERM or Ctrl-C {ending}",
+            selection.describe()
+        );
+    } else {
+        say!(
+            "protecting {}; SIGTERM or Ctrl-C {ending}",
+            guarded.join(", ")
+        );
+    }
 
-    // For systemd (Type=notify): every interface runs the guard, the policy is applied.
-    notifier.ready(&format!("protecting {}", args.interfaces.join(", ")));
+    // For systemd (Type=notify): every interface runs the guard, the policy is applied. By
+    // rule, the selection is being followed (it may match nothing yet: /readyz says so).
+    notifier.ready(&if selection.by_rule() {
+        format!("following {}", selection.describe())
+    } else {
+        format!("protecting {}", selection.describe())
+    });
     let signal_name = loop {
+        service.beat();
         tokio::select! {
             name = &mut stop => break name,
             _ = hangup.recv() => match &mut file {
@@ -288,18 +399,24 @@ async fn service(args: Args, guard: Guard) -> anyhow::Result<()> {
                     }
                 }
             }
-            _ = drain.tick(), if args.drop_log > 0 => drop_log.drain(),
-            _ = poll.tick(), if file.is_some() => {
+            _ = drain.tick(), if args.drop_log > 0 && guard.has_maps() => drop_log.drain(),
+            // Before the first attach there are no maps to write a policy to.
+            _ = poll.tick(), if file.is_some() && guard.has_maps() => {
                 if let Some(file) = &mut file {
                     file.request(false);
                 }
             }
             _ = watchdog.tick() => {
                 let last_good = file.as_ref().and_then(|file| file.last_good.clone());
-                // Only when every interface is protected or waiting for its return (an
-                // attach that keeps failing lets the service manager restart us).
+                let before = interfaces.names();
+                // Only when every interface is protected (or waited for: a deleted one is
+                // not a reason to restart) is the systemd watchdog fed; an attach that keeps
+                // failing lets the service manager restart us.
                 if interfaces.watch(&guard, &args.options(None), last_good.as_ref()) {
                     notifier.watchdog();
+                }
+                if interfaces.names() != before {
+                    record(&interfaces);
                 }
             }
             _ = summary.tick() => {

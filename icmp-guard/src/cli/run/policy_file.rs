@@ -4,18 +4,21 @@
 //! signals and metrics. Reads come back through a channel: a poll every 250 ms, and one on
 //! SIGHUP. A change is applied once two polls read the same bytes (so a half-written file
 //! never is); a file that does not parse or validate is reported once while the last good
-//! policy stays in force.
+//! policy stays in force. The [`Tracker`] remembers what is in force, for `/readyz` and
+//! the fleet metrics.
 
 use std::{
     path::{Path, PathBuf},
-    sync::mpsc,
-    time::Duration,
+    sync::{Arc, Mutex, PoisonError, mpsc},
+    time::{Duration, SystemTime},
 };
 
 use icmp_guard::{
+    exporter::Reload,
     guard::Guard,
     policy::{self, Policy},
 };
+use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 /// One read of the file, done by the reader thread.
@@ -48,6 +51,8 @@ pub struct PolicyFile {
     seen: Option<Seen>,
     /// The last policy of the file that parsed, for attaching again.
     pub last_good: Option<Policy>,
+    /// What is in force, shared with readiness and the metrics.
+    tracker: Tracker,
 }
 
 /// Parses a policy file's text; `--dry-run` overrides its mode.
@@ -73,6 +78,7 @@ impl PolicyFile {
         let (requests, incoming) = mpsc::channel::<bool>();
         let (results, reads) = unbounded_channel();
         let reader_path = path.clone();
+        let path_for_tracker = path.clone();
         std::thread::Builder::new()
             .name("policy-reader".to_owned())
             .spawn(move || {
@@ -96,11 +102,30 @@ impl PolicyFile {
             forced_pending: false,
             seen: None,
             last_good: None,
+            tracker: Tracker::new(path_for_tracker),
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What is in force, for readiness and the metrics.
+    pub fn tracker(&self) -> Tracker {
+        self.tracker.clone()
+    }
+
+    /// The first read (see [`Self::initial`]) could not be applied yet (no interface to
+    /// attach to so far): the first read once there are maps applies it.
+    pub fn defer_initial(&mut self) {
+        self.seen = None;
+    }
+
+    /// The first read (see [`Self::initial`]) is in force now: a first attach applied it.
+    pub fn initial_applied(&self) {
+        if let Some(Seen::Text(text)) = &self.seen {
+            self.tracker.applied(text.as_bytes());
+        }
     }
 
     /// Asks for a read (`forced` on SIGHUP) unless one is in flight.
@@ -148,11 +173,13 @@ impl PolicyFile {
                 }
                 Err(err) => {
                     self.seen = Some(Seen::Text(text));
+                    self.tracker.refused(format!("refused: {err}"));
                     Err(err)
                 }
             },
             Err(err) => {
                 self.seen = Some(Seen::Failed(err.clone()));
+                self.tracker.refused(err.clone());
                 Err(err)
             }
         }
@@ -172,6 +199,7 @@ impl PolicyFile {
                         revision(guard)
                     );
                 }
+                self.tracker.refused(message.clone());
                 self.seen = Some(Seen::Failed(message));
                 return;
             }
@@ -191,6 +219,7 @@ impl PolicyFile {
             Err(err) => {
                 // Reported once: the file stays refused until its bytes change.
                 self.seen = Some(Seen::Text(text));
+                self.tracker.refused(format!("refused: {err}"));
                 complain!(
                     "error: {err}; keeping the last good policy (revision {})",
                     revision(guard)
@@ -201,6 +230,7 @@ impl PolicyFile {
         self.last_good = Some(parsed.clone());
         match guard.apply_policy(&parsed) {
             Ok(revision) => {
+                self.tracker.applied(text.as_bytes());
                 self.seen = Some(Seen::Text(text));
                 say!(
                     "applied policy {} (revision {revision})",
@@ -217,8 +247,101 @@ impl PolicyFile {
                         revision(guard)
                     );
                 }
+                self.tracker.refused(message.clone());
                 self.seen = Some(Seen::Failed(message));
             }
+        }
+    }
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Where the policy file stands, for readiness.
+#[derive(Clone, Debug)]
+enum FileState {
+    /// Not applied yet (no interface to attach to so far).
+    Pending,
+    /// These bytes (by SHA-256) are in force.
+    InForce(String),
+    /// The file as last read cannot be used: why.
+    Refused(String),
+}
+
+/// What `run` knows about its policy file: what is in force, and whether the file as it is
+/// now is that. Shared with the readiness check and the fleet metrics.
+#[derive(Clone)]
+pub struct Tracker {
+    path: PathBuf,
+    state: Arc<Mutex<FileState>>,
+    reload: Arc<Mutex<Reload>>,
+}
+
+impl Tracker {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            state: Arc::new(Mutex::new(FileState::Pending)),
+            reload: Arc::new(Mutex::new(Reload::default())),
+        }
+    }
+
+    /// The reload state, for the fleet metrics.
+    pub fn reload(&self) -> Reload {
+        self.reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records `text` as in force.
+    pub fn applied(&self, text: &[u8]) {
+        let sha = sha256_hex(text);
+        let mut reload = self.reload.lock().unwrap_or_else(PoisonError::into_inner);
+        reload.success = true;
+        reload.sha256 = Some(sha.clone());
+        reload.last_success = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|since| since.as_secs_f64());
+        drop(reload);
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = FileState::InForce(sha);
+    }
+
+    /// Records that the file as last read cannot be used, and why.
+    pub fn refused(&self, why: String) {
+        let mut reload = self.reload.lock().unwrap_or_else(PoisonError::into_inner);
+        reload.success = false;
+        drop(reload);
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = FileState::Refused(why);
+    }
+
+    /// `Ok` when the file as it is on disk now is the policy in force; else why not.
+    pub fn ready(&self) -> Result<(), String> {
+        let path = self.path.display();
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match state {
+            FileState::Pending => Err(format!("the policy file {path} is not applied yet")),
+            FileState::Refused(why) => Err(format!(
+                "the policy file {path} is not in force ({why}); the last good policy is"
+            )),
+            // Under the rules of every policy reader: a FIFO put there never blocks a probe.
+            FileState::InForce(sha) => match policy::file::read_text(&self.path) {
+                Ok(text) if sha256_hex(text.as_bytes()) == sha => Ok(()),
+                Ok(_) => Err(format!(
+                    "the policy file {path} changed and is not applied yet"
+                )),
+                Err(err) => Err(err.to_string()),
+            },
         }
     }
 }

@@ -1,0 +1,625 @@
+//! `cargo xtask demo`: icmp-guard against an attacker on a throwaway LAN, with a bystander
+//! pinging beside it.
+//!
+//! Four namespaces of our own: a switch (a bridge) and three hosts plugged into it by veth
+//! pairs — the protected host (icmp-guard attached to its `eth0`), a bystander, and an
+//! attacker. Nothing on the machine's own interfaces is touched. The attacker runs, in
+//! turn, a ping flood, a spoofed-source flood, a smurf broadcast ping, a timestamp probe and
+//! a PMTUD "fragmentation needed" message, each bounded in packets or time, with the
+//! guard's counters after each; the bystander pings the protected host once a second
+//! throughout. The summary says what was sent, what was dropped and why, and checks that
+//! every bystander ping and every PMTUD message got through: the demo fails if not.
+//!
+//! The namespaces are an [`icmp_guard_lab::Lab`], the lab of the tests: every name
+//! carries our pid, so two demos, or a demo and the tests, never collide, and everything is
+//! removed at the end, also after a failure or Ctrl-C, with every clean-up failure
+//! reported.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use icmp_guard_lab::{
+    Lab, netns,
+    ping::{self, Pinger},
+    stats::counter,
+};
+use serde_json::Value;
+
+use crate::util::{cargo, interrupt, process, setup};
+
+const HOST_V4: &str = "192.0.2.1";
+const BYSTANDER_V4: &str = "192.0.2.2";
+const ATTACKER_V4: &str = "192.0.2.66";
+const BROADCAST_V4: &str = "192.0.2.255";
+const PREFIX: u8 = 24;
+/// Seconds each flood runs.
+const FLOOD_SECONDS: u32 = 3;
+/// Messages sent by each of the smurf, timestamp and PMTUD steps.
+const PROBES: u64 = 3;
+
+pub fn run() -> Result<()> {
+    if !process::is_root() {
+        bail!("run with sudo: the demo creates network namespaces and loads an XDP program");
+    }
+    setup::run()?;
+    process::run(process::command("cargo").args(["build", "--package", "icmp-guard"]))?;
+    let binary = cargo::target_dir()?.join("debug").join("icmp-guard");
+    if !binary.is_file() {
+        bail!(
+            "`cargo build` succeeded but {} is missing",
+            binary.display()
+        );
+    }
+
+    interrupt::catch()?;
+    let started = Instant::now();
+    let mut demo = Demo::new(binary);
+    let shown = demo.build().and_then(|()| demo.tour());
+    // Whatever happened, the lab goes; both failures are reported.
+    demo.pinger = None;
+    println!("\ncleaning up the lab");
+    let cleaned = demo.lab.clean_up();
+    match (shown, cleaned) {
+        (Ok(()), Ok(())) => {}
+        (Ok(()), Err(cleanup)) => bail!(cleanup),
+        (Err(err), Ok(())) => return Err(err),
+        (Err(err), Err(cleanup)) => return Err(err.context(format!("and then {cleanup}"))),
+    }
+    println!(
+        "\ndemo finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A host on the LAN: its namespace, its role in the story and its address.
+#[derive(Clone)]
+struct Host {
+    role: &'static str,
+    ns: String,
+    v4: &'static str,
+}
+
+/// The lab and the story's state.
+struct Demo {
+    lab: Lab,
+    binary: PathBuf,
+    switch_ns: String,
+    protected: Host,
+    bystander: Host,
+    attacker: Host,
+    pinger: Option<Pinger>,
+}
+
+impl Demo {
+    fn new(binary: PathBuf) -> Self {
+        let lab = Lab::new("demo");
+        let host = |role, suffix: &str, v4| Host {
+            role,
+            ns: lab.ns_name(suffix),
+            v4,
+        };
+        let (protected, bystander, attacker) = (
+            host("protected host", "host", HOST_V4),
+            host("bystander", "bystander", BYSTANDER_V4),
+            host("attacker", "attacker", ATTACKER_V4),
+        );
+        Self {
+            switch_ns: lab.ns_name("switch"),
+            lab,
+            binary,
+            protected,
+            bystander,
+            attacker,
+            pinger: None,
+        }
+    }
+
+    fn hosts(&self) -> [Host; 3] {
+        [
+            self.protected.clone(),
+            self.bystander.clone(),
+            self.attacker.clone(),
+        ]
+    }
+
+    fn build(&mut self) -> Result<()> {
+        println!("\n== building the lab: one LAN, {BROADCAST_V4} is its broadcast address ==");
+        for host in self.hosts() {
+            println!("  {:<15} {:<16} in {}", host.role, host.v4, host.ns);
+        }
+        println!("  all three plugged into bridge br0 in {}", self.switch_ns);
+        let switch = self.lab.add_namespace("switch")?;
+        self.lab
+            .ip(&switch, &["link", "add", "br0", "type", "bridge"])?;
+        self.lab.ip(&switch, &["link", "set", "br0", "up"])?;
+        for host in self.hosts() {
+            let suffix = host.ns.rsplit('-').next().unwrap_or("host");
+            self.lab.add_namespace(suffix)?;
+            // The port is named after the host; both ends are created straight inside
+            // their namespaces, so the host's own interfaces are never involved.
+            let port = host.role.split(' ').next_back().unwrap_or("port");
+            self.lab.add_veth((&host.ns, "eth0"), (&switch, port))?;
+            self.lab
+                .ip(&switch, &["link", "set", port, "master", "br0"])?;
+            self.lab.ip(&switch, &["link", "set", port, "up"])?;
+            let address = format!("{}/{PREFIX}", host.v4);
+            self.lab.ip(
+                &host.ns,
+                &[
+                    "address",
+                    "add",
+                    &address,
+                    "broadcast",
+                    BROADCAST_V4,
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            self.lab.ip(&host.ns, &["link", "set", "eth0", "up"])?;
+        }
+        // Linux ignores broadcast pings by default; old stacks and many devices answer
+        // them, which is what makes a smurf amplifier. Switch the default off on the
+        // protected host and the bystander so that only icmp-guard makes a difference.
+        for host in [self.protected.clone(), self.bystander.clone()] {
+            println!(
+                "{}$ sysctl -w net.ipv4.icmp_echo_ignore_broadcasts=0",
+                host.role
+            );
+            let output = self.in_ns(
+                &host,
+                &["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"],
+            )?;
+            if !output.status.success() {
+                bail!(
+                    "sysctl failed on the {}: {}",
+                    host.role,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+        }
+        // Clean-up detaches with this binary whenever something was pinned.
+        drop(self.lab.guard(&self.protected.ns, &self.binary));
+        interrupt::check()
+    }
+
+    fn tour(&mut self) -> Result<()> {
+        println!(
+            "\nicmp-guard runs on the protected host as `ICMP_GUARD_PIN_DIR={} nsenter --net={} {} ...`",
+            self.lab.pin_dir().display(),
+            icmp_guard_lab::process::netns_path(&self.protected.ns).display(),
+            self.binary.display()
+        );
+
+        step(
+            1,
+            "attach icmp-guard to the protected host's eth0",
+            "the safe default profile: echo requests limited to 100/s per source (burst 200), \
+             sources without a bucket share a budget of 1,000/s; smurf echoes, timestamps and \
+             other recon types dropped; PMTUD never limited",
+        );
+        self.guard(&["attach", "eth0"])?;
+        self.guard(&["status"])?;
+        let (pinger, command) = Pinger::start(&self.bystander.ns, HOST_V4)?;
+        println!(
+            "{}$ {command} &   (runs in the background until the end)",
+            self.bystander.role
+        );
+        self.pinger = Some(pinger);
+        // Two answered pings first: the bystander is an established source before the
+        // floods start.
+        if !self.pinger()?.wait_for_replies(2, Duration::from_secs(5)) {
+            bail!("the bystander's pings are not answered");
+        }
+        self.progress()?;
+
+        step(
+            2,
+            "ping flood",
+            &format!(
+                "ping -f from the attacker for {FLOOD_SECONDS} s: after the burst of 200, \
+                 about 100 replies a second (expect about {}); ping -f sends as fast as \
+                 replies come back, and every 10 ms while they do not",
+                200 + 100 * FLOOD_SECONDS
+            ),
+        );
+        let flood = self.attack_watched(&[
+            "ping",
+            "-f",
+            "-q",
+            "-c",
+            "100000",
+            "-w",
+            &FLOOD_SECONDS.to_string(),
+            HOST_V4,
+        ])?;
+        let (flood_sent, flood_answered) = transmitted_received(&flood).unwrap_or((0, 0));
+        self.after_step()?;
+
+        step(
+            3,
+            "spoofed-source flood",
+            &format!(
+                "hping3 --rand-source for {FLOOD_SECONDS} s: every packet from a new random \
+                 address; the new-source budget caps what gets through, martian sources \
+                 (0/8, 127/8, 224/4, 240/4) are dropped as invalid"
+            ),
+        );
+        let spoofed = self.attack(&[
+            "timeout",
+            "-s",
+            "INT",
+            &FLOOD_SECONDS.to_string(),
+            "hping3",
+            "--icmp",
+            "--flood",
+            "--rand-source",
+            "-q",
+            HOST_V4,
+        ])?;
+        let spoofed_sent = transmitted_received(&spoofed).map_or(0, |(sent, _)| sent);
+        self.after_step()?;
+
+        step(
+            4,
+            "smurf: a broadcast ping",
+            &format!(
+                "ping -b {BROADCAST_V4} with the attacker's (spoofable) address: every host \
+                 that answers amplifies. The bystander, unprotected, answers; the protected \
+                 host must not"
+            ),
+        );
+        let before = self.stats_json()?;
+        let smurf = self.attack(&[
+            "ping",
+            "-b",
+            "-c",
+            &PROBES.to_string(),
+            "-i",
+            "0.3",
+            "-W",
+            "1",
+            BROADCAST_V4,
+        ])?;
+        let smurf_text = String::from_utf8_lossy(&smurf.stdout).into_owned();
+        let host_answered_smurf = smurf_text.contains(&format!("from {HOST_V4}:"));
+        let bystander_answered_smurf = smurf_text.contains(&format!("from {BYSTANDER_V4}:"));
+        let smurf_dropped = counter(&self.stats_json()?, "v4", 8, &["dropped", "smurf"])
+            - counter(&before, "v4", 8, &["dropped", "smurf"]);
+        self.after_step()?;
+
+        step(
+            5,
+            "timestamp probe",
+            "hping3 --icmp-ts: timestamp requests reveal the host's clock; the default \
+             profile drops them",
+        );
+        let before = self.stats_json()?;
+        let probe = self.attack(&[
+            "timeout",
+            "10",
+            "hping3",
+            "--icmp",
+            "--icmp-ts",
+            "-c",
+            &PROBES.to_string(),
+            HOST_V4,
+        ])?;
+        let timestamps_answered = transmitted_received(&probe).map_or(u64::MAX, |(_, got)| got);
+        let timestamps_dropped = counter(&self.stats_json()?, "v4", 13, &["dropped", "policy"])
+            - counter(&before, "v4", 13, &["dropped", "policy"]);
+        self.after_step()?;
+
+        step(
+            6,
+            "PMTUD: fragmentation needed (ICMP 3/4)",
+            "sent by the very host that flooded: PMTUD messages are never charged to a budget, \
+             so they must all pass and reach the host's stack (RFC 1191)",
+        );
+        let before = self.stats_json()?;
+        let unreachables_before = self.host_dest_unreachables()?;
+        let count = PROBES.to_string();
+        self.attack(
+            &[
+                &["timeout", "10", "hping3"][..],
+                &ping::FRAG_NEEDED,
+                &["-c", &count, "-i", "u200000", HOST_V4],
+            ]
+            .concat(),
+        )?;
+        let pmtud_passed = counter(&self.stats_json()?, "v4", 3, &["passed"])
+            - counter(&before, "v4", 3, &["passed"]);
+        let pmtud_received = self
+            .host_dest_unreachables()?
+            .saturating_sub(unreachables_before);
+        println!(
+            "{}: icmp-guard passed {pmtud_passed} of {PROBES}; the host's stack counted \
+             {pmtud_received} (Icmp InDestUnreachs)",
+            self.protected.role
+        );
+        self.after_step()?;
+
+        println!("\n== stopping the bystander's pings ==");
+        let pinger = self.pinger.take().context("the bystander is not pinging")?;
+        let bystander = pinger.stop()?;
+        println!(
+            "{}: {} pings sent, {} answered{}",
+            self.bystander.role,
+            bystander.transmitted,
+            bystander.received,
+            if bystander.missing.is_empty() {
+                String::new()
+            } else {
+                format!(", unanswered icmp_seq {:?}", bystander.missing)
+            }
+        );
+
+        let stats = self.stats_json()?;
+        println!("\n== summary ==");
+        println!("sent by the attacker ({ATTACKER_V4}):");
+        println!(
+            "  ping flood          {flood_sent} echo requests in {FLOOD_SECONDS} s, {flood_answered} answered"
+        );
+        println!(
+            "  spoofed flood       {spoofed_sent} echo requests from random sources in {FLOOD_SECONDS} s"
+        );
+        println!(
+            "  smurf               {PROBES} echo requests to {BROADCAST_V4} (protected host \
+             answered: {}; bystander answered: {})",
+            yes_no(host_answered_smurf),
+            yes_no(bystander_answered_smurf)
+        );
+        println!(
+            "  timestamp probe     {PROBES} timestamp requests, {} answered",
+            if timestamps_answered == u64::MAX {
+                "?".to_owned()
+            } else {
+                timestamps_answered.to_string()
+            }
+        );
+        println!("  PMTUD               {PROBES} fragmentation-needed messages (3/4)");
+        println!(
+            "sent by the bystander ({BYSTANDER_V4}): {} pings, one a second",
+            bystander.transmitted
+        );
+        println!("\nwhat icmp-guard on the protected host did (icmp-guard stats --json):");
+        print!("{}", describe_stats(&stats));
+
+        let checks = [
+            (
+                bystander.transmitted >= 5
+                    && bystander.received == bystander.transmitted
+                    && bystander.missing.is_empty(),
+                format!(
+                    "every bystander ping was answered during the attacks ({} of {})",
+                    bystander.received, bystander.transmitted
+                ),
+            ),
+            (
+                pmtud_passed == PROBES && pmtud_received == PROBES,
+                format!(
+                    "every PMTUD message got through: {pmtud_passed} of {PROBES} passed, \
+                     {pmtud_received} reached the host's stack"
+                ),
+            ),
+            (
+                !host_answered_smurf && smurf_dropped == PROBES,
+                format!(
+                    "the protected host did not answer the broadcast ping ({smurf_dropped} of \
+                     {PROBES} dropped as smurf)"
+                ),
+            ),
+            (
+                timestamps_answered == 0 && timestamps_dropped == PROBES,
+                format!(
+                    "no timestamp request was answered ({timestamps_dropped} of {PROBES} \
+                     dropped by policy)"
+                ),
+            ),
+            (
+                flood_sent > 0 && flood_answered < flood_sent,
+                format!("the ping flood was limited ({flood_answered} of {flood_sent} answered)"),
+            ),
+        ];
+        println!("\nchecks:");
+        let mut failed = 0;
+        for (ok, what) in &checks {
+            println!("  [{}] {what}", if *ok { "ok" } else { "FAILED" });
+            failed += usize::from(!ok);
+        }
+
+        println!();
+        self.guard(&["detach", "--all"])?;
+        if failed > 0 {
+            bail!("{failed} of {} demo checks failed", checks.len());
+        }
+        Ok(())
+    }
+
+    fn pinger(&self) -> Result<&Pinger> {
+        self.pinger.as_ref().context("the bystander is not pinging")
+    }
+
+    /// The counters after each step, and how the bystander is doing.
+    fn after_step(&self) -> Result<()> {
+        self.guard(&["stats"])?;
+        self.progress()
+    }
+
+    fn progress(&self) -> Result<()> {
+        let pinger = self.pinger()?;
+        let missing = pinger.missing();
+        println!(
+            "{} ({}, pinging {HOST_V4} once a second): {} answered so far, {}",
+            self.bystander.role,
+            self.bystander.v4,
+            pinger.replies(),
+            if missing.is_empty() {
+                "none lost".to_owned()
+            } else {
+                format!("unanswered icmp_seq {missing:?}")
+            }
+        );
+        interrupt::check()
+    }
+
+    /// Runs the icmp-guard CLI on the protected host, with the lab's pin directory.
+    fn guard_command(&self, args: &[&str]) -> Command {
+        let mut command = self.lab.guard_command(&self.protected.ns, &self.binary);
+        command.args(args);
+        command
+    }
+
+    fn guard(&self, args: &[&str]) -> Result<()> {
+        let shown = format!("{}$ icmp-guard {}", self.protected.role, args.join(" "));
+        println!("{shown}");
+        let status = self
+            .guard_command(args)
+            .status()
+            .with_context(|| format!("running `{shown}`"))?;
+        // A Ctrl-C also stops the command; say "interrupted" rather than blame it.
+        interrupt::check()?;
+        if !status.success() {
+            bail!("`{shown}` failed ({status})");
+        }
+        Ok(())
+    }
+
+    fn stats_json(&self) -> Result<Value> {
+        let json = process::stdout_of(&mut self.guard_command(&["stats", "--json"]))?;
+        serde_json::from_str(&json).context("parsing `icmp-guard stats --json`")
+    }
+
+    /// Runs a command on `host` quietly and returns its output, whatever its status.
+    fn in_ns(&self, host: &Host, args: &[&str]) -> Result<Output> {
+        let mut command = self.lab.command(&host.ns, args[0]);
+        command.args(&args[1..]);
+        process::output(&mut command)
+    }
+
+    /// Runs an attack from the attacker, showing the command and what it printed. Its exit
+    /// status is not checked: tools report unanswered requests as failure.
+    fn attack(&self, args: &[&str]) -> Result<Output> {
+        println!("{}$ {}", self.attacker.role, args.join(" "));
+        let output = self.in_ns(&self.attacker, args)?;
+        print_output(&output);
+        interrupt::check()?;
+        Ok(output)
+    }
+
+    /// [`Self::attack`], with `icmp-guard top` on the protected host while it runs: the
+    /// heaviest sources as the guard sees them, from its sampled events.
+    fn attack_watched(&self, args: &[&str]) -> Result<Output> {
+        println!("{}$ {}", self.attacker.role, args.join(" "));
+        let mut command = self.lab.command(&self.attacker.ns, args[0]);
+        command
+            .args(&args[1..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let attack = command
+            .spawn()
+            .with_context(|| format!("starting `{}`", args.join(" ")))?;
+        std::thread::sleep(Duration::from_millis(500));
+        let watched = self.guard(&["top", "--count", "1", "--interval", "2", "--limit", "3"]);
+        let output = attack
+            .wait_with_output()
+            .with_context(|| format!("waiting for `{}`", args.join(" ")))?;
+        print_output(&output);
+        watched?;
+        interrupt::check()?;
+        Ok(output)
+    }
+
+    /// `Icmp InDestUnreachs` of the protected host's stack.
+    fn host_dest_unreachables(&self) -> Result<u64> {
+        Ok(netns::snmp(&self.protected.ns, "Icmp", "InDestUnreachs")?)
+    }
+}
+
+fn step(number: u32, title: &str, what: &str) {
+    println!("\n== {number}/6 {title} ==\n# {what}");
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
+
+/// An attack's output, indented, blank lines left out.
+fn print_output(output: &Output) {
+    for stream in [&output.stdout, &output.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            println!("  {line}");
+        }
+    }
+}
+
+/// "N packets transmitted, M (packets) received" from ping or hping3.
+fn transmitted_received(output: &Output) -> Option<(u64, u64)> {
+    ping::summary(&icmp_guard_lab::process::text(output))
+}
+
+/// Why each drop reason fires, for the summary.
+fn reason_text(reason: &str) -> &'static str {
+    match reason {
+        "rate_limit" => "over its source's limit, or over the new-source budget",
+        "smurf" => "sent to a broadcast or multicast destination",
+        "policy" => "a type the profile drops",
+        "deny_list" => "from a denied source",
+        "invalid" => "a header no packet may carry (here: martian spoofed sources)",
+        "malformed" => "a structure the parser refuses to walk",
+        _ => "",
+    }
+}
+
+/// One line per (family, type) seen, with its drops by reason.
+fn describe_stats(stats: &Value) -> String {
+    let mut text = String::new();
+    for row in stats["icmp"].as_array().into_iter().flatten() {
+        let packets = row["packets"].as_u64().unwrap_or(0);
+        if packets == 0 {
+            continue;
+        }
+        text += &format!(
+            "  {} {} {}: {} received, {} passed\n",
+            row["family"].as_str().unwrap_or("?"),
+            row["type"],
+            row["name"].as_str().unwrap_or("?"),
+            packets,
+            row["passed"].as_u64().unwrap_or(0)
+        );
+        for (reason, count) in row["dropped"].as_object().into_iter().flatten() {
+            if let Some(count) = count.as_u64().filter(|count| *count > 0) {
+                text += &format!(
+                    "      dropped {count} as {reason}: {}\n",
+                    reason_text(reason)
+                );
+            }
+        }
+    }
+    let unclassified: Vec<String> = stats["unclassified"]["dropped"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(reason, count)| {
+            let count = count.as_u64().filter(|count| *count > 0)?;
+            Some(format!("{count} as {reason} ({})", reason_text(reason)))
+        })
+        .collect();
+    if !unclassified.is_empty() {
+        text += &format!(
+            "  dropped before a type could be read: {}\n",
+            unclassified.join(", ")
+        );
+    }
+    let totals = &stats["totals"];
+    text += &format!(
+        "  totals: {} ICMP packets, {} passed, {} dropped; {} non-ICMP packets passed untouched\n",
+        totals["icmp_packets"], totals["passed"], totals["dropped"], totals["non_icmp_passed"]
+    );
+    text
+}

@@ -1,0 +1,152 @@
+//! The guests' initramfs: a static busybox, the static `prog` test binary, the static
+//! `icmp-guard` binary, the [`PAYLOAD`] script and an `/init` that mounts proc, sysfs,
+//! devtmpfs and bpffs, runs the payload once with the words given after `--` on the
+//! kernel command line, and powers off.
+//!
+//! Written directly in the `newc` cpio format the kernel unpacks (uncompressed, every
+//! timestamp and owner zero), so no cpio tool is needed and `/dev/console` can be a device
+//! node without mknod or root.
+
+use std::{fs, path::Path};
+
+use anyhow::{Context as _, Result};
+
+/// What runs on each kernel, in a guest after [`INIT`] or on the host under
+/// `unshare --net`: the `prog` suite as `cargo test` runs it, then the static CLI attached
+/// to `lo` in generic mode. Pings from 127.0.0.1 are martian, so the guard drops them:
+/// answered before attach, unanswered while attached, answered again after detach.
+///
+/// `$BB` is busybox, `$PROG` and `$ICMP_GUARD` the two binaries, `$TEST_THREADS` the
+/// suite's threads (one in a guest, which has one CPU); the first argument
+/// `negative-control` loads the broken program instead and leaves the CLI out.
+pub const PAYLOAD: &str = r#"exec 2>&1
+bb="$BB"
+echo "MATRIX-KERNEL $($bb uname -r)"
+export ICMP_GUARD_REQUIRE_PRIVILEGED=1
+if [ "$1" = negative-control ]; then
+    export ICMP_GUARD_NEGATIVE_CONTROL=1
+fi
+"$PROG" --test-threads="${TEST_THREADS:-1}" --color=never
+echo "MATRIX-PROG-EXIT $?"
+[ "$1" = negative-control ] && exit 0
+$bb ip link set lo up
+cli_ping() {
+    echo "MATRIX-CLI-PING $1 $($bb ping -c 2 -w 3 127.0.0.1 2>&1 | $bb grep 'packets transmitted')"
+}
+cli_ping before
+"$ICMP_GUARD" attach lo --mode generic 2>&1
+echo "MATRIX-CLI-ATTACH-EXIT $?"
+cli_ping attached
+"$ICMP_GUARD" stats 2>&1
+"$ICMP_GUARD" detach lo 2>&1
+echo "MATRIX-CLI-DETACH-EXIT $?"
+cli_ping detached
+"#;
+
+/// The binaries' and the payload's places in the guest.
+const PROG_PATH: &str = "prog";
+const ICMP_GUARD_PATH: &str = "icmp-guard";
+const PAYLOAD_PATH: &str = "payload.sh";
+
+const INIT: &str = r#"#!/bin/busybox sh
+# icmp-guard kernel matrix: run the payload once, power off.
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+$bb mount -t devtmpfs devtmpfs /dev 2>/dev/null
+$bb mount -t bpf bpf /sys/fs/bpf || echo "init: could not mount bpffs"
+BB=$bb PROG=/prog ICMP_GUARD=/icmp-guard $bb sh /payload.sh "$@"
+$bb sync
+$bb poweroff -f
+"#;
+
+const S_IFDIR: u32 = 0o040_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFCHR: u32 = 0o020_000;
+
+/// Writes the initramfs to `path`.
+pub fn write(path: &Path, busybox: &Path, prog: &Path, icmp_guard: &Path) -> Result<()> {
+    let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let mut archive = Archive::default();
+    for dir in ["bin", "dev", "proc", "sys", "tmp"] {
+        archive.entry(dir, S_IFDIR | 0o755, &[], (0, 0));
+    }
+    archive.entry("dev/console", S_IFCHR | 0o600, &[], (5, 1));
+    archive.entry("bin/busybox", S_IFREG | 0o755, &read(busybox)?, (0, 0));
+    archive.entry(PROG_PATH, S_IFREG | 0o755, &read(prog)?, (0, 0));
+    archive.entry(ICMP_GUARD_PATH, S_IFREG | 0o755, &read(icmp_guard)?, (0, 0));
+    archive.entry(PAYLOAD_PATH, S_IFREG | 0o644, PAYLOAD.as_bytes(), (0, 0));
+    archive.entry("init", S_IFREG | 0o755, INIT.as_bytes(), (0, 0));
+    archive.entry("TRAILER!!!", 0, &[], (0, 0));
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::write(path, archive.bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+#[derive(Default)]
+struct Archive {
+    bytes: Vec<u8>,
+    inode: u32,
+}
+
+impl Archive {
+    /// One `newc` entry: a 110-byte ASCII header, the name with its NUL, the data, each
+    /// padded to 4 bytes.
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8], (major, minor): (u32, u32)) {
+        self.inode += 1;
+        let nlink = if mode & S_IFDIR == S_IFDIR { 2 } else { 1 };
+        let fields = [
+            self.inode,
+            mode,
+            0, // uid
+            0, // gid
+            nlink,
+            0, // mtime
+            u32::try_from(data.len()).expect("initramfs files are smaller than 4 GiB"),
+            0, // dev major
+            0, // dev minor
+            major,
+            minor,
+            u32::try_from(name.len() + 1).expect("short names"),
+            0, // check
+        ];
+        self.bytes.extend_from_slice(b"070701");
+        for field in fields {
+            self.bytes
+                .extend_from_slice(format!("{field:08x}").as_bytes());
+        }
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.push(0);
+        self.pad();
+        self.bytes.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.bytes.len().is_multiple_of(4) {
+            self.bytes.push(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newc_entries_are_aligned_and_well_formed() {
+        let mut archive = Archive::default();
+        archive.entry("init", S_IFREG | 0o755, b"#!/bin/sh\n", (0, 0));
+        archive.entry("dev/console", S_IFCHR | 0o600, &[], (5, 1));
+        archive.entry("TRAILER!!!", 0, &[], (0, 0));
+        assert_eq!(archive.bytes.len() % 4, 0);
+        assert!(archive.bytes.starts_with(b"070701"));
+        let header = std::str::from_utf8(&archive.bytes[..110]).expect("ASCII header");
+        // mode, then filesize and namesize at their offsets.
+        assert_eq!(&header[14..22], format!("{:08x}", S_IFREG | 0o755));
+        assert_eq!(&header[54..62], "0000000a");
+        assert_eq!(&header[94..102], "00000005");
+        assert_eq!(&archive.bytes[110..115], b"init\0");
+    }
+}

@@ -1,0 +1,817 @@
+//! `cargo xtask kernels`: the kernel matrix. Runs the real `prog` test suite — every test
+//! that runs frames through the XDP program, as `cargo test` runs them — on several
+//! kernels, and the real `icmp-guard` binary on each.
+//!
+//! For each Debian kernel series asked for (default: 5.10, 6.1, 6.12) the newest cloud
+//! kernel of that series is resolved through the `linux-image-cloud-amd64` meta-package of
+//! the Debian suites, downloaded once and cached ([`fetch`]). The `prog` test binary and
+//! the `icmp-guard` binary, both built static, go into a busybox initramfs with the
+//! [`initramfs::PAYLOAD`] script; each kernel boots it under QEMU with TCG ([`boot`]).
+//! `host` runs the same payload on the running kernel, in a network namespace of its own.
+//!
+//! A kernel passes when libtest's summary line says `ok` and counts every test of the
+//! binary (a test that cannot run on a kernel passes after printing why, and the table
+//! lists those reasons), and when the static CLI attached to `lo` stopped the martian
+//! pings from 127.0.0.1 and let them through again after `detach`. The verifier's
+//! instruction count is printed per kernel, from the suite's verifier test.
+//!
+//! `--negative-control` makes the suite load a hand-assembled program with a missing
+//! bounds check instead of icmp-guard. Every kernel must reject it, so every test that
+//! loads the program must fail; the command then reports the verifier's reason for each
+//! kernel and exits non-zero, which is what shows that a rejected program fails the matrix.
+//!
+//! The binaries are `cargo xtask test`'s own ([`cargo::static_test_build`]): built for
+//! `x86_64-unknown-linux-gnu` with glibc's `+crt-static`, not for musl, which needs nothing
+//! beyond the toolchain and Debian's libc6-dev, where the musl target would have to come
+//! from rustup's download server, which a fresh machine here cannot reach. The debug
+//! profile, like `cargo test`'s: in CI the matrix then builds nothing, which saves more
+//! than optimised code would save the emulated guests.
+
+mod boot;
+mod fetch;
+mod initramfs;
+mod tools;
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use icmp_guard_lab::{gate::SKIP_MARKER, ping};
+use serde_json::Value;
+
+use crate::util::{cargo, numbers::thousands, process, setup};
+
+/// The kernels tested when none is named: the oldest Debian cloud kernel we support
+/// (bullseye), the two Debian stable series after it, and the machine's own kernel.
+const DEFAULT_KERNELS: [&str; 4] = ["5.10", "6.1", "6.12", HOST];
+const HOST: &str = "host";
+/// Lines of console shown for a failing kernel.
+const TAIL_LINES: usize = 25;
+/// The suite's own lines (`harness.rs`, `verifier.rs`) and the payload's.
+const VERIFIER_MARKER: &str = "VERIFIER-STATS ";
+const NEGATIVE_MARKER: &str = "NEGATIVE-CONTROL ";
+const KERNEL_MARKER: &str = "MATRIX-KERNEL ";
+const PROG_EXIT_MARKER: &str = "MATRIX-PROG-EXIT ";
+const CLI_PING_MARKER: &str = "MATRIX-CLI-PING ";
+const CLI_ATTACH_MARKER: &str = "MATRIX-CLI-ATTACH-EXIT ";
+const CLI_DETACH_MARKER: &str = "MATRIX-CLI-DETACH-EXIT ";
+
+/// Options of `cargo xtask kernels` besides the kernel list.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Options {
+    /// Load a deliberately broken program instead (a packet read without a bounds check):
+    /// every kernel must reject it, and the command reports why and exits non-zero
+    #[arg(long)]
+    pub negative_control: bool,
+    /// Refresh the Debian package lists even when the cached ones are less than a day old
+    #[arg(long, conflicts_with = "offline")]
+    pub refresh: bool,
+    /// Use only cached kernels and package lists, never the network
+    #[arg(long)]
+    pub offline: bool,
+    /// Seconds one kernel may take (boot, the suite, the CLI, power-off) before it counts
+    /// as hung
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub timeout: u64,
+    /// Show each guest's whole console
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// One kernel of the matrix, ready to run.
+enum Subject {
+    Host,
+    Guest(fetch::Kernel),
+}
+
+/// The two static binaries and the tests the suite holds.
+struct Payload {
+    prog: PathBuf,
+    icmp_guard: PathBuf,
+    /// Every test of `prog`, ignored ones included.
+    tests: usize,
+}
+
+/// libtest's summary line: `test result: ok. 38 passed; 0 failed; 1 ignored; ...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Summary {
+    ok: bool,
+    passed: usize,
+    failed: usize,
+    ignored: usize,
+}
+
+/// What the static CLI did on `lo`: pings answered before attach, while attached, after
+/// detach (of two each), and the exit codes of attach and detach.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Cli {
+    answered: [Option<u64>; 3],
+    attach: Option<i32>,
+    detach: Option<i32>,
+}
+
+/// What one kernel did.
+struct Outcome {
+    /// The series asked for ("5.10", "host").
+    asked: String,
+    /// The kernel release, as the payload printed it or as known before the run.
+    release: String,
+    /// Where the kernel came from, for the table.
+    origin: String,
+    wall: Duration,
+    summary: Option<Summary>,
+    /// Tests that failed, by name.
+    failed: Vec<String>,
+    /// Tests that said why they did not run: (test, reason).
+    skipped: Vec<(String, String)>,
+    /// The verifier's statistics line for icmp-guard.
+    verifier: Option<String>,
+    /// What the negative control's loads said: `rejected: ...` or `ACCEPTED`.
+    negative: Vec<String>,
+    cli: Cli,
+    /// Why the run says nothing, with the end of the console.
+    missing: Option<String>,
+}
+
+pub fn run(kernels: &[String], options: &Options) -> Result<()> {
+    if !cfg!(target_arch = "x86_64") {
+        bail!("the kernel matrix boots Debian amd64 kernels and runs only on x86_64 hosts");
+    }
+    let asked: Vec<String> = if kernels.is_empty() {
+        DEFAULT_KERNELS.iter().map(|k| (*k).to_owned()).collect()
+    } else {
+        kernels.to_vec()
+    };
+    for kernel in &asked {
+        if kernel != HOST && !fetch::is_series(kernel) {
+            bail!(
+                "--kernel {kernel}: name a Debian kernel series as MAJOR.MINOR (5.10, 6.1, 6.12, ...) \
+                 or `host`"
+            );
+        }
+    }
+    if asked.iter().any(|kernel| kernel == HOST) && !process::is_root() {
+        bail!(
+            "run with sudo: the `host` kernel loads the XDP program into this machine's kernel \
+             (or pass only guest kernels, e.g. --kernel 5.10 --kernel 6.1)"
+        );
+    }
+
+    setup::run()?;
+    let started = Instant::now();
+    let guests = asked.iter().any(|kernel| kernel != HOST);
+    let qemu = guests.then(tools::ensure_qemu).transpose()?;
+    let busybox = tools::ensure_static_busybox()?;
+    let payload = build_payload()?;
+
+    let mut subjects = Vec::new();
+    let mut fetcher = None;
+    for kernel in &asked {
+        if kernel == HOST {
+            subjects.push((kernel.clone(), Subject::Host));
+            continue;
+        }
+        if fetcher.is_none() {
+            fetcher = Some(fetch::Fetcher::new(options.offline, options.refresh)?);
+        }
+        let fetcher = fetcher.as_mut().context("the fetcher was just made")?;
+        subjects.push((kernel.clone(), Subject::Guest(fetcher.kernel(kernel)?)));
+    }
+    let prepared = started.elapsed();
+
+    let work_dir = cargo::target_dir()?.join("kernel-matrix");
+    fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+    let initrd = work_dir.join("initramfs.cpio");
+    if guests {
+        initramfs::write(&initrd, &busybox, &payload.prog, &payload.icmp_guard)?;
+    }
+    let payload_script = work_dir.join("payload.sh");
+    fs::write(&payload_script, initramfs::PAYLOAD)
+        .with_context(|| format!("writing {}", payload_script.display()))?;
+
+    let payload_args: Vec<&str> = if options.negative_control {
+        vec!["negative-control"]
+    } else {
+        Vec::new()
+    };
+    let timeout = Duration::from_secs(options.timeout);
+    let run_one = |asked: &str, subject: &Subject| -> Result<Outcome> {
+        let log = work_dir.join(format!("console-{asked}.log"));
+        let (release, origin, run) = match subject {
+            Subject::Host => {
+                println!("kernels: running the suite on the host kernel");
+                let command = host_command(&busybox, &payload_script, &payload, &payload_args);
+                let run = boot::host(command, timeout, &log, options.verbose)?;
+                let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .map_or_else(|_| "?".to_owned(), |release| release.trim().to_owned());
+                (release, "this machine".to_owned(), run)
+            }
+            Subject::Guest(kernel) => {
+                println!(
+                    "kernels: booting {} {} under QEMU ({})",
+                    kernel.package,
+                    kernel.version,
+                    boot::accelerator()
+                );
+                let run = boot::guest(
+                    qemu.as_deref().context("QEMU was not checked")?,
+                    &kernel.vmlinuz,
+                    &initrd,
+                    &payload_args,
+                    timeout,
+                    &log,
+                    options.verbose,
+                )?;
+                let release = kernel
+                    .package
+                    .strip_prefix("linux-image-")
+                    .unwrap_or(&kernel.package)
+                    .to_owned();
+                (release, format!("{} {}", kernel.suite, kernel.version), run)
+            }
+        };
+        let outcome = outcome(asked, release, origin, &run, &log);
+        print_detail(&outcome, payload.tests, options.negative_control);
+        Ok(outcome)
+    };
+    let outcomes = run_all(&subjects, &run_one)?;
+
+    println!();
+    if options.negative_control {
+        print_negative_table(&outcomes);
+    } else {
+        print_table(&outcomes, payload.tests);
+    }
+    println!(
+        "({} kernels in {:.1} s, of which {:.1} s building and fetching; consoles in {})",
+        outcomes.len(),
+        started.elapsed().as_secs_f64(),
+        prepared.as_secs_f64(),
+        work_dir.display()
+    );
+    verdict(&outcomes, payload.tests, options.negative_control)
+}
+
+/// Runs every kernel, as many at once as there are CPUs (each QEMU emulates one), the
+/// slowest guests first and the host last, so that it shares the machine with at most the
+/// last guest. Returns the outcomes in the order of `subjects`.
+fn run_all(
+    subjects: &[(String, Subject)],
+    run_one: &(dyn Fn(&str, &Subject) -> Result<Outcome> + Sync),
+) -> Result<Vec<Outcome>> {
+    let jobs = std::thread::available_parallelism().map_or(1, usize::from);
+    // Popped from the end: the newest guests (the slowest verifiers) first, the host last.
+    let mut queue: Vec<(usize, &(String, Subject))> = subjects.iter().enumerate().collect();
+    queue.sort_by_key(|(index, (_, subject))| (matches!(subject, Subject::Guest(_)), *index));
+    let queue = std::sync::Mutex::new(queue);
+    let mut outcomes: Vec<Option<Result<Outcome>>> = subjects.iter().map(|_| None).collect();
+    let finished = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let next = queue.lock().map(|mut queue| queue.pop()).ok().flatten();
+                        let Some((index, (asked, subject))) = next else {
+                            return done;
+                        };
+                        done.push((index, run_one(asked, subject)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap_or_default())
+            .collect::<Vec<_>>()
+    });
+    for (index, outcome) in finished {
+        outcomes[index] = Some(outcome);
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.context("a kernel of the matrix did not run")?)
+        .collect()
+}
+
+/// On the host: the payload under `unshare --net`, so that `lo` is a loopback of its own,
+/// with a pin directory of its own.
+fn host_command(busybox: &Path, script: &Path, payload: &Payload, args: &[&str]) -> Command {
+    let mut command = process::command("unshare");
+    command
+        .arg("--net")
+        .arg("--")
+        .arg(busybox)
+        .arg("sh")
+        .arg(script)
+        .args(args)
+        .env("BB", busybox)
+        .env("PROG", &payload.prog)
+        .env("ICMP_GUARD", &payload.icmp_guard)
+        .env(
+            "TEST_THREADS",
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .to_string(),
+        )
+        .env(
+            "ICMP_GUARD_PIN_DIR",
+            format!("/sys/fs/bpf/icmp-guard-matrix-{}", std::process::id()),
+        );
+    command
+}
+
+/// Builds the `prog` test binary and the `icmp-guard` binary static, as `cargo xtask test`
+/// does (after which this is no work at all), and counts the tests.
+///
+/// The eBPF object that icmp-guard's build.rs builds through aya-build is not affected by
+/// the static RUSTFLAGS: aya-build gives its nested cargo its own CARGO_ENCODED_RUSTFLAGS,
+/// which cargo prefers to RUSTFLAGS.
+fn build_payload() -> Result<Payload> {
+    let mut cargo = process::command("cargo");
+    cargo::static_test_build(cargo.args(["test", "--no-run"]))
+        .args(["--message-format", "json-render-diagnostics"])
+        // A stub object would make every kernel "fail" for the wrong reason.
+        .env_remove("ICMP_GUARD_STUB_EBPF")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    println!("$ {}", process::display(&cargo));
+    let output = cargo
+        .output()
+        .with_context(|| format!("running `{}`", process::display(&cargo)))?;
+    if !output.status.success() {
+        bail!("building the static test binary failed ({})", output.status);
+    }
+    let messages = String::from_utf8_lossy(&output.stdout);
+    let executable = |kind: &str, name: &str| {
+        messages
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|message| {
+                message["reason"] == "compiler-artifact"
+                    && message["target"]["name"] == name
+                    && message["target"]["kind"][0] == kind
+                    // The binary, not the unit tests of its crate.
+                    && message["profile"]["test"] == (kind == "test")
+            })
+            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+            .with_context(|| format!("cargo built no {kind} {name}"))
+    };
+    let prog = executable("test", "prog")?;
+    let icmp_guard = executable("bin", "icmp-guard")?;
+    for binary in [&prog, &icmp_guard] {
+        if !tools::is_static_elf(binary)? {
+            bail!(
+                "{} is dynamically linked; the guests have no C library (was +crt-static dropped?)",
+                binary.display()
+            );
+        }
+    }
+    let listed = process::stdout_of(process::command(&prog).args([
+        "--list",
+        "--format",
+        "terse",
+        "--include-ignored",
+    ]))?;
+    let tests = listed
+        .lines()
+        .filter(|line| line.ends_with(": test"))
+        .count();
+    println!("kernels: the suite has {tests} tests; every kernel must run them all");
+    Ok(Payload {
+        prog,
+        icmp_guard,
+        tests,
+    })
+}
+
+/// The text after `marker` on each line that has it.
+fn after<'a>(output: &'a str, marker: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    output
+        .lines()
+        .filter_map(move |line| line.split_once(marker).map(|(_, rest)| rest.trim()))
+}
+
+fn parse_summary(output: &str) -> Option<Summary> {
+    let line = after(output, "test result: ").last()?;
+    let count = |word: &str| {
+        line.split(';')
+            .find_map(|part| {
+                let number = part.trim().strip_suffix(word)?.split_whitespace().last()?;
+                number.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    Some(Summary {
+        ok: line.starts_with("ok."),
+        passed: count("passed"),
+        failed: count("failed"),
+        ignored: count("ignored"),
+    })
+}
+
+fn parse_cli(output: &str) -> Cli {
+    let mut cli = Cli::default();
+    for rest in after(output, CLI_PING_MARKER) {
+        let (phase, summary) = rest.split_once(' ').unwrap_or((rest, ""));
+        let slot = ["before", "attached", "detached"]
+            .iter()
+            .position(|name| *name == phase);
+        if let Some(slot) = slot {
+            cli.answered[slot] = ping::summary(summary).map(|(_, received)| received);
+        }
+    }
+    let code = |marker| {
+        after(output, marker)
+            .last()
+            .and_then(|code| code.parse().ok())
+    };
+    cli.attach = code(CLI_ATTACH_MARKER);
+    cli.detach = code(CLI_DETACH_MARKER);
+    cli
+}
+
+fn outcome(asked: &str, release: String, origin: String, run: &boot::Run, log: &Path) -> Outcome {
+    let output = &run.output;
+    let summary = parse_summary(output);
+    let failed = output
+        .lines()
+        .filter_map(|line| line.strip_prefix("test ")?.strip_suffix(" ... FAILED"))
+        .map(str::to_owned)
+        .collect();
+    let skipped = after(output, SKIP_MARKER)
+        .filter_map(|rest| rest.split_once(": "))
+        .map(|(test, reason)| (test.to_owned(), reason.to_owned()))
+        .collect();
+    let missing = summary.is_none().then(|| {
+        let why = match (&run.end, after(output, PROG_EXIT_MARKER).last()) {
+            (boot::End::TimedOut, _) => format!("no test summary within {} s", run.wall.as_secs()),
+            (_, Some(status)) => format!("the suite exited with status {status} without a summary"),
+            (boot::End::Exited(status), None) => {
+                format!("no test summary (the run ended: {status})")
+            }
+        };
+        let mut text = format!("{why}; console ({}):", log.display());
+        for line in tail_lines(output, TAIL_LINES) {
+            let _ = write!(text, "\n    {line}");
+        }
+        if !run.errors.trim().is_empty() {
+            text.push_str("\n  stderr:");
+            for line in tail_lines(&run.errors, 10) {
+                let _ = write!(text, "\n    {line}");
+            }
+        }
+        text
+    });
+    Outcome {
+        asked: asked.to_owned(),
+        release: after(output, KERNEL_MARKER)
+            .next()
+            .map_or(release, str::to_owned),
+        origin,
+        wall: run.wall,
+        summary,
+        failed,
+        skipped,
+        verifier: after(output, VERIFIER_MARKER).last().map(str::to_owned),
+        negative: after(output, NEGATIVE_MARKER).map(str::to_owned).collect(),
+        cli: parse_cli(output),
+        missing,
+    }
+}
+
+fn tail_lines(text: &str, count: usize) -> Vec<String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(count)..]
+        .iter()
+        .map(|line| (*line).to_owned())
+        .collect()
+}
+
+/// Every test ran and passed (or said why it could not run).
+fn suite_ok(outcome: &Outcome, tests: usize) -> bool {
+    outcome.summary.is_some_and(|summary| {
+        summary.ok && summary.failed == 0 && summary.passed + summary.ignored == tests
+    })
+}
+
+/// The static CLI filtered: answered, then dropped, then answered again.
+fn cli_ok(cli: &Cli) -> bool {
+    cli.answered == [Some(2), Some(0), Some(2)] && cli.attach == Some(0) && cli.detach == Some(0)
+}
+
+fn ok(outcome: &Outcome, tests: usize) -> bool {
+    suite_ok(outcome, tests) && cli_ok(&outcome.cli)
+}
+
+/// Rejected on this kernel: the suite failed, and only ever with the verifier's rejection.
+fn rejected(outcome: &Outcome) -> bool {
+    outcome
+        .summary
+        .is_some_and(|summary| !summary.ok && summary.failed > 0)
+        && !outcome.negative.is_empty()
+        && outcome
+            .negative
+            .iter()
+            .all(|line| line.starts_with("rejected"))
+}
+
+fn kernel_name(outcome: &Outcome) -> String {
+    if outcome.asked == HOST {
+        format!("{} (host)", outcome.release)
+    } else {
+        outcome.release.clone()
+    }
+}
+
+/// Prints what happened on one kernel right after it ran.
+fn print_detail(outcome: &Outcome, tests: usize, negative_control: bool) {
+    let name = kernel_name(outcome);
+    if let Some(missing) = &outcome.missing {
+        println!("kernels: {name} FAILED: {missing}");
+        return;
+    }
+    if negative_control {
+        match outcome.negative.first() {
+            Some(line) if rejected(outcome) => {
+                println!("kernels: {name} rejected the negative control: {line}");
+            }
+            _ => println!(
+                "kernels: {name} did NOT reject the negative control ({:?})",
+                outcome.negative
+            ),
+        }
+        return;
+    }
+    println!(
+        "kernels: {name} {}: {}, {} verifier instructions, static CLI {}, {:.1} s",
+        if ok(outcome, tests) { "ok" } else { "FAILED" },
+        tests_cell(outcome),
+        insns(outcome.verifier.as_deref()),
+        cli_cell(&outcome.cli),
+        outcome.wall.as_secs_f64()
+    );
+    for test in &outcome.failed {
+        println!("  test failed: {test}");
+    }
+}
+
+/// "83,454 (8% of 1M)" from the verifier's statistics line.
+fn insns(line: Option<&str>) -> String {
+    let Some(line) = line else {
+        return "?".to_owned();
+    };
+    let number_after = |word: &str| {
+        line.split(word)
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse::<u64>()
+            .ok()
+    };
+    match (number_after("processed "), number_after("(limit ")) {
+        (Some(processed), Some(limit)) if limit > 0 => format!(
+            "{} ({}% of {})",
+            thousands(processed),
+            processed * 100 / limit,
+            if limit == 1_000_000 {
+                "1M".to_owned()
+            } else {
+                thousands(limit)
+            }
+        ),
+        (Some(processed), _) => thousands(processed),
+        _ => "?".to_owned(),
+    }
+}
+
+fn tests_cell(outcome: &Outcome) -> String {
+    outcome.summary.map_or_else(
+        || "-".to_owned(),
+        |summary| {
+            format!(
+                "{} passed ({} skipped), {} failed, {} ignored",
+                summary.passed,
+                outcome.skipped.len(),
+                summary.failed,
+                summary.ignored
+            )
+        },
+    )
+}
+
+fn cli_cell(cli: &Cli) -> String {
+    let answered = |slot: Option<u64>| slot.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let pings = format!(
+        "pings answered {}/2, attached {}/2, detached {}/2",
+        answered(cli.answered[0]),
+        answered(cli.answered[1]),
+        answered(cli.answered[2])
+    );
+    if cli_ok(cli) {
+        format!("filters ({pings})")
+    } else {
+        format!(
+            "FAILED ({pings}; attach exit {:?}, detach exit {:?})",
+            cli.attach, cli.detach
+        )
+    }
+}
+
+fn print_rows(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| (*h).to_owned()).collect());
+    line(widths.iter().map(|width| "-".repeat(*width)).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn print_table(outcomes: &[Outcome], tests: usize) {
+    let rows: Vec<Vec<String>> = outcomes
+        .iter()
+        .map(|outcome| {
+            let result = if ok(outcome, tests) {
+                "ok"
+            } else if outcome.missing.is_some() {
+                "FAILED (no result)"
+            } else {
+                "FAILED"
+            };
+            vec![
+                kernel_name(outcome),
+                outcome.origin.clone(),
+                insns(outcome.verifier.as_deref()),
+                tests_cell(outcome),
+                cli_cell(&outcome.cli),
+                format!("{:.1} s", outcome.wall.as_secs_f64()),
+                result.to_owned(),
+            ]
+        })
+        .collect();
+    print_rows(
+        &[
+            "kernel",
+            "from",
+            "verifier insns processed",
+            &format!("prog suite ({tests} tests)"),
+            "static icmp-guard on lo",
+            "time",
+            "result",
+        ],
+        &rows,
+    );
+    let skips: Vec<Vec<String>> = outcomes
+        .iter()
+        .flat_map(|outcome| {
+            outcome
+                .skipped
+                .iter()
+                .map(|(test, reason)| vec![kernel_name(outcome), test.clone(), reason.clone()])
+        })
+        .collect();
+    if !skips.is_empty() {
+        println!("\ntests skipped, by the reason each gives:");
+        print_rows(&["kernel", "test", "reason"], &skips);
+    }
+}
+
+fn print_negative_table(outcomes: &[Outcome]) {
+    let rows: Vec<Vec<String>> = outcomes
+        .iter()
+        .map(|outcome| {
+            let verdict = if outcome.summary.is_none() {
+                "no result".to_owned()
+            } else if rejected(outcome) {
+                outcome.negative[0].clone()
+            } else {
+                "ACCEPTED (the harness cannot fail!)".to_owned()
+            };
+            let failed = outcome
+                .summary
+                .map_or_else(|| "-".to_owned(), |summary| summary.failed.to_string());
+            vec![
+                kernel_name(outcome),
+                outcome.origin.clone(),
+                format!("{:.1} s", outcome.wall.as_secs_f64()),
+                failed,
+                verdict,
+            ]
+        })
+        .collect();
+    print_rows(
+        &["kernel", "from", "time", "tests failed", "negative control"],
+        &rows,
+    );
+}
+
+fn verdict(outcomes: &[Outcome], tests: usize, negative_control: bool) -> Result<()> {
+    let failing: Vec<&str> = outcomes
+        .iter()
+        .filter(|outcome| {
+            if negative_control {
+                !rejected(outcome)
+            } else {
+                !ok(outcome, tests)
+            }
+        })
+        .map(|outcome| outcome.asked.as_str())
+        .collect();
+    match (negative_control, failing.is_empty()) {
+        (true, true) => bail!(
+            "negative control: all {} kernels rejected the broken program, as they must; \
+             a rejected program fails the matrix (this exit status is the proof)",
+            outcomes.len()
+        ),
+        (true, false) => bail!(
+            "negative control: the broken program was not rejected on {}: the harness \
+             cannot be trusted there",
+            failing.join(", ")
+        ),
+        (false, true) => {
+            println!(
+                "kernels: all {tests} tests of the prog suite and the static CLI pass on all {} \
+                 kernels",
+                outcomes.len()
+            );
+            Ok(())
+        }
+        (false, false) => bail!(
+            "the matrix failed on {} (details above)",
+            failing.join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cli, Summary, cli_ok, insns, parse_cli, parse_summary};
+
+    #[test]
+    fn libtest_summaries_are_read_from_a_console() {
+        let console = "test verdict::x ... ok\r\n\
+            test result: ok. 38 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; \
+            finished in 36.01s\n";
+        assert_eq!(
+            parse_summary(console),
+            Some(Summary {
+                ok: true,
+                passed: 38,
+                failed: 0,
+                ignored: 1
+            })
+        );
+        let failed = "test result: FAILED. 3 passed; 35 failed; 1 ignored; 0 measured";
+        assert_eq!(
+            parse_summary(failed).map(|summary| (summary.ok, summary.failed)),
+            Some((false, 35))
+        );
+        assert_eq!(parse_summary("MATRIX-PROG-EXIT 101"), None);
+    }
+
+    #[test]
+    fn the_static_cli_must_drop_while_attached_and_only_then() {
+        let console = "MATRIX-CLI-PING before 2 packets transmitted, 2 packets received, 0% packet loss\n\
+            MATRIX-CLI-ATTACH-EXIT 0\n\
+            MATRIX-CLI-PING attached 2 packets transmitted, 0 packets received, 100% packet loss\n\
+            MATRIX-CLI-DETACH-EXIT 0\n\
+            MATRIX-CLI-PING detached 2 packets transmitted, 2 packets received, 0% packet loss\n";
+        let cli = parse_cli(console);
+        assert!(cli_ok(&cli), "{cli:?}");
+        let never_attached =
+            console.replace("2 packets transmitted, 0", "2 packets transmitted, 2");
+        assert!(!cli_ok(&parse_cli(&never_attached)));
+        assert!(!cli_ok(&Cli::default()));
+    }
+
+    #[test]
+    fn instruction_counts_show_their_share_of_the_limit() {
+        let line = "processed 83454 insns (limit 1000000) max_states_per_insn 25";
+        assert_eq!(insns(Some(line)), "83,454 (8% of 1M)");
+        assert_eq!(insns(Some("processed 1234 insns")), "1,234");
+        assert_eq!(insns(None), "?");
+    }
+}
