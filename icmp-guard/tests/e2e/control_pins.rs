@@ -125,9 +125,9 @@ impl Random {
     }
 }
 
-/// Point 1: kill a first `attach` at random points (SIGKILL, and SIGTERM as `systemctl
-/// stop` sends), many times; every following `attach` leaves a guard that limits a
-/// `ping -f`. Before, a kill after the maps were pinned and before the policy was written
+/// Point 1: kill a first `attach` (SIGKILL, and SIGTERM as `systemctl stop` sends) many
+/// times, half of them at random points and half aimed at the moment its maps appear;
+/// every following `attach` leaves a guard that limits a `ping -f`. Before, a kill after the maps were pinned and before the policy was written
 /// left zero-filled maps that the next attach reused: every echo answered.
 #[test]
 fn an_interrupted_first_attach_never_leaves_an_open_guard() {
@@ -140,8 +140,8 @@ fn an_interrupted_first_attach_never_leaves_an_open_guard() {
     let mut random = Random::seeded();
     let mut half_made = 0;
     const KILLS: u32 = 32;
+    let config_pin = lab.pin_dir.join("maps").join("CONFIG");
     for round in 0..KILLS {
-        let delay = Duration::from_micros(random.below(span.as_micros() as u64 + 1));
         let signal = if round % 4 == 3 {
             libc::SIGTERM
         } else {
@@ -152,7 +152,23 @@ fn an_interrupted_first_attach_never_leaves_an_open_guard() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn attach");
-        std::thread::sleep(delay);
+        // Even rounds aim at the window that matters: the maps just pinned, the policy not
+        // yet written (a few milliseconds here). Odd rounds kill anywhere in an attach.
+        let started = Instant::now();
+        let delay = if round % 2 == 0 {
+            while !config_pin.exists()
+                && started.elapsed() < Duration::from_secs(10)
+                && matches!(child.try_wait(), Ok(None))
+            {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            std::thread::sleep(Duration::from_micros(random.below(3000)));
+            started.elapsed()
+        } else {
+            let delay = Duration::from_micros(random.below(span.as_micros() as u64 + 1));
+            std::thread::sleep(delay);
+            delay
+        };
         // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
         unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         let _ = child.wait();
@@ -180,8 +196,8 @@ fn an_interrupted_first_attach_never_leaves_an_open_guard() {
         "{half_made} of {KILLS} kills left a half-made pin dir that the next attach finished"
     );
     assert!(
-        half_made >= 3,
-        "only {half_made} of {KILLS} kills landed inside an attach (span {span:?}): the test did not exercise the window"
+        half_made >= 4,
+        "only {half_made} of {KILLS} kills left a half-made pin dir (span {span:?}): the test did not exercise the window"
     );
 }
 
