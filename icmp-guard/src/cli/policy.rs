@@ -23,7 +23,8 @@ pub enum Command {
     ///
     /// Example: icmp-guard policy apply examples/policy.toml
     Apply(FileArgs),
-    /// Validate a policy file without applying it; exit 0 when it is valid.
+    /// Validate a policy file without applying it, and say how much of the maps it would use;
+    /// exit 0 when it is valid and fits.
     ///
     /// Example: icmp-guard policy check examples/policy.toml
     Check(FileArgs),
@@ -78,7 +79,8 @@ pub struct SetArgs {
     #[arg(long, value_name = "N", value_parser = parse_burst)]
     new_source_burst: Option<u32>,
 
-    /// Allow dropping messages the network needs (PMTUD, neighbour discovery).
+    /// Allow dropping or rate-limiting messages the network needs (PMTUD, neighbour
+    /// discovery).
     #[arg(long)]
     force: bool,
 }
@@ -92,7 +94,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct FileArgs {
-    /// A TOML policy file (see examples/policy.toml).
+    /// A TOML policy file (see examples/policy.toml), or the JSON of `policy show --json`.
+    /// Only a regular file of at most 4 MiB is read.
     file: PathBuf,
 }
 
@@ -194,27 +197,33 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
 fn show(args: ShowArgs, context: &Context) -> anyhow::Result<()> {
     let live = context.open()?.policy()?;
     if args.json {
-        println!("{}", render::policy::json(&live)?);
+        println!("{}", render::policy::json(&live));
     } else {
         print!("{}", file::render(&live.policy));
     }
     Ok(())
 }
 
-fn load_file(path: &std::path::Path) -> anyhow::Result<Policy> {
-    file::parse_file(path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
-}
-
 fn apply(args: FileArgs, context: &Context) -> anyhow::Result<()> {
-    let new = load_file(&args.file)?;
-    context.open()?.apply_policy(&new)?;
-    println!("applied {}", args.file.display());
+    let new = file::read(&args.file)?;
+    let revision = context.open()?.apply_policy(&new)?;
+    println!(
+        "applied {} (policy revision {revision})",
+        args.file.display()
+    );
     Ok(())
 }
 
 fn check(args: FileArgs) -> anyhow::Result<()> {
-    load_file(&args.file)?;
-    println!("{} is a valid policy", args.file.display());
+    let checked = file::read(&args.file)?;
+    let usage = policy::compile(&checked)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", args.file.display()))?
+        .usage();
+    println!(
+        "{} is a valid policy: {}",
+        args.file.display(),
+        render::policy::usage(&usage)
+    );
     Ok(())
 }
 
