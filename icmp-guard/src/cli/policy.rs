@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use icmp_guard::policy::{
     self, Action, DEFAULT_LIMIT, Limit, NewSources, Per, Policy, RuleSpec, file,
     model::MAX_RATE,
+    rate::Rate,
     target::{FamilyChoice, RuleTarget},
 };
 
@@ -41,7 +42,9 @@ pub struct SetArgs {
     family: Option<FamilyChoice>,
 
     /// ICMP type as a number (0-255) or a name (echo-request, packet-too-big, ...), with an
-    /// optional /CODE.
+    /// optional /CODE as a number or a name as nft spells it
+    /// (destination-unreachable/frag-needed); a code name alone means its type, as in
+    /// iptables (fragmentation-needed).
     #[arg(value_name = "TYPE[/CODE]")]
     target: RuleTarget,
 
@@ -49,7 +52,8 @@ pub struct SetArgs {
     #[arg(value_enum)]
     action: Action,
 
-    /// For limit: packets per second, as N or N/s.
+    /// For limit: packets per second, as N, N/s or as nft writes it (10/second, 120/minute,
+    /// 7200/hour, 86400/day): whole packets per second.
     #[arg(long, value_parser = parse_rate, allow_hyphen_values = true)]
     rate: Option<u32>,
 
@@ -113,8 +117,8 @@ fn parse_count(text: &str, what: &str) -> Result<u32, String> {
 }
 
 fn parse_rate(text: &str) -> Result<u32, String> {
-    let number = text.strip_suffix("/s").unwrap_or(text);
-    parse_count(number, "rate")
+    let per_second = Rate::parse(text, "rate")?.per_second("rate")?;
+    parse_count(&per_second.to_string(), "rate")
 }
 
 fn parse_burst(text: &str) -> Result<u32, String> {
@@ -132,7 +136,7 @@ pub fn execute(command: Command, context: &Context) -> anyhow::Result<()> {
 }
 
 fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
-    let entries = args.target.resolve(args.family)?;
+    let entries = args.target.resolve_rules(args.family)?;
     let spec = match args.action {
         Action::Limit => {
             let mut limit = Limit::new(
@@ -170,14 +174,13 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
             }
         }
     };
-    let code = args.target.code;
     context.open()?.edit_policy(|live| {
-        for (family, icmp_type) in &entries {
-            live.set(*family, *icmp_type, code, spec, args.force)?;
+        for (family, icmp_type, code) in &entries {
+            live.set(*family, *icmp_type, *code, spec, args.force)?;
         }
         Ok(())
     })?;
-    for (family, icmp_type) in entries {
+    for (family, icmp_type, code) in entries {
         let limit = spec
             .limit
             .map(|l| format!(" {}/s burst {} per {}", l.rate, l.burst, l.per.as_str()))
@@ -237,9 +240,24 @@ mod tests {
     fn rates_accept_plain_and_per_second() {
         assert_eq!(parse_rate("100"), Ok(100));
         assert_eq!(parse_rate("100/s"), Ok(100));
-        for bad in ["-1", "0/s", "1e99", "abc", "", "1.5", "100000001"] {
+        assert_eq!(parse_rate("10/second"), Ok(10));
+        assert_eq!(parse_rate("120/minute"), Ok(2));
+        assert_eq!(parse_rate("7200/hour"), Ok(2));
+        assert_eq!(parse_rate("86400/day"), Ok(1));
+        for bad in [
+            "-1",
+            "0/s",
+            "1e99",
+            "abc",
+            "",
+            "1.5",
+            "100000001",
+            "1/minute",
+            "10/fortnight",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
+        assert!(parse_rate("0/minute").is_err_and(|err| err.contains("at least 1")));
         assert!(parse_burst("0").is_err());
     }
 }

@@ -6,6 +6,8 @@
 pub mod compile;
 pub mod file;
 pub mod model;
+pub mod names;
+pub mod rate;
 pub mod store;
 pub mod target;
 
