@@ -193,6 +193,16 @@ pub fn known_codes() -> impl Iterator<Item = (u8, u8, u8, &'static str)> {
         .map(|entry| (entry.0, entry.1, entry.2, entry.3))
 }
 
+/// Every spelling of every named code, canonical names and aliases: (family, type, code,
+/// spelling).
+pub fn known_spellings() -> impl Iterator<Item = (u8, u8, u8, &'static str)> {
+    CODES.iter().flat_map(|entry| {
+        std::iter::once(entry.3)
+            .chain(entry.4.iter().copied())
+            .map(|spelling| (entry.0, entry.1, entry.2, spelling))
+    })
+}
+
 /// "a, b or c": the canonical names of (family, type)'s codes, for messages.
 pub fn code_list(family: u8, icmp_type: u8) -> String {
     let names: Vec<&str> = codes_of(family, icmp_type).map(|(_, name)| name).collect();
