@@ -22,12 +22,12 @@ pub enum Command {
     Show(ShowArgs),
     /// Replace the whole policy with a policy file, atomically.
     ///
-    /// Example: icmp-guard policy apply examples/policy.toml
-    Apply(FileArgs),
+    /// Example: icmp-guard policy apply examples/policy.toml --dry-run
+    Apply(ApplyArgs),
     /// Validate a policy file without applying it; exit 0 when it is valid.
     ///
-    /// Example: icmp-guard policy check examples/policy.toml
-    Check(FileArgs),
+    /// Example: icmp-guard policy check examples/policy.toml --json
+    Check(CheckArgs),
     /// Put every rule back to the safe default profile (allow/deny lists and mode stay).
     ///
     /// Example: icmp-guard policy reset
@@ -98,6 +98,37 @@ pub struct ShowArgs {
 pub struct FileArgs {
     /// A TOML policy file (see examples/policy.toml).
     file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// First print what would change from the live policy: rules, limits, per-code rules,
+    /// smurf settings, allow and deny entries added, removed or changed.
+    #[arg(long)]
+    diff: bool,
+
+    /// Print what would change (as --diff) and stop: nothing is applied. (Not the policy's
+    /// mode = "dry-run", which applies a policy that only counts.)
+    #[arg(long)]
+    dry_run: bool,
+
+    /// With --diff or --dry-run: print the changes as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// Print the verdict as JSON: `valid`, and `errors` with file, line, column and message
+    /// (for CI annotations).
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_count(text: &str, what: &str) -> Result<u32, String> {
@@ -208,16 +239,62 @@ fn load_file(path: &std::path::Path) -> anyhow::Result<Policy> {
     file::parse_file(path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
 }
 
-fn apply(args: FileArgs, context: &Context) -> anyhow::Result<()> {
-    let new = load_file(&args.file)?;
-    context.open()?.apply_policy(&new)?;
-    println!("applied {}", args.file.display());
+fn apply(args: ApplyArgs, context: &Context) -> anyhow::Result<()> {
+    let path = &args.file.file;
+    let new = load_file(path)?;
+    let guard = context.open()?;
+    if args.diff || args.dry_run {
+        // Everything apply would refuse is refused here too, before a word of the diff.
+        policy::compile(&new).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        let changes = policy::diff::diff(&guard.policy()?.policy, &new);
+        if args.json {
+            let document = serde_json::json!({
+                "file": path.display().to_string(),
+                "dry_run": args.dry_run,
+                "changes": changes,
+            });
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        } else {
+            print!(
+                "{}",
+                render::diff::diff(&changes, &path.display().to_string())
+            );
+        }
+        if args.dry_run {
+            if !args.json {
+                println!("dry run: nothing applied");
+            }
+            return Ok(());
+        }
+    } else if args.json {
+        anyhow::bail!("--json goes with --diff or --dry-run");
+    }
+    guard.apply_policy(&new)?;
+    if !args.json {
+        println!("applied {}", path.display());
+    }
     Ok(())
 }
 
-fn check(args: FileArgs) -> anyhow::Result<()> {
-    load_file(&args.file)?;
-    println!("{} is a valid policy", args.file.display());
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let path = &args.file.file;
+    let outcome = file::parse_file(path);
+    if args.json {
+        let errors: Vec<serde_json::Value> = match &outcome {
+            Ok(_) => Vec::new(),
+            Err(err) => vec![render::policy::file_error_json(path, err)],
+        };
+        let document = serde_json::json!({
+            "file": path.display().to_string(),
+            "valid": outcome.is_ok(),
+            "errors": errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    }
+    outcome.map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    if !args.json {
+        println!("{} is a valid policy", path.display());
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! or reading the live one back ([`store`]).
 
 pub mod compile;
+pub mod diff;
 pub mod file;
 pub mod model;
 pub mod names;

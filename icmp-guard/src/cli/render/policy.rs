@@ -1,6 +1,9 @@
-//! `policy show --json`.
+//! `policy show --json`, and the errors of `policy check --json`.
 
-use icmp_guard::{guard::LivePolicy, policy::RuleSpec};
+use icmp_guard::{
+    guard::LivePolicy,
+    policy::{FileError, RuleSpec},
+};
 use icmp_guard_common::icmp;
 
 /// The live policy as the `policy show --json` document.
@@ -25,4 +28,16 @@ pub fn json(live: &LivePolicy) -> serde_json::Result<String> {
         "deny": policy.deny,
     });
     serde_json::to_string_pretty(&document)
+}
+
+/// One error of `policy check --json`: file, line and column (null when the file could not
+/// be read at all), message. The fields CI annotations need.
+pub fn file_error_json(path: &std::path::Path, error: &FileError) -> serde_json::Value {
+    let position = |value: usize| (value > 0).then_some(value);
+    serde_json::json!({
+        "file": path.display().to_string(),
+        "line": position(error.line),
+        "column": position(error.column),
+        "message": error.message,
+    })
 }
