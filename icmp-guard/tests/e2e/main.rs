@@ -32,3 +32,4 @@ mod policy;
 mod smurf;
 mod top;
 mod tun;
+mod vocabulary;

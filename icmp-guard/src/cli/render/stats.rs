@@ -1,7 +1,10 @@
 //! `stats` as text: the table, the per-code table, the `--watch` frame and its JSON line,
 //! and the one-line drop summary of `run`.
 
-use icmp_guard::observe::stats::{CodeReport, Rates, Reasons, StatsReport};
+use icmp_guard::{
+    observe::stats::{CodeReport, Rates, Reasons, StatsReport},
+    policy::names,
+};
 use serde::Serialize;
 
 use super::human;
@@ -13,7 +16,7 @@ pub fn code_table(rows: &[CodeReport], human: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}",
+        "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}  CODE NAME",
         "FAMILY", "TYPE", "CODE", "NAME", "PACKETS", "BYTES", "PASSED", "DROPPED", "WOULD-DROP"
     );
     for row in rows {
@@ -22,9 +25,17 @@ pub fn code_table(rows: &[CodeReport], human: bool) -> String {
         } else {
             row.code.to_string()
         };
+        let family = if row.family == "v6" {
+            icmp_guard_common::FAMILY_V6
+        } else {
+            icmp_guard_common::FAMILY_V4
+        };
+        let code_name = names::code_name(family, row.icmp_type, row.code)
+            .filter(|_| !row.and_higher)
+            .unwrap_or("-");
         let _ = writeln!(
             out,
-            "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}",
+            "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}  {code_name}",
             row.family,
             row.icmp_type,
             code,
@@ -526,11 +537,8 @@ mod tests {
             human.contains("totals: icmp 1.57M passed 340k dropped 1.23M"),
             "{human}"
         );
-        let rates = icmp_guard::observe::stats::rates(
-            &empty,
-            &report,
-            std::time::Duration::from_secs(1),
-        );
+        let rates =
+            icmp_guard::observe::stats::rates(&empty, &report, std::time::Duration::from_secs(1));
         let style = WatchStyle {
             human: true,
             ..WatchStyle::default()
