@@ -386,6 +386,9 @@ fn apply_rule(source: &Source<'_>, policy: &mut Policy, rule: &RuleEntry) -> Res
     Ok(())
 }
 
+/// (family, type, code or the whole type, the span a refusal points at).
+type CodeTarget = (u8, u8, Option<u8>, Range<usize>);
+
 /// The (family, type, code) rules of a rule on `types`, each with the span a refusal points
 /// at: one per type without `codes`, else one per type and code. A code is a number, or a
 /// name as nft or iptables spell it ([`names`]), which applies in every family whose type
@@ -394,7 +397,7 @@ fn resolve_codes(
     source: &Source<'_>,
     rule: &RuleEntry,
     types: &[(u8, u8)],
-) -> Result<Vec<(u8, u8, Option<u8>, Range<usize>)>, FileError> {
+) -> Result<Vec<CodeTarget>, FileError> {
     let Some(codes) = &rule.codes else {
         return Ok(types
             .iter()

@@ -114,7 +114,7 @@ impl Rate {
     /// refuses it with its own message).
     pub fn per_second(&self, what: &str) -> Result<u64, String> {
         let seconds = self.period.seconds();
-        if self.packets % seconds == 0 {
+        if self.packets.is_multiple_of(seconds) {
             return Ok(self.packets / seconds);
         }
         let per_second = self.packets as f64 / seconds as f64;
