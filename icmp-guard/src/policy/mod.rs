@@ -11,6 +11,7 @@ pub mod names;
 pub mod rate;
 pub mod store;
 pub mod target;
+pub mod units;
 
 use std::path::PathBuf;
 

@@ -52,7 +52,7 @@ impl Period {
 
     /// The unit after the `/`: the full word, its plural, or any abbreviation iptables
     /// accepts (a prefix of the word: `s`, `sec`, `m`, `min`, `h`, `d`), case-insensitive.
-    fn parse(text: &str) -> Option<Self> {
+    pub fn parse_unit(text: &str) -> Option<Self> {
         let unit = text.trim().to_ascii_lowercase();
         // A plural ("seconds", "mins"), but not "ms": one letter is an abbreviation.
         let unit = unit
@@ -89,7 +89,7 @@ impl Rate {
         let (number, period) = match trimmed.split_once('/') {
             Some((number, unit)) => (
                 number.trim(),
-                Period::parse(unit).ok_or_else(|| {
+                Period::parse_unit(unit).ok_or_else(|| {
                     format!(
                         "{what} '{text}' has an unknown unit '/{}': use /second, /minute, /hour or /day",
                         unit.trim()
