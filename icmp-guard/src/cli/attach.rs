@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use icmp_guard::{
     bpf::{Capacity, links::ModeRequest},
-    guard::AttachOptions,
+    guard::{AttachOptions, Recovery},
     policy,
 };
 
@@ -42,6 +42,12 @@ pub struct Args {
     #[arg(long)]
     upgrade: bool,
 
+    /// Idempotent, for configuration management: an interface this pin directory already
+    /// guards is left as it is ("already guarded", exit 0) instead of refused; the others
+    /// are attached. A damaged guard is still refused.
+    #[arg(long, conflicts_with_all = ["upgrade", "replace"])]
+    ensure: bool,
+
     /// Take the place of another XDP program already on the interface (refused without
     /// this): it is removed, then icmp-guard attached, leaving the interface without XDP for
     /// the microseconds between the two. A program held by someone's bpf_link cannot be
@@ -77,30 +83,37 @@ fn policy_file(explicit: Option<&Path>, fresh: bool, default: &Path) -> Option<P
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     let guard = context.open_mounting()?;
+    let first = guard.is_first_attach();
     let file = policy_file(
         args.policy.as_deref(),
-        !guard.has_maps(),
+        first,
         Path::new(DEFAULT_POLICY_FILE),
     );
     let policy = file
         .as_deref()
         .map(|path| {
-            policy::file::parse_file(path).map_err(|err| {
+            policy::file::read(path).map_err(|err| {
                 if args.policy.is_some() {
-                    anyhow::anyhow!("{}: {err}", path.display())
+                    anyhow::anyhow!(err)
                 } else {
                     anyhow::anyhow!(
-                        "{}: {err} (the default policy file: fix it, or pass --policy FILE)",
-                        path.display()
+                        "{err} (the default policy file: fix it, or pass --policy FILE)"
                     )
                 }
             })
         })
         .transpose()?;
+    let (policy, first_policy) = if args.policy.is_some() {
+        (policy, None)
+    } else {
+        (None, policy)
+    };
     let options = AttachOptions {
         mode: args.mode,
         dry_run: args.dry_run,
         policy,
+        first_policy,
+        ensure: args.ensure,
         capacity: Capacity {
             sources: args.max_sources,
             prefixes: args.max_prefixes,
@@ -109,13 +122,34 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         replace: args.replace,
         events_per_sec: args.events_per_sec,
     };
-    let attached = guard.attach(&args.interfaces, &options)?;
-    if let Some(path) = &file {
+    let attachment = guard.attach(&args.interfaces, &options)?;
+    let pin_dir = guard.pins().root().display();
+    match attachment.recovered {
+        Some(Recovery::Rebuilt) => println!(
+            "an earlier attach was interrupted before it finished: rebuilt the pinned maps in {pin_dir}"
+        ),
+        Some(Recovery::Completed) => println!(
+            "an earlier attach was interrupted before it finished: completed the pinned maps in {pin_dir} with {}",
+            file.as_deref().map_or_else(
+                || "the safe default profile".to_owned(),
+                |path| path.display().to_string()
+            )
+        ),
+        None => {}
+    }
+    if let (Some(path), true) = (&file, attachment.policy_applied) {
         println!("applied policy {}", path.display());
     }
-    for interface in attached {
+    for interface in attachment.interfaces {
         let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
         let (name, ifindex) = (&interface.name, interface.ifindex);
+        if interface.already {
+            println!(
+                "{name} (ifindex {ifindex}) is already guarded in {mode} mode (program {}, link {}): nothing to do",
+                interface.program_id, interface.link_id
+            );
+            continue;
+        }
         match (interface.upgraded_from, interface.fallback) {
             (Some(old), _) => println!(
                 "upgraded {name} (ifindex {ifindex}) in {mode} mode: program {old} replaced by {} in link {} without a gap",

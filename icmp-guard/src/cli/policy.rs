@@ -24,7 +24,8 @@ pub enum Command {
     ///
     /// Example: icmp-guard policy apply examples/policy.toml --dry-run
     Apply(ApplyArgs),
-    /// Validate a policy file without applying it; exit 0 when it is valid.
+    /// Validate a policy file without applying it, and say how much of the maps it would use;
+    /// exit 0 when it is valid and fits.
     ///
     /// Example: icmp-guard policy check examples/policy.toml --json
     Check(CheckArgs),
@@ -82,7 +83,8 @@ pub struct SetArgs {
     #[arg(long, value_name = "N", value_parser = parse_burst)]
     new_source_burst: Option<u32>,
 
-    /// Allow dropping messages the network needs (PMTUD, neighbour discovery).
+    /// Allow dropping or rate-limiting messages the network needs (PMTUD, neighbour
+    /// discovery).
     #[arg(long)]
     force: bool,
 }
@@ -96,7 +98,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct FileArgs {
-    /// A TOML policy file (see examples/policy.toml).
+    /// A TOML policy file (see examples/policy.toml), or the JSON of `policy show --json`.
+    /// Only a regular file of at most 4 MiB is read.
     file: PathBuf,
 }
 
@@ -228,20 +231,16 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
 fn show(args: ShowArgs, context: &Context) -> anyhow::Result<()> {
     let live = context.open()?.policy()?;
     if args.json {
-        println!("{}", render::policy::json(&live)?);
+        println!("{}", render::policy::json(&live));
     } else {
         print!("{}", file::render(&live.policy));
     }
     Ok(())
 }
 
-fn load_file(path: &std::path::Path) -> anyhow::Result<Policy> {
-    file::parse_file(path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
-}
-
 fn apply(args: ApplyArgs, context: &Context) -> anyhow::Result<()> {
     let path = &args.file.file;
-    let new = load_file(path)?;
+    let new = file::read(path)?;
     let guard = context.open()?;
     if args.diff || args.dry_run {
         // Everything apply would refuse is refused here too, before a word of the diff.
@@ -269,20 +268,23 @@ fn apply(args: ApplyArgs, context: &Context) -> anyhow::Result<()> {
     } else if args.json {
         anyhow::bail!("--json goes with --diff or --dry-run");
     }
-    guard.apply_policy(&new)?;
+    let revision = guard.apply_policy(&new)?;
     if !args.json {
-        println!("applied {}", path.display());
+        println!("applied {} (policy revision {revision})", path.display());
     }
     Ok(())
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<()> {
     let path = &args.file.file;
-    let outcome = file::parse_file(path);
+    let outcome = file::read(path).and_then(|checked| {
+        let usage = policy::compile(&checked)?.usage();
+        Ok(usage)
+    });
     if args.json {
         let errors: Vec<serde_json::Value> = match &outcome {
             Ok(_) => Vec::new(),
-            Err(err) => vec![render::policy::file_error_json(path, err)],
+            Err(err) => vec![render::policy::error_json(path, err)],
         };
         let document = serde_json::json!({
             "file": path.display().to_string(),
@@ -291,9 +293,17 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
     }
-    outcome.map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    let usage = match outcome {
+        Ok(usage) => usage,
+        Err(policy::Error::Refused(err)) => anyhow::bail!("{}: {err}", path.display()),
+        Err(err) => return Err(err.into()),
+    };
     if !args.json {
-        println!("{} is a valid policy", path.display());
+        println!(
+            "{} is a valid policy: {}",
+            path.display(),
+            render::policy::usage(&usage)
+        );
     }
     Ok(())
 }

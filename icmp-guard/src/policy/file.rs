@@ -25,9 +25,17 @@
 //! [lists]
 //! allow = ["192.0.2.10/32"]
 //! deny = ["203.0.113.0/24"]
+//! force = false               # allow deny entries that cover ::, link-local, on-link
+//!                             #   prefixes or 0.0.0.0/0 (neighbour discovery, PMTUD)
 //! ```
 
-use std::{fmt::Write as _, ops::Range, path::Path};
+use std::{
+    fmt::Write as _,
+    io::Read as _,
+    ops::Range,
+    os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
+    path::Path,
+};
 
 use icmp_guard_common::{FAMILY_V4, FAMILY_V6, icmp, policy as kernel};
 use serde::Deserialize;
@@ -91,28 +99,106 @@ pub fn parse(text: &str) -> Result<Policy, FileError> {
     let deny = cidrs(&source, &lists.deny)?;
     policy.allow = allow.iter().map(|(cidr, _)| *cidr).collect();
     policy.deny = deny.iter().map(|(cidr, _)| *cidr).collect();
+    policy.force_lists = lists.force.unwrap_or(false);
 
-    policy.validate().map_err(|error| {
+    let placed = |error: PolicyError| {
         let span = match &error {
-            PolicyError::AllowAndDeny { cidr } => deny
+            PolicyError::AllowAndDeny { cidr } | PolicyError::ProtectedPrefix { cidr, .. } => deny
                 .iter()
                 .find(|(listed, _)| listed == cidr)
                 .map(|(_, span)| span.clone()),
             PolicyError::Protected { .. }
             | PolicyError::BadLimit { .. }
-            | PolicyError::ListedInOther { .. } => None,
+            | PolicyError::ListedInOther { .. }
+            | PolicyError::TooMany { .. } => None,
         };
         source.error(span.unwrap_or(0..0), error.to_string())
-    })?;
+    };
+    policy.validate().map_err(placed)?;
+    // The rules that need no interface: ::, link-local, 0.0.0.0/0. Prefixes on the attached
+    // interfaces are checked again when the policy is applied.
+    policy.check_added_entries(None, &[]).map_err(placed)?;
     Ok(policy)
+}
+
+/// The largest policy file icmp-guard reads: a policy with every list full and every
+/// code rule set renders to about 1.2 MB.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a policy file the way every reader of one does (`attach`, `policy apply`,
+/// `policy check`, `run`): only a regular file (a FIFO would block the reader forever, a
+/// device such as `/dev/zero` would never end), at most [`MAX_FILE_BYTES`], UTF-8. The
+/// file is opened without blocking, so that a FIFO is refused, not waited on.
+pub fn read_text(path: &Path) -> Result<String, super::Error> {
+    let unreadable = |source| super::Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(unreadable)?;
+    let metadata = file.metadata().map_err(unreadable)?;
+    let file_type = metadata.file_type();
+    if !file_type.is_file() {
+        let kind = if file_type.is_dir() {
+            "a directory"
+        } else if file_type.is_fifo() {
+            "a FIFO"
+        } else if file_type.is_char_device() {
+            "a character device"
+        } else if file_type.is_block_device() {
+            "a block device"
+        } else if file_type.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(super::Error::NotRegularFile {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(super::Error::TooLarge {
+            path: path.to_path_buf(),
+            max: MAX_FILE_BYTES,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| super::Error::NotText {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Reads a policy file ([`read_text`]) and parses it: a TOML policy file, or the JSON
+/// document of `policy show --json` (text that starts with `{`).
+pub fn read(path: &Path) -> Result<Policy, super::Error> {
+    parse_any(&read_text(path)?).map_err(|source| super::Error::File {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses a TOML policy file or a `policy show --json` document.
+pub fn parse_any(text: &str) -> Result<Policy, FileError> {
+    if text.trim_start().starts_with('{') {
+        super::document::parse(text)
+    } else {
+        parse(text)
+    }
 }
 
 /// Reads and parses a policy file. An unreadable file is reported at line 0, column 0.
 pub fn parse_file(path: &Path) -> Result<Policy, FileError> {
-    let text = std::fs::read_to_string(path).map_err(|error| FileError {
+    let text = read_text(path).map_err(|error| FileError {
         line: 0,
         column: 0,
-        message: format!("cannot read {}: {error}", path.display()),
+        message: error.to_string(),
     })?;
     parse(&text)
 }
@@ -184,11 +270,16 @@ pub fn render(policy: &Policy) -> String {
         let entries: Vec<String> = list.iter().map(|cidr| quote(&cidr.to_string())).collect();
         let _ = writeln!(out, "{key} = [{}]", entries.join(", "));
     }
+    if policy.check_added_entries(None, &[]).is_err() {
+        out.push_str("force = true\n");
+    }
     out
 }
 
-fn needs_force(family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec) -> bool {
-    spec.action == Action::Drop && kernel::protected(family, icmp_type, code).is_some()
+/// True when `spec` needs `force` on (family, type, code): a drop or a limit of a
+/// protected message.
+pub(super) fn needs_force(family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec) -> bool {
+    spec.action != Action::Pass && kernel::protected(family, icmp_type, code).is_some()
 }
 
 fn write_rule(
@@ -333,6 +424,7 @@ struct Lists {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     deny: Vec<Spanned<String>>,
+    force: Option<bool>,
 }
 
 /// The file's text, to turn byte spans into lines and columns.
@@ -374,7 +466,9 @@ fn apply_rule(source: &Source<'_>, policy: &mut Policy, rule: &RuleEntry) -> Res
             PolicyError::BadLimit { .. } => rule.rate.as_ref().map_or(span, Spanned::span),
             PolicyError::Protected { .. }
             | PolicyError::AllowAndDeny { .. }
-            | PolicyError::ListedInOther { .. } => span,
+            | PolicyError::ListedInOther { .. }
+            | PolicyError::ProtectedPrefix { .. }
+            | PolicyError::TooMany { .. } => span,
         };
         source.error(span, error.to_string())
     };

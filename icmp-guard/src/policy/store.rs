@@ -34,9 +34,9 @@ fn synchronize() -> Result<()> {
     })
 }
 
-/// Writes `policy` into the idle generation, makes it live in one store, and waits until
-/// no packet can still be using the old one. On error before the flip the live policy is
-/// untouched.
+/// Writes `policy` into the idle generation, makes it live in one store, counts one more
+/// policy revision, and waits until no packet can still be using the old one. On error
+/// before the flip the live policy is untouched.
 pub fn apply(maps: &mut GuardMaps, policy: &Policy) -> Result<()> {
     let compiled = compile(policy)?;
     // A writer that died between its flip and its grace period leaves readers on the old
@@ -51,6 +51,10 @@ pub fn apply(maps: &mut GuardMaps, policy: &Policy) -> Result<()> {
         Mode::DryRun => config::MODE_DRY_RUN,
     };
     maps.set_mode(mode)?;
+    // One more with every policy written, never back: `status`, the log and the metric
+    // tell one policy from the next by it.
+    let revision = maps.policy_revision()?.wrapping_add(1);
+    maps.set_policy_revision(revision)?;
     synchronize()?;
     Ok(())
 }

@@ -21,6 +21,11 @@ macro_rules! lab_or_skip {
 }
 
 mod basics;
+mod control_exporter;
+mod control_output;
+mod control_pins;
+mod control_policy;
+mod control_run;
 mod fleet_interfaces;
 mod fleet_rehearsal;
 mod flood;
