@@ -21,10 +21,13 @@ use crate::net::link::{self as netlink, AttachMode};
 pub enum ModeRequest {
     /// Native (driver) mode, falling back to generic where the driver lacks XDP.
     #[default]
+    #[value(alias = "unspecified")]
     Auto,
-    /// Native (driver) mode or fail.
+    /// Native (driver) mode or fail (xdp-loader's `drv`).
+    #[value(alias = "drv")]
     Native,
-    /// Generic (skb) mode, slower but supported everywhere.
+    /// Generic (skb) mode, slower but supported everywhere (xdp-loader's `skb`).
+    #[value(alias = "skb")]
     Generic,
 }
 

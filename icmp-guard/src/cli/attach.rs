@@ -20,7 +20,8 @@ pub struct Args {
     #[arg(required = true, value_name = "IFACE")]
     interfaces: Vec<String>,
 
-    /// XDP mode: native (driver), generic (skb), or auto (native, else generic).
+    /// XDP mode: native (driver), generic (skb), or auto (native, else generic); drv and
+    /// skb are accepted as xdp-loader spells them.
     #[arg(long, value_enum, default_value_t = ModeRequest::Auto)]
     mode: ModeRequest,
 
@@ -172,6 +173,29 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_as_xdp_loader_spells_them() {
+        use clap::Parser as _;
+        for (typed, mode) in [
+            ("skb", ModeRequest::Generic),
+            ("generic", ModeRequest::Generic),
+            ("drv", ModeRequest::Native),
+            ("native", ModeRequest::Native),
+            ("unspecified", ModeRequest::Auto),
+            ("auto", ModeRequest::Auto),
+        ] {
+            let cli = crate::Cli::try_parse_from(["icmp-guard", "attach", "eth0", "--mode", typed])
+                .unwrap_or_else(|err| panic!("--mode {typed}: {err}"));
+            match cli.command {
+                crate::cli::Command::Attach(args) => assert_eq!(args.mode, mode, "{typed}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            crate::Cli::try_parse_from(["icmp-guard", "attach", "eth0", "--mode", "hw"]).is_err()
+        );
+    }
 
     #[test]
     fn the_default_policy_file_applies_only_to_a_first_attach_without_policy() {

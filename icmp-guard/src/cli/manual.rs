@@ -322,14 +322,19 @@ it unless family narrows it; a number needs family.
 .B family = "v4" | "v6" | "both"
 The IP version the rule is for.
 .TP
-.B codes = [N, ...]
-Per\-code rules instead of one for the whole type.
+.B codes = [N | "NAME", ...]
+Per\-code rules instead of one for the whole type. A code is a number or a name as nft or
+iptables spell it (frag\-needed, port\-unreachable, admin\-prohibited, no\-route,
+addr\-unreachable, policy\-fail, fragmentation\-needed, ...); a name means the matching code
+in each family of the rule, and without family applies in the families whose type has it.
 .TP
 .B action = "pass" | "drop" | "limit"
 limit admits packets under a token bucket and drops the rest as rate_limit.
 .TP
-.B rate = N, burst = N
-limit only: packets per second, and the bucket depth in packets.
+.B rate = N | "N/UNIT", burst = N
+limit only: packets per second, and the bucket depth in packets. As a string, nft's units:
+"10/second", "600/minute", "36000/hour", "864000/day" (iptables' abbreviations too), which
+must come to whole packets per second.
 .TP
 .B per = "source" | "prefix" | "global"
 limit only: who shares a bucket: each source address, each source prefix, or everybody.

@@ -57,6 +57,9 @@ pub struct RuleEntry {
     /// The type's name; output only.
     #[serde(default)]
     pub name: Option<String>,
+    /// The code's name as nft spells it (`frag-needed`); output only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_name: Option<String>,
     pub action: Action,
     #[serde(default)]
     pub limit: Option<LimitEntry>,
@@ -124,6 +127,9 @@ fn entry(family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec) -> RuleEn
         icmp_type,
         code,
         name: icmp::type_name(family, icmp_type).map(str::to_owned),
+        code_name: code
+            .and_then(|code| super::names::code_name(family, icmp_type, code))
+            .map(str::to_owned),
         action: spec.action,
         limit: spec.limit.map(LimitEntry::from),
         force: needs_force(family, icmp_type, code, spec),
@@ -274,6 +280,10 @@ mod tests {
         policy.smurf.reply_ceiling = 77;
         policy.mode = Mode::DryRun;
         let text = render(&Document::of(&policy, Some(1), Some(9)));
+        assert!(
+            text.contains("\"code_name\": \"host-unreachable\""),
+            "codes are named: {text}"
+        );
         assert_eq!(parse(&text), Ok(policy));
         let unforced = text.replace("\"force\": true", "\"force\": false");
         let err = parse(&unforced).expect_err("a protected drop needs its force");

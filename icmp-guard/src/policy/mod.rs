@@ -4,11 +4,15 @@
 //! or reading the live one back ([`store`]).
 
 pub mod compile;
+pub mod diff;
 pub mod document;
 pub mod file;
 pub mod model;
+pub mod names;
+pub mod rate;
 pub mod store;
 pub mod target;
+pub mod units;
 
 use std::path::PathBuf;
 

@@ -514,7 +514,13 @@ pub fn protected_prefix(cidr: &Cidr, on_link: &[Cidr]) -> Option<String> {
 pub fn describe(family: u8, icmp_type: u8, code: Option<u8>) -> String {
     let name = icmp::type_name(family, icmp_type).unwrap_or("unassigned");
     match code {
-        Some(code) => format!("{} {icmp_type}/{code} ({name})", icmp::family_label(family)),
+        Some(code) => match super::names::code_name(family, icmp_type, code) {
+            Some(code_name) => format!(
+                "{} {icmp_type}/{code} ({name}/{code_name})",
+                icmp::family_label(family)
+            ),
+            None => format!("{} {icmp_type}/{code} ({name})", icmp::family_label(family)),
+        },
         None => format!("{} {icmp_type} ({name})", icmp::family_label(family)),
     }
 }

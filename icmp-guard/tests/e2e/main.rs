@@ -37,3 +37,4 @@ mod policy;
 mod smurf;
 mod top;
 mod tun;
+mod vocabulary;

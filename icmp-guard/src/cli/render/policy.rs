@@ -1,8 +1,10 @@
-//! `policy show --json` and the capacity line of `policy check`.
+//! `policy show --json`, the capacity line of `policy check`, and the errors of `policy
+//! check --json`.
 
 use icmp_guard::{
     guard::LivePolicy,
     policy::{
+        self,
         compile::{CAPACITY, Usage},
         document::{self, Document},
     },
@@ -30,4 +32,25 @@ pub fn usage(usage: &Usage) -> String {
         usage.rate_limits,
         CAPACITY.rate_limits,
     )
+}
+
+/// One error of `policy check --json`: file, line and column (null when the error has no
+/// place in the file: unreadable, or the policy as a whole refused), message. The fields
+/// CI annotations need.
+pub fn error_json(path: &std::path::Path, error: &policy::Error) -> serde_json::Value {
+    let position = |value: usize| (value > 0).then_some(value);
+    let (line, column, message) = match error {
+        policy::Error::File { source, .. } => (
+            position(source.line),
+            position(source.column),
+            source.message.clone(),
+        ),
+        other => (None, None, other.to_string()),
+    };
+    serde_json::json!({
+        "file": path.display().to_string(),
+        "line": line,
+        "column": column,
+        "message": message,
+    })
 }

@@ -82,7 +82,8 @@ pub struct Args {
     #[arg(long)]
     keep: bool,
 
-    /// XDP mode: native (driver), generic (skb), or auto (native, else generic).
+    /// XDP mode: native (driver), generic (skb), or auto (native, else generic); drv and
+    /// skb are accepted as xdp-loader spells them.
     #[arg(long, value_enum, default_value_t = ModeRequest::Auto)]
     mode: ModeRequest,
 
