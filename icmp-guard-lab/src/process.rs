@@ -172,6 +172,11 @@ impl Background {
     }
 
     /// Whether the process is still running.
+    /// The process id (nsenter execs its program, so that is the program's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

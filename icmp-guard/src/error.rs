@@ -63,9 +63,19 @@ pub enum Error {
     DetachUnknownInterface { name: String },
 
     #[error(
-        "another `icmp-guard top` is reading the sampled events: stop it first (the events have one reader at a time)"
+        "{holder} is reading the sampled events, which have one reader at a time: stop it first"
     )]
-    EventsBusy,
+    EventsBusy { holder: String },
+
+    #[error(
+        "the guard pinned in {} is damaged: {reason}; repair it with `icmp-guard repair` (no gap: the running program's maps are pinned again)", path.display()
+    )]
+    Damaged { path: PathBuf, reason: String },
+
+    #[error(
+        "the running program (id {program_id}) cannot be looked at without CAP_SYS_ADMIN, which finding its maps needs: run `icmp-guard repair` with CAP_SYS_ADMIN"
+    )]
+    CannotSeeProgram { program_id: u32 },
 
     #[error("reading the XDP state of {name} failed: {source}")]
     XdpState {

@@ -14,10 +14,16 @@
 //!   holds whole values and a policy swap is atomic.
 
 mod attach;
+mod detach;
+mod health;
+mod repair;
 
 use std::net::Ipv4Addr;
 
-pub use attach::{AttachOptions, Attached, resolve_interfaces};
+pub use attach::{AttachOptions, Attached, Attachment, Recovery, resolve_interfaces};
+pub use detach::{Detach, Detached};
+pub use health::{Check, CheckLine, Elsewhere, InterfaceStatus, ListUsage, State, Status};
+pub use repair::Repaired;
 
 use crate::{
     bpf::{
@@ -42,44 +48,14 @@ pub struct Guard {
     pins: PinDir,
 }
 
-/// Which interfaces [`Guard::detach`] works on.
-#[derive(Clone, Debug)]
-pub enum Detach {
-    /// These, by name.
-    Named(Vec<String>),
-    /// Every interface with a pinned link.
-    All,
-}
-
-/// What [`Guard::detach`] did.
-#[derive(Clone, Debug, Default)]
-pub struct Detached {
-    /// False when there was no pin directory at all.
-    pub had_pins: bool,
-    /// Each interface worked on, by name, in order, and whether it was attached (else
-    /// there was nothing to do).
-    pub interfaces: Vec<(String, bool)>,
-    /// Links of deleted interfaces that were removed, by their last ifindex.
-    pub gone_removed: Vec<u32>,
-}
-
-/// What [`Guard::status`] reports.
-#[derive(Clone, Debug)]
-pub struct Status {
-    /// Every pinned link, with what the kernel says about it.
-    pub links: Vec<LinkStatus>,
-    /// `enforce` or `dry-run`, when the maps are pinned.
-    pub mode: Option<&'static str>,
-    /// Rate-limit buckets in use, when the maps are pinned.
-    pub tracked: Option<Tracked>,
-}
-
-/// The live policy with the generation it is in.
+/// The live policy with the generation it is in and its revision.
 #[derive(Clone, Debug)]
 pub struct LivePolicy {
     pub policy: Policy,
     /// The active generation of the double buffer (0 or 1).
     pub generation: u32,
+    /// Counts every policy written since the maps were made: 1 after the first attach.
+    pub revision: u32,
 }
 
 impl Guard {
@@ -105,11 +81,12 @@ impl Guard {
         Ok((Self::open(pins)?, mounted))
     }
 
-    /// Privileges, kernel and bpffs.
+    /// Privileges, kernel, bpffs, and a pin path no other user can change.
     pub fn preflight(&self) -> Result<()> {
         preflight::require_privileges()?;
         preflight::require_kernel()?;
         preflight::require_bpffs(self.pins.root())?;
+        self.pins.check_trust()?;
         Ok(())
     }
 
@@ -123,9 +100,18 @@ impl Guard {
         self.pins.has_maps()
     }
 
-    /// True when a link for `ifindex` is pinned here.
+    /// True when a link for `ifindex` of the caller's network namespace is pinned here.
     pub fn has_link(&self, ifindex: u32) -> bool {
-        self.pins.has_link(ifindex)
+        netns().is_ok_and(|netns| self.pins.has_link(netns, ifindex))
+    }
+
+    /// True when the next attach is a first one: no maps, or maps an interrupted attach
+    /// left unfinished. It installs the first policy.
+    pub fn is_first_attach(&self) -> bool {
+        !matches!(
+            bpf_maps::completion(&self.pins),
+            Ok(bpf_maps::Completion::Complete)
+        )
     }
 
     fn maps(&self) -> Result<GuardMaps> {
@@ -141,98 +127,13 @@ impl Guard {
 /// Attaching and detaching.
 impl Guard {
     /// Attaches to every interface in `names`, or to none (see [`AttachOptions`]).
-    pub fn attach(&self, names: &[String], options: &AttachOptions) -> Result<Vec<Attached>> {
+    pub fn attach(&self, names: &[String], options: &AttachOptions) -> Result<Attachment> {
         attach::attach(&self.pins, names, options)
     }
 
-    /// Detaches from the interfaces `which` names; the last detach removes the pinned maps
-    /// too. Links of deleted interfaces are removed by every detach. Detaching what is not
-    /// attached is not an error: it is reported in [`Detached::not_attached`].
-    pub fn detach(&self, which: &Detach) -> Result<Detached> {
-        // Resolve every name before touching anything.
-        let named: Vec<(String, u32)> = match which {
-            Detach::Named(names) => names
-                .iter()
-                .map(|name| {
-                    net::interface::ifindex(name)
-                        .map(|ifindex| (name.clone(), ifindex))
-                        .map_err(|_| Error::DetachUnknownInterface { name: name.clone() })
-                })
-                .collect::<Result<_>>()?,
-            Detach::All => Vec::new(),
-        };
-        let netns = net::interface::netns_id()?;
-        let pins = &self.pins;
-        // Serialised with attach, other detaches and policy edits.
-        let Some(_lock) = pins.lock()? else {
-            return Ok(Detached {
-                had_pins: false,
-                interfaces: named.into_iter().map(|(name, _)| (name, false)).collect(),
-                ..Detached::default()
-            });
-        };
-        // A broken pin must not block the way out: without statuses every pin is a target.
-        let statuses = links::list(pins).unwrap_or_default();
-        let gone: Vec<u32> = statuses
-            .iter()
-            .filter(|link| link.interface_gone)
-            .map(|link| link.ifindex)
-            .collect();
-        let targets: Vec<(String, u32)> = match which {
-            Detach::All => pins
-                .linked_ifindexes()?
-                .into_iter()
-                .filter(|ifindex| !gone.contains(ifindex))
-                .map(|ifindex| {
-                    let name = statuses
-                        .iter()
-                        .find(|link| link.ifindex == ifindex)
-                        .and_then(|link| link.name.clone())
-                        .or_else(|| net::interface::ifname(ifindex))
-                        .unwrap_or_else(|| format!("ifindex {ifindex}"));
-                    (name, ifindex)
-                })
-                .collect(),
-            Detach::Named(_) => named,
-        };
-        let mut report = Detached {
-            had_pins: true,
-            ..Detached::default()
-        };
-        for (name, ifindex) in targets {
-            let detached = detach_one(pins, netns, ifindex)?;
-            report.interfaces.push((name, detached));
-        }
-        // A link whose interface was deleted protects nothing: its pin goes with any detach.
-        for ifindex in gone {
-            if detach_one(pins, netns, ifindex)? {
-                report.gone_removed.push(ifindex);
-            }
-        }
-        pins.remove_if_unused()?;
-        Ok(report)
-    }
-
-    /// Detaches from (`name`, `ifindex`) pairs a caller attached itself (`run` on its way
-    /// out); returns the names detached. Nothing to do when there is no pin directory.
-    pub fn detach_interfaces(&self, targets: &[(String, u32)]) -> Result<Vec<String>> {
-        let Some(_lock) = self.pins.lock()? else {
-            return Ok(Vec::new());
-        };
-        let netns = net::interface::netns_id()?;
-        let mut detached = Vec::new();
-        for (name, ifindex) in targets {
-            if detach_one(&self.pins, netns, *ifindex)? {
-                detached.push(name.clone());
-            }
-        }
-        self.pins.remove_if_unused()?;
-        Ok(detached)
-    }
-
-    /// Every pinned link with what the kernel says about it.
+    /// The links of the caller's network namespace with what the kernel says about them.
     pub fn links(&self) -> Result<Vec<LinkStatus>> {
-        Ok(links::list(&self.pins)?)
+        Ok(links::list(&self.pins, netns()?)?)
     }
 
     /// Keeps the directed broadcasts of this network namespace's attached interfaces in
@@ -247,29 +148,12 @@ impl Guard {
             Err(bpf::Error::NotAttached | bpf::Error::LayoutMismatch { .. }) => return Ok(None),
             Err(err) => return Err(err.into()),
         };
-        let netns = net::interface::netns_id()?;
-        refresh_namespace(&mut maps, netns).map(Some)
+        refresh_namespace(&mut maps, netns()?).map(Some)
     }
 }
 
 /// Reading state.
 impl Guard {
-    /// Where the guard is attached, its mode and the rate-limit buckets in use.
-    pub fn status(&self) -> Result<Status> {
-        let links = self.links()?;
-        let (mode, tracked) = if self.pins.has_maps() {
-            let mode = stats::mode_name(self.maps()?.mode()?);
-            (Some(mode), Some(bpf_maps::tracked(&self.pins)?))
-        } else {
-            (None, None)
-        };
-        Ok(Status {
-            links,
-            mode,
-            tracked,
-        })
-    }
-
     /// Rate-limit buckets in use.
     pub fn tracked(&self) -> Result<Tracked> {
         Ok(bpf_maps::tracked(&self.pins)?)
@@ -286,8 +170,7 @@ impl Guard {
         let mut snapshot = stats::read(maps)?;
         let links = self.links()?;
         let ifindexes: Vec<u32> = links.iter().map(|link| link.ifindex).collect();
-        let netns = net::interface::netns_id()?;
-        snapshot.interfaces = maps.interface_counters(netns, &ifindexes)?;
+        snapshot.interfaces = maps.interface_counters(netns()?, &ifindexes)?;
         Ok(stats::report(&snapshot, &links))
     }
 
@@ -307,12 +190,18 @@ impl Guard {
         Ok(LivePolicy {
             policy: policy::read_live(&maps)?,
             generation: policy::active_generation(&maps)?,
+            revision: maps.policy_revision()?,
         })
     }
 
     /// The active policy generation.
     pub fn generation(&self) -> Result<u32> {
         Ok(policy::active_generation(&self.maps()?)?)
+    }
+
+    /// The revision of the live policy (see [`LivePolicy::revision`]).
+    pub fn revision(&self) -> Result<u32> {
+        Ok(self.maps()?.policy_revision()?)
     }
 
     /// Sampled events each CPU may emit per second.
@@ -329,7 +218,10 @@ impl Guard {
     }
 
     /// Reads the live policy under the lock, lets `change` edit it, and applies the result
-    /// atomically; when `change` refuses, nothing is written. Returns what `change` returned.
+    /// atomically; when `change` refuses, or the result does not pass the checks a policy
+    /// file gets (deny entries it adds that cover protected messages need
+    /// [`Policy::force_lists`], with the on-link prefixes of the attached interfaces), nothing
+    /// is written. Returns what `change` returned.
     pub fn edit_policy<T>(
         &self,
         change: impl FnOnce(&mut Policy) -> Result<T, PolicyError>,
@@ -348,18 +240,34 @@ impl Guard {
         // maps that are no longer pinned.
         let _lock = self.lock_attached()?;
         let mut maps = self.maps()?;
-        let mut live = policy::read_live(&maps)?;
+        let before = policy::read_live(&maps)?;
+        let mut live = before.clone();
         let value = change(&mut live)?;
+        live.check_added_entries(Some(&before), &self.on_link_prefixes()?)?;
         policy::apply_with(&mut maps, &live, state)?;
         Ok(value)
     }
 
-    /// Replaces the whole policy atomically; returns the generation now active.
+    /// Replaces the whole policy atomically, under the checks of [`Self::edit_policy`];
+    /// returns its revision.
     pub fn apply_policy(&self, new: &Policy) -> Result<u32> {
         let _lock = self.lock_attached()?;
         let mut maps = self.maps()?;
+        let before = policy::read_live(&maps)?;
+        new.check_added_entries(Some(&before), &self.on_link_prefixes()?)?;
         policy::apply(&mut maps, new)?;
-        Ok(policy::active_generation(&maps)?)
+        Ok(maps.policy_revision()?)
+    }
+
+    /// The prefixes on the links of the interfaces this namespace has attached: deny
+    /// entries that cover one cut neighbour discovery or PMTUD there.
+    pub fn on_link_prefixes(&self) -> Result<Vec<policy::Cidr>> {
+        let netns = netns()?;
+        let ifindexes = self.pins.linked_ifindexes(netns)?;
+        Ok(net::addresses::on_link_prefixes(&ifindexes)?
+            .into_iter()
+            .map(|(addr, prefix)| policy::Cidr { addr, prefix })
+            .collect())
     }
 
     /// Sets the event budget; takes effect on the next packet.
@@ -381,11 +289,16 @@ impl Guard {
         let maps = self.maps()?;
         let deadline = std::time::Instant::now() + patience;
         let lock = loop {
-            if let Some(lock) = self.pins.lock_events(false)? {
+            if let Some(lock) = self.pins.lock_events()? {
                 break lock;
             }
             if std::time::Instant::now() >= deadline {
-                return Err(Error::EventsBusy);
+                return Err(Error::EventsBusy {
+                    holder: self
+                        .pins
+                        .events_holder()
+                        .unwrap_or_else(|| "a process /proc/locks does not show".to_owned()),
+                });
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
@@ -461,7 +374,7 @@ impl EventTap {
         &mut self,
         mut each: impl FnMut(icmp_guard_common::events::IcmpEvent),
     ) -> Result<Tapped> {
-        let Some(_lock) = self.pins.lock_events(false)? else {
+        let Some(_lock) = self.pins.lock_events()? else {
             self.paused = true;
             return Ok(Tapped::Busy);
         };
@@ -486,16 +399,9 @@ impl EventTap {
     }
 }
 
-/// Removes the pinned link of `ifindex` (which detaches the program) and gives its slot
-/// back, also without a pin (a failed attach gives back the slot it claimed). The caller
-/// holds the pin lock. `Ok(false)` when nothing was attached there.
-fn detach_one(pins: &PinDir, netns: u64, ifindex: u32) -> Result<bool> {
-    let removed = links::detach(pins, ifindex)?;
-    // Missing maps are fine: there is no slot to give back.
-    if let Ok(mut maps) = GuardMaps::open(pins) {
-        let _ = maps.release_slot(netns, ifindex);
-    }
-    Ok(removed)
+/// The identity of the caller's network namespace.
+fn netns() -> Result<u64> {
+    Ok(net::interface::netns_id()?)
 }
 
 /// Recomputes the directed broadcasts of the interfaces of `netns` (the caller's network

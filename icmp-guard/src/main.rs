@@ -49,6 +49,13 @@ fn main() -> ExitCode {
     // Shell completion: the installed scripts call back with a variable set; exits then.
     cli::completions::complete_if_asked();
     let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so `status | head -1` would end in a panic on the closed pipe.
+    // Like other Unix tools, a one-shot command ends quietly there instead; the services
+    // (`run`, `metrics --listen`) keep it ignored and never panic on output (`say!`).
+    if !cli.command.is_service() {
+        // SAFETY: restoring the default disposition of a signal, before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     env_logger::Builder::new()
         .filter_level(if cli.verbose {
             log::LevelFilter::Debug
@@ -68,6 +75,9 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(cli::Exit(code)) = err.downcast_ref::<cli::Exit>() {
+                return ExitCode::from(*code);
+            }
             eprintln!("error: {err}");
             if let (Some(log), true) = (
                 err.downcast_ref::<Error>().and_then(Error::verifier_log),

@@ -36,8 +36,9 @@ enum Task {
     },
     /// Check formatting and run clippy on the host crates and on the eBPF crate
     Lint,
-    /// Show icmp-guard filtering pings between two throwaway network namespaces (needs root)
-    Demo,
+    /// Show icmp-guard filtering pings between two throwaway network namespaces (needs root);
+    /// --plot also draws what happened as an SVG
+    Demo(tasks::demo::Args),
     /// Measure per-packet cost as a ratio to an empty XDP program (needs root)
     Bench,
     /// Compare the XDP program with the reference model on random frames (needs root)
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
         Task::Setup => util::setup::run().and_then(|()| tasks::dist::setup()),
         Task::Test { args } => tasks::test::run(&args),
         Task::Lint => tasks::lint::run(),
-        Task::Demo => tasks::demo::run(),
+        Task::Demo(args) => tasks::demo::run(&args),
         Task::Bench => tasks::bench::run(),
         Task::Fuzz(args) => tasks::fuzz::run(&args),
         Task::Kernels { kernel, options } => tasks::kernels::run(&kernel, &options),

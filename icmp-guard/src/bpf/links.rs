@@ -21,10 +21,13 @@ use crate::net::link::{self as netlink, AttachMode};
 pub enum ModeRequest {
     /// Native (driver) mode, falling back to generic where the driver lacks XDP.
     #[default]
+    #[value(alias = "unspecified")]
     Auto,
-    /// Native (driver) mode or fail.
+    /// Native (driver) mode or fail (xdp-loader's `drv`).
+    #[value(alias = "drv")]
     Native,
-    /// Generic (skb) mode, slower but supported everywhere.
+    /// Generic (skb) mode, slower but supported everywhere (xdp-loader's `skb`).
+    #[value(alias = "skb")]
     Generic,
 }
 
@@ -85,12 +88,13 @@ pub fn running_mode(ifindex: u32, program_id: u32) -> Option<AttachMode> {
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
-/// Attaches `program` to `ifindex` (named `name`) with a new link in `mode`, and pins the
-/// link in `pins`. Until the pin exists the link's descriptor is its only reference: an
-/// error drops it, which detaches.
+/// Attaches `program` to `ifindex` (named `name`) of namespace `netns` with a new link in
+/// `mode`, and pins the link in `pins`. Until the pin exists the link's descriptor is its
+/// only reference: an error drops it, which detaches.
 pub fn create(
     program: BorrowedFd<'_>,
     pins: &PinDir,
+    netns: u64,
     name: &str,
     ifindex: u32,
     mode: ModeRequest,
@@ -124,9 +128,12 @@ pub fn create(
         action: "reading the XDP link",
         source,
     })?;
-    sys::obj_pin(link.as_fd(), &pins.link_path(ifindex)).map_err(|source| Error::PinLink {
-        name: name.to_owned(),
-        source,
+    pins.create_namespace_links_dir(netns)?;
+    sys::obj_pin(link.as_fd(), &pins.link_path(netns, ifindex)).map_err(|source| {
+        Error::PinLink {
+            name: name.to_owned(),
+            source,
+        }
     })?;
     Ok(NewLink {
         link_id: info.id,
@@ -203,16 +210,15 @@ pub fn remove_pin(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|err| Error::io(format!("removing {}", path.display()), err))
 }
 
-/// Removes the pinned link of `ifindex`, which detaches the program from it. `Ok(false)`
-/// when nothing was attached there. The caller holds the pin directory's lock.
-pub fn detach(pins: &PinDir, ifindex: u32) -> Result<bool> {
-    let path = pins.link_path(ifindex);
+/// Removes the pinned link at `path`, which detaches the program from its interface.
+/// `Ok(false)` when nothing was pinned there. The caller holds the pin directory's lock.
+pub fn detach_path(path: &Path) -> Result<bool> {
     // Detach first, so that the interface is free when we return even if another process
     // holds the link open; removing the pin alone would wait for the last descriptor.
-    if let Ok(link) = sys::obj_get(&path) {
+    if let Ok(link) = sys::obj_get(path) {
         let _ = sys::link_detach(link.as_fd());
     }
-    match std::fs::remove_file(&path) {
+    match std::fs::remove_file(path) {
         // The pin was the last reference to the link: the kernel releases it, and with it the
         // attachment, once no process has it open.
         Ok(()) => Ok(true),
@@ -221,16 +227,28 @@ pub fn detach(pins: &PinDir, ifindex: u32) -> Result<bool> {
     }
 }
 
-/// Every pinned link with what the kernel says about it.
-pub fn list(pins: &PinDir) -> Result<Vec<LinkStatus>> {
+/// Removes the pinned link of (`netns`, `ifindex`); see [`detach_path`].
+pub fn detach(pins: &PinDir, netns: u64, ifindex: u32) -> Result<bool> {
+    detach_path(&pins.link_path(netns, ifindex))
+}
+
+/// What the kernel says about the link pinned at `path`: `None` when it was unpinned
+/// meanwhile (a concurrent detach).
+pub fn inspect(path: &Path) -> Result<Option<sys::LinkInfo>> {
+    match open(path) {
+        Ok((_link, info)) => Ok(Some(info)),
+        Err(_) if !path.exists() => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// The links of namespace `netns` (the caller's: interfaces are looked up in it) with what
+/// the kernel says about them.
+pub fn list(pins: &PinDir, netns: u64) -> Result<Vec<LinkStatus>> {
     let mut statuses = Vec::new();
-    for ifindex in pins.linked_ifindexes()? {
-        let path = pins.link_path(ifindex);
-        let (_link, info) = match open(&path) {
-            Ok(opened) => opened,
-            // Unpinned by a concurrent detach between the listing and the open.
-            Err(_) if !path.exists() => continue,
-            Err(err) => return Err(err),
+    for ifindex in pins.linked_ifindexes(netns)? {
+        let Some(info) = inspect(&pins.link_path(netns, ifindex))? else {
+            continue;
         };
         // The kernel sets a link's ifindex to 0 when its interface is deleted; an ifindex that
         // now names another interface is never reported as protected.
@@ -250,6 +268,15 @@ pub fn list(pins: &PinDir) -> Result<Vec<LinkStatus>> {
         });
     }
     Ok(statuses)
+}
+
+/// The ids of the maps program `program_id` uses; `None` when the program cannot be seen
+/// (listing programs needs CAP_SYS_ADMIN, which a container with CAP_BPF alone lacks).
+pub fn program_map_ids(program_id: u32) -> Option<Vec<u32>> {
+    aya::programs::loaded_programs()
+        .filter_map(std::result::Result::ok)
+        .find(|info| info.id() == program_id)
+        .and_then(|info| info.map_ids().ok().flatten())
 }
 
 #[cfg(test)]

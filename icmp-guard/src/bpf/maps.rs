@@ -120,30 +120,39 @@ pub fn check_layout(pins: &PinDir) -> Result<()> {
     }
 }
 
-/// Writes this binary's layout version into maps that were just created (their `layout`
-/// is 0); pinned maps that passed [`check_layout`] already carry it.
-pub(crate) fn stamp_layout(ebpf: &mut Ebpf) -> Result<()> {
-    let map = ebpf
-        .map_mut(maps::CONFIG)
-        .ok_or_else(|| Error::NotInObject {
-            what: format!("map {}", maps::CONFIG),
-        })?;
-    let mut settings: Array<&mut MapData, Config> =
-        Array::try_from(map).map_err(|err| Error::map("opening map CONFIG", err))?;
-    let mut written = settings
-        .get(&config::INDEX, 0)
-        .map_err(|err| Error::map("reading the layout version", err))?;
-    if written.layout == 0 {
-        written.layout = config::LAYOUT_VERSION;
-        settings
-            .set(config::INDEX, written, 0)
-            .map_err(|err| Error::map("writing the layout version", err))?;
-    }
-    Ok(())
+/// How far the pinned maps got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// No map is pinned.
+    Empty,
+    /// Maps are pinned but the attach that made them did not live to stamp them: their
+    /// policy may be all zeroes (every type passes, no limits). Never used as they are.
+    Unfinished,
+    /// Stamped with this binary's layout version, written last by the first attach.
+    Complete,
 }
 
-/// The layout version written in pinned maps; 0 when none is (maps made by a crashed
-/// first attach before it wrote one: their shapes are this binary's, so they are too).
+/// Whether the pinned maps were finished by the attach that made them (`CONFIG` carries
+/// the layout stamp); the error of [`check_layout`] when they are another version's, or
+/// some are missing.
+pub fn completion(pins: &PinDir) -> Result<Completion> {
+    let any_pinned = std::fs::read_dir(pins.maps_dir())
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if !any_pinned {
+        return Ok(Completion::Empty);
+    }
+    check_layout(pins)?;
+    // check_layout accepts 0 (unstamped) and this binary's version only.
+    if pinned_layout_version(pins)? == config::LAYOUT_VERSION {
+        Ok(Completion::Complete)
+    } else {
+        Ok(Completion::Unfinished)
+    }
+}
+
+/// The layout version written in pinned maps; 0 when none is: maps made by an attach that
+/// died before it finished (their shapes are this binary's, their contents unknown).
 fn pinned_layout_version(pins: &PinDir) -> Result<u32> {
     let settings: Array<MapData, Config> = Array::try_from(pinned_map(pins, maps::CONFIG)?)
         .map_err(|err| map_open_error(pins, maps::CONFIG, err))?;
@@ -275,6 +284,20 @@ pub fn tracked(pins: &PinDir) -> Result<Tracked> {
     })
 }
 
+/// The id of the pinned map `name`, when it is pinned and readable.
+pub fn pinned_map_id(pins: &PinDir, name: &str) -> Option<u32> {
+    MapInfo::from_pin(pins.map_path(name))
+        .ok()
+        .map(|info| info.id())
+}
+
+/// The capacity of one policy's allow and deny prefixes per family: both generations share
+/// each trie (`icmp_guard_common::policy::LIST_ENTRIES`), so a policy may use half of it and
+/// a swap never runs out of room.
+pub fn list_capacity(max_entries: u32) -> u32 {
+    max_entries / icmp_guard_common::policy::GENERATIONS
+}
+
 /// Opens the pinned `EVENTS` ring buffer. Readers take [`PinDir::lock_events`] first: the
 /// ring buffer has one consumer position, so two readers would tear each other's events.
 pub fn open_events(pins: &PinDir) -> Result<RingBuf<MapData>> {
@@ -343,12 +366,32 @@ pub struct GuardMaps {
     lists_v6: LpmTrie<MapData, V6ListKey, u32>,
     config: Array<MapData, Config>,
     interfaces: Array<MapData, InterfaceConfig>,
+    /// `max_entries` of the two list tries.
+    list_entries: (u32, u32),
 }
 
 impl GuardMaps {
     /// Opens the pinned maps; [`Error::NotAttached`] when there are none, and
     /// [`Error::LayoutMismatch`] when another icmp-guard version made them.
+    ///
+    /// Maps an interrupted attach left unfinished are refused with [`Error::Incomplete`]:
+    /// their policy may be all zeroes.
     pub fn open(pins: &PinDir) -> Result<Self> {
+        let maps = Self::open_unfinished(pins)?;
+        if !maps.is_complete()? {
+            return Err(gone_or(
+                pins,
+                Error::Incomplete {
+                    path: pins.root().to_path_buf(),
+                },
+            ));
+        }
+        Ok(maps)
+    }
+
+    /// [`Self::open`] also of maps an interrupted attach left unfinished: for the attach
+    /// that completes them.
+    pub fn open_unfinished(pins: &PinDir) -> Result<Self> {
         if !pins.has_maps() {
             return Err(Error::NotAttached);
         }
@@ -378,7 +421,20 @@ impl GuardMaps {
         mut get: impl FnMut(&str) -> Result<Map>,
         wrong: impl Fn(&str, MapError) -> Error,
     ) -> Result<Self> {
+        let entries = |map: &Map, name: &str| -> Result<u32> {
+            Ok(map_data(map)
+                .info()
+                .map_err(|err| Error::map(format!("reading map {name}"), err))?
+                .max_entries())
+        };
+        let lists_v4 = get(maps::LISTS_V4)?;
+        let lists_v6 = get(maps::LISTS_V6)?;
+        let list_entries = (
+            entries(&lists_v4, maps::LISTS_V4)?,
+            entries(&lists_v6, maps::LISTS_V6)?,
+        );
         Ok(Self {
+            list_entries,
             icmp_counters: PerCpuArray::try_from(get(maps::ICMP_COUNTERS)?)
                 .map_err(|err| wrong(maps::ICMP_COUNTERS, err))?,
             global_counters: PerCpuArray::try_from(get(maps::GLOBAL_COUNTERS)?)
@@ -395,10 +451,8 @@ impl GuardMaps {
                 .map_err(|err| wrong(maps::LIMITERS, err))?,
             shared_buckets: Array::try_from(get(maps::SHARED_BUCKETS)?)
                 .map_err(|err| wrong(maps::SHARED_BUCKETS, err))?,
-            lists_v4: LpmTrie::try_from(get(maps::LISTS_V4)?)
-                .map_err(|err| wrong(maps::LISTS_V4, err))?,
-            lists_v6: LpmTrie::try_from(get(maps::LISTS_V6)?)
-                .map_err(|err| wrong(maps::LISTS_V6, err))?,
+            lists_v4: LpmTrie::try_from(lists_v4).map_err(|err| wrong(maps::LISTS_V4, err))?,
+            lists_v6: LpmTrie::try_from(lists_v6).map_err(|err| wrong(maps::LISTS_V6, err))?,
             config: Array::try_from(get(maps::CONFIG)?).map_err(|err| wrong(maps::CONFIG, err))?,
             interfaces: Array::try_from(get(maps::INTERFACES)?)
                 .map_err(|err| wrong(maps::INTERFACES, err))?,
@@ -424,6 +478,20 @@ impl GuardMaps {
         self.config
             .set(config::INDEX, config, 0)
             .map_err(|err| Error::map(format!("writing {what}"), err))
+    }
+
+    /// True once the attach that made the maps stamped them ([`Self::stamp_complete`]).
+    pub fn is_complete(&self) -> Result<bool> {
+        Ok(self.config()?.layout == config::LAYOUT_VERSION)
+    }
+
+    /// Stamps the maps with this binary's layout version: the last write of a first
+    /// attach, after the policy and every setting, so that maps without it are known to be
+    /// unfinished.
+    pub fn stamp_complete(&mut self) -> Result<()> {
+        self.update_config("the layout stamp", |config| {
+            config.layout = config::LAYOUT_VERSION
+        })
     }
 
     /// The guard's mode (`config::MODE_*`).
@@ -551,6 +619,14 @@ impl GuardMaps {
         self.shared_buckets
             .set(u32::from(slot), SharedBucket::default(), 0)
             .map_err(|err| Error::map("resetting rate-limit state", err))
+    }
+
+    /// Prefixes one policy may hold per family (IPv4, IPv6): see [`list_capacity`].
+    pub fn list_capacities(&self) -> Result<(u32, u32)> {
+        Ok((
+            list_capacity(self.list_entries.0),
+            list_capacity(self.list_entries.1),
+        ))
     }
 
     /// Every entry of the IPv4 list trie (both generations): key and list value.
@@ -733,7 +809,7 @@ impl GuardMaps {
     /// claiming a slot and pinning its link leaves one. The caller holds the pin lock.
     pub fn release_stale_slots(&mut self, pins: &PinDir, netns: u64) -> Result<()> {
         for (_, config) in self.slots()? {
-            if config.netns == netns && !pins.has_link(config.ifindex) {
+            if config.netns == netns && !pins.has_link(netns, config.ifindex) {
                 self.release_slot(netns, config.ifindex)?;
             }
         }

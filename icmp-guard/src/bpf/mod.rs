@@ -90,6 +90,30 @@ pub enum Error {
     NotAnXdpLink { path: PathBuf, link_type: u32 },
 
     #[error(
+        "refusing the pin path {}: it is {why} (owner uid {owner}, mode {mode:o}), so another user could remove the guard's pins: use a directory only root can write (--pin-dir or ICMP_GUARD_PIN_DIR)", path.display()
+    )]
+    UntrustedPinPath {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+        why: &'static str,
+    },
+
+    #[error(
+        "{} is locked by {holder}, which did not let go within {seconds} s: wait for it to finish or stop it (ICMP_GUARD_LOCK_TIMEOUT sets the wait in seconds)", path.display()
+    )]
+    LockTimeout {
+        path: PathBuf,
+        seconds: f64,
+        holder: String,
+    },
+
+    #[error(
+        "the pinned state in {} was left half-made by an interrupted attach: run `icmp-guard attach <IFACE>` to complete it, or `icmp-guard detach --all` to remove it", path.display()
+    )]
+    Incomplete { path: PathBuf },
+
+    #[error(
         "the pinned maps in {} were made by another icmp-guard version ({detail}): run `icmp-guard detach --all` first", path.display()
     )]
     LayoutMismatch { path: PathBuf, detail: String },
@@ -146,6 +170,14 @@ pub enum Error {
         name: String,
         #[source]
         source: sys::SyscallError,
+    },
+
+    #[error("pinning map {name} at {} failed: {source}", path.display())]
+    PinMap {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: Box<aya::pin::PinError>,
     },
 
     #[error("{action} failed: {source}")]

@@ -201,11 +201,9 @@ pub(crate) fn open_object(
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let mut ebpf = loader
+    loader
         .load(crate::ebpf_object())
-        .map_err(|source| Error::object("loading the eBPF object", source))?;
-    guard_maps::stamp_layout(&mut ebpf)?;
-    Ok(ebpf)
+        .map_err(|source| Error::object("loading the eBPF object", source))
 }
 
 /// The object loaded once with private maps (the LRU maps at one entry, since their size is

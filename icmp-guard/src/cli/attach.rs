@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use icmp_guard::{
     bpf::{Capacity, links::ModeRequest},
-    guard::AttachOptions,
+    guard::{AttachOptions, Recovery},
     policy,
 };
 
@@ -20,7 +20,8 @@ pub struct Args {
     #[arg(required = true, value_name = "IFACE")]
     interfaces: Vec<String>,
 
-    /// XDP mode: native (driver), generic (skb), or auto (native, else generic).
+    /// XDP mode: native (driver), generic (skb), or auto (native, else generic); drv and
+    /// skb are accepted as xdp-loader spells them.
     #[arg(long, value_enum, default_value_t = ModeRequest::Auto)]
     mode: ModeRequest,
 
@@ -40,6 +41,12 @@ pub struct Args {
     /// mode. Refused when the pinned maps have another layout.
     #[arg(long)]
     upgrade: bool,
+
+    /// Idempotent, for configuration management: an interface this pin directory already
+    /// guards is left as it is ("already guarded", exit 0) instead of refused; the others
+    /// are attached. A damaged guard is still refused.
+    #[arg(long, conflicts_with_all = ["upgrade", "replace"])]
+    ensure: bool,
 
     /// Take the place of another XDP program already on the interface (refused without
     /// this): it is removed, then icmp-guard attached, leaving the interface without XDP for
@@ -76,30 +83,37 @@ fn policy_file(explicit: Option<&Path>, fresh: bool, default: &Path) -> Option<P
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     let guard = context.open_mounting()?;
+    let first = guard.is_first_attach();
     let file = policy_file(
         args.policy.as_deref(),
-        !guard.has_maps(),
+        first,
         Path::new(DEFAULT_POLICY_FILE),
     );
     let policy = file
         .as_deref()
         .map(|path| {
-            policy::file::parse_file(path).map_err(|err| {
+            policy::file::read(path).map_err(|err| {
                 if args.policy.is_some() {
-                    anyhow::anyhow!("{}: {err}", path.display())
+                    anyhow::anyhow!(err)
                 } else {
                     anyhow::anyhow!(
-                        "{}: {err} (the default policy file: fix it, or pass --policy FILE)",
-                        path.display()
+                        "{err} (the default policy file: fix it, or pass --policy FILE)"
                     )
                 }
             })
         })
         .transpose()?;
+    let (policy, first_policy) = if args.policy.is_some() {
+        (policy, None)
+    } else {
+        (None, policy)
+    };
     let options = AttachOptions {
         mode: args.mode,
         dry_run: args.dry_run,
         policy,
+        first_policy,
+        ensure: args.ensure,
         capacity: Capacity {
             sources: args.max_sources,
             prefixes: args.max_prefixes,
@@ -108,13 +122,34 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         replace: args.replace,
         events_per_sec: args.events_per_sec,
     };
-    let attached = guard.attach(&args.interfaces, &options)?;
-    if let Some(path) = &file {
+    let attachment = guard.attach(&args.interfaces, &options)?;
+    let pin_dir = guard.pins().root().display();
+    match attachment.recovered {
+        Some(Recovery::Rebuilt) => println!(
+            "an earlier attach was interrupted before it finished: rebuilt the pinned maps in {pin_dir}"
+        ),
+        Some(Recovery::Completed) => println!(
+            "an earlier attach was interrupted before it finished: completed the pinned maps in {pin_dir} with {}",
+            file.as_deref().map_or_else(
+                || "the safe default profile".to_owned(),
+                |path| path.display().to_string()
+            )
+        ),
+        None => {}
+    }
+    if let (Some(path), true) = (&file, attachment.policy_applied) {
         println!("applied policy {}", path.display());
     }
-    for interface in attached {
+    for interface in attachment.interfaces {
         let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
         let (name, ifindex) = (&interface.name, interface.ifindex);
+        if interface.already {
+            println!(
+                "{name} (ifindex {ifindex}) is already guarded in {mode} mode (program {}, link {}): nothing to do",
+                interface.program_id, interface.link_id
+            );
+            continue;
+        }
         match (interface.upgraded_from, interface.fallback) {
             (Some(old), _) => println!(
                 "upgraded {name} (ifindex {ifindex}) in {mode} mode: program {old} replaced by {} in link {} without a gap",
@@ -138,6 +173,29 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_as_xdp_loader_spells_them() {
+        use clap::Parser as _;
+        for (typed, mode) in [
+            ("skb", ModeRequest::Generic),
+            ("generic", ModeRequest::Generic),
+            ("drv", ModeRequest::Native),
+            ("native", ModeRequest::Native),
+            ("unspecified", ModeRequest::Auto),
+            ("auto", ModeRequest::Auto),
+        ] {
+            let cli = crate::Cli::try_parse_from(["icmp-guard", "attach", "eth0", "--mode", typed])
+                .unwrap_or_else(|err| panic!("--mode {typed}: {err}"));
+            match cli.command {
+                crate::cli::Command::Attach(args) => assert_eq!(args.mode, mode, "{typed}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            crate::Cli::try_parse_from(["icmp-guard", "attach", "eth0", "--mode", "hw"]).is_err()
+        );
+    }
 
     #[test]
     fn the_default_policy_file_applies_only_to_a_first_attach_without_policy() {

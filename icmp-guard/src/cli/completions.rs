@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use clap::CommandFactory as _;
 use clap_complete::{
-    ArgValueCandidates, CompleteEnv, CompletionCandidate,
+    ArgValueCandidates, ArgValueCompleter, CompleteEnv, CompletionCandidate,
     env::{Bash, EnvCompleter, Fish, Zsh},
 };
-use icmp_guard_common::icmp;
+use icmp_guard::policy::{names, rate::Period};
+use icmp_guard_common::{FAMILY_V4, FAMILY_V6, icmp};
 
 use super::manual;
 
@@ -72,8 +73,9 @@ pub fn command() -> clap::Command {
 }
 
 /// Adds the value completers to every argument, by the name its help shows: `IFACE` gets
-/// the interfaces, `TYPE[/CODE]` the ICMP type names. Done here, by name, so that the
-/// commands' own modules need not know about completion.
+/// the interfaces, `TYPE[/CODE]` the ICMP type names and, after a `/`, the code names of
+/// that type; a rate (`--rate 10/`) its units. Done here, by name, so that the commands'
+/// own modules need not know about completion.
 fn with_completers(command: clap::Command) -> clap::Command {
     command
         .mut_args(|arg| {
@@ -86,7 +88,9 @@ fn with_completers(command: clap::Command) -> clap::Command {
             if value_names.iter().any(|name| name == "IFACE") {
                 arg.add(ArgValueCandidates::new(interface_candidates))
             } else if value_names.iter().any(|name| name.starts_with("TYPE")) {
-                arg.add(ArgValueCandidates::new(type_candidates))
+                arg.add(ArgValueCompleter::new(type_code_candidates))
+            } else if arg.get_id().as_str().ends_with("rate") {
+                arg.add(ArgValueCompleter::new(rate_candidates))
             } else {
                 arg
             }
@@ -117,11 +121,90 @@ fn interface_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Every ICMP type name the policy accepts, once, with the numbers it stands for.
-fn type_candidates() -> Vec<CompletionCandidate> {
-    type_names()
+/// `TYPE[/CODE]` being typed: before a `/`, the type names that start with it (or, when
+/// none does, the code names that do, which stand for their type as in iptables); after
+/// one, `TYPE/CODE` for the code names of that type in either family.
+fn type_code_candidates(current: &std::ffi::OsStr) -> Vec<CompletionCandidate> {
+    let current = current.to_string_lossy();
+    let starts = |name: &str, prefix: &str| {
+        name.to_ascii_lowercase()
+            .starts_with(&prefix.to_ascii_lowercase().replace('_', "-"))
+    };
+    let named = |names: Vec<(String, String)>| -> Vec<CompletionCandidate> {
+        names
+            .into_iter()
+            .map(|(name, help)| CompletionCandidate::new(name).help(Some(help.into())))
+            .collect()
+    };
+    if let Some((type_text, code_prefix)) = current.split_once('/') {
+        let codes = code_names(type_text)
+            .into_iter()
+            .filter(|(name, _)| starts(name, code_prefix))
+            .map(|(name, help)| (format!("{type_text}/{name}"), help))
+            .collect();
+        return named(codes);
+    }
+    let types: Vec<(String, String)> = type_names()
         .into_iter()
-        .map(|(name, help)| CompletionCandidate::new(name).help(Some(help.into())))
+        .filter(|(name, _)| starts(name, &current))
+        .map(|(name, help)| (name.to_owned(), help))
+        .collect();
+    if !types.is_empty() || current.is_empty() {
+        return named(types);
+    }
+    let mut codes: Vec<(String, String)> = Vec::new();
+    for (family, icmp_type, code, name) in names::known_spellings() {
+        if !starts(name, &current) {
+            continue;
+        }
+        let label = format!("{} {icmp_type}/{code}", icmp::family_label(family));
+        match codes.iter_mut().find(|(known, _)| known == name) {
+            Some((_, help)) => {
+                help.push_str(", ");
+                help.push_str(&label);
+            }
+            None => codes.push((name.to_owned(), label)),
+        }
+    }
+    codes.sort();
+    named(codes)
+}
+
+/// (code name, "v4 3/13, v6 1/1") for the named codes of a type as typed (a name or a
+/// number), in both families, sorted by name.
+pub fn code_names(type_text: &str) -> Vec<(String, String)> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    for family in [FAMILY_V4, FAMILY_V6] {
+        let icmp_type = match type_text.trim().parse::<u8>() {
+            Ok(number) => Some(number),
+            Err(_) => icmp::type_by_name(family, type_text),
+        };
+        let Some(icmp_type) = icmp_type else { continue };
+        for (code, name) in names::codes_of(family, icmp_type) {
+            let label = format!("{} {icmp_type}/{code}", icmp::family_label(family));
+            match names.iter_mut().find(|(known, _)| known == name) {
+                Some((_, help)) => {
+                    help.push_str(", ");
+                    help.push_str(&label);
+                }
+                None => names.push((name.to_owned(), label)),
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// A rate being typed: after `N/`, the units nft writes (`N/second`, `N/minute`, ...).
+fn rate_candidates(current: &std::ffi::OsStr) -> Vec<CompletionCandidate> {
+    let current = current.to_string_lossy();
+    let Some((number, unit)) = current.split_once('/') else {
+        return Vec::new();
+    };
+    Period::ALL
+        .into_iter()
+        .filter(|period| period.as_str().starts_with(&unit.to_ascii_lowercase()))
+        .map(|period| CompletionCandidate::new(format!("{number}/{}", period.as_str())))
         .collect()
 }
 
@@ -262,6 +345,73 @@ mod tests {
         );
         let offered = complete(&["icmp-guard", "policy", "set", "packet"]);
         assert_eq!(offered, ["packet-too-big"]);
+    }
+
+    #[test]
+    fn codes_complete_by_name_after_the_slash() {
+        let offered = complete(&["icmp-guard", "policy", "set", "destination-unreachable/"]);
+        for name in [
+            "destination-unreachable/frag-needed",
+            "destination-unreachable/admin-prohibited",
+            "destination-unreachable/no-route",
+            "destination-unreachable/policy-fail",
+        ] {
+            assert!(
+                offered.iter().any(|o| o == name),
+                "{name} not in {offered:?}"
+            );
+        }
+        let offered = complete(&["icmp-guard", "policy", "set", "destination-unreachable/fr"]);
+        assert_eq!(offered, ["destination-unreachable/frag-needed"]);
+        let offered = complete(&["icmp-guard", "policy", "set", "time-exceeded/ttl"]);
+        assert_eq!(
+            offered,
+            [
+                "time-exceeded/ttl-zero-during-reassembly",
+                "time-exceeded/ttl-zero-during-transit"
+            ]
+        );
+        assert!(complete(&["icmp-guard", "policy", "set", "echo-request/"]).is_empty());
+        let offered = complete(&["icmp-guard", "policy", "set", "fragm"]);
+        assert_eq!(
+            offered,
+            ["fragmentation-needed"],
+            "iptables' name, when no type matches"
+        );
+        for (name, help) in code_names("destination-unreachable") {
+            let target = format!("destination-unreachable/{name}");
+            let accepted = target
+                .parse::<icmp_guard::policy::target::RuleTarget>()
+                .is_ok_and(|t| t.resolve_rules(None).is_ok_and(|rules| !rules.is_empty()));
+            assert!(accepted, "{target} ({help}) is offered but not accepted");
+        }
+    }
+
+    #[test]
+    fn rates_complete_their_units() {
+        let offered = complete(&[
+            "icmp-guard",
+            "policy",
+            "set",
+            "echo-request",
+            "limit",
+            "--rate",
+            "10/",
+        ]);
+        assert_eq!(
+            offered,
+            ["10/second", "10/minute", "10/hour", "10/day", "10/week"]
+        );
+        let offered = complete(&[
+            "icmp-guard",
+            "policy",
+            "set",
+            "echo-request",
+            "limit",
+            "--rate",
+            "10/m",
+        ]);
+        assert_eq!(offered, ["10/minute"]);
     }
 
     #[test]

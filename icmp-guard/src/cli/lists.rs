@@ -22,10 +22,12 @@ impl Which {
 /// deny: all their ICMP is dropped. The most specific prefix wins.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Add prefixes.
+    /// Add prefixes. A deny entry that covers `::`, link-local addresses, an on-link
+    /// prefix of an attached interface or 0.0.0.0/0 needs --force: it would drop neighbour
+    /// discovery, MLD or Path MTU Discovery.
     ///
     /// Example: icmp-guard deny add 203.0.113.0/24 2001:db8:bad::/48
-    Add(CidrArgs),
+    Add(AddArgs),
     /// Remove prefixes.
     ///
     /// Example: icmp-guard deny del 203.0.113.0/24
@@ -34,6 +36,18 @@ pub enum Command {
     ///
     /// Example: icmp-guard allow list --json
     List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// IPv4 or IPv6 prefixes (an address alone means /32 or /128).
+    #[arg(required = true, value_name = "CIDR")]
+    cidrs: Vec<Cidr>,
+
+    /// Allow deny entries that cover messages the network needs (neighbour discovery,
+    /// MLD, Path MTU Discovery).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +69,10 @@ pub fn execute(which: Which, command: Command, context: &Context) -> anyhow::Res
     let guard = context.open()?;
     match command {
         Command::Add(args) => {
-            guard.edit_policy(|live| live.add_to_list(list, &args.cidrs))?;
+            guard.edit_policy(|live| {
+                live.force_lists = args.force;
+                live.add_to_list(list, &args.cidrs)
+            })?;
             for cidr in &args.cidrs {
                 println!("{} list: added {cidr}", list.name());
             }

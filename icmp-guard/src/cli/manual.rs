@@ -201,7 +201,10 @@ fn exit_status(name: &str) -> Vec<&'static str> {
             "For policy check, 0 means the file is valid and 1 that it is not: each reason is printed with the line and column of the value at fault.",
         ),
         "icmp-guard-run" => paragraphs.push(
-            "run exits 0 after SIGTERM or SIGINT, and 1 when it cannot protect an interface any more (the interface is gone and cannot be attached again), so that systemd restarts it.",
+            "run exits 0 after SIGTERM or SIGINT, and 1 when it cannot start (an interface that does not exist, a first attach refused). An interface deleted later is waited for, not a reason to exit; while attaching keeps failing it stops reporting WATCHDOG=1, so that systemd restarts it.",
+        ),
+        "icmp-guard-status" => paragraphs.push(
+            "With --check: 0 when every interface asked about (or every one attached in this network namespace) is protected, 1 when one is not (not attached, not running, gone, waiting for a run), 2 when one is damaged (its program runs with maps that are not the pinned ones, or without its slot: icmp-guard repair mends it).",
         ),
         _ => {}
     }
@@ -211,12 +214,13 @@ fn exit_status(name: &str) -> Vec<&'static str> {
 const FILES: &[&str] = &[
     "TP /etc/icmp-guard/policy.toml\nThe policy file: rules on top of the safe default profile, the allow and deny lists, the smurf defences (see icmp-guard.toml(5)). attach reads it on a first attach when it exists and no --policy is given; the systemd unit runs run with --policy on it, which applies every edit within a second.",
     "TP /etc/default/icmp-guard\nSettings of the systemd unit icmp-guard.service: INTERFACES (the interfaces to protect; the service does not start while it is empty), POLICY, METRICS and EXTRA (more run flags).",
-    "TP /sys/fs/bpf/icmp-guard\nThe pin directory on bpffs: maps/NAME for every map and links/IFINDEX for every XDP link. Protection outlives the command because these pins hold it; detach of the last interface removes them. Change it with --pin-dir or ICMP_GUARD_PIN_DIR.",
+    "TP /sys/fs/bpf/icmp-guard\nThe pin directory on bpffs (every directory 0700; a path another user owns or may write is refused): maps/NAME for every map, links/NETNS/IFINDEX for every XDP link under the inode of its network namespace, and services/NETNS/PID/NAME for the interfaces a run guards. Protection outlives the command because these pins hold it; detach of the last interface removes them. Change it with --pin-dir or ICMP_GUARD_PIN_DIR.",
     "TP /lib/systemd/system/icmp-guard.service\nThe unit that runs icmp-guard run before the network comes up (Type=notify, with a watchdog).",
 ];
 
 const ENVIRONMENT: &[&str] = &[
     "TP ICMP_GUARD_PIN_DIR\nThe pin directory, as --pin-dir (default /sys/fs/bpf/icmp-guard).",
+    "TP ICMP_GUARD_LOCK_TIMEOUT\nSeconds a command waits for another one's lock on the pin directory before it gives up and names the holder (default 10).",
     "TP NO_COLOR\nWhen set and not empty, tables are printed without colour or bold even on a terminal.",
     "TP NOTIFY_SOCKET, WATCHDOG_USEC\nSet by systemd for a Type=notify service: run reports READY=1 once every interface runs the guard and the policy is applied, and WATCHDOG=1 after each of its once-a-second checks that found every interface protected.",
 ];
@@ -318,14 +322,19 @@ it unless family narrows it; a number needs family.
 .B family = "v4" | "v6" | "both"
 The IP version the rule is for.
 .TP
-.B codes = [N, ...]
-Per\-code rules instead of one for the whole type.
+.B codes = [N | "NAME", ...]
+Per\-code rules instead of one for the whole type. A code is a number or a name as nft or
+iptables spell it (frag\-needed, port\-unreachable, admin\-prohibited, no\-route,
+addr\-unreachable, policy\-fail, fragmentation\-needed, ...); a name means the matching code
+in each family of the rule, and without family applies in the families whose type has it.
 .TP
 .B action = "pass" | "drop" | "limit"
 limit admits packets under a token bucket and drops the rest as rate_limit.
 .TP
-.B rate = N, burst = N
-limit only: packets per second, and the bucket depth in packets.
+.B rate = N | "N/UNIT", burst = N
+limit only: packets per second, and the bucket depth in packets. As a string, nft's units:
+"10/second", "600/minute", "36000/hour", "864000/day" (iptables' abbreviations too), which
+must come to whole packets per second.
 .TP
 .B per = "source" | "prefix" | "global"
 limit only: who shares a bucket: each source address, each source prefix, or everybody.
@@ -339,16 +348,22 @@ limit per source or prefix only: the budget shared by sources that have no bucke
 random sources.
 .TP
 .B force = true
-Required to drop a message the network needs: IPv4 3/4 (fragmentation needed, RFC 1191),
-IPv6 packet too big (RFC 8201) and neighbour discovery (RFC 4861). Without it such a rule is
-refused with the RFC it would break.
+Required to drop or rate\-limit a message the network needs: IPv4 3/4 (fragmentation
+needed, RFC 1191), IPv6 packet too big (RFC 8201) and neighbour discovery (RFC 4861).
+Without it such a rule is refused with the RFC it would break.
 .SH "[lists] TABLE"
 .TP
 .B allow = ["CIDR", ...]
 Sources that bypass the deny list and every rate limit: your monitoring hosts.
 .TP
 .B deny = ["CIDR", ...]
-Sources whose ICMP is always dropped. A prefix may not be on both lists.
+Sources whose ICMP is always dropped. A prefix may not be on both lists. One policy holds
+at most 8192 prefixes per family.
+.TP
+.B force = true
+Required for deny entries that cover ::, link\-local addresses, an on\-link IPv6 prefix of
+an attached interface (neighbour discovery, MLD: RFC 4861, RFC 3810) or 0.0.0.0/0 (Path
+MTU Discovery: RFC 1191).
 .SH "[smurf] TABLE"
 .TP
 .B broadcast_echo = true

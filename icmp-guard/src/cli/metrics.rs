@@ -1,9 +1,6 @@
 use std::net::SocketAddr;
 
-use icmp_guard::{
-    bpf,
-    exporter::{self, Format},
-};
+use icmp_guard::exporter::{self, Format};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::Context;
@@ -30,11 +27,21 @@ pub struct Args {
     format: Format,
 }
 
+impl Args {
+    /// True when it serves (`--listen`) rather than printing once.
+    pub fn serves(&self) -> bool {
+        self.listen.is_some()
+    }
+}
+
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     let guard = context.open()?;
     if args.once {
-        let sample = exporter::gather(&guard)?.ok_or(bpf::Error::NotAttached)?;
-        print!("{}", exporter::encode(Some(sample), None, args.format));
+        // Nothing attached is a fact to report (`icmp_guard_up 0`), not an error.
+        print!(
+            "{}",
+            exporter::encode(exporter::gather(&guard)?, None, args.format)
+        );
         return Ok(());
     }
     let Some(address) = args.listen else {
@@ -45,10 +52,11 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         // the server cleanly.
         let stop = stop_signal()?;
         let listener = exporter::bind(address).await?;
-        println!(
-            "serving metrics on http://{}/metrics (Ctrl-C or SIGTERM stops)",
-            listener.local_addr()?
-        );
+        let local = listener.local_addr()?;
+        println!("serving metrics on http://{local}/metrics (Ctrl-C or SIGTERM stops)");
+        if !local.ip().is_loopback() {
+            eprintln!("warning: {}", exporter::server::exposure_warning(local));
+        }
         exporter::serve(listener, guard, None, async {
             let signal = stop.await;
             println!("{signal}: stopped serving metrics");

@@ -2,6 +2,23 @@
 //! [`Guard`](icmp_guard::guard::Guard), and output through [`render`]. `run/` is the service
 //! loop.
 
+/// `println!` that never panics: a long-running command keeps serving when its stdout goes
+/// away (a closed pipe, a stopped journal).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics; see [`say`].
+macro_rules! complain {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod attach;
 pub mod completions;
 mod config;
@@ -11,12 +28,26 @@ mod manual;
 mod metrics;
 mod policy;
 mod render;
+mod repair;
 mod run;
 mod stats;
 mod status;
 mod top;
 
 use icmp_guard::{bpf::PinDir, error::Error, guard::Guard};
+
+/// A command's verdict as an exit code, with nothing more to say on stderr (`status
+/// --check` says it on stdout).
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// What every command gets.
 pub struct Context {
@@ -59,6 +90,7 @@ pub enum Command {
     /// Sources whose ICMP is always dropped.
     Deny(lists::Command),
     Run(run::Args),
+    Repair(repair::Args),
     Top(top::Args),
     #[command(subcommand)]
     /// Settings of a running guard that are not policy (the event budget).
@@ -69,6 +101,15 @@ pub enum Command {
 }
 
 impl Command {
+    /// True for the long-running commands.
+    pub fn is_service(&self) -> bool {
+        match self {
+            Self::Run(_) => true,
+            Self::Metrics(args) => args.serves(),
+            _ => false,
+        }
+    }
+
     pub fn execute(self, context: &Context) -> anyhow::Result<()> {
         match self {
             Self::Attach(args) => attach::execute(args, context),
@@ -79,6 +120,7 @@ impl Command {
             Self::Allow(command) => lists::execute(lists::Which::Allow, command, context),
             Self::Deny(command) => lists::execute(lists::Which::Deny, command, context),
             Self::Run(args) => run::execute(args, context),
+            Self::Repair(args) => repair::execute(args, context),
             Self::Top(args) => top::execute(args, context),
             Self::Config(command) => config::execute(command, context),
             Self::Metrics(args) => metrics::execute(args, context),

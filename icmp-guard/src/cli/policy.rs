@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use icmp_guard::policy::{
     self, Action, DEFAULT_LIMIT, Limit, NewSources, Per, Policy, RuleSpec, file,
     model::MAX_RATE,
+    rate::Rate,
     target::{FamilyChoice, RuleTarget},
 };
 
@@ -21,12 +22,13 @@ pub enum Command {
     Show(ShowArgs),
     /// Replace the whole policy with a policy file, atomically.
     ///
-    /// Example: icmp-guard policy apply examples/policy.toml
-    Apply(FileArgs),
-    /// Validate a policy file without applying it; exit 0 when it is valid.
+    /// Example: icmp-guard policy apply examples/policy.toml --dry-run
+    Apply(ApplyArgs),
+    /// Validate a policy file without applying it, and say how much of the maps it would use;
+    /// exit 0 when it is valid and fits.
     ///
-    /// Example: icmp-guard policy check examples/policy.toml
-    Check(FileArgs),
+    /// Example: icmp-guard policy check examples/policy.toml --json
+    Check(CheckArgs),
     /// Put every rule back to the safe default profile (allow/deny lists and mode stay), its
     /// limiters starting from fresh state.
     ///
@@ -42,7 +44,9 @@ pub struct SetArgs {
     family: Option<FamilyChoice>,
 
     /// ICMP type as a number (0-255) or a name (echo-request, packet-too-big, ...), with an
-    /// optional /CODE.
+    /// optional /CODE as a number or a name as nft spells it
+    /// (destination-unreachable/frag-needed); a code name alone means its type, as in
+    /// iptables (fragmentation-needed).
     #[arg(value_name = "TYPE[/CODE]")]
     target: RuleTarget,
 
@@ -50,7 +54,8 @@ pub struct SetArgs {
     #[arg(value_enum)]
     action: Action,
 
-    /// For limit: packets per second, as N or N/s.
+    /// For limit: packets per second, as N, N/s or as nft writes it (10/second, 120/minute,
+    /// 7200/hour, 86400/day): whole packets per second.
     #[arg(long, value_parser = parse_rate, allow_hyphen_values = true)]
     rate: Option<u32>,
 
@@ -84,7 +89,8 @@ pub struct SetArgs {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=3600))]
     probation: Option<u32>,
 
-    /// Allow dropping messages the network needs (PMTUD, neighbour discovery).
+    /// Allow dropping or rate-limiting messages the network needs (PMTUD, neighbour
+    /// discovery).
     #[arg(long)]
     force: bool,
 }
@@ -98,8 +104,40 @@ pub struct ShowArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct FileArgs {
-    /// A TOML policy file (see examples/policy.toml).
+    /// A TOML policy file (see examples/policy.toml), or the JSON of `policy show --json`.
+    /// Only a regular file of at most 4 MiB is read.
     file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// First print what would change from the live policy: rules, limits, per-code rules,
+    /// smurf settings, allow and deny entries added, removed or changed.
+    #[arg(long)]
+    diff: bool,
+
+    /// Print what would change (as --diff) and stop: nothing is applied. (Not the policy's
+    /// mode = "dry-run", which applies a policy that only counts.)
+    #[arg(long)]
+    dry_run: bool,
+
+    /// With --diff or --dry-run: print the changes as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    file: FileArgs,
+
+    /// Print the verdict as JSON: `valid`, and `errors` with file, line, column and message
+    /// (for CI annotations).
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_count(text: &str, what: &str) -> Result<u32, String> {
@@ -119,8 +157,8 @@ fn parse_count(text: &str, what: &str) -> Result<u32, String> {
 }
 
 fn parse_rate(text: &str) -> Result<u32, String> {
-    let number = text.strip_suffix("/s").unwrap_or(text);
-    parse_count(number, "rate")
+    let per_second = Rate::parse(text, "rate")?.per_second("rate")?;
+    parse_count(&per_second.to_string(), "rate")
 }
 
 fn parse_burst(text: &str) -> Result<u32, String> {
@@ -138,7 +176,7 @@ pub fn execute(command: Command, context: &Context) -> anyhow::Result<()> {
 }
 
 fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
-    let entries = args.target.resolve(args.family)?;
+    let entries = args.target.resolve_rules(args.family)?;
     let spec = match args.action {
         Action::Limit => {
             let mut limit = Limit::new(
@@ -178,14 +216,13 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
             }
         }
     };
-    let code = args.target.code;
     context.open()?.edit_policy(|live| {
-        for (family, icmp_type) in &entries {
-            live.set(*family, *icmp_type, code, spec, args.force)?;
+        for (family, icmp_type, code) in &entries {
+            live.set(*family, *icmp_type, *code, spec, args.force)?;
         }
         Ok(())
     })?;
-    for (family, icmp_type) in entries {
+    for (family, icmp_type, code) in entries {
         let limit = spec
             .limit
             .map(|l| format!(" {}/s burst {} per {}", l.rate, l.burst, l.per.as_str()))
@@ -202,27 +239,80 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
 fn show(args: ShowArgs, context: &Context) -> anyhow::Result<()> {
     let live = context.open()?.policy()?;
     if args.json {
-        println!("{}", render::policy::json(&live)?);
+        println!("{}", render::policy::json(&live));
     } else {
         print!("{}", file::render(&live.policy));
     }
     Ok(())
 }
 
-fn load_file(path: &std::path::Path) -> anyhow::Result<Policy> {
-    file::parse_file(path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
-}
-
-fn apply(args: FileArgs, context: &Context) -> anyhow::Result<()> {
-    let new = load_file(&args.file)?;
-    context.open()?.apply_policy(&new)?;
-    println!("applied {}", args.file.display());
+fn apply(args: ApplyArgs, context: &Context) -> anyhow::Result<()> {
+    let path = &args.file.file;
+    let new = file::read(path)?;
+    let guard = context.open()?;
+    if args.diff || args.dry_run {
+        // Everything apply would refuse is refused here too, before a word of the diff.
+        policy::compile(&new).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        let changes = policy::diff::diff(&guard.policy()?.policy, &new);
+        if args.json {
+            let document = serde_json::json!({
+                "file": path.display().to_string(),
+                "dry_run": args.dry_run,
+                "changes": changes,
+            });
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        } else {
+            print!(
+                "{}",
+                render::diff::diff(&changes, &path.display().to_string())
+            );
+        }
+        if args.dry_run {
+            if !args.json {
+                println!("dry run: nothing applied");
+            }
+            return Ok(());
+        }
+    } else if args.json {
+        anyhow::bail!("--json goes with --diff or --dry-run");
+    }
+    let revision = guard.apply_policy(&new)?;
+    if !args.json {
+        println!("applied {} (policy revision {revision})", path.display());
+    }
     Ok(())
 }
 
-fn check(args: FileArgs) -> anyhow::Result<()> {
-    load_file(&args.file)?;
-    println!("{} is a valid policy", args.file.display());
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let path = &args.file.file;
+    let outcome = file::read(path).and_then(|checked| {
+        let usage = policy::compile(&checked)?.usage();
+        Ok(usage)
+    });
+    if args.json {
+        let errors: Vec<serde_json::Value> = match &outcome {
+            Ok(_) => Vec::new(),
+            Err(err) => vec![render::policy::error_json(path, err)],
+        };
+        let document = serde_json::json!({
+            "file": path.display().to_string(),
+            "valid": outcome.is_ok(),
+            "errors": errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    }
+    let usage = match outcome {
+        Ok(usage) => usage,
+        Err(policy::Error::Refused(err)) => anyhow::bail!("{}: {err}", path.display()),
+        Err(err) => return Err(err.into()),
+    };
+    if !args.json {
+        println!(
+            "{} is a valid policy: {}",
+            path.display(),
+            render::policy::usage(&usage)
+        );
+    }
     Ok(())
 }
 
@@ -248,9 +338,24 @@ mod tests {
     fn rates_accept_plain_and_per_second() {
         assert_eq!(parse_rate("100"), Ok(100));
         assert_eq!(parse_rate("100/s"), Ok(100));
-        for bad in ["-1", "0/s", "1e99", "abc", "", "1.5", "100000001"] {
+        assert_eq!(parse_rate("10/second"), Ok(10));
+        assert_eq!(parse_rate("120/minute"), Ok(2));
+        assert_eq!(parse_rate("7200/hour"), Ok(2));
+        assert_eq!(parse_rate("86400/day"), Ok(1));
+        for bad in [
+            "-1",
+            "0/s",
+            "1e99",
+            "abc",
+            "",
+            "1.5",
+            "100000001",
+            "1/minute",
+            "10/fortnight",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
+        assert!(parse_rate("0/minute").is_err_and(|err| err.contains("at least 1")));
         assert!(parse_burst("0").is_err());
     }
 }

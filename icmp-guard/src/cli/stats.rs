@@ -18,9 +18,20 @@ use super::{
 
 /// Show ICMP counters per family and type, with drops by reason.
 ///
-/// Example: icmp-guard stats --watch 2
+/// -h is --human here, as in `ip -h`; --help is the help.
+///
+/// Example: icmp-guard stats -h --watch 2
 #[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
 pub struct Args {
+    /// Numbers as `ip -s -h` prints them: 1.23M, 340k/s.
+    #[arg(short, long)]
+    human: bool,
+
+    /// Print help (-h is --human here, as in `ip -h`).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+
     /// Print JSON instead of a table (with --watch: one JSON document per line).
     #[arg(long)]
     json: bool,
@@ -62,7 +73,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {
-            print!("{}", render::stats::code_table(&rows));
+            print!("{}", render::stats::code_table(&rows, args.human));
         }
         return Ok(());
     }
@@ -72,11 +83,11 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", render::stats::table(&report));
+                print!("{}", render::stats::table(&report, args.human));
             }
             Ok(())
         }
-        Some(interval) => watch(&guard, interval, args.count, args.json),
+        Some(interval) => watch(&guard, interval, args.count, args.json, args.human),
     }
 }
 
@@ -97,7 +108,13 @@ fn terminal_size() -> Option<(usize, usize)> {
         .then_some((usize::from(size.ws_row), usize::from(size.ws_col)))
 }
 
-fn watch(guard: &Guard, interval: Duration, count: Option<u64>, json: bool) -> anyhow::Result<()> {
+fn watch(
+    guard: &Guard,
+    interval: Duration,
+    count: Option<u64>,
+    json: bool,
+    human: bool,
+) -> anyhow::Result<()> {
     let terminal = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut previous: Option<(StatsReport, Instant)> = None;
@@ -123,6 +140,7 @@ fn watch(guard: &Guard, interval: Duration, count: Option<u64>, json: bool) -> a
                 color: terminal && !no_color(),
                 max_lines: size.map(|(rows, _)| rows),
                 max_columns: size.map(|(_, columns)| columns),
+                human,
             };
             let heading = format!("every {}s, {}", interval.as_secs_f64(), clock());
             let text = render::stats::watch_frame(&report, rates.as_ref(), &heading, style);

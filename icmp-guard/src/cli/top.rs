@@ -21,9 +21,20 @@ use super::{
 /// its sampled sources. While `top` runs, the drop log of `icmp-guard run` pauses (the
 /// events have one reader at a time).
 ///
+/// -h is --human here, as in `ip -h`; --help is the help.
+///
 /// Example: icmp-guard top --interval 2 --count 1 --json
 #[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
 pub struct Args {
+    /// Numbers as `ip -s -h` prints them: 1.23M, 340k/s.
+    #[arg(short, long)]
+    human: bool,
+
+    /// Print help (-h is --human here, as in `ip -h`).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+
     /// Print JSON, one document per line and interval.
     #[arg(long)]
     json: bool,
@@ -86,7 +97,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             if frame > 0 {
                 writeln!(out)?;
             }
-            write!(out, "{} {}", clock(), render::top::top(&report))?;
+            write!(out, "{} {}", clock(), render::top::top(&report, args.human))?;
         }
         out.flush()?;
         frame += 1;

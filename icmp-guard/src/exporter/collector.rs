@@ -61,8 +61,11 @@ impl Format {
 pub struct Sample {
     pub report: StatsReport,
     pub tracked: Tracked,
-    /// The active policy generation (the double buffer's index, 0 or 1).
-    pub generation: u32,
+    /// The revision of the live policy, kept in the kernel (`CONFIG`): one more with every
+    /// policy written, by any command; what `icmp_guard_policy_revision` reports.
+    pub revision: u32,
+    /// Interfaces a `run` service waits for (deleted, not created yet).
+    pub waiting: Vec<String>,
 }
 
 /// Reads a sample from the pinned maps; `None` when the guard is not attached.
@@ -75,7 +78,8 @@ pub fn gather(guard: &Guard) -> Result<Option<Sample>> {
     Ok(Some(Sample {
         report,
         tracked: guard.tracked()?,
-        generation: guard.generation()?,
+        revision: guard.revision()?,
+        waiting: guard.waiting()?,
     }))
 }
 
@@ -362,11 +366,23 @@ impl Collector for Exposition {
             gauge,
             &interfaces,
         )?;
+        let waiting: Vec<(Labels, ConstGauge)> = sample
+            .waiting
+            .iter()
+            .map(|name| (vec![("interface", name.clone())], ConstGauge::new(1)))
+            .collect();
+        family(
+            &mut encoder,
+            "icmp_guard_interface_waiting",
+            "1 for each interface a `run` service guards that does not exist now: it is attached again when it returns",
+            gauge,
+            &waiting,
+        )?;
         single(
             &mut encoder,
-            "icmp_guard_policy_generation",
-            "The active policy generation (0 or 1); it flips on every policy change",
-            &ConstGauge::new(i64::from(sample.generation)),
+            "icmp_guard_policy_revision",
+            "The revision of the live policy: one more with every policy written",
+            &ConstGauge::new(i64::from(sample.revision)),
         )?;
         single(
             &mut encoder,
@@ -413,12 +429,6 @@ impl Collector for Fleet {
                 &ConstGauge::new(seconds),
             )?;
         }
-        single(
-            &mut encoder,
-            "icmp_guard_policy_revision",
-            "Versions of the policy file applied since the service started (1 after the first)",
-            &ConstGauge::new(i64::try_from(reload.revision).unwrap_or(i64::MAX)),
-        )?;
         if let Some(sha256) = &reload.sha256 {
             family(
                 &mut encoder,
@@ -512,7 +522,8 @@ mod tests {
                 prefixes: 1,
                 prefixes_capacity: 16_384,
             },
-            generation: 1,
+            revision: 7,
+            waiting: vec!["eth1".to_owned()],
         }
     }
 
@@ -532,7 +543,8 @@ mod tests {
             "icmp_guard_tracked_sources 4",
             "icmp_guard_tracked_prefixes 1",
             "icmp_guard_interface_attached{interface=\"eth0\",mode=\"native\"} 1",
-            "icmp_guard_policy_generation 1",
+            "icmp_guard_policy_revision 7",
+            "icmp_guard_interface_waiting{interface=\"eth1\"} 1",
             "icmp_guard_dry_run 0",
             "icmp_guard_up 1",
         ] {
@@ -586,7 +598,6 @@ mod tests {
         let reload = Reload {
             success: false,
             last_success: Some(1_796_000_000.5),
-            revision: 3,
             sha256: Some("ab".repeat(32)),
         };
         let text = encode(Some(sample()), Some(reload), Format::Prometheus);
@@ -594,7 +605,8 @@ mod tests {
             "# TYPE icmp_guard_policy_reload_success gauge".to_owned(),
             "icmp_guard_policy_reload_success 0".to_owned(),
             "icmp_guard_policy_last_reload_timestamp_seconds 1796000000.5".to_owned(),
-            "icmp_guard_policy_revision 3".to_owned(),
+            // The revision comes from the kernel (the sample), not from the file's reloads.
+            "icmp_guard_policy_revision 7".to_owned(),
             format!("icmp_guard_policy_info{{sha256=\"{}\"}} 1", "ab".repeat(32)),
         ] {
             assert!(
@@ -608,7 +620,10 @@ mod tests {
             text.contains("icmp_guard_policy_reload_success 0\n"),
             "{text}"
         );
-        assert!(text.contains("icmp_guard_policy_revision 0\n"), "{text}");
+        assert!(
+            !text.contains("icmp_guard_policy_revision"),
+            "not attached: {text}"
+        );
         assert!(!text.contains("timestamp_seconds"), "{text}");
         assert!(!text.contains("icmp_guard_policy_info"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
@@ -645,7 +660,6 @@ mod tests {
         let reload = Reload {
             success: true,
             last_success: Some(1.0),
-            revision: 1,
             sha256: Some("00".repeat(32)),
         };
         let served = served_names(&encode(Some(sample()), Some(reload), Format::Prometheus));

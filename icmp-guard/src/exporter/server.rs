@@ -1,8 +1,20 @@
 //! A small HTTP server for the exporter: `GET /metrics` answered with a fresh exposition of
 //! [`super::collector`], and under `run` `GET /readyz` and `GET /healthz` from its
 //! [`Service`]; one connection per task, `Connection: close`.
+//!
+//! It keeps answering scrapes while others abuse it: one peer address may hold at most
+//! [`MAX_PER_PEER`] connections (more are closed at once), a request head must arrive
+//! within [`HEADER_DEADLINE`] (a slow-loris client loses its connection), and at most
+//! [`MAX_CONNECTIONS`] are open in all, so idle clients can never use up the descriptors
+//! `run` needs for its pins, maps and policy file.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -18,14 +30,65 @@ use crate::{
     guard::Guard,
 };
 
-/// The longest a client may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a client may take to send its whole request head.
+pub const HEADER_DEADLINE: Duration = Duration::from_secs(2);
 /// The largest request head accepted.
 const MAX_REQUEST: usize = 16 * 1024;
-/// Connections served at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections open at once from all peers; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Connections open at once from one peer address; more are closed at once.
+pub const MAX_PER_PEER: usize = 8;
 /// The longest a connection may take from accept to the last byte of the answer.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `metrics --listen` and `run --metrics` say when the address is not loopback.
+pub fn exposure_warning(address: SocketAddr) -> String {
+    format!(
+        "serving metrics on {address}, beyond loopback: anyone who can reach it reads the guard's counters; listen on 127.0.0.1 (or firewall the port) unless a scraper elsewhere needs it"
+    )
+}
+
+/// The connections open now, in all and per peer address.
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Admitted {
+    connections: Arc<Mutex<Connections>>,
+    peer: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.total = connections.total.saturating_sub(1);
+            if let Some(count) = connections.per_peer.get_mut(&self.peer) {
+                *count -= 1;
+                if *count == 0 {
+                    connections.per_peer.remove(&self.peer);
+                }
+            }
+        }
+    }
+}
+
+/// Admits a connection from `peer` unless it (or everyone) has used up the places.
+fn admit(connections: &Arc<Mutex<Connections>>, peer: IpAddr) -> Option<Admitted> {
+    let mut open = connections.lock().ok()?;
+    let from_peer = open.per_peer.get(&peer).copied().unwrap_or(0);
+    if open.total >= MAX_CONNECTIONS || from_peer >= MAX_PER_PEER {
+        return None;
+    }
+    open.total += 1;
+    *open.per_peer.entry(peer).or_insert(0) += 1;
+    Some(Admitted {
+        connections: Arc::clone(connections),
+        peer,
+    })
+}
 
 /// Binds `address` (port 0 picks a free port; the listener says which).
 pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
@@ -36,8 +99,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes, and `/readyz` and
 /// `/healthz` when `service` is given (`run`). Each request reads the pinned maps on a
-/// blocking thread; requests are answered one connection at a time per task,
-/// `Connection: close`.
+/// blocking thread; connections are answered one request each, `Connection: close`.
 pub async fn serve(
     listener: TcpListener,
     guard: Guard,
@@ -45,24 +107,26 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    // A scraper needs one connection at a time; a few more cover overlapping scrapes. Idle
-    // or slow clients beyond that are turned away, so they can never use up the process's
-    // descriptors, which `run` needs for its pins, maps and policy file.
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Mutex::new(Connections::default()));
     loop {
         tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        log::debug!("metrics: {MAX_CONNECTIONS} connections open, refusing one");
+                Ok((stream, peer)) => {
+                    // IPv4 peers of a dual-stack socket count as themselves.
+                    let address = match peer.ip() {
+                        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                        v4 => v4,
+                    };
+                    let Some(admitted) = admit(&connections, address) else {
+                        log::debug!("metrics: too many connections from {address} (or in all), refusing one");
                         drop(stream);
                         continue;
                     };
                     let guard = guard.clone();
                     let service = service.clone();
                     tokio::spawn(async move {
-                        let _permit = permit;
+                        let _admitted = admitted;
                         match tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, guard, service)).await {
                             Ok(Err(err)) => log::debug!("metrics request: {err}"),
                             Err(_) => log::debug!("metrics request: timed out"),
@@ -194,7 +258,7 @@ async fn handle(
         }
         Ok::<_, std::io::Error>(())
     };
-    if tokio::time::timeout(REQUEST_TIMEOUT, read).await.is_err() {
+    if tokio::time::timeout(HEADER_DEADLINE, read).await.is_err() {
         return Ok(());
     }
     let text = String::from_utf8_lossy(&head);
@@ -236,6 +300,29 @@ async fn handle(
 mod tests {
     use super::*;
     use crate::bpf::PinDir;
+
+    #[test]
+    fn one_peer_gets_a_few_places_and_gives_them_back() {
+        let connections = Arc::new(Mutex::new(Connections::default()));
+        let greedy: IpAddr = "192.0.2.2".parse().expect("address");
+        let scraper: IpAddr = "192.0.2.3".parse().expect("address");
+        let held: Vec<Admitted> = (0..MAX_PER_PEER)
+            .map(|_| admit(&connections, greedy).expect("admitted"))
+            .collect();
+        assert!(
+            admit(&connections, greedy).is_none(),
+            "its places are used up"
+        );
+        assert!(
+            admit(&connections, scraper).is_some(),
+            "another peer still gets one"
+        );
+        drop(held);
+        assert!(admit(&connections, greedy).is_some(), "given back on drop");
+        let open = connections.lock().expect("lock");
+        assert_eq!(open.total, 0);
+        assert!(open.per_peer.is_empty());
+    }
 
     #[test]
     fn requests_are_parsed_and_formats_negotiated() {
@@ -324,7 +411,7 @@ mod tests {
             let address = listener.local_addr().expect("address");
             let ready = Arc::new(AtomicBool::new(false));
             let asked = ready.clone();
-            let reload = Arc::new(std::sync::Mutex::new(None));
+            let reload = Arc::new(Mutex::new(None));
             let reload_asked = reload.clone();
             let service = Arc::new(Service::new(
                 move || {
@@ -364,7 +451,6 @@ mod tests {
             *reload.lock().expect("lock") = Some(Reload {
                 success: true,
                 last_success: Some(1.0),
-                revision: 1,
                 sha256: Some("00".repeat(32)),
             });
             let metrics = get(address, "/metrics").await;

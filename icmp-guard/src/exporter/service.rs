@@ -22,8 +22,6 @@ pub struct Reload {
     pub success: bool,
     /// When a version of the file was last applied, in seconds since the epoch.
     pub last_success: Option<f64>,
-    /// Versions of the file applied since the service started: 1 after the first.
-    pub revision: u64,
     /// The SHA-256 of the file version in force, in hex.
     pub sha256: Option<String>,
 }

@@ -6,10 +6,12 @@ use std::os::fd::{AsFd as _, OwnedFd};
 
 use icmp_guard_common::config;
 
+use super::detach::{adopt_legacy_links, detach_one};
 use crate::{
     bpf::{
         self, Capacity, GuardMaps, Instance, Variant,
         links::{self, ModeRequest},
+        maps::{self as bpf_maps, Completion},
         object,
         pins::PinDir,
     },
@@ -26,9 +28,15 @@ use crate::{
 pub struct AttachOptions {
     pub mode: ModeRequest,
     pub dry_run: bool,
-    /// Applied before the first packet; `None` keeps a live policy, or installs the safe
-    /// default profile on a first attach.
+    /// Applied before the first packet; `None` keeps a live policy, or installs
+    /// `first_policy` (else the safe default profile) on a first attach.
     pub policy: Option<Policy>,
+    /// The policy of a first attach (or of one that completes maps an interrupted attach
+    /// left unfinished) when `policy` is `None`: `/etc/icmp-guard/policy.toml` for the CLI.
+    pub first_policy: Option<Policy>,
+    /// Idempotent: an interface this pin directory already guards is left as it is and
+    /// reported with [`Attached::already`], instead of refused with "already attached".
+    pub ensure: bool,
     /// Used only when the maps do not exist yet.
     pub capacity: Capacity,
     /// Where this pin directory already has a link on an interface, load this binary's
@@ -62,6 +70,28 @@ pub struct Attached {
     pub upgraded_from: Option<u32>,
     /// The other program this attach took the place of (`--replace`).
     pub replaced: Option<u32>,
+    /// With `ensure`: the interface was already guarded and left as it was.
+    pub already: bool,
+}
+
+/// What an attach found in the pin directory and did about it before attaching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Maps an interrupted first attach left unfinished, with no link using them, were
+    /// removed and made afresh.
+    Rebuilt,
+    /// Maps an interrupted attach left unfinished while a link used them were given the
+    /// first policy and finished.
+    Completed,
+}
+
+/// What an attach did.
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    pub interfaces: Vec<Attached>,
+    pub recovered: Option<Recovery>,
+    /// The policy the maps got, when they got one (a first attach, `--policy`).
+    pub policy_applied: bool,
 }
 
 /// What `attach` does on one interface.
@@ -76,6 +106,14 @@ enum Plan {
         link_id: u32,
         old_program: u32,
     },
+}
+
+/// An interface already guarded by this pin directory, left as it is (`ensure`).
+struct Kept {
+    name: String,
+    ifindex: u32,
+    link_id: u32,
+    program_id: u32,
 }
 
 /// One interface `attach` works on, decided before anything changes.
@@ -105,36 +143,99 @@ pub fn resolve_interfaces(names: &[String]) -> Result<Vec<(String, u32)>> {
 /// lock. With `options.upgrade`, interfaces that already have our link get the new program
 /// swapped into it; those swaps are not undone if a later interface fails (the old and new
 /// programs share the maps, so either is a working guard).
+///
+/// Maps an interrupted first attach left unfinished are never used as they are: without a
+/// link they are rebuilt, with one they get the first policy and are finished. Links whose
+/// maps are gone (removed under them) are damaged, and refused.
 pub(super) fn attach(
     pins: &PinDir,
     names: &[String],
     options: &AttachOptions,
-) -> Result<Vec<Attached>> {
+) -> Result<Attachment> {
     // Names first: an unknown interface changes nothing, not even the pin directory.
     let targets = resolve_interfaces(names)?;
+    let netns = net::interface::netns_id()?;
 
     let _lock = pins.lock_creating()?;
+    adopt_legacy_links(pins, netns)?;
+    let live_links = live_link_count(pins)?;
+    let recovered = match bpf_maps::completion(pins) {
+        // Nothing runs with them: whatever they hold (unfinished, half pinned, another
+        // version's), they are made afresh.
+        Ok(Completion::Unfinished) | Err(_) if live_links == 0 => {
+            pins.remove_maps()?;
+            Some(Recovery::Rebuilt)
+        }
+        Ok(Completion::Unfinished) => Some(Recovery::Completed),
+        Ok(Completion::Empty) if live_links > 0 => {
+            return Err(Error::Damaged {
+                path: pins.root().to_path_buf(),
+                reason: format!(
+                    "its maps are gone while {live_links} pinned links still run the guard's program with them"
+                ),
+            });
+        }
+        Ok(Completion::Empty | Completion::Complete) => None,
+        Err(err) => return Err(err.into()),
+    };
     // Under the lock: a concurrent last detach may remove the maps until we hold it.
     let had_maps = pins.has_maps();
-    let netns = net::interface::netns_id()?;
     let mut created = Vec::new();
-    let outcome = plan(pins, &targets, options)
-        .and_then(|plans| attach_planned(pins, netns, plans, options, &mut created));
-    if outcome.is_err() {
-        // Leave nothing behind that this call created.
-        for ifindex in &created {
-            let _ignored = super::detach_one(pins, netns, *ifindex);
-        }
-        if !had_maps {
-            let _ignored = pins.remove_if_unused();
+    let outcome = plan(pins, netns, &targets, options).and_then(|(plans, kept)| {
+        let (mut interfaces, policy_applied) =
+            attach_planned(pins, netns, plans, options, &mut created)?;
+        interfaces.extend(kept.into_iter().map(|kept| Attached {
+            mode: links::running_mode(kept.ifindex, kept.program_id),
+            name: kept.name,
+            ifindex: kept.ifindex,
+            fallback: None,
+            program_id: kept.program_id,
+            link_id: kept.link_id,
+            upgraded_from: None,
+            replaced: None,
+            already: true,
+        }));
+        Ok((interfaces, policy_applied))
+    });
+    match outcome {
+        Ok((interfaces, policy_applied)) => Ok(Attachment {
+            interfaces,
+            recovered,
+            policy_applied,
+        }),
+        Err(err) => {
+            // Leave nothing behind that this call created.
+            for ifindex in &created {
+                let _ignored = detach_one(pins, netns, *ifindex);
+            }
+            if !had_maps {
+                let _ignored = pins.remove_if_unused();
+            }
+            Err(err)
         }
     }
-    outcome
+}
+
+/// How many pinned links (of any namespace) still hold an interface.
+fn live_link_count(pins: &PinDir) -> Result<usize> {
+    let mut live = 0;
+    for record in pins.link_records()? {
+        if links::inspect(&record.path)?.is_some_and(|info| info.ifindex != 0) {
+            live += 1;
+        }
+    }
+    Ok(live)
 }
 
 /// Decides, under the lock and before anything changes, what happens on each interface.
-fn plan(pins: &PinDir, targets: &[(String, u32)], options: &AttachOptions) -> Result<Vec<Target>> {
+fn plan(
+    pins: &PinDir,
+    netns: u64,
+    targets: &[(String, u32)],
+    options: &AttachOptions,
+) -> Result<(Vec<Target>, Vec<Kept>)> {
     let mut plans = Vec::new();
+    let mut kept = Vec::new();
     for (name, ifindex) in targets {
         let (name, ifindex) = (name.clone(), *ifindex);
         let state = netlink::xdp_state(ifindex)
@@ -152,8 +253,8 @@ fn plan(pins: &PinDir, targets: &[(String, u32)], options: &AttachOptions) -> Re
                 plan,
             });
         };
-        if pins.has_link(ifindex) {
-            let path = pins.link_path(ifindex);
+        if pins.has_link(netns, ifindex) {
+            let path = pins.link_path(netns, ifindex);
             let (link, info) = links::open(&path)?;
             if info.ifindex == 0 {
                 // A link whose interface was deleted; this ifindex now names another one.
@@ -163,18 +264,30 @@ fn plan(pins: &PinDir, targets: &[(String, u32)], options: &AttachOptions) -> Re
                     name,
                     path: pins.root().to_path_buf(),
                 });
-            } else if !options.upgrade {
-                return Err(Error::AlreadyAttached { name });
-            } else {
-                push(
-                    name,
-                    Plan::Upgrade {
-                        link,
+            } else if options.upgrade || options.ensure {
+                // The program must run with the pinned maps, or a swap would change what
+                // enforces the policy behind the operator's back.
+                runs_with_pinned_maps(pins, &name, info.program_id)?;
+                if options.upgrade {
+                    push(
+                        name,
+                        Plan::Upgrade {
+                            link,
+                            link_id: info.id,
+                            old_program: info.program_id,
+                        },
+                    );
+                } else {
+                    kept.push(Kept {
+                        name,
+                        ifindex,
                         link_id: info.id,
-                        old_program: info.program_id,
-                    },
-                );
+                        program_id: info.program_id,
+                    });
+                }
                 continue;
+            } else {
+                return Err(Error::AlreadyAttached { name });
             }
         }
         if let Some((mode, program_id)) = state.programs.first() {
@@ -190,7 +303,25 @@ fn plan(pins: &PinDir, targets: &[(String, u32)], options: &AttachOptions) -> Re
         }
         push(name, Plan::Fresh);
     }
-    Ok(plans)
+    Ok((plans, kept))
+}
+
+/// Refuses a link whose program runs with maps that are not the pinned ones: someone
+/// removed (or replaced) the maps under it.
+fn runs_with_pinned_maps(pins: &PinDir, name: &str, program_id: u32) -> Result<()> {
+    let pinned = bpf_maps::pinned_map_id(pins, icmp_guard_common::maps::CONFIG);
+    match (pinned, links::program_map_ids(program_id)) {
+        (Some(config), Some(uses)) if uses.contains(&config) => Ok(()),
+        // Without CAP_SYS_ADMIN the program's maps cannot be listed: what can be checked
+        // (the maps are pinned, finished and of this layout) was.
+        (Some(_), None) => Ok(()),
+        _ => Err(Error::Damaged {
+            path: pins.root().to_path_buf(),
+            reason: format!(
+                "the program on {name} runs with maps that are no longer the pinned ones"
+            ),
+        }),
+    }
 }
 
 /// True when program `id` is an icmp-guard program (pinned in another pin directory).
@@ -206,9 +337,11 @@ fn attach_planned(
     plans: Vec<Target>,
     options: &AttachOptions,
     created: &mut Vec<u32>,
-) -> Result<Vec<Attached>> {
+) -> Result<(Vec<Attached>, bool)> {
     pins.create()?;
-    let fresh = !pins.has_maps();
+    // No maps, or maps an interrupted attach left unfinished: they get everything a first
+    // attach writes, and the stamp last.
+    let fresh = !matches!(bpf_maps::completion(pins), Ok(Completion::Complete));
     let dry_run = options.dry_run;
     // Creates and pins the maps on a first attach; the program instances come per interface.
     drop(object::open_object(
@@ -218,15 +351,33 @@ fn attach_planned(
     )?);
     // The pin-directory lock taken by `attach` is the lock policy edits take
     // (`PinDir::lock_attached`): taking it again here would wait for ourselves.
-    let mut guard_maps = GuardMaps::open(pins)?;
+    let mut guard_maps = GuardMaps::open_unfinished(pins)?;
     // Slots of this namespace whose link is not pinned were left by an attach that died
     // between claiming them and pinning its link: under the lock, nobody else is attaching.
     guard_maps.release_stale_slots(pins, netns)?;
-    let chosen = match &options.policy {
-        Some(policy) => Some(policy.clone()),
-        None if fresh => Some(Policy::default_profile()),
-        None => None,
+    let chosen = match (&options.policy, &options.first_policy) {
+        (Some(policy), _) => Some(policy.clone()),
+        (None, Some(first)) if fresh => Some(first.clone()),
+        (None, None) if fresh => Some(Policy::default_profile()),
+        (None, _) => None,
     };
+    let policy_applied = chosen.is_some();
+    if let Some(chosen) = &chosen {
+        // The checks a policy applied later gets: deny entries that cover the on-link
+        // prefixes of these interfaces (or of those attached already) need force.
+        let mut ifindexes: Vec<u32> = plans.iter().map(|target| target.ifindex).collect();
+        ifindexes.extend(pins.linked_ifindexes(netns)?);
+        let on_link: Vec<policy::Cidr> = net::addresses::on_link_prefixes(&ifindexes)?
+            .into_iter()
+            .map(|(addr, prefix)| policy::Cidr { addr, prefix })
+            .collect();
+        let before = if fresh {
+            None
+        } else {
+            Some(policy::read_live(&guard_maps)?)
+        };
+        chosen.check_added_entries(before.as_ref(), &on_link)?;
+    }
     let events_per_sec = match options.events_per_sec {
         Some(rate) => Some(rate),
         None if fresh => Some(config::EVENTS_PER_SEC_DEFAULT),
@@ -252,6 +403,8 @@ fn attach_planned(
     // the live policy untouched.
     if fresh {
         configure(&mut guard_maps)?;
+        // Last: from here the maps are known to hold a policy.
+        guard_maps.stamp_complete()?;
     }
     let mut attached = Vec::new();
     for target in plans {
@@ -297,10 +450,11 @@ fn attach_planned(
             link_id: new.link_id,
             upgraded_from: None,
             replaced: None,
+            already: false,
         };
         attached.push(match plan {
             Plan::Fresh => {
-                let new = links::create(program_fd, pins, &name, ifindex, options.mode)?;
+                let new = links::create(program_fd, pins, netns, &name, ifindex, options.mode)?;
                 attached_one(new, name)
             }
             Plan::Replace { program_id, mode } => {
@@ -318,13 +472,12 @@ fn attach_planned(
                         }
                     }
                 })?;
-                let new = links::create(program_fd, pins, &name, ifindex, options.mode).map_err(
-                    |source| Error::ReplacedThenFailed {
+                let new = links::create(program_fd, pins, netns, &name, ifindex, options.mode)
+                    .map_err(|source| Error::ReplacedThenFailed {
                         name: name.clone(),
                         program_id,
                         source: Box::new(source),
-                    },
-                )?;
+                    })?;
                 let mut result = attached_one(new, name);
                 result.replaced = Some(program_id);
                 result
@@ -344,6 +497,7 @@ fn attach_planned(
                     link_id,
                     upgraded_from: Some(old_program),
                     replaced: None,
+                    already: false,
                 }
             }
         });
@@ -351,5 +505,5 @@ fn attach_planned(
     if !fresh {
         configure(&mut guard_maps)?;
     }
-    Ok(attached)
+    Ok((attached, policy_applied))
 }

@@ -14,6 +14,11 @@ pub enum Error {
     NotPrivileged,
 
     #[error(
+        "this process lacks {missing} in its effective capabilities (a container, `setpriv` or a service manager dropped it): grant CAP_BPF and CAP_NET_ADMIN"
+    )]
+    MissingCapabilities { missing: String },
+
+    #[error(
         "kernel {release} is too old: icmp-guard needs Linux 5.9 or later for pinned XDP links"
     )]
     KernelTooOld { release: String },

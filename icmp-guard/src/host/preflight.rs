@@ -12,8 +12,10 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// Fails with [`Error::NotPrivileged`] unless the process may load BPF programs and attach
-/// them to interfaces.
+/// Fails unless the process may load BPF programs and attach them to interfaces: with
+/// [`Error::NotPrivileged`] for an ordinary user, and with [`Error::MissingCapabilities`],
+/// which names what is missing, for root (or a process with some capabilities) that lacks
+/// one, as in a container or a service manager that dropped it.
 pub fn require_privileges() -> Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").map_err(|source| Error::Io {
         action: "reading /proc/self/status",
@@ -24,12 +26,33 @@ pub fn require_privileges() -> Result<()> {
         .find_map(|line| line.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .unwrap_or(0);
-    let has = |cap: u32| effective & (1u64 << cap) != 0;
-    if (has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN) {
-        Ok(())
+    let missing = missing_capabilities(effective);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root || effective != 0 {
+        Err(Error::MissingCapabilities {
+            missing: missing.join(" and "),
+        })
     } else {
         Err(Error::NotPrivileged)
     }
+}
+
+/// What `effective` (a CapEff mask) lacks to run the guard: CAP_BPF (or the older
+/// CAP_SYS_ADMIN, which includes it) and CAP_NET_ADMIN.
+fn missing_capabilities(effective: u64) -> Vec<&'static str> {
+    let has = |cap: u32| effective & (1u64 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF (or CAP_SYS_ADMIN)");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    missing
 }
 
 /// Fails with [`Error::KernelTooOld`] before 5.9, which added bpf_link-based XDP attachment
@@ -84,7 +107,8 @@ pub fn require_bpffs(pin_dir: &Path) -> Result<()> {
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
 
 /// Mounts bpffs at /sys/fs/bpf when `pin_dir` lies under it and nothing is mounted there,
-/// as bpftool and xdp-loader do. Returns true when it mounted.
+/// as bpftool and xdp-loader do, with `mode=0700` (only root may see or change pins) and
+/// nosuid, nodev, noexec. Returns true when it mounted.
 pub fn ensure_bpffs(pin_dir: &Path) -> Result<bool> {
     let root = Path::new(BPFFS_ROOT);
     if !pin_dir.starts_with(root) || is_bpffs(root) || !root.is_dir() {
@@ -92,14 +116,15 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<bool> {
     }
     let source = c"bpf";
     let target = c"/sys/fs/bpf";
-    // SAFETY: constant NUL-terminated strings; no data argument.
+    let options = c"mode=0700";
+    // SAFETY: constant NUL-terminated strings.
     let status = unsafe {
         libc::mount(
             source.as_ptr(),
             target.as_ptr(),
             source.as_ptr(),
-            0,
-            std::ptr::null(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            options.as_ptr().cast(),
         )
     };
     if status != 0 {
@@ -143,6 +168,19 @@ fn is_bpffs(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_missing_capabilities_are_named() {
+        let all = (1u64 << CAP_BPF) | (1u64 << CAP_NET_ADMIN);
+        assert!(missing_capabilities(all).is_empty());
+        assert!(missing_capabilities((1u64 << CAP_SYS_ADMIN) | (1u64 << CAP_NET_ADMIN)).is_empty());
+        assert_eq!(
+            missing_capabilities(1u64 << CAP_NET_ADMIN),
+            ["CAP_BPF (or CAP_SYS_ADMIN)"]
+        );
+        assert_eq!(missing_capabilities(1u64 << CAP_BPF), ["CAP_NET_ADMIN"]);
+        assert_eq!(missing_capabilities(0).len(), 2);
+    }
 
     #[test]
     fn this_kernel_is_new_enough() {

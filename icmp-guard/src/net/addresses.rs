@@ -1,21 +1,30 @@
-//! The IPv4 addresses of the interfaces, read over netlink (RTM_GETADDR), and the directed
-//! broadcasts they imply.
+//! The addresses of the interfaces, read over netlink (RTM_GETADDR), the directed
+//! broadcasts and on-link prefixes they imply, and a subscription to their changes
+//! (RTM_NEWADDR and RTM_DELADDR on the address groups), so that a service sees an address
+//! added or removed at once.
 //!
 //! The broadcast address of a subnet is computed from the address and its prefix length
 //! (or taken from IFA_BROADCAST when the kernel has one), never guessed from the last octet:
 //! 192.0.2.255 on a /23 is an ordinary host.
 
-use std::{io, net::Ipv4Addr};
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd, BorrowedFd},
+};
 
 use super::{Error, Result, netlink::Socket};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
+/// Multicast groups of address changes (RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR).
+const ADDRESS_GROUPS: u32 = 0x10 | 0x100;
 
 /// One IPv4 address of an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +51,17 @@ impl InterfaceAddress {
     }
 }
 
-/// Every IPv4 address in the current network namespace.
-pub fn ipv4_addresses() -> io::Result<Vec<InterfaceAddress>> {
+/// One address of either family as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RawAddress {
+    ifindex: u32,
+    address: IpAddr,
+    prefix_len: u8,
+    broadcast: Option<Ipv4Addr>,
+}
+
+/// Every address of `family` (AF_INET, AF_INET6) in the current network namespace.
+fn dump(family: i32) -> io::Result<Vec<RawAddress>> {
     let socket = Socket::open()?;
     let mut request = Vec::with_capacity(24);
     request.extend_from_slice(&24u32.to_ne_bytes());
@@ -52,7 +70,7 @@ pub fn ipv4_addresses() -> io::Result<Vec<InterfaceAddress>> {
     request.extend_from_slice(&1u32.to_ne_bytes());
     request.extend_from_slice(&0u32.to_ne_bytes());
     // struct ifaddrmsg: family, prefixlen, flags, scope, index
-    request.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+    request.extend_from_slice(&[family as u8, 0, 0, 0]);
     request.extend_from_slice(&0u32.to_ne_bytes());
     socket.send(&request)?;
 
@@ -92,9 +110,26 @@ pub fn ipv4_addresses() -> io::Result<Vec<InterfaceAddress>> {
     }
 }
 
-fn parse_address(message: &[u8]) -> Option<InterfaceAddress> {
+/// Every IPv4 address in the current network namespace.
+pub fn ipv4_addresses() -> io::Result<Vec<InterfaceAddress>> {
+    Ok(dump(libc::AF_INET)?
+        .into_iter()
+        .filter_map(|raw| match raw.address {
+            IpAddr::V4(address) => Some(InterfaceAddress {
+                ifindex: raw.ifindex,
+                address,
+                prefix_len: raw.prefix_len,
+                broadcast: raw.broadcast,
+            }),
+            IpAddr::V6(_) => None,
+        })
+        .collect())
+}
+
+fn parse_address(message: &[u8]) -> Option<RawAddress> {
     let header = message.get(..8)?;
-    if header[0] != libc::AF_INET as u8 {
+    let family = i32::from(header[0]);
+    if family != libc::AF_INET && family != libc::AF_INET6 {
         return None;
     }
     let prefix_len = header[1];
@@ -110,16 +145,27 @@ fn parse_address(message: &[u8]) -> Option<InterfaceAddress> {
             break;
         }
         let value = &rest[4..length];
-        let ip = <[u8; 4]>::try_from(value).ok().map(Ipv4Addr::from);
+        let ip = if family == libc::AF_INET {
+            <[u8; 4]>::try_from(value).ok().map(IpAddr::from)
+        } else {
+            <[u8; 16]>::try_from(value)
+                .ok()
+                .map(|octets| IpAddr::V6(Ipv6Addr::from(octets)))
+        };
         match kind {
             IFA_LOCAL => local = ip,
             IFA_ADDRESS => address = ip,
-            IFA_BROADCAST => broadcast = ip,
+            IFA_BROADCAST => {
+                broadcast = match ip {
+                    Some(IpAddr::V4(v4)) => Some(v4),
+                    _ => None,
+                }
+            }
             _ => {}
         }
         rest = rest.get((length + 3) & !3..).unwrap_or(&[]);
     }
-    Some(InterfaceAddress {
+    Some(RawAddress {
         ifindex,
         // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on
         // point-to-point links and equal to it elsewhere.
@@ -145,9 +191,133 @@ pub fn directed_broadcasts(ifindexes: &[u32]) -> Result<Vec<Ipv4Addr>> {
     Ok(wanted)
 }
 
+/// The prefixes on the links of the interfaces in `ifindexes`, as (network address,
+/// prefix length), sorted, each once; host routes (/32, /128) are no prefix.
+pub fn on_link_prefixes(ifindexes: &[u32]) -> Result<Vec<(IpAddr, u8)>> {
+    let mut prefixes = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        let addresses = dump(family).map_err(|source| Error::Io {
+            action: "reading interface addresses",
+            source,
+        })?;
+        for raw in addresses {
+            let max = if raw.address.is_ipv4() { 32 } else { 128 };
+            if ifindexes.contains(&raw.ifindex) && raw.prefix_len < max {
+                prefixes.push((network(raw.address, raw.prefix_len), raw.prefix_len));
+            }
+        }
+    }
+    prefixes.sort();
+    prefixes.dedup();
+    Ok(prefixes)
+}
+
+/// `address` with its host bits cleared.
+fn network(address: IpAddr, prefix_len: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
+}
+
+/// A subscription to address changes in the current network namespace: readable when an
+/// address was added or removed (either family).
+pub struct AddressEvents {
+    socket: Socket,
+}
+
+impl AddressEvents {
+    /// Subscribes; the socket does not block.
+    pub fn subscribe() -> Result<Self> {
+        let socket = Socket::subscribe(ADDRESS_GROUPS).map_err(|source| Error::Io {
+            action: "subscribing to address changes",
+            source,
+        })?;
+        Ok(Self { socket })
+    }
+
+    /// Reads every notification waiting; true when one was an address added or removed.
+    /// Also true after an overrun (ENOBUFS): changes were lost, so the caller re-reads.
+    pub fn drain(&self) -> bool {
+        let mut buffer = vec![0u8; 16 * 1024];
+        let mut changed = false;
+        loop {
+            match self.socket.recv_nonblocking(&mut buffer) {
+                Ok(0) => return changed,
+                Ok(received) => {
+                    let mut rest = &buffer[..received];
+                    while rest.len() >= 16 {
+                        let length =
+                            u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+                        if length < 16 || length > rest.len() {
+                            break;
+                        }
+                        changed |= kind == RTM_NEWADDR || kind == RTM_DELADDR;
+                        rest = rest.get((length + 3) & !3..).unwrap_or(&[]);
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return changed,
+                Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => changed = true,
+                Err(_) => return changed,
+            }
+        }
+    }
+}
+
+impl AsFd for AddressEvents {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for AddressEvents {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_fd().as_raw_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn networks_clear_the_host_bits() {
+        assert_eq!(
+            network("192.0.2.77".parse().expect("v4"), 24),
+            "192.0.2.0".parse::<IpAddr>().expect("v4")
+        );
+        assert_eq!(
+            network("2001:db8::1".parse().expect("v6"), 64),
+            "2001:db8::".parse::<IpAddr>().expect("v6")
+        );
+        assert_eq!(
+            network("10.1.2.3".parse().expect("v4"), 0),
+            "0.0.0.0".parse::<IpAddr>().expect("v4")
+        );
+    }
+
+    #[test]
+    fn loopback_has_its_prefixes_and_an_event_socket_subscribes() {
+        let lo = crate::net::interface::ifindex("lo").expect("lo");
+        let prefixes = on_link_prefixes(&[lo]).expect("netlink answers");
+        assert!(
+            prefixes.contains(&("127.0.0.0".parse().expect("v4"), 8)),
+            "{prefixes:?}"
+        );
+        let events = AddressEvents::subscribe().expect("subscribed");
+        assert!(!events.drain(), "nothing changed yet");
+    }
 
     fn address(text: &str, prefix_len: u8) -> InterfaceAddress {
         InterfaceAddress {

@@ -12,7 +12,13 @@ pub fn ifindex(name: &str) -> Result<u32> {
     let unknown = || Error::UnknownInterface {
         name: name.to_owned(),
     };
-    if name.is_empty() || name.len() >= libc::IF_NAMESIZE {
+    if name.len() >= libc::IF_NAMESIZE {
+        return Err(Error::NameTooLong {
+            name: name.to_owned(),
+            bytes: name.len(),
+        });
+    }
+    if name.is_empty() {
         return Err(unknown());
     }
     let c_name = CString::new(name).map_err(|_| unknown())?;
@@ -63,8 +69,13 @@ mod tests {
 
     #[test]
     fn unknown_interfaces_are_refused() {
-        for name in ["", "no-such-if0", "a-name-longer-than-15"] {
+        for name in ["", "no-such-if0"] {
             assert!(matches!(ifindex(name), Err(Error::UnknownInterface { .. })));
         }
+        let err = ifindex("a-name-longer-than-15").expect_err("too long");
+        assert_eq!(
+            err.to_string(),
+            "interface name a-name-longer-than-15 is 21 bytes long, more than the 15 Linux allows: check the name with `ip link`"
+        );
     }
 }

@@ -15,6 +15,11 @@ pub enum Error {
     #[error("interface {name} does not exist: check the name with `ip link`")]
     UnknownInterface { name: String },
 
+    #[error(
+        "interface name {name} is {bytes} bytes long, more than the 15 Linux allows: check the name with `ip link`"
+    )]
+    NameTooLong { name: String, bytes: usize },
+
     #[error("{action} failed: {source}")]
     Io {
         action: &'static str,

@@ -50,6 +50,50 @@ impl Socket {
         Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// A non-blocking socket bound to the multicast `groups` (RTMGRP_* bits).
+    pub(crate) fn subscribe(groups: u32) -> io::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        let socket = Self::open()?;
+        // SAFETY: sockaddr_nl is plain data.
+        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        address.nl_family = libc::AF_NETLINK as u16;
+        address.nl_groups = groups;
+        // SAFETY: the address outlives the call and its size is passed.
+        let bound = unsafe {
+            libc::bind(
+                socket.0.as_raw_fd(),
+                (&raw const address).cast(),
+                size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if bound != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fcntl on a descriptor we own.
+        let nonblocking = unsafe {
+            let flags = libc::fcntl(socket.0.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(
+                socket.0.as_raw_fd(),
+                libc::F_SETFL,
+                flags | libc::O_NONBLOCK,
+            )
+        };
+        if nonblocking != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(socket)
+    }
+
+    /// Like `recv`, on a non-blocking socket: `WouldBlock` when nothing waits.
+    pub(crate) fn recv_nonblocking(&self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.recv(buffer)
+    }
+
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd as _;
+        self.0.as_fd()
+    }
+
     pub(crate) fn send(&self, message: &[u8]) -> io::Result<()> {
         use std::os::fd::AsRawFd as _;
         // SAFETY: sockaddr_nl is plain data; zeroed means "to the kernel".

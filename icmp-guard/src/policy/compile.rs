@@ -12,7 +12,9 @@ use icmp_guard_common::{
         LimiterConfig, MAX_LIMITERS, NO_SHARED_BUCKET, interval_ns, limiter_flags,
         needs_precise_clock, owner, per, tolerance_ns,
     },
-    policy::{self as kernel, Rule, intrinsic_condition},
+    policy::{
+        self as kernel, GENERATIONS, LIST_ENTRIES, POLICY_CODE_ENTRIES, Rule, intrinsic_condition,
+    },
 };
 
 use super::model::{
@@ -140,6 +142,78 @@ pub fn reply_limiter_config(limit: Limit, smurf: &Smurf, tick_ns: u64) -> Limite
     config
 }
 
+/// What one policy may hold: each policy table holds the live policy and the one being
+/// swapped in, so a policy gets half of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Capacity {
+    /// Allow and deny prefixes per family.
+    pub list_prefixes: u32,
+    /// Per-code rules (both families).
+    pub code_rules: u32,
+    /// Distinct rate limits.
+    pub rate_limits: u32,
+}
+
+/// The capacity of this build's maps.
+pub const CAPACITY: Capacity = Capacity {
+    list_prefixes: LIST_ENTRIES / GENERATIONS,
+    code_rules: POLICY_CODE_ENTRIES / GENERATIONS,
+    rate_limits: MAX_LIMITERS,
+};
+
+/// How much of [`CAPACITY`] a compiled policy uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub list_prefixes_v4: usize,
+    pub list_prefixes_v6: usize,
+    pub code_rules: usize,
+    pub rate_limits: usize,
+}
+
+impl Compiled {
+    /// How much of [`CAPACITY`] this policy uses.
+    pub fn usage(&self) -> Usage {
+        let v4 = self
+            .lists
+            .iter()
+            .filter(|(octets, _, _)| octets.len() == 4)
+            .count();
+        Usage {
+            list_prefixes_v4: v4,
+            list_prefixes_v6: self.lists.len() - v4,
+            code_rules: self.codes.len(),
+            rate_limits: self.limiters.len(),
+        }
+    }
+}
+
+/// Refuses a policy that does not fit the maps, before anything is written.
+fn check_capacity(usage: &Usage) -> Result<(), PolicyError> {
+    let lists = "merge neighbouring prefixes or remove some";
+    for (count, what) in [
+        (usage.list_prefixes_v4, "IPv4 allow and deny prefixes"),
+        (usage.list_prefixes_v6, "IPv6 allow and deny prefixes"),
+    ] {
+        if count > CAPACITY.list_prefixes as usize {
+            return Err(PolicyError::TooMany {
+                what,
+                count,
+                max: CAPACITY.list_prefixes,
+                advice: lists,
+            });
+        }
+    }
+    if usage.code_rules > CAPACITY.code_rules as usize {
+        return Err(PolicyError::TooMany {
+            what: "per-code rules",
+            count: usage.code_rules,
+            max: CAPACITY.code_rules,
+            advice: "set whole types instead of single codes where you can",
+        });
+    }
+    Ok(())
+}
+
 /// The error ceiling's limiter: per source, the default new-source budget.
 pub fn error_limiter_config(errors: &ErrorCeiling, tick_ns: u64) -> LimiterConfig {
     let mut config = limiter_config(Limit::new(errors.rate, errors.burst, Per::Source), tick_ns);
@@ -161,7 +235,8 @@ pub fn fragment_limiter_config(fragments: &FragmentBudget, tick_ns: u64) -> Limi
 /// compiles for the running kernel's.
 pub const ASSUMED_TICK_NS: u64 = 4_000_000;
 
-/// Turns a policy into map entries (for a kernel ticking every [`ASSUMED_TICK_NS`]).
+/// Turns a policy into map entries (for a kernel ticking every [`ASSUMED_TICK_NS`]);
+/// refuses one that does not fit ([`CAPACITY`]).
 pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
     compile_for(policy, ASSUMED_TICK_NS)
 }
@@ -180,20 +255,20 @@ pub fn compile_for(policy: &Policy, tick_ns: u64) -> Result<Compiled, PolicyErro
     };
     // One limiter, and so one set of buckets, per rule: two rules with equal numbers do not
     // share a budget.
-    let limiter_index =
-        |config: LimiterConfig, compiled: &mut Compiled| -> Result<u8, PolicyError> {
-            if compiled.limiters.len() >= MAX_LIMITERS as usize {
-                return Err(PolicyError::BadLimit {
-                    what: "the policy".to_owned(),
-                    reason: format!(
-                        "at most {} distinct rate limits are supported",
-                        MAX_LIMITERS - 2
-                    ),
-                });
-            }
-            compiled.limiters.push(config);
-            Ok((compiled.limiters.len() - 1) as u8)
-        };
+    let limiter_index = |config: LimiterConfig,
+                         compiled: &mut Compiled|
+     -> Result<u8, PolicyError> {
+        if compiled.limiters.len() >= MAX_LIMITERS as usize {
+            return Err(PolicyError::TooMany {
+                what: "distinct rate limits",
+                count: compiled.limiters.len() + 1,
+                max: MAX_LIMITERS,
+                advice: "give rules the same limit where you can (two are the error ceiling and the fragment budget)",
+            });
+        }
+        compiled.limiters.push(config);
+        Ok((compiled.limiters.len() - 1) as u8)
+    };
     let rule_of = |family: u8,
                    icmp_type: u8,
                    code: Option<u8>,
@@ -268,6 +343,7 @@ pub fn compile_for(policy: &Policy, tick_ns: u64) -> Result<Compiled, PolicyErro
             };
         }
     }
+    check_capacity(&compiled.usage())?;
     Ok(compiled)
 }
 
@@ -365,5 +441,38 @@ mod tests {
             compiled.codes[&(FAMILY_V4, 3, 1)].action,
             kernel::action::DROP
         );
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::policy::Cidr;
+
+    #[test]
+    fn a_policy_beyond_the_lists_capacity_is_refused_by_name() {
+        let mut policy = Policy::default_profile();
+        let max = CAPACITY.list_prefixes;
+        policy.deny = (0..=max)
+            .map(|n| Cidr {
+                addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)),
+                prefix: 32,
+            })
+            .collect();
+        let err = compile(&policy).expect_err("one too many");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the policy has {} IPv4 allow and deny prefixes, more than the {max} one policy \
+                 may hold: merge neighbouring prefixes or remove some",
+                max + 1
+            )
+        );
+        policy.deny.pop();
+        let usage = compile(&policy).expect("fits exactly").usage();
+        assert_eq!(usage.list_prefixes_v4, max as usize);
+        assert_eq!(max, 8192, "the capacity the README states");
     }
 }

@@ -9,9 +9,11 @@
 //! [[rule]]
 //! type = "echo-request"       # a name, or 0-255 together with family
 //! family = "both"             # "v4", "v6" or "both"; names default to every family that has them
-//! codes = [0]                 # optional: per-code rules instead of one for the whole type
+//! codes = [0]                 # optional: per-code rules instead of one for the whole type,
+//!                             #   numbers or names as nft spells them ("frag-needed")
 //! action = "limit"            # "pass", "drop" or "limit"
-//! rate = 50                   # limit only: packets per second
+//! rate = 50                   # limit only: packets per second, or "10/second",
+//!                             #   "120/minute", "7200/hour", "86400/day" as in nft
 //! burst = 100                 # limit only: bucket depth in packets
 //! per = "source"              # limit only: "source", "prefix" or "global"
 //! prefix_v4 = 24              # per = "prefix" only: how sources are grouped (1-32)
@@ -35,17 +37,29 @@
 //! [lists]
 //! allow = ["192.0.2.10/32"]
 //! deny = ["203.0.113.0/24"]
+//! force = false               # allow deny entries that cover ::, link-local, on-link
+//!                             #   prefixes or 0.0.0.0/0 (neighbour discovery, PMTUD)
 //! ```
 
-use std::{fmt::Write as _, ops::Range, path::Path};
+use std::{
+    fmt::Write as _,
+    io::Read as _,
+    ops::Range,
+    os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
+    path::Path,
+};
 
 use icmp_guard_common::{FAMILY_V4, FAMILY_V6, icmp, policy as kernel};
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::model::{
-    Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION, Limit,
-    MAX_PROBATION, MAX_RATE, Mode, NewSources, Per, Policy, PolicyError, RuleSpec,
+use super::{
+    model::{
+        Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION,
+        Limit, MAX_PROBATION, MAX_RATE, Mode, NewSources, Per, Policy, PolicyError, RuleSpec,
+    },
+    names,
+    rate::Rate,
 };
 
 /// A policy file that cannot be used, with the position of the offending value.
@@ -86,8 +100,7 @@ pub fn parse(text: &str) -> Result<Policy, FileError> {
         .unwrap_or(defaults.multicast_echo_v6);
     policy.smurf.martian_sources = smurf.martian_sources.unwrap_or(defaults.martian_sources);
     if let Some(ceiling) = &smurf.reply_ceiling {
-        policy.smurf.reply_ceiling =
-            count(&source, ceiling, "reply_ceiling", "packets per second")?;
+        policy.smurf.reply_ceiling = rate_value(&source, ceiling, "reply_ceiling")?;
     }
     if let Some(burst) = &smurf.reply_ceiling_burst {
         policy.smurf.reply_ceiling_burst = count(&source, burst, "reply_ceiling_burst", "packets")?;
@@ -143,28 +156,106 @@ pub fn parse(text: &str) -> Result<Policy, FileError> {
     let deny = cidrs(&source, &lists.deny)?;
     policy.allow = allow.iter().map(|(cidr, _)| *cidr).collect();
     policy.deny = deny.iter().map(|(cidr, _)| *cidr).collect();
+    policy.force_lists = lists.force.unwrap_or(false);
 
-    policy.validate().map_err(|error| {
+    let placed = |error: PolicyError| {
         let span = match &error {
-            PolicyError::AllowAndDeny { cidr } => deny
+            PolicyError::AllowAndDeny { cidr } | PolicyError::ProtectedPrefix { cidr, .. } => deny
                 .iter()
                 .find(|(listed, _)| listed == cidr)
                 .map(|(_, span)| span.clone()),
             PolicyError::Protected { .. }
             | PolicyError::BadLimit { .. }
-            | PolicyError::ListedInOther { .. } => None,
+            | PolicyError::ListedInOther { .. }
+            | PolicyError::TooMany { .. } => None,
         };
         source.error(span.unwrap_or(0..0), error.to_string())
-    })?;
+    };
+    policy.validate().map_err(placed)?;
+    // The rules that need no interface: ::, link-local, 0.0.0.0/0. Prefixes on the attached
+    // interfaces are checked again when the policy is applied.
+    policy.check_added_entries(None, &[]).map_err(placed)?;
     Ok(policy)
+}
+
+/// The largest policy file icmp-guard reads: a policy with every list full and every
+/// code rule set renders to about 1.2 MB.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a policy file the way every reader of one does (`attach`, `policy apply`,
+/// `policy check`, `run`): only a regular file (a FIFO would block the reader forever, a
+/// device such as `/dev/zero` would never end), at most [`MAX_FILE_BYTES`], UTF-8. The
+/// file is opened without blocking, so that a FIFO is refused, not waited on.
+pub fn read_text(path: &Path) -> Result<String, super::Error> {
+    let unreadable = |source| super::Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(unreadable)?;
+    let metadata = file.metadata().map_err(unreadable)?;
+    let file_type = metadata.file_type();
+    if !file_type.is_file() {
+        let kind = if file_type.is_dir() {
+            "a directory"
+        } else if file_type.is_fifo() {
+            "a FIFO"
+        } else if file_type.is_char_device() {
+            "a character device"
+        } else if file_type.is_block_device() {
+            "a block device"
+        } else if file_type.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(super::Error::NotRegularFile {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(super::Error::TooLarge {
+            path: path.to_path_buf(),
+            max: MAX_FILE_BYTES,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| super::Error::NotText {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Reads a policy file ([`read_text`]) and parses it: a TOML policy file, or the JSON
+/// document of `policy show --json` (text that starts with `{`).
+pub fn read(path: &Path) -> Result<Policy, super::Error> {
+    parse_any(&read_text(path)?).map_err(|source| super::Error::File {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses a TOML policy file or a `policy show --json` document.
+pub fn parse_any(text: &str) -> Result<Policy, FileError> {
+    if text.trim_start().starts_with('{') {
+        super::document::parse(text)
+    } else {
+        parse(text)
+    }
 }
 
 /// Reads and parses a policy file. An unreadable file is reported at line 0, column 0.
 pub fn parse_file(path: &Path) -> Result<Policy, FileError> {
-    let text = std::fs::read_to_string(path).map_err(|error| FileError {
+    let text = read_text(path).map_err(|error| FileError {
         line: 0,
         column: 0,
-        message: format!("cannot read {}: {error}", path.display()),
+        message: error.to_string(),
     })?;
     parse(&text)
 }
@@ -247,11 +338,16 @@ pub fn render(policy: &Policy) -> String {
         let entries: Vec<String> = list.iter().map(|cidr| quote(&cidr.to_string())).collect();
         let _ = writeln!(out, "{key} = [{}]", entries.join(", "));
     }
+    if policy.check_added_entries(None, &[]).is_err() {
+        out.push_str("force = true\n");
+    }
     out
 }
 
-fn needs_force(family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec) -> bool {
-    spec.action == Action::Drop && kernel::protected(family, icmp_type, code).is_some()
+/// True when `spec` needs `force` on (family, type, code): a drop or a limit of a
+/// protected message.
+pub(super) fn needs_force(family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec) -> bool {
+    spec.action != Action::Pass && kernel::protected(family, icmp_type, code).is_some()
 }
 
 fn write_rule(
@@ -270,7 +366,10 @@ fn write_rule(
     };
     let _ = writeln!(out, "family = {}", quote(family));
     if let Some(code) = code {
-        let _ = writeln!(out, "codes = [{code}]");
+        let _ = match names::code_name(family_number(family), icmp_type, code) {
+            Some(code_name) => writeln!(out, "codes = [{}]", quote(code_name)),
+            None => writeln!(out, "codes = [{code}]"),
+        };
     }
     let _ = writeln!(out, "action = {}", quote(spec.action.as_str()));
     if let (Action::Limit, Some(limit)) = (spec.action, spec.limit) {
@@ -291,6 +390,16 @@ fn write_rule(
     }
     if force {
         out.push_str("force = true\n");
+    }
+}
+
+/// The family of a label written by [`render`] ("v4" or "v6"; a per-code rule is never
+/// written for "both").
+fn family_number(label: &str) -> u8 {
+    if label == icmp::family_label(FAMILY_V6) {
+        FAMILY_V6
+    } else {
+        FAMILY_V4
     }
 }
 
@@ -407,6 +516,7 @@ struct Lists {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     deny: Vec<Spanned<String>>,
+    force: Option<bool>,
 }
 
 /// The file's text, to turn byte spans into lines and columns.
@@ -441,47 +551,91 @@ impl Source<'_> {
 fn apply_rule(source: &Source<'_>, policy: &mut Policy, rule: &RuleEntry) -> Result<(), FileError> {
     let spec = rule_spec(source, rule)?;
     let types = resolve_types(source, rule)?;
-    let codes = match &rule.codes {
-        None => None,
-        Some(codes) if codes.get_ref().is_empty() => {
-            return Err(source.error(
-                codes.span(),
-                "codes is empty: list at least one code, or leave codes out for the whole type",
-            ));
-        }
-        Some(codes) => Some(
-            codes
-                .get_ref()
-                .iter()
-                .map(|code| byte(source, code, "code").map(|number| (number, code.span())))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-    };
+    let targets = resolve_codes(source, rule, &types)?;
     let force = rule.force.unwrap_or(false);
     let refused = |error: PolicyError, span: Range<usize>| {
         let span = match error {
             PolicyError::BadLimit { .. } => rule.rate.as_ref().map_or(span, Spanned::span),
             PolicyError::Protected { .. }
             | PolicyError::AllowAndDeny { .. }
-            | PolicyError::ListedInOther { .. } => span,
+            | PolicyError::ListedInOther { .. }
+            | PolicyError::ProtectedPrefix { .. }
+            | PolicyError::TooMany { .. } => span,
         };
         source.error(span, error.to_string())
     };
-    for (family, icmp_type) in types {
-        match &codes {
-            None => policy
-                .set(family, icmp_type, None, spec, force)
-                .map_err(|error| refused(error, rule.action.span()))?,
-            Some(codes) => {
-                for (code, span) in codes {
-                    policy
-                        .set(family, icmp_type, Some(*code), spec, force)
-                        .map_err(|error| refused(error, span.clone()))?;
-                }
-            }
-        }
+    for (family, icmp_type, code, span) in targets {
+        policy
+            .set(family, icmp_type, code, spec, force)
+            .map_err(|error| refused(error, span))?;
     }
     Ok(())
+}
+
+/// (family, type, code or the whole type, the span a refusal points at).
+type CodeTarget = (u8, u8, Option<u8>, Range<usize>);
+
+/// The (family, type, code) rules of a rule on `types`, each with the span a refusal points
+/// at: one per type without `codes`, else one per type and code. A code is a number, or a
+/// name as nft or iptables spell it ([`names`]), which applies in every family whose type
+/// has it (an explicit family must have it).
+fn resolve_codes(
+    source: &Source<'_>,
+    rule: &RuleEntry,
+    types: &[(u8, u8)],
+) -> Result<Vec<CodeTarget>, FileError> {
+    let Some(codes) = &rule.codes else {
+        return Ok(types
+            .iter()
+            .map(|&(family, icmp_type)| (family, icmp_type, None, rule.action.span()))
+            .collect());
+    };
+    if codes.get_ref().is_empty() {
+        return Err(source.error(
+            codes.span(),
+            "codes is empty: list at least one code, or leave codes out for the whole type",
+        ));
+    }
+    let mut targets = Vec::new();
+    for &(family, icmp_type) in types {
+        for code in codes.get_ref() {
+            let number = match code.get_ref() {
+                Value::String(name) => match names::code_by_name(family, icmp_type, name) {
+                    Some(number) => number,
+                    // Without family, a name applies where it exists, as type names do.
+                    None if rule.family.is_none()
+                        && types
+                            .iter()
+                            .any(|&(f, t)| names::code_by_name(f, t, name).is_some()) =>
+                    {
+                        continue;
+                    }
+                    None => {
+                        let known = names::code_list(family, icmp_type);
+                        let hint = if name.trim().parse::<u8>().is_ok() {
+                            ": write a number without quotes".to_owned()
+                        } else if known.is_empty() {
+                            ": this type has no named codes, use a number 0-255".to_owned()
+                        } else {
+                            format!(": use a number 0-255 or {known}")
+                        };
+                        return Err(source.error(
+                            code.span(),
+                            format!(
+                                "unknown code '{name}' for {} {}{hint}",
+                                icmp::family_label(family),
+                                icmp::type_name(family, icmp_type)
+                                    .map_or_else(|| format!("type {icmp_type}"), str::to_owned)
+                            ),
+                        ));
+                    }
+                },
+                _ => byte(source, code, "code")?,
+            };
+            targets.push((family, icmp_type, Some(number), code.span()));
+        }
+    }
+    Ok(targets)
 }
 
 fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileError> {
@@ -524,7 +678,7 @@ fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileErro
         });
     }
     let rate = match &rule.rate {
-        Some(rate) => count(source, rate, "rate", "packets per second")?,
+        Some(value) => rate_value(source, value, "rate")?,
         None => DEFAULT_LIMIT.rate,
     };
     let burst = match &rule.burst {
@@ -577,7 +731,7 @@ fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileErro
         let default = limit.new_source_budget();
         limit.new_sources = Some(NewSources {
             rate: match new_rate {
-                Some(value) => count(source, value, "new_source_rate", "packets per second")?,
+                Some(value) => rate_value(source, value, "new_source_rate")?,
                 None => default.rate,
             },
             burst: match new_burst {
@@ -643,6 +797,22 @@ fn count(
     }
 }
 
+/// A rate: packets per second as an integer, or a string as nft writes it ("10/second",
+/// "120/minute"), which must come to whole packets per second ([`Rate::per_second`]).
+fn rate_value(source: &Source<'_>, value: &Spanned<Value>, field: &str) -> Result<u32, FileError> {
+    let Value::String(text) = value.get_ref() else {
+        return count(source, value, field, "packets per second");
+    };
+    let per_second = Rate::parse(text, field)
+        .and_then(|rate| rate.per_second(field))
+        .map_err(|message| source.error(value.span(), message))?;
+    let as_integer = Spanned::new(
+        value.span(),
+        Value::Integer(i64::try_from(per_second).unwrap_or(i64::MAX)),
+    );
+    count(source, &as_integer, field, "packets per second")
+}
+
 /// A type or code number: an integer from 0 to 255.
 fn byte(source: &Source<'_>, value: &Spanned<Value>, what: &str) -> Result<u8, FileError> {
     match value.get_ref() {
@@ -705,10 +875,20 @@ fn resolve_types(source: &Source<'_>, rule: &RuleEntry) -> Result<Vec<(u8, u8)>,
                     ))
                 }
                 (None, _) => {
-                    let hint = if name.trim().parse::<u8>().is_ok() {
-                        ": write a number without quotes, together with family"
+                    let code_of = families.iter().find_map(|&family| {
+                        names::type_and_code_by_name(family, name).map(|(t, _)| (family, t))
+                    });
+                    let hint = if let Some((family, icmp_type)) = code_of {
+                        format!(
+                            ": it is a code of {}: write type = \"{}\" and codes = [\"{name}\"]",
+                            icmp::type_name(family, icmp_type).unwrap_or("its type"),
+                            icmp::type_name(family, icmp_type).unwrap_or("its type"),
+                        )
+                    } else if name.trim().parse::<u8>().is_ok() {
+                        ": write a number without quotes, together with family".to_owned()
                     } else {
                         ": use a name such as \"echo-request\", or a number 0-255 with family"
+                            .to_owned()
                     };
                     Err(source.error(span, format!("unknown ICMP type '{name}'{hint}")))
                 }
@@ -833,6 +1013,15 @@ mod tests {
         assert!(text.contains("force = true"), "{text}");
         assert!(text.contains("mode = \"dry-run\""), "{text}");
         assert!(text.contains("prefix_v4 = 20\nprefix_v6 = 48\n"), "{text}");
+        assert!(
+            text.contains("codes = [\"frag-needed\"]")
+                && text.contains("codes = [\"host-unreachable\"]"),
+            "named codes are written by name: {text}"
+        );
+        assert!(
+            text.contains("codes = [7]"),
+            "unnamed ones by number: {text}"
+        );
         assert!(
             text.contains("new_source_rate = 7\nnew_source_burst = 9\n"),
             "{text}"
@@ -1002,7 +1191,7 @@ mod tests {
             &format!("{LIMIT_RULE}rate = \"abc\"\n"),
             4,
             Some(8),
-            "not \"abc\"",
+            "rate 'abc' is not a whole number of packets, such as 100 or 10/second",
         );
         assert_error(
             &format!("{LIMIT_RULE}rate = 100000001\n"),
@@ -1088,6 +1277,97 @@ mod tests {
         let missing = error("[[rule]]\ntype = \"echo-request\"\n");
         assert!(missing.message.contains("action"), "{missing}");
         assert!(missing.line >= 1, "{missing}");
+    }
+
+    #[test]
+    fn codes_by_name_as_nft_and_iptables_spell_them() {
+        let policy = parse(
+            "[[rule]]\ntype = \"destination-unreachable\"\n\
+             codes = [\"admin-prohibited\", \"source-route-failed\", 7]\nfamily = \"v4\"\naction = \"drop\"\n",
+        )
+        .expect("valid");
+        for code in [13, 5, 7] {
+            assert_eq!(
+                policy.rule_for(FAMILY_V4, 3, code),
+                RuleSpec::DROP,
+                "3/{code}"
+            );
+        }
+        assert_eq!(policy.rule_for(FAMILY_V4, 3, 4), RuleSpec::PASS);
+        // Without family a name applies in every family whose type has it: admin-prohibited
+        // is 3/13 in v4 and 1/1 in v6; frag-needed exists in v4 only.
+        let policy = parse(
+            "[[rule]]\ntype = \"destination-unreachable\"\n\
+             codes = [\"admin-prohibited\", \"Fragmentation_Needed\"]\naction = \"drop\"\nforce = true\n",
+        )
+        .expect("valid");
+        assert_eq!(policy.rule_for(FAMILY_V4, 3, 13), RuleSpec::DROP);
+        assert_eq!(policy.rule_for(FAMILY_V6, 1, 1), RuleSpec::DROP);
+        assert_eq!(policy.rule_for(FAMILY_V4, 3, 4), RuleSpec::DROP);
+        assert_eq!(policy.rule_for(FAMILY_V6, 1, 4), RuleSpec::PASS);
+        assert_eq!(parse(&render(&policy)), Ok(policy));
+        assert_error(
+            "[[rule]]\ntype = \"destination-unreachable\"\nfamily = \"v6\"\n\
+             codes = [4, \"frag-needed\"]\naction = \"drop\"\n",
+            4,
+            Some(13),
+            "unknown code 'frag-needed' for v6 destination-unreachable: use a number 0-255 or no-route,",
+        );
+        assert_error(
+            "[[rule]]\ntype = \"destination-unreachable\"\ncodes = [\"bogus\"]\naction = \"drop\"\n",
+            3,
+            Some(10),
+            "unknown code 'bogus' for v4 destination-unreachable",
+        );
+        assert_error(
+            "[[rule]]\ntype = \"echo-request\"\ncodes = [\"0\"]\naction = \"drop\"\n",
+            3,
+            Some(10),
+            "write a number without quotes",
+        );
+        assert_error(
+            "[[rule]]\ntype = \"frag-needed\"\naction = \"drop\"\n",
+            2,
+            Some(8),
+            "it is a code of destination-unreachable: write type = \"destination-unreachable\" and codes = [\"frag-needed\"]",
+        );
+    }
+
+    #[test]
+    fn rates_as_nft_writes_them() {
+        let policy = parse(&format!(
+            "{LIMIT_RULE}rate = \"120/minute\"\nburst = 5\nnew_source_rate = \"86400/day\"\n\
+             [smurf]\nreply_ceiling = \"10000/second\"\n"
+        ))
+        .expect("valid");
+        let limit = policy.rule_for(FAMILY_V4, 8, 0).limit.expect("a limit");
+        assert_eq!((limit.rate, limit.burst), (2, 5));
+        assert_eq!(limit.new_source_budget().rate, 1);
+        assert_eq!(policy.smurf.reply_ceiling, 10_000);
+        assert_error(
+            &format!("{LIMIT_RULE}rate = \"1/minute\"\n"),
+            4,
+            Some(8),
+            "rate 1/minute is one packet every 60 s, below the 1 packet per second",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}rate = \"90/minute\"\n"),
+            4,
+            Some(8),
+            "use 1/second or 2/second",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}rate = \"10/fortnight\"\n"),
+            4,
+            Some(8),
+            "unknown unit '/fortnight'",
+        );
+        assert_error(
+            &format!("{LIMIT_RULE}rate = \"0/second\"\n"),
+            4,
+            Some(8),
+            "at least 1",
+        );
     }
 
     #[test]

@@ -4,10 +4,15 @@
 //! or reading the live one back ([`store`]).
 
 pub mod compile;
+pub mod diff;
+pub mod document;
 pub mod file;
 pub mod model;
+pub mod names;
+pub mod rate;
 pub mod store;
 pub mod target;
+pub mod units;
 
 use std::path::PathBuf;
 
@@ -43,6 +48,26 @@ pub enum Error {
     /// The maps could not be read or written.
     #[error(transparent)]
     Maps(#[from] bpf::Error),
+
+    #[error(
+        "{} is {kind}, not a regular file: icmp-guard reads a policy only from a regular file", path.display()
+    )]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+
+    #[error(
+        "{} is larger than the {max} bytes a policy file may have: is it the right file?", path.display()
+    )]
+    TooLarge { path: PathBuf, max: u64 },
+
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: the file is not UTF-8 text", path.display())]
+    NotText { path: PathBuf },
 }
 
 /// Result with [`Error`].

@@ -7,7 +7,9 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, str::FromStr};
 use icmp_guard_common::{FAMILY_V4, FAMILY_V6, icmp, policy as kernel};
 
 /// What happens to a matching packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Pass,
@@ -39,7 +41,9 @@ impl FromStr for Action {
 }
 
 /// Which sources share a rate-limit bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Per {
     Source,
@@ -76,7 +80,7 @@ pub struct Limit {
 }
 
 /// Packets per second and burst admitted from sources that have no bucket yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct NewSources {
     pub rate: u32,
     pub burst: u32,
@@ -180,7 +184,7 @@ pub const DEFAULT_LIMIT: Limit = Limit::new(100, 200, Per::Source);
 pub const DEFAULT_REPLY_LIMIT: Limit = Limit::new(1_000, 2_000, Per::Source);
 
 /// The smurf and reflection defences, each of which an operator may tune or switch off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Smurf {
     /// Drop v4 echo and timestamp requests to broadcast or multicast destinations (L2, L3,
     /// and the directed broadcasts of the attached interfaces).
@@ -215,7 +219,8 @@ impl Default for Smurf {
 /// every ICMPv6 type below 128): one source's error flood is capped, while Path MTU
 /// Discovery and traceroute, a few errors a second from each router, never meet it.
 /// Errors are never charged to another budget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErrorCeiling {
     /// Errors per second per source.
     pub rate: u32,
@@ -240,7 +245,8 @@ impl Default for ErrorCeiling {
 /// orphans per 30 s by default, ≤ 3.3 MB even at the largest size. A large ping
 /// (`ping -s 8972` on a 1500-byte MTU) has six non-first fragments: three a second per
 /// source, ten in a burst.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FragmentBudget {
     /// Fragments per second per source.
     pub rate: u32,
@@ -288,7 +294,7 @@ impl RuleSpec {
 }
 
 /// Enforce verdicts, or only count them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     #[default]
@@ -326,6 +332,45 @@ impl Cidr {
             IpAddr::V4(_) => FAMILY_V4,
             IpAddr::V6(_) => FAMILY_V6,
         }
+    }
+
+    /// True when every address of `other` is in `self`.
+    pub fn contains(&self, other: &Self) -> bool {
+        if self.family() != other.family() || other.prefix < self.prefix {
+            return false;
+        }
+        let (mine, theirs) = (self.octets(), other.octets());
+        let prefix = usize::from(self.prefix);
+        mine.iter().zip(&theirs).enumerate().all(|(index, (a, b))| {
+            let keep = prefix.saturating_sub(index * 8).min(8);
+            let mask = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+            a & mask == b & mask
+        })
+    }
+
+    /// The network of `address`/`prefix` (host bits cleared).
+    pub fn network_of(address: IpAddr, prefix: u8) -> Self {
+        let max = Self::max_prefix(&address);
+        let prefix = prefix.min(max);
+        let keep = |octets: &mut [u8]| {
+            for (index, byte) in octets.iter_mut().enumerate() {
+                let bits = usize::from(prefix).saturating_sub(index * 8).min(8);
+                *byte &= if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+            }
+        };
+        let addr = match address {
+            IpAddr::V4(v4) => {
+                let mut octets = v4.octets();
+                keep(&mut octets);
+                IpAddr::from(octets)
+            }
+            IpAddr::V6(v6) => {
+                let mut octets = v6.octets();
+                keep(&mut octets);
+                IpAddr::from(octets)
+            }
+        };
+        Self { addr, prefix }
     }
 
     /// The address bytes (4 or 16).
@@ -389,11 +434,34 @@ impl serde::Serialize for Cidr {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A refused policy change; the message names the rule and says what to do.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("refusing to drop {what}: {why}; add --force (or force = true) if you mean it")]
-    Protected { what: String, why: &'static str },
+    #[error("refusing to {action} {what}: {why}; add --force (or force = true) if you mean it")]
+    Protected {
+        /// `drop` or `rate-limit`.
+        action: &'static str,
+        what: String,
+        why: &'static str,
+    },
+    #[error(
+        "refusing to deny {cidr}: {why}; add --force (or force = true under [lists]) if you mean it"
+    )]
+    ProtectedPrefix { cidr: Cidr, why: String },
+    #[error("the policy has {count} {what}, more than the {max} one policy may hold: {advice}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: u32,
+        advice: &'static str,
+    },
     #[error("invalid limit for {what}: {reason}")]
     BadLimit { what: String, reason: String },
     #[error("{cidr} is in both the allow and the deny list: keep it in one")]
@@ -429,7 +497,7 @@ impl List {
 }
 
 /// The whole policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Eq)]
 pub struct Policy {
     pub mode: Mode,
     /// One rule per (family, type): always 512 entries.
@@ -441,13 +509,97 @@ pub struct Policy {
     pub smurf: Smurf,
     pub errors: ErrorCeiling,
     pub fragments: FragmentBudget,
+    /// The operator's `--force` (`force = true` under `[lists]`) for deny entries that
+    /// cover messages the network needs ([`protected_prefix`]). Not kept in the kernel: it
+    /// is checked when entries are added ([`Policy::check_added_entries`]).
+    pub force_lists: bool,
+}
+
+/// Two policies are equal when they enforce the same: [`Policy::force_lists`] is how one
+/// was written, not what it does.
+impl PartialEq for Policy {
+    fn eq(&self, other: &Self) -> bool {
+        self.mode == other.mode
+            && self.types == other.types
+            && self.codes == other.codes
+            && self.allow == other.allow
+            && self.deny == other.deny
+            && self.smurf == other.smurf
+            && self.errors == other.errors
+            && self.fragments == other.fragments
+    }
+}
+
+/// Why denying every source in `cidr` breaks the network, when it does: it covers the
+/// sources of neighbour discovery and MLD (`::`, link-local, an IPv6 on-link prefix) or
+/// every router, whose "fragmentation needed" Path MTU Discovery needs (0.0.0.0/0).
+/// `on_link` are the prefixes of the attached interfaces.
+pub fn protected_prefix(cidr: &Cidr, on_link: &[Cidr]) -> Option<String> {
+    let covers = |inner: &Cidr| cidr.contains(inner);
+    match cidr.addr {
+        IpAddr::V6(_) => {
+            let unspecified: Cidr = Cidr {
+                addr: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                prefix: 128,
+            };
+            let link_local = Cidr {
+                addr: IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
+                prefix: 64,
+            };
+            if covers(&unspecified) {
+                return Some(
+                    "it covers ::, the source of neighbour solicitations for duplicate address \
+                     detection (RFC 4861, RFC 4862) and of MLD reports (RFC 3810); dropping \
+                     them cuts the host off its link"
+                        .to_owned(),
+                );
+            }
+            let fe80 = Cidr {
+                addr: link_local.addr,
+                prefix: 10,
+            };
+            if covers(&link_local) || (fe80.contains(cidr) && cidr.prefix <= 64) {
+                return Some(
+                    "it covers the link-local addresses that neighbour discovery (RFC 4861) and \
+                     MLD (RFC 3810) come from; dropping them cuts the host off its link"
+                        .to_owned(),
+                );
+            }
+        }
+        IpAddr::V4(_) => {
+            if cidr.prefix == 0 {
+                return Some(
+                    "it covers every router, whose \"fragmentation needed\" messages Path MTU \
+                     Discovery needs (RFC 1191); dropping them black-holes large packets"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    // On IPv6 an on-link prefix is where neighbour discovery comes from; an IPv4 host
+    // needs no ICMP from its neighbours (ARP is not ICMP).
+    on_link
+        .iter()
+        .find(|prefix| prefix.addr.is_ipv6() && cidr.addr.is_ipv6() && covers(prefix))
+        .map(|prefix| {
+            format!(
+                "it covers {prefix}, an on-link prefix of an attached interface, whose \
+                 neighbours' neighbour discovery (RFC 4861) it would drop"
+            )
+        })
 }
 
 /// How to describe (family, type[, code]) in messages.
 pub fn describe(family: u8, icmp_type: u8, code: Option<u8>) -> String {
     let name = icmp::type_name(family, icmp_type).unwrap_or("unassigned");
     match code {
-        Some(code) => format!("{} {icmp_type}/{code} ({name})", icmp::family_label(family)),
+        Some(code) => match super::names::code_name(family, icmp_type, code) {
+            Some(code_name) => format!(
+                "{} {icmp_type}/{code} ({name}/{code_name})",
+                icmp::family_label(family)
+            ),
+            None => format!("{} {icmp_type}/{code} ({name})", icmp::family_label(family)),
+        },
         None => format!("{} {icmp_type} ({name})", icmp::family_label(family)),
     }
 }
@@ -479,6 +631,7 @@ impl Policy {
             smurf: Smurf::default(),
             errors: ErrorCeiling::default(),
             fragments: FragmentBudget::default(),
+            force_lists: false,
         }
     }
 
@@ -492,7 +645,7 @@ impl Policy {
     }
 
     /// Sets a rule for a whole type (`code` None) or one code. Protected messages need
-    /// `force` to be dropped.
+    /// `force` to be dropped or rate-limited (a limit low enough drops them too).
     pub fn set(
         &mut self,
         family: u8,
@@ -501,11 +654,16 @@ impl Policy {
         spec: RuleSpec,
         force: bool,
     ) -> Result<(), PolicyError> {
-        if spec.action == Action::Drop
+        if spec.action != Action::Pass
             && !force
             && let Some(why) = kernel::protected(family, icmp_type, code)
         {
             return Err(PolicyError::Protected {
+                action: if spec.action == Action::Drop {
+                    "drop"
+                } else {
+                    "rate-limit"
+                },
                 what: describe(family, icmp_type, code),
                 why,
             });
@@ -576,6 +734,28 @@ impl Policy {
             .collect();
         self.list_mut(list).retain(|listed| !cidrs.contains(listed));
         missing
+    }
+
+    /// Refuses deny entries that are in `self` but not in `before` (all of them without
+    /// `before`) and cover messages the network needs ([`protected_prefix`]), unless
+    /// [`Self::force_lists`]. Entries already live were forced when they were added.
+    pub fn check_added_entries(
+        &self,
+        before: Option<&Self>,
+        on_link: &[Cidr],
+    ) -> Result<(), PolicyError> {
+        if self.force_lists {
+            return Ok(());
+        }
+        for cidr in &self.deny {
+            if before.is_some_and(|before| before.deny.contains(cidr)) {
+                continue;
+            }
+            if let Some(why) = protected_prefix(cidr, on_link) {
+                return Err(PolicyError::ProtectedPrefix { cidr: *cidr, why });
+            }
+        }
+        Ok(())
     }
 
     /// Checks what `set` cannot see alone: lists that contradict each other.
@@ -745,6 +925,74 @@ mod tests {
         policy
             .set(FAMILY_V4, 8, None, RuleSpec::limit(tuned), false)
             .expect("a prefix limit with its own prefixes and budget");
+    }
+
+    #[test]
+    fn deny_entries_over_protected_sources_need_force() {
+        let cidr = |text: &str| text.parse::<Cidr>().expect("valid");
+        let on_link = [cidr("2001:db8::/64"), cidr("192.0.2.0/24")];
+        for (entry, rfc) in [
+            ("::/0", "RFC 4861"),
+            ("::/128", "RFC 3810"),
+            ("fe80::/10", "RFC 4861"),
+            ("fe80::/64", "RFC 4861"),
+            ("2001:db8::/32", "RFC 4861"),
+            ("2001:db8::/64", "RFC 4861"),
+            ("0.0.0.0/0", "RFC 1191"),
+        ] {
+            let why = protected_prefix(&cidr(entry), &on_link)
+                .unwrap_or_else(|| panic!("{entry} is protected"));
+            assert!(why.contains(rfc), "{entry}: {why}");
+        }
+        for entry in [
+            "2001:db8:bad::/48",
+            "2001:db8::66/128",
+            "fe80::1/128",
+            "192.0.2.0/24",
+            "203.0.113.0/24",
+        ] {
+            assert_eq!(protected_prefix(&cidr(entry), &on_link), None, "{entry}");
+        }
+        let mut policy = Policy::default_profile();
+        let before = policy.clone();
+        policy.deny.push(cidr("::/0"));
+        let err = policy
+            .check_added_entries(Some(&before), &[])
+            .expect_err("needs force");
+        assert!(
+            err.to_string().starts_with("refusing to deny ::/0: "),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--force"), "{err}");
+        assert!(
+            policy.check_added_entries(Some(&policy), &[]).is_ok(),
+            "entries already live were forced before"
+        );
+        policy.force_lists = true;
+        assert!(policy.check_added_entries(Some(&before), &[]).is_ok());
+    }
+
+    #[test]
+    fn protected_messages_need_force_to_be_rate_limited_too() {
+        let mut policy = Policy::default_profile();
+        let slow = RuleSpec::limit(Limit::new(1, 1, Per::Source));
+        for (family, icmp_type, code) in [
+            (FAMILY_V4, 3, Some(4)),
+            (FAMILY_V4, 3, None),
+            (FAMILY_V6, 2, None),
+            (FAMILY_V6, 135, None),
+        ] {
+            let err = policy
+                .set(family, icmp_type, code, slow, false)
+                .expect_err("protected");
+            assert!(
+                err.to_string().starts_with("refusing to rate-limit "),
+                "{err}"
+            );
+        }
+        policy
+            .set(FAMILY_V6, 135, None, slow, true)
+            .expect("forced");
     }
 
     #[test]

@@ -50,9 +50,9 @@ pub enum LimiterState {
     Fresh,
 }
 
-/// Writes `policy` into the idle generation, makes it live in one store, and waits until
-/// no packet can still be using the old one. On error before the flip the live policy is
-/// untouched. Limiters that did not change keep their state; new or changed ones start
+/// Writes `policy` into the idle generation, makes it live in one store, counts one more
+/// policy revision, and waits until no packet can still be using the old one. On error
+/// before the flip the live policy is untouched. Limiters that did not change keep their state; new or changed ones start
 /// fresh.
 pub fn apply(maps: &mut GuardMaps, policy: &Policy) -> Result<()> {
     apply_with(maps, policy, LimiterState::KeepUnchanged)
@@ -74,6 +74,10 @@ pub fn apply_with(maps: &mut GuardMaps, policy: &Policy, state: LimiterState) ->
         Mode::DryRun => config::MODE_DRY_RUN,
     };
     maps.set_mode(mode)?;
+    // One more with every policy written, never back: `status`, the log and the metric
+    // tell one policy from the next by it.
+    let revision = maps.policy_revision()?.wrapping_add(1);
+    maps.set_policy_revision(revision)?;
     synchronize()?;
     Ok(())
 }

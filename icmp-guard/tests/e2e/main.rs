@@ -21,6 +21,11 @@ macro_rules! lab_or_skip {
 }
 
 mod basics;
+mod control_exporter;
+mod control_output;
+mod control_pins;
+mod control_policy;
+mod control_run;
 mod fail_closed;
 mod fleet_interfaces;
 mod fleet_rehearsal;
@@ -33,3 +38,4 @@ mod policy;
 mod smurf;
 mod top;
 mod tun;
+mod vocabulary;

@@ -396,7 +396,9 @@ fn status_shows_the_kernel_icmp_view_of_the_guard_namespace() {
 #[test]
 fn metrics_pass_promtool_and_agree_with_stats_json_and_table() {
     let lab = lab_or_skip!("metrics");
-    lab.cli_refuses(&["metrics", "--once"], "not attached");
+    // Nothing attached is a value to report, not an error (issue 15, point 13).
+    let idle = lab.cli_ok(&["metrics", "--once"]);
+    assert!(idle.lines().any(|l| l == "icmp_guard_up 0"), "{idle}");
     lab.cli_ok(&["attach", &lab.guard_if]);
     assert_eq!(lab.ping(GUARD_V4, 4), 4);
     lab.cli_ok(&["policy", "set", "echo-request", "drop"]);
@@ -445,7 +447,7 @@ fn metrics_pass_promtool_and_agree_with_stats_json_and_table() {
         assert_eq!(sample(exposition, &attached), Some(1.0), "{exposition}");
         assert!(sample(exposition, "icmp_guard_tracked_sources").is_some_and(|n| n >= 1.0));
         assert!(sample(exposition, "icmp_guard_tracked_prefixes").is_some());
-        assert!(sample(exposition, "icmp_guard_policy_generation").is_some());
+        assert!(sample(exposition, "icmp_guard_policy_revision").is_some_and(|r| r >= 2.0));
         assert!(sample(exposition, "icmp_guard_non_icmp_passed_total").is_some());
         // At least what stats saw before: neighbour discovery keeps being sampled.
         let emitted = sample(exposition, "icmp_guard_events_emitted_total").expect("emitted");
@@ -519,7 +521,7 @@ fn run_applies_watches_and_reloads_its_policy_and_detaches_on_sigterm() {
         "{out}"
     );
     assert!(
-        out.contains(&format!("applied policy {policy} (generation")),
+        out.contains(&format!("applied policy {policy} (revision")),
         "{out}"
     );
     assert!(lab.xdp_on_interface());
@@ -634,6 +636,14 @@ fn run_keep_leaves_the_guard_attached_and_the_next_run_adopts_it() {
     assert_eq!(lab.ping(GUARD_V4, 2), 0);
     second.signal(libc::SIGTERM);
     assert!(second.wait_exit(Duration::from_secs(10)).success());
+    // It adopted the guard the first one left: it leaves it as it found it.
+    assert!(
+        second.stdout().contains("attached as found"),
+        "{}",
+        second.stdout()
+    );
+    assert!(lab.xdp_on_interface());
+    lab.cli_ok(&["detach", "--all"]);
     assert!(!lab.pin_dir.exists());
     assert!(!lab.xdp_on_interface());
 }

@@ -14,10 +14,17 @@
 //! carries our pid, so two demos, or a demo and the tests, never collide, and everything is
 //! removed at the end, also after a failure or Ctrl-C, with every clean-up failure
 //! reported.
+//!
+//! With `--plot`, the demo also records the counters while it runs and draws them as an
+//! SVG (`docs/demo.svg` by default, the README's picture): see [`record`] and [`plot`].
+
+mod plot;
+mod record;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -29,7 +36,8 @@ use icmp_guard_lab::{
 };
 use serde_json::Value;
 
-use crate::util::{cargo, interrupt, process, setup};
+use self::record::{Recorder, Recording, Sources};
+use crate::util::{cargo, interrupt, numbers::thousands, process, setup};
 
 const HOST_V4: &str = "192.0.2.1";
 const BYSTANDER_V4: &str = "192.0.2.2";
@@ -40,8 +48,33 @@ const PREFIX: u8 = 24;
 const FLOOD_SECONDS: u32 = 3;
 /// Messages sent by each of the smurf, timestamp and PMTUD steps.
 const PROBES: u64 = 3;
+/// The safe default profile's echo-request limit (packets a second, burst), per source,
+/// and the budget that sources without a bucket share (ten times both).
+const PER_SOURCE: (u32, u32) = (100, 200);
+const NEW_SOURCES: (u32, u32) = (1_000, 2_000);
 
-pub fn run() -> Result<()> {
+/// Where `--plot` writes without a path, from the workspace root.
+const PLOT_PATH: &str = "docs/demo.svg";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also sample the counters while the demo runs and draw them as an SVG at PATH
+    /// [default: docs/demo.svg in the workspace]
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    plot: Option<Option<PathBuf>>,
+}
+
+impl Args {
+    /// The SVG to write, if any: a PATH as given, or the default in the workspace.
+    fn plot_path(&self) -> Option<PathBuf> {
+        self.plot.as_ref().map(|path| {
+            path.clone()
+                .unwrap_or_else(|| cargo::workspace_root().join(PLOT_PATH))
+        })
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
     if !process::is_root() {
         bail!("run with sudo: the demo creates network namespaces and loads an XDP program");
     }
@@ -57,10 +90,13 @@ pub fn run() -> Result<()> {
 
     interrupt::catch()?;
     let started = Instant::now();
-    let mut demo = Demo::new(binary);
+    let plot = args.plot_path();
+    let mut demo = Demo::new(binary, plot.is_some());
     let shown = demo.build().and_then(|()| demo.tour());
     // Whatever happened, the lab goes; both failures are reported.
+    demo.recorder = None;
     demo.pinger = None;
+    let picture = demo.picture.take();
     println!("\ncleaning up the lab");
     let cleaned = demo.lab.clean_up();
     match (shown, cleaned) {
@@ -73,6 +109,24 @@ pub fn run() -> Result<()> {
         "\ndemo finished in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    if let (Some(path), Some(svg)) = (plot, picture) {
+        write_plot(&path, &svg)?;
+    }
+    Ok(())
+}
+
+/// Writes the SVG, owned by the user who ran `sudo cargo xtask demo --plot`.
+fn write_plot(path: &Path, svg: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    let id = |name| std::env::var(name).ok().and_then(|id| id.parse().ok());
+    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("giving {} to uid {uid}", path.display()))?;
+    }
+    println!("plot written to {}", path.display());
     Ok(())
 }
 
@@ -93,10 +147,16 @@ struct Demo {
     bystander: Host,
     attacker: Host,
     pinger: Option<Pinger>,
+    /// Whether to record the counters for a plot (`--plot`).
+    plot: bool,
+    /// Sampling the counters, while the tour runs with `--plot`.
+    recorder: Option<Recorder>,
+    /// The SVG drawn at the end of a tour whose checks all passed.
+    picture: Option<String>,
 }
 
 impl Demo {
-    fn new(binary: PathBuf) -> Self {
+    fn new(binary: PathBuf, plot: bool) -> Self {
         let lab = Lab::new("demo");
         let host = |role, suffix: &str, v4| Host {
             role,
@@ -116,6 +176,9 @@ impl Demo {
             bystander,
             attacker,
             pinger: None,
+            plot,
+            recorder: None,
+            picture: None,
         }
     }
 
@@ -195,14 +258,23 @@ impl Demo {
             self.binary.display()
         );
 
-        step(
+        self.step(
             1,
+            "attached",
             "attach icmp-guard to the protected host's eth0",
-            "the safe default profile: echo requests limited to 100/s per source (burst 200), \
-             sources without a bucket share a budget of 1,000/s; smurf echoes, timestamps and \
-             other recon types dropped; PMTUD never limited",
+            &format!(
+                "the safe default profile: echo requests limited to {}/s per source (burst \
+                 {}), sources without a bucket share a budget of {}/s; smurf echoes, \
+                 timestamps and other recon types dropped; PMTUD never limited",
+                PER_SOURCE.0,
+                PER_SOURCE.1,
+                thousands(NEW_SOURCES.0.into())
+            ),
         );
         self.guard(&["attach", "eth0"])?;
+        if self.plot {
+            self.start_recording()?;
+        }
         self.guard(&["status"])?;
         let (pinger, command) = Pinger::start(&self.bystander.ns, HOST_V4)?;
         println!(
@@ -217,14 +289,17 @@ impl Demo {
         }
         self.progress()?;
 
-        step(
+        self.step(
             2,
             "ping flood",
+            "ping flood",
             &format!(
-                "ping -f from the attacker for {FLOOD_SECONDS} s: after the burst of 200, \
-                 about 100 replies a second (expect about {}); ping -f sends as fast as \
+                "ping -f from the attacker for {FLOOD_SECONDS} s: after the burst of {}, \
+                 about {} replies a second (expect about {}); ping -f sends as fast as \
                  replies come back, and every 10 ms while they do not",
-                200 + 100 * FLOOD_SECONDS
+                PER_SOURCE.1,
+                PER_SOURCE.0,
+                allowed(PER_SOURCE)
             ),
         );
         let flood = self.attack_watched(&[
@@ -240,8 +315,9 @@ impl Demo {
         let (flood_sent, flood_answered) = transmitted_received(&flood).unwrap_or((0, 0));
         self.after_step()?;
 
-        step(
+        self.step(
             3,
+            "spoofed flood",
             "spoofed-source flood",
             &format!(
                 "hping3 --rand-source for {FLOOD_SECONDS} s: every packet from a new random \
@@ -264,8 +340,9 @@ impl Demo {
         let spoofed_sent = transmitted_received(&spoofed).map_or(0, |(sent, _)| sent);
         self.after_step()?;
 
-        step(
+        self.step(
             4,
+            "smurf",
             "smurf: a broadcast ping",
             &format!(
                 "ping -b {BROADCAST_V4} with the attacker's (spoofable) address: every host \
@@ -292,8 +369,9 @@ impl Demo {
             - counter(&before, "v4", 8, &["dropped", "smurf"]);
         self.after_step()?;
 
-        step(
+        self.step(
             5,
+            "timestamp",
             "timestamp probe",
             "hping3 --icmp-ts: timestamp requests reveal the host's clock; the default \
              profile drops them",
@@ -314,8 +392,9 @@ impl Demo {
             - counter(&before, "v4", 13, &["dropped", "policy"]);
         self.after_step()?;
 
-        step(
+        self.step(
             6,
+            "PMTUD",
             "PMTUD: fragmentation needed (ICMP 3/4)",
             "sent by the very host that flooded: PMTUD messages are never charged to a budget, \
              so they must all pass and reach the host's stack (RFC 1191)",
@@ -346,6 +425,8 @@ impl Demo {
         println!("\n== stopping the bystander's pings ==");
         let pinger = self.pinger.take().context("the bystander is not pinging")?;
         let bystander = pinger.stop()?;
+        // After the bystander's last reply, so the plot counts every one of its pings.
+        let recording = self.recorder.take().map(Recorder::finish).transpose()?;
         println!(
             "{}: {} pings sent, {} answered{}",
             self.bystander.role,
@@ -437,7 +518,52 @@ impl Demo {
         if failed > 0 {
             bail!("{failed} of {} demo checks failed", checks.len());
         }
+        if let Some(recording) = recording {
+            let facts = Facts {
+                smurf_dropped,
+                timestamps_dropped,
+                pmtud_passed,
+                bystander: (bystander.transmitted, bystander.received),
+            };
+            self.picture = Some(picture(&recording, &facts)?);
+        }
         Ok(())
+    }
+
+    /// Starts sampling the counters for the plot; the first phase starts now.
+    fn start_recording(&mut self) -> Result<()> {
+        let (ns, binary) = (self.protected.ns.clone(), self.binary.clone());
+        let pin_dir = self.lab.pin_dir().to_owned();
+        let stats = move || {
+            let mut command = icmp_guard_lab::process::nsenter(&ns, &binary);
+            command
+                .env("ICMP_GUARD_PIN_DIR", &pin_dir)
+                .args(["stats", "--json"])
+                .stdin(Stdio::null());
+            command
+        };
+        let mut recorder = Recorder::start(Sources {
+            host_ns: self.protected.ns.clone(),
+            host_if: "eth0".to_owned(),
+            bystander_ns: self.bystander.ns.clone(),
+            stats: Arc::new(stats),
+        })?;
+        recorder.mark("attached");
+        println!(
+            "(recording for the plot: icmp-guard stats --json, eth0's RX counter and the \
+             bystander's ICMP counters, every {} ms)",
+            record::PERIOD.as_millis()
+        );
+        self.recorder = Some(recorder);
+        Ok(())
+    }
+
+    /// Shows a step's title and what it does; marks where it starts on the plot.
+    fn step(&mut self, number: u32, label: &str, title: &str, what: &str) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.mark(label);
+        }
+        println!("\n== {number}/6 {title} ==\n# {what}");
     }
 
     fn pinger(&self) -> Result<&Pinger> {
@@ -540,8 +666,118 @@ impl Demo {
     }
 }
 
-fn step(number: u32, title: &str, what: &str) {
-    println!("\n== {number}/6 {title} ==\n# {what}");
+/// What the demo's own tools counted, for the plot's caption.
+struct Facts {
+    smurf_dropped: u64,
+    timestamps_dropped: u64,
+    pmtud_passed: u64,
+    /// The bystander's pings (sent, answered), from its ping.
+    bystander: (u64, u64),
+}
+
+/// The plot of `recording`, with a caption of what does not depend on the machine: what
+/// got through each flood against what its limit allows, what was dropped or passed whole,
+/// and the bystander's pings. Prints the phases' numbers as well.
+fn picture(recording: &Recording, facts: &Facts) -> Result<String> {
+    let phases = plot::phases(recording);
+    println!(
+        "\nrecorded for the plot: {} samples ({} more left out: their `stats` run was slow)",
+        recording.samples.len(),
+        recording.left_out
+    );
+    println!(
+        "  {:<14} {:>6} {:>10} {:>8}  dropped by reason",
+        "step", "sec", "offered", "passed"
+    );
+    for phase in &phases {
+        let dropped: Vec<String> = phase
+            .dropped
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(reason, count)| format!("{reason}={}", thousands(*count)))
+            .collect();
+        println!(
+            "  {:<14} {:>6.1} {:>10} {:>8}  {}",
+            phase.label,
+            phase.to - phase.from,
+            thousands(phase.offered),
+            thousands(phase.passed),
+            dropped.join(" ")
+        );
+    }
+    let phase = |label: &str| phases.iter().find(|phase| phase.label == label);
+    let passed = |label: &str| {
+        phase(label).map_or_else(
+            || "?".to_owned(),
+            |phase| {
+                format!(
+                    "{} of {} packets passed ({})",
+                    thousands(phase.passed),
+                    thousands(phase.offered),
+                    percent(phase.passed, phase.offered)
+                )
+            },
+        )
+    };
+    let (pings_sent, pings_answered) = facts.bystander;
+    let caption = [
+        format!(
+            "Ping flood, one source: {}; the per-source limit allows {} in {FLOOD_SECONDS} s \
+             ({} at once, then {}/s).",
+            passed("ping flood"),
+            allowed(PER_SOURCE),
+            PER_SOURCE.1,
+            PER_SOURCE.0,
+        ),
+        format!(
+            "Spoofed flood, random sources: {}; the new-source budget allows {} in \
+             {FLOOD_SECONDS} s ({} at once, then {}/s).",
+            passed("spoofed flood"),
+            thousands(allowed(NEW_SOURCES)),
+            thousands(NEW_SOURCES.1.into()),
+            thousands(NEW_SOURCES.0.into()),
+        ),
+        format!(
+            "Dropped whole: smurf {}/{PROBES}, timestamp {}/{PROBES}. Passed whole: PMTUD \
+             {}/{PROBES}. The bystander's pings: {pings_answered} of {pings_sent} answered.",
+            facts.smurf_dropped, facts.timestamps_dropped, facts.pmtud_passed,
+        ),
+        format!(
+            "Offered: packets reaching the protected host's eth0 (its RX counter, before \
+             XDP). Passed, dropped: icmp-guard stats --json, {} times a second.",
+            1000 / record::PERIOD.as_millis().max(1)
+        ),
+        "The policy sets what passes, the attacker's machine what is offered: on another \
+         machine the grey area moves, the green line and the bystander's pings do not."
+            .to_owned(),
+    ];
+    plot::draw(
+        recording,
+        "icmp-guard under attack: floods cut to the limits, the bystander untouched",
+        &caption,
+    )
+}
+
+/// Packets a limit lets through in a flood of [`FLOOD_SECONDS`]: the burst, then the rate.
+fn allowed((rate, burst): (u32, u32)) -> u64 {
+    u64::from(burst) + u64::from(rate) * u64::from(FLOOD_SECONDS)
+}
+
+/// `part` of `whole` as a percentage, with a useful number of digits.
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".to_owned();
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "packet counts stay far below 2^52"
+    )]
+    let share = 100.0 * part as f64 / whole as f64;
+    if share >= 10.0 {
+        format!("{share:.0}%")
+    } else {
+        format!("{share:.1}%")
+    }
 }
 
 fn yes_no(value: bool) -> &'static str {
@@ -622,4 +858,48 @@ fn describe_stats(stats: &Value) -> String {
         totals["icmp_packets"], totals["passed"], totals["dropped"], totals["non_icmp_passed"]
     );
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use clap::Parser;
+
+    use super::{Args, NEW_SOURCES, PER_SOURCE, allowed, percent};
+    use crate::util::cargo::workspace_root;
+
+    #[derive(Parser)]
+    struct Demo {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn plot_path(argv: &[&str]) -> Option<PathBuf> {
+        let demo = Demo::try_parse_from(["demo"].iter().chain(argv)).expect("parses");
+        demo.args.plot_path()
+    }
+
+    #[test]
+    fn plot_goes_to_the_workspace_docs_unless_a_path_is_given() {
+        assert_eq!(plot_path(&[]), None);
+        assert_eq!(
+            plot_path(&["--plot"]),
+            Some(workspace_root().join("docs/demo.svg"))
+        );
+        assert_eq!(
+            plot_path(&["--plot", "/tmp/x.svg"]),
+            Some(PathBuf::from("/tmp/x.svg"))
+        );
+    }
+
+    #[test]
+    fn what_the_limits_allow_in_a_flood_and_shares_of_it() {
+        // The burst at once, then the rate for each of the flood's 3 seconds.
+        assert_eq!(allowed(PER_SOURCE), 500);
+        assert_eq!(allowed(NEW_SOURCES), 5_000);
+        assert_eq!(percent(505, 681), "74%");
+        assert_eq!(percent(5_001, 242_322), "2.1%");
+        assert_eq!(percent(1, 0), "-");
+    }
 }

@@ -1,6 +1,8 @@
 //! Every table, watch view, log line and JSON document the commands print.
 
+pub mod diff;
 pub mod events;
+pub mod human;
 pub mod kernel_view;
 pub mod policy;
 pub mod stats;

@@ -1,16 +1,22 @@
 //! `stats` as text: the table, the per-code table, the `--watch` frame and its JSON line,
 //! and the one-line drop summary of `run`.
 
-use icmp_guard::observe::stats::{CodeReport, FragmentReasons, Rates, Reasons, StatsReport};
+use icmp_guard::{
+    observe::stats::{CodeReport, FragmentReasons, Rates, Reasons, StatsReport},
+    policy::names,
+};
 use serde::Serialize;
 
-/// The per-code rows as a plain-text table.
-pub fn code_table(rows: &[CodeReport]) -> String {
+use super::human;
+
+/// The per-code rows as a plain-text table; `human` numbers as `ip -h` prints them.
+pub fn code_table(rows: &[CodeReport], human: bool) -> String {
     use std::fmt::Write as _;
+    let num = |value: u64| human::count(value, human);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}",
+        "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}  CODE NAME",
         "FAMILY", "TYPE", "CODE", "NAME", "PACKETS", "BYTES", "PASSED", "DROPPED", "WOULD-DROP"
     );
     for row in rows {
@@ -19,18 +25,26 @@ pub fn code_table(rows: &[CodeReport]) -> String {
         } else {
             row.code.to_string()
         };
+        let family = if row.family == "v6" {
+            icmp_guard_common::FAMILY_V6
+        } else {
+            icmp_guard_common::FAMILY_V4
+        };
+        let code_name = names::code_name(family, row.icmp_type, row.code)
+            .filter(|_| !row.and_higher)
+            .unwrap_or("-");
         let _ = writeln!(
             out,
-            "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}",
+            "{:<6} {:>4} {:>5}  {:<26} {:>10} {:>12} {:>10} {:>10} {:>10}  {code_name}",
             row.family,
             row.icmp_type,
             code,
             row.name.unwrap_or("(unassigned)"),
-            row.packets,
-            row.bytes,
-            row.passed,
-            row.dropped,
-            row.would_drop
+            num(row.packets),
+            num(row.bytes),
+            num(row.passed),
+            num(row.dropped),
+            num(row.would_drop)
         );
     }
     if rows.is_empty() {
@@ -59,9 +73,10 @@ fn interface_list(report: &StatsReport) -> String {
     }
 }
 
-/// The report as a plain-text table.
-pub fn table(report: &StatsReport) -> String {
+/// The report as a plain-text table; `human` numbers as `ip -h` prints them.
+pub fn table(report: &StatsReport, human: bool) -> String {
     use std::fmt::Write as _;
+    let num = |value: u64| human::count(value, human);
     let mut out = String::new();
     let interfaces = interface_list(report);
     let _ = writeln!(out, "mode: {}    interfaces: {interfaces}", report.mode);
@@ -72,10 +87,10 @@ pub fn table(report: &StatsReport) -> String {
                 out,
                 "  {}: icmp {} passed {} dropped {} would-drop {}",
                 i.name.as_deref().unwrap_or("<gone>"),
-                c.packets,
-                c.passed,
-                c.dropped,
-                c.would_drop
+                num(c.packets),
+                num(c.passed),
+                num(c.dropped),
+                num(c.would_drop)
             );
         }
     }
@@ -85,8 +100,8 @@ pub fn table(report: &StatsReport) -> String {
         "FAMILY", "TYPE", "NAME", "PACKETS", "BYTES", "PASSED", "DROPPED"
     );
     for row in &report.icmp {
-        let reasons = reason_list(&row.dropped, "");
-        let would = reason_list(&row.would_drop, "would-");
+        let reasons = reason_list(&row.dropped, "", human);
+        let would = reason_list(&row.would_drop, "would-", human);
         let detail = [reasons, would]
             .into_iter()
             .filter(|s| !s.is_empty())
@@ -98,10 +113,10 @@ pub fn table(report: &StatsReport) -> String {
             row.family,
             row.icmp_type,
             row.name.unwrap_or("(unassigned)"),
-            row.packets,
-            row.bytes,
-            row.passed,
-            row.dropped.total(),
+            num(row.packets),
+            num(row.bytes),
+            num(row.passed),
+            num(row.dropped.total()),
             detail
         );
     }
@@ -112,14 +127,14 @@ pub fn table(report: &StatsReport) -> String {
     let _ = writeln!(
         out,
         "totals: icmp {} passed {} dropped {} would-drop {} | non-ICMP passed {} | ICMP fragments passed {} | unclassified dropped: invalid {} malformed {}",
-        t.icmp_packets,
-        t.passed,
-        t.dropped,
-        t.would_drop,
-        t.non_icmp_passed,
-        t.icmp_fragments_passed,
-        report.unclassified.dropped.invalid,
-        report.unclassified.dropped.malformed,
+        num(t.icmp_packets),
+        num(t.passed),
+        num(t.dropped),
+        num(t.would_drop),
+        num(t.non_icmp_passed),
+        num(t.icmp_fragments_passed),
+        num(report.unclassified.dropped.invalid),
+        num(report.unclassified.dropped.malformed),
     );
     if let Some(line) = fragment_drops(report) {
         let _ = writeln!(out, "{line}");
@@ -170,6 +185,8 @@ pub struct WatchStyle {
     pub max_lines: Option<usize>,
     /// Terminal width: longer lines are cut so that none wraps onto a second row.
     pub max_columns: Option<usize>,
+    /// Numbers as `ip -h` prints them (1.23M, 340k/s).
+    pub human: bool,
 }
 
 const BOLD: &str = "\x1b[1m";
@@ -181,12 +198,8 @@ pub const CLEAR_LINE: &str = "\x1b[K";
 /// Clear from the cursor to the end of the screen.
 pub const CLEAR_BELOW: &str = "\x1b[J";
 
-fn format_rate(rate: Option<f64>) -> String {
-    match rate {
-        None => "-".to_owned(),
-        Some(rate) if rate >= 100.0 => format!("{rate:.0}"),
-        Some(rate) => format!("{rate:.1}"),
-    }
+fn format_rate(rate: Option<f64>, human: bool) -> String {
+    rate.map_or_else(|| "-".to_owned(), |rate| human::rate(rate, human))
 }
 
 /// One `stats --watch` frame: the table of [`table`] with packets/s and drops/s per
@@ -198,6 +211,8 @@ pub fn watch_frame(
     style: WatchStyle,
 ) -> String {
     use std::fmt::Write as _;
+    let human = style.human;
+    let num = |value: u64| human::count(value, human);
     let mut lines: Vec<String> = Vec::new();
     let interfaces = interface_list(report);
     lines.push(format!(
@@ -216,8 +231,8 @@ pub fn watch_frame(
         .map(|(index, row)| {
             let rate = rates.and_then(|r| r.icmp.get(index));
             let detail = [
-                reason_list(&row.dropped, ""),
-                reason_list(&row.would_drop, "would-"),
+                reason_list(&row.dropped, "", human),
+                reason_list(&row.would_drop, "would-", human),
             ]
             .into_iter()
             .filter(|s| !s.is_empty())
@@ -228,11 +243,11 @@ pub fn watch_frame(
                 row.family,
                 row.icmp_type,
                 row.name.unwrap_or("(unassigned)"),
-                row.packets,
-                format_rate(rate.map(|r| r.packets_per_second)),
-                row.passed,
-                row.dropped.total(),
-                format_rate(rate.map(|r| r.drops_per_second)),
+                num(row.packets),
+                format_rate(rate.map(|r| r.packets_per_second), human),
+                num(row.passed),
+                num(row.dropped.total()),
+                format_rate(rate.map(|r| r.drops_per_second), human),
                 detail
             )
         })
@@ -244,20 +259,20 @@ pub fn watch_frame(
     let totals = [
         format!(
             "totals: icmp {} ({}/s) passed {} dropped {} ({}/s) would-drop {} ({}/s)",
-            t.icmp_packets,
-            format_rate(rates.map(|r| r.packets_per_second)),
-            t.passed,
-            t.dropped,
-            format_rate(rates.map(|r| r.drops_per_second)),
-            t.would_drop,
-            format_rate(rates.map(|r| r.would_drops_per_second)),
+            num(t.icmp_packets),
+            format_rate(rates.map(|r| r.packets_per_second), human),
+            num(t.passed),
+            num(t.dropped),
+            format_rate(rates.map(|r| r.drops_per_second), human),
+            num(t.would_drop),
+            format_rate(rates.map(|r| r.would_drops_per_second), human),
         ),
         format!(
             "non-ICMP passed {} | ICMP fragments passed {} | unclassified dropped: invalid {} malformed {}",
-            t.non_icmp_passed,
-            t.icmp_fragments_passed,
-            report.unclassified.dropped.invalid,
-            report.unclassified.dropped.malformed,
+            num(t.non_icmp_passed),
+            num(t.icmp_fragments_passed),
+            num(report.unclassified.dropped.invalid),
+            num(report.unclassified.dropped.malformed),
         ),
     ];
     let totals: Vec<String> = totals.into_iter().chain(fragment_drops(report)).collect();
@@ -384,7 +399,7 @@ pub fn drop_summary(previous: &StatsReport, current: &StatsReport) -> Option<Str
     if dropped.total() + would.total() == 0 {
         return None;
     }
-    let by_reason = |reasons: &Reasons| reason_list(reasons, "").replace('=', " ");
+    let by_reason = |reasons: &Reasons| reason_list(reasons, "", false).replace('=', " ");
     let mut parts = Vec::new();
     if dropped.total() > 0 {
         parts.push(format!(
@@ -408,7 +423,7 @@ pub fn drop_summary(previous: &StatsReport, current: &StatsReport) -> Option<Str
     Some(parts.join("; "))
 }
 
-fn reason_list(reasons: &Reasons, prefix: &str) -> String {
+fn reason_list(reasons: &Reasons, prefix: &str, human: bool) -> String {
     [
         ("policy", reasons.policy),
         ("rate_limit", reasons.rate_limit),
@@ -419,7 +434,7 @@ fn reason_list(reasons: &Reasons, prefix: &str) -> String {
     ]
     .iter()
     .filter(|(_, n)| *n > 0)
-    .map(|(name, n)| format!("{prefix}{name}={n}"))
+    .map(|(name, n)| format!("{prefix}{name}={}", human::count(*n, human)))
     .collect::<Vec<_>>()
     .join(" ")
 }
@@ -466,6 +481,7 @@ mod tests {
             color: false,
             max_lines: None,
             max_columns: None,
+            human: false,
         };
         let frame = watch_frame(&report, None, "every 1s", style);
         assert!(frame.starts_with(CURSOR_HOME), "{frame:?}");
@@ -501,6 +517,7 @@ mod tests {
             color: false,
             max_lines: Some(12),
             max_columns: Some(40),
+            human: false,
         };
         let frame = watch_frame(&report, None, "x", style);
         assert_eq!(frame.matches('\n').count(), 11, "{frame}");
@@ -534,8 +551,34 @@ mod tests {
     #[test]
     fn table_names_reasons() {
         let snapshot = snapshot_with(FAMILY_V4, 8, drop_slot(DropReason::Policy), 5);
-        let table = table(&report(&snapshot, &[]));
+        let table = table(&report(&snapshot, &[]), false);
         assert!(table.contains("echo-request"), "{table}");
         assert!(table.contains("policy=5"), "{table}");
+    }
+
+    #[test]
+    fn human_numbers_where_people_read_them() {
+        let mut snapshot = snapshot_with(FAMILY_V4, 8, drop_slot(DropReason::RateLimit), 1_234_567);
+        snapshot.icmp[0].slots[SLOT_PASSED as usize].packets = 340_000;
+        let empty = report(&snapshot_with(FAMILY_V4, 8, SLOT_PASSED, 0), &[]);
+        let report = report(&snapshot, &[]);
+        let plain = table(&report, false);
+        assert!(plain.contains("rate_limit=1234567"), "{plain}");
+        let human = table(&report, true);
+        assert!(human.contains("rate_limit=1.23M"), "{human}");
+        assert!(human.contains(" 340k "), "{human}");
+        assert!(
+            human.contains("totals: icmp 1.57M passed 340k dropped 1.23M"),
+            "{human}"
+        );
+        let rates =
+            icmp_guard::observe::stats::rates(&empty, &report, std::time::Duration::from_secs(1));
+        let style = WatchStyle {
+            human: true,
+            ..WatchStyle::default()
+        };
+        let frame = watch_frame(&report, Some(&rates), "x", style);
+        assert!(frame.contains("totals: icmp 1.57M (1.57M/s)"), "{frame}");
+        assert!(frame.contains("dropped 1.23M (1.23M/s)"), "{frame}");
     }
 }

@@ -1,36 +1,51 @@
-//! `status` as text and as JSON.
+//! `status` as text and as JSON, and the lines of `status --check`.
 
 use std::fmt::Write as _;
 
-use icmp_guard::{bpf::PinDir, guard::Status, host::kernel_view::KernelView};
+use icmp_guard::{
+    guard::{Check, State, Status},
+    host::kernel_view::KernelView,
+};
 
 /// The `status --json` document.
-pub fn json(pins: &PinDir, status: &Status, kernel: &KernelView) -> serde_json::Result<String> {
+pub fn json(status: &Status, kernel: &KernelView) -> serde_json::Result<String> {
     let document = serde_json::json!({
-        "attached": !status.links.is_empty(),
-        "pin_dir": pins.root(),
+        "attached": status.attached(),
+        "pin_dir": status.pin_dir,
+        "netns": status.netns,
+        "maps": status.maps,
         "mode": status.mode,
-        "interfaces": status.links,
+        "revision": status.revision,
+        "interfaces": status.interfaces,
         "tracked": status.tracked,
+        "lists": status.lists,
+        "elsewhere": status.elsewhere,
+        "problems": status.problems,
         "kernel": kernel,
     });
     serde_json::to_string_pretty(&document)
 }
 
 /// `status` as text.
-pub fn text(pins: &PinDir, status: &Status, kernel: &KernelView) -> String {
+pub fn text(status: &Status, kernel: &KernelView) -> String {
     let mut out = String::new();
-    if status.links.is_empty() {
-        let _ = writeln!(out, "not attached (pin dir {})", pins.root().display());
-        out.push_str(&super::kernel_view::kernel_view(kernel));
-        return out;
+    if status.interfaces.is_empty() {
+        let _ = writeln!(
+            out,
+            "not attached in this network namespace (pin dir {})",
+            status.pin_dir.display()
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "mode: {}    policy revision: {}    pin dir: {}",
+            status.mode.unwrap_or("unknown"),
+            status
+                .revision
+                .map_or_else(|| "unknown".to_owned(), |r| r.to_string()),
+            status.pin_dir.display()
+        );
     }
-    let _ = writeln!(
-        out,
-        "mode: {}    pin dir: {}",
-        status.mode.unwrap_or("unknown"),
-        pins.root().display()
-    );
     if let Some(tracked) = status.tracked {
         let _ = writeln!(
             out,
@@ -38,19 +53,80 @@ pub fn text(pins: &PinDir, status: &Status, kernel: &KernelView) -> String {
             tracked.sources, tracked.sources_capacity, tracked.prefixes, tracked.prefixes_capacity
         );
     }
-    for link in &status.links {
-        let name = link.name.as_deref().unwrap_or("<gone>");
-        let xdp = link
-            .mode
-            .map_or("not running (interface gone or program replaced)", |m| {
-                m.as_str()
-            });
+    if let Some(lists) = status.lists {
         let _ = writeln!(
             out,
-            "{name:<16} ifindex {:<5} {xdp:<8} program {} link {}",
-            link.ifindex, link.program_id, link.link_id
+            "lists: {} of {} IPv4 prefixes, {} of {} IPv6 prefixes",
+            lists.v4, lists.capacity_v4, lists.v6, lists.capacity_v6
         );
     }
+    for interface in &status.interfaces {
+        let name = interface.name.as_deref().unwrap_or("<gone>");
+        let mode = interface.mode.map_or("-", |m| m.as_str());
+        let ifindex = interface
+            .ifindex
+            .map_or_else(|| "-".to_owned(), |i| i.to_string());
+        let mut line = format!(
+            "{name:<16} ifindex {ifindex:<5} {:<11} {mode:<8}",
+            interface.state.as_str()
+        );
+        if let Some(kind) = interface.link_kind {
+            let _ = write!(line, " {kind:<8}");
+        }
+        if let (Some(program), Some(link)) = (interface.program_id, interface.link_id) {
+            let _ = write!(line, " program {program} link {link}");
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+        if let Some(reason) = &interface.reason {
+            let _ = writeln!(out, "  {reason}");
+        }
+        if let Some(repair) = &interface.repair {
+            let _ = writeln!(out, "  repair: {repair}");
+        }
+    }
+    for other in &status.elsewhere {
+        match other.netns {
+            Some(netns) => {
+                let _ = writeln!(
+                    out,
+                    "the pin dir also holds {} link(s) of network namespace {netns} (not shown: run status there)",
+                    other.links
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "the pin dir also holds {} link(s) an older icmp-guard pinned without their network namespace",
+                    other.links
+                );
+            }
+        }
+    }
+    for problem in &status.problems {
+        let _ = writeln!(out, "problem: {problem}");
+    }
     out.push_str(&super::kernel_view::kernel_view(kernel));
+    out
+}
+
+/// The lines of `status --check`.
+pub fn check(check: &Check) -> String {
+    let mut out = String::new();
+    for line in &check.lines {
+        let verdict = match line.state {
+            State::Protected => "protected",
+            State::Damaged => "DAMAGED",
+            _ => "NOT PROTECTED",
+        };
+        let _ = write!(out, "{}: {verdict}", line.interface);
+        if line.state != State::Protected {
+            let _ = write!(out, " ({}", line.state.as_str());
+            if let Some(reason) = &line.reason {
+                let _ = write!(out, ": {reason}");
+            }
+            out.push(')');
+        }
+        out.push('\n');
+    }
     out
 }

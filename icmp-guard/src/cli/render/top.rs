@@ -4,16 +4,19 @@ use std::fmt::Write as _;
 
 use icmp_guard::observe::top::TopReport;
 
-/// The report as text: a header that says these are estimates, then a table.
-pub fn top(report: &TopReport) -> String {
+use super::human;
+
+/// The report as text: a header that says these are estimates, then a table; `human`
+/// numbers as `ip -h` prints them.
+pub fn top(report: &TopReport, human: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:.1} s: {} ICMP packets ({:.1}/s); per-source rates are estimates from {} sampled events (budget {} events/s per CPU)",
+        "{:.1} s: {} ICMP packets ({}/s); per-source rates are estimates from {} sampled events (budget {} events/s per CPU)",
         report.interval_seconds,
-        report.icmp_packets,
-        report.icmp_packets_per_sec,
-        report.sampled_events,
+        human::count(report.icmp_packets, human),
+        human::rate(report.icmp_packets_per_sec, human),
+        human::count(report.sampled_events, human),
         report.events_per_sec_per_cpu,
     );
     if report.events_per_sec_per_cpu == 0 {
@@ -60,13 +63,13 @@ pub fn top(report: &TopReport) -> String {
             .map_or_else(|| source.top_type.to_string(), str::to_owned);
         let _ = writeln!(
             out,
-            "{:<39} {:>11.1} {:>6.1}% {:>11.1}  {:<16} {:>7}  {} {type_name}",
+            "{:<39} {:>11} {:>6.1}% {:>11}  {:<16} {:>7}  {} {type_name}",
             source.address.to_string(),
-            source.packets_per_sec,
+            top_rate(source.packets_per_sec, human),
             source.share * 100.0,
-            drops,
+            top_rate(drops, human),
             reason.as_deref().unwrap_or("-"),
-            source.sampled_events,
+            human::count(source.sampled_events, human),
             source.family,
         );
     }
@@ -77,6 +80,15 @@ pub fn top(report: &TopReport) -> String {
         let _ = writeln!(out, "... and {} more sources", report.more_sources);
     }
     out
+}
+
+/// An estimated rate: one decimal, or `ip -h`'s form from 1000 when `human`.
+fn top_rate(rate: f64, human: bool) -> String {
+    if human && rate >= 999.5 {
+        human::rate(rate, true)
+    } else {
+        format!("{rate:.1}")
+    }
 }
 
 #[cfg(test)]
@@ -116,13 +128,13 @@ mod tests {
             ..CpuTotals::default()
         };
         let report = estimate(&events, &delta, Duration::from_secs(1), 10, 10);
-        assert!(top(&report).contains("policy (would)"));
+        assert!(top(&report, false).contains("policy (would)"));
     }
 
     #[test]
     fn the_header_says_the_figures_are_estimates() {
         let report = estimate(&[], &CpuTotals::default(), Duration::from_secs(1), 0, 10);
-        let text = top(&report);
+        let text = top(&report, false);
         assert!(text.contains("estimates from 0 sampled events"), "{text}");
         assert!(text.contains("events are off"), "{text}");
     }

@@ -6,14 +6,17 @@ use icmp_guard::{
     error::Result,
     guard::{EventTap, Guard, Tapped},
     net,
-    observe::events::{DropLog, LogDecision, drop_reason},
+    observe::events::{DropLog, LogDecision, drop_reason, monotonic_ns},
 };
 
 use crate::cli::render::{clock, events::drop_line};
 
 /// Drains the sampled events (holding them only while it drains), prints a few dropped ones
-/// a second and sums up the rest. Skips a drain while `top` reads the events.
+/// a second and sums up the rest. Skips a drain while `top` reads the events. Events from
+/// before the service started (left in the ring buffer) are never printed as news.
 pub struct DropLogger {
+    /// CLOCK_MONOTONIC at start, the clock of the events' time stamps.
+    start_ns: u64,
     log: DropLog,
     tap: EventTap,
     paused: bool,
@@ -25,6 +28,7 @@ pub struct DropLogger {
 impl DropLogger {
     pub fn new(guard: &Guard, lines_per_sec: u32) -> Self {
         Self {
+            start_ns: monotonic_ns(),
             log: DropLog::new(lines_per_sec),
             tap: guard.event_tap(),
             paused: false,
@@ -37,7 +41,7 @@ impl DropLogger {
         if let Err(err) = self.try_drain() {
             let message = err.to_string();
             if self.last_error.as_ref() != Some(&message) {
-                eprintln!("error: drop log: {message}");
+                complain!("error: drop log: {message}");
                 self.last_error = Some(message);
             }
             self.tap.reset();
@@ -47,21 +51,22 @@ impl DropLogger {
     fn try_drain(&mut self) -> Result<()> {
         let now = Instant::now();
         if let Some(suppressed) = self.log.roll(now) {
-            println!(
+            say!(
                 "{} {suppressed} more sampled drops in the last second not shown",
                 clock()
             );
         }
         let mut dropped = Vec::new();
+        let start_ns = self.start_ns;
         let tapped = self.tap.drain(|event| {
-            if drop_reason(&event).is_some() {
+            if drop_reason(&event).is_some() && event.timestamp_ns >= start_ns {
                 dropped.push(event);
             }
         })?;
         match tapped {
             Tapped::Busy => {
                 if !self.paused {
-                    println!(
+                    say!(
                         "{} drop log paused: `icmp-guard top` is reading the events",
                         clock()
                     );
@@ -71,7 +76,7 @@ impl DropLogger {
             }
             Tapped::Drained { resumed } => {
                 if resumed && self.paused {
-                    println!("{} drop log resumed", clock());
+                    say!("{} drop log resumed", clock());
                 }
                 self.paused = false;
             }
@@ -82,7 +87,7 @@ impl DropLogger {
                     .names
                     .entry(event.ifindex)
                     .or_insert_with(|| net::interface::ifname(event.ifindex));
-                println!("{} {}", clock(), drop_line(&event, name.as_deref()));
+                say!("{} {}", clock(), drop_line(&event, name.as_deref()));
             }
         }
         self.last_error = None;

@@ -1,10 +1,9 @@
 //! `run`: the service loop.
 
 mod drop_log;
+mod interfaces;
 mod notify;
 mod policy_file;
-
-mod interfaces;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -14,12 +13,15 @@ use icmp_guard::{
     exporter::{self, Service},
     guard::{AttachOptions, Guard},
     host::preflight,
-    net::select::Rule,
+    net::{self, addresses::AddressEvents, select::Rule},
     policy::Policy,
 };
-use interfaces::Selection;
-use policy_file::{Initial, Seen, Tracker};
-use tokio::signal::unix::{SignalKind, signal};
+use interfaces::{Interfaces, Selection};
+use policy_file::PolicyFile;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
 
 use super::{
     Context,
@@ -29,15 +31,19 @@ use super::{
 
 /// Run in the foreground as a service: attach, apply and watch a policy file, serve
 /// metrics, print a summary when packets were dropped and a sampled, rate-limited log of
-/// individual drops; detach on SIGTERM or SIGINT.
+/// individual drops; on SIGTERM or SIGINT detach what it attached.
 ///
-/// The policy file is checked every 250 ms and on SIGHUP; a change is applied atomically
-/// once two polls read the same bytes (so a half-written file never is), and a file that
-/// does not parse or validate is reported on stderr while the last good policy stays in
-/// force. An interface that is already attached (by `attach`, or by a `run --keep` before)
-/// is adopted: this binary's program is swapped into its link without a gap. Every second
-/// the service checks that its interfaces still run the guard and attaches again where
-/// they do not (a detach behind its back, a re-created interface).
+/// The policy file is read every 250 ms (on a thread of its own) and on SIGHUP; a change is
+/// applied atomically once two reads agree (so a half-written file never is), and a file
+/// that does not parse or validate is reported on stderr while the last good policy stays
+/// in force. An interface that is already attached (by `attach`, or by a `run --keep`
+/// before) is adopted: this binary's program is swapped into its link without a gap, and
+/// it is left attached when the service stops. Every second the service checks that its
+/// interfaces still run the guard and attaches again where they do not (a detach behind
+/// its back, a re-created interface, bpffs unmounted); a named interface that is deleted
+/// is waited for (`status` says "waiting") and attached again when it returns. Address
+/// changes are followed at once: the directed broadcasts of a new address are covered
+/// within a second.
 ///
 /// With --interfaces the interfaces are chosen by rule and the rule is evaluated again every
 /// second: interfaces that come to match are attached, those that disappear are let go.
@@ -71,11 +77,13 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
-    /// Leave the guard attached when stopping; the next `run` adopts it.
+    /// Leave the guard attached when stopping (also on the interfaces it attached); the
+    /// next `run` adopts it.
     #[arg(long)]
     keep: bool,
 
-    /// XDP mode: native (driver), generic (skb), or auto (native, else generic).
+    /// XDP mode: native (driver), generic (skb), or auto (native, else generic); drv and
+    /// skb are accepted as xdp-loader spells them.
     #[arg(long, value_enum, default_value_t = ModeRequest::Auto)]
     mode: ModeRequest,
 
@@ -122,6 +130,9 @@ const WATCHDOG: Duration = Duration::from_secs(1);
 /// How often the drop log drains the sampled events.
 const DRAIN: Duration = Duration::from_millis(200);
 
+/// How long start-up waits for the first read of the policy file.
+const FIRST_READ: Duration = Duration::from_secs(5);
+
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     let (guard, mounted) = Guard::open_mounting(context.pins.clone())?;
     if mounted {
@@ -133,83 +144,33 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             );
         }
     }
-    // A policy file that cannot be used does not stop the service: a host left without
-    // any protection (after a reboot, bpffs is empty) is worse than one with the live
-    // policy or the safe default profile. The error is reported, and the file is watched
-    // and applied as soon as it is fixed.
-    let initial = args
-        .policy
-        .as_deref()
-        .map(|path| Initial::read(path, args.dry_run));
     let selection = Selection::new(&args.interfaces, &args.rules);
-    let targets = selection.resolve_at_start()?;
-    runtime()?.block_on(service(args, guard, selection, targets, initial))
+    // At start-up every interface named must exist (a typo fails at once); one that goes
+    // away later is waited for. Rules may match nothing yet.
+    selection.resolve()?;
+    runtime()?.block_on(service(args, guard, selection))
 }
 
-/// Attaches to the interfaces that are not attached yet and adopts the others, swapping
-/// this binary's program into their pinned links (`BPF_LINK_UPDATE`): a restarted or
-/// upgraded service picks up where a `run --keep` (or an `attach`) left off, runs its own
-/// program, and never leaves an interface without one.
-/// The attach options of `run`'s arguments, with `policy` applied before the first packet.
-fn attach_options(args: &Args, policy: Option<&Policy>) -> AttachOptions {
-    AttachOptions {
-        mode: args.mode,
-        dry_run: args.dry_run,
-        policy: policy.cloned(),
-        capacity: Capacity {
-            sources: args.max_sources,
-            prefixes: args.max_prefixes,
-        },
-        upgrade: true,
-        replace: false,
-        events_per_sec: args.events_per_sec,
-    }
-}
-
-fn attach_or_adopt(
-    guard: &Guard,
-    targets: &[(String, u32)],
-    options: &AttachOptions,
-) -> anyhow::Result<()> {
-    if targets.is_empty() {
-        return Ok(());
-    }
-    let fresh: Vec<&str> = targets
-        .iter()
-        .filter(|(_, ifindex)| !guard.has_link(*ifindex))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    if !fresh.is_empty() {
-        println!("attaching to {}...", fresh.join(", "));
-    }
-    let names: Vec<String> = targets.iter().map(|(name, _)| name.clone()).collect();
-    for interface in guard.attach(&names, options)? {
-        let mode = interface.mode.map_or("unknown", |mode| mode.as_str());
-        match (interface.upgraded_from, interface.fallback) {
-            (Some(old), _) => println!(
-                "{}: already attached, adopting the running guard (program {old} replaced by {} in its link, no gap; {mode} mode)",
-                interface.name, interface.program_id
-            ),
-            (None, Some(reason)) => println!(
-                "attached to {} (ifindex {}) in {mode} mode: native XDP was refused ({reason})",
-                interface.name, interface.ifindex
-            ),
-            (None, None) => println!(
-                "attached to {} (ifindex {}) in {mode} mode",
-                interface.name, interface.ifindex
-            ),
+impl Args {
+    fn options(&self, policy: Option<Policy>) -> AttachOptions {
+        AttachOptions {
+            mode: self.mode,
+            dry_run: self.dry_run,
+            policy,
+            first_policy: None,
+            ensure: false,
+            capacity: Capacity {
+                sources: self.max_sources,
+                prefixes: self.max_prefixes,
+            },
+            upgrade: true,
+            replace: false,
+            events_per_sec: self.events_per_sec,
         }
     }
-    Ok(())
 }
 
-async fn service(
-    args: Args,
-    guard: Guard,
-    selection: Selection,
-    targets: Vec<(String, u32)>,
-    initial: Option<Initial>,
-) -> anyhow::Result<()> {
+async fn service(args: Args, guard: Guard, selection: Selection) -> anyhow::Result<()> {
     let notifier = notify::Notifier::from_env();
     // Signal handlers before any change: a SIGTERM during the attach is honoured after it.
     let mut stop = std::pin::pin!(stop_signal()?);
@@ -218,10 +179,36 @@ async fn service(
         Some(address) => Some(exporter::bind(address).await?),
         None => None,
     };
+    let mut addresses = match AddressEvents::subscribe().and_then(|events| {
+        // SAFETY: AddressEvents owns its socket and lends the same descriptor for as long
+        // as it lives, which is as long as the AsyncFd.
+        unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }.map_err(|err| {
+            net::Error::Io {
+                action: "watching address changes",
+                source: err.into_parts().1,
+            }
+        })
+    }) {
+        Ok(events) => Some(events),
+        Err(err) => {
+            complain!(
+                "warning: {err}: directed broadcasts are refreshed every {} s instead of at once",
+                args.summary_interval
+            );
+            None
+        }
+    };
+
+    // The policy file is read on a thread of its own (see policy_file); what is in force is
+    // tracked for readiness and the fleet metrics.
+    let mut file = args
+        .policy
+        .clone()
+        .map(|path| PolicyFile::watch(path, args.dry_run));
+    let tracker = file.as_ref().map(PolicyFile::tracker);
 
     // Readiness is asked of the interfaces and the policy file as they are when a probe
     // comes, never of a state remembered from before.
-    let tracker = args.policy.clone().map(Tracker::new);
     let service = {
         let guard = guard.clone();
         let selection = selection.clone();
@@ -230,9 +217,11 @@ async fn service(
         Arc::new(Service::new(
             move || {
                 selection.ready(&guard)?;
-                ready_tracker.as_ref().map_or(Ok(()), Tracker::ready)
+                ready_tracker
+                    .as_ref()
+                    .map_or(Ok(()), policy_file::Tracker::ready)
             },
-            move || reload_tracker.as_ref().map(Tracker::reload),
+            move || reload_tracker.as_ref().map(policy_file::Tracker::reload),
         ))
     };
 
@@ -241,9 +230,12 @@ async fn service(
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = listener.map(|listener| {
         if let Ok(address) = listener.local_addr() {
-            println!(
+            say!(
                 "serving metrics on http://{address}/metrics, readiness on /readyz, liveness on /healthz"
             );
+            if !address.ip().is_loopback() {
+                complain!("warning: {}", exporter::server::exposure_warning(address));
+            }
         }
         tokio::spawn(exporter::serve(
             listener,
@@ -254,70 +246,92 @@ async fn service(
             },
         ))
     });
-    // Let the server task bind its accept loop before the attach blocks this thread.
+    // Let the server task bind its accept loop before the attach.
     tokio::task::yield_now().await;
 
-    let good = match &initial {
-        Some(Initial::Good(_, policy)) => Some(policy),
-        _ => None,
+    // A policy file that cannot be used does not stop the service: a host left without
+    // any protection (after a reboot, bpffs is empty) is worse than one with the live
+    // policy or the safe default profile. The error is reported, and the file is watched
+    // and applied as soon as it is fixed.
+    let initial = match &mut file {
+        Some(file) => Some(file.initial(FIRST_READ).await),
+        None => None,
     };
-    let mut targets = targets;
-    let mut attach_error: Option<String> = None;
+    let good = initial
+        .as_ref()
+        .and_then(|initial| initial.as_ref().ok())
+        .cloned();
+
+    let first: Vec<String> = selection
+        .resolve()?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
     // On a blocking thread, so that the server answers probes during a slow attach.
-    let attached = {
-        let (guard, targets, options) =
-            (guard.clone(), targets.clone(), attach_options(&args, good));
-        tokio::task::spawn_blocking(move || attach_or_adopt(&guard, &targets, &options)).await?
+    let (mut interfaces, outcome) = {
+        let (guard, options) = (guard.clone(), args.options(good));
+        let mut interfaces = Interfaces::new(selection.clone());
+        tokio::task::spawn_blocking(move || {
+            let outcome = interfaces.attach(&guard, &first, &options);
+            (interfaces, outcome)
+        })
+        .await?
     };
-    match attached {
+    match outcome {
         Ok(()) => {}
         // By rule, an interface that cannot be attached now is tried again every second,
         // and /readyz says why it is not protected.
-        Err(err) if selection.by_rule() => {
-            eprintln!("error: {err:#}; trying again every second");
-            attach_error = Some(format!("{err:#}"));
-            targets.retain(|(_, ifindex)| guard.has_link(*ifindex));
+        Err(_) if selection.by_rule() => {}
+        Err(message) => return Err(anyhow::anyhow!(message)),
+    }
+    let netns = net::interface::netns_id()?;
+    let record = |interfaces: &Interfaces| {
+        if let Err(err) =
+            guard
+                .pins()
+                .record_service(netns, std::process::id(), &interfaces.names())
+        {
+            complain!("warning: `status` will not show what this service waits for: {err}");
         }
-        Err(err) => return Err(err),
+    };
+    if !interfaces.guarded().is_empty() {
+        record(&interfaces);
     }
     let mut broadcasts_error = None;
     refresh_broadcasts(&guard, &mut broadcasts_error);
-    let mut seen = None;
-    match (&args.policy, initial, &tracker) {
-        (Some(path), Some(initial), Some(tracker)) => {
+    match (&mut file, initial) {
+        (Some(file), Some(initial)) => {
             match initial {
-                Initial::Good(text, _) => {
-                    if targets.is_empty() {
-                        println!(
-                            "policy {} is valid; it is applied with the first interface",
-                            path.display()
-                        );
-                    } else {
-                        println!(
-                            "applied policy {} (generation {})",
-                            path.display(),
-                            policy_file::generation(&guard)
-                        );
-                        tracker.applied(&text);
-                        seen = Some(Seen::Text(text));
-                    }
-                }
-                Initial::Refused(first, error) => {
-                    eprintln!(
-                        "error: {error}; running with the live policy (generation {}): the safe default profile unless one was in force",
-                        policy_file::generation(&guard)
+                Ok(_) if interfaces.guarded().is_empty() => {
+                    file.defer_initial();
+                    say!(
+                        "policy {} is valid; it is applied with the first interface",
+                        file.path().display()
                     );
-                    tracker.refused(error);
-                    seen = Some(first);
                 }
+                Ok(_) => {
+                    file.initial_applied();
+                    say!(
+                        "applied policy {} (revision {})",
+                        file.path().display(),
+                        policy_file::revision(&guard)
+                    );
+                }
+                Err(error) => complain!(
+                    "error: {error}; running with the live policy (revision {}): the safe default profile unless one was in force",
+                    policy_file::revision(&guard)
+                ),
             }
-            println!(
+            say!(
                 "watching {} for changes (every {} ms; SIGHUP reloads it at once)",
-                path.display(),
+                file.path().display(),
                 POLL.as_millis()
             );
         }
-        _ => println!("no --policy file: the live policy stays as it is"),
+        _ => say!("no --policy file: the live policy stays as it is"),
+    }
+    if addresses.is_some() {
+        say!("following address changes: directed broadcasts are refreshed as they happen");
     }
 
     let mut poll = tokio::time::interval(POLL);
@@ -336,21 +350,22 @@ async fn service(
     let ending = if args.keep {
         "stops and leaves the guard attached (--keep)"
     } else {
-        "stops and detaches"
+        "stops and detaches what this service attached"
     };
-    if targets.is_empty() {
-        println!(
+    let guarded: Vec<String> = interfaces
+        .guarded()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if guarded.is_empty() {
+        say!(
             "no interface matches {} yet: looking again every second; SIGTERM or Ctrl-C {ending}",
             selection.describe()
         );
     } else {
-        println!(
+        say!(
             "protecting {}; SIGTERM or Ctrl-C {ending}",
-            targets
-                .iter()
-                .map(|(name, _)| name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            guarded.join(", ")
         );
     }
 
@@ -365,78 +380,55 @@ async fn service(
         service.beat();
         tokio::select! {
             name = &mut stop => break name,
-            _ = hangup.recv() => match (&args.policy, &tracker) {
-                (Some(path), Some(tracker)) => {
-                    println!("SIGHUP: reloading {}", path.display());
-                    tracker.record(policy_file::reload(&guard, path, args.dry_run, &mut seen, true));
+            _ = hangup.recv() => match &mut file {
+                Some(file) => {
+                    say!("SIGHUP: reloading {}", file.path().display());
+                    file.request(true);
                 }
-                _ => println!("SIGHUP: there is no --policy file to reload"),
+                None => say!("SIGHUP: there is no --policy file to reload"),
             },
-            _ = drain.tick(), if args.drop_log > 0 => drop_log.drain(),
-            _ = poll.tick(), if args.policy.is_some() => {
-                // Before the first attach there are no maps to write a policy to.
-                if let (Some(path), Some(tracker)) = (&args.policy, &tracker)
-                    && !targets.is_empty()
-                {
-                    tracker.record(policy_file::reload(&guard, path, args.dry_run, &mut seen, false));
+            Some(read) = next_read(&mut file) => {
+                if let Some(file) = &mut file {
+                    file.handle(&guard, read);
+                }
+            }
+            ready = address_change(&mut addresses) => {
+                if let Some(mut ready) = ready {
+                    ready.clear_ready();
+                    if ready.get_inner().drain() {
+                        refresh_broadcasts(&guard, &mut broadcasts_error);
+                    }
+                }
+            }
+            _ = drain.tick(), if args.drop_log > 0 && guard.has_maps() => drop_log.drain(),
+            // Before the first attach there are no maps to write a policy to.
+            _ = poll.tick(), if file.is_some() && guard.has_maps() => {
+                if let Some(file) = &mut file {
+                    file.request(false);
                 }
             }
             _ = watchdog.tick() => {
-                if selection.by_rule() {
-                    follow_rules(
-                        &args,
-                        &guard,
-                        &selection,
-                        &mut targets,
-                        tracker.as_ref(),
-                        &mut seen,
-                        &mut attach_error,
-                    );
-                    refresh_broadcasts(&guard, &mut broadcasts_error);
-                    // Every interface that matches is protected (none matching counts too):
-                    // the systemd watchdog is fed only then.
-                    if attach_error.is_none()
-                        && targets
-                            .iter()
-                            .all(|(name, ifindex)| interfaces::unprotected(&guard, name, *ifindex).is_none())
-                    {
-                        notifier.watchdog();
-                    }
-                    continue;
+                let last_good = file.as_ref().and_then(|file| file.last_good.clone());
+                let before = interfaces.names();
+                // Only when every interface is protected (or waited for: a deleted one is
+                // not a reason to restart) is the systemd watchdog fed; an attach that keeps
+                // failing lets the service manager restart us.
+                if interfaces.watch(&guard, &args.options(None), last_good.as_ref()) {
+                    notifier.watchdog();
                 }
-                // A detach by someone else, a deleted or re-created interface: protect it
-                // again, or stop with an error so that the service manager restarts us.
-                let lost: Vec<(String, String)> = targets
-                    .iter()
-                    .filter_map(|(name, ifindex)| {
-                        interfaces::unprotected(&guard, name, *ifindex).map(|why| (name.clone(), why))
-                    })
-                    .collect();
-                if !lost.is_empty() {
-                    for (name, why) in &lost {
-                        eprintln!("error: {name} is no longer protected: {why}; attaching again");
-                    }
-                    targets = selection.resolve()?;
-                    let again: Vec<(String, u32)> = targets
-                        .iter()
-                        .filter(|(name, _)| lost.iter().any(|(lost, _)| lost == name))
-                        .cloned()
-                        .collect();
-                    attach_current(&args, &guard, &again, tracker.as_ref(), &mut seen)?;
-                    refresh_broadcasts(&guard, &mut broadcasts_error);
+                if interfaces.names() != before {
+                    record(&interfaces);
                 }
-                // Only now is every interface known to be protected.
-                notifier.watchdog();
             }
             _ = summary.tick() => {
-                // Addresses change under a long-running service (DHCP, operators).
+                // Addresses also change where no event says so (a missed notification).
                 refresh_broadcasts(&guard, &mut broadcasts_error);
                 match guard.stats() {
                     Ok(report) => {
                         if let Some(previous) = &baseline
                             && let Some(line) = render::stats::drop_summary(previous, &report)
                         {
-                            println!("{} last {}s: {line}", clock(), args.summary_interval);
+                            say!("{} last {}s: {line}", clock(), args.summary_interval);
                         }
                         baseline = Some(report);
                         last_error = None;
@@ -444,7 +436,7 @@ async fn service(
                     Err(err) => {
                         let message = err.to_string();
                         if last_error.as_ref() != Some(&message) {
-                            eprintln!("error: reading the counters: {message}");
+                            complain!("error: reading the counters: {message}");
                             last_error = Some(message);
                         }
                     }
@@ -453,117 +445,46 @@ async fn service(
         }
     };
 
-    println!("{signal_name}: stopping");
+    say!("{signal_name}: stopping");
     notifier.stopping();
     let _ = stop_server.send(());
     if let Some(server) = server {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     }
+    let _ = guard.pins().forget_service(netns, std::process::id());
     if args.keep {
-        println!("left the guard attached (--keep): `icmp-guard detach` removes it");
+        say!("left the guard attached (--keep): `icmp-guard detach` removes it");
         return Ok(());
     }
-    for name in guard.detach_interfaces(&targets)? {
-        println!("detached from {name}");
+    for name in interfaces.adopted() {
+        say!("left {name} attached as found: the guard was there before this service started");
+    }
+    for name in guard.detach_interfaces(&interfaces.owned())? {
+        say!("detached from {name}");
     }
     Ok(())
 }
 
-/// Attaches to (or adopts) `targets` with the policy file as it is now when it is valid,
-/// else with the live policy, and records what is then in force.
-fn attach_current(
-    args: &Args,
-    guard: &Guard,
-    targets: &[(String, u32)],
-    tracker: Option<&Tracker>,
-    seen: &mut Option<Seen>,
-) -> anyhow::Result<()> {
-    let current = args
-        .policy
-        .as_deref()
-        .and_then(|path| policy_file::current(path, args.dry_run));
-    let options = attach_options(args, current.as_ref().map(|(_, policy)| policy));
-    attach_or_adopt(guard, targets, &options)?;
-    if let (Some(tracker), Some((text, _))) = (tracker, current)
-        && !targets.is_empty()
-    {
-        tracker.applied(&text);
-        *seen = Some(Seen::Text(text));
-    }
-    Ok(())
-}
-
-/// One watchdog tick under `--interfaces`: the rules evaluated again. Interfaces that came
-/// to match are attached, those that disappeared are let go (their links go with them),
-/// and those that lost their guard behind our back get it again. Nothing here stops the
-/// service: what cannot be done now is reported once and tried again next tick, and
-/// /readyz says what is missing meanwhile.
-fn follow_rules(
-    args: &Args,
-    guard: &Guard,
-    selection: &Selection,
-    targets: &mut Vec<(String, u32)>,
-    tracker: Option<&Tracker>,
-    seen: &mut Option<Seen>,
-    attach_error: &mut Option<String>,
-) {
-    let matching = match selection.resolve() {
-        Ok(matching) => matching,
-        Err(err) => {
-            report_once(
-                attach_error,
-                format!("evaluating {}: {err}", selection.describe()),
-            );
-            return;
-        }
-    };
-    targets.retain(|(name, ifindex)| {
-        let gone = interfaces::gone(name, *ifindex);
-        if gone {
-            println!("{name} is gone (deleted, or renamed): no longer following it");
-        }
-        !gone
-    });
-    let wanted: Vec<(String, u32)> = matching
-        .into_iter()
-        .filter(|(name, ifindex)| {
-            !targets.iter().any(|(_, known)| known == ifindex)
-                || interfaces::unprotected(guard, name, *ifindex).is_some()
-        })
-        .collect();
-    if wanted.is_empty() {
-        return;
-    }
-    for (name, ifindex) in &wanted {
-        if targets.iter().any(|(_, known)| known == ifindex) {
-            eprintln!("error: {name} is no longer protected; attaching again");
-        } else {
-            println!("{name} matches {}", selection.describe());
-        }
-    }
-    match attach_current(args, guard, &wanted, tracker, seen) {
-        Ok(()) => {
-            for (name, ifindex) in wanted {
-                if !targets.iter().any(|(_, known)| *known == ifindex) {
-                    targets.push((name, ifindex));
-                }
-            }
-            *attach_error = None;
-        }
-        Err(err) => report_once(attach_error, format!("{err:#}; trying again every second")),
+/// The next read of the policy file; never, without one.
+async fn next_read(file: &mut Option<PolicyFile>) -> Option<policy_file::Read> {
+    match file {
+        Some(file) => file.next_read().await,
+        None => std::future::pending().await,
     }
 }
 
-/// Prints `message` as an error unless it is the one printed last.
-fn report_once(last: &mut Option<String>, message: String) {
-    if last.as_ref() != Some(&message) {
-        eprintln!("error: {message}");
-        *last = Some(message);
+/// Readiness of the address subscription; never, without one.
+async fn address_change(
+    events: &mut Option<AsyncFd<AddressEvents>>,
+) -> Option<tokio::io::unix::AsyncFdReadyGuard<'_, AddressEvents>> {
+    match events {
+        Some(events) => events.readable().await.ok(),
+        None => std::future::pending().await,
     }
 }
 
-/// Keeps the kernel's directed-broadcast map in step with the interfaces' addresses, as
-/// every other command does once per invocation. A failure is reported once, not per tick.
+/// Keeps the kernel's directed-broadcast map in step with the interfaces' addresses. A
+/// failure is reported once, not per tick.
 fn refresh_broadcasts(guard: &Guard, last_error: &mut Option<String>) {
     match guard.refresh_broadcasts() {
         Ok(addresses) => {
@@ -573,7 +494,7 @@ fn refresh_broadcasts(guard: &Guard, last_error: &mut Option<String>) {
         Err(err) => {
             let message = err.to_string();
             if last_error.as_ref() != Some(&message) {
-                eprintln!("warning: could not refresh the directed-broadcast addresses: {message}");
+                complain!("warning: could not refresh the directed-broadcast addresses: {message}");
                 *last_error = Some(message);
             }
         }
