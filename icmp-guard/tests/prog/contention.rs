@@ -6,7 +6,10 @@
 //! Against main before issue 14 the unsynchronised buckets admitted over: +68 % in the
 //! issue's measurement, +5 to +13 % in this harness on this machine (the deep global case).
 
-use std::time::{Duration, Instant};
+use std::{
+    io::Write as _,
+    time::{Duration, Instant},
+};
 
 use crate::{
     frames::*,
@@ -15,6 +18,7 @@ use crate::{
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use icmp_guard::{
     bpf::Variant,
+    observe::stats::TypeCounters,
     policy::{Limit, NewSources, Per, Policy, RuleSpec},
 };
 use icmp_guard_common::FAMILY_V4;
@@ -60,16 +64,29 @@ fn policy(limit: Limit) -> Policy {
     policy
 }
 
-/// Asserts `admitted` is at most 2 % over `rate × seconds + burst`, and prints both. The
-/// wall time includes moments when the scheduler took a CPU away (other work on the
-/// machine: the kernel matrix runs this beside two QEMU guests), when a bucket overflows
-/// and its tokens are lost; so the lower bound only says the limiter was not starved
-/// outright, by refusals of its own (a tenth of what it could have admitted).
-fn check(what: &str, variant: Variant, admitted: u64, (rate, burst): (u32, u32), seconds: f64) {
+/// Asserts the `admitted` of `counters` is at most 2 % over `rate × seconds + burst`, and
+/// prints both. The wall time includes moments when the scheduler took a CPU away (other
+/// work on the machine: the kernel matrix runs this beside two QEMU guests), when a bucket
+/// overflows and its tokens are lost; so the lower bound only says the limiter was not
+/// starved outright, by refusals of its own: a tenth of what it could have admitted, or of
+/// the packets sent where fewer were sent than that (an emulated guest on a shared machine
+/// makes few one-packet calls a second).
+fn check(
+    what: &str,
+    variant: Variant,
+    counters: &TypeCounters,
+    (rate, burst): (u32, u32),
+    seconds: f64,
+) {
+    let admitted = counters.passed();
+    let sent = counters.packets();
     let allowed = f64::from(rate) * seconds + f64::from(burst);
     let over = admitted as f64 / allowed - 1.0;
-    eprintln!(
-        "{what}, {variant:?}: {admitted} admitted in {seconds:.3} s, {allowed:.0} allowed ({:+.2} %)",
+    // Past libtest's capture, so that the kernel matrix's console logs keep the numbers.
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "CONTENTION {what}, {variant:?}: {admitted} of {sent} admitted in {seconds:.3} s, \
+         {allowed:.0} allowed ({:+.2} %)",
         over * 100.0
     );
     assert!(
@@ -78,8 +95,8 @@ fn check(what: &str, variant: Variant, admitted: u64, (rate, burst): (u32, u32),
     );
     // The limit is also not starved: exactness is not bought with refusals.
     assert!(
-        admitted as f64 >= allowed * 0.1,
-        "{what}, {variant:?}: only {admitted} of {allowed:.0} admitted"
+        admitted as f64 >= allowed.min(sent as f64) * 0.1,
+        "{what}, {variant:?}: only {admitted} of {sent} sent admitted, {allowed:.0} allowed"
     );
 }
 
@@ -111,8 +128,8 @@ fn two_cpus_on_one_global_bucket_stay_within_the_limit() {
         for (variant, mut guard) in Guard::every_variant(&policy) {
             let frame = icmpv4_between([198, 51, 100, 7], V4_GUARD, 8, 0);
             let seconds = hammer(guard.program(), REPEAT, |_, _| frame.clone());
-            let admitted = guard.snapshot().of(FAMILY_V4, 8).passed();
-            check("global bucket", variant, admitted, limit, seconds);
+            let counters = guard.snapshot().of(FAMILY_V4, 8);
+            check("global bucket", variant, &counters, limit, seconds);
         }
     }
 }
@@ -131,11 +148,11 @@ fn two_cpus_on_one_source_stay_within_its_limit() {
     for (variant, mut guard) in Guard::every_variant(&policy(limit)) {
         let frame = icmpv4_between([198, 51, 100, 7], V4_GUARD, 8, 0);
         let seconds = hammer(guard.program(), REPEAT, |_, _| frame.clone());
-        let admitted = guard.snapshot().of(FAMILY_V4, 8).passed();
+        let counters = guard.snapshot().of(FAMILY_V4, 8);
         check(
             "per-source bucket",
             variant,
-            admitted,
+            &counters,
             (rate, burst),
             seconds,
         );
@@ -160,11 +177,11 @@ fn two_cpus_of_new_sources_stay_within_the_new_source_budget() {
             let [_, b, c, d] = (call * 2 + cpu as u32).to_be_bytes();
             icmpv4_between([10 + b, c, d, 1], V4_GUARD, 8, 0)
         });
-        let admitted = guard.snapshot().of(FAMILY_V4, 8).passed();
+        let counters = guard.snapshot().of(FAMILY_V4, 8);
         check(
             "new-source budget",
             variant,
-            admitted,
+            &counters,
             (rate, burst),
             seconds,
         );
