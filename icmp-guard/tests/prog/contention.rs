@@ -70,7 +70,8 @@ fn policy(limit: Limit) -> Policy {
 /// overflows and its tokens are lost; so the lower bound only says the limiter was not
 /// starved outright, by refusals of its own: a tenth of what it could have admitted, or of
 /// the packets sent where fewer were sent than that (an emulated guest on a shared machine
-/// makes few one-packet calls a second).
+/// makes few one-packet calls a second), and only for buckets deep enough to keep their
+/// tokens while a CPU is away.
 fn check(
     what: &str,
     variant: Variant,
@@ -94,10 +95,15 @@ fn check(
         "{what}, {variant:?}: {admitted} admitted, at most {allowed:.0} (+2 %) allowed"
     );
     // The limit is also not starved: exactness is not bought with refusals.
-    assert!(
-        admitted as f64 >= allowed.min(sent as f64) * 0.1,
-        "{what}, {variant:?}: only {admitted} of {sent} sent admitted, {allowed:.0} allowed"
-    );
+    // Only for a bucket at least 10 ms deep: a shallower one (the burst of 10 at
+    // 100,000/s holds 0.1 ms) loses its refill whenever both CPUs are away that long, which
+    // on a loaded machine is most of the time (load 10: 18,936 of 309,197 admitted).
+    if f64::from(burst) / f64::from(rate) >= 0.01 {
+        assert!(
+            admitted as f64 >= allowed.min(sent as f64) * 0.1,
+            "{what}, {variant:?}: only {admitted} of {sent} sent admitted, {allowed:.0} allowed"
+        );
+    }
 }
 
 /// Whether this machine has the two CPUs the test hammers from; says why not otherwise (the
