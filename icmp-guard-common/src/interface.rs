@@ -1,6 +1,6 @@
 //! What the program knows about the interface it runs on.
 //!
-//! Every attachment runs its own instance of the XDP program, loaded with two read-only
+//! Every attachment runs its own instance of the XDP program, loaded with read-only
 //! globals that the verifier sees as constants:
 //!
 //! - [`LINK_KIND`](globals::LINK_KIND): where the frame starts. Ethernet frames start with a
@@ -12,6 +12,9 @@
 //!   table and in `INTERFACE_COUNTERS`, claimed by `attach` for one (network namespace,
 //!   ifindex) and freed by `detach`. Slot [`NO_SLOT`] belongs to no interface: the
 //!   instances that `BPF_PROG_TEST_RUN` uses run there, and count nothing per interface.
+//! - [`NS_PER_JIFFY`](globals::NS_PER_JIFFY): the length of the kernel's tick, which turns
+//!   jiffies into the limiter's coarse clock (see [`crate::limit::Clock`]); the loader reads
+//!   it from `clock_getres(CLOCK_MONOTONIC_COARSE)`.
 //!
 //! The slot, not the ifindex, indexes per-interface state: ifindexes repeat across network
 //! namespaces that share one pin directory, and never collide in a slot.
@@ -30,7 +33,12 @@ pub mod globals {
     pub const LINK_KIND: &str = "LINK_KIND";
     /// `u32`, the instance's slot.
     pub const INTERFACE_SLOT: &str = "INTERFACE_SLOT";
+    /// `u64`, nanoseconds per jiffy.
+    pub const NS_PER_JIFFY: &str = "NS_PER_JIFFY";
 }
+
+/// The tick the object assumes until the loader says otherwise (HZ = 250, Debian's).
+pub const DEFAULT_NS_PER_JIFFY: u64 = 4_000_000;
 
 /// Slots of `INTERFACES` and `INTERFACE_COUNTERS`; slot 0 is [`NO_SLOT`], so at most
 /// `SLOTS - 1` interfaces can be attached to one pin directory.

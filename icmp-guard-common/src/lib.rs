@@ -2,14 +2,19 @@
 //!
 //! Everything that crosses the kernel/user boundary is defined here once: map names, map
 //! sizes, key encodings and the `#[repr(C)]` value types. Decision logic that does not touch
-//! the packet lives here too, so that it can be unit-tested on the host and the XDP program
-//! calls the very same functions.
+//! the packet lives here too — the precedence of the checks ([`decide`]), the rules
+//! ([`policy`]), the limiter's arithmetic ([`limit`]) — so that it can be unit-tested on the
+//! host and the XDP program calls the very same functions.
 
 #![no_std]
 
+pub mod baseline;
+pub mod config;
+pub mod decide;
 pub mod events;
 pub mod icmp;
 pub mod interface;
+pub mod limit;
 pub mod parse;
 pub mod policy;
 
@@ -34,15 +39,25 @@ pub mod maps {
     pub const LISTS_V4: &str = "LISTS_V4";
     /// IPv6 allow/deny trie.
     pub const LISTS_V6: &str = "LISTS_V6";
-    /// `LimiterConfig` per (generation, limiter); see [`crate::policy::limiter_slot`].
+    /// [`crate::limit::LimiterConfig`] per (generation, limiter); see
+    /// [`crate::limit::limiter_slot`].
     pub const LIMITERS: &str = "LIMITERS";
-    /// GCRA state per (limiter, source); LRU.
-    pub const RATE_SOURCES: &str = "RATE_SOURCES";
-    /// GCRA state per (limiter, source prefix); LRU.
-    pub const RATE_PREFIXES: &str = "RATE_PREFIXES";
-    /// GCRA state of each limiter's global bucket.
-    pub const RATE_GLOBAL: &str = "RATE_GLOBAL";
-    /// `u32` settings; see [`crate::config`].
+    /// [`crate::limit::SourceBucket`] per (limiter id, IPv4 source); LRU.
+    pub const SOURCES_V4: &str = "SOURCES_V4";
+    /// [`crate::limit::SourceBucket`] per (limiter id, IPv6 source); LRU.
+    pub const SOURCES_V6: &str = "SOURCES_V6";
+    /// [`crate::limit::SourceBucket`] per (limiter id, IPv4 source prefix); LRU.
+    pub const PREFIXES_V4: &str = "PREFIXES_V4";
+    /// [`crate::limit::SourceBucket`] per (limiter id, IPv6 source prefix); LRU.
+    pub const PREFIXES_V6: &str = "PREFIXES_V6";
+    /// [`crate::limit::SharedBucket`] per slot: the buckets all sources of a limiter share
+    /// (per-global buckets, new-source budgets, ceilings). BTF-described: each value holds
+    /// a `bpf_spin_lock`.
+    pub const SHARED_BUCKETS: &str = "SHARED_BUCKETS";
+    /// Spin locks that serialise per-source and per-prefix bucket updates where the kernel
+    /// has no atomic compare-and-exchange; see [`crate::limit::LOCK_STRIPES`].
+    pub const BUCKET_LOCKS: &str = "BUCKET_LOCKS";
+    /// The one [`crate::config::Config`].
     pub const CONFIG: &str = "CONFIG";
     /// Per-CPU [`crate::CodeCounter`] per (family, type, code bucket); see
     /// [`crate::code_counter_index`].
@@ -57,13 +72,21 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU [`crate::events::EventBudget`]: how many events this CPU's window has left.
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
+    /// State of the benchmark's baseline limiters ([`crate::baseline`]): one entry unless
+    /// the benchmark sizes it. Never pinned.
+    pub const BASELINE_SOURCES: &str = "BASELINE_SOURCES";
+    /// The new-source budget of the benchmark's baseline limiter. Never pinned.
+    pub const BASELINE_BUDGET: &str = "BASELINE_BUDGET";
 
-    /// Every map the program declares, in the order userspace pins them.
-    pub const ALL: [&str; 16] = [
+    /// Every map a running guard pins, in the order userspace pins them.
+    pub const ALL: [&str; 19] = [
         INTERFACES,
-        RATE_SOURCES,
-        RATE_PREFIXES,
-        RATE_GLOBAL,
+        SOURCES_V4,
+        SOURCES_V6,
+        PREFIXES_V4,
+        PREFIXES_V6,
+        SHARED_BUCKETS,
+        BUCKET_LOCKS,
         LIMITERS,
         ICMP_COUNTERS,
         GLOBAL_COUNTERS,
@@ -79,8 +102,13 @@ pub mod maps {
     ];
 }
 
-/// Name of the XDP program in the object file.
+/// Name of the XDP program in the object file: the guard for kernels with atomic
+/// compare-and-exchange (5.12 and later), which its limiter uses.
 pub const PROGRAM_NAME: &str = "icmp_guard";
+/// The same guard for kernels without atomic compare-and-exchange (5.10, 5.11): its limiter
+/// serialises bucket updates with `bpf_spin_lock` instead, as exact and slower (a lock is
+/// two helper calls).
+pub const LOCKED_PROGRAM_NAME: &str = "icmp_guard_lock";
 /// An XDP program that only passes, in the same object: the benchmarks' baseline.
 pub const BASELINE_PROGRAM_NAME: &str = "xdp_pass_baseline";
 
@@ -110,13 +138,15 @@ pub enum DropReason {
     Smurf = 3,
     /// The source is on the deny list.
     DenyList = 4,
-    /// The packet's structure cannot be walked to a transport header we trust: VLAN stack
-    /// deeper than 2 tags over IP, IPv6 extension-header chain longer than the bound or
-    /// running past the packet.
+    /// The packet's structure cannot be walked to a transport header we trust: a VLAN
+    /// stack deeper than 2 tags over IP or cut short, an IPv6 extension-header chain longer
+    /// than the bound, running past the packet, or breaking RFC 8200 §4.1's order.
     Malformed = 5,
     /// A header breaks the rules: IP version or IHL wrong, lengths inconsistent with the
-    /// frame, an oversized reassembly (ping of death), or an ICMP message shorter than its
-    /// fixed 8-byte header.
+    /// frame, an oversized reassembly (ping of death), an ICMP message shorter than its
+    /// fixed 8-byte header, a martian source, or a message its RFC rules out (echo with a
+    /// code, an error without the header it reports on or sent to a group, ND/MLD/PTB
+    /// failing their conditions).
     Invalid = 6,
 }
 
@@ -228,16 +258,20 @@ pub struct InterfaceCounter {
 // SAFETY: `#[repr(C)]`, integers only, explicit padding, every bit pattern valid.
 unsafe impl aya::Pod for InterfaceCounter {}
 
-/// Slots of `GLOBAL_COUNTERS`: traffic accounted before (or instead of) an ICMP type.
+/// Slots of `GLOBAL_COUNTERS`: traffic accounted before (or instead of) an ICMP type, and
+/// the buckets the limiter created.
 pub mod global {
+    use crate::DropReason;
+
     /// Frames that are not ICMP (non-IP, or IP carrying another protocol), passed untouched.
     pub const NON_ICMP_PASSED: u32 = 0;
-    /// Non-first ICMP fragments: no ICMP header to classify, passed (their first fragment
-    /// was classified, and without it the datagram cannot be reassembled).
+    /// Non-first ICMP fragments that passed every check and their budget: they carry no
+    /// ICMP header to classify (their first fragment was classified).
     pub const ICMP_FRAGMENT_PASSED: u32 = 1;
     /// IP headers that break the rules, dropped before a type could be read.
     pub const INVALID_DROPPED: u32 = 2;
-    /// Unwalkable structure (VLAN too deep, IPv6 extension chain too long or truncated).
+    /// Unwalkable structure (VLAN stack too deep or truncated, IPv6 extension chain too
+    /// long, truncated, or out of RFC 8200's order).
     pub const MALFORMED_DROPPED: u32 = 3;
     /// Invalid packets that dry-run mode let through.
     pub const INVALID_WOULD_DROP: u32 = 4;
@@ -248,44 +282,41 @@ pub mod global {
     /// Events the kernel budget allowed but the ring buffer had no room for: nobody reads
     /// it, or the reader is too slow.
     pub const EVENTS_LOST: u32 = 7;
+    /// Non-first ICMP fragments dropped, by reason: `FRAGMENT_DROPPED + reason` (a martian
+    /// source: invalid; the deny list; a broadcast or multicast destination: smurf; over
+    /// the fragment budget: rate_limit).
+    pub const FRAGMENT_DROPPED: u32 = 8;
+    /// Non-first ICMP fragments that dry-run mode let through, by reason:
+    /// `FRAGMENT_WOULD_DROP + reason`.
+    pub const FRAGMENT_WOULD_DROP: u32 = 16;
+    /// Slots below this count packets; the ones from here on count other things.
+    pub const PACKET_SLOTS: u32 = 24;
+    /// Per-source buckets created (in `packets`; both families). Buckets go only when the
+    /// LRU evicts them, so a table holds about min(this, its capacity) entries.
+    pub const SOURCE_BUCKETS_CREATED: u32 = 24;
+    /// Per-prefix buckets created, likewise.
+    pub const PREFIX_BUCKETS_CREATED: u32 = 25;
     /// Number of entries.
-    pub const ENTRIES: u32 = 8;
-}
+    pub const ENTRIES: u32 = 32;
 
-/// Indices of `CONFIG`.
-pub mod config {
-    /// 0 = enforce, 1 = dry-run (every verdict counted, every packet passed).
-    pub const MODE: u32 = 0;
-    /// Generation (0 or 1) of the live policy tables; see [`crate::policy`].
-    pub const ACTIVE_GEN: u32 = 1;
-    /// Smurf and martian checks switched off, per generation (`SMURF_OFF + generation`):
-    /// a bitmask of [`crate::policy::smurf_off`]. Zero, the state of fresh maps, means every
-    /// check is on.
-    pub const SMURF_OFF: u32 = 2;
-    /// Sampled events each CPU may emit per second ([`crate::events`]); 0 disables them.
-    /// Fresh maps hold 0 until `attach` writes [`EVENTS_PER_SEC_DEFAULT`].
-    pub const EVENTS_PER_SEC: u32 = 4;
-    /// The policy revision: userspace adds one with every policy change it applies, so
-    /// `status`, the log and metrics can name the policy a guard runs (0: none applied yet).
-    /// The program does not read it.
-    pub const POLICY_REVISION: u32 = 5;
-    /// The layout version of the pinned state, [`LAYOUT_VERSION`], written when the maps
-    /// are created: what a map's entries mean can change without its shape changing.
-    pub const LAYOUT: u32 = 7;
-    /// Number of entries.
-    pub const ENTRIES: u32 = 8;
+    /// The reasons a non-first fragment can be dropped for.
+    pub const FRAGMENT_REASONS: [DropReason; 4] = [
+        DropReason::Invalid,
+        DropReason::DenyList,
+        DropReason::Smurf,
+        DropReason::RateLimit,
+    ];
 
-    /// Bump whenever the meaning of pinned map entries changes (slot numbering, key
-    /// encoding, struct fields) so that a binary never works on another version's maps.
-    pub const LAYOUT_VERSION: u32 = 2;
-
-    /// What a first `attach` writes to [`EVENTS_PER_SEC`].
-    pub const EVENTS_PER_SEC_DEFAULT: u32 = 1000;
-
-    /// Value of [`MODE`] when verdicts are enforced.
-    pub const MODE_ENFORCE: u32 = 0;
-    /// Value of [`MODE`] when verdicts are only counted.
-    pub const MODE_DRY_RUN: u32 = 1;
+    /// The slot of a non-first fragment dropped (or, in dry-run, let through) for `reason`.
+    #[inline(always)]
+    pub const fn fragment_slot(reason: DropReason, dry_run: bool) -> u32 {
+        let base = if dry_run {
+            FRAGMENT_WOULD_DROP
+        } else {
+            FRAGMENT_DROPPED
+        };
+        base + (reason as u32 & 7)
+    }
 }
 
 /// What the XDP program does with a packet, and where it is counted.

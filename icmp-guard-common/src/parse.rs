@@ -1,6 +1,6 @@
 //! Header rules that do not need the packet itself: constants, length arithmetic and the
-//! checks that decide whether an IP header is acceptable. The XDP program reads the bytes
-//! and asks these functions what they mean.
+//! checks that decide whether an IP header is acceptable. The XDP program's parser reads
+//! the bytes and asks these functions what they mean.
 
 /// EtherType of IPv4.
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -148,6 +148,84 @@ pub const fn ipv6_extension_len(next_header: u8, len_field: u8) -> usize {
     }
 }
 
+/// What the IPv6 extension headers walked so far allow next (RFC 8200 §4.1): the
+/// Hop-by-Hop Options header only right after the IPv6 header, Destination Options at most
+/// twice, every other kind at most once. Starts at [`ExtensionOrder::START`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtensionOrder(u16);
+
+impl ExtensionOrder {
+    /// Before the first extension header.
+    pub const START: Self = Self(0);
+
+    /// The state as a number, to keep where the verifier does not follow it (the XDP
+    /// parser keeps it in map memory: tracked in a register, its every value would be a
+    /// state of its own in the walk).
+    #[inline(always)]
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// The state [`ExtensionOrder::bits`] gave. Any number is a state: unknown bits only
+    /// make headers refused, never allowed.
+    #[inline(always)]
+    pub const fn from_bits(bits: u16) -> Self {
+        Self(bits)
+    }
+
+    const HOP_BY_HOP: u16 = 1;
+    const ROUTING: u16 = 2;
+    const FRAGMENT: u16 = 4;
+    const AH: u16 = 8;
+    /// Any header walked: hop-by-hop is no longer allowed.
+    const WALKED: u16 = 16;
+    /// Destination Options headers seen, counted from this bit.
+    const DESTINATION_ONE: u16 = 256;
+
+    /// The order after an extension header of kind `next_header`, or `None` when the
+    /// header breaks RFC 8200's order.
+    #[inline(always)]
+    pub const fn after(self, next_header: u8) -> Option<Self> {
+        let state = self.0;
+        let bit = match next_header {
+            IPPROTO_HOPOPTS => {
+                if state & Self::WALKED != 0 {
+                    return None;
+                }
+                Self::HOP_BY_HOP
+            }
+            IPPROTO_DSTOPTS => {
+                if state >= 2 * Self::DESTINATION_ONE {
+                    return None;
+                }
+                return Some(Self((state + Self::DESTINATION_ONE) | Self::WALKED));
+            }
+            IPPROTO_ROUTING => Self::ROUTING,
+            IPPROTO_FRAGMENT => Self::FRAGMENT,
+            _ => Self::AH,
+        };
+        if state & bit != 0 {
+            None
+        } else {
+            Some(Self(state | bit | Self::WALKED))
+        }
+    }
+}
+
+/// True when an ICMP message whose data (the bytes after its fixed 8-byte header) is
+/// `data_len` bytes long and starts with `first_byte` embeds a full IP header of `family`
+/// plus 8 bytes of what followed it: what every ICMP error must carry (RFC 792, RFC 1122
+/// §3.2.2, RFC 4443 §2.4).
+#[inline(always)]
+pub const fn embeds_header(family: u8, first_byte: u8, data_len: usize) -> bool {
+    if family == crate::FAMILY_V4 {
+        let header_len = ((first_byte & 0x0f) as usize) * 4;
+        first_byte >> 4 == 4 && header_len >= IPV4_MIN_HLEN && data_len >= header_len + 8
+    } else {
+        first_byte >> 4 == 6 && data_len >= IPV6_HLEN + 8
+    }
+}
+
 /// Fragment offset in bytes and more-fragments flag from an IPv6 fragment header's
 /// offset field (bytes 2..4, network order).
 #[inline(always)]
@@ -234,6 +312,67 @@ mod tests {
         assert!(is_ipv6_extension(IPPROTO_AH));
         assert!(!is_ipv6_extension(IPPROTO_ICMPV6));
         assert!(!is_ipv6_extension(IPPROTO_NONE));
+    }
+
+    #[test]
+    fn extension_headers_keep_rfc_8200_order() {
+        let walk = |kinds: &[u8]| {
+            let mut order = ExtensionOrder::START;
+            for kind in kinds {
+                order = order.after(*kind)?;
+            }
+            Some(order)
+        };
+        assert!(
+            walk(&[
+                IPPROTO_HOPOPTS,
+                IPPROTO_DSTOPTS,
+                IPPROTO_ROUTING,
+                IPPROTO_FRAGMENT,
+                IPPROTO_AH,
+                IPPROTO_DSTOPTS
+            ])
+            .is_some()
+        );
+        assert!(
+            walk(&[IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS]).is_none(),
+            "destination options three times"
+        );
+        assert!(
+            walk(&[IPPROTO_DSTOPTS, IPPROTO_HOPOPTS]).is_none(),
+            "hop-by-hop not first"
+        );
+        assert!(
+            walk(&[IPPROTO_HOPOPTS, IPPROTO_HOPOPTS]).is_none(),
+            "hop-by-hop twice"
+        );
+        for kind in [IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_AH] {
+            assert!(walk(&[kind]).is_some());
+            assert!(walk(&[kind, kind]).is_none(), "{kind} twice");
+        }
+    }
+
+    #[test]
+    fn errors_must_embed_a_header_and_eight_bytes() {
+        use crate::{FAMILY_V4, FAMILY_V6};
+        assert!(embeds_header(FAMILY_V4, 0x45, 28));
+        assert!(
+            !embeds_header(FAMILY_V4, 0x45, 27),
+            "only 7 bytes after the header"
+        );
+        assert!(embeds_header(FAMILY_V4, 0x46, 32));
+        assert!(!embeds_header(FAMILY_V4, 0x46, 31), "IHL 6 needs 24 + 8");
+        assert!(!embeds_header(FAMILY_V4, 0x44, 28), "IHL 4");
+        assert!(
+            !embeds_header(FAMILY_V4, 0x65, 60),
+            "an IPv6 header in an ICMPv4 error"
+        );
+        assert!(embeds_header(FAMILY_V6, 0x60, 48));
+        assert!(!embeds_header(FAMILY_V6, 0x60, 47));
+        assert!(
+            !embeds_header(FAMILY_V6, 0x45, 60),
+            "an IPv4 header in an ICMPv6 error"
+        );
     }
 
     #[test]

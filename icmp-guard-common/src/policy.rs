@@ -3,10 +3,11 @@
 //!
 //! # Atomic swaps
 //!
-//! Every policy table exists twice, once per generation (0 and 1), and `CONFIG[ACTIVE_GEN]`
-//! names the live one. The XDP program reads the generation once per packet and makes every
+//! Every policy table exists twice, once per generation (0 and 1), and
+//! [`Config::active_generation`](crate::config::Config::active_generation) names the live
+//! one. The XDP program reads the generation once per packet and makes every
 //! lookup in that generation. Userspace writes a whole new policy into the idle generation,
-//! flips `ACTIVE_GEN`, then waits for an RCU grace period (a map-in-map update makes the
+//! flips the generation, then waits for an RCU grace period (a map-in-map update makes the
 //! kernel call `synchronize_rcu()`) before the old generation may be written again. XDP
 //! runs inside an RCU read-side section, so no packet ever sees a half-written policy.
 
@@ -22,19 +23,30 @@ pub mod action {
     pub const LIMIT: u8 = 2;
 }
 
-/// Conditions a packet must meet before a pass or limit rule applies; failing one drops the
-/// packet as `invalid`.
+/// Conditions a packet must meet before a pass or limit rule applies, as bits: failing
+/// any drops the packet as `invalid`. They come with the type ([`intrinsic_condition`]),
+/// whatever action the operator picks.
 pub mod condition {
     /// No condition.
     pub const NONE: u8 = 0;
-    /// Neighbour discovery (RFC 4861 §6.1, §7.1; RFC 6980): hop limit 255, not fragmented.
+    /// Neighbour discovery (RFC 4861 §6.1, §7.1; RFC 6980): hop limit 255, no Fragment
+    /// header.
     pub const ND: u8 = 1;
     /// MLD (RFC 2710 §3, RFC 3810 §5): hop limit 1, link-local or unspecified source.
     pub const MLD: u8 = 2;
-    /// Packet Too Big (RFC 8201 §4): an MTU below 1280 is never acted upon, so drop it.
-    pub const PTB_MTU: u8 = 3;
-    /// Largest valid value.
-    pub const MAX: u8 = PTB_MTU;
+    /// Packet Too Big (RFC 8201 §4): an MTU below 1280 is never acted upon.
+    pub const PTB_MTU: u8 = 4;
+    /// Echo request and reply carry code 0 only (RFC 792, RFC 4443 §4).
+    pub const ECHO_CODE: u8 = 8;
+    /// The source is link-local (fe80::/10): router advertisements (RFC 4861 §6.1.2).
+    pub const LINK_LOCAL_SOURCE: u8 = 16;
+    /// An ICMP error: it embeds at least a full IP header of its family plus 8 bytes
+    /// (RFC 792, RFC 1122 §3.2.2, RFC 4443 §2.4) and is not sent to a broadcast or
+    /// multicast destination. Errors that their rule passes are charged to the error
+    /// limiter ([`crate::config::GenerationConfig::error_limiter`]).
+    pub const ERROR: u8 = 32;
+    /// Every condition this program knows; any other bit fails closed.
+    pub const KNOWN: u8 = ND | MLD | PTB_MTU | ECHO_CODE | LINK_LOCAL_SOURCE | ERROR;
 }
 
 /// Flags of a [`Rule`].
@@ -48,6 +60,7 @@ pub mod flags {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Rule {
     pub action: u8,
+    /// Bits of [`condition`].
     pub condition: u8,
     pub flags: u8,
     /// Index of the rate limiter for `limit` rules.
@@ -73,56 +86,9 @@ impl Rule {
     pub const LIMIT: Self = Self::new(action::LIMIT, condition::NONE);
 }
 
-/// Rate limiters per generation.
-pub const MAX_LIMITERS: u32 = 64;
-
-/// Which sources share a limiter's bucket.
-pub mod per {
-    pub const SOURCE: u8 = 0;
-    pub const PREFIX: u8 = 1;
-    pub const GLOBAL: u8 = 2;
-}
-
-/// A rate limiter's settings, one per (generation, limiter index).
-///
-/// `rate`/`burst` apply at the `per` scope. Unless `per` is global, a second bucket
-/// (`global_rate`/`global_burst`) admits packets from sources (or prefixes) that have no
-/// bucket yet: a spoofed random-source flood creates a new source with every packet, so it
-/// is capped by that budget, while established sources keep their own buckets.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LimiterConfig {
-    /// Packets per second at the `per` scope.
-    pub rate: u32,
-    /// Bucket depth in packets.
-    pub burst: u32,
-    /// One of [`per`].
-    pub per: u8,
-    /// Prefix length that groups IPv4 sources for `per = prefix`.
-    pub prefix_v4: u8,
-    /// Prefix length that groups IPv6 sources for `per = prefix`.
-    pub prefix_v6: u8,
-    /// Bits of [`limiter_flags`].
-    pub flags: u8,
-    /// Packets per second admitted from sources without a bucket (0: none admitted).
-    pub global_rate: u32,
-    /// Burst of that budget.
-    pub global_burst: u32,
-}
-
-#[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]` with explicit padding, every bit pattern valid.
-unsafe impl aya::Pod for LimiterConfig {}
-
-/// Flags of a [`LimiterConfig`].
-pub mod limiter_flags {
-    /// Packets over this limit are counted as `smurf`: the echo-reply ceiling that protects
-    /// a reflection victim.
-    pub const REASON_SMURF: u8 = 1;
-}
-
-/// Bits of `CONFIG[SMURF_OFF + generation]`: checks the operator switched off.
-pub mod smurf_off {
+/// Bits of [`GenerationConfig::checks_off`](crate::config::GenerationConfig::checks_off):
+/// checks the operator switched off.
+pub mod checks_off {
     /// Echo and timestamp requests to broadcast or multicast destinations (v4).
     pub const BROADCAST_ECHO: u32 = 1;
     /// ICMPv6 echo requests to multicast beyond link-local scope.
@@ -161,92 +127,6 @@ pub const fn ipv6_martian_source(source: [u8; 16], icmp_type: u8) -> bool {
     }
 }
 
-/// Index into `LIMITERS`.
-#[inline(always)]
-pub const fn limiter_slot(generation: u32, limiter: u8) -> u32 {
-    (generation & 1) * MAX_LIMITERS + (limiter as u32 % MAX_LIMITERS)
-}
-
-/// Capacity of the per-source rate-limit LRU map (see README for the memory cost).
-pub const RATE_SOURCES: u32 = 65_536;
-/// Capacity of the per-prefix rate-limit LRU map.
-pub const RATE_PREFIXES: u32 = 16_384;
-
-/// Key of a rate-limit bucket: the limiter and the (masked) source.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RateKey {
-    pub limiter: u8,
-    pub family: u8,
-    pub prefix_len: u8,
-    pub _pad: u8,
-    pub addr: [u8; 16],
-}
-
-#[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, u8 fields and a byte array, no implicit padding.
-unsafe impl aya::Pod for RateKey {}
-
-impl RateKey {
-    /// The key of `source` (IPv4 in the first 4 bytes) masked to `prefix_len` bits.
-    #[inline(always)]
-    pub fn new(limiter: u8, family: u8, source: &[u8; 16], prefix_len: u8) -> Self {
-        let mut key = Self {
-            limiter,
-            family,
-            prefix_len,
-            _pad: 0,
-            addr: *source,
-        };
-        let max = if family == FAMILY_V4 { 32 } else { 128 };
-        let bits = if prefix_len > max { max } else { prefix_len } as usize;
-        let mut index = 0;
-        while index < 16 {
-            let start = index * 8;
-            let keep = if bits <= start {
-                0
-            } else if bits - start >= 8 {
-                8
-            } else {
-                bits - start
-            };
-            let mask: u8 = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
-            key.addr[index] &= mask;
-            index += 1;
-        }
-        key
-    }
-}
-
-/// Nanoseconds between two admitted packets at `rate` per second (at least 1).
-#[inline(always)]
-pub const fn emission_interval_ns(rate: u32) -> u64 {
-    if rate == 0 {
-        u64::MAX
-    } else {
-        let interval = 1_000_000_000 / rate as u64;
-        if interval == 0 { 1 } else { interval }
-    }
-}
-
-/// GCRA, the token bucket written as one "theoretical arrival time" (TAT): admits when the
-/// packet is no more than `burst - 1` intervals early, and returns the new TAT. A bucket
-/// idle for days has `tat` far in the past; `max(tat, now)` restarts it full, never fuller,
-/// and nothing overflows (u64 nanoseconds last 584 years of uptime).
-#[inline(always)]
-pub const fn gcra(tat: u64, now: u64, interval: u64, burst: u32) -> Option<u64> {
-    if burst == 0 || interval == u64::MAX {
-        return None;
-    }
-    let start = if tat > now { tat } else { now };
-    let tolerance = interval.saturating_mul(burst as u64 - 1);
-    if start - now > tolerance {
-        None
-    } else {
-        Some(start.saturating_add(interval))
-    }
-}
-
 /// Generations of every policy table.
 pub const GENERATIONS: u32 = 2;
 /// Entries of `POLICY_TYPES`: one per (generation, family, type).
@@ -282,16 +162,27 @@ pub type V4ListKey = [u8; 5];
 /// Trie key data for IPv6: generation byte, then the address.
 pub type V6ListKey = [u8; 17];
 
-/// What the XDP program learned about a classified ICMP packet, beyond family/type/code.
+/// What the program learned about a classified ICMP packet that its rule's conditions
+/// look at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
-    /// IPv6 hop limit (0 for IPv4).
+    /// The ICMP code.
+    pub code: u8,
+    /// IPv6 hop limit (the IPv4 TTL is never a condition).
     pub hop_limit: u8,
     /// The packet is a fragment: an IPv4 first fragment with more to come, or IPv6 with a
     /// Fragment header (atomic fragments included, RFC 6980 §5).
     pub fragmented: bool,
-    /// IPv6 source is link-local (fe80::/10) or unspecified (::).
+    /// The IPv6 source is link-local unicast (fe80::/10).
     pub source_link_local: bool,
+    /// The IPv6 source is the unspecified address (::).
+    pub source_unspecified: bool,
+    /// The ICMP payload embeds a full IP header of the packet's family plus 8 bytes: what
+    /// an error must carry.
+    pub embeds_header: bool,
+    /// The destination is a broadcast or multicast address (L2 or L3, or a directed
+    /// broadcast of ours).
+    pub group_destination: bool,
     /// MTU field of an ICMPv6 Packet Too Big.
     pub mtu: u32,
 }
@@ -308,21 +199,43 @@ pub enum RuleVerdict {
     Limit(u8),
 }
 
+/// True when `facts` meet every condition in `conditions`.
+#[inline(always)]
+pub const fn conditions_met(conditions: u8, facts: &Facts) -> bool {
+    if conditions & !condition::KNOWN != 0 {
+        // A condition this program cannot check: fail closed.
+        return false;
+    }
+    if conditions & condition::ND != 0 && (facts.hop_limit != 255 || facts.fragmented) {
+        return false;
+    }
+    if conditions & condition::MLD != 0
+        && (facts.hop_limit != 1 || !(facts.source_link_local || facts.source_unspecified))
+    {
+        return false;
+    }
+    if conditions & condition::PTB_MTU != 0 && facts.mtu < IPV6_MIN_MTU {
+        return false;
+    }
+    if conditions & condition::ECHO_CODE != 0 && facts.code != 0 {
+        return false;
+    }
+    if conditions & condition::LINK_LOCAL_SOURCE != 0 && !facts.source_link_local {
+        return false;
+    }
+    if conditions & condition::ERROR != 0 && (!facts.embeds_header || facts.group_destination) {
+        return false;
+    }
+    true
+}
+
 /// Applies a rule's condition and action to a packet's facts.
 #[inline(always)]
 pub const fn evaluate(rule: Rule, facts: &Facts) -> RuleVerdict {
     if rule.action == action::DROP {
         return RuleVerdict::Drop(DropReason::Policy);
     }
-    let condition_met = match rule.condition {
-        condition::NONE => true,
-        condition::ND => facts.hop_limit == 255 && !facts.fragmented,
-        condition::MLD => facts.hop_limit == 1 && facts.source_link_local,
-        condition::PTB_MTU => facts.mtu >= IPV6_MIN_MTU,
-        // An unknown condition cannot be checked: fail closed.
-        _ => false,
-    };
-    if !condition_met {
+    if !conditions_met(rule.condition, facts) {
         return RuleVerdict::Drop(DropReason::Invalid);
     }
     match rule.action {
@@ -332,47 +245,78 @@ pub const fn evaluate(rule: Rule, facts: &Facts) -> RuleVerdict {
     }
 }
 
-/// The safe default profile's rule for a whole type (PRODUCT.md, "Safe default profile").
-/// It has no per-code exceptions: every listed code is passed type-wide.
-pub const fn default_rule(family: u8, icmp_type: u8) -> Rule {
+/// True for the ICMP error types, which carry the header of the packet they report on:
+/// v4 destination unreachable, source quench, redirect, time exceeded and parameter
+/// problem (RFC 792); every ICMPv6 type below 128 (RFC 4443 §2.1).
+pub const fn is_error(family: u8, icmp_type: u8) -> bool {
+    if family == FAMILY_V4 {
+        matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+    } else {
+        icmp_type < 128
+    }
+}
+
+/// The conditions a type carries whatever its action (see [`condition`]).
+pub const fn intrinsic_condition(family: u8, icmp_type: u8) -> u8 {
+    let error = if is_error(family, icmp_type) {
+        condition::ERROR
+    } else {
+        condition::NONE
+    };
     if family == FAMILY_V4 {
         match icmp_type {
-            // Destination unreachable (PMTUD: 3/4, RFC 1191), time exceeded (traceroute),
-            // parameter problem (RFC 1122).
-            3 | 11 | 12 => Rule::PASS,
-            // Hosts must answer echo (RFC 1122 §3.2.2.6): limit, never block.
-            8 => Rule::LIMIT,
-            // Echo reply: a generous ceiling protects a reflection victim.
-            0 => Rule::new(action::LIMIT, condition::NONE).with_limiter(1),
-            // Redirect, source quench (RFC 6633), deprecated types (RFC 6918),
-            // timestamp and router discovery (reconnaissance), unassigned: drop.
-            _ => Rule::DROP,
+            0 | 8 => condition::ECHO_CODE,
+            _ => error,
         }
     } else {
         match icmp_type {
-            // RFC 4890 §4.4.1: never drop these errors; PTB with MTU < 1280 is bogus.
-            2 => Rule::new(action::PASS, condition::PTB_MTU),
-            // Private experimentation and expansion (RFC 4890 §4.4.5).
-            100 | 101 | 127 => Rule::DROP,
-            // Other errors (RFC 4443 §2.4).
-            0..=127 => Rule::PASS,
-            128 => Rule::LIMIT,
-            129 => Rule::new(action::LIMIT, condition::NONE).with_limiter(1),
-            // Neighbour discovery and inverse ND.
-            133..=136 | 141 | 142 => Rule::new(action::PASS, condition::ND),
-            // MLD.
-            130..=132 | 143 => Rule::new(action::PASS, condition::MLD),
-            // Redirect (local policy), renumbering, node information, experimentation and
-            // every other informational type.
-            _ => Rule::DROP,
+            2 => condition::PTB_MTU | error,
+            128 | 129 => condition::ECHO_CODE,
+            134 => condition::ND | condition::LINK_LOCAL_SOURCE,
+            133 | 135 | 136 | 141 | 142 => condition::ND,
+            130..=132 | 143 => condition::MLD,
+            _ => error,
         }
     }
 }
 
-/// The condition a type carries whatever its action: ND, MLD and Packet Too Big are only
-/// trusted when they look like what the RFCs allow.
-pub const fn intrinsic_condition(family: u8, icmp_type: u8) -> u8 {
-    default_rule(family, icmp_type).condition
+/// The safe default profile's action for a whole type (PRODUCT.md, "Safe default
+/// profile"), with the type's [`intrinsic_condition`]. It has no per-code exceptions:
+/// every listed code is passed type-wide. Echo replies use limiter 1, echo requests 0.
+pub const fn default_rule(family: u8, icmp_type: u8) -> Rule {
+    let action = if family == FAMILY_V4 {
+        match icmp_type {
+            // Destination unreachable (PMTUD: 3/4, RFC 1191), time exceeded (traceroute),
+            // parameter problem (RFC 1122).
+            3 | 11 | 12 => action::PASS,
+            // Hosts must answer echo (RFC 1122 §3.2.2.6): limit, never block. Echo replies:
+            // a generous limit protects a reflection victim.
+            0 | 8 => action::LIMIT,
+            // Redirect, source quench (RFC 6633), deprecated types (RFC 6918),
+            // timestamp and router discovery (reconnaissance), unassigned: drop.
+            _ => action::DROP,
+        }
+    } else {
+        match icmp_type {
+            // Private experimentation and expansion (RFC 4890 §4.4.5).
+            100 | 101 | 127 => action::DROP,
+            // Errors, Packet Too Big among them (RFC 4890 §4.4.1, RFC 4443 §2.4).
+            0..=127 => action::PASS,
+            128 | 129 => action::LIMIT,
+            // Neighbour discovery, inverse ND, MLD.
+            130..=136 | 141..=143 => action::PASS,
+            // Redirect (local policy), renumbering, node information, experimentation and
+            // every other informational type.
+            _ => action::DROP,
+        }
+    };
+    let reply =
+        (family == FAMILY_V4 && icmp_type == 0) || (family == FAMILY_V6 && icmp_type == 129);
+    Rule::new(action, intrinsic_condition(family, icmp_type)).with_limiter(if reply {
+        1
+    } else {
+        0
+    })
 }
 
 impl Rule {
@@ -434,12 +378,15 @@ pub const fn ipv6_multicast_scope(destination: [u8; 16]) -> u8 {
 /// Link-local multicast scope.
 pub const SCOPE_LINK_LOCAL: u8 = 2;
 
-/// True for fe80::/10 and ::.
+/// True for link-local unicast sources, fe80::/10.
 #[inline(always)]
-pub const fn ipv6_link_local_or_unspecified(source: [u8; 16]) -> bool {
-    if source[0] == 0xfe && (source[1] & 0xc0) == 0x80 {
-        return true;
-    }
+pub const fn ipv6_link_local(source: [u8; 16]) -> bool {
+    source[0] == 0xfe && (source[1] & 0xc0) == 0x80
+}
+
+/// True for the unspecified address, ::.
+#[inline(always)]
+pub const fn ipv6_unspecified(source: [u8; 16]) -> bool {
     let mut index = 0;
     while index < 16 {
         if source[index] != 0 {
@@ -455,9 +402,13 @@ mod tests {
     use super::*;
 
     const ND_OK: Facts = Facts {
+        code: 0,
         hop_limit: 255,
         fragmented: false,
         source_link_local: true,
+        source_unspecified: false,
+        embeds_header: false,
+        group_destination: false,
         mtu: 0,
     };
 
@@ -473,24 +424,19 @@ mod tests {
 
     #[test]
     fn conditions_guard_nd_mld_and_ptb() {
+        let invalid = RuleVerdict::Drop(DropReason::Invalid);
         let nd = Rule::new(action::PASS, condition::ND);
         assert_eq!(evaluate(nd, &ND_OK), RuleVerdict::Pass);
         let forwarded = Facts {
             hop_limit: 254,
             ..ND_OK
         };
-        assert_eq!(
-            evaluate(nd, &forwarded),
-            RuleVerdict::Drop(DropReason::Invalid)
-        );
+        assert_eq!(evaluate(nd, &forwarded), invalid);
         let fragmented = Facts {
             fragmented: true,
             ..ND_OK
         };
-        assert_eq!(
-            evaluate(nd, &fragmented),
-            RuleVerdict::Drop(DropReason::Invalid)
-        );
+        assert_eq!(evaluate(nd, &fragmented), invalid);
 
         let mld = Rule::new(action::PASS, condition::MLD);
         let report = Facts {
@@ -498,23 +444,75 @@ mod tests {
             ..ND_OK
         };
         assert_eq!(evaluate(mld, &report), RuleVerdict::Pass);
+        let unspecified = Facts {
+            source_link_local: false,
+            source_unspecified: true,
+            ..report
+        };
+        assert_eq!(evaluate(mld, &unspecified), RuleVerdict::Pass);
         let global_source = Facts {
             source_link_local: false,
             ..report
         };
-        assert_eq!(
-            evaluate(mld, &global_source),
-            RuleVerdict::Drop(DropReason::Invalid)
-        );
+        assert_eq!(evaluate(mld, &global_source), invalid);
 
         let ptb = Rule::new(action::PASS, condition::PTB_MTU);
-        let small = Facts { mtu: 1279, ..ND_OK };
-        let fine = Facts { mtu: 1280, ..ND_OK };
+        assert_eq!(evaluate(ptb, &Facts { mtu: 1279, ..ND_OK }), invalid);
         assert_eq!(
-            evaluate(ptb, &small),
-            RuleVerdict::Drop(DropReason::Invalid)
+            evaluate(ptb, &Facts { mtu: 1280, ..ND_OK }),
+            RuleVerdict::Pass
         );
-        assert_eq!(evaluate(ptb, &fine), RuleVerdict::Pass);
+    }
+
+    #[test]
+    fn echo_codes_router_advertisement_sources_and_errors() {
+        let invalid = RuleVerdict::Drop(DropReason::Invalid);
+        let echo = default_rule(FAMILY_V4, 8);
+        assert_eq!(evaluate(echo, &ND_OK), RuleVerdict::Limit(0));
+        assert_eq!(evaluate(echo, &Facts { code: 1, ..ND_OK }), invalid);
+        let reply6 = default_rule(FAMILY_V6, 129);
+        assert_eq!(evaluate(reply6, &Facts { code: 9, ..ND_OK }), invalid);
+
+        let advertisement = default_rule(FAMILY_V6, 134);
+        assert_eq!(evaluate(advertisement, &ND_OK), RuleVerdict::Pass);
+        let from_global = Facts {
+            source_link_local: false,
+            ..ND_OK
+        };
+        assert_eq!(evaluate(advertisement, &from_global), invalid);
+        // A solicitation may come from anywhere on the link, :: included.
+        assert_eq!(
+            evaluate(default_rule(FAMILY_V6, 133), &from_global),
+            RuleVerdict::Pass
+        );
+
+        let unreachable = default_rule(FAMILY_V4, 3);
+        let error = Facts {
+            embeds_header: true,
+            ..Facts::default()
+        };
+        assert_eq!(evaluate(unreachable, &error), RuleVerdict::Pass);
+        assert_eq!(evaluate(unreachable, &Facts::default()), invalid);
+        let to_broadcast = Facts {
+            group_destination: true,
+            ..error
+        };
+        assert_eq!(evaluate(unreachable, &to_broadcast), invalid);
+        let too_big = default_rule(FAMILY_V6, 2);
+        assert_eq!(
+            evaluate(too_big, &Facts { mtu: 1500, ..error }),
+            RuleVerdict::Pass
+        );
+        assert_eq!(
+            evaluate(
+                too_big,
+                &Facts {
+                    mtu: 1500,
+                    ..Facts::default()
+                }
+            ),
+            invalid
+        );
     }
 
     #[test]
@@ -528,7 +526,7 @@ mod tests {
             RuleVerdict::Drop(DropReason::Policy)
         );
         assert_eq!(
-            evaluate(Rule::new(action::PASS, 77), &ND_OK),
+            evaluate(Rule::new(action::PASS, 64), &ND_OK),
             RuleVerdict::Drop(DropReason::Invalid)
         );
         assert_eq!(
@@ -543,25 +541,34 @@ mod tests {
         let v6 = |t| default_rule(FAMILY_V6, t);
         for t in [3, 11, 12] {
             assert_eq!(v4(t), action::PASS, "v4 {t}");
+            assert_eq!(default_rule(FAMILY_V4, t).condition, condition::ERROR);
         }
         assert_eq!(v4(8), action::LIMIT);
         assert_eq!(v4(0), action::LIMIT);
+        assert_eq!(default_rule(FAMILY_V4, 0).limiter, 1);
         for t in [
             1, 2, 4, 5, 6, 7, 9, 10, 13, 14, 15, 16, 17, 18, 30, 39, 42, 200, 255,
         ] {
             assert_eq!(v4(t), action::DROP, "v4 {t}");
         }
-        assert_eq!(v6(1), Rule::PASS);
-        assert_eq!(v6(2), Rule::new(action::PASS, condition::PTB_MTU));
-        assert_eq!(v6(3), Rule::PASS);
-        assert_eq!(v6(4), Rule::PASS);
-        assert_eq!(v6(50), Rule::PASS, "other errors pass");
+        assert_eq!(v6(1), Rule::new(action::PASS, condition::ERROR));
+        assert_eq!(
+            v6(2),
+            Rule::new(action::PASS, condition::PTB_MTU | condition::ERROR)
+        );
+        assert_eq!(v6(3).action, action::PASS);
+        assert_eq!(v6(4).action, action::PASS);
+        assert_eq!(v6(50).action, action::PASS, "other errors pass");
         for t in [100, 101, 127, 137, 138, 139, 140, 200, 201, 255, 150, 160] {
             assert_eq!(v6(t).action, action::DROP, "v6 {t}");
         }
-        for t in [133, 134, 135, 136, 141, 142] {
+        for t in [133, 135, 136, 141, 142] {
             assert_eq!(v6(t), Rule::new(action::PASS, condition::ND), "v6 {t}");
         }
+        assert_eq!(
+            v6(134),
+            Rule::new(action::PASS, condition::ND | condition::LINK_LOCAL_SOURCE)
+        );
         for t in [130, 131, 132, 143] {
             assert_eq!(v6(t), Rule::new(action::PASS, condition::MLD), "v6 {t}");
         }
@@ -570,66 +577,15 @@ mod tests {
     }
 
     #[test]
-    fn gcra_admits_exactly_burst_when_no_time_passes() {
-        let interval = emission_interval_ns(100);
-        let mut tat = 0;
-        let mut admitted = 0;
-        for _ in 0..1000 {
-            if let Some(next) = gcra(tat, 5_000_000_000, interval, 200) {
-                tat = next;
-                admitted += 1;
-            }
+    fn error_types() {
+        for t in [3, 4, 5, 11, 12] {
+            assert!(is_error(FAMILY_V4, t), "v4 {t}");
         }
-        assert_eq!(admitted, 200);
-    }
-
-    #[test]
-    fn gcra_refills_at_rate_and_never_beyond_burst() {
-        let interval = emission_interval_ns(100); // 10 ms
-        let mut tat = 0;
-        let mut now = 1_000_000_000u64;
-        let mut admitted = 0;
-        // One second of a flood every millisecond: burst + rate × 1 s.
-        for _ in 0..1000 {
-            if let Some(next) = gcra(tat, now, interval, 200) {
-                tat = next;
-                admitted += 1;
-            }
-            now += 1_000_000;
+        for t in [0, 8, 13, 14, 30, 42] {
+            assert!(!is_error(FAMILY_V4, t), "v4 {t}");
         }
-        assert!((299..=301).contains(&admitted), "{admitted}");
-        // Idle for a week: the bucket is full again, not fuller.
-        now += 7 * 24 * 3600 * 1_000_000_000;
-        let mut burst = 0;
-        while let Some(next) = gcra(tat, now, interval, 200) {
-            tat = next;
-            burst += 1;
-        }
-        assert_eq!(burst, 200);
-    }
-
-    #[test]
-    fn gcra_refuses_empty_limits() {
-        assert_eq!(gcra(0, 0, emission_interval_ns(0), 10), None);
-        assert_eq!(gcra(0, 0, emission_interval_ns(10), 0), None);
-        assert_eq!(emission_interval_ns(2_000_000_000), 1);
-    }
-
-    #[test]
-    fn rate_keys_mask_to_the_prefix() {
-        let mut v4 = [0u8; 16];
-        v4[..4].copy_from_slice(&[192, 0, 2, 77]);
-        let key = RateKey::new(3, FAMILY_V4, &v4, 24);
-        assert_eq!(&key.addr[..4], &[192, 0, 2, 0]);
-        let host = RateKey::new(3, FAMILY_V4, &v4, 32);
-        assert_eq!(&host.addr[..4], &[192, 0, 2, 77]);
-        let mut v6 = [0xffu8; 16];
-        v6[0] = 0x20;
-        let key = RateKey::new(1, FAMILY_V6, &v6, 64);
-        assert_eq!(&key.addr[8..], &[0; 8]);
-        assert_eq!(key.addr[7], 0xff);
-        let odd = RateKey::new(1, FAMILY_V6, &v6, 60);
-        assert_eq!(odd.addr[7], 0xf0);
+        assert!(is_error(FAMILY_V6, 1) && is_error(FAMILY_V6, 127));
+        assert!(!is_error(FAMILY_V6, 128));
     }
 
     #[test]
@@ -694,12 +650,13 @@ mod tests {
         let mut fe80 = [0u8; 16];
         fe80[0] = 0xfe;
         fe80[1] = 0x80;
-        assert!(ipv6_link_local_or_unspecified(fe80));
-        assert!(ipv6_link_local_or_unspecified([0; 16]));
+        assert!(ipv6_link_local(fe80));
+        assert!(!ipv6_link_local([0; 16]));
+        assert!(ipv6_unspecified([0; 16]));
         let mut doc = [0u8; 16];
         doc[0] = 0x20;
         doc[1] = 0x01;
-        assert!(!ipv6_link_local_or_unspecified(doc));
+        assert!(!ipv6_link_local(doc) && !ipv6_unspecified(doc));
         assert_eq!(ipv6_multicast_scope(doc), 0);
     }
 }

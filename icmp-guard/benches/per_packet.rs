@@ -1,5 +1,8 @@
-//! Per-packet cost of the XDP program, as a ratio to an empty XDP program measured in the
-//! same run (these machines are noisy; only ratios travel). A benchmark with its own
+//! Per-packet cost of the XDP program, as a ratio to baselines measured in the same run
+//! (these machines are noisy; only ratios travel): an empty XDP program, and the cheapest
+//! per-source limiter there is (`icmp_guard_common::baseline`: Ethernet, IPv4 with IHL, one
+//! LRU lookup by source, `bpf_ktime_get_ns`, a GCRA update) with and without a new-source
+//! budget, each case against the baseline that does the same job the same way. A benchmark with its own
 //! `main` (`harness = false`). Run it through `cargo xtask bench` as root, which also runs
 //! the flood benchmark; on its own:
 //!
@@ -24,14 +27,23 @@ use std::{
 };
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use icmp_guard::{
-    bpf::{self, GuardMaps},
-    policy::{self, Limit, Per, Policy, RuleSpec, model::MAX_RATE},
+    bpf::{self, Capacity, GuardMaps, Instance, Variant},
+    policy::{
+        self, Limit, Per, Policy, RuleSpec,
+        model::{DEFAULT_PROBATION, MAX_RATE},
+    },
 };
-use icmp_guard_common::{BASELINE_PROGRAM_NAME, FAMILY_V4, FAMILY_V6, PROGRAM_NAME};
+use icmp_guard_common::{
+    BASELINE_PROGRAM_NAME, FAMILY_V4, FAMILY_V6,
+    baseline::{self, MINIMAL_LIMITER, MINIMAL_LIMITER_WITH_BUDGET},
+    interface,
+    limit::RATE_SOURCES,
+    maps,
+};
 use serde_json::{Value, json};
 
 /// Frames per BPF_PROG_TEST_RUN call in the repeated cases.
@@ -156,6 +168,18 @@ fn repeated(program: &Xdp, frame: &[u8]) -> Sample {
     }
 }
 
+/// `frame` `times` times in one call, untimed; the last verdict.
+fn repeated_n(program: &Xdp, frame: &[u8], times: u32) -> u32 {
+    program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: times,
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN")
+        .return_value
+}
+
 /// `DISTINCT_SOURCES` echo requests from 10.0.0.0 upwards, one call each; every call is
 /// timed by the kernel, so only the program's runs are summed.
 fn one_call_each(program: &Xdp) -> Sample {
@@ -201,6 +225,70 @@ enum Which {
     /// Echo requests under one global bucket that no run exhausts: the limiter without the
     /// per-source lookup.
     Global,
+    /// [`Which::Open`] in the variant for kernels without compare-and-exchange (spin locks).
+    OpenLocks,
+}
+
+/// What a case is compared with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Base {
+    /// The empty XDP program, measured the same way as the case.
+    Empty,
+    /// The minimal limiter admitting (limits no run reaches).
+    MinimalWithin,
+    /// The minimal limiter refusing (default numbers, the source's burst spent).
+    MinimalOver,
+    /// The minimal limiter passing TCP.
+    MinimalTcp,
+    /// The minimal limiter with a new-source budget, 1,000,000 sources, one call each.
+    MinimalBudgetSources,
+    /// The minimal limiter admitting, on the coarse clock: informational only.
+    MinimalCoarseWithin,
+}
+
+impl Base {
+    const ALL: [Self; 6] = [
+        Self::Empty,
+        Self::MinimalWithin,
+        Self::MinimalOver,
+        Self::MinimalTcp,
+        Self::MinimalBudgetSources,
+        Self::MinimalCoarseWithin,
+    ];
+
+    fn id(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::MinimalWithin => "minimal_limiter_within",
+            Self::MinimalOver => "minimal_limiter_over",
+            Self::MinimalTcp => "minimal_limiter_tcp",
+            Self::MinimalBudgetSources => "minimal_limiter_with_budget_1m_sources",
+            Self::MinimalCoarseWithin => "minimal_limiter_coarse_clock_within",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "empty XDP program",
+            Self::MinimalWithin => "minimal limiter, echo within limit",
+            Self::MinimalOver => "minimal limiter, echo over limit",
+            Self::MinimalTcp => "minimal limiter, TCP",
+            Self::MinimalBudgetSources => "minimal limiter + budget, 1,000,000 sources",
+            Self::MinimalCoarseWithin => "minimal limiter on the coarse clock, within",
+        }
+    }
+
+    /// Short, for the table's column.
+    fn short(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::MinimalWithin => "min within",
+            Self::MinimalOver => "min over",
+            Self::MinimalTcp => "min TCP",
+            Self::MinimalBudgetSources => "min+budget 1M",
+            Self::MinimalCoarseWithin => "min coarse",
+        }
+    }
 }
 
 struct Case {
@@ -211,7 +299,9 @@ struct Case {
     frame: Option<Vec<u8>>,
     /// The verdict the last packet must get; `None` when it may vary.
     verdict: Option<u32>,
-    /// The issue's target, as a ratio to the empty program.
+    /// The baseline the case is compared with.
+    versus: Base,
+    /// Issue 14's target, as a ratio to `versus`.
     target: Option<f64>,
     samples: Vec<Sample>,
 }
@@ -225,6 +315,7 @@ impl Case {
             method: Method::Repeated,
             frame: Some(frame),
             verdict: None,
+            versus: Base::Empty,
             target: None,
             samples: Vec::new(),
         }
@@ -235,7 +326,8 @@ fn cases() -> Vec<Case> {
     vec![
         Case {
             verdict: Some(XDP_PASS),
-            target: Some(1.5),
+            versus: Base::MinimalWithin,
+            target: Some(1.25),
             ..Case::new(
                 "echo_within_limit",
                 "echo request, unicast, within limit",
@@ -262,7 +354,19 @@ fn cases() -> Vec<Case> {
             )
         },
         Case {
+            verdict: Some(XDP_PASS),
+            versus: Base::MinimalWithin,
+            ..Case::new(
+                "echo_within_limit_locks",
+                "echo request, within limit, spin-lock variant",
+                Which::OpenLocks,
+                echo_v4(OUR_MAC, SOURCE_V4, OUR_V4),
+            )
+        },
+        Case {
             verdict: Some(XDP_DROP),
+            versus: Base::MinimalOver,
+            target: Some(1.25),
             ..Case::new(
                 "echo_over_limit",
                 "echo request, unicast, over limit (burst spent)",
@@ -273,7 +377,8 @@ fn cases() -> Vec<Case> {
         Case {
             method: Method::OneCallEach,
             frame: None,
-            target: Some(2.0),
+            versus: Base::MinimalBudgetSources,
+            target: Some(1.5),
             ..Case::new(
                 "echo_1m_sources",
                 "echo request, 1,000,000 sources (default)",
@@ -312,7 +417,8 @@ fn cases() -> Vec<Case> {
         },
         Case {
             verdict: Some(XDP_PASS),
-            target: Some(1.2),
+            versus: Base::MinimalTcp,
+            target: Some(1.15),
             ..Case::new(
                 "tcp_passthrough",
                 "TCP (not ICMP), passed untouched",
@@ -353,11 +459,50 @@ fn pass_policy() -> Policy {
     profile_with(&[(FAMILY_V4, 8, RuleSpec::PASS)])
 }
 
-/// The program loaded with private maps holding `policy`.
-fn guard_with(policy: &Policy) -> Ebpf {
-    let mut ebpf = bpf::load(None).expect("load the XDP program (run as root)");
+/// The program (`variant`) loaded with private maps holding `policy`.
+fn guard_with(policy: &Policy, variant: Variant) -> Ebpf {
+    let instance = Instance::UNATTACHED.with_variant(variant);
+    let mut ebpf = bpf::load_instance(None, Capacity::default(), instance)
+        .expect("load the XDP program (run as root)");
     let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
     policy::apply(&mut maps, policy).expect("apply the policy");
+    ebpf
+}
+
+/// The object with the empty program and the two minimal limiters loaded, the limiters'
+/// table as large as the guard's. `open`: limits no run reaches (100,000,000/s, a second
+/// of burst, as [`open_policy`]); else the default profile's (100/s per source, burst 200;
+/// the new-source budget 1,000/s, burst 2,000). `coarse`: on the coarse clock.
+fn baselines(open: bool, coarse: bool) -> Ebpf {
+    let (interval, tolerance): (u64, u64) = if open {
+        (10, 1_000_000_000)
+    } else {
+        (10_000_000, 199 * 10_000_000)
+    };
+    let coarse = u8::from(coarse);
+    let tick = bpf::ns_per_jiffy();
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(maps::BASELINE_SOURCES, RATE_SOURCES)
+        .override_global(baseline::globals::INTERVAL_NS, &interval, true)
+        .override_global(baseline::globals::TOLERANCE_NS, &tolerance, true)
+        .override_global(baseline::globals::COARSE_CLOCK, &coarse, true)
+        .override_global(interface::globals::NS_PER_JIFFY, &tick, true)
+        .load(icmp_guard::ebpf_object())
+        .expect("load the eBPF object (run as root)");
+    for name in [
+        BASELINE_PROGRAM_NAME,
+        MINIMAL_LIMITER,
+        MINIMAL_LIMITER_WITH_BUDGET,
+    ] {
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("{name} is not in the object"))
+            .try_into()
+            .expect("an XDP program");
+        program
+            .load()
+            .unwrap_or_else(|err| panic!("loading {name}: {err}"));
+    }
     ebpf
 }
 
@@ -366,6 +511,11 @@ fn program<'a>(ebpf: &'a Ebpf, name: &str) -> &'a Xdp {
         .unwrap_or_else(|| panic!("program {name} not in the object"))
         .try_into()
         .expect("an XDP program")
+}
+
+/// The loaded guard program of an object (either variant).
+fn guard_program(ebpf: &mut Ebpf) -> &Xdp {
+    bpf::xdp_program(ebpf).expect("the guard program")
 }
 
 /// The median, the lowest and the highest of `values`.
@@ -412,32 +562,64 @@ fn args() -> Args {
 fn main() {
     let args = args();
     let started = Instant::now();
-    let mut default_guard = guard_with(&Policy::default_profile());
-    let open_guard = guard_with(&open_policy());
-    let pass_guard = guard_with(&pass_policy());
-    let global_guard = guard_with(&global_policy());
-    let baseline: &mut Xdp = default_guard
-        .program_mut(BASELINE_PROGRAM_NAME)
-        .expect("baseline program")
-        .try_into()
-        .expect("XDP");
-    baseline.load().expect("load the baseline");
-    let baseline = program(&default_guard, BASELINE_PROGRAM_NAME);
+    let mut default_guard = guard_with(&Policy::default_profile(), Variant::Auto);
+    let mut open_guard = guard_with(&open_policy(), Variant::Auto);
+    let mut pass_guard = guard_with(&pass_policy(), Variant::Auto);
+    let mut global_guard = guard_with(&global_policy(), Variant::Auto);
+    let mut locks_guard = guard_with(&open_policy(), Variant::Locks);
+    let default_guard = guard_program(&mut default_guard);
+    let open_guard = guard_program(&mut open_guard);
+    let pass_guard = guard_program(&mut pass_guard);
+    let global_guard = guard_program(&mut global_guard);
+    let locks_guard = guard_program(&mut locks_guard);
     let guard = |which: Which| match which {
-        Which::Default => program(&default_guard, PROGRAM_NAME),
-        Which::Open => program(&open_guard, PROGRAM_NAME),
-        Which::Pass => program(&pass_guard, PROGRAM_NAME),
-        Which::Global => program(&global_guard, PROGRAM_NAME),
+        Which::Default => default_guard,
+        Which::Open => open_guard,
+        Which::Pass => pass_guard,
+        Which::Global => global_guard,
+        Which::OpenLocks => locks_guard,
     };
+    let open_baselines = baselines(true, false);
+    let default_baselines = baselines(false, false);
+    let coarse_baselines = baselines(true, true);
+    let empty = program(&default_baselines, BASELINE_PROGRAM_NAME);
+    let minimal_open = program(&open_baselines, MINIMAL_LIMITER);
+    let minimal_default = program(&default_baselines, MINIMAL_LIMITER);
+    let minimal_budget = program(&default_baselines, MINIMAL_LIMITER_WITH_BUDGET);
+    let minimal_coarse = program(&coarse_baselines, MINIMAL_LIMITER);
 
     let mut cases = cases();
-    // Spend the default policy's burst for the over-limit case before anything is timed.
     let over = echo_v4(OUR_MAC, SOURCE_V4, OUR_V4);
+    let v6 = echo_v6_two_extension_headers();
+    // The one-source cases measure an established source: its bucket made and its
+    // probation over (a source the new-source budget admitted is charged to the budget as
+    // well for its first seconds; the many-source cases measure that path).
+    for program in [guard(Which::Open), guard(Which::OpenLocks)] {
+        for frame in [&over, &v6] {
+            assert_eq!(repeated_n(program, frame, 1), XDP_PASS);
+        }
+    }
+    let probation = Duration::from_secs(u64::from(DEFAULT_PROBATION));
+    println!(
+        "waiting {:.1} s for the benchmark's sources to leave probation",
+        probation.as_secs_f64() + 0.2
+    );
+    std::thread::sleep(probation + Duration::from_millis(200));
+    for program in [guard(Which::Open), guard(Which::OpenLocks)] {
+        for frame in [&over, &v6] {
+            assert_eq!(repeated_n(program, frame, 1), XDP_PASS);
+        }
+    }
+    // Spend the default policy's burst for the over-limit cases before anything is timed.
     let warm = repeated(guard(Which::Default), &over);
     assert_eq!(warm.verdict, XDP_DROP, "the burst is spent after a warm-up");
+    let warm = repeated(minimal_default, &over);
+    assert_eq!(
+        warm.verdict, XDP_DROP,
+        "the minimal limiter's burst is spent after a warm-up"
+    );
     // A pass can also mean "not ICMP at all": the IPv6 frame must reach the echo-request
     // limiter, so under the default profile a thousand in a row end in a drop.
-    let v6 = echo_v6_two_extension_headers();
     let path = guard(Which::Default)
         .test_run(TestRunOptions {
             data_in: Some(&v6),
@@ -450,21 +632,49 @@ fn main() {
         "the IPv6 echo request behind two extension headers is not rate-limited: it is not parsed as ICMPv6"
     );
 
+    let tcp = tcp_syn();
     let mut base_repeated = Vec::new();
     let mut base_repeated_kernel = Vec::new();
     let mut base_each = Vec::new();
+    // The minimal limiters, per baseline (every one but `Base::Empty`).
+    let mut minimal: Vec<(Base, Vec<f64>)> = Base::ALL[1..]
+        .iter()
+        .map(|&base| (base, Vec::new()))
+        .collect();
     println!(
         "per-packet cost: {} runs; {REPEAT} repetitions per repeated case, {DISTINCT_SOURCES} calls per many-source case",
         args.runs
     );
     for run in 1..=args.runs {
         let run_started = Instant::now();
-        let base = repeated(baseline, &over);
+        let base = repeated(empty, &over);
         assert_eq!(base.verdict, XDP_PASS);
         base_repeated.push(base.ns);
         base_repeated_kernel.push(base.kernel_ns);
-        let each = one_call_each(baseline);
+        let each = one_call_each(empty);
         base_each.push(each.ns);
+        let measure = |program: &Xdp, frame: &[u8], verdict: u32, what: &str| {
+            let sample = repeated(program, frame);
+            assert_eq!(
+                sample.verdict, verdict,
+                "{what}: the baseline measured the wrong path"
+            );
+            sample.ns
+        };
+        let within = measure(minimal_open, &over, XDP_PASS, "minimal limiter, within");
+        let over_ns = measure(minimal_default, &over, XDP_DROP, "minimal limiter, over");
+        let tcp_ns = measure(minimal_default, &tcp, XDP_PASS, "minimal limiter, TCP");
+        let budget = one_call_each(minimal_budget).ns;
+        let coarse = measure(minimal_coarse, &over, XDP_PASS, "minimal limiter, coarse");
+        for (base, samples) in &mut minimal {
+            samples.push(match base {
+                Base::Empty | Base::MinimalWithin => within,
+                Base::MinimalOver => over_ns,
+                Base::MinimalTcp => tcp_ns,
+                Base::MinimalBudgetSources => budget,
+                Base::MinimalCoarseWithin => coarse,
+            });
+        }
         for case in &mut cases {
             let program = guard(case.policy);
             let sample = match (&case.frame, case.method) {
@@ -481,36 +691,76 @@ fn main() {
             case.samples.push(sample);
         }
         println!(
-            "  run {run}/{}: empty program {:.1} ns repeated, {:.1} ns one call per frame ({:.1} s)",
+            "  run {run}/{}: empty program {:.1} ns repeated, {:.1} ns one call per frame; minimal limiter {within:.1} ns within, {over_ns:.1} over, {tcp_ns:.1} TCP, {budget:.1} with a budget from 1M sources ({:.1} s)",
             args.runs,
             base.ns,
             each.ns,
             run_started.elapsed().as_secs_f64()
         );
     }
+    let base_samples = |base: Base, method: Method| -> &Vec<f64> {
+        match (base, method) {
+            (Base::Empty, Method::Repeated) => &base_repeated,
+            (Base::Empty, Method::OneCallEach) => &base_each,
+            _ => {
+                &minimal
+                    .iter()
+                    .find(|(b, _)| *b == base)
+                    .expect("every baseline is measured")
+                    .1
+            }
+        }
+    };
 
     let mut table = String::new();
     let (repeated, lo, hi) = spread(&base_repeated);
     let (each, each_lo, each_hi) = spread(&base_each);
     let _ = writeln!(
         table,
-        "empty XDP program: {repeated:.1} ns/packet repeated ({lo:.1}-{hi:.1}), {each:.1} ns/packet one call per frame ({each_lo:.1}-{each_hi:.1})",
+        "baselines (ns/packet, median and range):\n  empty XDP program: {repeated:.1} repeated ({lo:.1}-{hi:.1}), {each:.1} one call per frame ({each_lo:.1}-{each_hi:.1})",
     );
+    let mut json_bases = Vec::new();
+    for (base, samples) in &minimal {
+        let (ns, lo, hi) = spread(samples);
+        let empties = if *base == Base::MinimalBudgetSources {
+            &base_each
+        } else {
+            &base_repeated
+        };
+        let over_empty: Vec<f64> = samples.iter().zip(empties).map(|(ns, e)| ns / e).collect();
+        let _ = writeln!(
+            table,
+            "  {}: {ns:.1} ({lo:.1}-{hi:.1}), {:.2}x empty",
+            base.name(),
+            spread(&over_empty).0
+        );
+        json_bases.push(json!({
+            "id": base.id(),
+            "name": base.name(),
+            "ns_per_packet": samples,
+            "median_ns": ns,
+            "ratio_to_empty": over_empty,
+        }));
+    }
     let _ = writeln!(
         table,
-        "{:<48} {:>9} {:>7} {:>13} {:>9}",
-        "case", "ns/packet", "x empty", "spread", "target"
+        "{:<48} {:>9} {:>7} {:>13} {:>5} {:>13} {:>13}",
+        "case", "ns/packet", "x empty", "versus", "x", "spread", "target"
     );
     let mut json_cases = Vec::new();
     for case in &cases {
-        let bases = match case.method {
-            Method::Repeated => &base_repeated,
-            Method::OneCallEach => &base_each,
-        };
         let ns: Vec<f64> = case.samples.iter().map(|sample| sample.ns).collect();
         let kernel_ns: Vec<f64> = case.samples.iter().map(|sample| sample.kernel_ns).collect();
-        let ratios: Vec<f64> = ns.iter().zip(bases).map(|(ns, base)| ns / base).collect();
-        let (ratio, lo, hi) = spread(&ratios);
+        let ratios_to = |base: Base| -> Vec<f64> {
+            ns.iter()
+                .zip(base_samples(base, case.method))
+                .map(|(ns, base)| ns / base)
+                .collect()
+        };
+        let to_empty = ratios_to(Base::Empty);
+        let to_versus = ratios_to(case.versus);
+        let empty_ratio = spread(&to_empty).0;
+        let (ratio, lo, hi) = spread(&to_versus);
         let median_ns = spread(&ns).0;
         let target = case.target.map_or_else(String::new, |target| {
             let verdict = if ratio <= target { "met" } else { "MISSED" };
@@ -518,9 +768,11 @@ fn main() {
         });
         let _ = writeln!(
             table,
-            "{:<48} {:>9.1} {:>7.2} {:>13} {:>9}",
+            "{:<48} {:>9.1} {:>7.2} {:>13} {:>5.2} {:>13} {:>13}",
             case.name,
             median_ns,
+            empty_ratio,
+            case.versus.short(),
             ratio,
             format!("{lo:.2}-{hi:.2}"),
             target
@@ -533,6 +785,7 @@ fn main() {
                 Which::Open => "echo request limited at 100,000,000/s, burst 100,000,000 (never reached)",
                 Which::Pass => "default profile with echo request passed without a limit",
                 Which::Global => "echo request limited by one global bucket, 100,000,000/s, burst 100,000,000",
+                Which::OpenLocks => "as open, in the spin-lock variant (kernels before 5.12)",
             },
             "method": match case.method {
                 Method::Repeated => "one frame repeated in the kernel",
@@ -541,8 +794,11 @@ fn main() {
             "verdict_checked": case.verdict.map(|v| if v == XDP_PASS { "pass" } else { "drop" }),
             "ns_per_packet": ns,
             "kernel_reported_ns_per_packet": kernel_ns,
-            "ratio_to_empty": ratios,
+            "ratio_to_empty": to_empty,
+            "versus": case.versus.id(),
+            "ratio_to_versus": to_versus,
             "median_ns": median_ns,
+            "median_ratio_to_empty": empty_ratio,
             "median_ratio": ratio,
             "min_ratio": lo,
             "max_ratio": hi,
@@ -552,7 +808,7 @@ fn main() {
     }
     let _ = writeln!(
         table,
-        "(median of {} runs; spread = lowest-highest ratio; the many-source cases are compared with the empty program called once per frame)",
+        "(median of {} runs; x = ratio to the baseline named under versus, per run; spread = its lowest-highest; the many-source cases and their baselines make one call per frame)",
         args.runs
     );
     print!("{table}");
@@ -573,6 +829,7 @@ fn main() {
                 "median_repeated_ns": repeated,
                 "median_one_call_each_ns": each,
             },
+            "baselines": json_bases,
             "cases": json_cases,
             "table": table,
         });

@@ -226,6 +226,16 @@ impl Guard {
         &self,
         change: impl FnOnce(&mut Policy) -> Result<T, PolicyError>,
     ) -> Result<T> {
+        self.edit_policy_with(policy::LimiterState::KeepUnchanged, change)
+    }
+
+    /// [`Guard::edit_policy`], choosing what happens to the limiters' state (`policy reset`
+    /// starts every limiter fresh).
+    pub fn edit_policy_with<T>(
+        &self,
+        state: policy::LimiterState,
+        change: impl FnOnce(&mut Policy) -> Result<T, PolicyError>,
+    ) -> Result<T> {
         // The lock first, then the maps: a detach between the two cannot leave us editing
         // maps that are no longer pinned.
         let _lock = self.lock_attached()?;
@@ -234,7 +244,7 @@ impl Guard {
         let mut live = before.clone();
         let value = change(&mut live)?;
         live.check_added_entries(Some(&before), &self.on_link_prefixes()?)?;
-        policy::apply(&mut maps, &live)?;
+        policy::apply_with(&mut maps, &live, state)?;
         Ok(value)
     }
 

@@ -15,10 +15,13 @@ use aya::{
     },
 };
 use icmp_guard_common::{
-    CodeCounter, Counter, InterfaceCounter, config,
+    CodeCounter, Counter, InterfaceCounter,
+    config::{self, Config, GenerationConfig},
+    global,
     interface::{self, InterfaceConfig, NO_SLOT},
+    limit::{LimiterConfig, SharedBucket},
     maps,
-    policy::{LimiterConfig, RateKey, Rule, V4ListKey, V6ListKey},
+    policy::{Rule, V4ListKey, V6ListKey},
 };
 
 use super::{Error, Result, object, pins::PinDir};
@@ -151,10 +154,11 @@ pub fn completion(pins: &PinDir) -> Result<Completion> {
 /// The layout version written in pinned maps; 0 when none is: maps made by an attach that
 /// died before it finished (their shapes are this binary's, their contents unknown).
 fn pinned_layout_version(pins: &PinDir) -> Result<u32> {
-    let settings: Array<MapData, u32> = Array::try_from(pinned_map(pins, maps::CONFIG)?)
+    let settings: Array<MapData, Config> = Array::try_from(pinned_map(pins, maps::CONFIG)?)
         .map_err(|err| map_open_error(pins, maps::CONFIG, err))?;
     settings
-        .get(&config::LAYOUT, 0)
+        .get(&config::INDEX, 0)
+        .map(|config| config.layout)
         .map_err(|err| Error::map("reading the layout version", err))
 }
 
@@ -229,41 +233,53 @@ fn map_data(map: &Map) -> &MapData {
     }
 }
 
-/// How many sources and prefixes have a rate-limit bucket now.
+/// How many sources and prefixes have a rate-limit bucket now, estimated: buckets the
+/// program created (it counts them per CPU), capped by the tables' capacity. Buckets leave
+/// only by LRU eviction, so the estimate is exact until a table is full and then says
+/// "full"; buckets of limiters since replaced count until they are evicted. Reading it
+/// costs the same whatever the tables hold, unlike walking them.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Tracked {
+    /// Always true: the figures are estimates (see above).
+    pub estimated: bool,
     pub sources: u64,
+    /// Both families together.
     pub sources_capacity: u32,
     pub prefixes: u64,
     pub prefixes_capacity: u32,
 }
 
-/// Counts the entries of the pinned rate-limit LRU maps.
+/// The estimate of [`Tracked`] for the guard pinned in `pins`: four map infos and one
+/// per-CPU counter read.
 pub fn tracked(pins: &PinDir) -> Result<Tracked> {
-    let count = |name: &str| -> Result<(u64, u32)> {
-        let pinned = pinned_map(pins, name)?;
-        let capacity = map_data(&pinned)
-            .info()
-            .map_err(|err| Error::map(format!("reading map {name}"), err))?
-            .max_entries();
-        let map: HashMap<MapData, RateKey, u64> =
-            HashMap::try_from(pinned).map_err(|err| map_open_error(pins, name, err))?;
-        // get_next_key restarts from the first bucket when the key it was given has been
-        // evicted, which a random-source flood does all the time: without a bound the walk
-        // may never end. A full LRU map holds `capacity` keys, so that many steps suffice.
-        let tracked = map
-            .keys()
-            .take(capacity as usize)
-            .filter(std::result::Result::is_ok)
-            .count();
-        Ok((tracked as u64, capacity))
+    let capacity = |names: [&str; 2]| -> Result<u32> {
+        let mut total = 0u32;
+        for name in names {
+            let pinned = pinned_map(pins, name)?;
+            let entries = map_data(&pinned)
+                .info()
+                .map_err(|err| Error::map(format!("reading map {name}"), err))?
+                .max_entries();
+            total = total.saturating_add(entries);
+        }
+        Ok(total)
     };
-    let (sources, sources_capacity) = count(maps::RATE_SOURCES)?;
-    let (prefixes, prefixes_capacity) = count(maps::RATE_PREFIXES)?;
+    let sources_capacity = capacity([maps::SOURCES_V4, maps::SOURCES_V6])?;
+    let prefixes_capacity = capacity([maps::PREFIXES_V4, maps::PREFIXES_V6])?;
+    let counters: PerCpuArray<MapData, Counter> =
+        PerCpuArray::try_from(pinned_map(pins, maps::GLOBAL_COUNTERS)?)
+            .map_err(|err| map_open_error(pins, maps::GLOBAL_COUNTERS, err))?;
+    let created = |slot: u32| -> Result<u64> {
+        let values = counters
+            .get(&slot, 0)
+            .map_err(|err| Error::map("reading the bucket counts", err))?;
+        Ok(sum_counters(&values).packets)
+    };
     Ok(Tracked {
-        sources,
+        estimated: true,
+        sources: created(global::SOURCE_BUCKETS_CREATED)?.min(u64::from(sources_capacity)),
         sources_capacity,
-        prefixes,
+        prefixes: created(global::PREFIX_BUCKETS_CREATED)?.min(u64::from(prefixes_capacity)),
         prefixes_capacity,
     })
 }
@@ -345,9 +361,10 @@ pub struct GuardMaps {
     policy_types: Array<MapData, Rule>,
     policy_codes: HashMap<MapData, u32, Rule>,
     limiters: Array<MapData, LimiterConfig>,
+    shared_buckets: Array<MapData, SharedBucket>,
     lists_v4: LpmTrie<MapData, V4ListKey, u32>,
     lists_v6: LpmTrie<MapData, V6ListKey, u32>,
-    config: Array<MapData, u32>,
+    config: Array<MapData, Config>,
     interfaces: Array<MapData, InterfaceConfig>,
     /// `max_entries` of the two list tries.
     list_entries: (u32, u32),
@@ -432,6 +449,8 @@ impl GuardMaps {
                 .map_err(|err| wrong(maps::POLICY_CODES, err))?,
             limiters: Array::try_from(get(maps::LIMITERS)?)
                 .map_err(|err| wrong(maps::LIMITERS, err))?,
+            shared_buckets: Array::try_from(get(maps::SHARED_BUCKETS)?)
+                .map_err(|err| wrong(maps::SHARED_BUCKETS, err))?,
             lists_v4: LpmTrie::try_from(lists_v4).map_err(|err| wrong(maps::LISTS_V4, err))?,
             lists_v6: LpmTrie::try_from(lists_v6).map_err(|err| wrong(maps::LISTS_V6, err))?,
             config: Array::try_from(get(maps::CONFIG)?).map_err(|err| wrong(maps::CONFIG, err))?,
@@ -443,81 +462,99 @@ impl GuardMaps {
 
 /// Settings in `CONFIG`.
 impl GuardMaps {
-    fn setting(&self, index: u32, what: &str) -> Result<u32> {
+    /// The guard's settings, whole.
+    pub fn config(&self) -> Result<Config> {
         self.config
-            .get(&index, 0)
-            .map_err(|err| Error::map(format!("reading {what}"), err))
+            .get(&config::INDEX, 0)
+            .map_err(|err| Error::map("reading the settings", err))
     }
 
-    fn set_setting(&mut self, index: u32, value: u32, what: &str) -> Result<()> {
+    /// Changes the settings with `change` and writes them back whole. The caller holds the
+    /// pin-directory lock, so no other writer interleaves; a packet reading the settings
+    /// meanwhile sees every field `change` left alone as it was.
+    pub fn update_config(&mut self, what: &str, change: impl FnOnce(&mut Config)) -> Result<()> {
+        let mut config = self.config()?;
+        change(&mut config);
         self.config
-            .set(index, value, 0)
+            .set(config::INDEX, config, 0)
             .map_err(|err| Error::map(format!("writing {what}"), err))
     }
 
     /// True once the attach that made the maps stamped them ([`Self::stamp_complete`]).
     pub fn is_complete(&self) -> Result<bool> {
-        Ok(self.setting(config::LAYOUT, "the layout stamp")? == config::LAYOUT_VERSION)
+        Ok(self.config()?.layout == config::LAYOUT_VERSION)
     }
 
     /// Stamps the maps with this binary's layout version: the last write of a first
     /// attach, after the policy and every setting, so that maps without it are known to be
     /// unfinished.
     pub fn stamp_complete(&mut self) -> Result<()> {
-        self.set_setting(config::LAYOUT, config::LAYOUT_VERSION, "the layout stamp")
-    }
-
-    /// The revision of the live policy: 0 before the first, one more with every policy
-    /// written since the maps were made.
-    pub fn policy_revision(&self) -> Result<u32> {
-        self.setting(config::POLICY_REVISION, "the policy revision")
-    }
-
-    pub fn set_policy_revision(&mut self, revision: u32) -> Result<()> {
-        self.set_setting(config::POLICY_REVISION, revision, "the policy revision")
+        self.update_config("the layout stamp", |config| {
+            config.layout = config::LAYOUT_VERSION
+        })
     }
 
     /// The guard's mode (`config::MODE_*`).
     pub fn mode(&self) -> Result<u32> {
-        self.setting(config::MODE, "the mode")
+        Ok(self.config()?.mode)
     }
 
     /// Sets the guard's mode; takes effect on the next packet.
     pub fn set_mode(&mut self, mode: u32) -> Result<()> {
-        self.set_setting(config::MODE, mode, "the mode")
+        self.update_config("the mode", |config| config.mode = mode)
     }
 
     /// Sampled events each CPU may emit per second; 0 when events are off.
     pub fn events_per_sec(&self) -> Result<u32> {
-        self.setting(config::EVENTS_PER_SEC, "the event budget")
+        Ok(self.config()?.events_per_sec)
     }
 
     /// Sets the event budget; takes effect on the next packet.
     pub fn set_events_per_sec(&mut self, per_sec: u32) -> Result<()> {
-        self.set_setting(config::EVENTS_PER_SEC, per_sec, "the event budget")
+        self.update_config("the event budget", |config| {
+            config.events_per_sec = per_sec;
+        })
+    }
+
+    /// The policy revision ([`Config::policy_revision`]): the control plane's; the
+    /// program does not read it.
+    pub fn policy_revision(&self) -> Result<u32> {
+        Ok(self.config()?.policy_revision)
+    }
+
+    /// Sets the policy revision.
+    pub fn set_policy_revision(&mut self, revision: u32) -> Result<()> {
+        self.update_config("the policy revision", |config| {
+            config.policy_revision = revision;
+        })
     }
 
     /// The policy generation the kernel classifies against now (0 or 1).
     pub fn active_generation(&self) -> Result<u32> {
-        Ok(self.setting(config::ACTIVE_GEN, "the active policy generation")? & 1)
+        Ok(self.config()?.active_generation & 1)
     }
 
     /// Makes `generation` the live one, in one store.
     pub fn set_active_generation(&mut self, generation: u32) -> Result<()> {
-        self.set_setting(
-            config::ACTIVE_GEN,
-            generation,
-            "the active policy generation",
-        )
+        self.update_config("the active policy generation", |config| {
+            config.active_generation = generation & 1;
+        })
     }
 
-    /// The smurf checks switched off in `generation` (`policy::smurf_off` bits).
-    pub fn smurf_off(&self, generation: u32) -> Result<u32> {
-        self.setting(config::SMURF_OFF + generation, "the smurf settings")
+    /// The settings of `generation` besides its tables (checks switched off, which lists
+    /// hold entries, the error and fragment limiters).
+    pub fn generation_settings(&self, generation: u32) -> Result<GenerationConfig> {
+        Ok(*self.config()?.generation(generation))
     }
 
-    pub fn set_smurf_off(&mut self, generation: u32, bits: u32) -> Result<()> {
-        self.set_setting(config::SMURF_OFF + generation, bits, "the smurf settings")
+    pub fn set_generation_settings(
+        &mut self,
+        generation: u32,
+        settings: GenerationConfig,
+    ) -> Result<()> {
+        self.update_config("the policy settings", |config| {
+            config.generations[(generation & 1) as usize] = settings;
+        })
     }
 }
 
@@ -563,7 +600,7 @@ impl GuardMaps {
             .map_err(|err| Error::map("writing the code rules", err))
     }
 
-    /// The limiter at `slot` of `LIMITERS` ([`icmp_guard_common::policy::limiter_slot`]).
+    /// The limiter at `slot` of `LIMITERS` ([`icmp_guard_common::limit::limiter_slot`]).
     pub fn limiter(&self, slot: u32) -> Result<LimiterConfig> {
         self.limiters
             .get(&slot, 0)
@@ -574,6 +611,14 @@ impl GuardMaps {
         self.limiters
             .set(slot, limiter, 0)
             .map_err(|err| Error::map("writing the rate limits", err))
+    }
+
+    /// Resets the shared bucket in `slot` to a full bucket that never refused anything: a
+    /// new limiter's fresh state. Only for slots no live limiter uses.
+    pub fn reset_shared_bucket(&mut self, slot: u16) -> Result<()> {
+        self.shared_buckets
+            .set(u32::from(slot), SharedBucket::default(), 0)
+            .map_err(|err| Error::map("resetting rate-limit state", err))
     }
 
     /// Prefixes one policy may hold per family (IPv4, IPv6): see [`list_capacity`].
@@ -902,10 +947,10 @@ mod tests {
     #[test]
     fn operator_sized_maps_may_differ_in_entries_only() {
         assert_eq!(
-            MapShape::difference(maps::RATE_SOURCES, shape(8, 1000), shape(8, 1)),
+            MapShape::difference(maps::SOURCES_V4, shape(8, 1000), shape(8, 1)),
             None
         );
-        assert!(MapShape::difference(maps::RATE_SOURCES, shape(16, 1000), shape(8, 1)).is_some());
+        assert!(MapShape::difference(maps::SOURCES_V4, shape(16, 1000), shape(8, 1)).is_some());
     }
 
     #[test]

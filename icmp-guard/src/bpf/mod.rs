@@ -16,7 +16,10 @@ pub mod sys;
 use std::{io, path::PathBuf};
 
 pub use maps::GuardMaps;
-pub use object::{Capacity, Instance, load, load_instance, xdp_program};
+pub use object::{
+    Capacity, Instance, Variant, is_guard_program_name, load, load_instance, ns_per_jiffy,
+    xdp_program,
+};
 pub use pins::{PinDir, PinLock};
 
 /// What can go wrong with the kernel objects; each message says what to do.

@@ -6,20 +6,21 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use icmp_guard_common::{
-    PROGRAM_NAME,
-    interface::{NO_SLOT, globals, link_kind},
+    LOCKED_PROGRAM_NAME, PROGRAM_NAME,
+    interface::{DEFAULT_NS_PER_JIFFY, NO_SLOT, globals, link_kind},
+    limit::{RATE_PREFIXES, RATE_SOURCES},
     maps,
-    policy::{RATE_PREFIXES, RATE_SOURCES},
 };
 
-use super::{Error, Result, maps as guard_maps, pins::PinDir};
+use super::{Error, Result, maps as guard_maps, pins::PinDir, sys};
 
-/// Sizes of the rate-limit LRU maps, chosen when the maps are first created.
+/// Sizes of the rate-limit LRU maps, chosen when the maps are first created; each family
+/// has its own map of each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
-    /// Per-source buckets (about 96 bytes of kernel memory each).
+    /// Per-source buckets per family (about 100 bytes of kernel memory each).
     pub sources: u32,
-    /// Per-prefix buckets.
+    /// Per-prefix buckets per family.
     pub prefixes: u32,
 }
 
@@ -40,6 +41,41 @@ pub struct Instance {
     pub slot: u32,
     /// One of [`link_kind`].
     pub link_kind: u8,
+    /// Which of the two guard programs.
+    pub variant: Variant,
+}
+
+/// The two builds of the guard, which differ only in how the limiter updates a bucket
+/// (see `icmp_guard_common::limit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Variant {
+    /// The one the running kernel supports: [`Variant::Atomics`] where it has atomic
+    /// compare-and-exchange, else [`Variant::Locks`].
+    #[default]
+    Auto,
+    /// Compare-and-exchange (Linux 5.12+): `icmp_guard`.
+    Atomics,
+    /// `bpf_spin_lock`: `icmp_guard_lock`, for 5.10 and 5.11.
+    Locks,
+}
+
+impl Variant {
+    /// The program's name in the object.
+    pub fn program_name(self) -> &'static str {
+        match self.resolved() {
+            Self::Locks => LOCKED_PROGRAM_NAME,
+            _ => PROGRAM_NAME,
+        }
+    }
+
+    /// [`Variant::Auto`] made concrete for this kernel.
+    pub fn resolved(self) -> Self {
+        match self {
+            Self::Auto if sys::supports_atomic_cmpxchg() => Self::Atomics,
+            Self::Auto => Self::Locks,
+            chosen => chosen,
+        }
+    }
 }
 
 impl Instance {
@@ -48,6 +84,7 @@ impl Instance {
     pub const UNATTACHED: Self = Self {
         slot: NO_SLOT,
         link_kind: link_kind::ETHERNET,
+        variant: Variant::Auto,
     };
 
     /// An instance for no interface that parses frames starting at the IP header, as on a
@@ -55,12 +92,44 @@ impl Instance {
     pub const UNATTACHED_RAW_IP: Self = Self {
         slot: NO_SLOT,
         link_kind: link_kind::RAW_IP,
+        variant: Variant::Auto,
     };
+
+    /// The same instance, of `variant`.
+    pub const fn with_variant(self, variant: Variant) -> Self {
+        Self { variant, ..self }
+    }
+}
+
+/// Nanoseconds per jiffy of the running kernel, the step of the limiter's coarse clock:
+/// the resolution of CLOCK_MONOTONIC_COARSE, which advances once a tick.
+pub fn ns_per_jiffy() -> u64 {
+    static TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        let mut resolution = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to write to; the clock id is a constant.
+        let result =
+            unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &raw mut resolution) };
+        let ns = resolution.tv_sec as u64 * 1_000_000_000 + resolution.tv_nsec as u64;
+        if result == 0 && ns > 0 {
+            ns
+        } else {
+            DEFAULT_NS_PER_JIFFY
+        }
+    })
 }
 
 /// Maps whose `max_entries` the operator chooses (`--max-sources`, `--max-prefixes`), so a
 /// pinned size different from the object's is not a layout change.
-pub(crate) const SIZED_BY_OPERATOR: [&str; 2] = [maps::RATE_SOURCES, maps::RATE_PREFIXES];
+pub(crate) const SIZED_BY_OPERATOR: [&str; 4] = [
+    maps::SOURCES_V4,
+    maps::SOURCES_V6,
+    maps::PREFIXES_V4,
+    maps::PREFIXES_V6,
+];
 
 /// Loads the program for no interface ([`Instance::UNATTACHED`]). With `pins`, every map
 /// is opened from (or created and pinned to) the pin directory; without, the maps are
@@ -77,7 +146,14 @@ pub fn load_instance(
     instance: Instance,
 ) -> Result<Ebpf> {
     let mut ebpf = open_object(pins, capacity, instance)?;
-    let program = xdp_program(&mut ebpf)?;
+    let name = instance.variant.program_name();
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::NotInObject {
+            what: format!("the XDP program {name}"),
+        })?
+        .try_into()
+        .map_err(|source| Error::program("finding the XDP program", source))?;
     match program.load() {
         Ok(()) => Ok(ebpf),
         Err(ProgramError::LoadError {
@@ -112,12 +188,16 @@ pub(crate) fn open_object(
                 .collect()
         })
         .unwrap_or_default();
+    let tick = ns_per_jiffy();
     let mut loader = EbpfLoader::new();
     loader
-        .map_max_entries(maps::RATE_SOURCES, capacity.sources)
-        .map_max_entries(maps::RATE_PREFIXES, capacity.prefixes)
+        .map_max_entries(maps::SOURCES_V4, capacity.sources)
+        .map_max_entries(maps::SOURCES_V6, capacity.sources)
+        .map_max_entries(maps::PREFIXES_V4, capacity.prefixes)
+        .map_max_entries(maps::PREFIXES_V6, capacity.prefixes)
         .override_global(globals::LINK_KIND, &instance.link_kind, true)
-        .override_global(globals::INTERFACE_SLOT, &instance.slot, true);
+        .override_global(globals::INTERFACE_SLOT, &instance.slot, true)
+        .override_global(globals::NS_PER_JIFFY, &tick, true);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -138,12 +218,25 @@ pub(crate) fn probe() -> Result<Ebpf> {
         .map_err(|source| Error::object("reading the map layout of the eBPF object", source))
 }
 
-/// The XDP program inside a loaded object.
+/// The guard program [`load_instance`] loaded in an object (either variant).
 pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    ebpf.program_mut(PROGRAM_NAME)
+    let loaded = [PROGRAM_NAME, LOCKED_PROGRAM_NAME]
+        .into_iter()
+        .find(|name| {
+            ebpf.program(name)
+                .and_then(|program| <&Xdp>::try_from(program).ok())
+                .is_some_and(|program| program.fd().is_ok())
+        });
+    let name = loaded.unwrap_or(PROGRAM_NAME);
+    ebpf.program_mut(name)
         .ok_or_else(|| Error::NotInObject {
-            what: format!("the XDP program {PROGRAM_NAME}"),
+            what: format!("the XDP program {name}"),
         })?
         .try_into()
         .map_err(|source| Error::program("finding the XDP program", source))
+}
+
+/// True when `name` is the name the kernel shows for a guard program (either variant).
+pub fn is_guard_program_name(name: Option<&str>) -> bool {
+    name.is_some_and(|name| name == PROGRAM_NAME || name == LOCKED_PROGRAM_NAME)
 }

@@ -176,3 +176,44 @@ pub fn link_info(link: BorrowedFd<'_>) -> Result<LinkInfo, SyscallError> {
         ifindex,
     })
 }
+
+/// True when the kernel accepts the atomic compare-and-exchange instruction (Linux 5.12,
+/// commit 5ffa25502b5a "bpf: Add instructions for atomic_[cmp]xchg"), which the limiter of
+/// `icmp_guard` uses; older kernels get `icmp_guard_lock`. Probed once, by loading a
+/// seven-instruction XDP program that exchanges a stack slot.
+pub fn supports_atomic_cmpxchg() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        use aya_obj::generated::{bpf_insn, bpf_prog_type};
+        let instruction = |code: u8, dst: u8, src: u8, offset: i16, immediate: i32| {
+            // SAFETY: bpf_insn is integers and a bitfield; all-zero is valid.
+            let mut insn: bpf_insn = unsafe { std::mem::zeroed() };
+            insn.code = code;
+            insn.off = offset;
+            insn.imm = immediate;
+            insn.set_dst_reg(dst);
+            insn.set_src_reg(src);
+            insn
+        };
+        let program = [
+            instruction(0xb7, 1, 0, 0, 0),      // r1 = 0
+            instruction(0x7b, 10, 1, -8, 0),    // *(u64 *)(r10 - 8) = r1
+            instruction(0xb7, 0, 0, 0, 0),      // r0 = 0
+            instruction(0xb7, 1, 0, 0, 1),      // r1 = 1
+            instruction(0xdb, 10, 1, -8, 0xf1), // r0 = cmpxchg_64(r10 - 8, r0, r1)
+            instruction(0xb7, 0, 0, 0, 2),      // r0 = XDP_PASS
+            instruction(0x95, 0, 0, 0, 0),      // exit
+        ];
+        let license = c"GPL";
+        let mut attr = zeroed_attr();
+        // SAFETY: the BPF_PROG_LOAD member of the zeroed union.
+        let load = unsafe { &mut attr.__bindgen_anon_3 };
+        load.prog_type = bpf_prog_type::BPF_PROG_TYPE_XDP as u32;
+        load.insn_cnt = program.len() as u32;
+        load.insns = program.as_ptr() as u64;
+        load.license = license.as_ptr() as u64;
+        bpf("BPF_PROG_LOAD", bpf_cmd::BPF_PROG_LOAD, &mut attr)
+            .map(owned)
+            .is_ok()
+    })
+}

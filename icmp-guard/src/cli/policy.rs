@@ -29,7 +29,8 @@ pub enum Command {
     ///
     /// Example: icmp-guard policy check examples/policy.toml --json
     Check(CheckArgs),
-    /// Put every rule back to the safe default profile (allow/deny lists and mode stay).
+    /// Put every rule back to the safe default profile (allow/deny lists and mode stay), its
+    /// limiters starting from fresh state.
     ///
     /// Example: icmp-guard policy reset
     Reset,
@@ -82,6 +83,11 @@ pub struct SetArgs {
     /// For limit per source or prefix: burst of the new-source budget [default: 10 x burst].
     #[arg(long, value_name = "N", value_parser = parse_burst)]
     new_source_burst: Option<u32>,
+
+    /// For limit per source or prefix: seconds a source admitted by the new-source budget
+    /// stays on probation, its packets charged to the budget too [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=3600))]
+    probation: Option<u32>,
 
     /// Allow dropping or rate-limiting messages the network needs (PMTUD, neighbour
     /// discovery).
@@ -180,6 +186,7 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
             );
             limit.prefix_v4 = args.prefix_v4.unwrap_or(limit.prefix_v4);
             limit.prefix_v6 = args.prefix_v6.unwrap_or(limit.prefix_v6);
+            limit.probation = args.probation.unwrap_or(limit.probation);
             if args.new_source_rate.is_some() || args.new_source_burst.is_some() {
                 let default = limit.new_source_budget();
                 limit.new_sources = Some(NewSources {
@@ -197,9 +204,10 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
                 || args.prefix_v6.is_some()
                 || args.new_source_rate.is_some()
                 || args.new_source_burst.is_some()
+                || args.probation.is_some()
             {
                 anyhow::bail!(
-                    "--rate, --burst, --per, --prefix-v4/-v6 and --new-source-rate/-burst only go with the limit action"
+                    "--rate, --burst, --per, --prefix-v4/-v6, --new-source-rate/-burst and --probation only go with the limit action"
                 );
             }
             RuleSpec {
@@ -309,12 +317,15 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
 }
 
 fn reset(context: &Context) -> anyhow::Result<()> {
-    context.open()?.edit_policy(|live| {
-        let default = Policy::default_profile();
-        live.types = default.types;
-        live.codes = default.codes;
-        Ok(())
-    })?;
+    // A reset limiter starts from fresh state: no debt and no probation carried over.
+    context
+        .open()?
+        .edit_policy_with(policy::LimiterState::Fresh, |live| {
+            let default = Policy::default_profile();
+            live.types = default.types;
+            live.codes = default.codes;
+            Ok(())
+        })?;
     println!("rules reset to the safe default profile");
     Ok(())
 }

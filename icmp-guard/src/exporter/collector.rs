@@ -262,9 +262,28 @@ impl Collector for Exposition {
         single(
             &mut encoder,
             "icmp_guard_icmp_fragments_passed",
-            "Non-first ICMP fragments, passed without classification",
+            "Non-first ICMP fragments that passed every check and their budget",
             &ConstCounter::new(report.totals.icmp_fragments_passed),
         )?;
+        for (name, help, reasons) in [
+            (
+                "icmp_guard_icmp_fragments_dropped",
+                "Non-first ICMP fragments dropped, by reason",
+                &report.fragments.dropped,
+            ),
+            (
+                "icmp_guard_icmp_fragments_would_drop",
+                "Non-first ICMP fragments dry-run mode let through that would have been dropped, by reason",
+                &report.fragments.would_drop,
+            ),
+        ] {
+            let series: Vec<_> = reasons
+                .by_reason()
+                .into_iter()
+                .map(|(reason, count)| (vec![("reason", reason)], ConstCounter::new(count)))
+                .collect();
+            family(&mut encoder, name, help, counter, &series)?;
+        }
         single(
             &mut encoder,
             "icmp_guard_events_emitted",
@@ -281,22 +300,22 @@ impl Collector for Exposition {
         for (name, help, value) in [
             (
                 "icmp_guard_tracked_sources",
-                "Sources with a rate-limit bucket now",
+                "Sources with a rate-limit bucket now, estimated: buckets created, capped by the capacity",
                 tracked.sources,
             ),
             (
                 "icmp_guard_tracked_sources_capacity",
-                "Rate-limit buckets for sources (LRU size)",
+                "Rate-limit buckets for sources (LRU sizes of both families)",
                 u64::from(tracked.sources_capacity),
             ),
             (
                 "icmp_guard_tracked_prefixes",
-                "Source prefixes with a rate-limit bucket now",
+                "Source prefixes with a rate-limit bucket now, estimated: buckets created, capped by the capacity",
                 tracked.prefixes,
             ),
             (
                 "icmp_guard_tracked_prefixes_capacity",
-                "Rate-limit buckets for source prefixes (LRU size)",
+                "Rate-limit buckets for source prefixes (LRU sizes of both families)",
                 u64::from(tracked.prefixes_capacity),
             ),
         ] {
@@ -497,6 +516,7 @@ mod tests {
         Sample {
             report,
             tracked: Tracked {
+                estimated: true,
                 sources: 4,
                 sources_capacity: 65_536,
                 prefixes: 1,

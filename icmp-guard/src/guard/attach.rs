@@ -4,12 +4,12 @@
 
 use std::os::fd::{AsFd as _, OwnedFd};
 
-use icmp_guard_common::{PROGRAM_NAME, config};
+use icmp_guard_common::config;
 
 use super::detach::{adopt_legacy_links, detach_one};
 use crate::{
     bpf::{
-        self, Capacity, GuardMaps, Instance,
+        self, Capacity, GuardMaps, Instance, Variant,
         links::{self, ModeRequest},
         maps::{self as bpf_maps, Completion},
         object,
@@ -328,7 +328,7 @@ fn runs_with_pinned_maps(pins: &PinDir, name: &str, program_id: u32) -> Result<(
 fn is_icmp_guard_program(id: u32) -> bool {
     aya::programs::loaded_programs()
         .filter_map(std::result::Result::ok)
-        .any(|info| info.id() == id && info.name_as_str() == Some(PROGRAM_NAME))
+        .any(|info| info.id() == id && bpf::is_guard_program_name(info.name_as_str()))
 }
 
 fn attach_planned(
@@ -423,8 +423,15 @@ fn attach_planned(
         }
         // The directed broadcasts are in the slot before its first packet.
         super::refresh_namespace(&mut guard_maps, netns)?;
-        let mut ebpf =
-            object::load_instance(Some(pins), options.capacity, Instance { slot, link_kind })?;
+        let mut ebpf = object::load_instance(
+            Some(pins),
+            options.capacity,
+            Instance {
+                slot,
+                link_kind,
+                variant: Variant::Auto,
+            },
+        )?;
         let program = object::xdp_program(&mut ebpf)?;
         let program_fd = program
             .fd()

@@ -55,7 +55,7 @@ impl super::Guard {
                         Ok(bpf_maps::Completion::Complete)
                     );
                 if !healthy {
-                    let pinned = pin_program_maps(pins, &ids)?;
+                    let pinned = pin_program_maps(pins, &ids)? + pin_fresh_lock_maps(pins)?;
                     repaired.maps_from = Some((program, pinned));
                 }
             }
@@ -114,6 +114,38 @@ fn pin_program_maps(pins: &bpf::PinDir, ids: &[u32]) -> Result<usize> {
         pinned += 1;
     }
     Ok(pinned)
+}
+
+/// Maps that hold no state and that one of the two program variants does not use: the
+/// kernel lists only the maps a program uses, so they cannot be pinned again from it.
+const STATELESS_MAPS: [&str; 1] = [map_names::BUCKET_LOCKS];
+
+/// Pins a fresh copy of every [`STATELESS_MAPS`] map that [`pin_program_maps`] could not
+/// pin from the running program: the compare-and-exchange variant never takes the stripe
+/// locks, so a fresh (unlocked) map is exactly what it ran with. Returns how many.
+fn pin_fresh_lock_maps(pins: &bpf::PinDir) -> Result<usize> {
+    let missing: Vec<&str> = STATELESS_MAPS
+        .into_iter()
+        .filter(|name| std::fs::symlink_metadata(pins.map_path(name)).is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let mut object = bpf::object::probe()?;
+    for name in &missing {
+        let map = object
+            .take_map(name)
+            .ok_or_else(|| bpf::Error::NotInObject {
+                what: format!("the map {name}"),
+            })?;
+        let path = pins.map_path(name);
+        map.pin(&path).map_err(|source| bpf::Error::PinMap {
+            name: (*name).to_owned(),
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+    }
+    Ok(missing.len())
 }
 
 /// The name this binary pins a map under, from the kernel's name of it (cut to 15 bytes).

@@ -241,7 +241,8 @@ pub struct Totals {
     pub dropped: u64,
     pub would_drop: u64,
     pub non_icmp_passed: u64,
-    /// Non-first ICMP fragments, passed without classification (counted in `passed`).
+    /// Non-first ICMP fragments that passed every check and their budget (counted in
+    /// `passed`).
     pub icmp_fragments_passed: u64,
 }
 
@@ -271,6 +272,55 @@ pub struct UnclassifiedReasons {
     pub malformed: u64,
 }
 
+/// Non-first ICMP fragments, which carry no type: counted apart from the types. Passed ones
+/// are `totals.icmp_fragments_passed`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fragments {
+    pub dropped: FragmentReasons,
+    pub would_drop: FragmentReasons,
+}
+
+/// Why non-first ICMP fragments were dropped: a martian source (`invalid`), the deny list,
+/// a broadcast or multicast destination (`smurf`), the fragment budget (`rate_limit`).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct FragmentReasons {
+    pub invalid: u64,
+    pub deny_list: u64,
+    pub smurf: u64,
+    pub rate_limit: u64,
+}
+
+impl FragmentReasons {
+    fn read(snapshot: &Snapshot, dry_run: bool) -> Self {
+        let count = |reason| {
+            snapshot
+                .global(global::fragment_slot(reason, dry_run))
+                .packets
+        };
+        Self {
+            invalid: count(DropReason::Invalid),
+            deny_list: count(DropReason::DenyList),
+            smurf: count(DropReason::Smurf),
+            rate_limit: count(DropReason::RateLimit),
+        }
+    }
+
+    /// Every reason added up.
+    pub fn total(&self) -> u64 {
+        self.invalid + self.deny_list + self.smurf + self.rate_limit
+    }
+
+    /// (reason, count) pairs, as metrics label them.
+    pub fn by_reason(&self) -> [(&'static str, u64); 4] {
+        [
+            ("invalid", self.invalid),
+            ("deny_list", self.deny_list),
+            ("smurf", self.smurf),
+            ("rate_limit", self.rate_limit),
+        ]
+    }
+}
+
 /// The `stats --json` document.
 #[derive(Clone, Debug, Serialize)]
 pub struct StatsReport {
@@ -279,6 +329,8 @@ pub struct StatsReport {
     pub totals: Totals,
     pub icmp: Vec<TypeReport>,
     pub unclassified: Unclassified,
+    /// Non-first ICMP fragments dropped, by reason.
+    pub fragments: Fragments,
     /// Sampled events for `top` and the `run` drop log.
     pub events: EventTotals,
 }
@@ -327,18 +379,24 @@ pub fn report(snapshot: &Snapshot, links: &[LinkStatus]) -> StatsReport {
             malformed: snapshot.global(global::MALFORMED_WOULD_DROP).packets,
         },
     };
-    let fragments = snapshot.global(global::ICMP_FRAGMENT_PASSED).packets;
+    let fragments_passed = snapshot.global(global::ICMP_FRAGMENT_PASSED).packets;
+    let fragments = Fragments {
+        dropped: FragmentReasons::read(snapshot, false),
+        would_drop: FragmentReasons::read(snapshot, true),
+    };
     let totals = Totals {
         icmp_packets: icmp.iter().map(|t| t.packets).sum(),
-        passed: icmp.iter().map(|t| t.passed).sum::<u64>() + fragments,
+        passed: icmp.iter().map(|t| t.passed).sum::<u64>() + fragments_passed,
         dropped: icmp.iter().map(|t| t.dropped.total()).sum::<u64>()
             + unclassified.dropped.invalid
-            + unclassified.dropped.malformed,
+            + unclassified.dropped.malformed
+            + fragments.dropped.total(),
         would_drop: icmp.iter().map(|t| t.would_drop.total()).sum::<u64>()
             + unclassified.would_drop.invalid
-            + unclassified.would_drop.malformed,
+            + unclassified.would_drop.malformed
+            + fragments.would_drop.total(),
         non_icmp_passed: snapshot.global(global::NON_ICMP_PASSED).packets,
-        icmp_fragments_passed: fragments,
+        icmp_fragments_passed: fragments_passed,
     };
     StatsReport {
         mode: mode_name(snapshot.mode),
@@ -359,6 +417,7 @@ pub fn report(snapshot: &Snapshot, links: &[LinkStatus]) -> StatsReport {
         totals,
         icmp,
         unclassified,
+        fragments,
         events: EventTotals {
             emitted: snapshot.global(global::EVENTS_EMITTED).packets,
             lost: snapshot.global(global::EVENTS_LOST).packets,

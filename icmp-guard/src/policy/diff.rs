@@ -19,7 +19,7 @@ pub enum Kind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Change {
     pub kind: Kind,
-    /// `mode`, `rule`, `code-rule`, `smurf`, `allow` or `deny`.
+    /// `mode`, `rule`, `code-rule`, `smurf`, `errors`, `fragments`, `allow` or `deny`.
     pub section: &'static str,
     /// What changes: "v4 8 (echo-request)", "reply_ceiling", "192.0.2.0/24".
     pub subject: String,
@@ -122,6 +122,35 @@ pub fn diff(live: &Policy, new: &Policy) -> Vec<Change> {
             changes.push(changed("smurf", field.to_owned(), before, after));
         }
     }
+    let (old, now) = (&live.errors, &new.errors);
+    let (old_fragments, fragments) = (&live.fragments, &new.fragments);
+    for (section, field, before, after) in [
+        ("errors", "rate", old.rate, now.rate),
+        ("errors", "burst", old.burst, now.burst),
+        ("fragments", "rate", old_fragments.rate, fragments.rate),
+        ("fragments", "burst", old_fragments.burst, fragments.burst),
+        (
+            "fragments",
+            "total_rate",
+            old_fragments.total_rate,
+            fragments.total_rate,
+        ),
+        (
+            "fragments",
+            "total_burst",
+            old_fragments.total_burst,
+            fragments.total_burst,
+        ),
+    ] {
+        if before != after {
+            changes.push(changed(
+                section,
+                field.to_owned(),
+                before.to_string(),
+                after.to_string(),
+            ));
+        }
+    }
     for (section, before, after) in [
         ("allow", &live.allow, &new.allow),
         ("deny", &live.deny, &new.deny),
@@ -215,6 +244,9 @@ pub fn limit_text(limit: &Limit) -> String {
     }
     if let Some(new) = limit.new_sources {
         text.push_str(&format!(", new sources {}/s burst {}", new.rate, new.burst));
+    }
+    if limit.per != Per::Global && limit.probation != super::model::DEFAULT_PROBATION {
+        text.push_str(&format!(", probation {} s", limit.probation));
     }
     text
 }

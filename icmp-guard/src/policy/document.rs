@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     file::{FileError, needs_force},
     model::{
-        Action, Cidr, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, Limit, Mode, NewSources, Per, Policy,
-        RuleSpec, Smurf,
+        Action, Cidr, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION, ErrorCeiling,
+        FragmentBudget, Limit, Mode, NewSources, Per, Policy, RuleSpec, Smurf,
     },
 };
 
@@ -41,6 +41,12 @@ pub struct Document {
     pub deny: Vec<Cidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smurf: Option<Smurf>,
+    /// The per-source ceiling of ICMP errors; left out, the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<ErrorCeiling>,
+    /// The budget of non-first ICMP fragments; left out, the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragments: Option<FragmentBudget>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub force_lists: bool,
 }
@@ -80,6 +86,13 @@ pub struct LimitEntry {
     pub prefix_v6: u8,
     #[serde(default)]
     pub new_sources: Option<NewSources>,
+    /// Seconds a source admitted by the new-source budget stays on probation.
+    #[serde(default = "default_probation")]
+    pub probation: u32,
+}
+
+const fn default_probation() -> u32 {
+    DEFAULT_PROBATION
 }
 
 const fn default_prefix_v4() -> u8 {
@@ -104,6 +117,7 @@ impl From<Limit> for LimitEntry {
             prefix_v4: limit.prefix_v4,
             prefix_v6: limit.prefix_v6,
             new_sources: limit.new_sources,
+            probation: limit.probation,
         }
     }
 }
@@ -117,6 +131,7 @@ impl From<LimitEntry> for Limit {
             prefix_v4: entry.prefix_v4,
             prefix_v6: entry.prefix_v6,
             new_sources: entry.new_sources,
+            probation: entry.probation,
         }
     }
 }
@@ -158,6 +173,8 @@ impl Document {
             allow: policy.allow.clone(),
             deny: policy.deny.clone(),
             smurf: Some(policy.smurf),
+            errors: Some(policy.errors),
+            fragments: Some(policy.fragments),
             force_lists: policy.check_added_entries(None, &[]).is_err(),
         }
     }
@@ -191,6 +208,12 @@ impl Document {
         policy.deny.clone_from(&self.deny);
         if let Some(smurf) = self.smurf {
             policy.smurf = smurf;
+        }
+        if let Some(errors) = self.errors {
+            policy.errors = errors;
+        }
+        if let Some(fragments) = self.fragments {
+            policy.fragments = fragments;
         }
         policy.force_lists = self.force_lists;
         policy.validate().map_err(|err| err.to_string())?;

@@ -20,7 +20,19 @@
 //! prefix_v6 = 64              # per = "prefix" only (1-128)
 //! new_source_rate = 500       # limit per source/prefix only: the budget of sources without
 //! new_source_burst = 1000     #   a bucket yet (default 10 x rate and burst)
+//! probation = 5               # limit per source/prefix only: seconds a source the budget
+//!                             #   admitted stays charged to it (0-3600, default 5)
 //! force = false               # allow dropping messages the network needs
+//!
+//! [errors]                    # the per-source ceiling of ICMP errors their rule passes
+//! rate = 1000
+//! burst = 2000
+//!
+//! [fragments]                 # the budget of non-first ICMP fragments
+//! rate = 20                   # per source
+//! burst = 60
+//! total_rate = 40             # all sources together
+//! total_burst = 100
 //!
 //! [lists]
 //! allow = ["192.0.2.10/32"]
@@ -43,8 +55,8 @@ use toml::{Spanned, Value};
 
 use super::{
     model::{
-        Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, Limit, MAX_RATE, Mode,
-        NewSources, Per, Policy, PolicyError, RuleSpec,
+        Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION,
+        Limit, MAX_PROBATION, MAX_RATE, Mode, NewSources, Per, Policy, PolicyError, RuleSpec,
     },
     names,
     rate::Rate,
@@ -92,6 +104,51 @@ pub fn parse(text: &str) -> Result<Policy, FileError> {
     }
     if let Some(burst) = &smurf.reply_ceiling_burst {
         policy.smurf.reply_ceiling_burst = count(&source, burst, "reply_ceiling_burst", "packets")?;
+    }
+    let errors = document.errors.unwrap_or_default();
+    for (value, field, unit, target) in [
+        (
+            &errors.rate,
+            "rate",
+            "packets per second",
+            &mut policy.errors.rate,
+        ),
+        (&errors.burst, "burst", "packets", &mut policy.errors.burst),
+    ] {
+        if let Some(value) = value {
+            *target = count(&source, value, field, unit)?;
+        }
+    }
+    let fragments = document.fragments.unwrap_or_default();
+    for (value, field, unit, target) in [
+        (
+            &fragments.rate,
+            "rate",
+            "packets per second",
+            &mut policy.fragments.rate,
+        ),
+        (
+            &fragments.burst,
+            "burst",
+            "packets",
+            &mut policy.fragments.burst,
+        ),
+        (
+            &fragments.total_rate,
+            "total_rate",
+            "packets per second",
+            &mut policy.fragments.total_rate,
+        ),
+        (
+            &fragments.total_burst,
+            "total_burst",
+            "packets",
+            &mut policy.fragments.total_burst,
+        ),
+    ] {
+        if let Some(value) = value {
+            *target = count(&source, value, field, unit)?;
+        }
     }
 
     let lists = document.lists.unwrap_or_default();
@@ -265,6 +322,17 @@ pub fn render(policy: &Policy) -> String {
     let _ = writeln!(out, "reply_ceiling = {}", smurf.reply_ceiling);
     let _ = writeln!(out, "reply_ceiling_burst = {}", smurf.reply_ceiling_burst);
 
+    out.push_str("\n[errors]\n");
+    let _ = writeln!(out, "rate = {}", policy.errors.rate);
+    let _ = writeln!(out, "burst = {}", policy.errors.burst);
+
+    let fragments = &policy.fragments;
+    out.push_str("\n[fragments]\n");
+    let _ = writeln!(out, "rate = {}", fragments.rate);
+    let _ = writeln!(out, "burst = {}", fragments.burst);
+    let _ = writeln!(out, "total_rate = {}", fragments.total_rate);
+    let _ = writeln!(out, "total_burst = {}", fragments.total_burst);
+
     out.push_str("\n[lists]\n");
     for (key, list) in [("allow", &policy.allow), ("deny", &policy.deny)] {
         let entries: Vec<String> = list.iter().map(|cidr| quote(&cidr.to_string())).collect();
@@ -316,6 +384,9 @@ fn write_rule(
             let _ = writeln!(out, "new_source_rate = {}", new.rate);
             let _ = writeln!(out, "new_source_burst = {}", new.burst);
         }
+        if limit.probation != DEFAULT_PROBATION {
+            let _ = writeln!(out, "probation = {}", limit.probation);
+        }
     }
     if force {
         out.push_str("force = true\n");
@@ -348,6 +419,26 @@ struct Document {
     rule: Vec<RuleEntry>,
     lists: Option<Lists>,
     smurf: Option<SmurfEntry>,
+    errors: Option<ErrorsEntry>,
+    fragments: Option<FragmentsEntry>,
+}
+
+/// `[errors]`: the per-source ceiling of ICMP errors.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorsEntry {
+    rate: Option<Spanned<Value>>,
+    burst: Option<Spanned<Value>>,
+}
+
+/// `[fragments]`: the budget of non-first ICMP fragments.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FragmentsEntry {
+    rate: Option<Spanned<Value>>,
+    burst: Option<Spanned<Value>>,
+    total_rate: Option<Spanned<Value>>,
+    total_burst: Option<Spanned<Value>>,
 }
 
 /// `[smurf]`: switch off or tune each smurf and reflection defence.
@@ -414,6 +505,7 @@ struct RuleEntry {
     prefix_v6: Option<Spanned<Value>>,
     new_source_rate: Option<Spanned<Value>>,
     new_source_burst: Option<Spanned<Value>>,
+    probation: Option<Spanned<Value>>,
     force: Option<bool>,
 }
 
@@ -567,6 +659,7 @@ fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileErro
                 "new_source_burst",
                 rule.new_source_burst.as_ref().map(Spanned::span),
             ),
+            ("probation", rule.probation.as_ref().map(Spanned::span)),
         ];
         if let Some((field, Some(span))) = limit_fields.into_iter().find(|(_, span)| span.is_some())
         {
@@ -646,6 +739,28 @@ fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileErro
                 None => default.burst,
             },
         });
+    }
+    if let Some(value) = &rule.probation {
+        if per == Per::Global {
+            return Err(source.error(
+                value.span(),
+                "a global limit has no new sources, so no probation: probation applies to per = \"source\" and per = \"prefix\"",
+            ));
+        }
+        limit.probation = match value.get_ref() {
+            Value::Integer(seconds) if (0..=i64::from(MAX_PROBATION)).contains(seconds) => {
+                *seconds as u32
+            }
+            _ => {
+                return Err(source.error(
+                    value.span(),
+                    format!(
+                        "probation must be a whole number of seconds from 0 to {MAX_PROBATION}, not {}",
+                        source.text(value.span())
+                    ),
+                ));
+            }
+        };
     }
     Ok(RuleSpec::limit(limit))
 }

@@ -16,13 +16,17 @@ pub mod units;
 
 use std::path::PathBuf;
 
-pub use compile::{Compiled, compile, limiter_config, reply_limiter_config};
+pub use compile::{
+    Compiled, compile, compile_for, error_limiter_config, fragment_limiter_config, limiter_config,
+    reply_limiter_config,
+};
 pub use file::FileError;
 pub use model::{
-    Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, Limit, List, Mode,
-    NEW_SOURCE_FACTOR, NewSources, Per, Policy, PolicyError, RuleSpec, Smurf, describe,
+    Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION,
+    ErrorCeiling, FragmentBudget, Limit, List, Mode, NEW_SOURCE_FACTOR, NewSources, Per, Policy,
+    PolicyError, RuleSpec, Smurf, describe,
 };
-pub use store::{active_generation, apply, read_live};
+pub use store::{LimiterState, active_generation, apply, apply_with, read_live};
 
 use crate::bpf;
 

@@ -73,6 +73,10 @@ pub struct Limit {
     /// The budget shared by sources (or prefixes) without a bucket yet, which caps
     /// spoofed random-source floods; `None` is ten times the limit's rate and burst.
     pub new_sources: Option<NewSources>,
+    /// Seconds a source admitted by the new-source budget stays on probation, its packets
+    /// charged to the budget as well as to its own bucket; it graduates at a packet that
+    /// comes this long after both its first packet and the budget's last refusal.
+    pub probation: u32,
 }
 
 /// Packets per second and burst admitted from sources that have no bucket yet.
@@ -91,6 +95,12 @@ pub const NEW_SOURCE_FACTOR: u32 = 10;
 
 /// Largest accepted rate or burst, packets per second: far above line rate on any link.
 pub const MAX_RATE: u32 = 100_000_000;
+
+/// Probation of sources admitted by a new-source budget, seconds, unless a limit says
+/// otherwise.
+pub const DEFAULT_PROBATION: u32 = 5;
+/// Longest accepted probation, seconds.
+pub const MAX_PROBATION: u32 = 3600;
 
 impl Limit {
     /// Checks the numbers; the message says what to change.
@@ -114,6 +124,16 @@ impl Limit {
                 "prefix_v4 and prefix_v6 only apply to per = \"prefix\", not \"{}\"",
                 self.per.as_str()
             ));
+        }
+        if self.probation > MAX_PROBATION {
+            return Err(format!("probation must be 0-{MAX_PROBATION} seconds"));
+        }
+        if self.per == Per::Global && self.probation != DEFAULT_PROBATION {
+            return Err(
+                "a global limit has no new sources, so no probation: probation applies to \
+                 per = \"source\" and per = \"prefix\""
+                    .into(),
+            );
         }
         if let Some(new) = self.new_sources {
             if self.per == Per::Global {
@@ -141,6 +161,7 @@ impl Limit {
             prefix_v4: DEFAULT_PREFIX_V4,
             prefix_v6: DEFAULT_PREFIX_V6,
             new_sources: None,
+            probation: DEFAULT_PROBATION,
         }
     }
 
@@ -173,8 +194,10 @@ pub struct Smurf {
     /// Drop ICMP from martian sources (0/8, 127/8, 224/4, 240/4, our broadcasts; v6
     /// multicast, loopback, and :: outside ND and MLD) as invalid.
     pub martian_sources: bool,
-    /// Echo replies per second admitted from sources without a bucket yet: the ceiling a
-    /// reflection flood from many (spoofed) sources runs into. Counted as `smurf`.
+    /// Echo replies per second admitted from all sources together: the ceiling a
+    /// reflection flood from many sources, real or spoofed, runs into. Sources without a
+    /// bucket yet (or on probation) share half of it, so that replies from established
+    /// sources keep the other half during a spoofed storm. Counted as `smurf`.
     pub reply_ceiling: u32,
     /// Burst of that ceiling.
     pub reply_ceiling_burst: u32,
@@ -188,6 +211,58 @@ impl Default for Smurf {
             martian_sources: true,
             reply_ceiling: 10_000,
             reply_ceiling_burst: 20_000,
+        }
+    }
+}
+
+/// The per-source ceiling of ICMP errors that their rule passes (v4 3, 4, 5, 11, 12 and
+/// every ICMPv6 type below 128): one source's error flood is capped, while Path MTU
+/// Discovery and traceroute, a few errors a second from each router, never meet it.
+/// Errors are never charged to another budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorCeiling {
+    /// Errors per second per source.
+    pub rate: u32,
+    pub burst: u32,
+}
+
+impl Default for ErrorCeiling {
+    fn default() -> Self {
+        Self {
+            rate: 1_000,
+            burst: 2_000,
+        }
+    }
+}
+
+/// The budget of non-first ICMP fragments, which carry no type to classify: per source,
+/// under a backstop for all sources together, so that a fragment flood cannot fill the
+/// reassembly memory. A fragment whose datagram never completes stays there for
+/// `ipfrag_time` (30 s) at 1.0 KB (empty) to 2.5 KB (1,480 bytes of data) each, against
+/// `ipfrag_high_thresh` (4 MB) per namespace, above which the kernel refuses every new
+/// datagram; so the backstop admits at most `total_burst + total_rate × 30` = 1,300
+/// orphans per 30 s by default, ≤ 3.3 MB even at the largest size. A large ping
+/// (`ping -s 8972` on a 1500-byte MTU) has six non-first fragments: three a second per
+/// source, ten in a burst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FragmentBudget {
+    /// Fragments per second per source.
+    pub rate: u32,
+    pub burst: u32,
+    /// Fragments per second from all sources together.
+    pub total_rate: u32,
+    pub total_burst: u32,
+}
+
+impl Default for FragmentBudget {
+    fn default() -> Self {
+        Self {
+            rate: 20,
+            burst: 60,
+            total_rate: 40,
+            total_burst: 100,
         }
     }
 }
@@ -432,6 +507,8 @@ pub struct Policy {
     pub allow: Vec<Cidr>,
     pub deny: Vec<Cidr>,
     pub smurf: Smurf,
+    pub errors: ErrorCeiling,
+    pub fragments: FragmentBudget,
     /// The operator's `--force` (`force = true` under `[lists]`) for deny entries that
     /// cover messages the network needs ([`protected_prefix`]). Not kept in the kernel: it
     /// is checked when entries are added ([`Policy::check_added_entries`]).
@@ -448,6 +525,8 @@ impl PartialEq for Policy {
             && self.allow == other.allow
             && self.deny == other.deny
             && self.smurf == other.smurf
+            && self.errors == other.errors
+            && self.fragments == other.fragments
     }
 }
 
@@ -550,6 +629,8 @@ impl Policy {
             allow: Vec::new(),
             deny: Vec::new(),
             smurf: Smurf::default(),
+            errors: ErrorCeiling::default(),
+            fragments: FragmentBudget::default(),
             force_lists: false,
         }
     }
@@ -692,6 +773,27 @@ impl Policy {
             what: "the echo-reply ceiling".to_owned(),
             reason,
         })?;
+        let checks = [
+            ("the error ceiling", self.errors.rate, self.errors.burst),
+            (
+                "the fragment budget",
+                self.fragments.rate,
+                self.fragments.burst,
+            ),
+            (
+                "the fragment backstop",
+                self.fragments.total_rate,
+                self.fragments.total_burst,
+            ),
+        ];
+        for (what, rate, burst) in checks {
+            Limit::new(rate, burst, Per::Global)
+                .validate()
+                .map_err(|reason| PolicyError::BadLimit {
+                    what: what.to_owned(),
+                    reason,
+                })?;
+        }
         Ok(())
     }
 

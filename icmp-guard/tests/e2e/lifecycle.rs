@@ -378,29 +378,40 @@ fn pinned_maps_of_another_layout_are_refused() {
     assert!(!lab.pin_dir.exists());
     lab.cli_ok(&["attach", &lab.guard_if]);
 
-    // Same shapes, another meaning: the layout version in CONFIG decides (slot 7).
+    // Same shapes, another meaning: the layout version in CONFIG decides (the `layout`
+    // field of the one settings struct, bytes 16..20).
     let config = maps.join("CONFIG");
     let config = config.to_str().expect("UTF-8");
     let stamped = run(
         "bpftool",
         &[
-            "-j", "map", "lookup", "pinned", config, "key", "7", "0", "0", "0",
+            "-j", "map", "lookup", "pinned", config, "key", "0", "0", "0", "0",
         ],
     );
     let stamped: Value = serde_json::from_slice(&stamped.stdout).expect("bpftool JSON");
+    let mut bytes: Vec<String> = stamped["value"]
+        .as_array()
+        .expect("the value's bytes")
+        .iter()
+        .map(|byte| byte.as_str().expect("a hex byte").to_owned())
+        .collect();
     let version = icmp_guard_common::config::LAYOUT_VERSION;
     assert_eq!(
-        stamped["value"],
-        serde_json::json!([format!("0x{version:02x}"), "0x00", "0x00", "0x00"]),
+        bytes[16..20],
+        [
+            format!("0x{version:02x}"),
+            "0x00".into(),
+            "0x00".into(),
+            "0x00".into()
+        ],
         "a first attach writes layout version {version}: {stamped}"
     );
-    run_ok(
-        "bpftool",
-        &[
-            "map", "update", "pinned", config, "key", "7", "0", "0", "0", "value", "99", "0", "0",
-            "0",
-        ],
-    );
+    bytes[16] = "0x63".to_owned();
+    let mut update = vec![
+        "map", "update", "pinned", config, "key", "0", "0", "0", "0", "value",
+    ];
+    update.extend(bytes.iter().map(String::as_str));
+    run_ok("bpftool", &update);
     for args in [&["status"][..], &["attach", "lo"][..]] {
         let err = lab.cli_err(args);
         assert!(

@@ -26,6 +26,7 @@ mod control_output;
 mod control_pins;
 mod control_policy;
 mod control_run;
+mod fail_closed;
 mod fleet_interfaces;
 mod fleet_rehearsal;
 mod flood;

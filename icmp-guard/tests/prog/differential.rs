@@ -285,7 +285,13 @@ fn hop_limit(rng: &mut Rng) -> u8 {
 
 /// An ICMP message: the 4 type-specific bytes (the MTU of a Packet Too Big) and some data;
 /// now and then shorter than the fixed 8-byte header.
-fn icmp_message(rng: &mut Rng, icmp_type: u8, code: u8, recipe: &mut String) -> Vec<u8> {
+fn icmp_message(
+    rng: &mut Rng,
+    family: u8,
+    icmp_type: u8,
+    code: u8,
+    recipe: &mut String,
+) -> Vec<u8> {
     let word = if icmp_type == 2 && rng.percent(80) {
         let mtu: u32 = rng.pick_or(&[0, 1279, 1280, 1281, 1500, 9000, 65535], |rng| {
             rng.next() as u32
@@ -295,8 +301,17 @@ fn icmp_message(rng: &mut Rng, icmp_type: u8, code: u8, recipe: &mut String) -> 
         [rng.byte(), rng.byte(), rng.byte(), rng.byte()]
     };
     let mut rest = word.to_vec();
-    let data_len = rng.below(49);
-    rest.extend(rng.bytes(data_len));
+    let error = if family == FAMILY_V4 {
+        matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+    } else {
+        icmp_type < 128
+    };
+    if error && rng.percent(70) {
+        rest.extend(embedded_header(rng, family, recipe));
+    } else {
+        let data_len = rng.below(49);
+        rest.extend(rng.bytes(data_len));
+    }
     let mut message = frames::icmp(icmp_type, code, &rest);
     let _ = write!(recipe, " icmp {icmp_type}/{code} word {word:02x?}");
     if rng.percent(4) {
@@ -305,6 +320,35 @@ fn icmp_message(rng: &mut Rng, icmp_type: u8, code: u8, recipe: &mut String) -> 
         let _ = write!(recipe, " cut to {len} bytes");
     }
     message
+}
+
+/// What an ICMP error embeds: an IP header of its family (now and then of the other, or
+/// with IHL below 5 or options) and a few bytes after it, sometimes one byte short.
+fn embedded_header(rng: &mut Rng, family: u8, recipe: &mut String) -> Vec<u8> {
+    let v4 = if rng.percent(90) {
+        family == FAMILY_V4
+    } else {
+        family != FAMILY_V4
+    };
+    let mut header = if v4 {
+        let ihl = rng.pick_or(&[5, 5, 5, 6, 15, 4], |rng| rng.range(0, 15) as u8);
+        let mut header = vec![0u8; usize::from(ihl.max(1)) * 4];
+        header[0] = 0x40 | ihl;
+        header
+    } else {
+        let mut header = vec![0u8; 40];
+        header[0] = 0x60;
+        header
+    };
+    let after = rng.pick_or(&[8, 8, 7, 0, 20], |rng| rng.below(30));
+    header.extend(rng.bytes(after));
+    let _ = write!(
+        recipe,
+        " embeds {} header {:#04x} + {after}",
+        if v4 { "v4" } else { "v6" },
+        header[0]
+    );
+    header
 }
 
 /// IPv4 options padded to 32 bits: IHL 5 half the time, else 6 to 15.
@@ -359,6 +403,9 @@ fn ipv4_packet(rng: &mut Rng, protocol: u8, payload: &[u8], recipe: &mut String)
 /// options, routing (type 0 with and without segments left, others), fragment (first,
 /// non-first, atomic) and AH (including the 8-byte one a zero length field describes).
 fn extension_chain(rng: &mut Rng, recipe: &mut String) -> Vec<Ext> {
+    if rng.percent(30) {
+        return ordered_chain(rng, recipe);
+    }
     let count = rng.small_count([44, 64, 76, 84]);
     let mut chain = Vec::new();
     for _ in 0..count {
@@ -393,6 +440,39 @@ fn extension_chain(rng: &mut Rng, recipe: &mut String) -> Vec<Ext> {
     chain
 }
 
+/// A chain in RFC 8200 §4.1's order, each kind present or not: hop-by-hop, destination
+/// options, routing, fragment, AH, destination options.
+fn ordered_chain(rng: &mut Rng, recipe: &mut String) -> Vec<Ext> {
+    let mut chain = Vec::new();
+    if rng.percent(40) {
+        chain.push(Ext::options(0, rng.range(1, 2)));
+    }
+    if rng.percent(30) {
+        chain.push(Ext::options(60, 1));
+    }
+    if rng.percent(30) {
+        chain.push(routing(rng.pick(&[0, 2]), rng.pick(&[0, 0, 1])));
+    }
+    if rng.percent(40) {
+        chain.push(match rng.below(3) {
+            0 => Ext::fragment(0, true),
+            1 => Ext::fragment(0, false),
+            _ => Ext::fragment((rng.u16() & !7).max(8), rng.percent(50)),
+        });
+    }
+    if rng.percent(25) {
+        chain.push(Ext::ah(rng.range(0, 4)));
+    }
+    if rng.percent(30) {
+        chain.push(Ext::options(60, rng.range(1, 2)));
+    }
+    recipe.push_str(" ordered");
+    for ext in &chain {
+        let _ = write!(recipe, " ext {}", ext.kind);
+    }
+    chain
+}
+
 fn ipv6_packet(rng: &mut Rng, upper: u8, payload: &[u8], recipe: &mut String) -> Vec<u8> {
     let chain = extension_chain(rng, recipe);
     let hop_limit = hop_limit(rng);
@@ -421,25 +501,25 @@ fn transport_payload(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// An ICMP message of one of `types` (one time in five, any type at all).
-fn random_icmp(rng: &mut Rng, types: &[u8], recipe: &mut String) -> Vec<u8> {
+fn random_icmp(rng: &mut Rng, family: u8, types: &[u8], recipe: &mut String) -> Vec<u8> {
     let icmp_type = if rng.percent(20) {
         rng.byte()
     } else {
         rng.pick(types)
     };
     let code = code(rng);
-    icmp_message(rng, icmp_type, code, recipe)
+    icmp_message(rng, family, icmp_type, code, recipe)
 }
 
 /// The EtherType and the bytes after the tags.
 fn network_layer(rng: &mut Rng, recipe: &mut String) -> (u16, Vec<u8>) {
     match rng.below(100) {
         0..=37 => {
-            let message = random_icmp(rng, &V4_TYPES, recipe);
+            let message = random_icmp(rng, FAMILY_V4, &V4_TYPES, recipe);
             (ETH_P_IPV4, ipv4_packet(rng, 1, &message, recipe))
         }
         38..=75 => {
-            let message = random_icmp(rng, &V6_TYPES, recipe);
+            let message = random_icmp(rng, FAMILY_V6, &V6_TYPES, recipe);
             (ETH_P_IPV6, ipv6_packet(rng, 58, &message, recipe))
         }
         76..=83 => {
@@ -464,7 +544,7 @@ fn network_layer(rng: &mut Rng, recipe: &mut String) -> (u16, Vec<u8>) {
         }
         _ => {
             // One family's packet under the other's EtherType.
-            let message = icmp_message(rng, 8, 0, recipe);
+            let message = icmp_message(rng, FAMILY_V4, 8, 0, recipe);
             if rng.percent(50) {
                 recipe.push_str(" (under the IPv4 EtherType)");
                 (ETH_P_IPV4, ipv6_packet(rng, 58, &message, recipe))
@@ -672,7 +752,7 @@ fn open_lists_checks_off() -> Policy {
     policy.deny = ["0.0.0.0/0", "192.0.2.66/32", "::/0", "2001:db8::66/128"]
         .map(cidr)
         .to_vec();
-    policy
+    policies::huge_limits(policy)
 }
 
 fn dry_run() -> Policy {
@@ -686,7 +766,7 @@ fn dry_run() -> Policy {
 fn all_policies() -> Vec<(&'static str, Policy)> {
     vec![
         ("default", policies::default_profile()),
-        ("pass-all", Policy::pass_all()),
+        ("pass-all", policies::huge_limits(Policy::pass_all())),
         ("rules-and-lists", rules_and_lists()),
         ("open-lists-checks-off", open_lists_checks_off()),
         ("dry-run", dry_run()),
@@ -921,6 +1001,17 @@ fn parsing_rule_rows() -> Vec<(&'static str, &'static str, Vec<u8>, Expect)> {
     let arp = frames::arp();
     let eight = || (0..8).map(|_| Ext::options(60, 1)).collect::<Vec<_>>();
     let nine = || (0..9).map(|_| Ext::options(60, 1)).collect::<Vec<_>>();
+    let longest = || {
+        vec![
+            Ext::options(0, 1),
+            Ext::options(60, 1),
+            routing(2, 0),
+            Ext::fragment(0, false),
+            Ext::ah(1),
+            Ext::options(60, 1),
+        ]
+    };
+    let order = "IPv6: extension headers in RFC 8200 §4.1's order (hop-by-hop first, destination options at most twice, others once)";
     let udp4 = |fragment| {
         frames::ethernet(
             &[],
@@ -940,7 +1031,7 @@ fn parsing_rule_rows() -> Vec<(&'static str, &'static str, Vec<u8>, Expect)> {
         (vlan, "ARP under three tags", tagged(&[ad, q, q], &arp), NON_ICMP),
         (vlan, "ARP under eight tags", tagged(&[q; 8], &arp), NON_ICMP),
         (vlan, "ARP under nine tags: deeper than the peek", tagged(&[q; 9], &arp), MALFORMED),
-        (vlan, "a truncated tag", frames::ethernet(&[], ETH_P_8021Q, &[0, 10]), NON_ICMP),
+        (vlan, "a truncated tag", frames::ethernet(&[], ETH_P_8021Q, &[0, 10]), MALFORMED),
         (ihl, "echo reply behind IHL 15, options full of 5s", v4(&[5; 40], 0, 0), Expect::Pass(passed(FAMILY_V4, 0))),
         (ihl, "echo reply behind IHL 6, options of 8s", v4(&[8; 4], 0, 0), Expect::Pass(passed(FAMILY_V4, 0))),
         (ihl, "redirect behind IHL 6, options of 0s", v4(&[0; 4], 0, 5), policy_drop(FAMILY_V4, 5)),
@@ -975,9 +1066,17 @@ fn parsing_rule_rows() -> Vec<(&'static str, &'static str, Vec<u8>, Expect)> {
         (walk, "redirect behind an atomic fragment (RFC 6946)", v6(&[Ext::fragment(0, false)], 137), policy_drop(FAMILY_V6, 137)),
         (walk, "redirect in a first fragment", v6(&[Ext::options(0, 1), Ext::fragment(0, true)], 137), policy_drop(FAMILY_V6, 137)),
         (walk, "echo reply behind all five kinds", v6(&[Ext::options(0, 1), routing(2, 0), Ext::options(60, 1), Ext::ah(1), Ext::fragment(0, false)], 129), Expect::Pass(passed(FAMILY_V6, 129))),
-        (bound, "echo reply behind 8 headers: the bound", v6(&eight(), 129), Expect::Pass(passed(FAMILY_V6, 129))),
-        (bound, "redirect behind 8 headers", v6(&eight(), 137), policy_drop(FAMILY_V6, 137)),
+        (bound, "echo reply behind the 6 headers RFC 8200 allows", v6(&longest(), 129), Expect::Pass(passed(FAMILY_V6, 129))),
+        (bound, "redirect behind the 6 headers", v6(&longest(), 137), policy_drop(FAMILY_V6, 137)),
+        (bound, "echo reply behind 8 destination options headers", v6(&eight(), 129), MALFORMED),
         (bound, "echo reply behind 9 headers", v6(&nine(), 129), MALFORMED),
+        (order, "destination options three times", v6(&[Ext::options(60, 1), Ext::options(60, 1), Ext::options(60, 1)], 129), MALFORMED),
+        (order, "destination options twice", v6(&[Ext::options(60, 1), Ext::options(60, 1)], 129), Expect::Pass(passed(FAMILY_V6, 129))),
+        (order, "hop-by-hop after destination options", v6(&[Ext::options(60, 1), Ext::options(0, 1)], 129), MALFORMED),
+        (order, "hop-by-hop twice", v6(&[Ext::options(0, 1), Ext::options(0, 1)], 129), MALFORMED),
+        (order, "two routing headers", v6(&[routing(2, 0), routing(2, 0)], 129), MALFORMED),
+        (order, "two fragment headers", v6(&[Ext::fragment(0, false), Ext::fragment(0, false)], 129), MALFORMED),
+        (order, "two authentication headers", v6(&[Ext::ah(1), Ext::ah(1)], 129), MALFORMED),
         (bound, "UDP behind 9 headers", frames::ethernet(&[], ETH_P_IPV6, &frames::ipv6(64, &nine(), 17, &frames::udp())), MALFORMED),
         (bound, "destination options running past the payload", edit(v6(&[Ext::options(60, 1)], 129), 55, &[200]), MALFORMED),
         (bound, "AH running past the payload", edit(v6(&[Ext::ah(1)], 129), 55, &[40]), MALFORMED),

@@ -84,12 +84,46 @@ pub fn echo_body() -> Vec<u8> {
     body
 }
 
+/// The data of an ICMPv4 message: an error (RFC 792) carries 4 unused bytes and the IP
+/// header of the datagram it reports on plus its first 8 bytes; every other type an echo
+/// body.
+pub fn body_v4(icmp_type: u8) -> Vec<u8> {
+    if !icmp_guard_common::policy::is_error(icmp_guard_common::FAMILY_V4, icmp_type) {
+        return echo_body();
+    }
+    let mut body = vec![0, 0, 0, 0];
+    body.extend_from_slice(&ipv4(17, &[], 0, &udp())[..28]);
+    body
+}
+
+/// The same for ICMPv6 (RFC 4443 §2.4): an error carries the invoking IPv6 packet's header
+/// and 8 bytes after it, after the 4 bytes of `word`.
+pub fn body_v6(icmp_type: u8, word: [u8; 4]) -> Vec<u8> {
+    let mut body = word.to_vec();
+    if icmp_type < 128 {
+        body.extend_from_slice(&ipv6(64, &[], 17, &udp())[..48]);
+    } else {
+        body.extend_from_slice(b"payload-bytes");
+    }
+    body
+}
+
+/// The data of an ICMPv6 message of `icmp_type` after a zero word: an error's embedded
+/// header, or an echo body.
+pub fn icmpv6_body(icmp_type: u8) -> Vec<u8> {
+    if icmp_type < 128 {
+        body_v6(icmp_type, [0; 4])
+    } else {
+        echo_body()
+    }
+}
+
 /// A complete ICMPv4 frame to the guard.
 pub fn icmpv4_frame(icmp_type: u8, code: u8) -> Vec<u8> {
     ethernet(
         &[],
         ETH_P_IPV4,
-        &ipv4(1, &[], 0, &icmp(icmp_type, code, &echo_body())),
+        &ipv4(1, &[], 0, &icmp(icmp_type, code, &body_v4(icmp_type))),
     )
 }
 
@@ -160,7 +194,12 @@ pub fn icmpv6_frame(exts: &[Ext], icmp_type: u8, code: u8) -> Vec<u8> {
     ethernet(
         &[],
         ETH_P_IPV6,
-        &ipv6(64, exts, 58, &icmp(icmp_type, code, &echo_body())),
+        &ipv6(
+            64,
+            exts,
+            58,
+            &icmp(icmp_type, code, &icmpv6_body(icmp_type)),
+        ),
     )
 }
 
@@ -200,7 +239,7 @@ pub fn with_dst_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
 
 /// An IPv4 ICMP frame from `source` to `destination`.
 pub fn icmpv4_between(source: [u8; 4], destination: [u8; 4], icmp_type: u8, code: u8) -> Vec<u8> {
-    let mut packet = ipv4(1, &[], 0, &icmp(icmp_type, code, &echo_body()));
+    let mut packet = ipv4(1, &[], 0, &icmp(icmp_type, code, &body_v4(icmp_type)));
     packet[12..16].copy_from_slice(&source);
     packet[16..20].copy_from_slice(&destination);
     packet[10..12].copy_from_slice(&[0, 0]);
@@ -220,8 +259,7 @@ pub fn icmpv6_custom(
     code: u8,
     word: [u8; 4],
 ) -> Vec<u8> {
-    let mut rest = word.to_vec();
-    rest.extend_from_slice(b"payload-bytes");
+    let rest = body_v6(icmp_type, word);
     let mut packet = ipv6(hop_limit, exts, 58, &icmp(icmp_type, code, &rest));
     packet[8..24].copy_from_slice(&source);
     packet[24..40].copy_from_slice(&destination);

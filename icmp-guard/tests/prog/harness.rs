@@ -15,10 +15,10 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use icmp_guard::{
-    bpf::{self, GuardMaps, Instance},
+    bpf::{self, GuardMaps, Instance, Variant},
     observe::events::EventReader,
     observe::stats::{self, Snapshot},
-    policy::{self, Policy, RuleSpec},
+    policy::{self, LimiterState, Policy, RuleSpec},
 };
 use icmp_guard_common::{DropReason, maps};
 pub use icmp_guard_lab::gate::{privileged, skip};
@@ -78,9 +78,37 @@ impl Guard {
         guard
     }
 
-    /// Swaps the whole policy, as `policy apply` does.
+    /// `instance` (its variant, its link kind) with `policy` applied.
+    pub fn variant(instance: Instance, policy: &Policy) -> Self {
+        Self::instance(policy, &[], instance)
+    }
+
+    /// Each variant of the program the running kernel can load, with `policy` applied:
+    /// the one with compare-and-exchange only where the kernel has it (5.12+), the one
+    /// with spin locks everywhere.
+    pub fn every_variant(policy: &Policy) -> Vec<(Variant, Self)> {
+        let mut variants = vec![Variant::Locks];
+        if Variant::Auto.resolved() == Variant::Atomics {
+            variants.insert(0, Variant::Atomics);
+        }
+        variants
+            .into_iter()
+            .map(|variant| {
+                let guard = Self::variant(Instance::UNATTACHED.with_variant(variant), policy);
+                (variant, guard)
+            })
+            .collect()
+    }
+
+    /// Swaps the whole policy, as `policy apply` does: limiters whose settings did not
+    /// change keep their state.
     pub fn apply(&mut self, policy: &Policy) {
         policy::apply(&mut self.maps, policy).expect("apply the policy");
+    }
+
+    /// Swaps the whole policy with every limiter starting fresh, as `policy reset` does.
+    pub fn apply_fresh(&mut self, policy: &Policy) {
+        policy::apply_with(&mut self.maps, policy, LimiterState::Fresh).expect("apply");
     }
 
     pub fn program(&mut self) -> &Xdp {
@@ -120,6 +148,11 @@ impl Guard {
             action: result.return_value,
             data_out: out,
         }
+    }
+
+    /// Runs one frame; the XDP action.
+    pub fn action(&mut self, frame: &[u8]) -> u32 {
+        repeat(self.program(), frame, 1)
     }
 
     /// Runs `frame` `times` times in one call; returns the last action and the wall-clock

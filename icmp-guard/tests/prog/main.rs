@@ -19,15 +19,20 @@ macro_rules! root_or_skip {
     };
 }
 
+mod contention;
 mod corpus;
 mod differential;
 mod events;
+mod fail_closed;
 mod frames;
 mod harness;
+mod limiter_state;
 mod live;
 mod model;
 mod policy_verdict;
+mod probation;
 mod rate_limit;
+mod scrape;
 mod smurf;
 mod verdict;
 mod verifier;

@@ -172,8 +172,20 @@ fn ipv6_chains_past_the_bound_or_the_packet_are_malformed() {
         XDP_DROP,
         "9 headers"
     );
-    let bounded: Vec<Ext> = (0..8).map(|_| Ext::options(60, 1)).collect();
-    guard.assert_passes_unchanged(&icmpv6_frame(&bounded, 129, 0), "8 headers");
+    // The longest chain RFC 8200 §4.1 allows: every kind once, destination options twice.
+    let routing = Ext {
+        kind: 43,
+        body: vec![2, 0, 0, 0, 0, 0],
+    };
+    let longest = [
+        Ext::options(0, 1),
+        Ext::options(60, 1),
+        routing,
+        Ext::fragment(0, false),
+        Ext::ah(1),
+        Ext::options(60, 1),
+    ];
+    guard.assert_passes_unchanged(&icmpv6_frame(&longest, 129, 0), "6 headers in order");
 
     // A destination-options header whose length runs past the payload.
     let mut frame = icmpv6_frame(&[Ext::options(60, 1)], 129, 0);

@@ -2,7 +2,7 @@
 //! and the one-line drop summary of `run`.
 
 use icmp_guard::{
-    observe::stats::{CodeReport, Rates, Reasons, StatsReport},
+    observe::stats::{CodeReport, FragmentReasons, Rates, Reasons, StatsReport},
     policy::names,
 };
 use serde::Serialize;
@@ -136,7 +136,40 @@ pub fn table(report: &StatsReport, human: bool) -> String {
         num(report.unclassified.dropped.invalid),
         num(report.unclassified.dropped.malformed),
     );
+    if let Some(line) = fragment_drops(report) {
+        let _ = writeln!(out, "{line}");
+    }
     out
+}
+
+/// "ICMP fragments dropped: deny_list 3 rate_limit 12", when any were.
+fn fragment_drops(report: &StatsReport) -> Option<String> {
+    let fragments = &report.fragments;
+    if fragments.dropped.total() + fragments.would_drop.total() == 0 {
+        return None;
+    }
+    let list = |reasons: &FragmentReasons, prefix: &str| {
+        reasons
+            .by_reason()
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(reason, count)| format!("{prefix}{reason} {count}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let parts = [
+        list(&fragments.dropped, ""),
+        list(&fragments.would_drop, "would-"),
+    ];
+    let parts: Vec<&String> = parts.iter().filter(|part| !part.is_empty()).collect();
+    Some(format!(
+        "ICMP fragments dropped: {}",
+        parts
+            .iter()
+            .map(|part| part.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
 }
 
 /// How a `stats --watch` frame is drawn.
@@ -242,6 +275,7 @@ pub fn watch_frame(
             num(report.unclassified.dropped.malformed),
         ),
     ];
+    let totals: Vec<String> = totals.into_iter().chain(fragment_drops(report)).collect();
     // Heading, header and totals always show; rows give way to a "more" line, and the
     // frame stays one line short of the terminal so that its last newline never scrolls.
     if let Some(max) = style.max_lines {

@@ -49,7 +49,7 @@ pub fn text(status: &Status, kernel: &KernelView) -> String {
     if let Some(tracked) = status.tracked {
         let _ = writeln!(
             out,
-            "rate-limit buckets: {} of {} sources, {} of {} prefixes",
+            "rate-limit buckets (estimated): {} of {} sources, {} of {} prefixes",
             tracked.sources, tracked.sources_capacity, tracked.prefixes, tracked.prefixes_capacity
         );
     }

@@ -16,15 +16,17 @@
 //! - IPv4: etherparse checks version, IHL and that the header fits; total length against the
 //!   frame and ping of death are the spec's own rules. Its ICMPv4 slice wants timestamp
 //!   messages to be exactly 20 bytes, where the spec asks only for the fixed 8-byte header.
-//! - IPv6 extension headers: etherparse's chain walk takes hop-by-hop only first, has no
-//!   bound, and refuses AH with a length field of 0; the spec walks any of the five kinds up
-//!   to 8 deep, AH in 4-octet units. etherparse reads each single header.
+//! - IPv6 extension headers: etherparse's chain walk has no bound and refuses AH with a
+//!   length field of 0; the spec walks the five kinds up to 8 deep, AH in 4-octet units,
+//!   and holds them to RFC 8200 §4.1's order (hop-by-hop only first, destination options
+//!   at most twice, the others once). etherparse reads each single header.
 //!
 //! **Rate limits are modelled as always admitting.** The differential tests give every
-//! `limit` rule, and the echo-reply ceiling, a rate and burst of 100,000,000 packets
-//! (`huge_limits`), so that no limiter can refuse a packet during a run (GCRA tolerance of
-//! one second at a 10 ns interval, against a few million packets): a `limit` verdict is a
-//! pass, and which bucket paid for it does not change the verdict or the counters.
+//! `limit` rule, the echo-reply ceiling, the error ceiling and the fragment budget a rate
+//! and burst of 100,000,000 packets (`huge_limits`), so that no limiter can refuse a packet
+//! during a run (GCRA tolerance of one second at a 10 ns interval, against a few million
+//! packets): a `limit` verdict is a pass, and which bucket paid for it does not change the
+//! verdict or the counters.
 
 pub mod xdp;
 
@@ -37,7 +39,9 @@ use etherparse::{
     Ethernet2HeaderSlice, Icmpv6Slice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice,
     Ipv6RawExtHeaderSlice, SingleVlanHeaderSlice,
 };
-use icmp_guard::policy::{Action, Cidr, Limit, Mode, Policy, RuleSpec, model::MAX_RATE};
+use icmp_guard::policy::{
+    Action, Cidr, ErrorCeiling, FragmentBudget, Limit, Mode, Policy, RuleSpec, model::MAX_RATE,
+};
 use icmp_guard_common::{
     DropReason, FAMILY_V4, FAMILY_V6, SLOT_PASSED, counter_index, drop_slot, global,
     would_drop_slot,
@@ -64,8 +68,17 @@ pub enum Rule {
     FragmentPastPayload,
     RoutingPastPayload,
     ExtChainTooLong,
+    ExtOrder,
     RoutingType0,
     Martian,
+    FragmentMartian,
+    FragmentDenied,
+    FragmentGroup,
+    FragmentBudget,
+    EchoCode,
+    RaSource,
+    ErrorNoHeader,
+    ErrorToGroup,
     DenyList,
     Smurf,
     SmurfV6,
@@ -83,7 +96,7 @@ impl Rule {
     pub fn words(self) -> &'static str {
         match self {
             Self::NotIp => "not IP: passes untouched",
-            Self::RuntVlan => "truncated VLAN tag: cannot carry IP",
+            Self::RuntVlan => "truncated VLAN tag: malformed",
             Self::VlanPastPeek => "VLAN stack deeper than the 8 tags peeked",
             Self::IpUnderDeepVlan => "IP under more than 2 VLAN tags",
             Self::Ipv4Header => "IPv4 header: truncated, version not 4, or IHL < 5",
@@ -99,8 +112,19 @@ impl Rule {
             Self::FragmentPastPayload => "IPv6 fragment header runs past the payload",
             Self::RoutingPastPayload => "IPv6 routing header runs past the payload",
             Self::ExtChainTooLong => "more than 8 IPv6 extension headers",
+            Self::ExtOrder => {
+                "IPv6 extension headers out of RFC 8200 order (hop-by-hop not first, repeated)"
+            }
             Self::RoutingType0 => "routing header type 0 with segments left (RFC 5095)",
             Self::Martian => "martian source",
+            Self::FragmentMartian => "non-first fragment from a martian source",
+            Self::FragmentDenied => "non-first fragment from a source on the deny list",
+            Self::FragmentGroup => "non-first fragment to a broadcast or multicast destination",
+            Self::FragmentBudget => "non-first fragment: the fragment budget (huge: admitted)",
+            Self::EchoCode => "echo request or reply with a code other than 0",
+            Self::RaSource => "router advertisement from a source that is not link-local",
+            Self::ErrorNoHeader => "ICMP error without a full embedded header plus 8 bytes",
+            Self::ErrorToGroup => "ICMP error to a broadcast or multicast destination",
             Self::DenyList => "source on the deny list (longest prefix)",
             Self::Smurf => "echo or timestamp request to a broadcast or multicast destination",
             Self::SmurfV6 => "ICMPv6 echo request to multicast beyond link scope",
@@ -140,9 +164,10 @@ pub enum Where {
     },
 }
 
-/// Every counter the program has, flattened: `ICMP_COUNTERS` first, then `GLOBAL_COUNTERS`.
+/// Every packet counter the program has, flattened: `ICMP_COUNTERS` first, then the packet
+/// slots of `GLOBAL_COUNTERS`.
 pub const COUNTER_SLOTS: usize =
-    icmp_guard_common::ICMP_COUNTER_ENTRIES as usize + global::ENTRIES as usize;
+    icmp_guard_common::ICMP_COUNTER_ENTRIES as usize + global::PACKET_SLOTS as usize;
 
 impl Where {
     /// Position in a flattened snapshot of every counter (see [`COUNTER_SLOTS`]).
@@ -199,6 +224,24 @@ impl fmt::Display for Where {
                     global::MALFORMED_DROPPED => "unclassified dropped:malformed",
                     global::INVALID_WOULD_DROP => "unclassified would_drop:invalid",
                     global::MALFORMED_WOULD_DROP => "unclassified would_drop:malformed",
+                    slot if (global::FRAGMENT_DROPPED..global::FRAGMENT_WOULD_DROP)
+                        .contains(&slot) =>
+                    {
+                        return write!(
+                            f,
+                            "fragments dropped:{}",
+                            slot_name(slot - global::FRAGMENT_DROPPED)
+                                .trim_start_matches("dropped:")
+                        );
+                    }
+                    slot if (global::FRAGMENT_WOULD_DROP..global::PACKET_SLOTS).contains(&slot) => {
+                        return write!(
+                            f,
+                            "fragments would_drop:{}",
+                            slot_name(slot - global::FRAGMENT_WOULD_DROP)
+                                .trim_start_matches("dropped:")
+                        );
+                    }
                     _ => "unknown global slot",
                 };
                 write!(f, "{name}")
@@ -248,12 +291,20 @@ impl fmt::Display for Outcome {
 pub enum Parsed {
     /// Not ICMP: passes untouched.
     NotIcmp(Rule),
-    /// A non-first ICMP fragment: passes without classification.
-    IcmpFragment,
+    /// A non-first ICMP fragment: no type, judged by its addresses.
+    IcmpFragment(Addresses),
     /// Dropped before a type could be read.
     Unclassified(DropReason, Rule),
     /// An ICMP message with its header read.
     Icmp(Message),
+}
+
+/// Where a non-first fragment comes from and goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addresses {
+    pub source: IpAddr,
+    pub destination: IpAddr,
+    pub destination_mac: [u8; 6],
 }
 
 /// The facts of an ICMP or ICMPv6 message that the policy decides on.
@@ -271,6 +322,9 @@ pub struct Message {
     pub fragment_header: bool,
     /// Bytes 4..8 of the ICMP header: the MTU of a Packet Too Big.
     pub word: u32,
+    /// The bytes after the fixed 8-byte header, within the IP payload: what an error
+    /// embeds.
+    pub data: Vec<u8>,
 }
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -304,7 +358,7 @@ pub fn parse(frame: &[u8]) -> Parsed {
     let mut tags = 0;
     while is_vlan(ether_type) && tags < VLAN_PEEK {
         let Ok(tag) = SingleVlanHeaderSlice::from_slice(rest) else {
-            return Parsed::NotIcmp(Rule::RuntVlan);
+            return Parsed::Unclassified(DropReason::Malformed, Rule::RuntVlan);
         };
         ether_type = tag.ether_type().0;
         rest = &rest[tag.slice().len()..];
@@ -349,11 +403,16 @@ fn parse_ipv4(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
         return Parsed::Unclassified(DropReason::Invalid, Rule::PingOfDeath);
     }
     if fragment_offset != 0 {
-        return Parsed::IcmpFragment;
+        return Parsed::IcmpFragment(Addresses {
+            source: header.source_addr().into(),
+            destination: header.destination_addr().into(),
+            destination_mac,
+        });
     }
     // By hand: etherparse's Icmpv4Slice also wants timestamp messages (13/0, 14/0) to be
     // exactly 20 bytes, where the spec only asks for the fixed 8-byte header.
-    let Some(icmp) = packet[header_len..total_len].first_chunk::<8>() else {
+    let message = &packet[header_len..total_len];
+    let Some(icmp) = message.first_chunk::<8>() else {
         return Parsed::Unclassified(DropReason::Invalid, Rule::IcmpShort);
     };
     Parsed::Icmp(Message {
@@ -366,6 +425,7 @@ fn parse_ipv4(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
         hop_limit: header.ttl(),
         fragment_header: false,
         word: u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
+        data: message[8..].to_vec(),
     })
 }
 
@@ -384,6 +444,16 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
     let mut cursor = 0;
     let mut fragment_header = false;
     let mut walked = 0;
+    let mut seen: Vec<u8> = Vec::new();
+    // RFC 8200 §4.1, checked once a header is known to lie inside the payload.
+    let out_of_order = |seen: &[u8], next: u8| {
+        let times = seen.iter().filter(|kind| **kind == next).count();
+        match next {
+            NEXT_HOP_BY_HOP => !seen.is_empty(),
+            NEXT_DESTINATION => times >= 2,
+            _ => times >= 1,
+        }
+    };
     while is_extension(next) {
         if walked == EXTENSION_BOUND {
             return Parsed::Unclassified(DropReason::Malformed, Rule::ExtChainTooLong);
@@ -396,9 +466,17 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
                 let Ok(fragment) = Ipv6FragmentHeaderSlice::from_slice(rest) else {
                     return Parsed::Unclassified(DropReason::Malformed, Rule::FragmentPastPayload);
                 };
+                if out_of_order(&seen, next) {
+                    return Parsed::Unclassified(DropReason::Malformed, Rule::ExtOrder);
+                }
+                seen.push(next);
                 if fragment.fragment_offset().value() != 0 {
                     return if fragment.next_header().0 == NEXT_ICMPV6 {
-                        Parsed::IcmpFragment
+                        Parsed::IcmpFragment(Addresses {
+                            source: header.source_addr().into(),
+                            destination: header.destination_addr().into(),
+                            destination_mac,
+                        })
                     } else {
                         Parsed::NotIcmp(Rule::NonFirstFragment)
                     };
@@ -417,6 +495,10 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
                 if rest.len() < len {
                     return Parsed::Unclassified(DropReason::Malformed, Rule::ExtPastPayload);
                 }
+                if out_of_order(&seen, next) {
+                    return Parsed::Unclassified(DropReason::Malformed, Rule::ExtOrder);
+                }
+                seen.push(next);
                 next = rest[0];
                 cursor += len;
             }
@@ -430,6 +512,10 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
                     return Parsed::Unclassified(DropReason::Malformed, why);
                 };
                 let body = extension.slice();
+                if out_of_order(&seen, next) {
+                    return Parsed::Unclassified(DropReason::Malformed, Rule::ExtOrder);
+                }
+                seen.push(next);
                 if next == NEXT_ROUTING && body[2] == 0 && body[3] != 0 {
                     return Parsed::Unclassified(DropReason::Invalid, Rule::RoutingType0);
                 }
@@ -454,6 +540,7 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
         hop_limit: header.hop_limit(),
         fragment_header,
         word: u32::from_be_bytes(icmp.bytes5to8()),
+        data: payload[cursor + 8..].to_vec(),
     })
 }
 
@@ -477,10 +564,20 @@ pub fn verdict(frame: &[u8], policy: &Policy, broadcasts: &[Ipv4Addr]) -> Outcom
     };
     match parse(frame) {
         Parsed::NotIcmp(why) => passed(Where::Global(global::NON_ICMP_PASSED), why),
-        Parsed::IcmpFragment => passed(
-            Where::Global(global::ICMP_FRAGMENT_PASSED),
-            Rule::NonFirstFragment,
-        ),
+        Parsed::IcmpFragment(addresses) => match decide_fragment(&addresses, policy, broadcasts) {
+            (None, why) => passed(Where::Global(global::ICMP_FRAGMENT_PASSED), why),
+            (Some(reason), why) => Outcome {
+                verdict: if dry_run {
+                    Verdict::Pass
+                } else {
+                    Verdict::Drop
+                },
+                reason: Some(reason),
+                classified: None,
+                counted: Where::Global(global::fragment_slot(reason, dry_run)),
+                rule: why,
+            },
+        },
         Parsed::Unclassified(reason, why) => {
             let slot = match (reason, dry_run) {
                 (DropReason::Malformed, false) => global::MALFORMED_DROPPED,
@@ -526,6 +623,43 @@ pub fn verdict(frame: &[u8], policy: &Policy, broadcasts: &[Ipv4Addr]) -> Outcom
     }
 }
 
+/// Precedence for a non-first fragment, which has no type: martian source (invalid) → deny
+/// list → broadcast or multicast destination (smurf) → the fragment budget (admitting).
+fn decide_fragment(
+    addresses: &Addresses,
+    policy: &Policy,
+    broadcasts: &[Ipv4Addr],
+) -> (Option<DropReason>, Rule) {
+    let smurf = &policy.smurf;
+    let martian = match addresses.source {
+        IpAddr::V4(source) => martian_v4(source, broadcasts),
+        // No ND or MLD message is ever fragmented: `::` has no exception here.
+        IpAddr::V6(source) => {
+            source.is_multicast() || source.is_loopback() || source.is_unspecified()
+        }
+    };
+    if smurf.martian_sources && martian {
+        return (Some(DropReason::Invalid), Rule::FragmentMartian);
+    }
+    if listed(&addresses.source, policy) == Some(Listed::Deny) {
+        return (Some(DropReason::DenyList), Rule::FragmentDenied);
+    }
+    let group = match addresses.destination {
+        IpAddr::V4(destination) => {
+            smurf.broadcast_echo && group_v4(destination, addresses.destination_mac, broadcasts)
+        }
+        IpAddr::V6(destination) => {
+            smurf.multicast_echo_v6
+                && destination.is_multicast()
+                && destination.octets()[1] & 0x0f > 2
+        }
+    };
+    if group {
+        return (Some(DropReason::Smurf), Rule::FragmentGroup);
+    }
+    (None, Rule::FragmentBudget)
+}
+
 /// Precedence: martian source (invalid) → allow/deny list → smurf → type/code rule and its
 /// condition → rate limit (always admitting here; allowed sources skip it anyway).
 fn decide(
@@ -559,7 +693,7 @@ fn decide(
     if spec.action == Action::Drop {
         return (Some(DropReason::Policy), Rule::TypeDrop);
     }
-    if let Some(failed) = failed_condition(message) {
+    if let Some(failed) = failed_condition(message, broadcasts) {
         return (Some(DropReason::Invalid), failed);
     }
     match spec.action {
@@ -571,14 +705,7 @@ fn decide(
 /// ICMP from a source no packet may carry (README "Martian sources").
 fn martian(message: &Message, broadcasts: &[Ipv4Addr]) -> bool {
     match message.source {
-        IpAddr::V4(source) => {
-            let first = source.octets()[0];
-            first == 0
-                || source.is_loopback()
-                || source.is_multicast()
-                || first >= 240
-                || broadcasts.contains(&source)
-        }
+        IpAddr::V4(source) => martian_v4(source, broadcasts),
         IpAddr::V6(source) => {
             // `::` is the source of router solicitations, DAD neighbour solicitations and
             // MLD reports (and dones) from a host without an address yet.
@@ -590,32 +717,90 @@ fn martian(message: &Message, broadcasts: &[Ipv4Addr]) -> bool {
     }
 }
 
+fn martian_v4(source: Ipv4Addr, broadcasts: &[Ipv4Addr]) -> bool {
+    let first = source.octets()[0];
+    first == 0
+        || source.is_loopback()
+        || source.is_multicast()
+        || first >= 240
+        || broadcasts.contains(&source)
+}
+
 /// An L2 group address, the limited broadcast, IPv4 multicast, or a directed broadcast.
 fn group_destination_v4(message: &Message, broadcasts: &[Ipv4Addr]) -> bool {
     let IpAddr::V4(destination) = message.destination else {
         return false;
     };
-    message.destination_mac[0] & 1 != 0
+    group_v4(destination, message.destination_mac, broadcasts)
+}
+
+fn group_v4(destination: Ipv4Addr, mac: [u8; 6], broadcasts: &[Ipv4Addr]) -> bool {
+    mac[0] & 1 != 0
         || destination.is_broadcast()
         || destination.is_multicast()
         || broadcasts.contains(&destination)
 }
 
-/// The condition the spec ties to ND, MLD and Packet Too Big, whatever the rule's action;
-/// the rule that fails, if one does.
-fn failed_condition(message: &Message) -> Option<Rule> {
-    if message.family != FAMILY_V6 {
+/// The conditions the spec ties to a type whatever the rule's action — echo codes, ND,
+/// router advertisement sources, MLD, Packet Too Big, and what an error must carry — and
+/// the one that fails, if one does.
+fn failed_condition(message: &Message, broadcasts: &[Ipv4Addr]) -> Option<Rule> {
+    let (family, icmp_type) = (message.family, message.icmp_type);
+    let echo = if family == FAMILY_V4 {
+        matches!(icmp_type, 0 | 8)
+    } else {
+        matches!(icmp_type, 128 | 129)
+    };
+    if echo && message.code != 0 {
+        return Some(Rule::EchoCode);
+    }
+    let error = if family == FAMILY_V4 {
+        matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+    } else {
+        icmp_type < 128
+    };
+    if error {
+        if !embeds_header(message) {
+            return Some(Rule::ErrorNoHeader);
+        }
+        let to_group = match message.destination {
+            IpAddr::V4(_) => group_destination_v4(message, broadcasts),
+            IpAddr::V6(destination) => destination.is_multicast(),
+        };
+        if to_group {
+            return Some(Rule::ErrorToGroup);
+        }
+    }
+    if family != FAMILY_V6 {
         return None;
     }
-    match message.icmp_type {
+    match icmp_type {
         2 if message.word < 1280 => Some(Rule::PtbCondition),
         133..=136 | 141 | 142 if message.hop_limit != 255 => Some(Rule::NdCondition),
         // RFC 6980 §5 forbids the Fragment header in ND messages, atomic fragments included.
         133..=136 | 141 | 142 if message.fragment_header => Some(Rule::NdFragment),
+        // RFC 4861 §6.1.2: a router advertisement comes from a link-local address.
+        134 if !matches!(message.source, IpAddr::V6(source) if source.is_unicast_link_local()) => {
+            Some(Rule::RaSource)
+        }
         130..=132 | 143 if message.hop_limit != 1 || !link_local_or_unspecified(message) => {
             Some(Rule::MldCondition)
         }
         _ => None,
+    }
+}
+
+/// An error's data holds a full IP header of its own family (IPv4: version 4, IHL at least
+/// 5, the IHL's bytes; IPv6: version 6 and 40 bytes) and 8 bytes after it.
+fn embeds_header(message: &Message) -> bool {
+    let Some(&first) = message.data.first() else {
+        return false;
+    };
+    if message.family == FAMILY_V4 {
+        let header_len = usize::from(first & 0x0f) * 4;
+        first >> 4 == 4 && header_len >= 20 && message.data.len() >= header_len + 8
+    } else {
+        first >> 4 == 6 && message.data.len() >= 48
     }
 }
 
@@ -665,8 +850,10 @@ pub mod policies {
     /// A limit no run can exhaust; see the module documentation.
     pub const HUGE: u32 = MAX_RATE;
 
-    /// `policy` with every limit, and the echo-reply ceiling, raised to [`HUGE`], so that
-    /// no limiter ever refuses during a run and the model's "limit admits" holds.
+    /// `policy` with every limit, the echo-reply ceiling, the error ceiling and the fragment
+    /// budget raised to [`HUGE`], so that no limiter ever refuses during a run and the
+    /// model's "limit admits" holds. Every policy of the differential tests goes through it:
+    /// even pass-all has the error ceiling and the fragment budget.
     pub fn huge_limits(mut policy: Policy) -> Policy {
         let raise = |spec: &mut RuleSpec| {
             if let Some(limit) = spec.limit.as_mut() {
@@ -677,6 +864,16 @@ pub mod policies {
         policy.codes.values_mut().for_each(raise);
         policy.smurf.reply_ceiling = HUGE;
         policy.smurf.reply_ceiling_burst = HUGE;
+        policy.errors = ErrorCeiling {
+            rate: HUGE,
+            burst: HUGE,
+        };
+        policy.fragments = FragmentBudget {
+            rate: HUGE,
+            burst: HUGE,
+            total_rate: HUGE,
+            total_burst: HUGE,
+        };
         policy
     }
 

@@ -41,7 +41,7 @@ fn counters(guard: &Guard) -> Vec<Counter> {
     for index in 0..ICMP_COUNTER_ENTRIES {
         all.push(guard.maps.icmp_counter(index).expect("read a counter"));
     }
-    for slot in 0..global::ENTRIES {
+    for slot in 0..global::PACKET_SLOTS {
         all.push(guard.maps.global_counter(slot).expect("read a counter"));
     }
     all

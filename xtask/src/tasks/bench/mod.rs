@@ -1,10 +1,11 @@
 //! `cargo xtask bench`: how much icmp-guard costs, measured two ways (BENCHMARKS.md).
 //!
-//! 1. Per-packet cost through BPF_PROG_TEST_RUN, as a ratio to an empty XDP program
-//!    measured in the same run (icmp-guard/benches/per_packet.rs).
+//! 1. Per-packet cost through BPF_PROG_TEST_RUN, as a ratio to baselines measured in the
+//!    same run: an empty XDP program and the minimal per-source limiter with and without a
+//!    new-source budget (icmp-guard/benches/per_packet.rs).
 //! 2. Flood throughput through a veth pair between two namespaces, as a ratio to an XDP
-//!    program that drops everything, beside nftables doing the same job and no filter at
-//!    all (`bench/flood.rs`).
+//!    program that drops everything, beside the minimal limiters, nftables doing the same
+//!    job and no filter at all (`bench/flood.rs`).
 //!
 //! A benchmark, not a test: it fails only when it cannot measure, never because a number
 //! missed its target. It prints the machine, both tables, and writes everything to
@@ -34,6 +35,8 @@ pub fn run() -> Result<()> {
         "--package",
         "icmp-guard",
         "--bins",
+        "--example",
+        "baseline_receiver",
     ]))?;
     let target = cargo::target_dir()?;
     let binary = target.join("release").join("icmp-guard");
@@ -43,6 +46,10 @@ pub fn run() -> Result<()> {
             binary.display()
         );
     }
+    let baseline_receiver = target
+        .join("release")
+        .join("examples")
+        .join("baseline_receiver");
     let out_dir = target.join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
@@ -82,7 +89,7 @@ pub fn run() -> Result<()> {
 
     println!("\n== flood throughput (veth, trafgen) ==");
     let cpu_before = CpuUse::now();
-    let flood = flood::run(&binary, &out_dir)?;
+    let flood = flood::run(&binary, &baseline_receiver, &out_dir)?;
     let flood_cpu = cpu_before.others_since();
 
     let load_after = Machine::load_average();
@@ -94,7 +101,9 @@ pub fn run() -> Result<()> {
         per_packet_cpu.describe(),
         flood_cpu.describe()
     );
-    println!("\nper-packet cost through BPF_PROG_TEST_RUN, as a ratio to an empty XDP program:");
+    println!(
+        "\nper-packet cost through BPF_PROG_TEST_RUN, as a ratio to baselines measured in the same run:"
+    );
     print!("{}", per_packet["table"].as_str().unwrap_or("(no table)\n"));
     println!("\nflood throughput through veth, as a ratio to a drop-all XDP program:");
     print!("{}", flood.table);

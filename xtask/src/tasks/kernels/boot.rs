@@ -64,7 +64,7 @@ pub fn guest(
     let mut command = process::command(qemu);
     command
         .args(["-accel", &accelerator()])
-        .args(["-m", "512", "-smp", "1"])
+        .args(["-m", "512", "-smp", "2"])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-serial", "stdio", "-no-reboot"])
         .arg("-kernel")

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result};
 /// answered before attach, unanswered while attached, answered again after detach.
 ///
 /// `$BB` is busybox, `$PROG` and `$ICMP_GUARD` the two binaries, `$TEST_THREADS` the
-/// suite's threads (one in a guest, which has one CPU); the first argument
+/// suite's threads (one in a guest); the first argument
 /// `negative-control` loads the broken program instead and leaves the CLI out.
 pub const PAYLOAD: &str = r#"exec 2>&1
 bb="$BB"

@@ -257,7 +257,8 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
     verdict(&outcomes, payload.tests, options.negative_control)
 }
 
-/// Runs every kernel, as many at once as there are CPUs (each QEMU emulates one), the
+/// Runs every kernel, as many at once as there are CPUs (each guest has two, so that the
+/// contention tests run there too; the CPUs are shared between the guests), the
 /// slowest guests first and the host last, so that it shares the machine with at most the
 /// last guest. Returns the outcomes in the order of `subjects`.
 fn run_all(
