@@ -126,7 +126,9 @@ pub fn known_types() -> impl Iterator<Item = (u8, u8, &'static str)> {
         )
 }
 
-fn same_name(known: &str, given: &str) -> bool {
+/// Whether `given` spells the name `known` (lower case, words joined by `-`) as users may
+/// type it: in any case, with `_` for `-`.
+pub fn same_name(known: &str, given: &str) -> bool {
     known.len() == given.len()
         && known
             .bytes()

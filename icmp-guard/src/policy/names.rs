@@ -11,7 +11,7 @@
 //!
 //! Names compare as type names do: case-insensitive, `_` accepted for `-`.
 
-use icmp_guard_common::{FAMILY_V4, FAMILY_V6};
+use icmp_guard_common::{FAMILY_V4, FAMILY_V6, icmp::same_name};
 
 /// One named code: (family, type, code, canonical name, aliases).
 type CodeEntry = (u8, u8, u8, &'static str, &'static [&'static str]);
@@ -140,14 +140,6 @@ const CODES: &[CodeEntry] = &[
     ),
     (FAMILY_V6, 4, 2, "unknown-option", &[]),
 ];
-
-fn same_name(known: &str, given: &str) -> bool {
-    known.len() == given.len()
-        && known
-            .bytes()
-            .zip(given.bytes())
-            .all(|(k, g)| k == g.to_ascii_lowercase() || (k == b'-' && g == b'_'))
-}
 
 fn matches(entry: &CodeEntry, name: &str) -> bool {
     same_name(entry.3, name) || entry.4.iter().any(|alias| same_name(alias, name))
