@@ -15,7 +15,7 @@ pub const ENTRIES: u32 = 1;
 
 /// Bump whenever the meaning of pinned map entries changes (slot numbering, key encoding,
 /// struct fields) so that a binary never works on another version's maps.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// What a first `attach` writes to [`Config::events_per_sec`].
 pub const EVENTS_PER_SEC_DEFAULT: u32 = 1000;
@@ -35,6 +35,9 @@ pub mod generation_flags {
     pub const LISTS_V4: u8 = 1;
     /// The IPv6 trie holds entries of this generation.
     pub const LISTS_V6: u8 = 2;
+    /// A limit of this generation has a block time: sources are looked up in
+    /// `BLOCKED_V4`/`BLOCKED_V6` ([`crate::block`]); without it, they are not.
+    pub const BLOCKS: u8 = 4;
 }
 
 /// Everything the program reads from `CONFIG`.

@@ -3,7 +3,8 @@
 //! (martian sources and group destinations need the interface's directed broadcasts) and
 //! supplies the lookups through [`Tables`]; host tests supply fakes.
 //!
-//! For an ICMP message: martian source (`invalid`) → deny list → smurf → the type/code rule
+//! For an ICMP message: martian source (`invalid`) → deny list → block time (`blocked`;
+//! not for allowed sources, nor PMTUD and ND messages) → smurf → the type/code rule
 //! and its conditions (`policy`, `invalid`) → the rule's limiter, or for an error the rule
 //! passes, the error limiter; allowed sources skip the limiters. For a non-first ICMP
 //! fragment, which has no type: martian source → deny list → broadcast or multicast
@@ -11,7 +12,7 @@
 
 use crate::{
     DropReason,
-    config::{GenerationConfig, NO_LIMITER},
+    config::{GenerationConfig, NO_LIMITER, generation_flags},
     policy::{Facts, Rule, RuleVerdict, checks_off, condition, evaluate, list},
 };
 
@@ -22,6 +23,9 @@ pub trait Tables {
     fn listed(&mut self) -> u32;
     /// The rule of the packet's (family, type, code).
     fn rule(&mut self) -> Rule;
+    /// True when the packet's source serves a block time ([`crate::block`]). Asked only
+    /// when the generation has [`generation_flags::BLOCKS`].
+    fn blocked(&mut self) -> bool;
 }
 
 /// What the checks decided.
@@ -43,6 +47,8 @@ pub struct IcmpMessage {
     pub smurf: bool,
     /// The [`checks_off`] bit that switches the `smurf` check off.
     pub smurf_check: u32,
+    /// A message no block applies to ([`crate::block::exempt`]).
+    pub block_exempt: bool,
     /// What the rule's conditions look at.
     pub facts: Facts,
 }
@@ -61,6 +67,13 @@ pub fn decide_message<T: Tables>(
     let listed = tables.listed();
     if listed == list::DENY {
         return Decision::Drop(DropReason::DenyList);
+    }
+    if generation.flags & generation_flags::BLOCKS != 0
+        && listed != list::ALLOW
+        && !message.block_exempt
+        && tables.blocked()
+    {
+        return Decision::Drop(DropReason::Blocked);
     }
     if message.smurf && off & message.smurf_check == 0 {
         return Decision::Drop(DropReason::Smurf);
@@ -126,6 +139,7 @@ mod tests {
     struct Fake {
         listed: u32,
         rule: Rule,
+        blocked: bool,
         lookups: u32,
     }
 
@@ -134,9 +148,50 @@ mod tests {
             Self {
                 listed,
                 rule,
+                blocked: false,
                 lookups: 0,
             }
         }
+    }
+
+    #[test]
+    fn a_block_drops_after_the_deny_list_but_not_allowed_sources_nor_exempt_messages() {
+        let blocks = GenerationConfig {
+            flags: generation_flags::BLOCKS,
+            ..GENERATION
+        };
+        let echo_message = IcmpMessage::default();
+        let mut blocked = Fake::new(0, echo());
+        blocked.blocked = true;
+        assert_eq!(
+            decide_message(&echo_message, &blocks, &mut blocked),
+            Decision::Drop(DropReason::Blocked)
+        );
+        assert_eq!(
+            decide_message(&echo_message, &GENERATION, &mut blocked),
+            Decision::Limit(0),
+            "without a block in the policy the table is not asked"
+        );
+        let exempt = IcmpMessage {
+            block_exempt: true,
+            ..echo_message
+        };
+        assert_eq!(
+            decide_message(&exempt, &blocks, &mut blocked),
+            Decision::Limit(0)
+        );
+        let mut allowed = Fake::new(list::ALLOW, echo());
+        allowed.blocked = true;
+        assert_eq!(
+            decide_message(&echo_message, &blocks, &mut allowed),
+            Decision::Pass
+        );
+        let mut denied = Fake::new(list::DENY, echo());
+        denied.blocked = true;
+        assert_eq!(
+            decide_message(&echo_message, &blocks, &mut denied),
+            Decision::Drop(DropReason::DenyList)
+        );
     }
 
     impl Tables for Fake {
@@ -148,6 +203,11 @@ mod tests {
         fn rule(&mut self) -> Rule {
             self.lookups += 1;
             self.rule
+        }
+
+        fn blocked(&mut self) -> bool {
+            self.lookups += 1;
+            self.blocked
         }
     }
 

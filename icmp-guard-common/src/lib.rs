@@ -9,6 +9,7 @@
 #![no_std]
 
 pub mod baseline;
+pub mod block;
 pub mod config;
 pub mod decide;
 pub mod events;
@@ -72,6 +73,10 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU [`crate::events::EventBudget`]: how many events this CPU's window has left.
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
+    /// Blocked IPv4 sources: source address → blocked-until; LRU. See [`crate::block`].
+    pub const BLOCKED_V4: &str = "BLOCKED_V4";
+    /// Blocked IPv6 sources, likewise.
+    pub const BLOCKED_V6: &str = "BLOCKED_V6";
     /// State of the benchmark's baseline limiters ([`crate::baseline`]): one entry unless
     /// the benchmark sizes it. Never pinned.
     pub const BASELINE_SOURCES: &str = "BASELINE_SOURCES";
@@ -79,7 +84,7 @@ pub mod maps {
     pub const BASELINE_BUDGET: &str = "BASELINE_BUDGET";
 
     /// Every map a running guard pins, in the order userspace pins them.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 21] = [
         INTERFACES,
         SOURCES_V4,
         SOURCES_V6,
@@ -99,6 +104,8 @@ pub mod maps {
         INTERFACE_COUNTERS,
         EVENTS,
         EVENT_BUDGET,
+        BLOCKED_V4,
+        BLOCKED_V6,
     ];
 }
 
@@ -148,17 +155,25 @@ pub enum DropReason {
     /// code, an error without the header it reports on or sent to a group, ND/MLD/PTB
     /// failing their conditions).
     Invalid = 6,
+    /// The message is longer than its rule's maximum size (`max_size`): large-payload
+    /// floods. The size is the IP packet's (IPv4 total length, IPv6 40 + payload length).
+    Oversize = 7,
+    /// The source is serving a block time: it went over a limit that has `block`, and all
+    /// its ICMP is dropped until the block ends (never its PMTUD and ND messages).
+    Blocked = 8,
 }
 
 impl DropReason {
     /// Every reason, in slot order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Policy,
         Self::RateLimit,
         Self::Smurf,
         Self::DenyList,
         Self::Malformed,
         Self::Invalid,
+        Self::Oversize,
+        Self::Blocked,
     ];
 
     /// The name used in JSON and tables.
@@ -170,17 +185,19 @@ impl DropReason {
             Self::DenyList => "deny_list",
             Self::Malformed => "malformed",
             Self::Invalid => "invalid",
+            Self::Oversize => "oversize",
+            Self::Blocked => "blocked",
         }
     }
 }
 
-/// Counter slots per (family, type): 0 is "passed", 1..=6 "dropped" by [`DropReason`],
-/// 9..=14 "would have been dropped" (dry-run) by the same reasons.
-pub const SLOTS_PER_TYPE: u32 = 16;
+/// Counter slots per (family, type): 0 is "passed", 1..=15 "dropped" by [`DropReason`],
+/// 17..=31 "would have been dropped" (dry-run) by the same reasons.
+pub const SLOTS_PER_TYPE: u32 = 32;
 /// Slot of packets that passed.
 pub const SLOT_PASSED: u32 = 0;
 /// Offset added to a reason's slot when the packet passed only because of dry-run mode.
-pub const SLOT_WOULD_DROP_BASE: u32 = 8;
+pub const SLOT_WOULD_DROP_BASE: u32 = 16;
 
 /// Number of entries in `ICMP_COUNTERS`.
 pub const ICMP_COUNTER_ENTRIES: u32 = NUM_FAMILIES * 256 * SLOTS_PER_TYPE;
@@ -421,7 +438,7 @@ mod tests {
             apply_mode(verdict, config::MODE_DRY_RUN),
             Outcome {
                 drop: false,
-                slot: 14
+                slot: 22
             }
         );
         assert_eq!(

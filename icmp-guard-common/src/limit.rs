@@ -159,6 +159,10 @@ pub struct LimiterConfig {
     pub budget_burst: u32,
     pub ceiling_rate: u32,
     pub ceiling_burst: u32,
+    /// How long a source (per source) or source of a prefix (per prefix) that the scope
+    /// bucket refuses is blocked, ns of the precise clock; 0: never. See
+    /// [`crate::block`].
+    pub block_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -518,7 +522,7 @@ mod tests {
     fn value_layouts_have_no_implicit_padding() {
         assert_eq!(
             size_of::<LimiterConfig>(),
-            7 * 8 + 2 * 4 + 3 * 2 + 4 + 6 + 6 * 4
+            7 * 8 + 2 * 4 + 3 * 2 + 4 + 6 + 6 * 4 + 8
         );
         assert_eq!(size_of::<V4Key>(), 8);
         assert_eq!(size_of::<V6Key>(), 20);

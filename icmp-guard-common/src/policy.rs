@@ -65,10 +65,15 @@ pub struct Rule {
     pub flags: u8,
     /// Index of the rate limiter for `limit` rules.
     pub limiter: u8,
+    /// Largest IP packet (bytes, [`Facts::length`]) a pass or limit rule admits; larger
+    /// ones are dropped as `oversize`. 0: no cap.
+    pub max_size: u16,
+    pub _padding: u16,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: four u8 fields, `#[repr(C)]`, no padding, every bit pattern valid.
+// SAFETY: four u8 and two u16 fields, `#[repr(C)]`, no implicit padding, every bit pattern
+// valid.
 unsafe impl aya::Pod for Rule {}
 
 impl Rule {
@@ -78,6 +83,8 @@ impl Rule {
             condition,
             flags: 0,
             limiter: 0,
+            max_size: 0,
+            _padding: 0,
         }
     }
 
@@ -185,6 +192,8 @@ pub struct Facts {
     pub group_destination: bool,
     /// MTU field of an ICMPv6 Packet Too Big.
     pub mtu: u32,
+    /// The IP packet's length: IPv4 total length, or 40 plus the IPv6 payload length.
+    pub length: u32,
 }
 
 /// Smallest IPv6 MTU (RFC 8200 §5).
@@ -237,6 +246,9 @@ pub const fn evaluate(rule: Rule, facts: &Facts) -> RuleVerdict {
     }
     if !conditions_met(rule.condition, facts) {
         return RuleVerdict::Drop(DropReason::Invalid);
+    }
+    if rule.max_size != 0 && facts.length > rule.max_size as u32 {
+        return RuleVerdict::Drop(DropReason::Oversize);
     }
     match rule.action {
         action::PASS => RuleVerdict::Pass,
@@ -410,6 +422,7 @@ mod tests {
         embeds_header: false,
         group_destination: false,
         mtu: 0,
+        length: 0,
     };
 
     #[test]
@@ -513,6 +526,43 @@ mod tests {
             ),
             invalid
         );
+    }
+
+    #[test]
+    fn max_size_drops_longer_packets_as_oversize_after_the_conditions() {
+        let mut echo = default_rule(FAMILY_V4, 8);
+        echo.max_size = 1500;
+        let at = |length| Facts { length, ..ND_OK };
+        assert_eq!(evaluate(echo, &at(1500)), RuleVerdict::Limit(0));
+        assert_eq!(
+            evaluate(echo, &at(1501)),
+            RuleVerdict::Drop(DropReason::Oversize)
+        );
+        // An echo with a code is invalid whatever its size; a drop rule stays `policy`.
+        assert_eq!(
+            evaluate(
+                echo,
+                &Facts {
+                    code: 1,
+                    ..at(9000)
+                }
+            ),
+            RuleVerdict::Drop(DropReason::Invalid)
+        );
+        let mut dropped = Rule::DROP;
+        dropped.max_size = 100;
+        assert_eq!(
+            evaluate(dropped, &at(9000)),
+            RuleVerdict::Drop(DropReason::Policy)
+        );
+        let mut pass = Rule::PASS;
+        pass.max_size = 100;
+        assert_eq!(evaluate(pass, &at(100)), RuleVerdict::Pass);
+        assert_eq!(
+            evaluate(pass, &at(101)),
+            RuleVerdict::Drop(DropReason::Oversize)
+        );
+        assert_eq!(evaluate(Rule::PASS, &at(65_535)), RuleVerdict::Pass);
     }
 
     #[test]

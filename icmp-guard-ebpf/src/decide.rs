@@ -2,9 +2,10 @@
 //! need the interface's directed broadcasts), and the lookups of the allow/deny lists and
 //! the rules. The precedence itself is [`icmp_guard_common::decide`]'s.
 
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::maps::lpm_trie::Key;
 use icmp_guard_common::{
-    FAMILY_V4,
+    FAMILY_V4, FAMILY_V6, block,
     config::{GenerationConfig, generation_flags},
     decide::{Decision, IcmpFragment, IcmpMessage, Tables, decide_fragment, decide_message},
     interface::InterfaceConfig,
@@ -16,7 +17,10 @@ use icmp_guard_common::{
 };
 
 use crate::{
-    maps::{INTERFACE_SLOT, INTERFACES, LISTS_V4, LISTS_V6, POLICY_CODES, POLICY_TYPES},
+    maps::{
+        BLOCKED_V4, BLOCKED_V6, INTERFACE_SLOT, INTERFACES, LISTS_V4, LISTS_V6, POLICY_CODES,
+        POLICY_TYPES,
+    },
     parse::{Headers, header_flags},
 };
 
@@ -72,6 +76,22 @@ impl Tables for MapTables<'_> {
         }
         rule
     }
+
+    #[inline(always)]
+    fn blocked(&mut self) -> bool {
+        let until = if self.headers.family == FAMILY_V4 {
+            // SAFETY: the value is copied out at once.
+            unsafe { BLOCKED_V4.get(&self.headers.source_v4()) }.copied()
+        } else {
+            // SAFETY: as above.
+            unsafe { BLOCKED_V6.get(&self.headers.source) }.copied()
+        };
+        match until {
+            // SAFETY: a helper without arguments.
+            Some(until) => block::holds(until, unsafe { bpf_ktime_get_ns() }),
+            None => false,
+        }
+    }
 }
 
 /// This instance's interface slot.
@@ -106,6 +126,7 @@ pub fn message(headers: &Headers, generation: u32, settings: &GenerationConfig) 
             martian,
             smurf: (icmp_type == 8 || icmp_type == 13) && group,
             smurf_check: checks_off::BROADCAST_ECHO,
+            block_exempt: block::exempt(FAMILY_V4, icmp_type, headers.code),
             facts: Facts {
                 code: headers.code,
                 hop_limit: headers.hop_limit,
@@ -115,6 +136,7 @@ pub fn message(headers: &Headers, generation: u32, settings: &GenerationConfig) 
                 embeds_header: flags & header_flags::EMBEDS_HEADER != 0,
                 group_destination: group,
                 mtu: 0,
+                length: headers.length,
             },
         }
     } else {
@@ -123,6 +145,7 @@ pub fn message(headers: &Headers, generation: u32, settings: &GenerationConfig) 
             martian: ipv6_martian_source(headers.source, icmp_type),
             smurf: icmp_type == 128 && scope > SCOPE_LINK_LOCAL,
             smurf_check: checks_off::MULTICAST_ECHO_V6,
+            block_exempt: block::exempt(FAMILY_V6, icmp_type, headers.code),
             facts: Facts {
                 code: headers.code,
                 hop_limit: headers.hop_limit,
@@ -132,6 +155,7 @@ pub fn message(headers: &Headers, generation: u32, settings: &GenerationConfig) 
                 embeds_header: flags & header_flags::EMBEDS_HEADER != 0,
                 group_destination: headers.destination[0] == 0xff,
                 mtu: u32::from_be_bytes(headers.word),
+                length: headers.length,
             },
         }
     };

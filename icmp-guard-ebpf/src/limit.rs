@@ -23,8 +23,8 @@ use icmp_guard_common::{
 use crate::{
     count,
     maps::{
-        BUCKET_LOCKS, LIMITERS, LockedBucket, NS_PER_JIFFY, PREFIXES_V4, PREFIXES_V6,
-        SHARED_BUCKETS, SOURCES_V4, SOURCES_V6,
+        BLOCKED_V4, BLOCKED_V6, BUCKET_LOCKS, LIMITERS, LockedBucket, NS_PER_JIFFY, PREFIXES_V4,
+        PREFIXES_V6, SHARED_BUCKETS, SOURCES_V4, SOURCES_V6,
     },
     parse::Headers,
 };
@@ -197,7 +197,16 @@ pub fn admit<S: Sync>(
     let admitted = if config.per == per::GLOBAL {
         take_shared::<S>(config.bucket, now, config.interval_ns, config.tolerance_ns)
     } else {
-        scoped::<S>(config, headers, now)
+        match scoped::<S>(config, headers, now) {
+            Scoped::Admitted => true,
+            Scoped::OwnBucket => {
+                if config.block_ns != 0 {
+                    block(headers, clock.precise().saturating_add(config.block_ns));
+                }
+                false
+            }
+            Scoped::Budget => false,
+        }
     };
     if !admitted {
         return Some(refused);
@@ -215,10 +224,32 @@ pub fn admit<S: Sync>(
     None
 }
 
+/// Blocks the packet's source until `until` ([`icmp_guard_common::block`]). A failed
+/// insert (no memory) leaves the source unblocked; its packets still meet the limit.
+#[inline(always)]
+fn block(headers: &Headers, until: u64) {
+    if headers.family == FAMILY_V4 {
+        let _ = BLOCKED_V4.insert(&headers.source_v4(), &until, 0);
+    } else {
+        let _ = BLOCKED_V6.insert(&headers.source, &until, 0);
+    }
+}
+
+/// What a per-source or per-prefix bucket said.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scoped {
+    Admitted,
+    /// The source's (or prefix's) own bucket refused: it went over its limit.
+    OwnBucket,
+    /// The new-source budget refused (a new source, or one on probation): spoofed sources
+    /// end here, and are not blocked, so that they cannot churn the blocked sources out.
+    Budget,
+}
+
 /// The per-source or per-prefix bucket of the packet's source: each (family, scope) has its
 /// own map, named at its own call site so that the verifier inlines the lookup.
 #[inline(always)]
-fn scoped<S: Sync>(config: &LimiterConfig, headers: &Headers, now: u64) -> bool {
+fn scoped<S: Sync>(config: &LimiterConfig, headers: &Headers, now: u64) -> Scoped {
     let family = headers.family;
     let prefix = prefix_len(config, family);
     let by_prefix = config.per == per::PREFIX;
@@ -280,7 +311,7 @@ fn keyed<S: Sync, K>(
     config: &LimiterConfig,
     now: u64,
     prefixes: bool,
-) -> bool {
+) -> Scoped {
     match map.get_ptr_mut(key) {
         Some(bucket) => {
             // SAFETY: a pointer into a map value from a successful lookup, valid for this
@@ -310,16 +341,20 @@ fn keyed<S: Sync, K>(
                 config.interval_ns,
                 config.tolerance_ns,
             ) {
-                return false;
+                return Scoped::OwnBucket;
             }
-            !on_probation || take_budget::<S>(config, now)
+            if !on_probation || take_budget::<S>(config, now) {
+                Scoped::Admitted
+            } else {
+                Scoped::Budget
+            }
         }
         None => {
             // A new source is charged to the budget first, so that random spoofed sources,
             // each new, are capped by it; its bucket is made only when admitted, so refused
             // spoofed packets do not churn the LRU.
             if !take_budget::<S>(config, now) {
-                return false;
+                return Scoped::Budget;
             }
             let fresh = SourceBucket {
                 // This packet's token taken from a full bucket.
@@ -336,7 +371,7 @@ fn keyed<S: Sync, K>(
                     global::SOURCE_BUCKETS_CREATED
                 });
             }
-            true
+            Scoped::Admitted
         }
     }
 }

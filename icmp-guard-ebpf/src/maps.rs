@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use icmp_guard_common::{
-    CODE_COUNTER_ENTRIES, CodeCounter, Counter, ICMP_COUNTER_ENTRIES, InterfaceCounter,
+    CODE_COUNTER_ENTRIES, CodeCounter, Counter, ICMP_COUNTER_ENTRIES, InterfaceCounter, block,
     config::{self, Config},
     events::{EventBudget, RING_BYTES},
     global,
@@ -106,6 +106,14 @@ pub static SHARED_BUCKETS: btf_maps::Array<LockedBucket, { SHARED_BUCKET_ENTRIES
 #[btf_map]
 pub static BUCKET_LOCKS: btf_maps::Array<StripeLock, { LOCK_STRIPES as usize }> =
     btf_maps::Array::new();
+
+/// Blocked IPv4 sources: address → end of the block ([`icmp_guard_common::block`]).
+#[map(name = "BLOCKED_V4")]
+pub static BLOCKED_V4: LruHashMap<[u8; 4], u64> = LruHashMap::with_max_entries(block::ENTRIES, 0);
+
+/// Blocked IPv6 sources, likewise.
+#[map(name = "BLOCKED_V6")]
+pub static BLOCKED_V6: LruHashMap<[u8; 16], u64> = LruHashMap::with_max_entries(block::ENTRIES, 0);
 
 // ---- the hand-over between stages ----
 

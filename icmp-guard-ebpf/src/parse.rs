@@ -127,7 +127,9 @@ pub struct Headers {
     /// The parser's own state while it walks IPv6 extension headers
     /// ([`ExtensionOrder::bits`]); meaningless afterwards.
     pub scratch: u16,
-    pub _padding_4: u32,
+    /// The IP packet's length: the IPv4 total length, or 40 plus the IPv6 payload length
+    /// (what a rule's `max_size` is compared with).
+    pub length: u32,
 }
 
 impl Headers {
@@ -301,6 +303,8 @@ fn write_v4(out: &mut Headers, ip: &Ipv4Hdr, flags: u8, icmp: [u8; ICMP_HLEN]) {
     put_words::<1>(&mut out.source, &ip.src_addr);
     put_words::<1>(&mut out.destination, &ip.dst_addr);
     put_fields(out, FAMILY_V4, ip.ttl, flags, icmp);
+    // SAFETY: a plain field of `out`.
+    unsafe { (&raw mut out.length).write_volatile(u32::from(be16(ip.tot_len))) };
 }
 
 /// Stores `N` 32-bit words of `bytes` at the start of `field`, one store each. (Volatile
@@ -484,4 +488,8 @@ fn write_v6(out: &mut Headers, ip: &Ipv6Hdr, flags: u8, icmp: [u8; ICMP_HLEN]) {
     put_words::<4>(&mut out.source, &ip.src_addr);
     put_words::<4>(&mut out.destination, &ip.dst_addr);
     put_fields(out, FAMILY_V6, ip.hop_limit, flags, icmp);
+    // SAFETY: a plain field of `out`.
+    unsafe {
+        (&raw mut out.length).write_volatile(IPV6_HLEN as u32 + u32::from(be16(ip.payload_len)))
+    };
 }

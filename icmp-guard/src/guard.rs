@@ -209,6 +209,34 @@ impl Guard {
         self.check_layout()?;
         Ok(self.maps()?.events_per_sec()?)
     }
+
+    /// The sources serving a block time now, with the nanoseconds left of each, sorted.
+    pub fn blocked(&self) -> Result<Vec<Blocked>> {
+        blocked_now(&self.maps()?)
+    }
+}
+
+/// A source serving a block time.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Blocked {
+    pub source: std::net::IpAddr,
+    /// Milliseconds of the block left.
+    pub remaining_ms: u64,
+}
+
+pub(crate) fn blocked_now(maps: &GuardMaps) -> Result<Vec<Blocked>> {
+    let now = bpf_maps::monotonic_ns();
+    let mut blocked: Vec<Blocked> = maps
+        .blocked_entries()?
+        .into_iter()
+        .filter(|(_, until)| icmp_guard_common::block::holds(*until, now))
+        .map(|(source, until)| Blocked {
+            source,
+            remaining_ms: (until - now).div_ceil(1_000_000),
+        })
+        .collect();
+    blocked.sort_by_key(|entry| entry.source);
+    Ok(blocked)
 }
 
 /// Changing a running guard.
@@ -268,6 +296,29 @@ impl Guard {
             .into_iter()
             .map(|(addr, prefix)| policy::Cidr { addr, prefix })
             .collect())
+    }
+
+    /// Lifts the block of every blocked source inside one of `cidrs` (every one with
+    /// `None`); returns the sources it unblocked (expired entries are removed too but not
+    /// returned).
+    pub fn unblock(&self, cidrs: Option<&[policy::Cidr]>) -> Result<Vec<std::net::IpAddr>> {
+        self.check_layout()?;
+        let _lock = self.lock_attached()?;
+        let mut maps = self.maps()?;
+        let now = bpf_maps::monotonic_ns();
+        let mut lifted = Vec::new();
+        for (source, until) in maps.blocked_entries()? {
+            let host = policy::Cidr::network_of(source, 128);
+            if cidrs.is_some_and(|cidrs| !cidrs.iter().any(|cidr| cidr.contains(&host))) {
+                continue;
+            }
+            maps.unblock(source)?;
+            if icmp_guard_common::block::holds(until, now) {
+                lifted.push(source);
+            }
+        }
+        lifted.sort();
+        Ok(lifted)
     }
 
     /// Sets the event budget; takes effect on the next packet.

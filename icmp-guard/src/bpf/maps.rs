@@ -366,6 +366,8 @@ pub struct GuardMaps {
     lists_v6: LpmTrie<MapData, V6ListKey, u32>,
     config: Array<MapData, Config>,
     interfaces: Array<MapData, InterfaceConfig>,
+    blocked_v4: HashMap<MapData, [u8; 4], u64>,
+    blocked_v6: HashMap<MapData, [u8; 16], u64>,
     /// `max_entries` of the two list tries.
     list_entries: (u32, u32),
 }
@@ -456,8 +458,70 @@ impl GuardMaps {
             config: Array::try_from(get(maps::CONFIG)?).map_err(|err| wrong(maps::CONFIG, err))?,
             interfaces: Array::try_from(get(maps::INTERFACES)?)
                 .map_err(|err| wrong(maps::INTERFACES, err))?,
+            blocked_v4: HashMap::try_from(get(maps::BLOCKED_V4)?)
+                .map_err(|err| wrong(maps::BLOCKED_V4, err))?,
+            blocked_v6: HashMap::try_from(get(maps::BLOCKED_V6)?)
+                .map_err(|err| wrong(maps::BLOCKED_V6, err))?,
         })
     }
+}
+
+/// The block-time entries (`icmp_guard_common::block`).
+impl GuardMaps {
+    /// Every entry of `BLOCKED_V4` and `BLOCKED_V6`, expired ones too: the source and the
+    /// end of its block on the program's clock (CLOCK_MONOTONIC, [`monotonic_ns`]).
+    pub fn blocked_entries(&self) -> Result<Vec<(std::net::IpAddr, u64)>> {
+        let read = |err| Error::map("reading the blocked sources", err);
+        let mut entries = Vec::new();
+        for item in self.blocked_v4.iter() {
+            let (key, until) = item.map_err(read)?;
+            entries.push((std::net::IpAddr::from(key), until));
+        }
+        for item in self.blocked_v6.iter() {
+            let (key, until) = item.map_err(read)?;
+            entries.push((std::net::IpAddr::from(key), until));
+        }
+        Ok(entries)
+    }
+
+    /// Blocks `source` until `until` (tests, and what the program does itself).
+    pub fn block(&mut self, source: std::net::IpAddr, until: u64) -> Result<()> {
+        let write = |err| Error::map("writing the blocked sources", err);
+        match source {
+            std::net::IpAddr::V4(v4) => self.blocked_v4.insert(v4.octets(), until, 0),
+            std::net::IpAddr::V6(v6) => self.blocked_v6.insert(v6.octets(), until, 0),
+        }
+        .map_err(write)
+    }
+
+    /// Lifts the block of `source`; an entry already gone (the LRU recycled it, or the
+    /// program has not written it) is not an error.
+    pub fn unblock(&mut self, source: std::net::IpAddr) -> Result<()> {
+        let result = match source {
+            std::net::IpAddr::V4(v4) => self.blocked_v4.remove(&v4.octets()),
+            std::net::IpAddr::V6(v6) => self.blocked_v6.remove(&v6.octets()),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(Error::map("removing a blocked source", err)),
+        }
+    }
+}
+
+/// The program's clock for block times: CLOCK_MONOTONIC, as `bpf_ktime_get_ns` reads it.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write to; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Settings in `CONFIG`.

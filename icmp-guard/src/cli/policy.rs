@@ -2,9 +2,10 @@ use std::path::PathBuf;
 
 use icmp_guard::policy::{
     self, Action, DEFAULT_LIMIT, Limit, NewSources, Per, Policy, RuleSpec, file,
-    model::MAX_RATE,
+    model::{MAX_BLOCK_MS, MAX_RATE, MIN_MAX_SIZE},
     rate::Rate,
     target::{FamilyChoice, RuleTarget},
+    units,
 };
 
 use super::{Context, render};
@@ -89,6 +90,17 @@ pub struct SetArgs {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=3600))]
     probation: Option<u32>,
 
+    /// For limit per source or prefix: block a source that goes over the limit for this
+    /// long (60s, 5m, 1h, 500ms): all its ICMP is dropped as `blocked`, never its TCP/UDP
+    /// and never its PMTUD and ND messages; `icmp-guard unblock` lifts it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_block)]
+    block: Option<u32>,
+
+    /// For pass and limit: the largest IP packet admitted, bytes (28-65535); larger ones are
+    /// dropped as `oversize`.
+    #[arg(long, value_name = "BYTES", value_parser = parse_max_size)]
+    max_size: Option<u16>,
+
     /// Allow dropping or rate-limiting messages the network needs (PMTUD, neighbour
     /// discovery).
     #[arg(long)]
@@ -165,6 +177,26 @@ fn parse_burst(text: &str) -> Result<u32, String> {
     parse_count(text, "burst")
 }
 
+/// A block time in milliseconds, 1 ms to 1 day.
+fn parse_block(text: &str) -> Result<u32, String> {
+    let duration = units::parse_duration(text, "block")?;
+    u32::try_from(duration.as_millis())
+        .ok()
+        .filter(|ms| (1..=MAX_BLOCK_MS).contains(ms))
+        .ok_or_else(|| format!("block '{text}' must be from 1ms to 1 day (86400s)"))
+}
+
+/// A maximum size in bytes, from an IPv4 and ICMP header (28) to 65535.
+fn parse_max_size(text: &str) -> Result<u16, String> {
+    let bytes = units::parse_bytes(text, "max-size")?;
+    u16::try_from(bytes)
+        .ok()
+        .filter(|size| *size >= MIN_MAX_SIZE)
+        .ok_or_else(|| {
+            format!("max-size '{text}' must be from {MIN_MAX_SIZE} to 65535 bytes (the IP packet's length)")
+        })
+}
+
 pub fn execute(command: Command, context: &Context) -> anyhow::Result<()> {
     match command {
         Command::Set(args) => set(args, context),
@@ -187,6 +219,7 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
             limit.prefix_v4 = args.prefix_v4.unwrap_or(limit.prefix_v4);
             limit.prefix_v6 = args.prefix_v6.unwrap_or(limit.prefix_v6);
             limit.probation = args.probation.unwrap_or(limit.probation);
+            limit.block_ms = args.block.unwrap_or(0);
             if args.new_source_rate.is_some() || args.new_source_burst.is_some() {
                 let default = limit.new_source_budget();
                 limit.new_sources = Some(NewSources {
@@ -205,17 +238,25 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
                 || args.new_source_rate.is_some()
                 || args.new_source_burst.is_some()
                 || args.probation.is_some()
+                || args.block.is_some()
             {
                 anyhow::bail!(
-                    "--rate, --burst, --per, --prefix-v4/-v6, --new-source-rate/-burst and --probation only go with the limit action"
+                    "--rate, --burst, --per, --prefix-v4/-v6, --new-source-rate/-burst, --probation and --block only go with the limit action"
+                );
+            }
+            if other == Action::Drop && args.max_size.is_some() {
+                anyhow::bail!(
+                    "--max-size only goes with pass and limit: a drop rule drops every size"
                 );
             }
             RuleSpec {
                 action: other,
                 limit: None,
+                max_size: None,
             }
         }
-    };
+    }
+    .with_max_size(args.max_size);
     context.open()?.edit_policy(|live| {
         for (family, icmp_type, code) in &entries {
             live.set(*family, *icmp_type, *code, spec, args.force)?;
@@ -223,10 +264,19 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
         Ok(())
     })?;
     for (family, icmp_type, code) in entries {
-        let limit = spec
+        let mut limit = spec
             .limit
             .map(|l| format!(" {}/s burst {} per {}", l.rate, l.burst, l.per.as_str()))
             .unwrap_or_default();
+        if let Some(block) = spec.limit.map(|l| l.block_ms).filter(|ms| *ms != 0) {
+            limit.push_str(&format!(
+                " block {}",
+                units::format_duration(std::time::Duration::from_millis(u64::from(block)))
+            ));
+        }
+        if let Some(size) = spec.max_size {
+            limit.push_str(&format!(" max-size {size}"));
+        }
         println!(
             "{}: {}{limit}",
             policy::describe(family, icmp_type, code),

@@ -61,6 +61,8 @@ impl Format {
 pub struct Sample {
     pub report: StatsReport,
     pub tracked: Tracked,
+    /// Sources serving a block time now.
+    pub blocked: u64,
     /// The revision of the live policy, kept in the kernel (`CONFIG`): one more with every
     /// policy written, by any command; what `icmp_guard_policy_revision` reports.
     pub revision: u32,
@@ -78,6 +80,7 @@ pub fn gather(guard: &Guard) -> Result<Option<Sample>> {
     Ok(Some(Sample {
         report,
         tracked: guard.tracked()?,
+        blocked: guard.blocked()?.len() as u64,
         revision: guard.revision()?,
         waiting: guard.waiting()?,
     }))
@@ -135,15 +138,8 @@ fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
     labels
 }
 
-fn reasons(reasons: &stats::Reasons) -> [(&'static str, u64); 6] {
-    [
-        ("policy", reasons.policy),
-        ("rate_limit", reasons.rate_limit),
-        ("smurf", reasons.smurf),
-        ("deny_list", reasons.deny_list),
-        ("malformed", reasons.malformed),
-        ("invalid", reasons.invalid),
-    ]
+fn reasons(reasons: &stats::Reasons) -> [(&'static str, u64); 8] {
+    reasons.by_reason()
 }
 
 impl Collector for Exposition {
@@ -317,6 +313,11 @@ impl Collector for Exposition {
                 "icmp_guard_tracked_prefixes_capacity",
                 "Rate-limit buckets for source prefixes (LRU sizes of both families)",
                 u64::from(tracked.prefixes_capacity),
+            ),
+            (
+                "icmp_guard_blocked_sources",
+                "Sources serving a block time now: all their ICMP but PMTUD and ND dropped as blocked",
+                sample.blocked,
             ),
         ] {
             single(&mut encoder, name, help, &ConstGauge::new(value))?;
@@ -522,6 +523,7 @@ mod tests {
                 prefixes: 1,
                 prefixes_capacity: 16_384,
             },
+            blocked: 3,
             revision: 7,
             waiting: vec!["eth1".to_owned()],
         }
@@ -542,6 +544,7 @@ mod tests {
             "icmp_guard_non_icmp_passed_total 11",
             "icmp_guard_tracked_sources 4",
             "icmp_guard_tracked_prefixes 1",
+            "icmp_guard_blocked_sources 3",
             "icmp_guard_interface_attached{interface=\"eth0\",mode=\"native\"} 1",
             "icmp_guard_policy_revision 7",
             "icmp_guard_interface_waiting{interface=\"eth1\"} 1",

@@ -106,6 +106,8 @@ pub struct Status {
     pub tracked: Option<Tracked>,
     /// Allow and deny prefixes of the live policy, when the maps can be read.
     pub lists: Option<ListUsage>,
+    /// Sources serving a block time now, when the maps can be read.
+    pub blocked: Option<usize>,
     pub interfaces: Vec<InterfaceStatus>,
     /// What else the pin directory holds: links of other network namespaces.
     pub elsewhere: Vec<Elsewhere>,
@@ -243,14 +245,15 @@ impl super::Guard {
         {
             problems.push(format!("damaged: {reason}; repair it with `{REPAIR}`"));
         }
-        let (mode, revision, tracked, lists) = match &maps {
+        let (mode, revision, tracked, lists, blocked) = match &maps {
             Ok(maps) => (
                 Some(stats::mode_name(maps.mode()?)),
                 Some(maps.policy_revision()?),
                 Some(bpf_maps::tracked(pins)?),
                 Some(list_usage(maps)?),
+                Some(super::blocked_now(maps)?.len()),
             ),
-            Err(_) => (None, None, None, None),
+            Err(_) => (None, None, None, None, None),
         };
         Ok(Status {
             pin_dir: pins.root().to_path_buf(),
@@ -264,6 +267,7 @@ impl super::Guard {
             revision,
             tracked,
             lists,
+            blocked,
             interfaces,
             elsewhere,
             problems,

@@ -180,6 +180,8 @@ pub struct Reasons {
     pub deny_list: u64,
     pub malformed: u64,
     pub invalid: u64,
+    pub oversize: u64,
+    pub blocked: u64,
 }
 
 impl Reasons {
@@ -191,12 +193,35 @@ impl Reasons {
             deny_list: count(DropReason::DenyList),
             malformed: count(DropReason::Malformed),
             invalid: count(DropReason::Invalid),
+            oversize: count(DropReason::Oversize),
+            blocked: count(DropReason::Blocked),
         }
     }
 
     /// Every reason added up.
     pub fn total(&self) -> u64 {
-        self.policy + self.rate_limit + self.smurf + self.deny_list + self.malformed + self.invalid
+        self.policy
+            + self.rate_limit
+            + self.smurf
+            + self.deny_list
+            + self.malformed
+            + self.invalid
+            + self.oversize
+            + self.blocked
+    }
+
+    /// (reason, count) pairs in slot order, as tables and metrics label them.
+    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+        [
+            ("policy", self.policy),
+            ("rate_limit", self.rate_limit),
+            ("smurf", self.smurf),
+            ("deny_list", self.deny_list),
+            ("malformed", self.malformed),
+            ("invalid", self.invalid),
+            ("oversize", self.oversize),
+            ("blocked", self.blocked),
+        ]
     }
 }
 

@@ -95,6 +95,9 @@ pub struct SourceReport {
     pub top_type: u8,
     /// Its name, `null` when unassigned.
     pub top_type_name: Option<&'static str>,
+    /// The source serves a block time now (`policy set ... --block`); set by the caller,
+    /// which reads the blocked sources.
+    pub blocked: bool,
 }
 
 /// The `top --json` document.
@@ -127,7 +130,7 @@ struct Tally {
     packets: f64,
     dropped: f64,
     would_drop: f64,
-    reasons: [f64; 8],
+    reasons: [f64; 16],
     types: HashMap<u8, f64>,
 }
 
@@ -207,6 +210,7 @@ pub fn estimate(
                 top_drop_reason,
                 top_type,
                 top_type_name: icmp::type_name(tally.family, top_type),
+                blocked: false,
             }
         })
         .collect();

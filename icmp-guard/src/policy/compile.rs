@@ -63,6 +63,7 @@ pub fn limiter_config(limit: Limit, tick_ns: u64) -> LimiterConfig {
         interval_ns: interval,
         tolerance_ns: tolerance_ns(interval, limit.burst),
         probation_ns: u64::from(limit.probation) * 1_000_000_000,
+        block_ns: u64::from(limit.block_ms) * 1_000_000,
         per: per_code(limit.per),
         flags: limiter_flags::ACTIVE,
         prefix_v4: limit.prefix_v4,
@@ -307,6 +308,8 @@ pub fn compile_for(policy: &Policy, tick_ns: u64) -> Result<Compiled, PolicyErro
             condition: intrinsic_condition(family, icmp_type),
             flags: 0,
             limiter,
+            max_size: spec.max_size.unwrap_or(0),
+            _padding: 0,
         })
     };
     for (&(family, icmp_type), spec) in &policy.types {
@@ -342,6 +345,13 @@ pub fn compile_for(policy: &Policy, tick_ns: u64) -> Result<Compiled, PolicyErro
                 generation_flags::LISTS_V6
             };
         }
+    }
+    if compiled
+        .limiters
+        .iter()
+        .any(|limiter| limiter.block_ns != 0)
+    {
+        compiled.settings.flags |= generation_flags::BLOCKS;
     }
     check_capacity(&compiled.usage())?;
     Ok(compiled)

@@ -224,10 +224,14 @@ fn removed(section: &'static str, subject: String, before: String, note: Option<
 
 /// "pass", "drop", "limit 50/s burst 100 per source, new sources 250/s burst 500".
 pub fn spec_text(spec: &RuleSpec) -> String {
-    match (spec.action, spec.limit) {
+    let mut text = match (spec.action, spec.limit) {
         (Action::Limit, Some(limit)) => format!("limit {}", limit_text(&limit)),
         (action, _) => action.as_str().to_owned(),
+    };
+    if let Some(max_size) = spec.max_size {
+        text.push_str(&format!(", max size {max_size} bytes"));
     }
+    text
 }
 
 /// "50/s burst 100 per source", with the prefixes and the new-source budget when they are
@@ -247,6 +251,14 @@ pub fn limit_text(limit: &Limit) -> String {
     }
     if limit.per != Per::Global && limit.probation != super::model::DEFAULT_PROBATION {
         text.push_str(&format!(", probation {} s", limit.probation));
+    }
+    if limit.block_ms != 0 {
+        text.push_str(&format!(
+            ", block {}",
+            super::units::format_duration(std::time::Duration::from_millis(u64::from(
+                limit.block_ms
+            )))
+        ));
     }
     text
 }

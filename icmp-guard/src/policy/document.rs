@@ -69,6 +69,9 @@ pub struct RuleEntry {
     pub action: Action,
     #[serde(default)]
     pub limit: Option<LimitEntry>,
+    /// Largest IP packet the rule admits, bytes; larger ones are dropped as `oversize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u16>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub force: bool,
 }
@@ -89,6 +92,9 @@ pub struct LimitEntry {
     /// Seconds a source admitted by the new-source budget stays on probation.
     #[serde(default = "default_probation")]
     pub probation: u32,
+    /// Milliseconds a source over the limit is blocked (0: none).
+    #[serde(default)]
+    pub block_ms: u32,
 }
 
 const fn default_probation() -> u32 {
@@ -118,6 +124,7 @@ impl From<Limit> for LimitEntry {
             prefix_v6: limit.prefix_v6,
             new_sources: limit.new_sources,
             probation: limit.probation,
+            block_ms: limit.block_ms,
         }
     }
 }
@@ -132,6 +139,7 @@ impl From<LimitEntry> for Limit {
             prefix_v6: entry.prefix_v6,
             new_sources: entry.new_sources,
             probation: entry.probation,
+            block_ms: entry.block_ms,
         }
     }
 }
@@ -147,6 +155,7 @@ fn entry(family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec) -> RuleEn
             .map(str::to_owned),
         action: spec.action,
         limit: spec.limit.map(LimitEntry::from),
+        max_size: spec.max_size,
         force: needs_force(family, icmp_type, code, spec),
     }
 }
@@ -241,8 +250,10 @@ fn set(policy: &mut Policy, rule: &RuleEntry) -> Result<(), String> {
         (action, _) => RuleSpec {
             action,
             limit: None,
+            max_size: None,
         },
-    };
+    }
+    .with_max_size(rule.max_size);
     policy
         .set(family, rule.icmp_type, rule.code, spec, rule.force)
         .map_err(|err| err.to_string())
@@ -290,8 +301,10 @@ mod tests {
                 None,
                 RuleSpec::limit(Limit {
                     new_sources: Some(NewSources { rate: 7, burst: 9 }),
+                    block_ms: 2_500,
                     ..Limit::new(5, 10, Per::Prefix)
-                }),
+                })
+                .with_max_size(Some(1280)),
                 false,
             )
             .expect("valid");
@@ -303,6 +316,10 @@ mod tests {
         policy.smurf.reply_ceiling = 77;
         policy.mode = Mode::DryRun;
         let text = render(&Document::of(&policy, Some(1), Some(9)));
+        assert!(
+            text.contains("\"block_ms\": 2500") && text.contains("\"max_size\": 1280"),
+            "block and max_size are in the document: {text}"
+        );
         assert!(
             text.contains("\"code_name\": \"host-unreachable\""),
             "codes are named: {text}"

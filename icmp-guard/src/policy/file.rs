@@ -47,6 +47,7 @@ use std::{
     ops::Range,
     os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
     path::Path,
+    time::Duration,
 };
 
 use icmp_guard_common::{FAMILY_V4, FAMILY_V6, icmp, policy as kernel};
@@ -56,10 +57,12 @@ use toml::{Spanned, Value};
 use super::{
     model::{
         Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION,
-        Limit, MAX_PROBATION, MAX_RATE, Mode, NewSources, Per, Policy, PolicyError, RuleSpec,
+        Limit, MAX_BLOCK_MS, MAX_PROBATION, MAX_RATE, MIN_MAX_SIZE, Mode, NewSources, Per, Policy,
+        PolicyError, RuleSpec,
     },
     names,
     rate::Rate,
+    units,
 };
 
 /// A policy file that cannot be used, with the position of the offending value.
@@ -387,6 +390,18 @@ fn write_rule(
         if limit.probation != DEFAULT_PROBATION {
             let _ = writeln!(out, "probation = {}", limit.probation);
         }
+        if limit.block_ms != 0 {
+            let _ = writeln!(
+                out,
+                "block = {}",
+                quote(&units::format_duration(Duration::from_millis(u64::from(
+                    limit.block_ms
+                ))))
+            );
+        }
+    }
+    if let Some(max_size) = spec.max_size {
+        let _ = writeln!(out, "max_size = {max_size}");
     }
     if force {
         out.push_str("force = true\n");
@@ -506,6 +521,9 @@ struct RuleEntry {
     new_source_rate: Option<Spanned<Value>>,
     new_source_burst: Option<Spanned<Value>>,
     probation: Option<Spanned<Value>>,
+    block: Option<Spanned<Value>>,
+    #[serde(alias = "max-size")]
+    max_size: Option<Spanned<Value>>,
     force: Option<bool>,
 }
 
@@ -639,6 +657,38 @@ fn resolve_codes(
 }
 
 fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileError> {
+    let max_size = match &rule.max_size {
+        None => None,
+        Some(value) => {
+            let written = source.text(value.span());
+            match value.get_ref() {
+                Value::Integer(size)
+                    if (i64::from(MIN_MAX_SIZE)..=i64::from(u16::MAX)).contains(size) =>
+                {
+                    Some(*size as u16)
+                }
+                _ => {
+                    return Err(source.error(
+                        value.span(),
+                        format!(
+                            "max_size must be a whole number of bytes from {MIN_MAX_SIZE} to 65535 (the IP packet's length), not {written}"
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    let spec = rule_spec_without_size(source, rule)?;
+    if let (Some(value), Action::Drop) = (&rule.max_size, spec.action) {
+        return Err(source.error(
+            value.span(),
+            "max_size only applies to action = \"pass\" or \"limit\": a drop rule drops every size",
+        ));
+    }
+    Ok(spec.with_max_size(max_size))
+}
+
+fn rule_spec_without_size(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileError> {
     let action = match rule.action.get_ref() {
         ActionName::Pass => Action::Pass,
         ActionName::Drop => Action::Drop,
@@ -660,6 +710,7 @@ fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileErro
                 rule.new_source_burst.as_ref().map(Spanned::span),
             ),
             ("probation", rule.probation.as_ref().map(Spanned::span)),
+            ("block", rule.block.as_ref().map(Spanned::span)),
         ];
         if let Some((field, Some(span))) = limit_fields.into_iter().find(|(_, span)| span.is_some())
         {
@@ -675,6 +726,7 @@ fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileErro
         return Ok(RuleSpec {
             action,
             limit: None,
+            max_size: None,
         });
     }
     let rate = match &rule.rate {
@@ -761,6 +813,25 @@ fn rule_spec(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleSpec, FileErro
                 ));
             }
         };
+    }
+    if let Some(value) = &rule.block {
+        if per == Per::Global {
+            return Err(source.error(
+                value.span(),
+                "a global limit has no source to block: block applies to per = \"source\" and per = \"prefix\"",
+            ));
+        }
+        let text = match value.get_ref() {
+            Value::String(text) => text.clone(),
+            Value::Integer(seconds) if *seconds >= 0 => seconds.to_string(),
+            _ => source.text(value.span()).to_owned(),
+        };
+        let duration = units::parse_duration(&text, "block")
+            .map_err(|message| source.error(value.span(), message))?;
+        limit.block_ms = u32::try_from(duration.as_millis())
+            .ok()
+            .filter(|ms| *ms <= MAX_BLOCK_MS)
+            .ok_or_else(|| source.error(value.span(), "block must be at most 1 day (86400s)"))?;
     }
     Ok(RuleSpec::limit(limit))
 }
@@ -1053,7 +1124,8 @@ mod tests {
                 burst: 500,
             }),
             ..Limit::new(50, 100, Per::Source)
-        });
+        })
+        .with_max_size(Some(1500));
         assert_eq!(policy.rule_for(FAMILY_V4, 8, 0), echo);
         assert_eq!(policy.rule_for(FAMILY_V6, 128, 0), echo);
         assert_eq!(policy.allow.len(), 2);
@@ -1248,6 +1320,59 @@ mod tests {
             Some(8),
             "needs family",
         );
+    }
+
+    #[test]
+    fn block_and_max_size_parse_round_trip_and_refuse_nonsense() {
+        let text = "[[rule]]\ntype = \"echo-request\"\naction = \"limit\"\nrate = 5\nblock = \"1m30s\"\nmax-size = 1500\n\n[[rule]]\ntype = \"timestamp-request\"\nfamily = \"v4\"\naction = \"pass\"\nmax_size = 100\n";
+        let policy = parse(text).expect("valid");
+        let echo = policy.rule_for(FAMILY_V4, 8, 0);
+        assert_eq!(echo.limit.map(|limit| limit.block_ms), Some(90_000));
+        assert_eq!(echo.max_size, Some(1500));
+        assert_eq!(policy.rule_for(FAMILY_V6, 128, 0), echo);
+        assert_eq!(policy.rule_for(FAMILY_V4, 13, 0).max_size, Some(100));
+        let rendered = render(&policy);
+        assert!(rendered.contains("block = \"1m30s\""), "{rendered}");
+        assert!(rendered.contains("max_size = 1500"), "{rendered}");
+        assert_eq!(parse(&rendered), Ok(policy));
+        let seconds = "[[rule]]\ntype = \"echo-request\"\naction = \"limit\"\nblock = 60\n";
+        assert_eq!(
+            parse(seconds)
+                .expect("seconds")
+                .rule_for(FAMILY_V4, 8, 0)
+                .limit
+                .map(|limit| limit.block_ms),
+            Some(60_000)
+        );
+        for (bad, column, needle) in [
+            ("action = \"limit\"\nblock = \"soon\"", 9, "not a duration"),
+            ("action = \"limit\"\nblock = \"2d\"", 9, "at most 1 day"),
+            (
+                "action = \"limit\"\nper = \"global\"\nblock = \"1s\"",
+                9,
+                "no source to block",
+            ),
+            (
+                "action = \"pass\"\nblock = \"1s\"",
+                9,
+                "only applies to action = \"limit\"",
+            ),
+            (
+                "action = \"drop\"\nmax_size = 1500",
+                12,
+                "a drop rule drops every size",
+            ),
+            ("action = \"pass\"\nmax_size = 20", 12, "from 28 to 65535"),
+            (
+                "action = \"pass\"\nmax_size = 70000",
+                12,
+                "from 28 to 65535",
+            ),
+        ] {
+            let text = format!("[[rule]]\ntype = \"echo-request\"\n{bad}\n");
+            let line = text.lines().count();
+            assert_error(&text, line, Some(column), needle);
+        }
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub struct Limit {
     /// charged to the budget as well as to its own bucket; it graduates at a packet that
     /// comes this long after both its first packet and the budget's last refusal.
     pub probation: u32,
+    /// Milliseconds a source (per source) or a source of a prefix (per prefix) that the
+    /// limit refuses is blocked: all its ICMP dropped as `blocked`, but never its PMTUD
+    /// (v4 frag-needed, v6 packet-too-big) and ND messages, and never its TCP or UDP.
+    /// 0: no block.
+    pub block_ms: u32,
 }
 
 /// Packets per second and burst admitted from sources that have no bucket yet.
@@ -101,6 +106,10 @@ pub const MAX_RATE: u32 = 100_000_000;
 pub const DEFAULT_PROBATION: u32 = 5;
 /// Longest accepted probation, seconds.
 pub const MAX_PROBATION: u32 = 3600;
+/// Longest accepted block time, milliseconds: one day.
+pub const MAX_BLOCK_MS: u32 = 86_400_000;
+/// Smallest accepted `max_size`: an IPv4 header and the 8-byte ICMP header.
+pub const MIN_MAX_SIZE: u16 = 28;
 
 impl Limit {
     /// Checks the numbers; the message says what to change.
@@ -135,6 +144,16 @@ impl Limit {
                     .into(),
             );
         }
+        if self.block_ms > MAX_BLOCK_MS {
+            return Err("block must be at most 1 day (86400s)".into());
+        }
+        if self.block_ms != 0 && self.per == Per::Global {
+            return Err(
+                "a global limit has no source to block: block applies to per = \"source\" \
+                 and per = \"prefix\""
+                    .into(),
+            );
+        }
         if let Some(new) = self.new_sources {
             if self.per == Per::Global {
                 return Err(
@@ -162,6 +181,7 @@ impl Limit {
             prefix_v6: DEFAULT_PREFIX_V6,
             new_sources: None,
             probation: DEFAULT_PROBATION,
+            block_ms: 0,
         }
     }
 
@@ -273,22 +293,49 @@ pub struct RuleSpec {
     pub action: Action,
     /// Present exactly when `action` is `Limit`.
     pub limit: Option<Limit>,
+    /// Largest IP packet (IPv4 total length, or 40 plus the IPv6 payload length) a pass or
+    /// limit rule admits; larger ones are dropped as `oversize`.
+    pub max_size: Option<u16>,
 }
 
 impl RuleSpec {
     pub const PASS: Self = Self {
         action: Action::Pass,
         limit: None,
+        max_size: None,
     };
     pub const DROP: Self = Self {
         action: Action::Drop,
         limit: None,
+        max_size: None,
     };
 
     pub const fn limit(limit: Limit) -> Self {
         Self {
             action: Action::Limit,
             limit: Some(limit),
+            max_size: None,
+        }
+    }
+
+    /// The same rule with a maximum size.
+    pub const fn with_max_size(mut self, max_size: Option<u16>) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Checks the maximum size; the message says what to change.
+    pub fn validate_max_size(&self) -> Result<(), String> {
+        match self.max_size {
+            None => Ok(()),
+            Some(_) if self.action == Action::Drop => Err(
+                "max_size only applies to action = \"pass\" or \"limit\": a drop rule drops every size"
+                    .into(),
+            ),
+            Some(size) if size < MIN_MAX_SIZE => Err(format!(
+                "max_size must be {MIN_MAX_SIZE}-65535 bytes (the IP packet's length), not {size}"
+            )),
+            Some(_) => Ok(()),
         }
     }
 }
@@ -674,6 +721,11 @@ impl Policy {
                 reason,
             })?;
         }
+        spec.validate_max_size()
+            .map_err(|reason| PolicyError::BadLimit {
+                what: describe(family, icmp_type, code),
+                reason,
+            })?;
         match code {
             None => {
                 self.types.insert((family, icmp_type), spec);

@@ -220,6 +220,7 @@ fn limit_of(config: &LimiterConfig) -> Limit {
         limit.prefix_v6 = config.prefix_v6;
     }
     if limit.per != Per::Global {
+        limit.block_ms = (config.block_ns / 1_000_000) as u32;
         limit.probation = (config.probation_ns / 1_000_000_000) as u32;
         // Echo-reply limiters carry the smurf ceiling as their budget instead.
         let budget = NewSources {
@@ -253,6 +254,13 @@ pub fn read_live(maps: &GuardMaps) -> Result<Policy> {
             )),
             _ => RuleSpec::DROP,
         }
+        .with_max_size(
+            if rule.action == kernel::action::DROP || rule.max_size == 0 {
+                None
+            } else {
+                Some(rule.max_size)
+            },
+        )
     };
     let mut policy = Policy::default_profile();
     for family in [FAMILY_V4, FAMILY_V6] {

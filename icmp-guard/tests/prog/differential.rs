@@ -692,7 +692,8 @@ fn limit(per: Per) -> RuleSpec {
     RuleSpec::limit(Limit::new(HUGE, HUGE, per))
 }
 
-/// Per-code exceptions on both families, type rules changed from the default, and
+/// Per-code exceptions on both families, type rules changed from the default (some with a
+/// max_size near the generated frames' sizes, so that both sides of it are met), and
 /// allow/deny lists whose most specific prefix must win.
 fn rules_and_lists() -> Policy {
     let mut policy = Policy::default_profile();
@@ -702,19 +703,29 @@ fn rules_and_lists() -> Policy {
         (FAMILY_V4, 3, Some(1), drop),
         (FAMILY_V4, 3, Some(13), drop),
         (FAMILY_V4, 11, Some(1), drop),
-        (FAMILY_V4, 13, None, pass),
+        (FAMILY_V4, 13, None, pass.with_max_size(Some(60))),
         (FAMILY_V4, 13, Some(1), drop),
-        (FAMILY_V4, 8, None, limit(Per::Prefix)),
+        (
+            FAMILY_V4,
+            8,
+            None,
+            limit(Per::Prefix).with_max_size(Some(64)),
+        ),
         (FAMILY_V4, 8, Some(7), drop),
         (FAMILY_V4, 0, None, limit(Per::Global)),
-        (FAMILY_V4, 5, Some(1), pass),
+        (FAMILY_V4, 5, Some(1), pass.with_max_size(Some(70))),
         (FAMILY_V6, 1, Some(4), drop),
         (FAMILY_V6, 128, Some(1), drop),
-        (FAMILY_V6, 135, None, limit(Per::Source)),
+        (
+            FAMILY_V6,
+            135,
+            None,
+            limit(Per::Source).with_max_size(Some(90)),
+        ),
         (FAMILY_V6, 136, Some(0), drop),
         (FAMILY_V6, 143, None, drop),
         (FAMILY_V6, 2, Some(0), limit(Per::Global)),
-        (FAMILY_V6, 137, None, pass),
+        (FAMILY_V6, 137, None, pass.with_max_size(Some(80))),
     ];
     policy = with_rules(policy, &rules);
     policy.allow = [
@@ -790,6 +801,8 @@ struct Report {
     comparisons: u64,
     differences: u64,
     printed: Vec<String>,
+    /// Comparisons whose model verdict was `oversize`: the caps must be met.
+    oversize: u64,
 }
 
 fn describe(lane: &str, case: &Case, model: &Outcome, kernel: &Observed) -> String {
@@ -809,6 +822,9 @@ impl Lane {
         let model = model::verdict(&case.frame, &self.policy, &BROADCASTS);
         let kernel = self.guard.run(&case.frame, model.counted);
         report.comparisons += 1;
+        if model.reason == Some(DropReason::Oversize) {
+            report.oversize += 1;
+        }
         if kernel.action == action_of(model.verdict)
             && kernel.counted == [model.counted]
             && !kernel.modified
@@ -888,19 +904,24 @@ fn xdp_program_agrees_with_the_model_on_random_frames() {
 
     println!(
         "differential: {} frames compared under {} policies ({} comparisons), {} differences; \
-         seed {seed:#x}; {:.1} s ({:.1} s loading)",
+         seed {seed:#x}; {:.1} s ({:.1} s loading); {} oversize",
         report.frames,
         lanes.len(),
         report.comparisons,
         report.differences,
         started.elapsed().as_secs_f64(),
         loaded.as_secs_f64(),
+        report.oversize,
     );
     assert!(
         report.differences == 0,
         "{} differences between the XDP program and the model (seed {seed:#x}); the first:\n{}",
         report.differences,
         report.printed.join("\n")
+    );
+    assert!(
+        cases < 1000 || report.oversize > 0,
+        "no frame met a max_size of the rules-and-lists policy: the generator no longer reaches it"
     );
 }
 

@@ -27,6 +27,7 @@ mod fail_closed;
 mod frames;
 mod harness;
 mod limiter_state;
+mod limits;
 mod live;
 mod model;
 mod policy_verdict;

@@ -344,6 +344,8 @@ pub fn drop_summary(previous: &StatsReport, current: &StatsReport) -> Option<Str
             deny_list: now.deny_list.saturating_sub(before.deny_list),
             malformed: now.malformed.saturating_sub(before.malformed),
             invalid: now.invalid.saturating_sub(before.invalid),
+            oversize: now.oversize.saturating_sub(before.oversize),
+            blocked: now.blocked.saturating_sub(before.blocked),
         }
     };
     let add = |a: &mut Reasons, b: &Reasons| {
@@ -353,6 +355,8 @@ pub fn drop_summary(previous: &StatsReport, current: &StatsReport) -> Option<Str
         a.deny_list += b.deny_list;
         a.malformed += b.malformed;
         a.invalid += b.invalid;
+        a.oversize += b.oversize;
+        a.blocked += b.blocked;
     };
     let mut dropped = Reasons::default();
     let mut would = Reasons::default();
@@ -424,19 +428,13 @@ pub fn drop_summary(previous: &StatsReport, current: &StatsReport) -> Option<Str
 }
 
 fn reason_list(reasons: &Reasons, prefix: &str, human: bool) -> String {
-    [
-        ("policy", reasons.policy),
-        ("rate_limit", reasons.rate_limit),
-        ("smurf", reasons.smurf),
-        ("deny_list", reasons.deny_list),
-        ("malformed", reasons.malformed),
-        ("invalid", reasons.invalid),
-    ]
-    .iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(name, n)| format!("{prefix}{name}={}", human::count(*n, human)))
-    .collect::<Vec<_>>()
-    .join(" ")
+    reasons
+        .by_reason()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{prefix}{name}={}", human::count(*n, human)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

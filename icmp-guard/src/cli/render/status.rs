@@ -19,6 +19,7 @@ pub fn json(status: &Status, kernel: &KernelView) -> serde_json::Result<String> 
         "interfaces": status.interfaces,
         "tracked": status.tracked,
         "lists": status.lists,
+        "blocked_sources": status.blocked,
         "elsewhere": status.elsewhere,
         "problems": status.problems,
         "kernel": kernel,
@@ -51,6 +52,17 @@ pub fn text(status: &Status, kernel: &KernelView) -> String {
             out,
             "rate-limit buckets (estimated): {} of {} sources, {} of {} prefixes",
             tracked.sources, tracked.sources_capacity, tracked.prefixes, tracked.prefixes_capacity
+        );
+    }
+    if let Some(blocked) = status.blocked {
+        let _ = writeln!(
+            out,
+            "blocked sources (block time): {blocked}{}",
+            if blocked > 0 {
+                " (`icmp-guard unblock CIDR|--all` lifts them)"
+            } else {
+                ""
+            }
         );
     }
     if let Some(lists) = status.lists {

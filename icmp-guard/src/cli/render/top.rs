@@ -63,7 +63,7 @@ pub fn top(report: &TopReport, human: bool) -> String {
             .map_or_else(|| source.top_type.to_string(), str::to_owned);
         let _ = writeln!(
             out,
-            "{:<39} {:>11} {:>6.1}% {:>11}  {:<16} {:>7}  {} {type_name}",
+            "{:<39} {:>11} {:>6.1}% {:>11}  {:<16} {:>7}  {} {type_name}{}",
             source.address.to_string(),
             top_rate(source.packets_per_sec, human),
             source.share * 100.0,
@@ -71,6 +71,7 @@ pub fn top(report: &TopReport, human: bool) -> String {
             reason.as_deref().unwrap_or("-"),
             human::count(source.sampled_events, human),
             source.family,
+            if source.blocked { "  BLOCKED" } else { "" },
         );
     }
     if report.sources.is_empty() {

@@ -87,6 +87,7 @@ pub enum Rule {
     NdFragment,
     MldCondition,
     PtbCondition,
+    Oversize,
     TypePass,
     TypeLimit,
 }
@@ -133,6 +134,7 @@ impl Rule {
             Self::NdFragment => "ND carried with a Fragment header (RFC 6980)",
             Self::MldCondition => "MLD without hop limit 1 from link-local or ::",
             Self::PtbCondition => "Packet Too Big with MTU < 1280 (RFC 8201)",
+            Self::Oversize => "longer than the rule's max_size: oversize",
             Self::TypePass => "type/code rule: pass",
             Self::TypeLimit => "type/code rule: limit (a huge burst: admitted)",
         }
@@ -325,6 +327,8 @@ pub struct Message {
     /// The bytes after the fixed 8-byte header, within the IP payload: what an error
     /// embeds.
     pub data: Vec<u8>,
+    /// The IP packet's length: the IPv4 total length, 40 plus the IPv6 payload length.
+    pub ip_length: usize,
 }
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -426,6 +430,7 @@ fn parse_ipv4(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
         fragment_header: false,
         word: u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
         data: message[8..].to_vec(),
+        ip_length: total_len,
     })
 }
 
@@ -541,6 +546,7 @@ fn parse_ipv6(packet: &[u8], destination_mac: [u8; 6]) -> Parsed {
         fragment_header,
         word: u32::from_be_bytes(icmp.bytes5to8()),
         data: payload[cursor + 8..].to_vec(),
+        ip_length: 40 + payload_len,
     })
 }
 
@@ -661,7 +667,7 @@ fn decide_fragment(
 }
 
 /// Precedence: martian source (invalid) → allow/deny list → smurf → type/code rule and its
-/// condition → rate limit (always admitting here; allowed sources skip it anyway).
+/// condition → the rule's max_size (oversize) → rate limit (always admitting here; allowed sources skip it anyway).
 fn decide(
     message: &Message,
     policy: &Policy,
@@ -695,6 +701,12 @@ fn decide(
     }
     if let Some(failed) = failed_condition(message, broadcasts) {
         return (Some(DropReason::Invalid), failed);
+    }
+    if spec
+        .max_size
+        .is_some_and(|max| message.ip_length > usize::from(max))
+    {
+        return (Some(DropReason::Oversize), Rule::Oversize);
     }
     match spec.action {
         Action::Limit => (None, Rule::TypeLimit),

@@ -1,0 +1,311 @@
+//! Issue 18's limits through BPF_PROG_TEST_RUN: a rule's `max_size` (`oversize`), and block
+//! time (`blocked`) — a source over a limit with `block` loses all its ICMP but its PMTUD
+//! and ND messages, never its TCP or UDP, until the block ends or `unblock` lifts it.
+
+use std::{net::IpAddr, thread, time::Duration};
+
+use icmp_guard::{
+    bpf::maps::monotonic_ns,
+    policy::{Limit, Per, Policy, RuleSpec},
+};
+use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
+
+use crate::{
+    frames::*,
+    harness::{Expect, Guard, XDP_PASS, with_rules},
+};
+
+/// An ICMPv4 echo request from the peer whose IP packet is `length` bytes long (at most
+/// about 3 KB: BPF_PROG_TEST_RUN hands larger frames to XDP in fragments, which the
+/// program cannot read to the end and drops as invalid).
+fn echo_v4_of_length(length: usize) -> Vec<u8> {
+    let rest = vec![0x5a; length - 20 - 4];
+    ethernet(&[], ETH_P_IPV4, &ipv4(1, &[], 0, &icmp(8, 0, &rest)))
+}
+
+/// An ICMPv6 echo request whose IP packet is `length` bytes long (40 + payload).
+fn echo_v6_of_length(length: usize) -> Vec<u8> {
+    let rest = vec![0x5a; length - 40 - 4];
+    ethernet(&[], ETH_P_IPV6, &ipv6(64, &[], 58, &icmp(128, 0, &rest)))
+}
+
+#[test]
+fn max_size_passes_at_the_size_and_drops_one_byte_more_as_oversize() {
+    root_or_skip!("max_size_passes_at_the_size_and_drops_one_byte_more_as_oversize");
+    let limit = RuleSpec::limit(Limit::new(1_000_000, 1_000_000, Per::Source));
+    let policy = with_rules(
+        Policy::default_profile(),
+        &[
+            (FAMILY_V4, 8, None, limit.with_max_size(Some(1500))),
+            (
+                FAMILY_V6,
+                128,
+                None,
+                RuleSpec::PASS.with_max_size(Some(1280)),
+            ),
+        ],
+    );
+    let mut guard = Guard::load(&policy);
+    let oversize = Expect::Drop(DropReason::Oversize);
+    guard.expect(
+        "v4 echo of 1500",
+        &echo_v4_of_length(1500),
+        FAMILY_V4,
+        8,
+        Expect::Pass,
+    );
+    guard.expect(
+        "v4 echo of 1501",
+        &echo_v4_of_length(1501),
+        FAMILY_V4,
+        8,
+        oversize,
+    );
+    guard.expect(
+        "v4 echo of 3000",
+        &echo_v4_of_length(3000),
+        FAMILY_V4,
+        8,
+        oversize,
+    );
+    guard.expect(
+        "v4 echo of 84",
+        &echo_v4_of_length(84),
+        FAMILY_V4,
+        8,
+        Expect::Pass,
+    );
+    guard.expect(
+        "v6 echo of 1280",
+        &echo_v6_of_length(1280),
+        FAMILY_V6,
+        128,
+        Expect::Pass,
+    );
+    guard.expect(
+        "v6 echo of 1281",
+        &echo_v6_of_length(1281),
+        FAMILY_V6,
+        128,
+        oversize,
+    );
+    // The cap is the echo rule's: a TCP segment of any size, and other types, pass.
+    let big_tcp = ethernet(
+        &[],
+        ETH_P_IPV4,
+        &ipv4(6, &[], 0, &[tcp_syn(), vec![0; 3000]].concat()),
+    );
+    guard.assert_passes_unchanged(&big_tcp, "a 3 KB TCP segment");
+    let big_unreachable = ipv4(
+        1,
+        &[],
+        0,
+        &icmp(3, 1, &[body_v4(3), vec![0; 2000]].concat()),
+    );
+    guard.expect(
+        "a 2 KB destination unreachable",
+        &ethernet(&[], ETH_P_IPV4, &big_unreachable),
+        FAMILY_V4,
+        3,
+        Expect::Pass,
+    );
+    // Without max_size the same echo passes: the cap is the rule's, not a default.
+    let mut open = Guard::load(&Policy::default_profile());
+    open.expect(
+        "v4 echo of 3000, no cap",
+        &echo_v4_of_length(3000),
+        FAMILY_V4,
+        8,
+        Expect::Pass,
+    );
+}
+
+/// Echo requests of both families limited to `burst` per source, 1/s, with `block_ms`.
+fn blocking(burst: u32, block_ms: u32) -> Policy {
+    let mut limit = Limit::new(1, burst, Per::Source);
+    limit.block_ms = block_ms;
+    let spec = RuleSpec::limit(limit);
+    with_rules(
+        Policy::default_profile(),
+        &[
+            (FAMILY_V4, 8, None, spec),
+            (FAMILY_V6, 128, None, spec),
+            // Timestamps pass without a limit: only the block can drop them.
+            (FAMILY_V4, 13, None, RuleSpec::PASS),
+        ],
+    )
+}
+
+fn v4_from(source: [u8; 4], icmp_type: u8, code: u8) -> Vec<u8> {
+    icmpv4_between(source, V4_GUARD, icmp_type, code)
+}
+
+fn v4_transport_from(source: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let mut packet = ipv4(protocol, &[], 0, payload);
+    packet[12..16].copy_from_slice(&source);
+    packet[10..12].copy_from_slice(&[0, 0]);
+    let sum = checksum(&packet[..20]);
+    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    ethernet(&[], ETH_P_IPV4, &packet)
+}
+
+const FLOODER: [u8; 4] = [198, 51, 100, 7];
+const BYSTANDER: [u8; 4] = [198, 51, 100, 8];
+
+#[test]
+fn a_source_over_its_limit_loses_its_icmp_but_not_tcp_udp_pmtud_or_nd_until_the_block_ends() {
+    root_or_skip!("a_source_over_its_limit_loses_its_icmp");
+    let mut guard = Guard::load(&blocking(2, 1_500));
+    let echo = v4_from(FLOODER, 8, 0);
+    guard.expect("echo 1", &echo, FAMILY_V4, 8, Expect::Pass);
+    guard.expect("echo 2", &echo, FAMILY_V4, 8, Expect::Pass);
+    guard.expect(
+        "echo 3, over the limit",
+        &echo,
+        FAMILY_V4,
+        8,
+        Expect::Drop(DropReason::RateLimit),
+    );
+    let blocked = Expect::Drop(DropReason::Blocked);
+    guard.expect("echo 4, blocked", &echo, FAMILY_V4, 8, blocked);
+    guard.expect(
+        "a timestamp request, blocked",
+        &v4_from(FLOODER, 13, 0),
+        FAMILY_V4,
+        13,
+        blocked,
+    );
+    guard.expect(
+        "frag-needed passes",
+        &v4_from(FLOODER, 3, 4),
+        FAMILY_V4,
+        3,
+        Expect::Pass,
+    );
+    guard.expect(
+        "port unreachable is ICMP: blocked",
+        &v4_from(FLOODER, 3, 3),
+        FAMILY_V4,
+        3,
+        blocked,
+    );
+    guard.assert_passes_unchanged(&v4_transport_from(FLOODER, 6, &tcp_syn()), "its TCP");
+    guard.assert_passes_unchanged(&v4_transport_from(FLOODER, 17, &udp()), "its UDP");
+    guard.expect(
+        "another source",
+        &v4_from(BYSTANDER, 8, 0),
+        FAMILY_V4,
+        8,
+        Expect::Pass,
+    );
+    let entries = guard
+        .maps
+        .blocked_entries()
+        .expect("read the blocked sources");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, IpAddr::from(FLOODER));
+    let left = entries[0].1.saturating_sub(monotonic_ns());
+    assert!(
+        left > 0 && left <= 1_500_000_000,
+        "the block ends within its 1.5 s, on the clock userspace reads: {left} ns left"
+    );
+
+    // IPv6: echo blocked; packet too big and neighbour solicitation from it pass.
+    let source = v6("2001:db8::7");
+    let echo6 = icmpv6_custom(source, V6_GUARD, 64, &[], 128, 0, [0; 4]);
+    guard.expect("v6 echo 1", &echo6, FAMILY_V6, 128, Expect::Pass);
+    guard.expect("v6 echo 2", &echo6, FAMILY_V6, 128, Expect::Pass);
+    guard.expect(
+        "v6 echo 3",
+        &echo6,
+        FAMILY_V6,
+        128,
+        Expect::Drop(DropReason::RateLimit),
+    );
+    guard.expect("v6 echo 4", &echo6, FAMILY_V6, 128, blocked);
+    let too_big = icmpv6_custom(source, V6_GUARD, 64, &[], 2, 0, 1400u32.to_be_bytes());
+    guard.expect(
+        "packet too big passes",
+        &too_big,
+        FAMILY_V6,
+        2,
+        Expect::Pass,
+    );
+    let solicitation = icmpv6_custom(source, V6_GUARD, 255, &[], 135, 0, [0; 4]);
+    guard.expect(
+        "neighbour solicitation passes",
+        &solicitation,
+        FAMILY_V6,
+        135,
+        Expect::Pass,
+    );
+
+    // The block ends: after 1.5 s the bucket has refilled one token, and the echo passes.
+    thread::sleep(Duration::from_millis(1_700));
+    guard.expect("echo after the block", &echo, FAMILY_V4, 8, Expect::Pass);
+    guard.expect(
+        "timestamp after the block",
+        &v4_from(FLOODER, 13, 0),
+        FAMILY_V4,
+        13,
+        Expect::Pass,
+    );
+}
+
+#[test]
+fn unblock_through_the_maps_lifts_a_block_at_once_and_without_block_nothing_is_blocked() {
+    root_or_skip!("unblock_through_the_maps_lifts_a_block_at_once");
+    let mut guard = Guard::load(&blocking(1, 60_000));
+    let echo = v4_from(FLOODER, 8, 0);
+    let timestamp = v4_from(FLOODER, 13, 0);
+    guard.repeat(&echo, 3);
+    guard.expect(
+        "timestamp while blocked",
+        &timestamp,
+        FAMILY_V4,
+        13,
+        Expect::Drop(DropReason::Blocked),
+    );
+    guard.maps.unblock(IpAddr::from(FLOODER)).expect("unblock");
+    assert!(guard.maps.blocked_entries().expect("read").is_empty());
+    guard.expect(
+        "timestamp after unblock",
+        &timestamp,
+        FAMILY_V4,
+        13,
+        Expect::Pass,
+    );
+    // Unblocking what is not blocked is no error.
+    guard
+        .maps
+        .unblock(IpAddr::from(BYSTANDER))
+        .expect("unblock of nothing");
+
+    // A limit without block: the flood is limited, its other ICMP untouched.
+    let mut plain = Guard::load(&blocking(1, 0));
+    plain.repeat(&echo, 10);
+    assert!(plain.maps.blocked_entries().expect("read").is_empty());
+    plain.expect(
+        "timestamp of a limited source",
+        &timestamp,
+        FAMILY_V4,
+        13,
+        Expect::Pass,
+    );
+    // Even a hand-written entry blocks nothing while no limit of the policy has a block:
+    // the program does not look.
+    plain
+        .maps
+        .block(IpAddr::from(FLOODER), monotonic_ns() + 60_000_000_000)
+        .expect("write an entry");
+    assert_eq!(plain.action(&timestamp), XDP_PASS);
+    // ... and one blocks as soon as the policy has a block.
+    plain.apply(&blocking(1, 1_000));
+    plain.expect(
+        "hand-written block",
+        &timestamp,
+        FAMILY_V4,
+        13,
+        Expect::Drop(DropReason::Blocked),
+    );
+}
