@@ -151,7 +151,11 @@ pub struct LimiterConfig {
     pub prefix_v4: u8,
     /// Prefix length that groups IPv6 sources for `per = prefix`.
     pub prefix_v6: u8,
-    pub _padding: [u8; 6],
+    /// Shared-bucket slot of the byte bucket of a global limiter with a byte rate, or
+    /// [`NO_SHARED_BUCKET`] (per-source and per-prefix byte buckets live in
+    /// [`SourceBucket::bytes_tat`]).
+    pub bytes_bucket: u16,
+    pub _padding: [u8; 4],
     /// The settings as the operator gave them, for userspace to read back.
     pub rate: u32,
     pub burst: u32,
@@ -163,6 +167,59 @@ pub struct LimiterConfig {
     /// bucket refuses is blocked, ns of the precise clock; 0: never. See
     /// [`crate::block`].
     pub block_ns: u64,
+    /// The byte bucket: nanoseconds per byte of the IP packet, times 1024
+    /// ([`BYTE_COST_SHIFT`]); 0 when the limiter has no byte rate.
+    pub byte_cost: u64,
+    /// How far ahead of now the byte bucket may run after taking a packet: the burst's
+    /// worth of nanoseconds ([`byte_increment`] of the burst).
+    pub byte_limit_ns: u64,
+    /// The byte rate (bytes per second) and burst (bytes) as the operator gave them.
+    pub bytes_rate: u64,
+    pub bytes_burst: u64,
+}
+
+/// Fixed-point shift of [`LimiterConfig::byte_cost`]: 1/1024 ns per byte, so that rates up
+/// to hundreds of GB/s keep three significant digits and the program only shifts.
+pub const BYTE_COST_SHIFT: u32 = 10;
+
+/// [`LimiterConfig::byte_cost`] of `rate` bytes per second (at least 1).
+pub const fn byte_cost(rate: u64) -> u64 {
+    if rate == 0 {
+        0
+    } else {
+        let cost = (1_000_000_000u64 << BYTE_COST_SHIFT) / rate;
+        if cost == 0 { 1 } else { cost }
+    }
+}
+
+/// The nanoseconds a packet of `bytes` bytes (an IP length, below 2^17) takes from a byte
+/// bucket of `cost` (at most 2^40 for 1 byte per second): the product fits 64 bits. (No
+/// saturating multiply: on BPF it needs a 128-bit helper the target lacks.)
+#[inline(always)]
+pub const fn byte_increment(bytes: u64, cost: u64) -> u64 {
+    bytes.wrapping_mul(cost) >> BYTE_COST_SHIFT
+}
+
+/// [`LimiterConfig::byte_limit_ns`] of a burst of `burst` bytes (userspace: any size).
+pub const fn byte_limit_ns(burst: u64, cost: u64) -> u64 {
+    let ns = (burst as u128 * cost as u128) >> BYTE_COST_SHIFT;
+    if ns > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        ns as u64
+    }
+}
+
+/// The byte bucket as a GCRA step of its own (interval, tolerance) for a packet whose
+/// bytes take `increment` ns: admitted while the TAT after it is no more than `limit` ahead
+/// of now; `None` for a packet larger than the whole burst, which never passes.
+#[inline(always)]
+pub const fn byte_step(increment: u64, limit: u64) -> Option<(u64, u64)> {
+    if increment > limit {
+        None
+    } else {
+        Some((increment, limit - increment))
+    }
 }
 
 #[cfg(feature = "user")]
@@ -203,10 +260,12 @@ pub struct SourceBucket {
     /// When the budget admitted the source (its clock), while it is on probation; 0 once
     /// it graduated.
     pub probation_since: u64,
+    /// The TAT of the source's byte bucket, when its limiter has a byte rate.
+    pub bytes_tat: u64,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: two u64 fields, no padding.
+// SAFETY: three u64 fields, no padding.
 unsafe impl aya::Pod for SourceBucket {}
 
 /// A bucket every source of a limiter shares.
@@ -519,14 +578,42 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_bucket_admits_its_burst_then_its_rate() {
+        // 1 MiB/s, burst 2 MiB, 1000-byte packets: 2097 at once, then 1048 a second.
+        let cost = byte_cost(1 << 20);
+        let limit = byte_limit_ns(2 << 20, cost);
+        let step = |tat, now| {
+            let (interval, tolerance) = byte_step(byte_increment(1000, cost), limit)?;
+            gcra(tat, now, interval, tolerance)
+        };
+        let (mut tat, mut admitted) = (0, 0);
+        while let Some(next) = step(tat, 1) {
+            tat = next;
+            admitted += 1;
+        }
+        assert_eq!(admitted, (2 << 20) / 1000);
+        let (mut later, second) = (0, 1_000_000_001);
+        while let Some(next) = step(tat, second) {
+            tat = next;
+            later += 1;
+        }
+        assert!((1048..=1049).contains(&later), "{later}");
+        // A packet larger than the whole burst never passes.
+        assert_eq!(byte_step(byte_increment(3 << 20, cost), limit), None);
+        assert_eq!(byte_limit_ns(u64::MAX, byte_cost(1)), u64::MAX);
+        assert_eq!(byte_cost(0), 0);
+        assert_eq!(byte_cost(u64::MAX), 1);
+    }
+
+    #[test]
     fn value_layouts_have_no_implicit_padding() {
         assert_eq!(
             size_of::<LimiterConfig>(),
-            7 * 8 + 2 * 4 + 3 * 2 + 4 + 6 + 6 * 4 + 8
+            7 * 8 + 2 * 4 + 3 * 2 + 4 + 2 + 4 + 6 * 4 + 5 * 8
         );
         assert_eq!(size_of::<V4Key>(), 8);
         assert_eq!(size_of::<V6Key>(), 20);
-        assert_eq!(size_of::<SourceBucket>(), 16);
+        assert_eq!(size_of::<SourceBucket>(), 24);
         assert_eq!(size_of::<SharedBucket>(), 24);
     }
 }

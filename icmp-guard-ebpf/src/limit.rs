@@ -15,8 +15,9 @@ use aya_ebpf::{
 use icmp_guard_common::{
     DropReason, FAMILY_V4, global,
     limit::{
-        CAS_ATTEMPTS, LimiterConfig, NO_SHARED_BUCKET, SourceBucket, V4Key, V6Key, fold_v6, gcra,
-        graduates, limiter_flags, limiter_slot, lock_stripe, mask_v4, mask_v6, per, prefix_len,
+        CAS_ATTEMPTS, LimiterConfig, NO_SHARED_BUCKET, SourceBucket, V4Key, V6Key, byte_increment,
+        byte_step, fold_v6, gcra, graduates, limiter_flags, limiter_slot, lock_stripe, mask_v4,
+        mask_v6, per, prefix_len,
     },
 };
 
@@ -196,6 +197,13 @@ pub fn admit<S: Sync>(
     };
     let admitted = if config.per == per::GLOBAL {
         take_shared::<S>(config.bucket, now, config.interval_ns, config.tolerance_ns)
+            && (config.byte_cost == 0
+                || match bytes_step(config, headers) {
+                    Some((interval, tolerance)) => {
+                        take_shared::<S>(config.bytes_bucket, now, interval, tolerance)
+                    }
+                    None => false,
+                })
     } else {
         match scoped::<S>(config, headers, now) {
             Scoped::Admitted => true,
@@ -222,6 +230,16 @@ pub fn admit<S: Sync>(
         return Some(refused);
     }
     None
+}
+
+/// The byte bucket's GCRA step for this packet's IP length, or `None` when the packet is
+/// larger than the whole byte burst.
+#[inline(always)]
+fn bytes_step(config: &LimiterConfig, headers: &Headers) -> Option<(u64, u64)> {
+    byte_step(
+        byte_increment(u64::from(headers.length), config.byte_cost),
+        config.byte_limit_ns,
+    )
 }
 
 /// Blocks the packet's source until `until` ([`icmp_guard_common::block`]). A failed
@@ -266,9 +284,9 @@ fn scoped<S: Sync>(config: &LimiterConfig, headers: &Headers, now: u64) -> Scope
         };
         let stripe = lock_stripe(config.id, u32::from_ne_bytes(addr));
         if by_prefix {
-            keyed::<S, V4Key>(&PREFIXES_V4, &key, stripe, config, now, true)
+            keyed::<S, V4Key>(&PREFIXES_V4, &key, stripe, config, headers, now, true)
         } else {
-            keyed::<S, V4Key>(&SOURCES_V4, &key, stripe, config, now, false)
+            keyed::<S, V4Key>(&SOURCES_V4, &key, stripe, config, headers, now, false)
         }
     } else {
         let addr = if by_prefix {
@@ -282,9 +300,9 @@ fn scoped<S: Sync>(config: &LimiterConfig, headers: &Headers, now: u64) -> Scope
         };
         let stripe = lock_stripe(config.id, fold_v6(&addr));
         if by_prefix {
-            keyed::<S, V6Key>(&PREFIXES_V6, &key, stripe, config, now, true)
+            keyed::<S, V6Key>(&PREFIXES_V6, &key, stripe, config, headers, now, true)
         } else {
-            keyed::<S, V6Key>(&SOURCES_V6, &key, stripe, config, now, false)
+            keyed::<S, V6Key>(&SOURCES_V6, &key, stripe, config, headers, now, false)
         }
     }
 }
@@ -309,6 +327,7 @@ fn keyed<S: Sync, K>(
     key: &K,
     stripe: u32,
     config: &LimiterConfig,
+    headers: &Headers,
     now: u64,
     prefixes: bool,
 ) -> Scoped {
@@ -343,6 +362,18 @@ fn keyed<S: Sync, K>(
             ) {
                 return Scoped::OwnBucket;
             }
+            if config.byte_cost != 0 {
+                // The packet's token is spent even when its bytes are refused: the byte
+                // rate only ever takes away.
+                let Some((interval, tolerance)) = bytes_step(config, headers) else {
+                    return Scoped::OwnBucket;
+                };
+                // SAFETY: as above.
+                let bytes_tat = unsafe { &raw mut (*bucket).bytes_tat };
+                if !S::take(bytes_tat, Lock::Stripe(stripe), now, interval, tolerance) {
+                    return Scoped::OwnBucket;
+                }
+            }
             if !on_probation || take_budget::<S>(config, now) {
                 Scoped::Admitted
             } else {
@@ -353,6 +384,13 @@ fn keyed<S: Sync, K>(
             // A new source is charged to the budget first, so that random spoofed sources,
             // each new, are capped by it; its bucket is made only when admitted, so refused
             // spoofed packets do not churn the LRU.
+            let mut bytes_tat = 0;
+            if config.byte_cost != 0 {
+                let Some((increment, _)) = bytes_step(config, headers) else {
+                    return Scoped::Budget;
+                };
+                bytes_tat = now.saturating_add(increment);
+            }
             if !take_budget::<S>(config, now) {
                 return Scoped::Budget;
             }
@@ -361,6 +399,8 @@ fn keyed<S: Sync, K>(
                 tat: now.saturating_add(config.interval_ns),
                 // Never 0, which would mean "graduated".
                 probation_since: now | 1,
+                // And its bytes from a full byte bucket.
+                bytes_tat,
             };
             // Losing an insert race to another CPU is fine: that packet was charged to the
             // budget too.

@@ -1,11 +1,11 @@
 use std::path::PathBuf;
 
 use icmp_guard::policy::{
-    self, Action, DEFAULT_LIMIT, Limit, NewSources, Per, Policy, RuleSpec, file,
+    self, Action, ByteLimit, DEFAULT_LIMIT, Limit, NewSources, Per, Policy, RuleSpec, file,
     model::{MAX_BLOCK_MS, MAX_RATE, MIN_MAX_SIZE},
     rate::Rate,
     target::{FamilyChoice, RuleTarget},
-    units,
+    units::{self, ByteRate},
 };
 
 use super::{Context, render};
@@ -96,6 +96,16 @@ pub struct SetArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_block)]
     block: Option<u32>,
 
+    /// For limit: a byte rate besides the packet rate, in the same scope, as nft and tc
+    /// write it (1MiB/s, 8Mbit/s, 10 mbytes/second, 600MB/minute): bytes of IP packets.
+    #[arg(long, value_name = "RATE", value_parser = parse_bytes_rate)]
+    bytes: Option<u64>,
+
+    /// For limit --bytes: the byte bucket's depth (2MiB, 64KiB, 1500) [default: one
+    /// second's worth, at least 64KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes_burst, requires = "bytes")]
+    bytes_burst: Option<u64>,
+
     /// For pass and limit: the largest IP packet admitted, bytes (28-65535); larger ones are
     /// dropped as `oversize`.
     #[arg(long, value_name = "BYTES", value_parser = parse_max_size)]
@@ -177,6 +187,22 @@ fn parse_burst(text: &str) -> Result<u32, String> {
     parse_count(text, "burst")
 }
 
+/// A byte rate in bytes per second.
+fn parse_bytes_rate(text: &str) -> Result<u64, String> {
+    let rate = ByteRate::parse(text, "bytes")?.per_second();
+    ByteLimit::new(rate).validate()?;
+    Ok(rate)
+}
+
+/// A byte burst in bytes.
+fn parse_bytes_burst(text: &str) -> Result<u64, String> {
+    let burst = units::parse_bytes(text, "bytes-burst")?;
+    ByteLimit { rate: 1, burst }
+        .validate()
+        .map_err(|message| message.replace("bytes_burst", "--bytes-burst"))?;
+    Ok(burst)
+}
+
 /// A block time in milliseconds, 1 ms to 1 day.
 fn parse_block(text: &str) -> Result<u32, String> {
     let duration = units::parse_duration(text, "block")?;
@@ -220,6 +246,11 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
             limit.prefix_v6 = args.prefix_v6.unwrap_or(limit.prefix_v6);
             limit.probation = args.probation.unwrap_or(limit.probation);
             limit.block_ms = args.block.unwrap_or(0);
+            if let Some(rate) = args.bytes {
+                let mut bytes = ByteLimit::new(rate);
+                bytes.burst = args.bytes_burst.unwrap_or(bytes.burst);
+                limit.bytes = Some(bytes);
+            }
             if args.new_source_rate.is_some() || args.new_source_burst.is_some() {
                 let default = limit.new_source_budget();
                 limit.new_sources = Some(NewSources {
@@ -239,9 +270,10 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
                 || args.new_source_burst.is_some()
                 || args.probation.is_some()
                 || args.block.is_some()
+                || args.bytes.is_some()
             {
                 anyhow::bail!(
-                    "--rate, --burst, --per, --prefix-v4/-v6, --new-source-rate/-burst, --probation and --block only go with the limit action"
+                    "--rate, --burst, --per, --prefix-v4/-v6, --new-source-rate/-burst, --probation, --block and --bytes only go with the limit action"
                 );
             }
             if other == Action::Drop && args.max_size.is_some() {
@@ -268,6 +300,13 @@ fn set(args: SetArgs, context: &Context) -> anyhow::Result<()> {
             .limit
             .map(|l| format!(" {}/s burst {} per {}", l.rate, l.burst, l.per.as_str()))
             .unwrap_or_default();
+        if let Some(bytes) = spec.limit.and_then(|l| l.bytes) {
+            limit.push_str(&format!(
+                " bytes {}/s burst {}",
+                units::format_bytes(bytes.rate),
+                units::format_bytes(bytes.burst)
+            ));
+        }
         if let Some(block) = spec.limit.map(|l| l.block_ms).filter(|ms| *ms != 0) {
             limit.push_str(&format!(
                 " block {}",

@@ -9,8 +9,8 @@ use icmp_guard_common::{
     FAMILY_V4, FAMILY_V6,
     config::{GenerationConfig, NO_LIMITER, generation_flags},
     limit::{
-        LimiterConfig, MAX_LIMITERS, NO_SHARED_BUCKET, interval_ns, limiter_flags,
-        needs_precise_clock, owner, per, tolerance_ns,
+        LimiterConfig, MAX_LIMITERS, NO_SHARED_BUCKET, byte_cost, byte_limit_ns, interval_ns,
+        limiter_flags, needs_precise_clock, owner, per, tolerance_ns,
     },
     policy::{
         self as kernel, GENERATIONS, LIST_ENTRIES, POLICY_CODE_ENTRIES, Rule, intrinsic_condition,
@@ -64,6 +64,7 @@ pub fn limiter_config(limit: Limit, tick_ns: u64) -> LimiterConfig {
         tolerance_ns: tolerance_ns(interval, limit.burst),
         probation_ns: u64::from(limit.probation) * 1_000_000_000,
         block_ns: u64::from(limit.block_ms) * 1_000_000,
+        bytes_bucket: NO_SHARED_BUCKET,
         per: per_code(limit.per),
         flags: limiter_flags::ACTIVE,
         prefix_v4: limit.prefix_v4,
@@ -78,6 +79,12 @@ pub fn limiter_config(limit: Limit, tick_ns: u64) -> LimiterConfig {
     if limit.per != Per::Global {
         let budget = limit.new_source_budget();
         set_budget(&mut config, budget.rate, budget.burst);
+    }
+    if let Some(bytes) = limit.bytes {
+        config.bytes_rate = bytes.rate;
+        config.bytes_burst = bytes.burst;
+        config.byte_cost = byte_cost(bytes.rate);
+        config.byte_limit_ns = byte_limit_ns(bytes.burst, config.byte_cost);
     }
     choose_clock(&mut config, tick_ns);
     config
@@ -107,6 +114,9 @@ fn choose_clock(config: &mut LimiterConfig, tick_ns: u64) {
     }
     if config.ceiling_rate != 0 {
         buckets.push((config.ceiling_interval_ns, config.ceiling_tolerance_ns));
+    }
+    if config.byte_cost != 0 {
+        buckets.push((config.byte_limit_ns, 0));
     }
     config.flags &= !limiter_flags::PRECISE_CLOCK;
     if buckets

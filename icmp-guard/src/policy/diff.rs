@@ -252,6 +252,13 @@ pub fn limit_text(limit: &Limit) -> String {
     if limit.per != Per::Global && limit.probation != super::model::DEFAULT_PROBATION {
         text.push_str(&format!(", probation {} s", limit.probation));
     }
+    if let Some(bytes) = limit.bytes {
+        text.push_str(&format!(
+            ", bytes {}/s burst {}",
+            super::units::format_bytes(bytes.rate),
+            super::units::format_bytes(bytes.burst)
+        ));
+    }
     if limit.block_ms != 0 {
         text.push_str(&format!(
             ", block {}",

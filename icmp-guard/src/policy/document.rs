@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     file::{FileError, needs_force},
     model::{
-        Action, Cidr, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION, ErrorCeiling,
-        FragmentBudget, Limit, Mode, NewSources, Per, Policy, RuleSpec, Smurf,
+        Action, ByteLimit, Cidr, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION,
+        ErrorCeiling, FragmentBudget, Limit, Mode, NewSources, Per, Policy, RuleSpec, Smurf,
     },
 };
 
@@ -95,6 +95,9 @@ pub struct LimitEntry {
     /// Milliseconds a source over the limit is blocked (0: none).
     #[serde(default)]
     pub block_ms: u32,
+    /// The byte rate (bytes per second) and burst (bytes), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<ByteLimit>,
 }
 
 const fn default_probation() -> u32 {
@@ -125,6 +128,7 @@ impl From<Limit> for LimitEntry {
             new_sources: limit.new_sources,
             probation: limit.probation,
             block_ms: limit.block_ms,
+            bytes: limit.bytes,
         }
     }
 }
@@ -140,6 +144,7 @@ impl From<LimitEntry> for Limit {
             new_sources: entry.new_sources,
             probation: entry.probation,
             block_ms: entry.block_ms,
+            bytes: entry.bytes,
         }
     }
 }
@@ -302,6 +307,10 @@ mod tests {
                 RuleSpec::limit(Limit {
                     new_sources: Some(NewSources { rate: 7, burst: 9 }),
                     block_ms: 2_500,
+                    bytes: Some(ByteLimit {
+                        rate: 1 << 20,
+                        burst: 3_000,
+                    }),
                     ..Limit::new(5, 10, Per::Prefix)
                 })
                 .with_max_size(Some(1280)),

@@ -56,13 +56,13 @@ use toml::{Spanned, Value};
 
 use super::{
     model::{
-        Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION,
-        Limit, MAX_BLOCK_MS, MAX_PROBATION, MAX_RATE, MIN_MAX_SIZE, Mode, NewSources, Per, Policy,
-        PolicyError, RuleSpec,
+        Action, ByteLimit, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6,
+        DEFAULT_PROBATION, Limit, MAX_BLOCK_MS, MAX_PROBATION, MAX_RATE, MIN_MAX_SIZE, Mode,
+        NewSources, Per, Policy, PolicyError, RuleSpec,
     },
     names,
     rate::Rate,
-    units,
+    units::{self, ByteRate},
 };
 
 /// A policy file that cannot be used, with the position of the offending value.
@@ -390,6 +390,18 @@ fn write_rule(
         if limit.probation != DEFAULT_PROBATION {
             let _ = writeln!(out, "probation = {}", limit.probation);
         }
+        if let Some(bytes) = limit.bytes {
+            let _ = writeln!(
+                out,
+                "bytes = {}",
+                quote(&format!("{}/s", units::format_bytes(bytes.rate)))
+            );
+            let _ = writeln!(
+                out,
+                "bytes_burst = {}",
+                quote(&units::format_bytes(bytes.burst))
+            );
+        }
         if limit.block_ms != 0 {
             let _ = writeln!(
                 out,
@@ -522,6 +534,9 @@ struct RuleEntry {
     new_source_burst: Option<Spanned<Value>>,
     probation: Option<Spanned<Value>>,
     block: Option<Spanned<Value>>,
+    bytes: Option<Spanned<Value>>,
+    #[serde(alias = "bytes-burst")]
+    bytes_burst: Option<Spanned<Value>>,
     #[serde(alias = "max-size")]
     max_size: Option<Spanned<Value>>,
     force: Option<bool>,
@@ -711,6 +726,8 @@ fn rule_spec_without_size(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleS
             ),
             ("probation", rule.probation.as_ref().map(Spanned::span)),
             ("block", rule.block.as_ref().map(Spanned::span)),
+            ("bytes", rule.bytes.as_ref().map(Spanned::span)),
+            ("bytes_burst", rule.bytes_burst.as_ref().map(Spanned::span)),
         ];
         if let Some((field, Some(span))) = limit_fields.into_iter().find(|(_, span)| span.is_some())
         {
@@ -813,6 +830,40 @@ fn rule_spec_without_size(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleS
                 ));
             }
         };
+    }
+    if let Some(value) = &rule.bytes_burst
+        && rule.bytes.is_none()
+    {
+        return Err(source.error(
+            value.span(),
+            "bytes_burst needs bytes, the byte rate (bytes = \"1MiB/s\")",
+        ));
+    }
+    if let Some(value) = &rule.bytes {
+        let text = match value.get_ref() {
+            Value::String(text) => text.clone(),
+            Value::Integer(bytes) if *bytes >= 0 => bytes.to_string(),
+            _ => source.text(value.span()).to_owned(),
+        };
+        let rate = ByteRate::parse(&text, "bytes")
+            .map_err(|message| source.error(value.span(), message))?;
+        let mut bytes = ByteLimit::new(rate.per_second());
+        if let Some(burst) = &rule.bytes_burst {
+            let text = match burst.get_ref() {
+                Value::String(text) => text.clone(),
+                Value::Integer(bytes) if *bytes >= 0 => bytes.to_string(),
+                _ => source.text(burst.span()).to_owned(),
+            };
+            bytes.burst = units::parse_bytes(&text, "bytes_burst")
+                .map_err(|message| source.error(burst.span(), message))?;
+            if let Err(message) = (ByteLimit { rate: 1, ..bytes }).validate() {
+                return Err(source.error(burst.span(), message));
+            }
+        }
+        bytes
+            .validate()
+            .map_err(|message| source.error(value.span(), message))?;
+        limit.bytes = Some(bytes);
     }
     if let Some(value) = &rule.block {
         if per == Per::Global {
@@ -1123,6 +1174,10 @@ mod tests {
                 rate: 250,
                 burst: 500,
             }),
+            bytes: Some(ByteLimit {
+                rate: 64 << 10,
+                burst: 128 << 10,
+            }),
             ..Limit::new(50, 100, Per::Source)
         })
         .with_max_size(Some(1500));
@@ -1373,6 +1428,58 @@ mod tests {
             let line = text.lines().count();
             assert_error(&text, line, Some(column), needle);
         }
+    }
+
+    #[test]
+    fn byte_rates_parse_as_nft_writes_them_and_round_trip() {
+        let rule = |extra: &str| {
+            format!("[[rule]]\ntype = \"echo-request\"\naction = \"limit\"\n{extra}\n")
+        };
+        for (written, rate, burst) in [
+            (
+                "bytes = \"1MiB/s\"\nbytes_burst = \"2MiB\"",
+                1 << 20,
+                2 << 20,
+            ),
+            ("bytes = \"8Mbit/s\"", 1_000_000, 1_000_000),
+            ("bytes = \"10 mbytes/second\"", 10 << 20, 10 << 20),
+            ("bytes = \"600MB/minute\"", 10_000_000, 10_000_000),
+            ("bytes = 1000\nbytes-burst = 1500", 1000, 1500),
+            ("bytes = \"1KiB/s\"", 1024, 65_536),
+        ] {
+            let policy = parse(&rule(written)).expect(written);
+            let limit = policy.rule_for(FAMILY_V4, 8, 0).limit.expect("a limit");
+            assert_eq!(limit.bytes, Some(ByteLimit { rate, burst }), "{written}");
+            assert_eq!(parse(&render(&policy)), Ok(policy), "{written}");
+        }
+        for (bad, needle) in [
+            ("bytes = \"1M/s\"", "ambiguous"),
+            ("bytes = \"fast\"", "not a size"),
+            ("bytes = \"1MiB/fortnight\"", "unknown unit"),
+            ("bytes = \"0/s\"", "at least 1 byte"),
+            (
+                "bytes = \"1MiB/s\"\nbytes_burst = 100",
+                "one full-size packet",
+            ),
+            ("bytes_burst = \"2MiB\"", "bytes_burst needs bytes"),
+        ] {
+            let error = error(&rule(bad));
+            assert!(
+                error.message.contains(needle),
+                "{bad}: {needle:?} not in {error}"
+            );
+            assert_eq!(
+                error.line,
+                4 + usize::from(bad.contains('\n')),
+                "{bad}: {error}"
+            );
+        }
+        assert_error(
+            "[[rule]]\ntype = \"echo-request\"\naction = \"pass\"\nbytes = \"1MiB/s\"\n",
+            4,
+            Some(9),
+            "only applies to action = \"limit\"",
+        );
     }
 
     #[test]

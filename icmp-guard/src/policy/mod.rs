@@ -22,9 +22,9 @@ pub use compile::{
 };
 pub use file::FileError;
 pub use model::{
-    Action, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, DEFAULT_PROBATION,
-    ErrorCeiling, FragmentBudget, Limit, List, Mode, NEW_SOURCE_FACTOR, NewSources, Per, Policy,
-    PolicyError, RuleSpec, Smurf, describe,
+    Action, ByteLimit, Cidr, DEFAULT_LIMIT, DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6,
+    DEFAULT_PROBATION, ErrorCeiling, FragmentBudget, Limit, List, Mode, NEW_SOURCE_FACTOR,
+    NewSources, Per, Policy, PolicyError, RuleSpec, Smurf, describe,
 };
 pub use store::{LimiterState, active_generation, apply, apply_with, read_live};
 

@@ -82,6 +82,51 @@ pub struct Limit {
     /// (v4 frag-needed, v6 packet-too-big) and ND messages, and never its TCP or UDP.
     /// 0: no block.
     pub block_ms: u32,
+    /// A byte rate besides the packet rate, in the same scope (per source, per prefix, or
+    /// global): bytes of the IP packet.
+    pub bytes: Option<ByteLimit>,
+}
+
+/// A byte rate: `rate` bytes per second, bursts of up to `burst` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByteLimit {
+    pub rate: u64,
+    pub burst: u64,
+}
+
+/// Largest accepted byte rate, bytes per second (100 GB/s), and byte burst (4 GiB).
+pub const MAX_BYTE_RATE: u64 = 100_000_000_000;
+pub const MAX_BYTE_BURST: u64 = 4 << 30;
+/// Smallest accepted byte burst: one 1500-byte packet (a packet larger than the burst
+/// never passes).
+pub const MIN_BYTE_BURST: u64 = 1500;
+
+impl ByteLimit {
+    /// `rate` bytes per second with the default burst: one second's worth, at least 64 KiB.
+    pub const fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            burst: if rate > 65_536 { rate } else { 65_536 },
+        }
+    }
+
+    /// Checks the numbers; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rate == 0 || self.rate > MAX_BYTE_RATE {
+            return Err(format!(
+                "bytes must be 1 byte/s to 100GB/s, not {}/s",
+                super::units::format_bytes(self.rate)
+            ));
+        }
+        if !(MIN_BYTE_BURST..=MAX_BYTE_BURST).contains(&self.burst) {
+            return Err(format!(
+                "bytes_burst must be {MIN_BYTE_BURST} bytes (one full-size packet) to 4GiB, not {}",
+                super::units::format_bytes(self.burst)
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Packets per second and burst admitted from sources that have no bucket yet.
@@ -144,6 +189,9 @@ impl Limit {
                     .into(),
             );
         }
+        if let Some(bytes) = self.bytes {
+            bytes.validate()?;
+        }
         if self.block_ms > MAX_BLOCK_MS {
             return Err("block must be at most 1 day (86400s)".into());
         }
@@ -182,6 +230,7 @@ impl Limit {
             new_sources: None,
             probation: DEFAULT_PROBATION,
             block_ms: 0,
+            bytes: None,
         }
     }
 

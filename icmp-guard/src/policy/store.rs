@@ -22,7 +22,10 @@ use icmp_guard_common::{
 use super::{
     Error, Result,
     compile::{Compiled, compile_for, per_from_code},
-    model::{Cidr, ErrorCeiling, FragmentBudget, Limit, Mode, NewSources, Per, Policy, RuleSpec},
+    model::{
+        ByteLimit, Cidr, ErrorCeiling, FragmentBudget, Limit, Mode, NewSources, Per, Policy,
+        RuleSpec,
+    },
 };
 use crate::bpf::{self, GuardMaps, rcu};
 
@@ -90,15 +93,21 @@ fn settings_of(config: &LimiterConfig) -> LimiterConfig {
         bucket: 0,
         budget_bucket: 0,
         ceiling_bucket: 0,
+        bytes_bucket: 0,
         ..*config
     }
 }
 
 /// The shared-bucket slots a limiter uses.
 fn slots_of(config: &LimiterConfig) -> impl Iterator<Item = u16> {
-    [config.bucket, config.budget_bucket, config.ceiling_bucket]
-        .into_iter()
-        .filter(|slot| *slot != NO_SHARED_BUCKET)
+    [
+        config.bucket,
+        config.budget_bucket,
+        config.ceiling_bucket,
+        config.bytes_bucket,
+    ]
+    .into_iter()
+    .filter(|slot| *slot != NO_SHARED_BUCKET)
 }
 
 /// Gives each compiled limiter its identity and shared-bucket slots: those of the live
@@ -135,6 +144,7 @@ fn assign_state(
             config.bucket = same.bucket;
             config.budget_bucket = same.budget_bucket;
             config.ceiling_bucket = same.ceiling_bucket;
+            config.bytes_bucket = same.bytes_bucket;
             continue;
         }
         config.id = next_id;
@@ -156,6 +166,11 @@ fn assign_state(
         }
         if config.ceiling_rate != 0 {
             config.ceiling_bucket = allocate();
+        }
+        // A global limiter's byte bucket; per-source ones live in the source's bucket.
+        // At most three slots per limiter still: a global one has no budget.
+        if config.byte_cost != 0 && config.per == per::GLOBAL {
+            config.bytes_bucket = allocate();
         }
     }
     for slot in fresh_slots {
@@ -218,6 +233,12 @@ fn limit_of(config: &LimiterConfig) -> Limit {
     if limit.per == Per::Prefix {
         limit.prefix_v4 = config.prefix_v4;
         limit.prefix_v6 = config.prefix_v6;
+    }
+    if config.byte_cost != 0 {
+        limit.bytes = Some(ByteLimit {
+            rate: config.bytes_rate,
+            burst: config.bytes_burst,
+        });
     }
     if limit.per != Per::Global {
         limit.block_ms = (config.block_ns / 1_000_000) as u32;

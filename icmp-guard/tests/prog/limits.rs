@@ -1,12 +1,13 @@
-//! Issue 18's limits through BPF_PROG_TEST_RUN: a rule's `max_size` (`oversize`), and block
+//! Issue 18's limits through BPF_PROG_TEST_RUN: a rule's `max_size` (`oversize`); block
 //! time (`blocked`) — a source over a limit with `block` loses all its ICMP but its PMTUD
-//! and ND messages, never its TCP or UDP, until the block ends or `unblock` lifts it.
+//! and ND messages, never its TCP or UDP, until the block ends or `unblock` lifts it; and
+//! byte rates, per source and global.
 
 use std::{net::IpAddr, thread, time::Duration};
 
 use icmp_guard::{
     bpf::maps::monotonic_ns,
-    policy::{Limit, Per, Policy, RuleSpec},
+    policy::{ByteLimit, Limit, Per, Policy, RuleSpec},
 };
 use icmp_guard_common::{DropReason, FAMILY_V4, FAMILY_V6};
 
@@ -308,4 +309,116 @@ fn unblock_through_the_maps_lifts_a_block_at_once_and_without_block_nothing_is_b
         13,
         Expect::Drop(DropReason::Blocked),
     );
+}
+
+/// An echo request from `source` whose IP packet is `length` bytes long.
+fn echo_from_of_length(source: [u8; 4], length: usize) -> Vec<u8> {
+    let rest = vec![0x5a; length - 20 - 4];
+    v4_transport_from(source, 1, &icmp(8, 0, &rest))
+}
+
+/// Echo requests of both families under a packet limit too generous to matter, with a
+/// byte rate of `rate` bytes per second and `burst` bytes, per `per`.
+fn byte_limited(rate: u64, burst: u64, per: Per) -> Policy {
+    let mut limit = Limit::new(1_000_000, 1_000_000, per);
+    limit.bytes = Some(ByteLimit { rate, burst });
+    let spec = RuleSpec::limit(limit);
+    with_rules(
+        Policy::default_profile(),
+        &[(FAMILY_V4, 8, None, spec), (FAMILY_V6, 128, None, spec)],
+    )
+}
+
+/// (passed, dropped as rate_limit) of v4 echo requests.
+fn echo_counts(guard: &Guard) -> (u64, u64) {
+    let counters = guard.snapshot().of(FAMILY_V4, 8);
+    (counters.passed(), counters.dropped(DropReason::RateLimit))
+}
+
+/// Packets of `size` bytes admitted by a byte bucket of `rate` and `burst` over `elapsed`:
+/// the burst's worth, plus what refilled (and one for the tick the coarse clock may lag).
+fn assert_bytes_admitted(passed: u64, size: u64, rate: u64, burst: u64, elapsed: Duration) {
+    let tick = Duration::from_nanos(icmp_guard::bpf::object::ns_per_jiffy());
+    let least = burst / size;
+    let refill = ((elapsed + tick).as_secs_f64() * rate as f64 / size as f64).ceil() as u64 + 1;
+    assert!(
+        (least..=least + refill).contains(&passed),
+        "{passed} packets of {size} bytes passed: expected {least} (+{refill} refilled in {elapsed:?})"
+    );
+}
+
+#[test]
+fn a_byte_rate_admits_its_burst_and_its_rate_per_source_and_globally() {
+    root_or_skip!("a_byte_rate_admits_its_burst_and_its_rate");
+    // 100 kB/s, 10 kB burst: ten 1000-byte echoes at once, then one every 10 ms.
+    let (rate, burst) = (100_000, 10_000);
+    let mut guard = Guard::load(&byte_limited(rate, burst, Per::Source));
+    let big = echo_from_of_length(FLOODER, 1000);
+    let started = std::time::Instant::now();
+    guard.repeat(&big, 200);
+    let elapsed = started.elapsed();
+    let (passed, dropped) = echo_counts(&guard);
+    assert_bytes_admitted(passed, 1000, rate, burst, elapsed);
+    assert_eq!(passed + dropped, 200);
+    // Small packets fit where big ones did not: the bucket counts bytes, not packets.
+    let small = echo_from_of_length(FLOODER, 100);
+    thread::sleep(Duration::from_millis(50));
+    let before = echo_counts(&guard).0;
+    let started = std::time::Instant::now();
+    guard.repeat(&small, 200);
+    let small_passed = echo_counts(&guard).0 - before;
+    let refilled = ((started.elapsed() + Duration::from_millis(60)).as_secs_f64() * rate as f64
+        / 100.0)
+        .ceil() as u64;
+    assert!(
+        (20..=refilled + 2).contains(&small_passed),
+        "{small_passed} 100-byte echoes after 50 ms: about 50 expected (at most {refilled})"
+    );
+    // Another source has its own byte bucket.
+    let other = echo_from_of_length(BYSTANDER, 1000);
+    let before = echo_counts(&guard).0;
+    let started = std::time::Instant::now();
+    guard.repeat(&other, 50);
+    assert_bytes_admitted(
+        echo_counts(&guard).0 - before,
+        1000,
+        rate,
+        burst,
+        started.elapsed(),
+    );
+    // A new source starts with a full byte bucket; a packet larger than the whole burst
+    // never passes.
+    guard.expect(
+        "a new source's 1400-byte echo",
+        &echo_from_of_length([198, 51, 100, 9], 1400),
+        FAMILY_V4,
+        8,
+        Expect::Pass,
+    );
+    let mut tight = Guard::load(&byte_limited(rate, 1500, Per::Source));
+    tight.expect(
+        "1500 bytes fit a 1500-byte burst",
+        &echo_from_of_length(FLOODER, 1500),
+        FAMILY_V4,
+        8,
+        Expect::Pass,
+    );
+    tight.expect(
+        "a 1501-byte echo never fits",
+        &echo_from_of_length(BYSTANDER, 1501),
+        FAMILY_V4,
+        8,
+        Expect::Drop(DropReason::RateLimit),
+    );
+
+    // Global: one byte bucket for every source.
+    let mut global = Guard::load(&byte_limited(rate, burst, Per::Global));
+    let started = std::time::Instant::now();
+    for last in 1..=20u8 {
+        global.repeat(&echo_from_of_length([198, 51, 100, last], 1000), 10);
+    }
+    let elapsed = started.elapsed();
+    let (passed, dropped) = echo_counts(&global);
+    assert_bytes_admitted(passed, 1000, rate, burst, elapsed);
+    assert_eq!(passed + dropped, 200);
 }
