@@ -32,6 +32,7 @@ mod fleet_rehearsal;
 mod flood;
 mod lab;
 mod lifecycle;
+mod limits;
 mod notify;
 mod observe;
 mod policy;
