@@ -184,11 +184,10 @@ pub const BYTE_COST_SHIFT: u32 = 10;
 
 /// [`LimiterConfig::byte_cost`] of `rate` bytes per second (at least 1).
 pub const fn byte_cost(rate: u64) -> u64 {
-    if rate == 0 {
-        0
-    } else {
-        let cost = (1_000_000_000u64 << BYTE_COST_SHIFT) / rate;
-        if cost == 0 { 1 } else { cost }
+    match (1_000_000_000u64 << BYTE_COST_SHIFT).checked_div(rate) {
+        None => 0,
+        Some(0) => 1,
+        Some(cost) => cost,
     }
 }
 

@@ -78,6 +78,10 @@ impl Tables for MapTables<'_> {
     }
 
     #[inline(always)]
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by reference the verifier processes far fewer instructions (165k against 98k on 6.18) than with the key copied"
+    )]
     fn blocked(&mut self) -> bool {
         let until = if self.headers.family == FAMILY_V4 {
             // SAFETY: the value is copied out at once.

@@ -347,6 +347,23 @@ limit per source or prefix only: the budget shared by sources that have no bucke
 (10 times rate and burst unless set). This budget is what caps a flood from spoofed
 random sources.
 .TP
+.B block = "DURATION"
+limit per source or prefix only: a source whose bucket refuses it is blocked this long
+("60s", "5m", "1h30m", 500ms; at most 1d): all its ICMP is dropped as blocked, never its
+TCP or UDP, and never its IPv4 3/4, IPv6 packet too big or neighbour discovery. The block
+holds the source address (also for per = "prefix"). icmp\-guard unblock lifts it early.
+.TP
+.B bytes = "RATE", bytes_burst = "SIZE"
+limit only: a byte rate besides the packet rate, in the same scope, counting the bytes of
+the IP packet: nft's and tc's units ("1MiB/s", "8Mbit/s", "10 mbytes/second",
+"600MB/minute"). bytes_burst is the byte bucket's depth ("2MiB"; one second's worth and at
+least 64KiB unless set; at least 1500). Packets over it are dropped as rate_limit.
+.TP
+.B max_size = N
+pass and limit only: the largest IP packet admitted, 28 to 65535 bytes (the IPv4 total
+length, or 40 plus the IPv6 payload length); larger ones are dropped as oversize. A
+fragmented datagram is judged by its first fragment; the rest meet the fragment budget.
+.TP
 .B force = true
 Required to drop or rate\-limit a message the network needs: IPv4 3/4 (fragmentation
 needed, RFC 1191), IPv6 packet too big (RFC 8201) and neighbour discovery (RFC 4861).

@@ -808,6 +808,8 @@ fn reason_text(reason: &str) -> &'static str {
         "deny_list" => "from a denied source",
         "invalid" => "a header no packet may carry (here: martian spoofed sources)",
         "malformed" => "a structure the parser refuses to walk",
+        "oversize" => "longer than its rule's max_size",
+        "blocked" => "from a source serving a block time after going over its limit",
         _ => "",
     }
 }

@@ -45,6 +45,8 @@ fn reason_color(reason: &str, index: usize) -> RGBColor {
         "policy" => RGBColor(30, 100, 200),
         "deny_list" => RGBColor(130, 85, 40),
         "malformed" => RGBColor(220, 80, 150),
+        "oversize" => RGBColor(60, 160, 60),
+        "blocked" => RGBColor(60, 60, 60),
         _ => [
             RGBColor(0, 150, 160),
             RGBColor(150, 150, 0),
