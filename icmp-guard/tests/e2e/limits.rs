@@ -53,7 +53,10 @@ fn a_flooding_source_is_blocked_visibly_and_unblock_restores_its_pings() {
         "--block",
         "30s",
     ]);
-    assert!(set.contains("block 30s"), "{set}");
+    assert!(
+        set.contains("v4 8 (echo-request): limit 5/s burst 10 per source block 30s"),
+        "{set}"
+    );
     // Timestamps pass without a limit: only the block can drop them.
     lab.cli_ok(&[
         "policy",
