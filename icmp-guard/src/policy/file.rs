@@ -347,10 +347,11 @@ pub fn render(policy: &Policy) -> String {
     out
 }
 
-/// True when `spec` needs `force` on (family, type, code): a drop or a limit of a
-/// protected message.
+/// True when `spec` needs `force` on (family, type, code): a drop, a limit or a size cap
+/// of a protected message.
 pub(super) fn needs_force(family: u8, icmp_type: u8, code: Option<u8>, spec: &RuleSpec) -> bool {
-    spec.action != Action::Pass && kernel::protected(family, icmp_type, code).is_some()
+    (spec.action != Action::Pass || spec.max_size.is_some())
+        && kernel::protected(family, icmp_type, code).is_some()
 }
 
 fn write_rule(

@@ -750,15 +750,15 @@ impl Policy {
         spec: RuleSpec,
         force: bool,
     ) -> Result<(), PolicyError> {
-        if spec.action != Action::Pass
+        if (spec.action != Action::Pass || spec.max_size.is_some())
             && !force
             && let Some(why) = kernel::protected(family, icmp_type, code)
         {
             return Err(PolicyError::Protected {
-                action: if spec.action == Action::Drop {
-                    "drop"
-                } else {
-                    "rate-limit"
+                action: match spec.action {
+                    Action::Drop => "drop",
+                    Action::Limit => "rate-limit",
+                    Action::Pass => "cap the size of",
                 },
                 what: describe(family, icmp_type, code),
                 why,
@@ -951,6 +951,15 @@ mod tests {
             .set(FAMILY_V6, 2, None, RuleSpec::DROP, true)
             .expect("forced");
         assert_eq!(policy.rule_for(FAMILY_V6, 2, 0), RuleSpec::DROP);
+        // A size cap below what they carry drops them too.
+        let capped = RuleSpec::PASS.with_max_size(Some(100));
+        let err = policy
+            .set(FAMILY_V6, 2, None, capped, false)
+            .expect_err("a capped PTB needs force");
+        assert!(err.to_string().contains("cap the size of"), "{err}");
+        policy
+            .set(FAMILY_V6, 2, None, capped, true)
+            .expect("forced");
     }
 
     #[test]
