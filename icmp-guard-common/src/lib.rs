@@ -17,6 +17,7 @@ pub mod interface;
 pub mod limit;
 pub mod parse;
 pub mod policy;
+pub mod recon;
 
 /// Address family of a classified ICMP packet, as used in map keys.
 pub const FAMILY_V4: u8 = 0;
@@ -72,6 +73,14 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU [`crate::events::EventBudget`]: how many events this CPU's window has left.
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
+    /// [`crate::recon::Sweep`] per IPv4 source and source prefix ([`crate::recon::ReconV4Key`]);
+    /// LRU.
+    pub const RECON_V4: &str = "RECON_V4";
+    /// [`crate::recon::Sweep`] per IPv6 source and source prefix; LRU.
+    pub const RECON_V6: &str = "RECON_V6";
+    /// [`crate::recon::Flagged`] per flagged source or prefix ([`crate::recon::FlaggedKey`]);
+    /// LRU.
+    pub const RECON_FLAGGED: &str = "RECON_FLAGGED";
     /// State of the benchmark's baseline limiters ([`crate::baseline`]): one entry unless
     /// the benchmark sizes it. Never pinned.
     pub const BASELINE_SOURCES: &str = "BASELINE_SOURCES";
@@ -79,7 +88,7 @@ pub mod maps {
     pub const BASELINE_BUDGET: &str = "BASELINE_BUDGET";
 
     /// Every map a running guard pins, in the order userspace pins them.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 22] = [
         INTERFACES,
         SOURCES_V4,
         SOURCES_V6,
@@ -99,6 +108,9 @@ pub mod maps {
         INTERFACE_COUNTERS,
         EVENTS,
         EVENT_BUDGET,
+        RECON_V4,
+        RECON_V6,
+        RECON_FLAGGED,
     ];
 }
 
@@ -148,17 +160,21 @@ pub enum DropReason {
     /// code, an error without the header it reports on or sent to a group, ND/MLD/PTB
     /// failing their conditions).
     Invalid = 6,
+    /// A probe (echo, timestamp or address-mask request) from a source flagged as sweeping
+    /// many destinations ([`crate::recon`]), during its block.
+    Sweep = 9,
 }
 
 impl DropReason {
     /// Every reason, in slot order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Policy,
         Self::RateLimit,
         Self::Smurf,
         Self::DenyList,
         Self::Malformed,
         Self::Invalid,
+        Self::Sweep,
     ];
 
     /// The name used in JSON and tables.
@@ -170,17 +186,18 @@ impl DropReason {
             Self::DenyList => "deny_list",
             Self::Malformed => "malformed",
             Self::Invalid => "invalid",
+            Self::Sweep => "sweep",
         }
     }
 }
 
-/// Counter slots per (family, type): 0 is "passed", 1..=6 "dropped" by [`DropReason`],
-/// 9..=14 "would have been dropped" (dry-run) by the same reasons.
-pub const SLOTS_PER_TYPE: u32 = 16;
+/// Counter slots per (family, type): 0 is "passed", 1..=15 "dropped" by [`DropReason`],
+/// 17..=31 "would have been dropped" (dry-run) by the same reasons.
+pub const SLOTS_PER_TYPE: u32 = 32;
 /// Slot of packets that passed.
 pub const SLOT_PASSED: u32 = 0;
 /// Offset added to a reason's slot when the packet passed only because of dry-run mode.
-pub const SLOT_WOULD_DROP_BASE: u32 = 8;
+pub const SLOT_WOULD_DROP_BASE: u32 = 16;
 
 /// Number of entries in `ICMP_COUNTERS`.
 pub const ICMP_COUNTER_ENTRIES: u32 = NUM_FAMILIES * 256 * SLOTS_PER_TYPE;
@@ -421,7 +438,7 @@ mod tests {
             apply_mode(verdict, config::MODE_DRY_RUN),
             Outcome {
                 drop: false,
-                slot: 14
+                slot: 22
             }
         );
         assert_eq!(

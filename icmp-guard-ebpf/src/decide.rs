@@ -11,7 +11,7 @@ use icmp_guard_common::{
     policy::{
         Facts, Rule, SCOPE_LINK_LOCAL, V4ListKey, V6ListKey, checks_off, code_key, flags,
         ipv4_broadcast_or_multicast, ipv4_martian_source, ipv6_link_local, ipv6_martian_source,
-        ipv6_multicast_scope, ipv6_unspecified, type_slot,
+        ipv6_multicast_scope, ipv6_unspecified, list, type_slot,
     },
 };
 
@@ -25,6 +25,8 @@ struct MapTables<'a> {
     generation: u32,
     flags: u8,
     headers: &'a Headers,
+    /// What `listed` found.
+    listed: u32,
 }
 
 impl Tables for MapTables<'_> {
@@ -53,7 +55,8 @@ impl Tables for MapTables<'_> {
             data[1..17].copy_from_slice(source);
             LISTS_V6.get(Key::new(8 + 128, data)).copied()
         };
-        found.unwrap_or(0)
+        self.listed = found.unwrap_or(0);
+        self.listed
     }
 
     #[inline(always)]
@@ -74,9 +77,21 @@ impl Tables for MapTables<'_> {
     }
 }
 
+/// The allow/deny list value of the packet's source under `generation` (0: not listed).
+#[inline(always)]
+pub fn listed(headers: &Headers, generation: u32, settings: &GenerationConfig) -> u32 {
+    let mut tables = MapTables {
+        generation,
+        flags: settings.flags,
+        headers,
+        listed: 0,
+    };
+    tables.listed()
+}
+
 /// This instance's interface slot.
 #[inline(always)]
-fn interface() -> Option<&'static InterfaceConfig> {
+pub fn interface() -> Option<&'static InterfaceConfig> {
     INTERFACES.get(INTERFACE_SLOT.load())
 }
 
@@ -95,9 +110,14 @@ fn v4_addresses(headers: &Headers) -> (bool, bool) {
     (martian, group)
 }
 
-/// The fate of an ICMP message under `generation`'s policy.
+/// The fate of an ICMP message under `generation`'s policy, and whether its source is on
+/// the allow list.
 #[inline(always)]
-pub fn message(headers: &Headers, generation: u32, settings: &GenerationConfig) -> Decision {
+pub fn message(
+    headers: &Headers,
+    generation: u32,
+    settings: &GenerationConfig,
+) -> (Decision, bool) {
     let icmp_type = headers.icmp_type;
     let flags = headers.flags;
     let message = if headers.family == FAMILY_V4 {
@@ -139,8 +159,10 @@ pub fn message(headers: &Headers, generation: u32, settings: &GenerationConfig) 
         generation,
         flags: settings.flags,
         headers,
+        listed: 0,
     };
-    decide_message(&message, settings, &mut tables)
+    let decision = decide_message(&message, settings, &mut tables);
+    (decision, tables.listed == list::ALLOW)
 }
 
 /// The fate of a non-first ICMP fragment under `generation`'s policy.
@@ -165,6 +187,7 @@ pub fn fragment(headers: &Headers, generation: u32, settings: &GenerationConfig)
         generation,
         flags: settings.flags,
         headers,
+        listed: 0,
     };
     decide_fragment(&fragment, settings, &mut tables)
 }

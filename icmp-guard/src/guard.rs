@@ -416,5 +416,11 @@ fn refresh_namespace(maps: &mut GuardMaps, netns: u64) -> Result<Vec<Ipv4Addr>> 
     let wanted = net::addresses::directed_broadcasts(&ifindexes)?;
     let octets: Vec<[u8; 4]> = wanted.iter().map(Ipv4Addr::octets).collect();
     maps.set_broadcasts(netns, &octets)?;
+    // Whether each interface forwards decides `[recon] enabled = "auto"`.
+    let forwarding: Vec<(u32, bool)> = ifindexes
+        .iter()
+        .map(|&ifindex| (ifindex, net::interface::forwards(ifindex)))
+        .collect();
+    maps.set_forwarding(netns, &forwarding)?;
     Ok(wanted)
 }

@@ -135,7 +135,7 @@ fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
     labels
 }
 
-fn reasons(reasons: &stats::Reasons) -> [(&'static str, u64); 6] {
+fn reasons(reasons: &stats::Reasons) -> [(&'static str, u64); 7] {
     [
         ("policy", reasons.policy),
         ("rate_limit", reasons.rate_limit),
@@ -143,6 +143,7 @@ fn reasons(reasons: &stats::Reasons) -> [(&'static str, u64); 6] {
         ("deny_list", reasons.deny_list),
         ("malformed", reasons.malformed),
         ("invalid", reasons.invalid),
+        ("sweep", reasons.sweep),
     ]
 }
 

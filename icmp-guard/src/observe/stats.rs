@@ -180,6 +180,8 @@ pub struct Reasons {
     pub deny_list: u64,
     pub malformed: u64,
     pub invalid: u64,
+    /// Probes of a source flagged as sweeping many destinations (`[recon]`).
+    pub sweep: u64,
 }
 
 impl Reasons {
@@ -191,6 +193,7 @@ impl Reasons {
             deny_list: count(DropReason::DenyList),
             malformed: count(DropReason::Malformed),
             invalid: count(DropReason::Invalid),
+            sweep: count(DropReason::Sweep),
         }
     }
 

@@ -127,7 +127,7 @@ struct Tally {
     packets: f64,
     dropped: f64,
     would_drop: f64,
-    reasons: [f64; 8],
+    reasons: [f64; 16],
     types: HashMap<u8, f64>,
 }
 

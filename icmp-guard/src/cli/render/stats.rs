@@ -344,6 +344,7 @@ pub fn drop_summary(previous: &StatsReport, current: &StatsReport) -> Option<Str
             deny_list: now.deny_list.saturating_sub(before.deny_list),
             malformed: now.malformed.saturating_sub(before.malformed),
             invalid: now.invalid.saturating_sub(before.invalid),
+            sweep: now.sweep.saturating_sub(before.sweep),
         }
     };
     let add = |a: &mut Reasons, b: &Reasons| {
@@ -353,6 +354,7 @@ pub fn drop_summary(previous: &StatsReport, current: &StatsReport) -> Option<Str
         a.deny_list += b.deny_list;
         a.malformed += b.malformed;
         a.invalid += b.invalid;
+        a.sweep += b.sweep;
     };
     let mut dropped = Reasons::default();
     let mut would = Reasons::default();
@@ -431,6 +433,7 @@ fn reason_list(reasons: &Reasons, prefix: &str, human: bool) -> String {
         ("deny_list", reasons.deny_list),
         ("malformed", reasons.malformed),
         ("invalid", reasons.invalid),
+        ("sweep", reasons.sweep),
     ]
     .iter()
     .filter(|(_, n)| *n > 0)
