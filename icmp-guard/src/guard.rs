@@ -209,6 +209,16 @@ impl Guard {
         self.check_layout()?;
         Ok(self.maps()?.events_per_sec()?)
     }
+
+    /// The sources and prefixes sweep detection flagged (the most recent first; those whose
+    /// block ended too, until the table's LRU lets them go).
+    pub fn flagged(&self) -> Result<Vec<crate::observe::recon::FlaggedSource>> {
+        let entries = self.maps()?.flagged()?;
+        Ok(crate::observe::recon::flagged(
+            &entries,
+            crate::observe::events::monotonic_ns(),
+        ))
+    }
 }
 
 /// Changing a running guard.

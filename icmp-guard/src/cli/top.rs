@@ -58,7 +58,8 @@ pub struct Args {
 const LOCK_PATIENCE: Duration = Duration::from_secs(3);
 
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
-    let mut reader = context.open()?.events(LOCK_PATIENCE)?;
+    let guard = context.open()?;
+    let mut reader = guard.events(LOCK_PATIENCE)?;
     // Whatever waited in the buffer is from before this interval.
     reader.drain(|_| {});
     let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
@@ -89,7 +90,8 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         events.retain(|event| event.timestamp_ns >= start_ns);
         let per_sec = reader.events_per_sec()?;
         let delta: CpuTotals = totals.since(&baseline);
-        let report = top::estimate(&events, &delta, elapsed, per_sec, limit);
+        let mut report = top::estimate(&events, &delta, elapsed, per_sec, limit);
+        report.mark_sweeping(&guard.flagged()?);
         let mut out = std::io::stdout().lock();
         if args.json {
             writeln!(out, "{}", serde_json::to_string(&report)?)?;

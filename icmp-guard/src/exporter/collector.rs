@@ -66,6 +66,9 @@ pub struct Sample {
     pub revision: u32,
     /// Interfaces a `run` service waits for (deleted, not created yet).
     pub waiting: Vec<String>,
+    /// Sources and source prefixes sweep detection flagged whose block (or, with action
+    /// log, flag) lasts: (sources, prefixes).
+    pub flagged: (u64, u64),
 }
 
 /// Reads a sample from the pinned maps; `None` when the guard is not attached.
@@ -80,6 +83,16 @@ pub fn gather(guard: &Guard) -> Result<Option<Sample>> {
         tracked: guard.tracked()?,
         revision: guard.revision()?,
         waiting: guard.waiting()?,
+        flagged: {
+            let flagged = guard.flagged()?;
+            let active = |source: bool| {
+                flagged
+                    .iter()
+                    .filter(|entry| entry.active() && entry.is_source() == source)
+                    .count() as u64
+            };
+            (active(true), active(false))
+        },
     }))
 }
 
@@ -319,6 +332,16 @@ impl Collector for Exposition {
                 "Rate-limit buckets for source prefixes (LRU sizes of both families)",
                 u64::from(tracked.prefixes_capacity),
             ),
+            (
+                "icmp_guard_recon_flagged_sources",
+                "Sources flagged as sweeping many destinations whose block (or, with action log, flag) lasts",
+                sample.flagged.0,
+            ),
+            (
+                "icmp_guard_recon_flagged_prefixes",
+                "Source prefixes flagged as sweeping many destinations whose block (or flag) lasts",
+                sample.flagged.1,
+            ),
         ] {
             single(&mut encoder, name, help, &ConstGauge::new(value))?;
         }
@@ -525,6 +548,7 @@ mod tests {
             },
             revision: 7,
             waiting: vec!["eth1".to_owned()],
+            flagged: (1, 0),
         }
     }
 

@@ -61,9 +61,13 @@ pub fn top(report: &TopReport, human: bool) -> String {
         let type_name = source
             .top_type_name
             .map_or_else(|| source.top_type.to_string(), str::to_owned);
+        let sweeping = source
+            .sweep_destinations
+            .map(|destinations| format!("  SWEEP ≥{destinations} destinations"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<39} {:>11} {:>6.1}% {:>11}  {:<16} {:>7}  {} {type_name}",
+            "{:<39} {:>11} {:>6.1}% {:>11}  {:<16} {:>7}  {} {type_name}{sweeping}",
             source.address.to_string(),
             top_rate(source.packets_per_sec, human),
             source.share * 100.0,
@@ -71,6 +75,19 @@ pub fn top(report: &TopReport, human: bool) -> String {
             reason.as_deref().unwrap_or("-"),
             human::count(source.sampled_events, human),
             source.family,
+        );
+    }
+    for flagged in &report.sweeping {
+        let state = if flagged.action == "log" {
+            format!("flagged {} s more (action log)", flagged.remaining_seconds)
+        } else {
+            format!("echo requests blocked {} s more", flagged.remaining_seconds)
+        };
+        let _ = writeln!(
+            out,
+            "sweeping: {} probed ≥{} destinations; {state}",
+            flagged.name(),
+            flagged.destinations
         );
     }
     if report.sources.is_empty() {
