@@ -104,7 +104,8 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
             addr: source,
         };
         track_v4(headers, config);
-        if config.prefix_bits != 0 {
+        // A blocked source's probes are its own matter, not its prefix's.
+        if config.prefix_bits != 0 && headers.recon & found::BLOCKED == 0 {
             let prefix = mask_v4(source, config.prefix_v4);
             headers.probe.flagged.len = config.prefix_v4;
             headers.probe.flagged.addr[..4].copy_from_slice(&prefix);
@@ -126,7 +127,7 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
         headers.probe.key_v6.len = 128;
         headers.probe.key_v6.addr = headers.source;
         track_v6(headers, config);
-        if config.prefix_bits != 0 {
+        if config.prefix_bits != 0 && headers.recon & found::BLOCKED == 0 {
             mask_v6_in_place(&mut headers.probe.key_v6.addr, config.prefix_v6);
             headers.probe.key_v6.len = u32::from(config.prefix_v6);
             headers.probe.flagged.len = config.prefix_v6;

@@ -35,6 +35,7 @@ mod lifecycle;
 mod notify;
 mod observe;
 mod policy;
+mod recon;
 mod smurf;
 mod top;
 mod tun;
