@@ -279,6 +279,83 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_file_sets_shows_and_diffs_the_section() {
+        use crate::policy::{Policy, diff, document::Document, file};
+        let text = "[recon]\nenabled = \"on\"\nsweep_threshold = 40\nwindow = \"20s\"\n\
+                    action = \"log\"\nblock = \"5m\"\nprefix_v4 = 22\nprefix_v6 = 64\n\
+                    prefix_threshold = 0\n";
+        let policy = file::parse(text).expect("a valid [recon] section");
+        let recon = policy.recon;
+        assert_eq!(
+            recon,
+            Recon {
+                enabled: Enabled::On,
+                sweep_threshold: 40,
+                window: Duration::from_secs(20),
+                action: SweepAction::Log,
+                block: Duration::from_secs(300),
+                prefix_v4: 22,
+                prefix_v6: 64,
+                prefix_threshold: 0,
+            }
+        );
+        // `policy show` writes it back, and reads back the same.
+        let shown = file::render(&policy);
+        assert!(shown.contains("[recon]\nenabled = \"on\""), "{shown}");
+        assert_eq!(file::parse(&shown).expect("round trip").recon, recon);
+        // The JSON document carries it.
+        let document = Document::of(&policy, None, None);
+        let json = serde_json::to_value(&document).expect("json");
+        assert_eq!(json["recon"]["window"], "20s");
+        assert_eq!(json["recon"]["action"], "log");
+        let back: Document = serde_json::from_value(json).expect("document");
+        assert_eq!(back.to_policy().expect("policy").recon, recon);
+        // A diff names each field.
+        let changes = diff::diff(&Policy::default_profile(), &policy);
+        let fields: Vec<&str> = changes
+            .iter()
+            .filter(|change| change.section == "recon")
+            .map(|change| change.subject.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "enabled",
+                "sweep_threshold",
+                "window",
+                "action",
+                "block",
+                "prefix_v4",
+                "prefix_v6",
+                "prefix_threshold"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_is_refused_at_its_line() {
+        use crate::policy::file;
+        for (text, needle) in [
+            (
+                "[recon]\nsweep_threshold = 2\n",
+                "sweep_threshold must be from 8 to 1024",
+            ),
+            ("[recon]\nenabled = \"maybe\"\n", "enabled must be"),
+            ("[recon]\naction = \"reject\"\n", "action must be"),
+            ("[recon]\nwindow = \"soon\"\n", "not a duration"),
+            ("[recon]\nwindow = \"2h\"\n", "window must be from 1s to 1h"),
+            ("[recon]\nbogus = 1\n", "bogus"),
+        ] {
+            let error = file::parse(text).expect_err(text);
+            let message = error.to_string();
+            assert!(message.contains(needle), "{text}: {message}");
+            if !text.contains("bogus") {
+                assert_eq!(error.line, 2, "{message}");
+            }
+        }
+    }
+
+    #[test]
     fn out_of_range_settings_are_refused_by_name() {
         let bad = [
             Recon {

@@ -76,7 +76,11 @@ fn a_ping_sweep_through_a_guarded_router_is_stopped_at_its_threshold() {
     // (The router's own 198.51.100.1 answers too.)
     assert_eq!(sweep(&lab), ALIVE + 1, "the unguarded sweep");
 
-    lab.cli_ok(&["attach", &lab.guard_if]);
+    // The service, whose log names the sweeper.
+    let mut service = lab.background(&["run", &lab.guard_if]);
+    service.wait_for("start-up", Duration::from_secs(10), |out, _| {
+        out.contains("protecting")
+    });
     let status = lab.cli_ok(&["status"]);
     assert!(
         status.contains("recon: on (interface forwards)"),
@@ -138,10 +142,26 @@ fn a_ping_sweep_through_a_guarded_router_is_stopped_at_its_threshold() {
         "{top}"
     );
 
+    let line = "192.0.2.2 swept ≥ ";
+    service.wait_for("the sweep line", Duration::from_secs(5), |out, _| {
+        out.contains(line)
+    });
+    let log = service.stdout();
+    assert!(
+        log.contains("addresses in 10 s; its echo requests are blocked for 60 s"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("192.0.2.3 swept"),
+        "the bystander was flagged: {log}"
+    );
+
     // Errors are not probes: tracepath through the router, both ways, while the attacker
     // is blocked (its UDP probes and the ICMP errors they draw pass).
     let out = lab.run_in(&attacker, "tracepath", &["-n", "-m", "5", "198.51.100.50"]);
     assert!(out.contains("reached"), "{out}");
     let back = lab.run_in(&inner, "tracepath", &["-n", "-m", "5", crate::lab::PEER_V4]);
     assert!(back.contains("reached"), "{back}");
+    service.signal(libc::SIGTERM);
+    assert!(service.wait_exit(Duration::from_secs(10)).success());
 }

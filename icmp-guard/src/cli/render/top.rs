@@ -149,6 +149,43 @@ mod tests {
     }
 
     #[test]
+    fn a_sweeping_source_is_marked_with_its_destinations() {
+        use icmp_guard::observe::recon::flagged;
+        use icmp_guard_common::recon::{Flagged, FlaggedKey, action};
+        let events = [event(2, ACTION_PASSED), event(3, ACTION_PASSED)];
+        let delta = CpuTotals {
+            icmp_packets: vec![2],
+            ..CpuTotals::default()
+        };
+        let mut report = estimate(&events, &delta, Duration::from_secs(1), 10, 10);
+        let mut key = FlaggedKey {
+            family: FAMILY_V4,
+            len: 32,
+            ..FlaggedKey::default()
+        };
+        key.addr[..4].copy_from_slice(&[192, 0, 2, 3]);
+        let record = Flagged {
+            flagged_at: 1_000_000_000,
+            block_ns: 60_000_000_000,
+            bits: 40,
+            action: action::DROP,
+            _padding: [0; 3],
+        };
+        report.mark_sweeping(&flagged(&[(key, record)], 2_000_000_000));
+        let text = top(&report, false);
+        let marked: Vec<&str> = text.lines().filter(|line| line.contains("SWEEP")).collect();
+        assert_eq!(marked.len(), 1, "{text}");
+        assert!(marked[0].starts_with("192.0.2.3 "), "{text}");
+        assert!(marked[0].ends_with("SWEEP ≥41 destinations"), "{text}");
+        assert!(
+            text.contains(
+                "sweeping: 192.0.2.3 probed ≥41 destinations; echo requests blocked 59 s more"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_header_says_the_figures_are_estimates() {
         let report = estimate(&[], &CpuTotals::default(), Duration::from_secs(1), 0, 10);
         let text = top(&report, false);
