@@ -77,18 +77,6 @@ impl Tables for MapTables<'_> {
     }
 }
 
-/// The allow/deny list value of the packet's source under `generation` (0: not listed).
-#[inline(always)]
-pub fn listed(headers: &Headers, generation: u32, settings: &GenerationConfig) -> u32 {
-    let mut tables = MapTables {
-        generation,
-        flags: settings.flags,
-        headers,
-        listed: 0,
-    };
-    tables.listed()
-}
-
 /// This instance's interface slot.
 #[inline(always)]
 pub fn interface() -> Option<&'static InterfaceConfig> {

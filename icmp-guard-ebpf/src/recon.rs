@@ -142,12 +142,20 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
 // Calls too, each walked once per way into it, whose branches end in the same state.
 
 #[inline(never)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the key is read in place from the hand-over's map memory; by value it would be copied to the stack these calls must not grow"
+)]
 fn track_v4(headers: &mut Headers, config: &ReconConfig) {
     let sweep = RECON_V4.get_ptr_mut(&headers.probe.key_v4);
     track(headers, config, sweep);
 }
 
 #[inline(never)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the key is read in place from the hand-over's map memory; by value it would be copied to the stack these calls must not grow"
+)]
 fn track_v6(headers: &mut Headers, config: &ReconConfig) {
     let sweep = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
     track(headers, config, sweep);
@@ -156,6 +164,10 @@ fn track_v6(headers: &mut Headers, config: &ReconConfig) {
 /// Counts the probe into `sweep`, if there is one (else records the probe's `missing`);
 /// records [`found::BLOCKED`] when that sketch is, or is now, blocked.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the key is read in place from the hand-over's map memory; by value it would be copied to the stack these calls must not grow"
+)]
 fn track(headers: &mut Headers, config: &ReconConfig, sweep: Option<*mut Sweep>) {
     let Some(sweep) = sweep else {
         headers.recon |= headers.probe.missing;

@@ -85,7 +85,7 @@ pub fn flagged(entries: &[(FlaggedKey, Flagged)], now_ns: u64) -> Vec<FlaggedSou
             }
         })
         .collect();
-    sources.sort_by(|a, b| b.flagged_at_ns.cmp(&a.flagged_at_ns));
+    sources.sort_by_key(|source| std::cmp::Reverse(source.flagged_at_ns));
     sources
 }
 

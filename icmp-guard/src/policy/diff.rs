@@ -261,6 +261,21 @@ pub fn limit_text(limit: &Limit) -> String {
     text
 }
 
+/// The `[recon]` settings by name, as a policy file writes them.
+fn recon_fields(recon: &crate::policy::recon::Recon) -> [(&'static str, String); 8] {
+    use crate::policy::units::format_duration;
+    [
+        ("enabled", recon.enabled.as_str().to_owned()),
+        ("sweep_threshold", recon.sweep_threshold.to_string()),
+        ("window", format_duration(recon.window)),
+        ("action", recon.action.as_str().to_owned()),
+        ("block", format_duration(recon.block)),
+        ("prefix_v4", recon.prefix_v4.to_string()),
+        ("prefix_v6", recon.prefix_v6.to_string()),
+        ("prefix_threshold", recon.prefix_threshold.to_string()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use icmp_guard_common::{FAMILY_V4, FAMILY_V6};
@@ -350,19 +365,4 @@ mod tests {
             Some("the type's rule applies: drop")
         );
     }
-}
-
-/// The `[recon]` settings by name, as a policy file writes them.
-fn recon_fields(recon: &crate::policy::recon::Recon) -> [(&'static str, String); 8] {
-    use crate::policy::units::format_duration;
-    [
-        ("enabled", recon.enabled.as_str().to_owned()),
-        ("sweep_threshold", recon.sweep_threshold.to_string()),
-        ("window", format_duration(recon.window)),
-        ("action", recon.action.as_str().to_owned()),
-        ("block", format_duration(recon.block)),
-        ("prefix_v4", recon.prefix_v4.to_string()),
-        ("prefix_v6", recon.prefix_v6.to_string()),
-        ("prefix_threshold", recon.prefix_threshold.to_string()),
-    ]
 }

@@ -895,7 +895,7 @@ fn read_recon(
             .iter()
             .find(|(field, _)| message.starts_with(field))
             .and_then(|(_, value)| value.as_ref())
-            .map_or(0..0, |value| value.span());
+            .map_or(0..0, Spanned::span);
         return Err(source.error(span, message));
     }
     Ok(())
