@@ -264,10 +264,11 @@ pub fn observe(
         let current = (epoch & 1) as usize;
         if epoch == sweep.epoch.wrapping_add(1) {
             // The current bitmap becomes the previous one; the one before is forgotten.
-            sweep.words[current] = [0; BITMAP_WORDS];
+            clear(&mut sweep.words[current]);
             sweep.bits = sweep.current_bits;
         } else {
-            sweep.words = [[0; BITMAP_WORDS]; 2];
+            clear(&mut sweep.words[0]);
+            clear(&mut sweep.words[1]);
             sweep.bits = 0;
         }
         sweep.current_bits = 0;
@@ -289,6 +290,17 @@ pub fn observe(
         return Observed::Flagged;
     }
     Observed::Counted
+}
+
+/// Zeroes a bitmap word by word: volatile stores, so that the compiler does not make them
+/// a call to `memset`, which the BPF target links as a global function that older
+/// verifiers (5.10, 6.1) refuse.
+#[inline(always)]
+fn clear(words: &mut [u64; BITMAP_WORDS]) {
+    for word in words.iter_mut() {
+        // SAFETY: a valid, exclusive reference.
+        unsafe { core::ptr::write_volatile(word, 0) };
+    }
 }
 
 /// True when `sweep` blocks the probes of its source at `now`.

@@ -62,6 +62,8 @@ pub struct Probe {
     pub flagged: FlaggedKey,
     pub key_v4: ReconV4Key,
     pub key_v6: ReconV6Key,
+    /// The record written to `RECON_FLAGGED` (built here, not on the stack).
+    pub record: Flagged,
 }
 
 /// Phase one (see the module): counts a probe into the sketches that exist and records what
@@ -91,14 +93,17 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
         let source = headers.source_v4();
         headers.recon_position = position_v4(headers.destination_v4());
         headers.probe.position = headers.recon_position;
-        headers.probe.flagged = FlaggedKey {
-            family: FAMILY_V4,
-            len: 32,
-            _padding: [0; 2],
-            addr: [
-                source[0], source[1], source[2], source[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ],
-        };
+        let flagged = &mut headers.probe.flagged;
+        flagged.family = FAMILY_V4;
+        flagged.len = 32;
+        flagged.addr[..4].copy_from_slice(&source);
+        // Byte by byte and volatile, so that the compiler does not make these a call to
+        // `memset`, which the BPF target links as a global function that the verifiers of
+        // 5.10 and 6.1 refuse.
+        for byte in &mut flagged.addr[4..] {
+            // SAFETY: a valid, exclusive reference.
+            unsafe { core::ptr::write_volatile(byte, 0) };
+        }
         headers.probe.key_v4 = ReconV4Key {
             len: 32,
             addr: source,
@@ -182,15 +187,14 @@ fn track(headers: &mut Headers, config: &ReconConfig, sweep: Option<*mut Sweep>)
         return;
     }
     if observe(sweep, probe.position, probe.now, config, probe.threshold) == Observed::Flagged {
-        let record = Flagged {
-            // SAFETY: a helper without arguments; once per flagging, not per packet.
-            flagged_at: unsafe { bpf_ktime_get_ns() },
-            block_ns: config.block_ns,
-            bits: sweep.bits,
-            action: config.action,
-            _padding: [0; 3],
-        };
-        let _ = RECON_FLAGGED.insert(&probe.flagged, record, 0);
+        let record = &mut headers.probe.record;
+        // SAFETY: a helper without arguments; once per flagging, not per packet.
+        record.flagged_at = unsafe { bpf_ktime_get_ns() };
+        record.block_ns = config.block_ns;
+        record.bits = sweep.bits;
+        record.action = config.action;
+        let probe = &headers.probe;
+        let _ = RECON_FLAGGED.insert(&probe.flagged, &probe.record, 0);
         if config.action == action::DROP {
             headers.recon |= found::BLOCKED;
         }
