@@ -15,7 +15,7 @@ pub const ENTRIES: u32 = 1;
 
 /// Bump whenever the meaning of pinned map entries changes (slot numbering, key encoding,
 /// struct fields) so that a binary never works on another version's maps.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// What a first `attach` writes to [`Config::events_per_sec`].
 pub const EVENTS_PER_SEC_DEFAULT: u32 = 1000;
@@ -80,6 +80,8 @@ pub struct GenerationConfig {
     /// carry no type to classify; [`NO_LIMITER`] for none.
     pub fragment_limiter: u8,
     pub _padding: u8,
+    /// Sweep detection ([`crate::recon`]).
+    pub recon: crate::recon::ReconConfig,
 }
 
 #[cfg(feature = "user")]
@@ -100,7 +102,7 @@ mod tests {
 
     #[test]
     fn the_layout_has_no_implicit_padding() {
-        assert_eq!(size_of::<GenerationConfig>(), 8);
-        assert_eq!(size_of::<Config>(), 6 * 4 + 2 * 8);
+        assert_eq!(size_of::<GenerationConfig>(), 8 + 32);
+        assert_eq!(size_of::<Config>(), 6 * 4 + 2 * 40);
     }
 }

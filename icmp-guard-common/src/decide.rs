@@ -217,6 +217,19 @@ mod tests {
         error_limiter: 7,
         fragment_limiter: 9,
         _padding: 0,
+        recon: crate::recon::ReconConfig {
+            mode: 0,
+            action: 0,
+            prefix_v4: 0,
+            prefix_v6: 0,
+            source_bits: 0,
+            prefix_bits: 0,
+            sweep_threshold: 0,
+            prefix_threshold: 0,
+            _padding: 0,
+            epoch_ns: 0,
+            block_ns: 0,
+        },
     };
 
     fn echo() -> Rule {

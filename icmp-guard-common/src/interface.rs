@@ -37,6 +37,13 @@ pub mod globals {
     pub const NS_PER_JIFFY: &str = "NS_PER_JIFFY";
 }
 
+/// Bits of [`InterfaceConfig::flags`].
+pub mod interface_flags {
+    /// The interface forwards (`net.ipv4.conf.IF.forwarding` or
+    /// `net.ipv6.conf.IF.forwarding` is 1): sweep detection in mode auto is on.
+    pub const FORWARDING: u8 = 1;
+}
+
 /// The tick the object assumes until the loader says otherwise (HZ = 250, Debian's).
 pub const DEFAULT_NS_PER_JIFFY: u64 = 4_000_000;
 
@@ -61,7 +68,7 @@ pub struct InterfaceConfig {
     pub ifindex: u32,
     /// One of [`link_kind`], as the instance was loaded with (for `status`).
     pub link_kind: u8,
-    /// Reserved for per-interface switches; 0.
+    /// Bits of [`interface_flags`].
     pub flags: u8,
     /// How many entries of `broadcasts` are in use.
     pub broadcast_count: u8,

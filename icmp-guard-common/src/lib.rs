@@ -18,6 +18,7 @@ pub mod interface;
 pub mod limit;
 pub mod parse;
 pub mod policy;
+pub mod recon;
 
 /// Address family of a classified ICMP packet, as used in map keys.
 pub const FAMILY_V4: u8 = 0;
@@ -77,6 +78,14 @@ pub mod maps {
     pub const BLOCKED_V4: &str = "BLOCKED_V4";
     /// Blocked IPv6 sources, likewise.
     pub const BLOCKED_V6: &str = "BLOCKED_V6";
+    /// [`crate::recon::Sweep`] per IPv4 source and source prefix ([`crate::recon::ReconV4Key`]);
+    /// LRU.
+    pub const RECON_V4: &str = "RECON_V4";
+    /// [`crate::recon::Sweep`] per IPv6 source and source prefix; LRU.
+    pub const RECON_V6: &str = "RECON_V6";
+    /// [`crate::recon::Flagged`] per flagged source or prefix ([`crate::recon::FlaggedKey`]);
+    /// LRU.
+    pub const RECON_FLAGGED: &str = "RECON_FLAGGED";
     /// State of the benchmark's baseline limiters ([`crate::baseline`]): one entry unless
     /// the benchmark sizes it. Never pinned.
     pub const BASELINE_SOURCES: &str = "BASELINE_SOURCES";
@@ -84,7 +93,7 @@ pub mod maps {
     pub const BASELINE_BUDGET: &str = "BASELINE_BUDGET";
 
     /// Every map a running guard pins, in the order userspace pins them.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 24] = [
         INTERFACES,
         SOURCES_V4,
         SOURCES_V6,
@@ -106,6 +115,9 @@ pub mod maps {
         EVENT_BUDGET,
         BLOCKED_V4,
         BLOCKED_V6,
+        RECON_V4,
+        RECON_V6,
+        RECON_FLAGGED,
     ];
 }
 
@@ -161,11 +173,14 @@ pub enum DropReason {
     /// The source is serving a block time: it went over a limit that has `block`, and all
     /// its ICMP is dropped until the block ends (never its PMTUD and ND messages).
     Blocked = 8,
+    /// A probe (echo, timestamp or address-mask request) from a source flagged as sweeping
+    /// many destinations ([`crate::recon`]), during its block.
+    Sweep = 9,
 }
 
 impl DropReason {
     /// Every reason, in slot order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Policy,
         Self::RateLimit,
         Self::Smurf,
@@ -174,6 +189,7 @@ impl DropReason {
         Self::Invalid,
         Self::Oversize,
         Self::Blocked,
+        Self::Sweep,
     ];
 
     /// The name used in JSON and tables.
@@ -187,6 +203,7 @@ impl DropReason {
             Self::Invalid => "invalid",
             Self::Oversize => "oversize",
             Self::Blocked => "blocked",
+            Self::Sweep => "sweep",
         }
     }
 }

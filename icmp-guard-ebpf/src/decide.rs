@@ -12,7 +12,7 @@ use icmp_guard_common::{
     policy::{
         Facts, Rule, SCOPE_LINK_LOCAL, V4ListKey, V6ListKey, checks_off, code_key, flags,
         ipv4_broadcast_or_multicast, ipv4_martian_source, ipv6_link_local, ipv6_martian_source,
-        ipv6_multicast_scope, ipv6_unspecified, type_slot,
+        ipv6_multicast_scope, ipv6_unspecified, list, type_slot,
     },
 };
 
@@ -29,6 +29,8 @@ struct MapTables<'a> {
     generation: u32,
     flags: u8,
     headers: &'a Headers,
+    /// What `listed` found.
+    listed: u32,
 }
 
 impl Tables for MapTables<'_> {
@@ -57,7 +59,8 @@ impl Tables for MapTables<'_> {
             data[1..17].copy_from_slice(source);
             LISTS_V6.get(Key::new(8 + 128, data)).copied()
         };
-        found.unwrap_or(0)
+        self.listed = found.unwrap_or(0);
+        self.listed
     }
 
     #[inline(always)]
@@ -100,7 +103,7 @@ impl Tables for MapTables<'_> {
 
 /// This instance's interface slot.
 #[inline(always)]
-fn interface() -> Option<&'static InterfaceConfig> {
+pub fn interface() -> Option<&'static InterfaceConfig> {
     INTERFACES.get(INTERFACE_SLOT.load())
 }
 
@@ -119,9 +122,14 @@ fn v4_addresses(headers: &Headers) -> (bool, bool) {
     (martian, group)
 }
 
-/// The fate of an ICMP message under `generation`'s policy.
+/// The fate of an ICMP message under `generation`'s policy, and whether its source is on
+/// the allow list.
 #[inline(always)]
-pub fn message(headers: &Headers, generation: u32, settings: &GenerationConfig) -> Decision {
+pub fn message(
+    headers: &Headers,
+    generation: u32,
+    settings: &GenerationConfig,
+) -> (Decision, bool) {
     let icmp_type = headers.icmp_type;
     let flags = headers.flags;
     let message = if headers.family == FAMILY_V4 {
@@ -167,8 +175,10 @@ pub fn message(headers: &Headers, generation: u32, settings: &GenerationConfig) 
         generation,
         flags: settings.flags,
         headers,
+        listed: 0,
     };
-    decide_message(&message, settings, &mut tables)
+    let decision = decide_message(&message, settings, &mut tables);
+    (decision, tables.listed == list::ALLOW)
 }
 
 /// The fate of a non-first ICMP fragment under `generation`'s policy.
@@ -193,6 +203,7 @@ pub fn fragment(headers: &Headers, generation: u32, settings: &GenerationConfig)
         generation,
         flags: settings.flags,
         headers,
+        listed: 0,
     };
     decide_fragment(&fragment, settings, &mut tables)
 }

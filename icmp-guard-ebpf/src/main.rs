@@ -23,6 +23,7 @@ mod events;
 mod limit;
 mod maps;
 mod parse;
+mod recon;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -118,42 +119,61 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
     // Opaque to the optimiser, so that it reads the headers back from the map instead of
     // carrying the parser's values (and their many states) past this point.
     // SAFETY: the parser wrote this CPU's value; nothing else writes it during this run.
-    let headers: &Headers = unsafe { &*core::hint::black_box(handed) };
+    let headers: &mut Headers = unsafe { &mut *core::hint::black_box(handed) };
     let Some(config) = CONFIG.get(config::INDEX) else {
         return xdp_action::XDP_DROP;
     };
     let dry_run = config.mode == config::MODE_DRY_RUN;
     let generation = live_generation(config);
     let settings = config.generation(generation);
+    // Where every packet is in one verifier state: a blocked sweeper's probe is judged here,
+    // and what sweep detection found goes into the hand-over.
+    recon::observe_probe(headers, settings);
+    // Read back through an opaque pointer, as after the parser.
+    // SAFETY: as above.
+    let headers: &Headers = unsafe { &*core::hint::black_box(handed) };
     let mut clock = Clock::default();
-    if headers.is_fragment() {
-        let verdict = match decide::fragment(headers, generation, settings) {
-            Decision::Limit(limiter) => limit::admit::<S>(limiter, generation, headers, &mut clock),
-            Decision::Drop(reason) => Some(reason),
-            Decision::Pass => None,
-        };
-        return match verdict {
-            None => {
-                count::global(global::ICMP_FRAGMENT_PASSED, len);
-                count::interface(false, false, len);
-                xdp_action::XDP_PASS
-            }
-            Some(reason) => {
-                count::global(global::fragment_slot(reason, dry_run), len);
-                count::interface(!dry_run, dry_run, len);
-                action(!dry_run)
-            }
-        };
-    }
-    let verdict = match decide::message(headers, generation, settings) {
-        Decision::Pass => Verdict::Pass,
-        Decision::Drop(reason) => Verdict::Drop(reason),
-        Decision::Limit(limiter) => {
-            match limit::admit::<S>(limiter, generation, headers, &mut clock) {
-                None => Verdict::Pass,
-                Some(reason) => Verdict::Drop(reason),
-            }
+    let verdict = if recon::blocked(headers) {
+        Verdict::Drop(DropReason::Sweep)
+    } else {
+        if headers.is_fragment() {
+            let verdict = match decide::fragment(headers, generation, settings) {
+                Decision::Limit(limiter) => {
+                    limit::admit::<S>(limiter, generation, headers, &mut clock)
+                }
+                Decision::Drop(reason) => Some(reason),
+                Decision::Pass => None,
+            };
+            return match verdict {
+                None => {
+                    count::global(global::ICMP_FRAGMENT_PASSED, len);
+                    count::interface(false, false, len);
+                    xdp_action::XDP_PASS
+                }
+                Some(reason) => {
+                    count::global(global::fragment_slot(reason, dry_run), len);
+                    count::interface(!dry_run, dry_run, len);
+                    action(!dry_run)
+                }
+            };
         }
+        let (decision, allowed) = decide::message(headers, generation, settings);
+        let verdict = match decision {
+            Decision::Pass => Verdict::Pass,
+            Decision::Drop(reason) => Verdict::Drop(reason),
+            Decision::Limit(limiter) => {
+                match limit::admit::<S>(limiter, generation, headers, &mut clock) {
+                    None => Verdict::Pass,
+                    Some(reason) => Verdict::Drop(reason),
+                }
+            }
+        };
+        // Sketches are made only for what passed (a new source paid the new-source budget),
+        // and never for the allow list.
+        if verdict == Verdict::Pass && !allowed {
+            recon::create(headers, &settings.recon);
+        }
+        verdict
     };
     let outcome = apply_mode(verdict, config.mode);
     let family = headers.family;

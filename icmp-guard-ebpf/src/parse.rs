@@ -123,13 +123,22 @@ pub struct Headers {
     pub hop_limit: u8,
     /// Bits of [`header_flags`].
     pub flags: u8,
-    pub _padding_1: u8,
+    /// What sweep detection found before the decision (`crate::recon::found`): written for
+    /// every ICMP packet by the stage itself, never by the parser.
+    pub recon: u8,
     /// The parser's own state while it walks IPv6 extension headers
     /// ([`ExtensionOrder::bits`]); meaningless afterwards.
     pub scratch: u16,
     /// The IP packet's length: the IPv4 total length, or 40 plus the IPv6 payload length
     /// (what a rule's `max_size` is compared with).
     pub length: u32,
+    /// The destination's bit in a sweep bitmap (word × 64 + bit), for sweep detection.
+    pub recon_position: u32,
+    /// The sweep epoch of this packet.
+    pub recon_epoch: u64,
+    /// Sweep detection's working state (kept here, in map memory, so that its calls need
+    /// almost no stack).
+    pub probe: crate::recon::Probe,
 }
 
 impl Headers {

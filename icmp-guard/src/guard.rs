@@ -214,6 +214,16 @@ impl Guard {
     pub fn blocked(&self) -> Result<Vec<Blocked>> {
         blocked_now(&self.maps()?)
     }
+
+    /// The sources and prefixes sweep detection flagged (the most recent first; those whose
+    /// block ended too, until the table's LRU lets them go).
+    pub fn flagged(&self) -> Result<Vec<crate::observe::recon::FlaggedSource>> {
+        let entries = self.maps()?.flagged()?;
+        Ok(crate::observe::recon::flagged(
+            &entries,
+            bpf_maps::monotonic_ns(),
+        ))
+    }
 }
 
 /// A source serving a block time.
@@ -467,5 +477,11 @@ fn refresh_namespace(maps: &mut GuardMaps, netns: u64) -> Result<Vec<Ipv4Addr>> 
     let wanted = net::addresses::directed_broadcasts(&ifindexes)?;
     let octets: Vec<[u8; 4]> = wanted.iter().map(Ipv4Addr::octets).collect();
     maps.set_broadcasts(netns, &octets)?;
+    // Whether each interface forwards decides `[recon] enabled = "auto"`.
+    let forwarding: Vec<(u32, bool)> = ifindexes
+        .iter()
+        .map(|&ifindex| (ifindex, net::interface::forwards(ifindex)))
+        .collect();
+    maps.set_forwarding(netns, &forwarding)?;
     Ok(wanted)
 }

@@ -18,10 +18,11 @@ use icmp_guard_common::{
     CodeCounter, Counter, InterfaceCounter,
     config::{self, Config, GenerationConfig},
     global,
-    interface::{self, InterfaceConfig, NO_SLOT},
+    interface::{self, InterfaceConfig, NO_SLOT, interface_flags},
     limit::{LimiterConfig, SharedBucket},
     maps,
     policy::{Rule, V4ListKey, V6ListKey},
+    recon::{Flagged, FlaggedKey},
 };
 
 use super::{Error, Result, object, pins::PinDir};
@@ -368,6 +369,7 @@ pub struct GuardMaps {
     interfaces: Array<MapData, InterfaceConfig>,
     blocked_v4: HashMap<MapData, [u8; 4], u64>,
     blocked_v6: HashMap<MapData, [u8; 16], u64>,
+    recon_flagged: HashMap<MapData, FlaggedKey, Flagged>,
     /// `max_entries` of the two list tries.
     list_entries: (u32, u32),
 }
@@ -462,6 +464,8 @@ impl GuardMaps {
                 .map_err(|err| wrong(maps::BLOCKED_V4, err))?,
             blocked_v6: HashMap::try_from(get(maps::BLOCKED_V6)?)
                 .map_err(|err| wrong(maps::BLOCKED_V6, err))?,
+            recon_flagged: HashMap::try_from(get(maps::RECON_FLAGGED)?)
+                .map_err(|err| wrong(maps::RECON_FLAGGED, err))?,
         })
     }
 }
@@ -522,6 +526,17 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: a valid timespec to write to; the clock id is a constant.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// Sweep detection's record of flagged sources.
+impl GuardMaps {
+    /// Every source and prefix in `RECON_FLAGGED` (the most recently flagged; an LRU).
+    pub fn flagged(&self) -> Result<Vec<(FlaggedKey, Flagged)>> {
+        self.recon_flagged
+            .iter()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|err| Error::map("reading the flagged sources", err))
+    }
 }
 
 /// Settings in `CONFIG`.
@@ -900,6 +915,47 @@ impl GuardMaps {
                 .map_err(|err| Error::map("writing the directed broadcasts", err))?;
         }
         Ok(())
+    }
+
+    /// Sets the forwarding flag ([`interface_flags::FORWARDING`]) of the slots of `netns`
+    /// whose ifindex is listed; others keep theirs.
+    pub fn set_forwarding(&mut self, netns: u64, forwarding: &[(u32, bool)]) -> Result<()> {
+        for (slot, mut config) in self.slots()? {
+            if config.netns != netns {
+                continue;
+            }
+            let Some(&(_, forwards)) = forwarding
+                .iter()
+                .find(|(ifindex, _)| *ifindex == config.ifindex)
+            else {
+                continue;
+            };
+            let flags = if forwards {
+                config.flags | interface_flags::FORWARDING
+            } else {
+                config.flags & !interface_flags::FORWARDING
+            };
+            if flags != config.flags {
+                config.flags = flags;
+                self.interfaces
+                    .set(slot, config, 0)
+                    .map_err(|err| Error::map("writing the interface's forwarding flag", err))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The flags of the instances that run for no interface ([`NO_SLOT`]): what
+    /// `BPF_PROG_TEST_RUN` tests use to play a forwarding interface.
+    pub fn set_unattached_flags(&mut self, flags: u8) -> Result<()> {
+        let mut config = self
+            .interfaces
+            .get(&NO_SLOT, 0)
+            .map_err(|err| Error::map("reading the unattached slot", err))?;
+        config.flags = flags;
+        self.interfaces
+            .set(NO_SLOT, config, 0)
+            .map_err(|err| Error::map("writing the unattached slot", err))
     }
 
     /// Sets the directed broadcasts of the instances that run for no interface

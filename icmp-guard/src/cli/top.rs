@@ -95,6 +95,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         for source in &mut report.sources {
             source.blocked = blocked.iter().any(|entry| entry.source == source.address);
         }
+        report.mark_sweeping(&guard.flagged()?);
         let mut out = std::io::stdout().lock();
         if args.json {
             writeln!(out, "{}", serde_json::to_string(&report)?)?;

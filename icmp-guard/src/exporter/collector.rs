@@ -68,6 +68,9 @@ pub struct Sample {
     pub revision: u32,
     /// Interfaces a `run` service waits for (deleted, not created yet).
     pub waiting: Vec<String>,
+    /// Sources and source prefixes sweep detection flagged whose block (or, with action
+    /// log, flag) lasts: (sources, prefixes).
+    pub flagged: (u64, u64),
 }
 
 /// Reads a sample from the pinned maps; `None` when the guard is not attached.
@@ -83,6 +86,16 @@ pub fn gather(guard: &Guard) -> Result<Option<Sample>> {
         blocked: guard.blocked()?.len() as u64,
         revision: guard.revision()?,
         waiting: guard.waiting()?,
+        flagged: {
+            let flagged = guard.flagged()?;
+            let active = |source: bool| {
+                flagged
+                    .iter()
+                    .filter(|entry| entry.active() && entry.is_source() == source)
+                    .count() as u64
+            };
+            (active(true), active(false))
+        },
     }))
 }
 
@@ -138,7 +151,7 @@ fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
     labels
 }
 
-fn reasons(reasons: &stats::Reasons) -> [(&'static str, u64); 8] {
+fn reasons(reasons: &stats::Reasons) -> [(&'static str, u64); 9] {
     reasons.by_reason()
 }
 
@@ -318,6 +331,16 @@ impl Collector for Exposition {
                 "icmp_guard_blocked_sources",
                 "Sources serving a block time now: all their ICMP but PMTUD and ND dropped as blocked",
                 sample.blocked,
+            ),
+            (
+                "icmp_guard_recon_flagged_sources",
+                "Sources flagged as sweeping many destinations whose block (or, with action log, flag) lasts",
+                sample.flagged.0,
+            ),
+            (
+                "icmp_guard_recon_flagged_prefixes",
+                "Source prefixes flagged as sweeping many destinations whose block (or flag) lasts",
+                sample.flagged.1,
             ),
         ] {
             single(&mut encoder, name, help, &ConstGauge::new(value))?;
@@ -526,6 +549,7 @@ mod tests {
             blocked: 3,
             revision: 7,
             waiting: vec!["eth1".to_owned()],
+            flagged: (1, 0),
         }
     }
 

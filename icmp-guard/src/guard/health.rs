@@ -69,6 +69,20 @@ pub struct InterfaceStatus {
     pub reason: Option<String>,
     /// What to run to repair it, when it is damaged.
     pub repair: Option<String>,
+    /// Whether sweep detection (`[recon]`) runs there, and why: "on (interface forwards)",
+    /// "off (interface does not forward)", "on (policy)" or "off (policy)".
+    pub recon: Option<&'static str>,
+}
+
+/// Whether sweep detection runs on an interface under the live policy's `mode`.
+pub fn recon_state(mode: u8, forwards: bool) -> &'static str {
+    use icmp_guard_common::recon::mode;
+    match mode {
+        mode::ON => "on (policy)",
+        mode::AUTO if forwards => "on (interface forwards)",
+        mode::AUTO => "off (interface does not forward)",
+        _ => "off (policy)",
+    }
 }
 
 /// Links the pin directory holds for other network namespaces.
@@ -176,6 +190,11 @@ impl super::Guard {
             .ok()
             .and_then(|maps| maps.slots().ok())
             .unwrap_or_default();
+        let recon_mode = maps
+            .as_ref()
+            .ok()
+            .and_then(|maps| maps.config().ok())
+            .map(|config| config.generation(config.active_generation).recon.mode);
         let mut interfaces = Vec::new();
         for link in links::list(pins, netns)? {
             let slot = slots
@@ -191,6 +210,13 @@ impl super::Guard {
                 interface_gone: link.interface_gone,
                 link_kind: slot.map(|(_, config)| link_kind_name(config.link_kind)),
                 slot: slot.map(|(slot, _)| *slot),
+                recon: slot.zip(recon_mode).map(|((_, config), mode)| {
+                    recon_state(
+                        mode,
+                        config.flags & icmp_guard_common::interface::interface_flags::FORWARDING
+                            != 0,
+                    )
+                }),
                 repair: (state == State::Damaged).then(|| REPAIR.to_owned()),
                 state,
                 reason,
@@ -211,6 +237,7 @@ impl super::Guard {
                     interface_gone: false,
                     link_kind: None,
                     slot: None,
+                    recon: None,
                     state: State::Waiting,
                     reason: Some(format!(
                         "`icmp-guard run` (pid {}) waits for it to appear and attaches then",

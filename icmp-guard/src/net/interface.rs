@@ -57,6 +57,19 @@ pub fn ifname(ifindex: u32) -> Option<String> {
     )
 }
 
+/// True when `ifindex` (in the caller's network namespace) forwards IPv4 or IPv6:
+/// `/proc/sys/net/ipv4/conf/IF/forwarding` or `/proc/sys/net/ipv6/conf/IF/forwarding` is 1.
+/// An interface that cannot be read counts as not forwarding.
+pub fn forwards(ifindex: u32) -> bool {
+    let Some(name) = ifname(ifindex) else {
+        return false;
+    };
+    ["ipv4", "ipv6"].iter().any(|family| {
+        std::fs::read_to_string(format!("/proc/sys/net/{family}/conf/{name}/forwarding"))
+            .is_ok_and(|value| value.trim() == "1")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

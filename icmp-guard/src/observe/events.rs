@@ -71,15 +71,9 @@ impl EventReader {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `IcmpEvent::timestamp_ns`.
-pub fn monotonic_ns() -> u64 {
-    // SAFETY: clock_gettime fills a timespec we own.
-    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
-}
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `IcmpEvent::timestamp_ns` (and of block
+/// times and sweep flags).
+pub use crate::bpf::maps::monotonic_ns;
 
 /// The source address of an event.
 pub fn source_address(event: &IcmpEvent) -> IpAddr {

@@ -3,5 +3,6 @@
 //! Printing them is the CLI's (`cli/render`), serving them the exporter's.
 
 pub mod events;
+pub mod recon;
 pub mod stats;
 pub mod top;

@@ -193,6 +193,8 @@ pub struct Reasons {
     pub invalid: u64,
     pub oversize: u64,
     pub blocked: u64,
+    /// Probes of a source flagged as sweeping many destinations (`[recon]`).
+    pub sweep: u64,
 }
 
 impl Reasons {
@@ -206,6 +208,7 @@ impl Reasons {
             invalid: count(DropReason::Invalid),
             oversize: count(DropReason::Oversize),
             blocked: count(DropReason::Blocked),
+            sweep: count(DropReason::Sweep),
         }
     }
 
@@ -222,7 +225,7 @@ impl Reasons {
     }
 
     /// (reason, count) pairs in slot order, as tables and metrics label them.
-    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 9] {
         [
             ("policy", self.policy),
             ("rate_limit", self.rate_limit),
@@ -232,6 +235,7 @@ impl Reasons {
             ("invalid", self.invalid),
             ("oversize", self.oversize),
             ("blocked", self.blocked),
+            ("sweep", self.sweep),
         ]
     }
 }

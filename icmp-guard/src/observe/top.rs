@@ -98,6 +98,9 @@ pub struct SourceReport {
     /// The source serves a block time now (`policy set ... --block`); set by the caller,
     /// which reads the blocked sources.
     pub blocked: bool,
+    /// When sweep detection flagged it (or its prefix) and the flag lasts: the estimated
+    /// distinct destinations it had probed then; `null` otherwise.
+    pub sweep_destinations: Option<u32>,
 }
 
 /// The `top --json` document.
@@ -121,6 +124,42 @@ pub struct TopReport {
     pub sources: Vec<SourceReport>,
     /// Sources seen but left out by `--limit`.
     pub more_sources: usize,
+    /// Sources and prefixes sweep detection flagged whose flag lasts, the most recent
+    /// first.
+    pub sweeping: Vec<super::recon::FlaggedSource>,
+}
+
+impl TopReport {
+    /// Marks the sources of `flagged` (active entries; a source, or a prefix holding it)
+    /// and lists the flagged entries.
+    pub fn mark_sweeping(&mut self, flagged: &[super::recon::FlaggedSource]) {
+        let active: Vec<&super::recon::FlaggedSource> =
+            flagged.iter().filter(|entry| entry.active()).collect();
+        for source in &mut self.sources {
+            source.sweep_destinations = active
+                .iter()
+                .filter(|entry| covers(entry, source.address))
+                .map(|entry| entry.destinations)
+                .max();
+        }
+        self.sweeping = active.into_iter().cloned().collect();
+    }
+}
+
+/// True when `entry`'s prefix holds `address`.
+fn covers(entry: &super::recon::FlaggedSource, address: IpAddr) -> bool {
+    let len = u32::from(entry.prefix_len);
+    match (entry.address, address) {
+        (IpAddr::V4(net), IpAddr::V4(host)) => {
+            let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
+            u32::from(net) & mask == u32::from(host) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(host)) => {
+            let mask = u128::MAX.checked_shl(128 - len.min(128)).unwrap_or(0);
+            u128::from(net) & mask == u128::from(host) & mask
+        }
+        _ => false,
+    }
 }
 
 #[derive(Default)]
@@ -211,6 +250,7 @@ pub fn estimate(
                 top_type,
                 top_type_name: icmp::type_name(tally.family, top_type),
                 blocked: false,
+                sweep_destinations: None,
             }
         })
         .collect();
@@ -233,6 +273,7 @@ pub fn estimate(
         unattributed_packets: unattributed,
         sources,
         more_sources,
+        sweeping: Vec::new(),
     }
 }
 

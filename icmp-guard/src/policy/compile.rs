@@ -260,6 +260,7 @@ pub fn compile_for(policy: &Policy, tick_ns: u64) -> Result<Compiled, PolicyErro
             checks_off: checks_off_bits(&policy.smurf),
             error_limiter: NO_LIMITER,
             fragment_limiter: NO_LIMITER,
+            recon: policy.recon.compile(),
             ..GenerationConfig::default()
         },
         ..Compiled::default()

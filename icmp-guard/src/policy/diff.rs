@@ -19,7 +19,7 @@ pub enum Kind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Change {
     pub kind: Kind,
-    /// `mode`, `rule`, `code-rule`, `smurf`, `errors`, `fragments`, `allow` or `deny`.
+    /// `mode`, `rule`, `code-rule`, `smurf`, `errors`, `fragments`, `recon`, `allow` or `deny`.
     pub section: &'static str,
     /// What changes: "v4 8 (echo-request)", "reply_ceiling", "192.0.2.0/24".
     pub subject: String,
@@ -151,6 +151,16 @@ pub fn diff(live: &Policy, new: &Policy) -> Vec<Change> {
             ));
         }
     }
+    let (old_recon, recon) = (&live.recon, &new.recon);
+    for (field, before, after) in recon_fields(old_recon)
+        .into_iter()
+        .zip(recon_fields(recon))
+        .map(|((field, before), (_, after))| (field, before, after))
+    {
+        if before != after {
+            changes.push(changed("recon", field.to_owned(), before, after));
+        }
+    }
     for (section, before, after) in [
         ("allow", &live.allow, &new.allow),
         ("deny", &live.deny, &new.deny),
@@ -268,6 +278,21 @@ pub fn limit_text(limit: &Limit) -> String {
         ));
     }
     text
+}
+
+/// The `[recon]` settings by name, as a policy file writes them.
+fn recon_fields(recon: &crate::policy::recon::Recon) -> [(&'static str, String); 8] {
+    use crate::policy::units::format_duration;
+    [
+        ("enabled", recon.enabled.as_str().to_owned()),
+        ("sweep_threshold", recon.sweep_threshold.to_string()),
+        ("window", format_duration(recon.window)),
+        ("action", recon.action.as_str().to_owned()),
+        ("block", format_duration(recon.block)),
+        ("prefix_v4", recon.prefix_v4.to_string()),
+        ("prefix_v6", recon.prefix_v6.to_string()),
+        ("prefix_threshold", recon.prefix_threshold.to_string()),
+    ]
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ pub struct Document {
     /// The budget of non-first ICMP fragments; left out, the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fragments: Option<FragmentBudget>,
+    /// Sweep detection; left out, the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recon: Option<crate::policy::recon::Recon>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub force_lists: bool,
 }
@@ -189,6 +192,7 @@ impl Document {
             smurf: Some(policy.smurf),
             errors: Some(policy.errors),
             fragments: Some(policy.fragments),
+            recon: Some(policy.recon),
             force_lists: policy.check_added_entries(None, &[]).is_err(),
         }
     }
@@ -228,6 +232,9 @@ impl Document {
         }
         if let Some(fragments) = self.fragments {
             policy.fragments = fragments;
+        }
+        if let Some(recon) = self.recon {
+            policy.recon = recon;
         }
         policy.force_lists = self.force_lists;
         policy.validate().map_err(|err| err.to_string())?;

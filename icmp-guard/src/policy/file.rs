@@ -62,7 +62,7 @@ use super::{
     },
     names,
     rate::Rate,
-    units::{self, ByteRate},
+    units::{self, ByteRate, format_duration, parse_duration},
 };
 
 /// A policy file that cannot be used, with the position of the offending value.
@@ -154,6 +154,10 @@ pub fn parse(text: &str) -> Result<Policy, FileError> {
         }
     }
 
+    if let Some(recon) = &document.recon {
+        read_recon(&source, recon, &mut policy.recon)?;
+    }
+
     let lists = document.lists.unwrap_or_default();
     let allow = cidrs(&source, &lists.allow)?;
     let deny = cidrs(&source, &lists.deny)?;
@@ -169,6 +173,7 @@ pub fn parse(text: &str) -> Result<Policy, FileError> {
                 .map(|(_, span)| span.clone()),
             PolicyError::Protected { .. }
             | PolicyError::BadLimit { .. }
+            | PolicyError::BadRecon { .. }
             | PolicyError::ListedInOther { .. }
             | PolicyError::TooMany { .. } => None,
         };
@@ -336,6 +341,17 @@ pub fn render(policy: &Policy) -> String {
     let _ = writeln!(out, "total_rate = {}", fragments.total_rate);
     let _ = writeln!(out, "total_burst = {}", fragments.total_burst);
 
+    let recon = &policy.recon;
+    out.push_str("\n[recon]\n");
+    let _ = writeln!(out, "enabled = {}", quote(recon.enabled.as_str()));
+    let _ = writeln!(out, "sweep_threshold = {}", recon.sweep_threshold);
+    let _ = writeln!(out, "window = {}", quote(&format_duration(recon.window)));
+    let _ = writeln!(out, "action = {}", quote(recon.action.as_str()));
+    let _ = writeln!(out, "block = {}", quote(&format_duration(recon.block)));
+    let _ = writeln!(out, "prefix_v4 = {}", recon.prefix_v4);
+    let _ = writeln!(out, "prefix_v6 = {}", recon.prefix_v6);
+    let _ = writeln!(out, "prefix_threshold = {}", recon.prefix_threshold);
+
     out.push_str("\n[lists]\n");
     for (key, list) in [("allow", &policy.allow), ("deny", &policy.deny)] {
         let entries: Vec<String> = list.iter().map(|cidr| quote(&cidr.to_string())).collect();
@@ -407,7 +423,7 @@ fn write_rule(
             let _ = writeln!(
                 out,
                 "block = {}",
-                quote(&units::format_duration(Duration::from_millis(u64::from(
+                quote(&format_duration(Duration::from_millis(u64::from(
                     limit.block_ms
                 ))))
             );
@@ -449,6 +465,21 @@ struct Document {
     smurf: Option<SmurfEntry>,
     errors: Option<ErrorsEntry>,
     fragments: Option<FragmentsEntry>,
+    recon: Option<ReconEntry>,
+}
+
+/// `[recon]`: sweep detection.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconEntry {
+    enabled: Option<Spanned<Value>>,
+    sweep_threshold: Option<Spanned<Value>>,
+    window: Option<Spanned<Value>>,
+    action: Option<Spanned<Value>>,
+    block: Option<Spanned<Value>>,
+    prefix_v4: Option<Spanned<Value>>,
+    prefix_v6: Option<Spanned<Value>>,
+    prefix_threshold: Option<Spanned<Value>>,
 }
 
 /// `[errors]`: the per-source ceiling of ICMP errors.
@@ -592,6 +623,7 @@ fn apply_rule(source: &Source<'_>, policy: &mut Policy, rule: &RuleEntry) -> Res
             PolicyError::BadLimit { .. } => rule.rate.as_ref().map_or(span, Spanned::span),
             PolicyError::Protected { .. }
             | PolicyError::AllowAndDeny { .. }
+            | PolicyError::BadRecon { .. }
             | PolicyError::ListedInOther { .. }
             | PolicyError::ProtectedPrefix { .. }
             | PolicyError::TooMany { .. } => span,
@@ -878,7 +910,7 @@ fn rule_spec_without_size(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleS
             Value::Integer(seconds) if *seconds >= 0 => seconds.to_string(),
             _ => source.text(value.span()).to_owned(),
         };
-        let duration = units::parse_duration(&text, "block")
+        let duration = parse_duration(&text, "block")
             .map_err(|message| source.error(value.span(), message))?;
         limit.block_ms = u32::try_from(duration.as_millis())
             .ok()
@@ -889,6 +921,108 @@ fn rule_spec_without_size(source: &Source<'_>, rule: &RuleEntry) -> Result<RuleS
 }
 
 /// A rate or burst: an integer from 1 to [`MAX_RATE`], in `unit` (plural).
+/// `[recon]`, each value checked where it is written; the settings together by
+/// [`crate::policy::recon::Recon::validate`], at the section.
+fn read_recon(
+    source: &Source<'_>,
+    entry: &ReconEntry,
+    recon: &mut crate::policy::recon::Recon,
+) -> Result<(), FileError> {
+    let text = |value: &Spanned<Value>, field: &str| -> Result<String, FileError> {
+        match value.get_ref() {
+            Value::String(text) => Ok(text.clone()),
+            _ => Err(source.error(
+                value.span(),
+                format!(
+                    "{field} must be a string, not {}",
+                    source.text(value.span())
+                ),
+            )),
+        }
+    };
+    let number = |value: &Spanned<Value>, field: &str| -> Result<u32, FileError> {
+        match value.get_ref() {
+            Value::Integer(number) => u32::try_from(*number).map_err(|_| {
+                source.error(value.span(), format!("{field} {number} is out of range"))
+            }),
+            _ => Err(source.error(
+                value.span(),
+                format!(
+                    "{field} must be a whole number, not {}",
+                    source.text(value.span())
+                ),
+            )),
+        }
+    };
+    let at = |value: &Spanned<Value>, message: String| source.error(value.span(), message);
+    if let Some(value) = &entry.enabled {
+        recon.enabled = text(value, "enabled")?
+            .parse()
+            .map_err(|message| at(value, message))?;
+    }
+    if let Some(value) = &entry.action {
+        recon.action = text(value, "action")?
+            .parse()
+            .map_err(|message| at(value, message))?;
+    }
+    for (value, field, target) in [
+        (&entry.window, "window", &mut recon.window),
+        (&entry.block, "block", &mut recon.block),
+    ] {
+        if let Some(value) = value {
+            let written = match value.get_ref() {
+                Value::Integer(seconds) => seconds.to_string(),
+                _ => text(value, field)?,
+            };
+            *target = parse_duration(&written, field).map_err(|message| at(value, message))?;
+        }
+    }
+    for (value, field, target) in [
+        (
+            &entry.sweep_threshold,
+            "sweep_threshold",
+            &mut recon.sweep_threshold,
+        ),
+        (
+            &entry.prefix_threshold,
+            "prefix_threshold",
+            &mut recon.prefix_threshold,
+        ),
+    ] {
+        if let Some(value) = value {
+            *target = number(value, field)?;
+        }
+    }
+    for (value, field, target) in [
+        (&entry.prefix_v4, "prefix_v4", &mut recon.prefix_v4),
+        (&entry.prefix_v6, "prefix_v6", &mut recon.prefix_v6),
+    ] {
+        if let Some(value) = value {
+            let number = number(value, field)?;
+            *target = u8::try_from(number)
+                .map_err(|_| at(value, format!("{field} {number} is out of range")))?;
+        }
+    }
+    if let Err(message) = recon.validate() {
+        // The value named first in the message is the one to point at.
+        let spans = [
+            ("sweep_threshold", &entry.sweep_threshold),
+            ("prefix_threshold", &entry.prefix_threshold),
+            ("window", &entry.window),
+            ("block", &entry.block),
+            ("prefix_v4", &entry.prefix_v4),
+            ("prefix_v6", &entry.prefix_v6),
+        ];
+        let span = spans
+            .iter()
+            .find(|(field, _)| message.starts_with(field))
+            .and_then(|(_, value)| value.as_ref())
+            .map_or(0..0, Spanned::span);
+        return Err(source.error(span, message));
+    }
+    Ok(())
+}
+
 fn count(
     source: &Source<'_>,
     value: &Spanned<Value>,

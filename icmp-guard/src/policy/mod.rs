@@ -10,6 +10,7 @@ pub mod file;
 pub mod model;
 pub mod names;
 pub mod rate;
+pub mod recon;
 pub mod store;
 pub mod target;
 pub mod units;

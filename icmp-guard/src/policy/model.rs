@@ -560,6 +560,8 @@ pub enum PolicyError {
     },
     #[error("invalid limit for {what}: {reason}")]
     BadLimit { what: String, reason: String },
+    #[error("invalid [recon] setting: {reason}")]
+    BadRecon { reason: String },
     #[error("{cidr} is in both the allow and the deny list: keep it in one")]
     AllowAndDeny { cidr: Cidr },
     #[error("{cidr} is already in the {} list: remove it there first", list.name())]
@@ -605,6 +607,8 @@ pub struct Policy {
     pub smurf: Smurf,
     pub errors: ErrorCeiling,
     pub fragments: FragmentBudget,
+    /// Sweep detection (`[recon]`).
+    pub recon: super::recon::Recon,
     /// The operator's `--force` (`force = true` under `[lists]`) for deny entries that
     /// cover messages the network needs ([`protected_prefix`]). Not kept in the kernel: it
     /// is checked when entries are added ([`Policy::check_added_entries`]).
@@ -623,6 +627,7 @@ impl PartialEq for Policy {
             && self.smurf == other.smurf
             && self.errors == other.errors
             && self.fragments == other.fragments
+            && self.recon == other.recon
     }
 }
 
@@ -727,6 +732,7 @@ impl Policy {
             smurf: Smurf::default(),
             errors: ErrorCeiling::default(),
             fragments: FragmentBudget::default(),
+            recon: super::recon::Recon::default(),
             force_lists: false,
         }
     }
@@ -864,6 +870,9 @@ impl Policy {
         if let Some(cidr) = self.allow.iter().find(|cidr| self.deny.contains(cidr)) {
             return Err(PolicyError::AllowAndDeny { cidr: *cidr });
         }
+        self.recon
+            .validate()
+            .map_err(|reason| PolicyError::BadRecon { reason })?;
         Limit::new(
             self.smurf.reply_ceiling,
             self.smurf.reply_ceiling_burst,

@@ -361,6 +361,9 @@ pub fn read_live(maps: &GuardMaps) -> Result<Policy> {
             total_burst: fragments.ceiling_burst,
         };
     }
+    if let Some(recon) = super::recon::Recon::from_kernel(&settings.recon) {
+        policy.recon = recon;
+    }
     policy.mode = if config.mode == config::MODE_DRY_RUN {
         Mode::DryRun
     } else {

@@ -56,6 +56,28 @@ impl Lab {
         }
     }
 
+    /// Another namespace of this lab (removed with it); returns its name.
+    pub fn add_namespace(&mut self, role: &str) -> String {
+        self.pair
+            .lab
+            .add_namespace(role)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// A veth pair between two namespaces of this lab; returns the two interface names.
+    pub fn add_veth(
+        &self,
+        (ns_a, role_a): (&str, &str),
+        (ns_b, role_b): (&str, &str),
+    ) -> (String, String) {
+        let (if_a, if_b) = (self.pair.lab.if_name(role_a), self.pair.lab.if_name(role_b));
+        self.pair
+            .lab
+            .add_veth((ns_a, &if_a), (ns_b, &if_b))
+            .unwrap_or_else(|err| panic!("{err}"));
+        (if_a, if_b)
+    }
+
     /// `ip -n NS ARGS`, which must succeed.
     pub fn ip(&self, ns: &str, args: &[&str]) -> String {
         self.pair

@@ -36,6 +36,7 @@ mod limits;
 mod notify;
 mod observe;
 mod policy;
+mod recon;
 mod smurf;
 mod top;
 mod tun;

@@ -33,6 +33,7 @@ mod model;
 mod policy_verdict;
 mod probation;
 mod rate_limit;
+mod recon;
 mod scrape;
 mod smurf;
 mod verdict;

@@ -28,6 +28,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("procps", "sysctl"),
     ("util-linux", "nsenter"),
     ("iputils-tracepath", "tracepath"),
+    // fping -g, the ping sweep of the reconnaissance test and demo.
+    ("fping", "fping"),
     ("ndisc6", "ndisc6"),
     ("prometheus", "promtool"),
     // trafgen, the flood generator of `cargo xtask bench`.

@@ -346,6 +346,7 @@ pub fn drop_summary(previous: &StatsReport, current: &StatsReport) -> Option<Str
             invalid: now.invalid.saturating_sub(before.invalid),
             oversize: now.oversize.saturating_sub(before.oversize),
             blocked: now.blocked.saturating_sub(before.blocked),
+            sweep: now.sweep.saturating_sub(before.sweep),
         }
     };
     let add = |a: &mut Reasons, b: &Reasons| {
@@ -357,6 +358,7 @@ pub fn drop_summary(previous: &StatsReport, current: &StatsReport) -> Option<Str
         a.invalid += b.invalid;
         a.oversize += b.oversize;
         a.blocked += b.blocked;
+        a.sweep += b.sweep;
     };
     let mut dropped = Reasons::default();
     let mut would = Reasons::default();

@@ -89,6 +89,9 @@ pub fn text(status: &Status, kernel: &KernelView) -> String {
             let _ = write!(line, " program {program} link {link}");
         }
         let _ = writeln!(out, "{}", line.trim_end());
+        if let Some(recon) = interface.recon {
+            let _ = writeln!(out, "  recon: {recon}");
+        }
         if let Some(reason) = &interface.reason {
             let _ = writeln!(out, "  {reason}");
         }

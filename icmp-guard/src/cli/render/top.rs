@@ -61,9 +61,13 @@ pub fn top(report: &TopReport, human: bool) -> String {
         let type_name = source
             .top_type_name
             .map_or_else(|| source.top_type.to_string(), str::to_owned);
+        let sweeping = source
+            .sweep_destinations
+            .map(|destinations| format!("  SWEEP ≥{destinations} destinations"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<39} {:>11} {:>6.1}% {:>11}  {:<16} {:>7}  {} {type_name}{}",
+            "{:<39} {:>11} {:>6.1}% {:>11}  {:<16} {:>7}  {} {type_name}{}{sweeping}",
             source.address.to_string(),
             top_rate(source.packets_per_sec, human),
             source.share * 100.0,
@@ -72,6 +76,19 @@ pub fn top(report: &TopReport, human: bool) -> String {
             human::count(source.sampled_events, human),
             source.family,
             if source.blocked { "  BLOCKED" } else { "" },
+        );
+    }
+    for flagged in &report.sweeping {
+        let state = if flagged.action == "log" {
+            format!("flagged {} s more (action log)", flagged.remaining_seconds)
+        } else {
+            format!("echo requests blocked {} s more", flagged.remaining_seconds)
+        };
+        let _ = writeln!(
+            out,
+            "sweeping: {} probed ≥{} destinations; {state}",
+            flagged.name(),
+            flagged.destinations
         );
     }
     if report.sources.is_empty() {
@@ -130,6 +147,43 @@ mod tests {
         };
         let report = estimate(&events, &delta, Duration::from_secs(1), 10, 10);
         assert!(top(&report, false).contains("policy (would)"));
+    }
+
+    #[test]
+    fn a_sweeping_source_is_marked_with_its_destinations() {
+        use icmp_guard::observe::recon::flagged;
+        use icmp_guard_common::recon::{Flagged, FlaggedKey, action};
+        let events = [event(2, ACTION_PASSED), event(3, ACTION_PASSED)];
+        let delta = CpuTotals {
+            icmp_packets: vec![2],
+            ..CpuTotals::default()
+        };
+        let mut report = estimate(&events, &delta, Duration::from_secs(1), 10, 10);
+        let mut key = FlaggedKey {
+            family: FAMILY_V4,
+            len: 32,
+            ..FlaggedKey::default()
+        };
+        key.addr[..4].copy_from_slice(&[192, 0, 2, 3]);
+        let record = Flagged {
+            flagged_at: 1_000_000_000,
+            block_ns: 60_000_000_000,
+            bits: 40,
+            action: action::DROP,
+            _padding: [0; 3],
+        };
+        report.mark_sweeping(&flagged(&[(key, record)], 2_000_000_000));
+        let text = top(&report, false);
+        let marked: Vec<&str> = text.lines().filter(|line| line.contains("SWEEP")).collect();
+        assert_eq!(marked.len(), 1, "{text}");
+        assert!(marked[0].starts_with("192.0.2.3 "), "{text}");
+        assert!(marked[0].ends_with("SWEEP ≥41 destinations"), "{text}");
+        assert!(
+            text.contains(
+                "sweeping: 192.0.2.3 probed ≥41 destinations; echo requests blocked 59 s more"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod drop_log;
 mod interfaces;
 mod notify;
 mod policy_file;
+mod sweep_log;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -18,6 +19,7 @@ use icmp_guard::{
 };
 use interfaces::{Interfaces, Selection};
 use policy_file::PolicyFile;
+use sweep_log::SweepLogger;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -347,6 +349,8 @@ async fn service(args: Args, guard: Guard, selection: Selection) -> anyhow::Resu
     let mut drain = tokio::time::interval(DRAIN);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut drop_log = DropLogger::new(&guard, args.drop_log);
+    let mut sweep_log = SweepLogger::default();
+    sweep_log.check(&guard);
     let ending = if args.keep {
         "stops and leaves the guard attached (--keep)"
     } else {
@@ -419,6 +423,7 @@ async fn service(args: Args, guard: Guard, selection: Selection) -> anyhow::Resu
                 if interfaces.names() != before {
                     record(&interfaces);
                 }
+                sweep_log.check(&guard);
             }
             _ = summary.tick() => {
                 // Addresses also change where no event says so (a missed notification).

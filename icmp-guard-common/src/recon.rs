@@ -1,0 +1,464 @@
+//! Reconnaissance: ping sweeps seen on a gateway (issue 20).
+//!
+//! A sweep is one source (or one source prefix) sending probes — echo requests (v4 and v6),
+//! timestamp and address-mask requests — to many distinct destinations, a few each. Per
+//! source and per source prefix the program keeps a [`Sweep`]: a 1024-bit linear-counting
+//! bitmap of hashed destinations in a two-epoch rolling window. Each epoch lasts half the
+//! policy's window; the bitmap of the current epoch and the one before it together cover
+//! between half a window and a whole window of traffic.
+//!
+//! The program never estimates: it keeps [`Sweep::bits`], the number of bits set in the union
+//! of both bitmaps (one more whenever a probe sets a bit that neither had), and compares it
+//! with a bit threshold that userspace precomputed from the destination threshold
+//! ([`bits_for`]). Userspace turns bits back into destinations ([`estimate`], linear counting:
+//! n = -m ln(1 - bits/m)). Each packet reads and writes one word of each bitmap: no loop over
+//! the bitmap, nothing the verifier has to walk more than once.
+//!
+//! Only probes the decision passed are counted (after their limiter admitted them, so state
+//! is created only where the new-source budget already admits state): errors never, nor
+//! anything from an allow-listed source. The updates are not atomic: two CPUs racing on one
+//! word may lose a bit, which undercounts by at most the racing packets.
+
+/// Bits of each bitmap (linear counting's m).
+pub const BITMAP_BITS: u32 = 1024;
+/// 64-bit words of each bitmap.
+pub const BITMAP_WORDS: usize = 16;
+
+/// Entries of each `RECON_V4`/`RECON_V6` LRU map (sources and prefixes together).
+pub const RECON_ENTRIES: u32 = 16_384;
+/// Entries of `RECON_FLAGGED`: the sources and prefixes flagged most recently.
+pub const FLAGGED_ENTRIES: u32 = 1024;
+
+/// Values of [`ReconConfig::mode`].
+pub mod mode {
+    /// Detection off (also the state of fresh maps).
+    pub const OFF: u8 = 0;
+    /// On, whatever the interface.
+    pub const ON: u8 = 1;
+    /// On where the interface forwards ([`crate::interface::InterfaceConfig::flags`] has
+    /// [`crate::interface::interface_flags::FORWARDING`]).
+    pub const AUTO: u8 = 2;
+}
+
+/// Values of [`ReconConfig::action`].
+pub mod action {
+    /// A flagged source's probes are dropped as `sweep` until its block ends.
+    pub const DROP: u8 = 0;
+    /// A flagged source is only recorded in `RECON_FLAGGED` (for the log, `top`, metrics).
+    pub const LOG: u8 = 1;
+}
+
+/// The sweep settings of one policy generation, precomputed by userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconConfig {
+    /// One of [`mode`].
+    pub mode: u8,
+    /// One of [`action`].
+    pub action: u8,
+    /// Prefix length of IPv4 source prefixes.
+    pub prefix_v4: u8,
+    /// Prefix length of IPv6 source prefixes.
+    pub prefix_v6: u8,
+    /// A source is flagged once this many bits are set ([`bits_for`] of the threshold).
+    pub source_bits: u16,
+    /// A prefix is flagged once this many bits are set; 0: prefixes are not tracked.
+    pub prefix_bits: u16,
+    /// The policy's thresholds in destinations, kept for `policy show` (the program reads
+    /// only the bits).
+    pub sweep_threshold: u16,
+    pub prefix_threshold: u16,
+    pub _padding: u32,
+    /// Length of an epoch (half the window) in nanoseconds; never 0 when `mode` is not off.
+    pub epoch_ns: u64,
+    /// How long a flagged source stays blocked.
+    pub block_ns: u64,
+}
+
+/// One source's (or prefix's) sketch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// The epoch (clock / epoch length) of the current bitmap, `words[epoch & 1]`.
+    pub epoch: u64,
+    /// Until when (coarse clock, ns) the source is flagged; 0 if never.
+    pub blocked_until: u64,
+    /// Bits set in the union of both bitmaps.
+    pub bits: u32,
+    /// Bits set in the current bitmap.
+    pub current_bits: u32,
+    /// The two bitmaps, by epoch parity.
+    pub words: [[u64; BITMAP_WORDS]; 2],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, integers only, no padding, every bit pattern valid.
+unsafe impl aya::Pod for Sweep {}
+
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for ReconConfig {}
+
+/// Key of `RECON_V4`: a source (`len` 32) or a source prefix (`len` the prefix length).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReconV4Key {
+    pub len: u32,
+    pub addr: [u8; 4],
+}
+
+/// Key of `RECON_V6`: a source (`len` 128) or a source prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReconV6Key {
+    pub len: u32,
+    pub addr: [u8; 16],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, integers and bytes, no padding.
+unsafe impl aya::Pod for ReconV4Key {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for ReconV6Key {}
+
+/// Key of `RECON_FLAGGED`: family, prefix length and the (masked) address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlaggedKey {
+    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
+    pub family: u8,
+    /// 32/128 for a source, else the prefix length.
+    pub len: u8,
+    pub _padding: [u8; 2],
+    /// The address; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+}
+
+/// Value of `RECON_FLAGGED`, written when a source crosses its threshold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flagged {
+    /// When it was flagged: CLOCK_MONOTONIC in ns (`bpf_ktime_get_ns`), which userspace
+    /// can read too.
+    pub flagged_at: u64,
+    /// How long it is blocked (with action log: counted as flagged) from then.
+    pub block_ns: u64,
+    /// Bits set when it was flagged.
+    pub bits: u32,
+    /// The [`action`] in force when it was flagged.
+    pub action: u8,
+    pub _padding: [u8; 3],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, integers and bytes, no padding.
+unsafe impl aya::Pod for FlaggedKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for Flagged {}
+
+/// True for the probes a sweep is made of: echo, timestamp and address-mask requests
+/// (ICMPv4 8, 13, 17) and ICMPv6 echo requests (128).
+#[inline(always)]
+pub const fn is_probe(family: u8, icmp_type: u8) -> bool {
+    if family == crate::FAMILY_V4 {
+        icmp_type == 8 || icmp_type == 13 || icmp_type == 17
+    } else {
+        icmp_type == 128
+    }
+}
+
+/// murmur3's 32-bit finaliser: every input bit moves every output bit, so consecutive
+/// addresses (a sweep of a /24) land on unrelated bits.
+#[inline(always)]
+pub const fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+/// The bit (0..[`BITMAP_BITS`]) of an IPv4 destination.
+#[inline(always)]
+pub const fn position_v4(destination: [u8; 4]) -> u32 {
+    mix(u32::from_be_bytes(destination)) & (BITMAP_BITS - 1)
+}
+
+/// The bit of an IPv6 destination.
+#[inline(always)]
+pub fn position_v6(destination: &[u8; 16]) -> u32 {
+    let word = |i: usize| {
+        u32::from_be_bytes([
+            destination[i],
+            destination[i + 1],
+            destination[i + 2],
+            destination[i + 3],
+        ])
+    };
+    let (a, b, c, d) = (word(0), word(4), word(8), word(12));
+    mix(a ^ mix(b ^ mix(c ^ mix(d)))) & (BITMAP_BITS - 1)
+}
+
+/// The word and mask of bit `position` in a bitmap.
+#[inline(always)]
+pub const fn word_and_mask(position: u32) -> (usize, u64) {
+    (
+        ((position >> 6) as usize) & (BITMAP_WORDS - 1),
+        1u64 << (position & 63),
+    )
+}
+
+/// `addr` masked to its first `len` bits, in place, as two 64-bit halves (BPF has no
+/// 128-bit arithmetic; one branch rather than one per byte).
+#[inline(always)]
+pub fn mask_v6_in_place(addr: &mut [u8; 16], len: u8) {
+    let len = if len > 128 { 128 } else { u32::from(len) };
+    let keep = |bits: u32| -> u64 {
+        if bits == 0 {
+            0
+        } else if bits >= 64 {
+            u64::MAX
+        } else {
+            u64::MAX << (64 - bits)
+        }
+    };
+    let (high_bits, low_bits) = if len >= 64 { (64, len - 64) } else { (len, 0) };
+    let mut high = [0u8; 8];
+    high.copy_from_slice(&addr[..8]);
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&addr[8..]);
+    let high = u64::from_be_bytes(high) & keep(high_bits);
+    let low = u64::from_be_bytes(low) & keep(low_bits);
+    addr[..8].copy_from_slice(&high.to_be_bytes());
+    addr[8..].copy_from_slice(&low.to_be_bytes());
+}
+
+/// What a probe did to a sketch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// Under the threshold (or already flagged and recorded).
+    Counted,
+    /// This probe crossed the threshold: record the flag until `blocked_until`.
+    Flagged,
+}
+
+/// Counts a probe to the destination at bit `position` at `now` into `sweep`; `threshold`
+/// in bits. Straight-line: one word of each bitmap is read, the rotation clears one
+/// bitmap (or both after a silence of more than an epoch).
+#[inline(always)]
+pub fn observe(
+    sweep: &mut Sweep,
+    position: u32,
+    now: u64,
+    config: &ReconConfig,
+    threshold: u16,
+) -> Observed {
+    let (word, mask) = word_and_mask(position);
+    let Some(epoch) = now.checked_div(config.epoch_ns) else {
+        return Observed::Counted;
+    };
+    if epoch != sweep.epoch {
+        let current = (epoch & 1) as usize;
+        if epoch == sweep.epoch.wrapping_add(1) {
+            // The current bitmap becomes the previous one; the one before is forgotten.
+            clear(&mut sweep.words[current]);
+            sweep.bits = sweep.current_bits;
+        } else {
+            clear(&mut sweep.words[0]);
+            clear(&mut sweep.words[1]);
+            sweep.bits = 0;
+        }
+        sweep.current_bits = 0;
+        sweep.epoch = epoch;
+    }
+    let parity = (epoch & 1) as usize;
+    let current = sweep.words[parity][word];
+    if current & mask != 0 {
+        return Observed::Counted;
+    }
+    sweep.words[parity][word] = current | mask;
+    sweep.current_bits += 1;
+    if sweep.words[parity ^ 1][word] & mask != 0 {
+        return Observed::Counted;
+    }
+    sweep.bits += 1;
+    if sweep.bits >= u32::from(threshold) && now >= sweep.blocked_until {
+        sweep.blocked_until = now.saturating_add(config.block_ns);
+        return Observed::Flagged;
+    }
+    Observed::Counted
+}
+
+/// Zeroes a bitmap word by word: volatile stores, so that the compiler does not make them
+/// a call to `memset`, which the BPF target links as a global function that older
+/// verifiers (5.10, 6.1) refuse.
+#[inline(always)]
+fn clear(words: &mut [u64; BITMAP_WORDS]) {
+    for word in words.iter_mut() {
+        // SAFETY: a valid, exclusive reference.
+        unsafe { core::ptr::write_volatile(word, 0) };
+    }
+}
+
+/// True when `sweep` blocks the probes of its source at `now`.
+#[inline(always)]
+pub fn blocks(sweep: &Sweep, now: u64, config: &ReconConfig) -> bool {
+    config.action == action::DROP && now < sweep.blocked_until
+}
+
+/// The bits a linear-counting bitmap of [`BITMAP_BITS`] is expected to have set after
+/// `destinations` distinct ones: m(1 - e^(-n/m)), rounded to the nearest bit, at least 1.
+#[cfg(feature = "user")]
+pub fn bits_for(destinations: u32) -> u16 {
+    let m = f64::from(BITMAP_BITS);
+    let bits = m * (1.0 - (-f64::from(destinations) / m).exp());
+    (bits.round() as u16).clamp(1, BITMAP_BITS as u16 - 1)
+}
+
+/// The distinct destinations `bits` set bits stand for: -m ln(1 - bits/m).
+#[cfg(feature = "user")]
+pub fn estimate(bits: u32) -> u32 {
+    let m = f64::from(BITMAP_BITS);
+    let bits = f64::from(bits.min(BITMAP_BITS - 1));
+    (-m * (1.0 - bits / m).ln()).round() as u32
+}
+
+/// Destination thresholds `bits_for` can express: above this the bitmap saturates.
+pub const MAX_THRESHOLD: u32 = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    extern crate std;
+    use std::vec::Vec;
+
+    #[test]
+    fn the_layout_has_no_implicit_padding() {
+        assert_eq!(size_of::<ReconConfig>(), 16 + 16);
+        assert_eq!(size_of::<Sweep>(), 8 + 8 + 8 + 2 * 16 * 8);
+        assert_eq!(size_of::<FlaggedKey>(), 20);
+        assert_eq!(size_of::<Flagged>(), 24);
+        assert_eq!(size_of::<ReconV4Key>(), 8);
+        assert_eq!(size_of::<ReconV6Key>(), 20);
+    }
+
+    fn config() -> ReconConfig {
+        ReconConfig {
+            mode: mode::ON,
+            action: action::DROP,
+            prefix_v4: 24,
+            prefix_v6: 48,
+            source_bits: 1000,
+            prefix_bits: 0,
+            sweep_threshold: 1000,
+            prefix_threshold: 0,
+            _padding: 0,
+            epoch_ns: 5_000_000_000,
+            block_ns: 60_000_000_000,
+        }
+    }
+
+    #[test]
+    fn a_sweep_of_a_slash_24_is_counted_within_its_accuracy() {
+        let config = config();
+        let mut sweep = Sweep::default();
+        for host in 0..=255u8 {
+            observe(
+                &mut sweep,
+                position_v4([198, 51, 100, host]),
+                1,
+                &config,
+                1000,
+            );
+        }
+        let estimate = estimate(sweep.bits);
+        assert!((240..=272).contains(&estimate), "{estimate}");
+    }
+
+    #[test]
+    fn the_window_rolls_one_epoch_and_forgets_after_two() {
+        let config = config();
+        let mut sweep = Sweep::default();
+        let e = config.epoch_ns;
+        for host in 0..20u8 {
+            observe(&mut sweep, position_v4([192, 0, 2, host]), e, &config, 1000);
+        }
+        let first = sweep.bits;
+        // The same destinations in the next epoch add nothing to the union.
+        for host in 0..20u8 {
+            observe(
+                &mut sweep,
+                position_v4([192, 0, 2, host]),
+                2 * e,
+                &config,
+                1000,
+            );
+        }
+        assert_eq!(sweep.bits, first);
+        // Two epochs later only the one before is remembered; after a silence, nothing.
+        let other = position_v4([203, 0, 113, 1]);
+        observe(&mut sweep, other, 3 * e, &config, 1000);
+        assert_eq!(sweep.bits, first + 1);
+        observe(&mut sweep, other, 9 * e, &config, 1000);
+        assert_eq!(sweep.bits, 1);
+    }
+
+    #[test]
+    fn crossing_the_threshold_flags_once_per_block() {
+        let config = config();
+        let mut sweep = Sweep::default();
+        let mut flagged = Vec::new();
+        for host in 0..100u8 {
+            if observe(&mut sweep, position_v4([192, 0, 2, host]), 10, &config, 10)
+                == Observed::Flagged
+            {
+                flagged.push(host);
+            }
+        }
+        assert_eq!(flagged.len(), 1, "{flagged:?}");
+        assert!(blocks(&sweep, 11, &config));
+        assert!(!blocks(&sweep, 10 + config.block_ns, &config));
+        let log = ReconConfig {
+            action: action::LOG,
+            ..config
+        };
+        assert!(!blocks(&sweep, 11, &log));
+    }
+
+    #[test]
+    fn bits_and_estimates_invert_each_other() {
+        for n in [16, 32, 40, 64, 128, 256, 512, 1024] {
+            let back = estimate(u32::from(bits_for(n)));
+            assert!(back.abs_diff(n) <= n / 50 + 1, "{n} -> {back}");
+        }
+        assert_eq!(bits_for(32), 32);
+    }
+
+    #[test]
+    fn v6_masking_agrees_with_the_limiters() {
+        let addr: [u8; 16] = core::array::from_fn(|i| 0xa5 ^ (i as u8).wrapping_mul(37));
+        for len in 0..=130u8 {
+            let mut masked = addr;
+            mask_v6_in_place(&mut masked, len);
+            assert_eq!(masked, crate::limit::mask_v6(addr, len), "/{len}");
+        }
+    }
+
+    #[test]
+    fn errors_and_replies_are_not_probes() {
+        assert!(is_probe(crate::FAMILY_V4, 8));
+        assert!(is_probe(crate::FAMILY_V4, 13));
+        assert!(is_probe(crate::FAMILY_V4, 17));
+        assert!(is_probe(crate::FAMILY_V6, 128));
+        for t in [0, 3, 11, 12, 14, 5] {
+            assert!(!is_probe(crate::FAMILY_V4, t));
+        }
+        for t in [1, 2, 3, 4, 129, 135] {
+            assert!(!is_probe(crate::FAMILY_V6, t));
+        }
+    }
+}
