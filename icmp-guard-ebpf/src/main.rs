@@ -23,6 +23,8 @@ mod events;
 mod limit;
 mod maps;
 mod parse;
+#[cfg(feature = "trace")]
+mod trace;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -52,6 +54,7 @@ use crate::{
 };
 
 /// The guard for kernels with atomic compare-and-exchange.
+#[cfg(not(feature = "trace"))]
 #[xdp]
 #[inline(always)]
 pub fn icmp_guard(ctx: XdpContext) -> u32 {
@@ -59,9 +62,28 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
 }
 
 /// The guard for kernels without it (5.10, 5.11).
+#[cfg(not(feature = "trace"))]
 #[xdp]
 #[inline(always)]
 pub fn icmp_guard_lock(ctx: XdpContext) -> u32 {
+    guard::<Locks>(&ctx)
+}
+
+/// The trace build of `icmp_guard` (`icmp_guard_common::trace`): the same guard, which
+/// also reports why each matching packet got its verdict. Its own name, so that a link
+/// that runs it is told apart.
+#[cfg(feature = "trace")]
+#[xdp]
+#[inline(always)]
+pub fn icmp_trace(ctx: XdpContext) -> u32 {
+    guard::<Atomics>(&ctx)
+}
+
+/// The trace build of `icmp_guard_lock`.
+#[cfg(feature = "trace")]
+#[xdp]
+#[inline(always)]
+pub fn icmp_trace_lock(ctx: XdpContext) -> u32 {
     guard::<Locks>(&ctx)
 }
 
@@ -127,11 +149,16 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
     let settings = config.generation(generation);
     let mut clock = Clock::default();
     if headers.is_fragment() {
-        let verdict = match decide::fragment(headers, generation, settings) {
+        let decision = decide::fragment(headers, generation, settings);
+        let verdict = match decision {
             Decision::Limit(limiter) => limit::admit::<S>(limiter, generation, headers, &mut clock),
             Decision::Drop(reason) => Some(reason),
             Decision::Pass => None,
         };
+        #[cfg(feature = "trace")]
+        trace::report(
+            ctx, headers, generation, settings, decision, verdict, !dry_run, &mut clock,
+        );
         return match verdict {
             None => {
                 count::global(global::ICMP_FRAGMENT_PASSED, len);
@@ -145,7 +172,8 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
             }
         };
     }
-    let verdict = match decide::message(headers, generation, settings) {
+    let decision = decide::message(headers, generation, settings);
+    let verdict = match decision {
         Decision::Pass => Verdict::Pass,
         Decision::Drop(reason) => Verdict::Drop(reason),
         Decision::Limit(limiter) => {
@@ -176,6 +204,20 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
         outcome.slot,
         len,
         config.events_per_sec,
+        &mut clock,
+    );
+    #[cfg(feature = "trace")]
+    trace::report(
+        ctx,
+        headers,
+        generation,
+        settings,
+        decision,
+        match verdict {
+            Verdict::Drop(reason) => Some(reason),
+            Verdict::Pass => None,
+        },
+        outcome.drop,
         &mut clock,
     );
     action(outcome.drop)
