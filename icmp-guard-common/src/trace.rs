@@ -28,10 +28,14 @@ pub struct TraceConfig {
     pub prefix_len: u8,
     /// [`crate::FAMILY_V4`], [`crate::FAMILY_V6`] or [`ANY`].
     pub family: u8,
-    /// The ICMP type packets must have, when [`TraceConfig::has_type`] is 1.
-    pub icmp_type: u8,
-    pub has_type: u8,
-    pub _padding: [u8; 4],
+    /// The ICMPv4 type packets must have, when [`TraceConfig::types`] has [`TYPE_V4`].
+    pub type_v4: u8,
+    /// The ICMPv6 type, when [`TraceConfig::types`] has [`TYPE_V6`].
+    pub type_v6: u8,
+    /// 0: any type of either family; else only the families whose bit is set, with their
+    /// type (`echo-request` is 8 in one and 128 in the other).
+    pub types: u8,
+    pub _padding: [u8; 3],
 }
 
 #[cfg(feature = "user")]
@@ -40,14 +44,25 @@ unsafe impl aya::Pod for TraceConfig {}
 
 /// Any family (and so any source).
 pub const ANY: u8 = 0xff;
+/// [`TraceConfig::types`]: ICMPv4 packets of `type_v4`.
+pub const TYPE_V4: u8 = 1;
+/// [`TraceConfig::types`]: ICMPv6 packets of `type_v6`.
+pub const TYPE_V6: u8 = 2;
 
 impl TraceConfig {
     /// True when a packet of `family` from `source` (IPv4 in its first four bytes) with
     /// type `icmp_type` matches the filter.
     #[inline(always)]
     pub fn matches(&self, family: u8, source: &[u8; 16], icmp_type: u8) -> bool {
-        if self.has_type != 0 && self.icmp_type != icmp_type {
-            return false;
+        if self.types != 0 {
+            let (bit, wanted) = if family == crate::FAMILY_V4 {
+                (TYPE_V4, self.type_v4)
+            } else {
+                (TYPE_V6, self.type_v6)
+            };
+            if self.types & bit == 0 || wanted != icmp_type {
+                return false;
+            }
         }
         if self.family == ANY {
             return true;
@@ -227,12 +242,27 @@ mod tests {
         assert!(!net.matches(crate::FAMILY_V4, &v4([198, 51, 100, 128]), 8));
         assert!(!net.matches(crate::FAMILY_V6, &v4([198, 51, 100, 1]), 128));
         let typed = TraceConfig {
-            icmp_type: 13,
-            has_type: 1,
+            type_v4: 13,
+            types: TYPE_V4,
             ..net
         };
         assert!(typed.matches(crate::FAMILY_V4, &v4([198, 51, 100, 1]), 13));
         assert!(!typed.matches(crate::FAMILY_V4, &v4([198, 51, 100, 1]), 8));
+        let echo = TraceConfig {
+            type_v4: 8,
+            type_v6: 128,
+            types: TYPE_V4 | TYPE_V6,
+            ..all
+        };
+        assert!(echo.matches(crate::FAMILY_V4, &[0; 16], 8));
+        assert!(echo.matches(crate::FAMILY_V6, &[0; 16], 128));
+        assert!(!echo.matches(crate::FAMILY_V6, &[0; 16], 8));
+        let v6_only = TraceConfig {
+            type_v6: 135,
+            types: TYPE_V6,
+            ..all
+        };
+        assert!(!v6_only.matches(crate::FAMILY_V4, &[0; 16], 135));
     }
 
     #[test]

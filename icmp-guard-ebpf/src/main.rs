@@ -87,6 +87,14 @@ pub fn icmp_trace_lock(ctx: XdpContext) -> u32 {
     guard::<Locks>(&ctx)
 }
 
+/// The trace build's report, tail-called by either guard once it has decided: verified
+/// once on its own rather than once for every state the guard reaches its end in.
+#[cfg(feature = "trace")]
+#[xdp]
+pub fn icmp_trace_log(ctx: XdpContext) -> u32 {
+    trace::report(&ctx)
+}
+
 const fn action(drop: bool) -> u32 {
     if drop {
         xdp_action::XDP_DROP
@@ -155,11 +163,7 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
             Decision::Drop(reason) => Some(reason),
             Decision::Pass => None,
         };
-        #[cfg(feature = "trace")]
-        trace::report(
-            ctx, headers, generation, settings, decision, verdict, !dry_run, &mut clock,
-        );
-        return match verdict {
+        let result = match verdict {
             None => {
                 count::global(global::ICMP_FRAGMENT_PASSED, len);
                 count::interface(false, false, len);
@@ -171,6 +175,10 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
                 action(!dry_run)
             }
         };
+        #[cfg(feature = "trace")]
+        return trace::hand_over(ctx, generation, decision, verdict, !dry_run, result);
+        #[cfg(not(feature = "trace"))]
+        return result;
     }
     let decision = decide::message(headers, generation, settings);
     let verdict = match decision {
@@ -207,19 +215,18 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
         &mut clock,
     );
     #[cfg(feature = "trace")]
-    trace::report(
+    return trace::hand_over(
         ctx,
-        headers,
         generation,
-        settings,
         decision,
         match verdict {
             Verdict::Drop(reason) => Some(reason),
             Verdict::Pass => None,
         },
         outcome.drop,
-        &mut clock,
+        action(outcome.drop),
     );
+    #[cfg(not(feature = "trace"))]
     action(outcome.drop)
 }
 

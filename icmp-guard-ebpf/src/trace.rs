@@ -1,15 +1,22 @@
-//! The trace build's one report (feature `trace`; the production build has none of this):
-//! after the pipeline has decided and counted a packet, a packet that matches the
-//! [`TRACE`] filter before its deadline gets one log record through aya-log saying which
-//! check decided, the rule or limiter behind it, and the verdict. The stages are not
-//! touched: what decided is read back from the decision, the lists, the rule and the
-//! limiter's bucket here.
+//! The trace build's one report (feature `trace`; the production build has none of this).
+//! Once the guard has decided and counted a packet it hands the decision over
+//! ([`hand_over`]) and tail-calls `icmp_trace_log`, which, for a packet that matches the
+//! [`TRACE`] filter before its deadline, logs one record through aya-log saying which
+//! check decided, the rule or limiter behind it, and the verdict, and returns the guard's
+//! action. The stages are not touched: what decided is read back from the decision, the
+//! lists, the rule and the limiter's bucket here. A separate program, because the verifier
+//! then walks the report once, not once for every state in which the guard ends.
 
-use aya_ebpf::{macros::map, maps::Array, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::map,
+    maps::{Array, PerCpuArray, ProgramArray},
+    programs::XdpContext,
+};
 use aya_log_ebpf::info;
 use icmp_guard_common::{
     DropReason, FAMILY_V4,
-    config::GenerationConfig,
+    config::{self, GenerationConfig},
     decide::Decision,
     limit::{V4Key, V6Key, limiter_flags, limiter_slot, mask_v4, mask_v6, per, prefix_len},
     policy::{checks_off, list},
@@ -19,7 +26,9 @@ use icmp_guard_common::{
 use crate::{
     decide,
     limit::Clock,
-    maps::{LIMITERS, PREFIXES_V4, PREFIXES_V6, SHARED_BUCKETS, SOURCES_V4, SOURCES_V6},
+    maps::{
+        CONFIG, LIMITERS, PACKET, PREFIXES_V4, PREFIXES_V6, SHARED_BUCKETS, SOURCES_V4, SOURCES_V6,
+    },
     parse::Headers,
 };
 
@@ -27,76 +36,139 @@ use crate::{
 #[map(name = "TRACE")]
 pub static TRACE: Array<TraceConfig> = Array::with_max_entries(1, 0);
 
+/// `icmp_trace_log` at index 0, put there by userspace.
+#[map(name = "TRACE_LOG")]
+pub static TRACE_LOG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// What the guard decided, handed to `icmp_trace_log`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Record {
+    pub generation: u32,
+    /// The XDP action the guard chose: what `icmp_trace_log` returns.
+    pub action: u32,
+    /// 0 pass, 1 drop, 2 limit ([`Decision`]).
+    pub kind: u8,
+    /// The drop reason or the limiter's index.
+    pub value: u8,
+    /// Why the limiter refused the packet (a [`DropReason`]), 0 when it did not.
+    pub refused: u8,
+    /// 1 when the packet is dropped (0 in dry-run mode, where a drop is a would-drop).
+    pub dropped: u8,
+    pub _padding: u32,
+}
+
+#[map(name = "TRACE_RECORD")]
+pub static TRACE_RECORD: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
+
 /// No bucket: a new source, charged to the new-source budget.
 const NO_BUCKET: u64 = u64::MAX;
 
-/// Reports the fate of the packet of `headers`: `decision` is what the checks said,
-/// `refused` why the limiter refused it (if it did), `dropped` whether it is dropped
-/// (false in dry-run mode, where a drop is a would-drop).
+/// Hands the guard's decision to `icmp_trace_log` and tail-calls it; returns `action`
+/// itself only if the tail call fails (no report, the same verdict).
 #[inline(always)]
-pub fn report(
+pub fn hand_over(
     ctx: &XdpContext,
-    headers: &Headers,
     generation: u32,
-    settings: &GenerationConfig,
     decision: Decision,
     refused: Option<DropReason>,
     dropped: bool,
-    clock: &mut Clock,
-) {
+    action: u32,
+) -> u32 {
+    let Some(record) = TRACE_RECORD.get_ptr_mut(0) else {
+        return action;
+    };
+    let (kind, value) = match decision {
+        Decision::Pass => (0, 0),
+        Decision::Drop(reason) => (1, reason as u8),
+        Decision::Limit(index) => (2, index),
+    };
+    // SAFETY: this CPU's value, from a successful lookup; nothing else writes it now.
+    unsafe {
+        *record = Record {
+            generation,
+            action,
+            kind,
+            value,
+            refused: refused.map_or(0, |reason| reason as u8),
+            dropped: u8::from(dropped),
+            _padding: 0,
+        };
+        TRACE_LOG.tail_call(ctx, 0);
+    }
+    action
+}
+
+/// `icmp_trace_log`: reports the packet the guard just decided, and returns its action.
+#[inline(always)]
+pub fn report(ctx: &XdpContext) -> u32 {
+    let Some(record) = TRACE_RECORD.get_ptr(0) else {
+        // Never: an array always has its entry. Fail closed.
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: this CPU's value, written by the guard that tail-called this program.
+    let record = unsafe { &*record };
+    log(ctx, record);
+    record.action
+}
+
+#[inline(always)]
+fn log(ctx: &XdpContext, record: &Record) {
     let Some(filter) = TRACE.get(0) else {
         return;
     };
+    let mut clock = Clock::default();
     if clock.precise() > filter.deadline_ns {
         return;
     }
+    let Some(headers) = PACKET.get_ptr(0) else {
+        return;
+    };
+    // SAFETY: this CPU's value, written by the guard's parser for this packet.
+    let headers: &Headers = unsafe { &*headers };
+    let Some(config) = CONFIG.get(config::INDEX) else {
+        return;
+    };
+    let generation = record.generation & 1;
+    let settings: &GenerationConfig = config.generation(generation);
     let family = headers.family;
-    let mut source = headers.source;
-    if family == FAMILY_V4 {
-        // As an IPv4-mapped IPv6 address, so that one format prints both families.
-        source = [
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, source[0], source[1], source[2], source[3],
-        ];
-    }
     let fragment = headers.is_fragment();
     let icmp_type = if fragment { 0 } else { headers.icmp_type };
-    let mut plain = headers.source;
-    if family == FAMILY_V4 {
-        plain[4..].fill(0);
-    }
-    if !filter.matches(family, &plain, icmp_type) {
+    // An IPv4 filter's prefix is at most 32 bits: the bytes after the address are never
+    // compared.
+    if !filter.matches(family, &headers.source, icmp_type) {
         return;
     }
     let (listed, rule, martian) = decide::explain(headers, generation, settings);
-    let mut limiter = u8::MAX;
+    let mut limiter = Line::NO_LIMITER;
     let mut reason = 0u8;
-    let decided = match decision {
-        Decision::Drop(why) => {
-            reason = why as u8;
-            match why {
-                DropReason::Invalid
-                    if martian && settings.checks_off & checks_off::MARTIAN_SOURCES == 0 =>
-                {
-                    check::MARTIAN
-                }
-                DropReason::DenyList => check::DENY_LIST,
-                DropReason::Smurf => check::SMURF,
-                _ => check::RULE,
+    let decided = match record.kind {
+        1 => {
+            reason = record.value;
+            if reason == DropReason::Invalid as u8
+                && martian
+                && settings.checks_off & checks_off::MARTIAN_SOURCES == 0
+            {
+                check::MARTIAN
+            } else if reason == DropReason::DenyList as u8 {
+                check::DENY_LIST
+            } else if reason == DropReason::Smurf as u8 {
+                check::SMURF
+            } else {
+                check::RULE
             }
         }
-        Decision::Pass if listed == list::ALLOW => check::ALLOW_LIST,
-        Decision::Pass if fragment => check::FRAGMENT,
-        Decision::Pass => check::RULE,
-        Decision::Limit(index) => {
-            limiter = index;
-            if let Some(why) = refused {
-                reason = why as u8;
-            }
+        2 => {
+            limiter = record.value;
+            reason = record.refused;
             check::LIMITER
         }
+        _ if listed == list::ALLOW => check::ALLOW_LIST,
+        _ if fragment => check::FRAGMENT,
+        _ => check::RULE,
     };
     let (mut scope, mut rate, mut burst, mut ahead) = (0u8, 0u32, 0u32, NO_BUCKET);
-    if limiter != u8::MAX
+    if limiter != Line::NO_LIMITER
         && let Some(config) = LIMITERS.get(limiter_slot(generation, limiter))
     {
         scope = config.per;
@@ -111,18 +183,17 @@ pub fn report(
             ahead = tat.saturating_sub(now);
         }
     }
-    let verdict: u8 = match (reason != 0, dropped) {
+    let verdict: u8 = match (reason != 0, record.dropped != 0) {
         (false, _) => 0,
         (true, true) => 1,
         (true, false) => 2,
     };
-    let code = if fragment { 0 } else { headers.code };
     // Few arguments: every argument and every piece of text between them is a field on the
     // stack. Userspace unpacks them (`icmp_guard_common::trace::Line`).
     let packet = Line {
         family,
         icmp_type,
-        code,
+        code: if fragment { 0 } else { headers.code },
         verdict,
         reason,
         check: decided,
@@ -133,6 +204,13 @@ pub fn report(
         burst,
         rate,
     };
+    let mut source = headers.source;
+    if family == FAMILY_V4 {
+        // As an IPv4-mapped IPv6 address, so that one format prints both families.
+        source = [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, source[0], source[1], source[2], source[3],
+        ];
+    }
     info!(
         ctx,
         "icmp-guard-trace {} {} {:i} {}",

@@ -33,6 +33,7 @@ mod run;
 mod stats;
 mod status;
 mod top;
+mod trace;
 
 use icmp_guard::{bpf::PinDir, error::Error, guard::Guard};
 
@@ -92,6 +93,7 @@ pub enum Command {
     Run(run::Args),
     Repair(repair::Args),
     Top(top::Args),
+    Trace(trace::Args),
     #[command(subcommand)]
     /// Settings of a running guard that are not policy (the event budget).
     Config(config::Command),
@@ -122,6 +124,7 @@ impl Command {
             Self::Run(args) => run::execute(args, context),
             Self::Repair(args) => repair::execute(args, context),
             Self::Top(args) => top::execute(args, context),
+            Self::Trace(args) => trace::execute(args, context),
             Self::Config(command) => config::execute(command, context),
             Self::Metrics(args) => metrics::execute(args, context),
             Self::Completions(args) => completions::completions(args),

@@ -5,3 +5,4 @@
 pub mod events;
 pub mod stats;
 pub mod top;
+pub mod trace;

@@ -38,7 +38,12 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Self {
-        let mut pair = Pair::new("test", true).expect("build the lab");
+        Self::of_kind("test")
+    }
+
+    /// A lab whose namespaces, interfaces and pin directory are named after `kind`.
+    pub fn of_kind(kind: &str) -> Self {
+        let mut pair = Pair::new(kind, true).expect("build the lab");
         // Clean-up detaches with the binary under test before removing the namespaces.
         drop(pair.lab.guard(&pair.guard.ns, Path::new(BIN)));
         Self {

@@ -37,5 +37,6 @@ mod observe;
 mod policy;
 mod smurf;
 mod top;
+mod trace;
 mod tun;
 mod vocabulary;

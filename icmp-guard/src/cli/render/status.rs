@@ -77,6 +77,12 @@ pub fn text(status: &Status, kernel: &KernelView) -> String {
             let _ = write!(line, " program {program} link {link}");
         }
         let _ = writeln!(out, "{}", line.trim_end());
+        if let Some(until) = &interface.tracing_until {
+            let _ = writeln!(
+                out,
+                "  tracing until {until} (`icmp-guard trace` runs the trace build there)"
+            );
+        }
         if let Some(reason) = &interface.reason {
             let _ = writeln!(out, "  {reason}");
         }
