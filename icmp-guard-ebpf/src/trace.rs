@@ -9,6 +9,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, PerCpuArray, ProgramArray},
     programs::XdpContext,
@@ -65,7 +66,8 @@ pub static TRACE_RECORD: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 
 const NO_BUCKET: u64 = u64::MAX;
 
 /// Hands the guard's decision to `icmp_trace_log` and tail-calls it; returns `action`
-/// itself only if the tail call fails (no report, the same verdict).
+/// itself after the deadline (a trace build left behind costs one lookup per packet) or if
+/// the tail call fails (no report, the same verdict).
 #[inline(always)]
 pub fn hand_over(
     ctx: &XdpContext,
@@ -75,6 +77,13 @@ pub fn hand_over(
     dropped: bool,
     action: u32,
 ) -> u32 {
+    let Some(filter) = TRACE.get(0) else {
+        return action;
+    };
+    // SAFETY: a helper without arguments.
+    if unsafe { bpf_ktime_get_ns() } > filter.deadline_ns {
+        return action;
+    }
     let Some(record) = TRACE_RECORD.get_ptr_mut(0) else {
         return action;
     };
