@@ -154,14 +154,20 @@ pub fn load_instance(
 /// its guard loaded under its own name ([`icmp_guard_common::trace::PROGRAM_NAME`] or the
 /// locked one) and its report program loaded into the guard's tail-call slot.
 pub fn load_trace_instance(pins: Option<&PinDir>, instance: Instance) -> Result<Ebpf> {
+    let mut ebpf = load_trace_guard(pins, instance)?;
+    super::trace::install_log(&mut ebpf)?;
+    Ok(ebpf)
+}
+
+/// [`load_trace_instance`] without its report program: the guard alone (the verifier tests
+/// load the two one at a time, to read each one's statistics).
+pub fn load_trace_guard(pins: Option<&PinDir>, instance: Instance) -> Result<Ebpf> {
     let ebpf = open_object_from(crate::trace_object(), pins, Capacity::default(), instance)?;
     let name = match instance.variant.resolved() {
         Variant::Locks => trace::LOCKED_PROGRAM_NAME,
         _ => trace::PROGRAM_NAME,
     };
-    let mut ebpf = load_program(ebpf, name)?;
-    super::trace::install_log(&mut ebpf)?;
-    Ok(ebpf)
+    load_program(ebpf, name)
 }
 
 pub(crate) fn load_program(mut ebpf: Ebpf, name: &str) -> Result<Ebpf> {

@@ -36,7 +36,7 @@ pub const LOG_PROGRAM_NAME: &str = "icmp_trace_log";
 const LOG_SLOT_MAP: &str = "TRACE_LOG";
 
 /// Loads the report program of a trace object and puts it in the guard's tail-call slot.
-pub(crate) fn install_log(ebpf: &mut Ebpf) -> Result<()> {
+pub fn install_log(ebpf: &mut Ebpf) -> Result<()> {
     let program: &mut Xdp = ebpf
         .program_mut(LOG_PROGRAM_NAME)
         .ok_or_else(|| Error::NotInObject {

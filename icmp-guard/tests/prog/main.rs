@@ -34,5 +34,6 @@ mod probation;
 mod rate_limit;
 mod scrape;
 mod smurf;
+mod trace;
 mod verdict;
 mod verifier;
