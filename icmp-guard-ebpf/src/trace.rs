@@ -248,9 +248,9 @@ fn bucket_tat(config: &icmp_guard_common::limit::LimiterConfig, headers: &Header
         };
         // Each map named at its own call site, as in `limit`: the verifier wants to know it.
         if by_prefix {
-            PREFIXES_V4.get_ptr(&key)
+            PREFIXES_V4.get_ptr(key)
         } else {
-            SOURCES_V4.get_ptr(&key)
+            SOURCES_V4.get_ptr(key)
         }
     } else {
         let key = V6Key {
@@ -258,9 +258,9 @@ fn bucket_tat(config: &icmp_guard_common::limit::LimiterConfig, headers: &Header
             addr: mask_v6(headers.source, prefix),
         };
         if by_prefix {
-            PREFIXES_V6.get_ptr(&key)
+            PREFIXES_V6.get_ptr(key)
         } else {
-            SOURCES_V6.get_ptr(&key)
+            SOURCES_V6.get_ptr(key)
         }
     }?;
     // SAFETY: a pointer into a map value from a successful lookup; a torn read of a TAT
