@@ -230,6 +230,29 @@ mod tests {
     }
 
     #[test]
+    fn a_dry_run_drop_is_a_would_drop_and_a_martian_says_so() {
+        let line = Line {
+            family: FAMILY_V4,
+            icmp_type: 8,
+            verdict: 2,
+            reason: DropReason::Invalid as u8,
+            check: check::MARTIAN,
+            limiter: Line::NO_LIMITER,
+            ..Line::default()
+        };
+        let parsed =
+            TraceLine::parse(&record(&line, "::ffff:0.0.0.1", u64::MAX)).expect("a trace record");
+        assert_eq!(
+            parsed.to_string(),
+            "0.0.0.1 v4 echo-request/0 would drop (invalid) by martian source: no packet may come from this source"
+        );
+        let json = serde_json::to_value(&parsed).expect("JSON");
+        assert_eq!(json["verdict"], "would drop");
+        assert_eq!(json["reason"], "invalid");
+        assert_eq!(json["check"], "martian source");
+    }
+
+    #[test]
     fn other_log_records_are_not_trace_lines() {
         assert_eq!(TraceLine::parse("something else 1 2 3"), None);
         assert_eq!(TraceLine::parse(TAG), None);

@@ -66,6 +66,13 @@ fn trace_names_the_check_and_the_verdict_and_swaps_production_back() {
     assert_ne!(traced, production);
     let status = lab.cli_ok(&["status"]);
     assert!(status.contains("tracing until "), "{status}");
+    let refused = lab.cli_refuses(&["trace", &lab.guard_if], "is being traced until");
+    one_sentence(&refused);
+    assert_eq!(
+        xdp_program(&lab).1,
+        traced,
+        "a refused second trace changes nothing"
+    );
     assert_eq!(lab.ping(GUARD_V4, 1), 1, "the echo passes while traced");
     let (_, replies) = lab.hping_icmp(&["--icmp-ts"], 1);
     assert_eq!(replies, 0, "the timestamp request is dropped while traced");
@@ -154,4 +161,63 @@ fn bad_trace_input_is_refused_in_one_sentence_and_changes_nothing() {
     let refused = lab.cli_refuses(&["trace", "nosuchif0"], "nosuchif0");
     one_sentence(&refused);
     assert_eq!(xdp_program(&lab), ("icmp_guard".to_owned(), production));
+}
+
+#[test]
+fn trace_filters_by_type_in_the_kernel_prints_json_and_stops_at_ctrl_c() {
+    let lab = lab_or_skip!(
+        "trace_filters_by_type_in_the_kernel_prints_json_and_stops_at_ctrl_c",
+        Lab::of_kind("trace")
+    );
+    attach_dropping_timestamps(&lab);
+    let trace = lab.background(&[
+        "trace",
+        &lab.guard_if,
+        "--type",
+        "timestamp-request",
+        "--count",
+        "1",
+        "--json",
+    ]);
+    wait_until("the trace build runs", || {
+        xdp_program(&lab).0 == "icmp_trace"
+    });
+    assert_eq!(
+        lab.ping(GUARD_V4, 2),
+        2,
+        "echoes pass, and are not reported"
+    );
+    let (_, replies) = lab.hping_icmp(&["--icmp-ts"], 1);
+    assert_eq!(replies, 0);
+    let out = trace.finish(Duration::from_secs(10));
+    let documents: Vec<Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {out}")))
+        .collect();
+    assert_eq!(documents.len(), 1, "only the timestamp request:\n{out}");
+    let line = &documents[0];
+    assert_eq!(line["source"], PEER_V4, "{line}");
+    assert_eq!(line["icmp_type"], "timestamp-request", "{line}");
+    assert_eq!(line["verdict"], "dropped", "{line}");
+    assert_eq!(line["reason"], "policy", "{line}");
+    assert_eq!(line["check"], "type/code rule", "{line}");
+    assert_eq!(xdp_program(&lab).0, "icmp_guard");
+    // Ctrl-C: production back, exit 0.
+    let mut trace = lab.background(&["trace", &lab.guard_if, "--seconds", "30"]);
+    trace.wait_for("the trace to start", Duration::from_secs(10), |out, _| {
+        out.contains("tracing ")
+    });
+    trace.signal(libc::SIGINT);
+    let status = trace.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}: {}", trace.stderr());
+    assert!(
+        trace.stdout().contains("SIGINT: trace stopped"),
+        "{}",
+        trace.stdout()
+    );
+    assert_eq!(
+        xdp_program(&lab).0,
+        "icmp_guard",
+        "production is back after Ctrl-C"
+    );
 }
