@@ -221,3 +221,36 @@ fn trace_filters_by_type_in_the_kernel_prints_json_and_stops_at_ctrl_c() {
         "production is back after Ctrl-C"
     );
 }
+
+#[test]
+fn runs_watchdog_swaps_production_back_after_a_killed_trace() {
+    let lab = lab_or_skip!(
+        "runs_watchdog_swaps_production_back_after_a_killed_trace",
+        Lab::of_kind("trace")
+    );
+    let mut service = lab.background(&["run", &lab.guard_if]);
+    service.wait_for("start-up", Duration::from_secs(15), |out, _| {
+        out.contains("protecting")
+    });
+    let mut trace = lab.background(&["trace", &lab.guard_if, "--seconds", "2"]);
+    trace.wait_for("the trace to start", Duration::from_secs(10), |out, _| {
+        out.contains("tracing ")
+    });
+    trace.signal(libc::SIGKILL);
+    trace.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        xdp_program(&lab).0,
+        "icmp_trace",
+        "SIGKILL left the trace build"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // No icmp-guard command runs meanwhile: only the service's watchdog can swap it back.
+    wait_until("the watchdog swaps production back", || {
+        xdp_program(&lab).0 == "icmp_guard"
+    });
+    service.wait_for("the watchdog's line", Duration::from_secs(5), |out, _| {
+        out.contains("in place of a stale trace build")
+    });
+    service.signal(libc::SIGTERM);
+    assert!(service.wait_exit(Duration::from_secs(10)).success());
+}
