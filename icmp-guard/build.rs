@@ -3,9 +3,10 @@ use std::{path::Path, process::Command};
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
-/// Builds the XDP object from `icmp-guard-ebpf` and leaves it in `OUT_DIR/icmp-guard`.
+/// Builds the XDP object from `icmp-guard-ebpf` and leaves it in `OUT_DIR/icmp-guard`, and
+/// its trace build (feature `trace`, for `icmp-guard trace`) in `OUT_DIR/icmp-guard-trace`.
 ///
-/// With `ICMP_GUARD_STUB_EBPF=1` an empty file stands in for the object, so `cargo check`
+/// With `ICMP_GUARD_STUB_EBPF=1` empty files stand in for the objects, so `cargo check`
 /// and clippy work where bpf-linker is absent. A binary built that way refuses to attach.
 fn main() -> anyhow::Result<()> {
     record_commit()?;
@@ -13,8 +14,10 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rustc-check-cfg=cfg(icmp_guard_stub_ebpf)");
     if std::env::var_os("ICMP_GUARD_STUB_EBPF").is_some_and(|value| value == "1") {
         let out_dir = std::env::var_os("OUT_DIR").context("OUT_DIR not set")?;
-        std::fs::write(Path::new(&out_dir).join("icmp-guard"), [])
-            .context("writing the stub eBPF object")?;
+        for name in ["icmp-guard", TRACE_OBJECT] {
+            std::fs::write(Path::new(&out_dir).join(name), [])
+                .context("writing the stub eBPF object")?;
+        }
         println!("cargo:rustc-cfg=icmp_guard_stub_ebpf");
         return Ok(());
     }
@@ -31,6 +34,22 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("icmp-guard-ebpf manifest has no parent directory"))?;
+    let out_dir = std::env::var_os("OUT_DIR").context("OUT_DIR not set")?;
+    let out_dir = Path::new(&out_dir);
+    // aya-build names the object after the binary, so the trace build goes first and is
+    // renamed before the production build takes the name. Both share one target directory,
+    // where cargo keeps each feature set's artifacts apart.
+    aya_build::build_ebpf(
+        [Package {
+            name: ebpf.name.as_str(),
+            root_dir: root_dir.as_str(),
+            features: &["trace"],
+            ..Default::default()
+        }],
+        Toolchain::default(),
+    )?;
+    std::fs::rename(out_dir.join("icmp-guard"), out_dir.join(TRACE_OBJECT))
+        .context("renaming the trace build of the eBPF object")?;
     aya_build::build_ebpf(
         [Package {
             name: ebpf.name.as_str(),
@@ -40,6 +59,9 @@ fn main() -> anyhow::Result<()> {
         Toolchain::default(),
     )
 }
+
+/// The trace build's object in `OUT_DIR`.
+const TRACE_OBJECT: &str = "icmp-guard-trace";
 
 /// Writes the commit this binary is built from to `OUT_DIR/commit` for `--version`.
 ///

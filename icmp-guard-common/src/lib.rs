@@ -19,6 +19,7 @@ pub mod limit;
 pub mod parse;
 pub mod policy;
 pub mod recon;
+pub mod trace;
 
 /// Address family of a classified ICMP packet, as used in map keys.
 pub const FAMILY_V4: u8 = 0;

@@ -207,3 +207,30 @@ pub fn fragment(headers: &Headers, generation: u32, settings: &GenerationConfig)
     };
     decide_fragment(&fragment, settings, &mut tables)
 }
+
+/// For the trace build's report: the packet's list value, its rule and whether its source
+/// is martian, looked up again after the decision (the decision itself stays as it is).
+#[cfg(feature = "trace")]
+#[inline(always)]
+pub fn explain(
+    headers: &Headers,
+    generation: u32,
+    settings: &GenerationConfig,
+) -> (u32, Rule, bool) {
+    let mut tables = MapTables {
+        generation,
+        flags: settings.flags,
+        headers,
+    };
+    let martian = if headers.family == FAMILY_V4 {
+        v4_addresses(headers).0
+    } else {
+        let icmp_type = if headers.is_fragment() {
+            0
+        } else {
+            headers.icmp_type
+        };
+        ipv6_martian_source(headers.source, icmp_type)
+    };
+    (tables.listed(), tables.rule(), martian)
+}

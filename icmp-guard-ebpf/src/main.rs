@@ -24,6 +24,8 @@ mod limit;
 mod maps;
 mod parse;
 mod recon;
+#[cfg(feature = "trace")]
+mod trace;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -53,6 +55,7 @@ use crate::{
 };
 
 /// The guard for kernels with atomic compare-and-exchange.
+#[cfg(not(feature = "trace"))]
 #[xdp]
 #[inline(always)]
 pub fn icmp_guard(ctx: XdpContext) -> u32 {
@@ -60,10 +63,37 @@ pub fn icmp_guard(ctx: XdpContext) -> u32 {
 }
 
 /// The guard for kernels without it (5.10, 5.11).
+#[cfg(not(feature = "trace"))]
 #[xdp]
 #[inline(always)]
 pub fn icmp_guard_lock(ctx: XdpContext) -> u32 {
     guard::<Locks>(&ctx)
+}
+
+/// The trace build of `icmp_guard` (`icmp_guard_common::trace`): the same guard, which
+/// also reports why each matching packet got its verdict. Its own name, so that a link
+/// that runs it is told apart.
+#[cfg(feature = "trace")]
+#[xdp]
+#[inline(always)]
+pub fn icmp_trace(ctx: XdpContext) -> u32 {
+    guard::<Atomics>(&ctx)
+}
+
+/// The trace build of `icmp_guard_lock`.
+#[cfg(feature = "trace")]
+#[xdp]
+#[inline(always)]
+pub fn icmp_trace_lock(ctx: XdpContext) -> u32 {
+    guard::<Locks>(&ctx)
+}
+
+/// The trace build's report, tail-called by either guard once it has decided: verified
+/// once on its own rather than once for every state the guard reaches its end in.
+#[cfg(feature = "trace")]
+#[xdp]
+pub fn icmp_trace_log(ctx: XdpContext) -> u32 {
+    trace::report(&ctx)
 }
 
 const fn action(drop: bool) -> u32 {
@@ -133,18 +163,22 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
     // SAFETY: as above.
     let headers: &Headers = unsafe { &*core::hint::black_box(handed) };
     let mut clock = Clock::default();
-    let verdict = if recon::blocked(headers) {
-        Verdict::Drop(DropReason::Sweep)
+    let (verdict, decision) = if recon::blocked(headers) {
+        (
+            Verdict::Drop(DropReason::Sweep),
+            Decision::Drop(DropReason::Sweep),
+        )
     } else {
         if headers.is_fragment() {
-            let verdict = match decide::fragment(headers, generation, settings) {
+            let decision = decide::fragment(headers, generation, settings);
+            let verdict = match decision {
                 Decision::Limit(limiter) => {
                     limit::admit::<S>(limiter, generation, headers, &mut clock)
                 }
                 Decision::Drop(reason) => Some(reason),
                 Decision::Pass => None,
             };
-            return match verdict {
+            let result = match verdict {
                 None => {
                     count::global(global::ICMP_FRAGMENT_PASSED, len);
                     count::interface(false, false, len);
@@ -156,6 +190,10 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
                     action(!dry_run)
                 }
             };
+            #[cfg(feature = "trace")]
+            return trace::hand_over(ctx, generation, decision, verdict, !dry_run, result);
+            #[cfg(not(feature = "trace"))]
+            return result;
         }
         let (decision, allowed) = decide::message(headers, generation, settings);
         let verdict = match decision {
@@ -173,7 +211,7 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
         if verdict == Verdict::Pass && !allowed {
             recon::create(headers, &settings.recon);
         }
-        verdict
+        (verdict, decision)
     };
     let outcome = apply_mode(verdict, config.mode);
     let family = headers.family;
@@ -198,6 +236,19 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
         config.events_per_sec,
         &mut clock,
     );
+    #[cfg(feature = "trace")]
+    return trace::hand_over(
+        ctx,
+        generation,
+        decision,
+        match verdict {
+            Verdict::Drop(reason) => Some(reason),
+            Verdict::Pass => None,
+        },
+        outcome.drop,
+        action(outcome.drop),
+    );
+    #[cfg(not(feature = "trace"))]
     action(outcome.drop)
 }
 

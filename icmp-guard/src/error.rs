@@ -77,6 +77,24 @@ pub enum Error {
     )]
     CannotSeeProgram { program_id: u32 },
 
+    #[error(
+        "icmp-guard is not attached to {name}: `icmp-guard attach {name}` first, then trace it"
+    )]
+    TraceNotAttached { name: String },
+
+    #[error(
+        "{name} is being traced until {until} by another `icmp-guard trace`: wait for it to end, or stop it"
+    )]
+    TraceBusy { name: String, until: String },
+
+    #[error(
+        "reading the trace program's log failed ({source}): the binary's trace build does not match aya-log"
+    )]
+    TraceLogger {
+        #[source]
+        source: aya_log::Error,
+    },
+
     #[error("reading the XDP state of {name} failed: {source}")]
     XdpState {
         name: String,

@@ -17,6 +17,7 @@ mod attach;
 mod detach;
 mod health;
 mod repair;
+mod trace;
 
 use std::net::Ipv4Addr;
 
@@ -24,6 +25,7 @@ pub use attach::{AttachOptions, Attached, Attachment, Recovery, resolve_interfac
 pub use detach::{Detach, Detached};
 pub use health::{Check, CheckLine, Elsewhere, InterfaceStatus, ListUsage, State, Status};
 pub use repair::Repaired;
+pub use trace::{TraceSession, clock_time_in};
 
 use crate::{
     bpf::{
@@ -69,6 +71,11 @@ impl Guard {
     pub fn open(pins: PinDir) -> Result<Self> {
         let guard = Self::new(pins);
         guard.preflight()?;
+        // A trace build left by a killed `trace` goes first: it guards as production does,
+        // but it is not the program the operator installed.
+        if let Err(err) = guard.restore_stale_traces() {
+            log::warn!("swapping the production program back after a stale trace failed: {err}");
+        }
         Ok(guard)
     }
 

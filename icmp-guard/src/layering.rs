@@ -109,7 +109,14 @@ fn upward_imports(edges: &[(String, String)]) -> Vec<String> {
         .filter_map(|(from, to)| match (rank(from), rank(to)) {
             (Some(from_rank), Some(to_rank)) if from_rank < to_rank => None,
             // The crate root's own items (the embedded object) are below everything.
-            (Some(_), None) if matches!(to.as_str(), "ebpf_object" | "is_stub_build") => None,
+            (Some(_), None)
+                if matches!(
+                    to.as_str(),
+                    "ebpf_object" | "trace_object" | "is_stub_build"
+                ) =>
+            {
+                None
+            }
             _ => Some(format!("{from} -> {to}")),
         })
         .collect()

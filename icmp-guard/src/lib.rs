@@ -29,6 +29,12 @@ pub fn ebpf_object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/icmp-guard"))
 }
 
+/// The trace build of the XDP object (`icmp-guard trace`): the same guard, which also logs
+/// why each packet that matches a filter got its verdict.
+pub fn trace_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/icmp-guard-trace"))
+}
+
 /// True when this binary was built with `ICMP_GUARD_STUB_EBPF=1` and carries no program.
 pub fn is_stub_build() -> bool {
     ebpf_object().is_empty()

@@ -12,13 +12,14 @@ pub mod object;
 pub mod pins;
 pub mod rcu;
 pub mod sys;
+pub mod trace;
 
 use std::{io, path::PathBuf};
 
 pub use maps::GuardMaps;
 pub use object::{
-    Capacity, Instance, Variant, is_guard_program_name, load, load_instance, ns_per_jiffy,
-    xdp_program,
+    Capacity, Instance, Variant, is_guard_program_name, is_trace_program_name, load, load_instance,
+    load_trace_guard, load_trace_instance, ns_per_jiffy, xdp_program,
 };
 pub use pins::{PinDir, PinLock};
 

@@ -9,7 +9,7 @@ use icmp_guard_common::{
     LOCKED_PROGRAM_NAME, PROGRAM_NAME,
     interface::{DEFAULT_NS_PER_JIFFY, NO_SLOT, globals, link_kind},
     limit::{RATE_PREFIXES, RATE_SOURCES},
-    maps,
+    maps, trace,
 };
 
 use super::{Error, Result, maps as guard_maps, pins::PinDir, sys};
@@ -145,8 +145,32 @@ pub fn load_instance(
     capacity: Capacity,
     instance: Instance,
 ) -> Result<Ebpf> {
-    let mut ebpf = open_object(pins, capacity, instance)?;
-    let name = instance.variant.program_name();
+    let ebpf = open_object(pins, capacity, instance)?;
+    load_program(ebpf, instance.variant.program_name())
+}
+
+/// The trace build (`icmp-guard trace`) of `instance`, with the maps of `pins` (so policy
+/// and counters stay the running guard's; without, private maps, for the verifier tests),
+/// its guard loaded under its own name ([`icmp_guard_common::trace::PROGRAM_NAME`] or the
+/// locked one) and its report program loaded into the guard's tail-call slot.
+pub fn load_trace_instance(pins: Option<&PinDir>, instance: Instance) -> Result<Ebpf> {
+    let mut ebpf = load_trace_guard(pins, instance)?;
+    super::trace::install_log(&mut ebpf)?;
+    Ok(ebpf)
+}
+
+/// [`load_trace_instance`] without its report program: the guard alone (the verifier tests
+/// load the two one at a time, to read each one's statistics).
+pub fn load_trace_guard(pins: Option<&PinDir>, instance: Instance) -> Result<Ebpf> {
+    let ebpf = open_object_from(crate::trace_object(), pins, Capacity::default(), instance)?;
+    let name = match instance.variant.resolved() {
+        Variant::Locks => trace::LOCKED_PROGRAM_NAME,
+        _ => trace::PROGRAM_NAME,
+    };
+    load_program(ebpf, name)
+}
+
+pub(crate) fn load_program(mut ebpf: Ebpf, name: &str) -> Result<Ebpf> {
     let program: &mut Xdp = ebpf
         .program_mut(name)
         .ok_or_else(|| Error::NotInObject {
@@ -173,7 +197,17 @@ pub(crate) fn open_object(
     capacity: Capacity,
     instance: Instance,
 ) -> Result<Ebpf> {
-    if crate::is_stub_build() {
+    open_object_from(crate::ebpf_object(), pins, capacity, instance)
+}
+
+/// [`open_object`] of one of the two builds (`object`).
+fn open_object_from(
+    object: &[u8],
+    pins: Option<&PinDir>,
+    capacity: Capacity,
+    instance: Instance,
+) -> Result<Ebpf> {
+    if crate::is_stub_build() || object.is_empty() {
         return Err(Error::StubBuild);
     }
     if let Some(pins) = pins {
@@ -202,7 +236,7 @@ pub(crate) fn open_object(
         loader.map_pin_path(name, path.as_path());
     }
     loader
-        .load(crate::ebpf_object())
+        .load(object)
         .map_err(|source| Error::object("loading the eBPF object", source))
 }
 
@@ -236,7 +270,15 @@ pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
         .map_err(|source| Error::program("finding the XDP program", source))
 }
 
-/// True when `name` is the name the kernel shows for a guard program (either variant).
+/// True when `name` is the name the kernel shows for a guard program (either variant, the
+/// production build or the trace build).
 pub fn is_guard_program_name(name: Option<&str>) -> bool {
-    name.is_some_and(|name| name == PROGRAM_NAME || name == LOCKED_PROGRAM_NAME)
+    name.is_some_and(|name| {
+        name == PROGRAM_NAME || name == LOCKED_PROGRAM_NAME || is_trace_program_name(Some(name))
+    })
+}
+
+/// True when `name` is the name the kernel shows for the trace build (either variant).
+pub fn is_trace_program_name(name: Option<&str>) -> bool {
+    name.is_some_and(|name| name == trace::PROGRAM_NAME || name == trace::LOCKED_PROGRAM_NAME)
 }

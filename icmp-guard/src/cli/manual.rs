@@ -203,6 +203,9 @@ fn exit_status(name: &str) -> Vec<&'static str> {
         "icmp-guard-run" => paragraphs.push(
             "run exits 0 after SIGTERM or SIGINT, and 1 when it cannot start (an interface that does not exist, a first attach refused). An interface deleted later is waited for, not a reason to exit; while attaching keeps failing it stops reporting WATCHDOG=1, so that systemd restarts it.",
         ),
+        "icmp-guard-trace" => paragraphs.push(
+            "trace exits 0 when it stops at --count, at --seconds or at SIGINT or SIGTERM, each time after swapping the production program back. Killed (SIGKILL), it leaves the trace build in the link, which still guards and stops reporting at the deadline; the next icmp-guard command, or run's watchdog, swaps the production program back.",
+        ),
         "icmp-guard-status" => paragraphs.push(
             "With --check: 0 when every interface asked about (or every one attached in this network namespace) is protected, 1 when one is not (not attached, not running, gone, waiting for a run), 2 when one is damaged (its program runs with maps that are not the pinned ones, or without its slot: icmp-guard repair mends it).",
         ),

@@ -34,6 +34,7 @@ mod stats;
 mod status;
 mod top;
 mod unblock;
+mod trace;
 
 use icmp_guard::{bpf::PinDir, error::Error, guard::Guard};
 
@@ -94,6 +95,7 @@ pub enum Command {
     Repair(repair::Args),
     Top(top::Args),
     Unblock(unblock::Args),
+    Trace(trace::Args),
     #[command(subcommand)]
     /// Settings of a running guard that are not policy (the event budget).
     Config(config::Command),
@@ -125,6 +127,7 @@ impl Command {
             Self::Repair(args) => repair::execute(args, context),
             Self::Top(args) => top::execute(args, context),
             Self::Unblock(args) => unblock::execute(args, context),
+            Self::Trace(args) => trace::execute(args, context),
             Self::Config(command) => config::execute(command, context),
             Self::Metrics(args) => metrics::execute(args, context),
             Self::Completions(args) => completions::completions(args),

@@ -17,7 +17,11 @@ pub fn execute(_args: Args, context: &Context) -> anyhow::Result<()> {
     for name in &repaired.reslotted {
         println!("{name}: swapped in a program instance with its own interface slot (no gap)");
     }
-    if repaired.maps_from.is_none() && repaired.reslotted.is_empty() {
+    for name in &repaired.untraced {
+        println!("{name}: swapped the production program back in place of a stale trace build");
+    }
+    if repaired.maps_from.is_none() && repaired.reslotted.is_empty() && repaired.untraced.is_empty()
+    {
         println!("nothing to repair");
     }
     Ok(())

@@ -308,7 +308,7 @@ fn plan(
 
 /// Refuses a link whose program runs with maps that are not the pinned ones: someone
 /// removed (or replaced) the maps under it.
-fn runs_with_pinned_maps(pins: &PinDir, name: &str, program_id: u32) -> Result<()> {
+pub(super) fn runs_with_pinned_maps(pins: &PinDir, name: &str, program_id: u32) -> Result<()> {
     let pinned = bpf_maps::pinned_map_id(pins, icmp_guard_common::maps::CONFIG);
     match (pinned, links::program_map_ids(program_id)) {
         (Some(config), Some(uses)) if uses.contains(&config) => Ok(()),

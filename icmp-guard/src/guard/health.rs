@@ -14,6 +14,7 @@ use crate::{
         GuardMaps,
         links::{self, LinkStatus},
         maps::{self as bpf_maps, Completion, Tracked},
+        trace::{self as bpf_trace, Tracing},
     },
     error::Result,
     net::{self, link::AttachMode},
@@ -72,6 +73,8 @@ pub struct InterfaceStatus {
     /// Whether sweep detection (`[recon]`) runs there, and why: "on (interface forwards)",
     /// "off (interface does not forward)", "on (policy)" or "off (policy)".
     pub recon: Option<&'static str>,
+    /// While `icmp-guard trace` runs the trace build there: until when (HH:MM:SS).
+    pub tracing_until: Option<String>,
 }
 
 /// Whether sweep detection runs on an interface under the live policy's `mode`.
@@ -200,8 +203,29 @@ impl super::Guard {
             let slot = slots
                 .iter()
                 .find(|(_, config)| config.netns == netns && config.ifindex == link.ifindex);
-            let (state, reason) = link_health(&link, maps.as_ref().err(), pinned_config, slot);
+            let (mut state, mut reason) =
+                link_health(&link, maps.as_ref().err(), pinned_config, slot);
+            let tracing = if link.mode.is_some() {
+                bpf_trace::tracing(link.program_id)
+            } else {
+                None
+            };
+            if tracing == Some(Tracing::Stale) && state == State::Protected {
+                // `open` swaps it back; this one could not (another command held the lock).
+                state = State::Damaged;
+                reason = Some(
+                    "it runs the trace build left by an `icmp-guard trace` that was killed \
+                     (it guards, but reports nothing)"
+                        .to_owned(),
+                );
+            }
             interfaces.push(InterfaceStatus {
+                tracing_until: match tracing {
+                    Some(Tracing::Until { remaining_ns }) => Some(super::clock_time_in(
+                        std::time::Duration::from_nanos(remaining_ns),
+                    )),
+                    _ => None,
+                },
                 name: link.name.clone(),
                 ifindex: Some(link.ifindex),
                 link_id: Some(link.link_id),
@@ -244,6 +268,7 @@ impl super::Guard {
                         record.pid
                     )),
                     repair: None,
+                    tracing_until: None,
                 });
             }
         }

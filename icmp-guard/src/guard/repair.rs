@@ -23,6 +23,8 @@ pub struct Repaired {
     pub maps_from: Option<(u32, usize)>,
     /// Interfaces whose program was swapped to claim a slot.
     pub reslotted: Vec<String>,
+    /// Interfaces where a killed `trace` left the trace build, swapped back to production.
+    pub untraced: Vec<String>,
 }
 
 impl super::Guard {
@@ -74,6 +76,7 @@ impl super::Guard {
             }
         }
         drop(maps);
+        repaired.untraced = self.restore_stale_traces()?;
         if !lacking.is_empty() {
             let options = AttachOptions {
                 upgrade: true,

@@ -6,3 +6,4 @@ pub mod events;
 pub mod recon;
 pub mod stats;
 pub mod top;
+pub mod trace;

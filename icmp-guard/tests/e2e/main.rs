@@ -39,5 +39,6 @@ mod policy;
 mod recon;
 mod smurf;
 mod top;
+mod trace;
 mod tun;
 mod vocabulary;

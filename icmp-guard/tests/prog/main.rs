@@ -36,5 +36,6 @@ mod rate_limit;
 mod recon;
 mod scrape;
 mod smurf;
+mod trace;
 mod verdict;
 mod verifier;

@@ -31,6 +31,12 @@ pub const STATS_MARKER: &str = "VERIFIER-STATS ";
 pub const NEGATIVE_MARKER: &str = "NEGATIVE-CONTROL ";
 /// The most of the verifier's instruction limit any instance may take (issue 14).
 const HEADROOM_PERCENT: u64 = 30;
+/// The trace build's own budget (issue 18): it is loaded only for a trace.
+const TRACE_HEADROOM_PERCENT: u64 = 50;
+/// The names of the trace build's programs begin so.
+const TRACE_PREFIX: &str = "icmp_trace";
+/// The lines of the trace build's counts, for the kernel matrix's log.
+pub const TRACE_MARKER: &str = "VERIFIER-TRACE-STATS ";
 
 /// Prints a line for the kernel matrix, past libtest's capture.
 fn report(line: &str) {
@@ -70,6 +76,7 @@ fn icmp_guard_is_verified_inside_the_instruction_limit() {
     // One statistics line per instance the child loaded: each variant the kernel can load
     // (compare-and-exchange from 5.12, spin locks everywhere), for Ethernet and raw IP.
     let mut heaviest: Option<(u64, u64, String)> = None;
+    let mut trace_seen = 0;
     let mut rest = stdout.as_ref();
     while let Some((_, after)) = rest.split_once(LOG_BEGIN) {
         let (block, remainder) = after
@@ -92,6 +99,16 @@ fn icmp_guard_is_verified_inside_the_instruction_limit() {
         };
         let (processed, limit) = (number_after("processed "), number_after("(limit "));
         report(&format!("verifier: {} {}", name.trim(), line.trim()));
+        if name.trim().starts_with(TRACE_PREFIX) {
+            // The trace build has its own budget; the matrix's line is production's.
+            trace_seen += 1;
+            assert!(
+                processed * 100 <= limit * TRACE_HEADROOM_PERCENT,
+                "the verifier processed {processed} instructions of the trace build, over {TRACE_HEADROOM_PERCENT} % of its limit of {limit}: {line}"
+            );
+            report(&format!("{TRACE_MARKER}{} — {}", line.trim(), name.trim()));
+            continue;
+        }
         if heaviest
             .as_ref()
             .is_none_or(|(most, _, _)| processed > *most)
@@ -103,6 +120,8 @@ fn icmp_guard_is_verified_inside_the_instruction_limit() {
             ));
         }
     }
+    // Each trace instance loads its guard and its report program.
+    assert!(trace_seen >= 4, "the trace build was not loaded:\n{stdout}");
     let (processed, limit, line) =
         heaviest.unwrap_or_else(|| panic!("no verifier log from the child:\n{stdout}"));
     // The matrix prints the last of these lines: the heaviest instance.
@@ -145,6 +164,25 @@ fn stats_child() {
             if std::env::var_os(STATS_CHILD).is_some() {
                 let name = format!("{} ({kind})", variant.program_name());
                 println!("{LOG_BEGIN}{name}\n{log}\n{LOG_END}");
+            }
+            // The trace build of the same instance: its guard, then its report program.
+            let mut ebpf = bpf::load_trace_guard(None, instance)
+                .expect("the trace build's guard loads with a statistics log");
+            let guard_log = trap::captured_log();
+            bpf::trace::install_log(&mut ebpf)
+                .expect("the trace build's report program loads with a statistics log");
+            let log_log = trap::captured_log();
+            drop(ebpf);
+            if std::env::var_os(STATS_CHILD).is_some() {
+                let guard_name = match variant.resolved() {
+                    Variant::Locks => icmp_guard_common::trace::LOCKED_PROGRAM_NAME,
+                    _ => icmp_guard_common::trace::PROGRAM_NAME,
+                };
+                println!("{LOG_BEGIN}{guard_name} ({kind})\n{guard_log}\n{LOG_END}");
+                println!(
+                    "{LOG_BEGIN}{} ({kind})\n{log_log}\n{LOG_END}",
+                    bpf::trace::LOG_PROGRAM_NAME
+                );
             }
         }
     }

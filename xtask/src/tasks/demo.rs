@@ -422,6 +422,24 @@ impl Demo {
         );
         self.after_step()?;
 
+        self.step(
+            7,
+            "trace",
+            "trace: why one ping passed and one probe was dropped",
+            "icmp-guard trace swaps the trace build of the program into the interface's link \
+             (BPF_LINK_UPDATE: no gap, the same policy and counters), which reports through \
+             aya-log the check that decided each of the attacker's packets; production is \
+             swapped back after",
+        );
+        let traced = self.trace_two_packets()?;
+        let trace_named_both = traced
+            .lines()
+            .any(|line| line.contains("echo-request/0 passed by "))
+            && traced.lines().any(|line| {
+                line.contains("timestamp-request/0 dropped (policy) by type/code rule")
+            });
+        self.after_step()?;
+
         println!("\n== stopping the bystander's pings ==");
         let pinger = self.pinger.take().context("the bystander is not pinging")?;
         let bystander = pinger.stop()?;
@@ -502,6 +520,12 @@ impl Demo {
                 ),
             ),
             (
+                trace_named_both,
+                "trace named the check and verdict of a passed ping and a dropped timestamp \
+                 request"
+                    .to_owned(),
+            ),
+            (
                 flood_sent > 0 && flood_answered < flood_sent,
                 format!("the ping flood was limited ({flood_answered} of {flood_sent} answered)"),
             ),
@@ -563,7 +587,7 @@ impl Demo {
         if let Some(recorder) = &mut self.recorder {
             recorder.mark(label);
         }
-        println!("\n== {number}/6 {title} ==\n# {what}");
+        println!("\n== {number}/7 {title} ==\n# {what}");
     }
 
     fn pinger(&self) -> Result<&Pinger> {
@@ -658,6 +682,57 @@ impl Demo {
         watched?;
         interrupt::check()?;
         Ok(output)
+    }
+
+    /// `icmp-guard trace` of the attacker's packets while it sends one ping and one
+    /// timestamp request; returns what the trace printed.
+    fn trace_two_packets(&self) -> Result<String> {
+        let source = format!("{ATTACKER_V4}/32");
+        let args = [
+            "trace",
+            "eth0",
+            "--source",
+            &source,
+            "--count",
+            "2",
+            "--seconds",
+            "20",
+        ];
+        println!("{}$ icmp-guard {}", self.protected.role, args.join(" "));
+        let trace = self
+            .guard_command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting `icmp-guard trace`")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = process::stdout_of(&mut self.guard_command(&["status"]))?;
+            if status.contains("tracing until") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("`icmp-guard trace` did not start within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.attack(&["ping", "-c", "1", "-W", "1", HOST_V4])?;
+        self.attack(&[
+            "timeout",
+            "10",
+            "hping3",
+            "--icmp",
+            "--icmp-ts",
+            "-c",
+            "1",
+            HOST_V4,
+        ])?;
+        let output = trace
+            .wait_with_output()
+            .context("waiting for `icmp-guard trace`")?;
+        print_output(&output);
+        interrupt::check()?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// `Icmp InDestUnreachs` of the protected host's stack.

@@ -17,7 +17,8 @@ pub fn run() -> Result<()> {
     let passes = [
         ("rustfmt", rustfmt()),
         ("clippy", clippy_host()),
-        ("clippy (eBPF)", clippy_ebpf()),
+        ("clippy (eBPF)", clippy_ebpf(false)),
+        ("clippy (eBPF, trace build)", clippy_ebpf(true)),
     ];
     // Run every pass even after a failure, so one run shows all the problems.
     let mut failed = Vec::new();
@@ -68,7 +69,9 @@ fn clippy_host() -> Command {
     cargo
 }
 
-fn clippy_ebpf() -> Command {
+/// The eBPF crate, as the production build or (`trace`) as the trace build, whose code
+/// sits behind the `trace` feature.
+fn clippy_ebpf(trace: bool) -> Command {
     let target = if cfg!(target_endian = "big") {
         "bpfeb-unknown-none"
     } else {
@@ -84,10 +87,11 @@ fn clippy_ebpf() -> Command {
         target,
         "-Z",
         "build-std=core",
-        "--",
-        "-D",
-        "warnings",
     ]);
+    if trace {
+        cargo.args(["--features", "trace"]);
+    }
+    cargo.args(["--", "-D", "warnings"]);
     // aya-build compiles the crate with this cfg (naming the host the program will run on),
     // so lint the code that actually ships. With --target, rustflags reach only the BPF
     // crates, not build scripts. CARGO_ENCODED_RUSTFLAGS overrides any RUSTFLAGS meant for

@@ -92,6 +92,12 @@ pub fn text(status: &Status, kernel: &KernelView) -> String {
         if let Some(recon) = interface.recon {
             let _ = writeln!(out, "  recon: {recon}");
         }
+        if let Some(until) = &interface.tracing_until {
+            let _ = writeln!(
+                out,
+                "  tracing until {until} (`icmp-guard trace` runs the trace build there)"
+            );
+        }
         if let Some(reason) = &interface.reason {
             let _ = writeln!(out, "  {reason}");
         }

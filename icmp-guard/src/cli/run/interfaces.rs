@@ -292,6 +292,16 @@ impl Interfaces {
             }
             Err(err) => complain!("error: removing the links of deleted interfaces: {err}"),
         }
+        match guard.restore_stale_traces() {
+            Ok(restored) => {
+                for name in restored {
+                    say!(
+                        "{name}: swapped the production program back in place of a stale trace build (its `icmp-guard trace` was killed)"
+                    );
+                }
+            }
+            Err(err) => complain!("error: swapping back a stale trace build: {err}"),
+        }
         let again = match self.selection.clone() {
             Selection::Names(_) => self.lost_by_name(guard),
             Selection::Rules(_) => match self.lost_by_rule(guard) {

@@ -1,0 +1,148 @@
+//! The kernel side of `icmp-guard trace`: the trace build's program in an object, its
+//! `TRACE` map (the filter and the deadline), and the clock that deadline is on.
+
+use aya::{
+    Ebpf,
+    maps::{Array, Map, MapData, MapInfo, ProgramArray},
+    programs::{ProgramError, Xdp},
+};
+use icmp_guard_common::trace::{self, TraceConfig};
+
+use super::{Error, Result};
+
+/// The loaded trace program of an object from [`super::object::load_trace_instance`].
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let name = [trace::PROGRAM_NAME, trace::LOCKED_PROGRAM_NAME]
+        .into_iter()
+        .find(|name| {
+            ebpf.program(name)
+                .and_then(|program| <&Xdp>::try_from(program).ok())
+                .is_some_and(|program| program.fd().is_ok())
+        })
+        .ok_or_else(|| Error::NotInObject {
+            what: "the loaded trace program".to_owned(),
+        })?;
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::NotInObject {
+            what: format!("the XDP program {name}"),
+        })?
+        .try_into()
+        .map_err(|source| Error::program("finding the trace program", source))
+}
+
+/// The trace build's report program, which its guard tail-calls.
+pub const LOG_PROGRAM_NAME: &str = "icmp_trace_log";
+/// The guard's tail-call slot for it.
+const LOG_SLOT_MAP: &str = "TRACE_LOG";
+
+/// Loads the report program of a trace object and puts it in the guard's tail-call slot.
+pub fn install_log(ebpf: &mut Ebpf) -> Result<()> {
+    let program: &mut Xdp = ebpf
+        .program_mut(LOG_PROGRAM_NAME)
+        .ok_or_else(|| Error::NotInObject {
+            what: format!("the XDP program {LOG_PROGRAM_NAME}"),
+        })?
+        .try_into()
+        .map_err(|source| Error::program("finding the trace report program", source))?;
+    match program.load() {
+        Ok(()) => {}
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => {
+            return Err(Error::VerifierRejected {
+                source: io_error,
+                log: verifier_log.to_string(),
+            });
+        }
+        Err(source) => return Err(Error::program("loading the trace report program", source)),
+    }
+    let fd = program
+        .fd()
+        .map_err(|source| Error::program("finding the trace report program", source))?
+        .try_clone()
+        .map_err(|source| Error::Syscall {
+            action: "duplicating the trace report program's descriptor",
+            source: super::sys::SyscallError {
+                call: "dup",
+                source,
+            },
+        })?;
+    let map = ebpf
+        .map_mut(LOG_SLOT_MAP)
+        .ok_or_else(|| Error::NotInObject {
+            what: format!("the map {LOG_SLOT_MAP}"),
+        })?;
+    let mut slots: ProgramArray<&mut MapData> = ProgramArray::try_from(map)
+        .map_err(|source| Error::map(format!("opening {LOG_SLOT_MAP}"), source))?;
+    slots
+        .set(0, &fd, 0)
+        .map_err(|source| Error::map(format!("writing {LOG_SLOT_MAP}"), source))?;
+    Ok(())
+}
+
+/// Writes the filter and deadline of the trace program of `ebpf`.
+pub fn configure(ebpf: &mut Ebpf, config: &TraceConfig) -> Result<()> {
+    let map = ebpf.map_mut(trace::MAP).ok_or_else(|| Error::NotInObject {
+        what: format!("the map {}", trace::MAP),
+    })?;
+    let mut array: Array<&mut MapData, TraceConfig> = Array::try_from(map)
+        .map_err(|source| Error::map(format!("opening {}", trace::MAP), source))?;
+    array
+        .set(0, config, 0)
+        .map_err(|source| Error::map(format!("writing {}", trace::MAP), source))
+}
+
+/// The trace settings of the running program `program_id`, when it is a trace build (its
+/// name says so, and its `TRACE` map can be read); `None` for any other program.
+pub fn running(program_id: u32) -> Option<TraceConfig> {
+    let info = aya::programs::loaded_programs()
+        .filter_map(std::result::Result::ok)
+        .find(|info| info.id() == program_id)?;
+    if !super::object::is_trace_program_name(info.name_as_str()) {
+        return None;
+    }
+    let id =
+        info.map_ids().ok().flatten()?.into_iter().find(|id| {
+            MapInfo::from_id(*id).is_ok_and(|map| map.name_as_str() == Some(trace::MAP))
+        })?;
+    let data = MapData::from_id(id).ok()?;
+    let array: Array<MapData, TraceConfig> = Array::try_from(Map::Array(data)).ok()?;
+    // A trace program whose map cannot be read is reported with a deadline long past, so
+    // that it is swapped out.
+    Some(array.get(&0, 0).unwrap_or_default())
+}
+
+/// The running program `program_id` is the trace build: whether it still traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracing {
+    /// Until this many seconds from now.
+    Until { remaining_ns: u64 },
+    /// Its deadline passed: a trace whose `icmp-guard trace` was killed.
+    Stale,
+}
+
+/// Whether program `program_id` is the trace build, and until when it traces.
+pub fn tracing(program_id: u32) -> Option<Tracing> {
+    let config = running(program_id)?;
+    let now = monotonic_ns();
+    Some(if config.deadline_ns > now {
+        Tracing::Until {
+            remaining_ns: config.deadline_ns - now,
+        }
+    } else {
+        Tracing::Stale
+    })
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, which the trace
+/// program compares its deadline with.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write to; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
