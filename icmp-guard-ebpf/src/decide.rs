@@ -221,6 +221,7 @@ pub fn explain(
         generation,
         flags: settings.flags,
         headers,
+        listed: 0,
     };
     let martian = if headers.family == FAMILY_V4 {
         v4_addresses(headers).0
