@@ -25,7 +25,7 @@ pub const BITMAP_BITS: u32 = 1024;
 pub const BITMAP_WORDS: usize = 16;
 
 /// Entries of each `RECON_V4`/`RECON_V6` LRU map (sources and prefixes together).
-pub const RECON_ENTRIES: u32 = 16_384;
+pub const RECON_ENTRIES: u32 = 4_096;
 /// Entries of `RECON_FLAGGED`: the sources and prefixes flagged most recently.
 pub const FLAGGED_ENTRIES: u32 = 1024;
 
