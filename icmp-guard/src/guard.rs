@@ -233,6 +233,15 @@ impl Guard {
     }
 }
 
+/// What `unblock` lifted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unblocked {
+    /// Sources that served a block time.
+    pub sources: Vec<std::net::IpAddr>,
+    /// Sources (as /32 or /128) and prefixes that sweep detection had blocked.
+    pub sweeps: Vec<policy::Cidr>,
+}
+
 /// A source serving a block time.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Blocked {
@@ -316,9 +325,9 @@ impl Guard {
     }
 
     /// Lifts the block of every blocked source inside one of `cidrs` (every one with
-    /// `None`); returns the sources it unblocked (expired entries are removed too but not
-    /// returned).
-    pub fn unblock(&self, cidrs: Option<&[policy::Cidr]>) -> Result<Vec<std::net::IpAddr>> {
+    /// `None`), block time and sweep detection's alike; returns what it unblocked (expired
+    /// entries are removed too but not returned).
+    pub fn unblock(&self, cidrs: Option<&[policy::Cidr]>) -> Result<Unblocked> {
         self.check_layout()?;
         let _lock = self.lock_attached()?;
         let mut maps = self.maps()?;
@@ -335,7 +344,29 @@ impl Guard {
             }
         }
         lifted.sort();
-        Ok(lifted)
+        // A sweeper's block lives in its sketch (or its prefix's). A prefix is lifted when
+        // it holds an address asked for, or lies inside a prefix asked for: the operator
+        // asked for those addresses' probes to pass.
+        let mut sweeps = Vec::new();
+        for (addr, len, until) in maps.sweep_blocks()? {
+            let network = policy::Cidr::network_of(addr, len);
+            if cidrs.is_some_and(|cidrs| {
+                !cidrs
+                    .iter()
+                    .any(|cidr| cidr.contains(&network) || network.contains(cidr))
+            }) {
+                continue;
+            }
+            maps.forget_sweep(addr, len)?;
+            if until > now {
+                sweeps.push(network);
+            }
+        }
+        sweeps.sort_by_key(|network| (network.addr, network.prefix));
+        Ok(Unblocked {
+            sources: lifted,
+            sweeps,
+        })
     }
 
     /// Sets the event budget; takes effect on the next packet.

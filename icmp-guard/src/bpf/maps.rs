@@ -22,7 +22,7 @@ use icmp_guard_common::{
     limit::{LimiterConfig, SharedBucket},
     maps,
     policy::{Rule, V4ListKey, V6ListKey},
-    recon::{Flagged, FlaggedKey},
+    recon::{Flagged, FlaggedKey, ReconV4Key, ReconV6Key, Sweep},
 };
 
 use super::{Error, Result, object, pins::PinDir};
@@ -370,6 +370,8 @@ pub struct GuardMaps {
     blocked_v4: HashMap<MapData, [u8; 4], u64>,
     blocked_v6: HashMap<MapData, [u8; 16], u64>,
     recon_flagged: HashMap<MapData, FlaggedKey, Flagged>,
+    recon_v4: HashMap<MapData, ReconV4Key, Sweep>,
+    recon_v6: HashMap<MapData, ReconV6Key, Sweep>,
     /// `max_entries` of the two list tries.
     list_entries: (u32, u32),
 }
@@ -466,6 +468,10 @@ impl GuardMaps {
                 .map_err(|err| wrong(maps::BLOCKED_V6, err))?,
             recon_flagged: HashMap::try_from(get(maps::RECON_FLAGGED)?)
                 .map_err(|err| wrong(maps::RECON_FLAGGED, err))?,
+            recon_v4: HashMap::try_from(get(maps::RECON_V4)?)
+                .map_err(|err| wrong(maps::RECON_V4, err))?,
+            recon_v6: HashMap::try_from(get(maps::RECON_V6)?)
+                .map_err(|err| wrong(maps::RECON_V6, err))?,
         })
     }
 }
@@ -536,6 +542,65 @@ impl GuardMaps {
             .iter()
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|err| Error::map("reading the flagged sources", err))
+    }
+
+    /// Every sketch of `RECON_V4` and `RECON_V6` that carries a block: the source or prefix
+    /// (address and length) and the end of its block on the program's coarse clock.
+    pub fn sweep_blocks(&self) -> Result<Vec<(std::net::IpAddr, u8, u64)>> {
+        let read = |err| Error::map("reading the sweep sketches", err);
+        let mut blocks = Vec::new();
+        for item in self.recon_v4.iter() {
+            let (key, sweep) = item.map_err(read)?;
+            if sweep.blocked_until != 0 {
+                blocks.push((key.addr.into(), key.len as u8, sweep.blocked_until));
+            }
+        }
+        for item in self.recon_v6.iter() {
+            let (key, sweep) = item.map_err(read)?;
+            if sweep.blocked_until != 0 {
+                blocks.push((key.addr.into(), key.len as u8, sweep.blocked_until));
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// Forgets the sketch of a source or prefix, and its flag: its block ends and its count
+    /// starts again from nothing. Entries already gone are not an error.
+    pub fn forget_sweep(&mut self, addr: std::net::IpAddr, len: u8) -> Result<()> {
+        let gone = |result: std::result::Result<(), MapError>| match result {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(Error::map("removing a sweep sketch", err)),
+        };
+        let mut flagged = FlaggedKey {
+            len,
+            ..FlaggedKey::default()
+        };
+        match addr {
+            std::net::IpAddr::V4(v4) => {
+                let key = ReconV4Key {
+                    len: u32::from(len),
+                    addr: v4.octets(),
+                };
+                gone(self.recon_v4.remove(&key))?;
+                flagged.family = icmp_guard_common::FAMILY_V4;
+                flagged.addr[..4].copy_from_slice(&v4.octets());
+            }
+            std::net::IpAddr::V6(v6) => {
+                let key = ReconV6Key {
+                    len: u32::from(len),
+                    addr: v6.octets(),
+                };
+                gone(self.recon_v6.remove(&key))?;
+                flagged.family = icmp_guard_common::FAMILY_V6;
+                flagged.addr = v6.octets();
+            }
+        }
+        gone(self.recon_flagged.remove(&flagged))
     }
 }
 

@@ -27,7 +27,7 @@ pub struct Args {
 pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
     let guard = context.open()?;
     let lifted = guard.unblock(if args.all { None } else { Some(&args.cidrs) })?;
-    if lifted.is_empty() {
+    if lifted.sources.is_empty() && lifted.sweeps.is_empty() {
         let what = if args.all {
             "no source is blocked".to_owned()
         } else {
@@ -36,8 +36,11 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         };
         say!("{what}; nothing to do");
     }
-    for source in lifted {
+    for source in lifted.sources {
         say!("unblocked {source}");
+    }
+    for network in lifted.sweeps {
+        say!("unblocked {network} (flagged as sweeping; its count starts again)");
     }
     Ok(())
 }

@@ -162,6 +162,30 @@ fn a_ping_sweep_through_a_guarded_router_is_stopped_at_its_threshold() {
     assert!(out.contains("reached"), "{out}");
     let back = lab.run_in(&inner, "tracepath", &["-n", "-m", "5", crate::lab::PEER_V4]);
     assert!(back.contains("reached"), "{back}");
+
+    // An operator lifts the sweeper's block with `unblock`, as a block time's: its pings
+    // are answered again at once (its count starts from nothing).
+    let pings = |count: &str| {
+        let output = lab
+            .command(&attacker, "ping")
+            .args(["-n", "-c", count, "-i", "0.2", "-W", "1", "198.51.100.50"])
+            .output()
+            .expect("ping");
+        crate::lab::ping_replies(&String::from_utf8_lossy(&output.stdout))
+    };
+    assert_eq!(pings("2"), 0, "the sweeper is still blocked");
+    let lifted = lab.cli_ok(&["unblock", crate::lab::PEER_V4]);
+    assert!(
+        lifted.contains("unblocked 192.0.2.2/32 (flagged as sweeping"),
+        "{lifted}"
+    );
+    assert_eq!(
+        pings("3"),
+        3,
+        "unblocked, the former sweeper's pings are answered"
+    );
+    let again = lab.cli_ok(&["unblock", "--all"]);
+    assert!(again.contains("nothing to do"), "{again}");
     service.signal(libc::SIGTERM);
     assert!(service.wait_exit(Duration::from_secs(10)).success());
 }

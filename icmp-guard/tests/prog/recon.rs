@@ -322,3 +322,33 @@ fn mode_auto_follows_the_forwarding_flag_and_off_is_off() {
     guard.apply(&policy(|recon| recon.enabled = Enabled::Off));
     assert_eq!(sweep(&mut guard, 3), None, "off");
 }
+
+/// `unblock`'s map half: a flagged source's sketch carries its block, and forgetting the
+/// sketch lifts it at once (and its flag); its count starts again from nothing.
+#[test]
+fn forgetting_a_sweepers_sketch_lifts_its_block() {
+    root_or_skip!("forgetting_a_sweepers_sketch_lifts_its_block");
+    let mut guard = Guard::load(&policy(|_| {}));
+    let source = [192, 0, 2, 88];
+    passed_before_first_drop(&mut guard, 200, |i| echo_v4(source, doc_v4(i + 256)))
+        .expect("flagged");
+    assert_eq!(guard.action(&echo_v4(source, [192, 0, 2, 1])), DROP);
+    let blocks = guard.maps.sweep_blocks().expect("sweep blocks");
+    assert!(
+        blocks
+            .iter()
+            .any(|(addr, len, _)| *addr == std::net::IpAddr::from(source) && *len == 32),
+        "{blocks:?}"
+    );
+    guard
+        .maps
+        .forget_sweep(std::net::IpAddr::from(source), 32)
+        .expect("forget");
+    assert_eq!(guard.action(&echo_v4(source, [192, 0, 2, 1])), PASS);
+    assert!(guard.maps.flagged().expect("flagged").is_empty());
+    // Forgetting what is gone already is not an error.
+    guard
+        .maps
+        .forget_sweep(std::net::IpAddr::from(source), 32)
+        .expect("forget again");
+}
