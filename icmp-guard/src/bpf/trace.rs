@@ -136,13 +136,5 @@ pub fn tracing(program_id: u32) -> Option<Tracing> {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, which the trace
-/// program compares its deadline with.
-pub fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to write to; the clock id is a constant.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
+/// program compares its deadline with (the one reader of it, in `maps`).
+pub use super::maps::monotonic_ns;
