@@ -64,7 +64,10 @@ pub fn guest(
     let mut command = process::command(qemu);
     command
         .args(["-accel", &accelerator()])
-        .args(["-m", "512", "-smp", "2"])
+        // The initramfs (about 160 MB: the suite's static binaries, each embedding the
+        // production and the trace object) is unpacked into RAM beside its own copy; with
+        // 512 MB the unpacking ran out of memory and the kernel found no root.
+        .args(["-m", "1024", "-smp", "2"])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
