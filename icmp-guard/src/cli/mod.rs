@@ -33,8 +33,8 @@ mod run;
 mod stats;
 mod status;
 mod top;
-mod unblock;
 mod trace;
+mod unblock;
 
 use icmp_guard::{bpf::PinDir, error::Error, guard::Guard};
 
