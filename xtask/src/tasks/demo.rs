@@ -54,6 +54,10 @@ const PROBES: u64 = 3;
 /// and the budget that sources without a bucket share (ten times both).
 const PER_SOURCE: (u32, u32) = (100, 200);
 const NEW_SOURCES: (u32, u32) = (1_000, 2_000);
+/// The default profile's probation (`icmp_guard::policy::model::DEFAULT_PROBATION`): a new
+/// source is also charged to the new-source budget until a packet of its comes this many
+/// seconds after its first and after the budget's last refusal.
+const PROBATION_SECONDS: usize = 5;
 
 /// The subnet the attacker sweeps, routed through the protected host (which does not
 /// forward: nobody answers, but every probe reaches its XDP hook), and the sweep's range.
@@ -332,6 +336,17 @@ impl Demo {
         ])?;
         let (flood_sent, flood_answered) = transmitted_received(&flood).unwrap_or((0, 0));
         self.after_step()?;
+        // The bystander keeps its own allowance through the spoofed flood only once it has
+        // left probation: at a ping at least PROBATION after its first (the ping flood is
+        // within the new-source budget, which never refused). Otherwise its pings are
+        // charged to the budget, which the spoofed flood exhausts, and dropped.
+        let graduated = PROBATION_SECONDS + 2;
+        if !self
+            .pinger()?
+            .wait_for_replies(graduated, Duration::from_secs(graduated as u64))
+        {
+            bail!("the bystander's pings are not answered");
+        }
 
         self.step(
             3,
