@@ -35,6 +35,7 @@ use icmp_guard::{
     policy::{
         self, Limit, Per, Policy, RuleSpec,
         model::{DEFAULT_PROBATION, MAX_RATE},
+        recon::{Enabled, MAX_THRESHOLD, Recon},
     },
 };
 use icmp_guard_common::{
@@ -43,6 +44,7 @@ use icmp_guard_common::{
     interface,
     limit::RATE_SOURCES,
     maps,
+    recon::{ReconV4Key, Sweep},
 };
 use serde_json::{Value, json};
 
@@ -129,6 +131,8 @@ struct Sample {
     ns: f64,
     /// What the kernel reported for the same thing (whole nanoseconds per repetition).
     kernel_ns: f64,
+    /// The thread's CPU time per packet, where it is not `ns` ([`Method::Sweep`]).
+    thread_cpu_ns: Option<f64>,
     verdict: u32,
 }
 
@@ -164,6 +168,7 @@ fn repeated(program: &Xdp, frame: &[u8]) -> Sample {
     Sample {
         ns: cpu / f64::from(REPEAT),
         kernel_ns: result.duration.as_nanos() as f64,
+        thread_cpu_ns: None,
         verdict: result.return_value,
     }
 }
@@ -202,6 +207,7 @@ fn one_call_each(program: &Xdp) -> Sample {
     Sample {
         ns,
         kernel_ns: ns,
+        thread_cpu_ns: None,
         verdict,
     }
 }
@@ -212,6 +218,61 @@ enum Method {
     Repeated,
     /// `DISTINCT_SOURCES` frames, one call each.
     OneCallEach,
+    /// [`SWEEP_DESTINATIONS`] frames from one source, one destination each, one call per
+    /// frame repeating it `REPEAT / SWEEP_DESTINATIONS` times, so that the sketch holds
+    /// every destination; timed by the kernel (the mean of its per-call figures, each
+    /// rounded down to a whole nanosecond, the same way for every case of this method).
+    /// The thread's CPU time is kept in the JSON: with 256 calls it carried a per-call
+    /// cost (of the order of 0.5 ms a call on the development VM, under load) that swamped
+    /// the difference measured.
+    Sweep,
+}
+
+/// Destinations of the sweep-detection cases: 203.0.113.0/24, every address.
+const SWEEP_DESTINATIONS: u32 = 256;
+
+/// The echo requests of the sweep-detection cases, one per destination.
+fn sweep_frames() -> Vec<Vec<u8>> {
+    (0..SWEEP_DESTINATIONS)
+        .map(|last| {
+            let last = u8::try_from(last).expect("256 destinations");
+            echo_v4(OUR_MAC, SOURCE_V4, [203, 0, 113, last])
+        })
+        .collect()
+}
+
+/// The sweep frames, each repeated `REPEAT / SWEEP_DESTINATIONS` times in its own call: the
+/// kernel's mean time per packet over all the calls (`ns`; the thread's CPU time per
+/// packet in `kernel_ns`'s place is not kept: see [`Method::Sweep`]), and the verdict of
+/// the last packet (every call's verdict must be the same).
+fn sweep(program: &Xdp, frames: &[Vec<u8>]) -> Sample {
+    let per_frame = REPEAT / SWEEP_DESTINATIONS;
+    let mut kernel = Duration::ZERO;
+    let mut verdicts = Vec::with_capacity(frames.len());
+    let started = thread_cpu_ns();
+    for frame in frames {
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: per_frame,
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        kernel += result.duration;
+        verdicts.push(result.return_value);
+    }
+    let cpu = thread_cpu_ns() - started;
+    let verdict = verdicts[0];
+    assert!(
+        verdicts.iter().all(|&v| v == verdict),
+        "the sweep's destinations got different verdicts: {verdicts:?}"
+    );
+    Sample {
+        ns: kernel.as_nanos() as f64 / frames.len() as f64,
+        thread_cpu_ns: Some(cpu / f64::from(per_frame * SWEEP_DESTINATIONS)),
+        kernel_ns: kernel.as_nanos() as f64 / frames.len() as f64,
+        verdict,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -227,6 +288,13 @@ enum Which {
     Global,
     /// [`Which::Open`] in the variant for kernels without compare-and-exchange (spin locks).
     OpenLocks,
+    /// [`Which::Open`] with sweep detection on (`[recon] enabled = "on"`), thresholds no
+    /// run reaches: every echo request is counted into its source's and prefix's sketch.
+    ReconOn,
+    /// [`Which::ReconOn`] with `enabled = "off"`: the same program and policy otherwise.
+    ReconOff,
+    /// [`Which::ReconOn`] with `prefix_threshold = 0`: the source's sketch only.
+    ReconOnNoPrefix,
 }
 
 /// What a case is compared with.
@@ -416,6 +484,42 @@ fn cases() -> Vec<Case> {
             )
         },
         Case {
+            method: Method::Sweep,
+            frame: None,
+            verdict: Some(XDP_PASS),
+            versus: Base::MinimalWithin,
+            ..Case::new(
+                RECON_OFF_CASE,
+                "echo sweep, 256 destinations, recon off",
+                Which::ReconOff,
+                Vec::new(),
+            )
+        },
+        Case {
+            method: Method::Sweep,
+            frame: None,
+            verdict: Some(XDP_PASS),
+            versus: Base::MinimalWithin,
+            ..Case::new(
+                RECON_ON_CASE,
+                "echo sweep, 256 destinations, recon on",
+                Which::ReconOn,
+                Vec::new(),
+            )
+        },
+        Case {
+            method: Method::Sweep,
+            frame: None,
+            verdict: Some(XDP_PASS),
+            versus: Base::MinimalWithin,
+            ..Case::new(
+                RECON_SOURCE_CASE,
+                "echo sweep, 256 dest., recon on, no prefix",
+                Which::ReconOnNoPrefix,
+                Vec::new(),
+            )
+        },
+        Case {
             verdict: Some(XDP_PASS),
             versus: Base::MinimalTcp,
             target: Some(1.15),
@@ -457,6 +561,40 @@ fn global_policy() -> Policy {
 /// the limiter.
 fn pass_policy() -> Policy {
     profile_with(&[(FAMILY_V4, 8, RuleSpec::PASS)])
+}
+
+/// Issue 20's target: sweep detection adds at most this much per echo request.
+const RECON_TARGET_NS: f64 = 10.0;
+const RECON_OFF_CASE: &str = "echo_sweep_recon_off";
+const RECON_ON_CASE: &str = "echo_sweep_recon_on";
+const RECON_SOURCE_CASE: &str = "echo_sweep_recon_on_no_prefix";
+
+/// [`open_policy`] with sweep detection `enabled`, its thresholds (source and /24 prefix)
+/// at the largest allowed, 1024 destinations, which the benchmark's 256 never reach.
+/// `prefixes`: with the per-prefix sketch too (the default), else `prefix_threshold = 0`.
+fn recon_policy(enabled: Enabled, prefixes: bool) -> Policy {
+    let mut policy = open_policy();
+    policy.recon = Recon {
+        enabled,
+        sweep_threshold: MAX_THRESHOLD,
+        prefix_threshold: if prefixes { MAX_THRESHOLD } else { 0 },
+        ..Recon::default()
+    };
+    policy.recon.validate().expect("a valid [recon] section");
+    policy
+}
+
+/// The bits set in the sketch of `SOURCE_V4` (`len` 32) in `ebpf`'s `RECON_V4`; `None` when
+/// it has none.
+fn sketch_bits(ebpf: &Ebpf) -> Option<u32> {
+    let map = ebpf.map(maps::RECON_V4).expect("RECON_V4 is in the object");
+    let sketches: aya::maps::HashMap<_, ReconV4Key, Sweep> =
+        aya::maps::HashMap::try_from(map).expect("RECON_V4 is a hash map");
+    let key = ReconV4Key {
+        len: 32,
+        addr: SOURCE_V4,
+    };
+    sketches.get(&key, 0).ok().map(|sweep| sweep.bits)
 }
 
 /// The program (`variant`) loaded with private maps holding `policy`.
@@ -531,6 +669,56 @@ fn spread(values: &[f64]) -> (f64, f64, f64) {
     (median, sorted[0], sorted[sorted.len() - 1])
 }
 
+/// Sweep detection's cost: the recon-on case minus the recon-off case, run by run.
+struct ReconCost {
+    line: String,
+    json: Value,
+}
+
+fn recon_cost(cases: &[Case]) -> ReconCost {
+    let samples = |id: &str| -> Vec<f64> {
+        cases
+            .iter()
+            .find(|case| case.id == id)
+            .expect("the sweep-detection cases are in the list")
+            .samples
+            .iter()
+            .map(|sample| sample.ns)
+            .collect()
+    };
+    let (on, off) = (samples(RECON_ON_CASE), samples(RECON_OFF_CASE));
+    let differences: Vec<f64> = on.iter().zip(&off).map(|(on, off)| on - off).collect();
+    let ratios: Vec<f64> = on.iter().zip(&off).map(|(on, off)| on / off).collect();
+    let (difference, lo, hi) = spread(&differences);
+    let (ratio, ratio_lo, ratio_hi) = spread(&ratios);
+    let met = difference <= RECON_TARGET_NS;
+    let source_only: Vec<f64> = samples(RECON_SOURCE_CASE)
+        .iter()
+        .zip(&off)
+        .map(|(on, off)| on - off)
+        .collect();
+    let (source_difference, source_lo, source_hi) = spread(&source_only);
+    let line = format!(
+        "sweep detection: recon on costs {difference:+.1} ns per echo request over recon off ({lo:+.1} to {hi:+.1}), {ratio:.2}x ({ratio_lo:.2}-{ratio_hi:.2}); target <= {RECON_TARGET_NS} ns more: {}\n  (without the prefix sketch, prefix_threshold = 0: {source_difference:+.1} ns, {source_lo:+.1} to {source_hi:+.1})",
+        if met { "met" } else { "MISSED" }
+    );
+    ReconCost {
+        line,
+        json: json!({
+            "recon_on_ns": on,
+            "recon_off_ns": off,
+            "difference_ns": differences,
+            "ratio": ratios,
+            "median_difference_ns": difference,
+            "no_prefix_difference_ns": source_only,
+            "median_no_prefix_difference_ns": source_difference,
+            "median_ratio": ratio,
+            "target_ns": RECON_TARGET_NS,
+            "target_met": met,
+        }),
+    }
+}
+
 struct Args {
     runs: usize,
     json: Option<PathBuf>,
@@ -567,17 +755,48 @@ fn main() {
     let mut pass_guard = guard_with(&pass_policy(), Variant::Auto);
     let mut global_guard = guard_with(&global_policy(), Variant::Auto);
     let mut locks_guard = guard_with(&open_policy(), Variant::Locks);
+    let mut recon_on_guard = guard_with(&recon_policy(Enabled::On, true), Variant::Auto);
+    let mut recon_off_guard = guard_with(&recon_policy(Enabled::Off, true), Variant::Auto);
+    let mut recon_source_guard = guard_with(&recon_policy(Enabled::On, false), Variant::Auto);
+    // The sweep's first pass makes the source's bucket and sketches; the second one, after
+    // probation, is the steady state the cases measure.
+    let sweep_frames = sweep_frames();
+    for ebpf in [
+        &mut recon_on_guard,
+        &mut recon_off_guard,
+        &mut recon_source_guard,
+    ] {
+        for frame in &sweep_frames {
+            assert_eq!(repeated_n(guard_program(ebpf), frame, 1), XDP_PASS);
+        }
+    }
+    let recon_on_bits = sketch_bits(&recon_on_guard);
+    assert!(
+        recon_on_bits.is_some_and(|bits| bits > 128),
+        "recon on: the sweep's source has no sketch, or one with {recon_on_bits:?} bits: the benchmark would not measure sweep detection"
+    );
+    assert_eq!(
+        sketch_bits(&recon_off_guard),
+        None,
+        "recon off: the source has a sketch"
+    );
     let default_guard = guard_program(&mut default_guard);
     let open_guard = guard_program(&mut open_guard);
     let pass_guard = guard_program(&mut pass_guard);
     let global_guard = guard_program(&mut global_guard);
     let locks_guard = guard_program(&mut locks_guard);
+    let recon_on = guard_program(&mut recon_on_guard);
+    let recon_off = guard_program(&mut recon_off_guard);
+    let recon_source = guard_program(&mut recon_source_guard);
     let guard = |which: Which| match which {
         Which::Default => default_guard,
         Which::Open => open_guard,
         Which::Pass => pass_guard,
         Which::Global => global_guard,
         Which::OpenLocks => locks_guard,
+        Which::ReconOn => recon_on,
+        Which::ReconOff => recon_off,
+        Which::ReconOnNoPrefix => recon_source,
     };
     let open_baselines = baselines(true, false);
     let default_baselines = baselines(false, false);
@@ -678,6 +897,7 @@ fn main() {
         for case in &mut cases {
             let program = guard(case.policy);
             let sample = match (&case.frame, case.method) {
+                (_, Method::Sweep) => sweep(program, &sweep_frames),
                 (Some(frame), Method::Repeated) => repeated(program, frame),
                 _ => one_call_each(program),
             };
@@ -700,7 +920,7 @@ fn main() {
     }
     let base_samples = |base: Base, method: Method| -> &Vec<f64> {
         match (base, method) {
-            (Base::Empty, Method::Repeated) => &base_repeated,
+            (Base::Empty, Method::Repeated | Method::Sweep) => &base_repeated,
             (Base::Empty, Method::OneCallEach) => &base_each,
             _ => {
                 &minimal
@@ -786,14 +1006,19 @@ fn main() {
                 Which::Pass => "default profile with echo request passed without a limit",
                 Which::Global => "echo request limited by one global bucket, 100,000,000/s, burst 100,000,000",
                 Which::OpenLocks => "as open, in the spin-lock variant (kernels before 5.12)",
+                Which::ReconOn => "as open, [recon] enabled = \"on\", sweep_threshold and prefix_threshold 1024",
+                Which::ReconOff => "as open, [recon] enabled = \"off\", sweep_threshold and prefix_threshold 1024",
+                Which::ReconOnNoPrefix => "as open, [recon] enabled = \"on\", sweep_threshold 1024, prefix_threshold 0 (no prefix sketch)",
             },
             "method": match case.method {
                 Method::Repeated => "one frame repeated in the kernel",
                 Method::OneCallEach => "one BPF_PROG_TEST_RUN call per frame",
+                Method::Sweep => "256 frames (one source, 203.0.113.0/24), one call each repeating it 3906 times, timed by the kernel",
             },
             "verdict_checked": case.verdict.map(|v| if v == XDP_PASS { "pass" } else { "drop" }),
             "ns_per_packet": ns,
             "kernel_reported_ns_per_packet": kernel_ns,
+            "thread_cpu_ns_per_packet": case.samples.iter().map(|sample| sample.thread_cpu_ns).collect::<Vec<_>>(),
             "ratio_to_empty": to_empty,
             "versus": case.versus.id(),
             "ratio_to_versus": to_versus,
@@ -806,6 +1031,8 @@ fn main() {
             "target_met": case.target.map(|target| ratio <= target),
         }));
     }
+    let recon = recon_cost(&cases);
+    let _ = writeln!(table, "{}", recon.line);
     let _ = writeln!(
         table,
         "(median of {} runs; x = ratio to the baseline named under versus, per run; spread = its lowest-highest; the many-source cases and their baselines make one call per frame)",
@@ -831,6 +1058,7 @@ fn main() {
             },
             "baselines": json_bases,
             "cases": json_cases,
+            "sweep_detection": recon.json,
             "table": table,
         });
         if let Some(parent) = path.parent() {

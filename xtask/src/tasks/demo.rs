@@ -6,9 +6,11 @@
 //! attacker. Nothing on the machine's own interfaces is touched. The attacker runs, in
 //! turn, a ping flood, a spoofed-source flood, a smurf broadcast ping, a timestamp probe and
 //! a PMTUD "fragmentation needed" message, each bounded in packets or time, with the
-//! guard's counters after each; the bystander pings the protected host once a second
-//! throughout. The summary says what was sent, what was dropped and why, and checks that
-//! every bystander ping and every PMTUD message got through: the demo fails if not.
+//! guard's counters after each; `icmp-guard trace` of two of its packets; and a ping sweep
+//! of 48 addresses routed through the protected host, with sweep detection switched on. The
+//! bystander pings the protected host once a second throughout. The summary says what was
+//! sent, what was dropped and why, and checks that every bystander ping and every PMTUD
+//! message got through and the sweeper was flagged: the demo fails if not.
 //!
 //! The namespaces are an [`icmp_guard_lab::Lab`], the lab of the tests: every name
 //! carries our pid, so two demos, or a demo and the tests, never collide, and everything is
@@ -52,6 +54,26 @@ const PROBES: u64 = 3;
 /// and the budget that sources without a bucket share (ten times both).
 const PER_SOURCE: (u32, u32) = (100, 200);
 const NEW_SOURCES: (u32, u32) = (1_000, 2_000);
+/// The default profile's probation (`icmp_guard::policy::model::DEFAULT_PROBATION`): a new
+/// source is also charged to the new-source budget until a packet of its comes this many
+/// seconds after its first and after the budget's last refusal.
+const PROBATION_SECONDS: usize = 5;
+
+/// The subnet the attacker sweeps, routed through the protected host (which does not
+/// forward: nobody answers, but every probe reaches its XDP hook), and the sweep's range.
+const SWEPT_SUBNET: &str = "198.51.100.0/24";
+const SWEEP_FIRST: &str = "198.51.100.1";
+const SWEEP_LAST: &str = "198.51.100.48";
+const SWEEP_PROBES: u64 = 48;
+/// The demo's `[recon]` threshold: distinct destinations in the window that flag a source.
+const SWEEP_THRESHOLD: u64 = 16;
+/// The sketch's stated accuracy (README, `tests/prog/recon.rs`): ±15 %.
+const SWEEP_ACCURACY_PERCENT: u64 = 15;
+/// The policy file of the sweep step: the default profile with sweep detection on (the protected
+/// host does not forward, where `auto` means off) and a low threshold.
+fn recon_policy() -> String {
+    format!("[recon]\nenabled = \"on\"\nsweep_threshold = {SWEEP_THRESHOLD}\n")
+}
 
 /// Where `--plot` writes without a path, from the workspace root.
 const PLOT_PATH: &str = "docs/demo.svg";
@@ -314,6 +336,17 @@ impl Demo {
         ])?;
         let (flood_sent, flood_answered) = transmitted_received(&flood).unwrap_or((0, 0));
         self.after_step()?;
+        // The bystander keeps its own allowance through the spoofed flood only once it has
+        // left probation: at a ping at least PROBATION after its first (the ping flood is
+        // within the new-source budget, which never refused). Otherwise its pings are
+        // charged to the budget, which the spoofed flood exhausts, and dropped.
+        let graduated = PROBATION_SECONDS + 2;
+        if !self
+            .pinger()?
+            .wait_for_replies(graduated, Duration::from_secs(graduated as u64))
+        {
+            bail!("the bystander's pings are not answered");
+        }
 
         self.step(
             3,
@@ -440,6 +473,21 @@ impl Demo {
             });
         self.after_step()?;
 
+        self.step(
+            8,
+            "sweep",
+            "reconnaissance: a ping sweep",
+            &format!(
+                "fping over {SWEEP_PROBES} addresses of {SWEPT_SUBNET}, routed through the \
+                 protected host (nobody answers; every probe reaches its XDP hook): one \
+                 source, many destinations, one probe each, which no rate limit sees. \
+                 Sweep detection, on with a threshold of {SWEEP_THRESHOLD} destinations, \
+                 flags the attacker and drops the rest of its probes as `sweep`"
+            ),
+        );
+        let sweep = self.sweep()?;
+        self.after_step()?;
+
         println!("\n== stopping the bystander's pings ==");
         let pinger = self.pinger.take().context("the bystander is not pinging")?;
         let bystander = pinger.stop()?;
@@ -481,6 +529,15 @@ impl Demo {
             }
         );
         println!("  PMTUD               {PROBES} fragmentation-needed messages (3/4)");
+        println!(
+            "  sweep               {SWEEP_PROBES} echo requests to {SWEEP_FIRST}-{SWEEP_LAST}, \
+             one each ({} dropped as sweep; top: {})",
+            sweep.dropped,
+            sweep.destinations.map_or_else(
+                || "not flagged".to_owned(),
+                |n| format!("SWEEP ≥{n} destinations")
+            )
+        );
         println!(
             "sent by the bystander ({BYSTANDER_V4}): {} pings, one a second",
             bystander.transmitted
@@ -524,6 +581,18 @@ impl Demo {
                 "trace named the check and verdict of a passed ping and a dropped timestamp \
                  request"
                     .to_owned(),
+            ),
+            (
+                sweep.flagged_in_time(),
+                format!(
+                    "the sweeper was flagged near the threshold of {SWEEP_THRESHOLD} ({}) and \
+                     {} of its {SWEEP_PROBES} probes were dropped as sweep",
+                    sweep.destinations.map_or_else(
+                        || "not flagged".to_owned(),
+                        |n| format!("top: ≥{n} destinations")
+                    ),
+                    sweep.dropped
+                ),
             ),
             (
                 flood_sent > 0 && flood_answered < flood_sent,
@@ -587,7 +656,7 @@ impl Demo {
         if let Some(recorder) = &mut self.recorder {
             recorder.mark(label);
         }
-        println!("\n== {number}/7 {title} ==\n# {what}");
+        println!("\n== {number}/8 {title} ==\n# {what}");
     }
 
     fn pinger(&self) -> Result<&Pinger> {
@@ -735,9 +804,90 @@ impl Demo {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Step 8: sweep detection on through `policy apply`, a route for [`SWEPT_SUBNET`]
+    /// through the protected host on the attacker, and `fping` over [`SWEEP_PROBES`] of its
+    /// addresses, watched by `top`; then what the guard made of it.
+    fn sweep(&self) -> Result<Sweep> {
+        let file = std::env::temp_dir().join(format!("{}-recon.toml", self.lab.ns_name("policy")));
+        let policy = recon_policy();
+        std::fs::write(&file, &policy).with_context(|| format!("writing {}", file.display()))?;
+        println!(
+            "{}$ cat {}\n{}",
+            self.protected.role,
+            file.display(),
+            policy.trim_end()
+        );
+        let file_name = file.display().to_string();
+        let applied = self.guard(&["policy", "apply", "--diff", &file_name]);
+        let removed = std::fs::remove_file(&file);
+        applied?;
+        removed.with_context(|| format!("removing {}", file.display()))?;
+        self.guard(&["status"])?;
+        let route = ["route", "add", SWEPT_SUBNET, "via", HOST_V4];
+        println!("{}$ ip {}", self.attacker.role, route.join(" "));
+        self.lab.ip(&self.attacker.ns, &route)?;
+        let before = self.stats_json()?;
+        // -r 0: one probe per address; -i 60: a probe every 60 ms, so that the sweep lasts
+        // the three seconds `top` watches.
+        self.attack_watched(&[
+            "fping",
+            "-q",
+            "-s",
+            "-r",
+            "0",
+            "-t",
+            "200",
+            "-i",
+            "60",
+            "-g",
+            SWEEP_FIRST,
+            SWEEP_LAST,
+        ])?;
+        let dropped = counter(&self.stats_json()?, "v4", 8, &["dropped", "sweep"])
+            - counter(&before, "v4", 8, &["dropped", "sweep"]);
+        let top = process::stdout_of(&mut self.guard_command(&[
+            "top",
+            "--json",
+            "--count",
+            "1",
+            "--interval",
+            "1",
+        ]))?;
+        let top: Value = serde_json::from_str(&top).context("parsing `icmp-guard top --json`")?;
+        let destinations = top["sweeping"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["address"] == ATTACKER_V4)
+            .and_then(|entry| entry["destinations"].as_u64());
+        Ok(Sweep {
+            dropped,
+            destinations,
+        })
+    }
+
     /// `Icmp InDestUnreachs` of the protected host's stack.
     fn host_dest_unreachables(&self) -> Result<u64> {
         Ok(netns::snmp(&self.protected.ns, "Icmp", "InDestUnreachs")?)
+    }
+}
+
+/// What the guard made of the sweep of step 8.
+struct Sweep {
+    /// Echo requests dropped as `sweep` during it.
+    dropped: u64,
+    /// The destinations `top --json` estimated for the attacker, if it lists it as sweeping.
+    destinations: Option<u64>,
+}
+
+impl Sweep {
+    /// Flagged within the sketch's accuracy of the threshold, and every later probe dropped.
+    fn flagged_in_time(&self) -> bool {
+        let low = SWEEP_THRESHOLD * (100 - SWEEP_ACCURACY_PERCENT) / 100;
+        let high = (SWEEP_THRESHOLD * (100 + SWEEP_ACCURACY_PERCENT)).div_ceil(100);
+        self.destinations.is_some_and(|n| (low..=high).contains(&n))
+            && self.dropped >= SWEEP_PROBES - high
+            && self.dropped <= SWEEP_PROBES - low
     }
 }
 
@@ -885,6 +1035,7 @@ fn reason_text(reason: &str) -> &'static str {
         "malformed" => "a structure the parser refuses to walk",
         "oversize" => "longer than its rule's max_size",
         "blocked" => "from a source serving a block time after going over its limit",
+        "sweep" => "a probe from a source flagged for sweeping many destinations",
         _ => "",
     }
 }
