@@ -76,7 +76,7 @@ pub struct Options {
     pub offline: bool,
     /// Seconds one kernel may take (boot, the suite, the CLI, power-off) before it counts
     /// as hung
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     pub timeout: u64,
     /// Show each guest's whole console
     #[arg(long, short)]
