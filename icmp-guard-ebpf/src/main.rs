@@ -213,6 +213,9 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
         }
         (verdict, decision)
     };
+    // Only the trace build reports the decision; production needs the verdict alone.
+    #[cfg(not(feature = "trace"))]
+    let _ = decision;
     let outcome = apply_mode(verdict, config.mode);
     let family = headers.family;
     count::icmp(counter_index(family, headers.icmp_type, outcome.slot), len);
