@@ -259,23 +259,16 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
 
 /// Runs every kernel, as many at once as there are CPUs (each guest has two, so that the
 /// contention tests run there too; the CPUs are shared between the guests), the
-/// slowest guest first and the host last, so that it shares the machine with at most the
+/// slowest guests first and the host last, so that it shares the machine with at most the
 /// last guest. Returns the outcomes in the order of `subjects`.
 fn run_all(
     subjects: &[(String, Subject)],
     run_one: &(dyn Fn(&str, &Subject) -> Result<Outcome> + Sync),
 ) -> Result<Vec<Outcome>> {
     let jobs = std::thread::available_parallelism().map_or(1, usize::from);
-    // Popped from the end: the oldest guest first (5.10 runs the suite slowest under
-    // emulation, about twice as long as 6.1 with its locked limiter, so the others run
-    // beside it one after another), the host last.
+    // Popped from the end: the newest guests (the slowest verifiers) first, the host last.
     let mut queue: Vec<(usize, &(String, Subject))> = subjects.iter().enumerate().collect();
-    queue.sort_by_key(|(index, (_, subject))| {
-        (
-            matches!(subject, Subject::Guest(_)),
-            std::cmp::Reverse(*index),
-        )
-    });
+    queue.sort_by_key(|(index, (_, subject))| (matches!(subject, Subject::Guest(_)), *index));
     let queue = std::sync::Mutex::new(queue);
     let mut outcomes: Vec<Option<Result<Outcome>>> = subjects.iter().map(|_| None).collect();
     let finished = std::thread::scope(|scope| {
