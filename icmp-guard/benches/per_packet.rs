@@ -388,6 +388,18 @@ impl Case {
             samples: Vec::new(),
         }
     }
+
+    /// A sweep-detection case: echo requests from one source to 256 destinations, each
+    /// passed, measured against the minimal limiter within its limit.
+    fn sweep(id: &'static str, name: &'static str, policy: Which) -> Self {
+        Self {
+            method: Method::Sweep,
+            frame: None,
+            verdict: Some(XDP_PASS),
+            versus: Base::MinimalWithin,
+            ..Self::new(id, name, policy, Vec::new())
+        }
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -483,42 +495,21 @@ fn cases() -> Vec<Case> {
                 echo_v6_two_extension_headers(),
             )
         },
-        Case {
-            method: Method::Sweep,
-            frame: None,
-            verdict: Some(XDP_PASS),
-            versus: Base::MinimalWithin,
-            ..Case::new(
-                RECON_OFF_CASE,
-                "echo sweep, 256 destinations, recon off",
-                Which::ReconOff,
-                Vec::new(),
-            )
-        },
-        Case {
-            method: Method::Sweep,
-            frame: None,
-            verdict: Some(XDP_PASS),
-            versus: Base::MinimalWithin,
-            ..Case::new(
-                RECON_ON_CASE,
-                "echo sweep, 256 destinations, recon on",
-                Which::ReconOn,
-                Vec::new(),
-            )
-        },
-        Case {
-            method: Method::Sweep,
-            frame: None,
-            verdict: Some(XDP_PASS),
-            versus: Base::MinimalWithin,
-            ..Case::new(
-                RECON_SOURCE_CASE,
-                "echo sweep, 256 dest., recon on, no prefix",
-                Which::ReconOnNoPrefix,
-                Vec::new(),
-            )
-        },
+        Case::sweep(
+            RECON_OFF_CASE,
+            "echo sweep, 256 destinations, recon off",
+            Which::ReconOff,
+        ),
+        Case::sweep(
+            RECON_ON_CASE,
+            "echo sweep, 256 destinations, recon on",
+            Which::ReconOn,
+        ),
+        Case::sweep(
+            RECON_SOURCE_CASE,
+            "echo sweep, 256 dest., recon on, no prefix",
+            Which::ReconOnNoPrefix,
+        ),
         Case {
             verdict: Some(XDP_PASS),
             versus: Base::MinimalTcp,
