@@ -511,15 +511,19 @@ impl GuardMaps {
             std::net::IpAddr::V4(v4) => self.blocked_v4.remove(&v4.octets()),
             std::net::IpAddr::V6(v6) => self.blocked_v6.remove(&v6.octets()),
         };
-        match result {
-            Ok(()) => Ok(()),
-            Err(MapError::SyscallError(err))
-                if err.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(Error::map("removing a blocked source", err)),
+        removed(result, "removing a blocked source")
+    }
+}
+
+/// A map entry's removal where an entry already gone (the LRU recycled it, or the program
+/// has not written it) is not an error.
+fn removed(result: std::result::Result<(), MapError>, what: &'static str) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(MapError::SyscallError(err)) if err.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
         }
+        Err(err) => Err(Error::map(what, err)),
     }
 }
 
@@ -567,15 +571,7 @@ impl GuardMaps {
     /// Forgets the sketch of a source or prefix, and its flag: its block ends and its count
     /// starts again from nothing. Entries already gone are not an error.
     pub fn forget_sweep(&mut self, addr: std::net::IpAddr, len: u8) -> Result<()> {
-        let gone = |result: std::result::Result<(), MapError>| match result {
-            Ok(()) => Ok(()),
-            Err(MapError::SyscallError(err))
-                if err.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(Error::map("removing a sweep sketch", err)),
-        };
+        let gone = |result| removed(result, "removing a sweep sketch");
         let mut flagged = FlaggedKey {
             len,
             ..FlaggedKey::default()
