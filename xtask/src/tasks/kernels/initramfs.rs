@@ -18,15 +18,18 @@ use anyhow::{Context as _, Result};
 ///
 /// `$BB` is busybox, `$PROG` and `$ICMP_GUARD` the two binaries, `$TEST_THREADS` the
 /// suite's threads (one in a guest); the first argument
-/// `negative-control` loads the broken program instead and leaves the CLI out.
+/// `negative-control` loads the broken program instead and leaves the CLI out, and
+/// `only=NAME` runs only the tests whose names contain NAME.
 pub const PAYLOAD: &str = r#"exec 2>&1
 bb="$BB"
 echo "MATRIX-KERNEL $($bb uname -r)"
 export ICMP_GUARD_REQUIRE_PRIVILEGED=1
-if [ "$1" = negative-control ]; then
-    export ICMP_GUARD_NEGATIVE_CONTROL=1
-fi
-"$PROG" --test-threads="${TEST_THREADS:-1}" --color=never
+only=
+case "$1" in
+    negative-control) export ICMP_GUARD_NEGATIVE_CONTROL=1 ;;
+    only=*) only="${1#only=}" ;;
+esac
+"$PROG" --test-threads="${TEST_THREADS:-1}" --color=never ${only:+"$only"}
 echo "MATRIX-PROG-EXIT $?"
 [ "$1" = negative-control ] && exit 0
 $bb ip link set lo up

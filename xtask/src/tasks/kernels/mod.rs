@@ -81,6 +81,10 @@ pub struct Options {
     /// Show each guest's whole console
     #[arg(long, short)]
     pub verbose: bool,
+    /// Run only the prog tests whose names contain NAME (to chase one kernel's failure
+    /// without the whole suite); the static CLI check still runs
+    #[arg(long, value_name = "NAME", conflicts_with = "negative_control")]
+    pub only: Option<String>,
 }
 
 /// One kernel of the matrix, ready to run.
@@ -167,7 +171,7 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
     let guests = asked.iter().any(|kernel| kernel != HOST);
     let qemu = guests.then(tools::ensure_qemu).transpose()?;
     let busybox = tools::ensure_static_busybox()?;
-    let payload = build_payload()?;
+    let payload = build_payload(options.only.as_deref())?;
 
     let mut subjects = Vec::new();
     let mut fetcher = None;
@@ -194,10 +198,11 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
     fs::write(&payload_script, initramfs::PAYLOAD)
         .with_context(|| format!("writing {}", payload_script.display()))?;
 
+    let only = options.only.as_ref().map(|name| format!("only={name}"));
     let payload_args: Vec<&str> = if options.negative_control {
         vec!["negative-control"]
     } else {
-        Vec::new()
+        only.iter().map(String::as_str).collect()
     };
     let timeout = Duration::from_secs(options.timeout);
     let run_one = |asked: &str, subject: &Subject| -> Result<Outcome> {
@@ -328,12 +333,13 @@ fn host_command(busybox: &Path, script: &Path, payload: &Payload, args: &[&str])
 }
 
 /// Builds the `prog` test binary and the `icmp-guard` binary static, as `cargo xtask test`
-/// does (after which this is no work at all), and counts the tests.
+/// does (after which this is no work at all), and counts the tests (those whose names
+/// contain `only`, when given).
 ///
 /// The eBPF object that icmp-guard's build.rs builds through aya-build is not affected by
 /// the static RUSTFLAGS: aya-build gives its nested cargo its own CARGO_ENCODED_RUSTFLAGS,
 /// which cargo prefers to RUSTFLAGS.
-fn build_payload() -> Result<Payload> {
+fn build_payload(only: Option<&str>) -> Result<Payload> {
     let mut cargo = process::command("cargo");
     cargo::static_test_build(cargo.args(["test", "--no-run"]))
         .args(["--message-format", "json-render-diagnostics"])
@@ -374,17 +380,19 @@ fn build_payload() -> Result<Payload> {
             );
         }
     }
-    let listed = process::stdout_of(process::command(&prog).args([
-        "--list",
-        "--format",
-        "terse",
-        "--include-ignored",
-    ]))?;
+    let listed = process::stdout_of(
+        process::command(&prog)
+            .args(["--list", "--format", "terse", "--include-ignored"])
+            .args(only),
+    )?;
     let tests = listed
         .lines()
         .filter(|line| line.ends_with(": test"))
         .count();
-    println!("kernels: the suite has {tests} tests; every kernel must run them all");
+    match only {
+        Some(name) => println!("kernels: {tests} tests of the suite contain `{name}`"),
+        None => println!("kernels: the suite has {tests} tests; every kernel must run them all"),
+    }
     Ok(Payload {
         prog,
         icmp_guard,
