@@ -3,7 +3,9 @@
 //!
 //! - [`observe_probe`] runs right after the parser's hand-over: a probe whose source (and
 //!   source prefix) already has a sketch is counted into it, and a flagged one is marked
-//!   blocked. It is a BPF-to-BPF call that returns nothing and keeps its working state in
+//!   blocked. The prefix's sketch is skipped when the source's sketch answers for it (a
+//!   destination the source probed this epoch, its prefix visited this tick:
+//!   `icmp_guard_common::recon`), so that the common probe costs one lookup. It is a BPF-to-BPF call that returns nothing and keeps its working state in
 //!   the hand-over map value ([`Probe`]), not on the stack: every way through it leaves the
 //!   caller's verifier state as it was, so the rest of the program is walked once, not once
 //!   per branch taken here. What it found is [`Headers::recon`].
@@ -27,7 +29,8 @@ use icmp_guard_common::{
     limit::{mask_v4, mask_v6},
     recon::{
         Flagged, FlaggedKey, Observed, ReconConfig, ReconV4Key, ReconV6Key, Sweep, action, blocks,
-        is_probe, mask_v6_in_place, mode, observe, position_v4, position_v6, word_and_mask,
+        epoch_of, is_probe, mask_v6_in_place, mode, observe, position_v4, position_v6,
+        prefix_blocks, prefix_visit_due, word_and_mask,
     },
 };
 
@@ -55,9 +58,7 @@ pub struct Probe {
     pub position: u32,
     /// The sketch's threshold in bits.
     pub threshold: u16,
-    /// What to record when there is no sketch.
-    pub missing: u8,
-    pub _padding: u8,
+    pub _padding: [u8; 2],
     /// The sketch's key in `RECON_FLAGGED`.
     pub flagged: FlaggedKey,
     pub key_v4: ReconV4Key,
@@ -82,13 +83,12 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
     }
     // SAFETY: a helper without arguments (the verifier inlines it into one load).
     let now = unsafe { bpf_jiffies64() }.wrapping_mul(NS_PER_JIFFY.load());
-    let Some(epoch) = now.checked_div(config.epoch_ns) else {
+    let Some(epoch) = epoch_of(now, config) else {
         return;
     };
     headers.recon_epoch = epoch;
     headers.probe.now = now;
     headers.probe.threshold = config.source_bits;
-    headers.probe.missing = found::NEW_SOURCE;
     if headers.family == FAMILY_V4 {
         let source = headers.source_v4();
         headers.recon_position = position_v4(headers.destination_v4());
@@ -108,20 +108,7 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
             len: 32,
             addr: source,
         };
-        track_v4(headers, config);
-        // A blocked source's probes are its own matter, not its prefix's.
-        if config.prefix_bits != 0 && headers.recon & found::BLOCKED == 0 {
-            let prefix = mask_v4(source, config.prefix_v4);
-            headers.probe.flagged.len = config.prefix_v4;
-            headers.probe.flagged.addr[..4].copy_from_slice(&prefix);
-            headers.probe.threshold = config.prefix_bits;
-            headers.probe.missing = found::NEW_PREFIX;
-            headers.probe.key_v4 = ReconV4Key {
-                len: u32::from(config.prefix_v4),
-                addr: prefix,
-            };
-            track_v4(headers, config);
-        }
+        source_v4(headers, config);
     } else {
         headers.recon_position = position_v6(&headers.destination);
         headers.probe.position = headers.recon_position;
@@ -131,62 +118,156 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
         headers.probe.flagged.addr = headers.source;
         headers.probe.key_v6.len = 128;
         headers.probe.key_v6.addr = headers.source;
-        track_v6(headers, config);
-        if config.prefix_bits != 0 && headers.recon & found::BLOCKED == 0 {
-            mask_v6_in_place(&mut headers.probe.key_v6.addr, config.prefix_v6);
-            headers.probe.key_v6.len = u32::from(config.prefix_v6);
-            headers.probe.flagged.len = config.prefix_v6;
-            headers.probe.flagged.addr = headers.probe.key_v6.addr;
-            headers.probe.threshold = config.prefix_bits;
-            headers.probe.missing = found::NEW_PREFIX;
-            track_v6(headers, config);
-        }
+        source_v6(headers, config);
     }
 }
 
-// Calls too, each walked once per way into it, whose branches end in the same state.
+// Calls too, each walked once per way into it, whose branches end in the same state. The
+// keys are read in place from the hand-over's map memory: by value they would be copied to
+// the stack these calls must not grow.
 
+/// The source's sketch, then (when [`prefix_visit_due`]) its prefix's.
 #[inline(never)]
 #[expect(
     clippy::needless_borrows_for_generic_args,
-    reason = "the key is read in place from the hand-over's map memory; by value it would be copied to the stack these calls must not grow"
+    reason = "the key is read in place from the hand-over's map memory (see above)"
 )]
-fn track_v4(headers: &mut Headers, config: &ReconConfig) {
-    let sweep = RECON_V4.get_ptr_mut(&headers.probe.key_v4);
-    track(headers, config, sweep);
-}
-
-#[inline(never)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the key is read in place from the hand-over's map memory; by value it would be copied to the stack these calls must not grow"
-)]
-fn track_v6(headers: &mut Headers, config: &ReconConfig) {
-    let sweep = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
-    track(headers, config, sweep);
-}
-
-/// Counts the probe into `sweep`, if there is one (else records the probe's `missing`);
-/// records [`found::BLOCKED`] when that sketch is, or is now, blocked.
-#[inline(always)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the key is read in place from the hand-over's map memory; by value it would be copied to the stack these calls must not grow"
-)]
-fn track(headers: &mut Headers, config: &ReconConfig, sweep: Option<*mut Sweep>) {
-    let Some(sweep) = sweep else {
-        headers.recon |= headers.probe.missing;
+fn source_v4(headers: &mut Headers, config: &ReconConfig) {
+    let sketch = RECON_V4.get_ptr_mut(&headers.probe.key_v4);
+    let Some(sketch) = count_source(headers, config, sketch) else {
         return;
+    };
+    let until = prefix_v4(headers, config);
+    remember_prefix(headers, sketch, until);
+}
+
+#[inline(never)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the key is read in place from the hand-over's map memory (see above)"
+)]
+fn source_v6(headers: &mut Headers, config: &ReconConfig) {
+    let sketch = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
+    let Some(sketch) = count_source(headers, config, sketch) else {
+        return;
+    };
+    let until = prefix_v6(headers, config);
+    remember_prefix(headers, sketch, until);
+}
+
+/// The source's part: counts the probe into the source's `sketch` (or records that it has
+/// none), and says whether the prefix's sketch is to be visited: `Some` with the source's
+/// sketch (null when it has none) when it is, `None` when it is not (the source is blocked,
+/// prefixes are off, or the source's sketch answers for its prefix this tick).
+#[inline(always)]
+fn count_source(
+    headers: &mut Headers,
+    config: &ReconConfig,
+    sketch: Option<*mut Sweep>,
+) -> Option<*mut Sweep> {
+    let prefixes = config.prefix_bits != 0;
+    let Some(sketch) = sketch else {
+        headers.recon |= found::NEW_SOURCE;
+        return if prefixes {
+            Some(core::ptr::null_mut())
+        } else {
+            None
+        };
     };
     // SAFETY: a pointer into a map value from a successful lookup, valid for this run;
     // other CPUs may race on it, which at worst loses a bit (`icmp_guard_common::recon`).
-    let sweep = unsafe { &mut *sweep };
+    let sweep = unsafe { &mut *sketch };
+    let observed = track(headers, config, sweep)?;
+    if !prefixes {
+        return None;
+    }
+    let now = headers.probe.now;
+    if prefix_visit_due(observed, sweep, now) {
+        return Some(sketch);
+    }
+    // A destination this source probed this epoch: counted in the prefix already.
+    if prefix_blocks(sweep, now, config) {
+        headers.recon |= found::BLOCKED;
+    }
+    None
+}
+
+/// Writes what the visit of the prefix found into the source's sketch, if it has one.
+#[inline(always)]
+fn remember_prefix(headers: &Headers, sketch: *mut Sweep, until: u64) {
+    if sketch.is_null() {
+        return;
+    }
+    // SAFETY: as in `count_source`, from which the pointer comes.
+    let sweep = unsafe { &mut *sketch };
+    sweep.prefix_visited = headers.probe.now;
+    sweep.prefix_until = until;
+}
+
+/// The prefix's sketch: the probe counted into it, or [`found::NEW_PREFIX`] recorded. Its
+/// `blocked_until`, 0 when there is none.
+#[inline(never)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the key is read in place from the hand-over's map memory (see above)"
+)]
+fn prefix_v4(headers: &mut Headers, config: &ReconConfig) -> u64 {
+    let prefix = mask_v4(headers.source_v4(), config.prefix_v4);
+    headers.probe.flagged.len = config.prefix_v4;
+    headers.probe.flagged.addr[..4].copy_from_slice(&prefix);
+    headers.probe.key_v4 = ReconV4Key {
+        len: u32::from(config.prefix_v4),
+        addr: prefix,
+    };
+    let sketch = RECON_V4.get_ptr_mut(&headers.probe.key_v4);
+    count_prefix(headers, config, sketch)
+}
+
+#[inline(never)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the key is read in place from the hand-over's map memory (see above)"
+)]
+fn prefix_v6(headers: &mut Headers, config: &ReconConfig) -> u64 {
+    mask_v6_in_place(&mut headers.probe.key_v6.addr, config.prefix_v6);
+    headers.probe.key_v6.len = u32::from(config.prefix_v6);
+    headers.probe.flagged.len = config.prefix_v6;
+    headers.probe.flagged.addr = headers.probe.key_v6.addr;
+    let sketch = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
+    count_prefix(headers, config, sketch)
+}
+
+#[inline(always)]
+fn count_prefix(headers: &mut Headers, config: &ReconConfig, sketch: Option<*mut Sweep>) -> u64 {
+    headers.probe.threshold = config.prefix_bits;
+    let Some(sketch) = sketch else {
+        headers.recon |= found::NEW_PREFIX;
+        return 0;
+    };
+    // SAFETY: as in `count_source`.
+    let sweep = unsafe { &mut *sketch };
+    let _ = track(headers, config, sweep);
+    sweep.blocked_until
+}
+
+/// Counts the probe into `sweep`: what it did, or `None` (and [`found::BLOCKED`] recorded)
+/// when that sketch is, or is now, blocked.
+#[inline(always)]
+fn track(headers: &mut Headers, config: &ReconConfig, sweep: &mut Sweep) -> Option<Observed> {
     let probe = &headers.probe;
     if blocks(sweep, probe.now, config) {
         headers.recon |= found::BLOCKED;
-        return;
+        return None;
     }
-    if observe(sweep, probe.position, probe.now, config, probe.threshold) == Observed::Flagged {
+    let observed = observe(
+        sweep,
+        probe.position,
+        probe.now,
+        headers.recon_epoch,
+        config,
+        probe.threshold,
+    );
+    if observed == Observed::Flagged {
         let record = &mut headers.probe.record;
         // SAFETY: a helper without arguments; once per flagging, not per packet.
         record.flagged_at = unsafe { bpf_ktime_get_ns() };
@@ -197,8 +278,10 @@ fn track(headers: &mut Headers, config: &ReconConfig, sweep: Option<*mut Sweep>)
         let _ = RECON_FLAGGED.insert(&probe.flagged, &probe.record, 0);
         if config.action == action::DROP {
             headers.recon |= found::BLOCKED;
+            return None;
         }
     }
+    Some(observed)
 }
 
 /// Phase two, for a probe the policy passed from a source not on the allow list: the
