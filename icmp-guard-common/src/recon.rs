@@ -263,27 +263,44 @@ pub enum Observed {
     Flagged,
 }
 
-/// The epoch of `now` (`None` when `config` has no epoch length): computed once per
-/// packet, for every sketch the packet counts into.
+/// The epoch of `now`: the clock divided by the epoch length (0 when `config` has none,
+/// which detection that is on never has).
 #[inline(always)]
-pub const fn epoch_of(now: u64, config: &ReconConfig) -> Option<u64> {
-    now.checked_div(config.epoch_ns)
+pub const fn epoch_of(now: u64, config: &ReconConfig) -> u64 {
+    match now.checked_div(config.epoch_ns) {
+        Some(epoch) => epoch,
+        None => 0,
+    }
 }
 
-/// Counts a probe to the destination at bit `position` at `now`, in `epoch`
-/// ([`epoch_of`]), into `sweep`; `threshold` in bits. Straight-line: one word of each
-/// bitmap is read, the rotation clears one bitmap (or both after a silence of more than an
-/// epoch).
+/// [`epoch_of`] `now`, without the division (a real cost per packet) while `now` is still
+/// in `sweep`'s current epoch, which is the common case. (`sweep.epoch` came from the same
+/// division, so the product does not wrap, unless the policy has since made the epoch
+/// longer; then a wrapped start that happens to fall within an epoch of `now` keeps the
+/// sketch's epoch for at most one epoch.)
+#[inline(always)]
+pub const fn epoch_at(sweep: &Sweep, now: u64, config: &ReconConfig) -> u64 {
+    let start = sweep.epoch.wrapping_mul(config.epoch_ns);
+    if now >= start && now - start < config.epoch_ns {
+        sweep.epoch
+    } else {
+        epoch_of(now, config)
+    }
+}
+
+/// Counts a probe to the destination at bit `position` at `now` into `sweep`; `threshold`
+/// in bits. Straight-line: one word of each bitmap is read, the rotation clears one
+/// bitmap (or both after a silence of more than an epoch).
 #[inline(always)]
 pub fn observe(
     sweep: &mut Sweep,
     position: u32,
     now: u64,
-    epoch: u64,
     config: &ReconConfig,
     threshold: u16,
 ) -> Observed {
     let (word, mask) = word_and_mask(position);
+    let epoch = epoch_at(sweep, now, config);
     if epoch != sweep.epoch {
         let current = (epoch & 1) as usize;
         if epoch == sweep.epoch.wrapping_add(1) {
@@ -385,18 +402,6 @@ mod tests {
         assert_eq!(size_of::<ReconV6Key>(), 20);
     }
 
-    /// [`observe`] in the epoch of `now`.
-    fn observe_at(
-        sweep: &mut Sweep,
-        position: u32,
-        now: u64,
-        config: &ReconConfig,
-        threshold: u16,
-    ) -> Observed {
-        let epoch = epoch_of(now, config).expect("an epoch length");
-        observe(sweep, position, now, epoch, config, threshold)
-    }
-
     fn config() -> ReconConfig {
         ReconConfig {
             mode: mode::ON,
@@ -418,7 +423,7 @@ mod tests {
         let config = config();
         let mut sweep = Sweep::default();
         for host in 0..=255u8 {
-            observe_at(
+            observe(
                 &mut sweep,
                 position_v4([198, 51, 100, host]),
                 1,
@@ -436,12 +441,12 @@ mod tests {
         let mut sweep = Sweep::default();
         let e = config.epoch_ns;
         for host in 0..20u8 {
-            observe_at(&mut sweep, position_v4([192, 0, 2, host]), e, &config, 1000);
+            observe(&mut sweep, position_v4([192, 0, 2, host]), e, &config, 1000);
         }
         let first = sweep.bits;
         // The same destinations in the next epoch add nothing to the union.
         for host in 0..20u8 {
-            observe_at(
+            observe(
                 &mut sweep,
                 position_v4([192, 0, 2, host]),
                 2 * e,
@@ -452,9 +457,9 @@ mod tests {
         assert_eq!(sweep.bits, first);
         // Two epochs later only the one before is remembered; after a silence, nothing.
         let other = position_v4([203, 0, 113, 1]);
-        observe_at(&mut sweep, other, 3 * e, &config, 1000);
+        observe(&mut sweep, other, 3 * e, &config, 1000);
         assert_eq!(sweep.bits, first + 1);
-        observe_at(&mut sweep, other, 9 * e, &config, 1000);
+        observe(&mut sweep, other, 9 * e, &config, 1000);
         assert_eq!(sweep.bits, 1);
     }
 
@@ -464,7 +469,7 @@ mod tests {
         let mut sweep = Sweep::default();
         let mut flagged = Vec::new();
         for host in 0..100u8 {
-            if observe_at(&mut sweep, position_v4([192, 0, 2, host]), 10, &config, 10)
+            if observe(&mut sweep, position_v4([192, 0, 2, host]), 10, &config, 10)
                 == Observed::Flagged
             {
                 flagged.push(host);
@@ -486,20 +491,20 @@ mod tests {
         let mut sweep = Sweep::default();
         let e = config.epoch_ns;
         let position = position_v4([192, 0, 2, 1]);
-        let first = observe_at(&mut sweep, position, e, &config, 1000);
+        let first = observe(&mut sweep, position, e, &config, 1000);
         assert_eq!(first, Observed::Counted);
         // A new bit: the prefix is visited whatever the tick.
         assert!(prefix_visit_due(first, &sweep, e));
         sweep.prefix_visited = e;
         let before = sweep;
-        let again = observe_at(&mut sweep, position, e + 1, &config, 1000);
+        let again = observe(&mut sweep, position, e + 1, &config, 1000);
         assert_eq!(again, Observed::Seen);
         assert_eq!(sweep, before);
         assert!(!prefix_visit_due(again, &sweep, e), "same tick: skipped");
         assert!(prefix_visit_due(again, &sweep, e + 1), "next tick: visited");
         // In the next epoch the bit is new to the current bitmap (the union is unchanged):
         // counted, and the prefix is visited to count it there too.
-        let next = observe_at(&mut sweep, position, 2 * e, &config, 1000);
+        let next = observe(&mut sweep, position, 2 * e, &config, 1000);
         assert_eq!(next, Observed::Counted);
         assert_eq!(sweep.bits, 1);
         assert!(prefix_visit_due(next, &sweep, e));
@@ -520,6 +525,34 @@ mod tests {
         };
         assert!(!prefix_blocks(&sketch, 99, &log));
         assert!(!prefix_blocks(&Sweep::default(), 1, &config));
+    }
+
+    #[test]
+    fn the_epoch_without_a_division_is_the_epoch_with_one() {
+        let config = config();
+        let e = config.epoch_ns;
+        let sweep = Sweep {
+            epoch: 7,
+            ..Sweep::default()
+        };
+        for now in [
+            0,
+            1,
+            7 * e - 1,
+            7 * e,
+            7 * e + 1,
+            8 * e - 1,
+            8 * e,
+            9 * e + 3,
+            u64::MAX,
+        ] {
+            assert_eq!(epoch_at(&sweep, now, &config), now / e, "{now}");
+        }
+        let none = ReconConfig {
+            epoch_ns: 0,
+            ..config
+        };
+        assert_eq!(epoch_at(&sweep, 5, &none), 0);
     }
 
     #[test]

@@ -83,27 +83,15 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
     }
     // SAFETY: a helper without arguments (the verifier inlines it into one load).
     let now = unsafe { bpf_jiffies64() }.wrapping_mul(NS_PER_JIFFY.load());
-    let Some(epoch) = epoch_of(now, config) else {
+    if config.epoch_ns == 0 {
         return;
-    };
-    headers.recon_epoch = epoch;
+    }
     headers.probe.now = now;
     headers.probe.threshold = config.source_bits;
     if headers.family == FAMILY_V4 {
         let source = headers.source_v4();
         headers.recon_position = position_v4(headers.destination_v4());
         headers.probe.position = headers.recon_position;
-        let flagged = &mut headers.probe.flagged;
-        flagged.family = FAMILY_V4;
-        flagged.len = 32;
-        flagged.addr[..4].copy_from_slice(&source);
-        // Byte by byte and volatile, so that the compiler does not make these a call to
-        // `memset`, which the BPF target links as a global function that the verifiers of
-        // 5.10 and 6.1 refuse.
-        for byte in &mut flagged.addr[4..] {
-            // SAFETY: a valid, exclusive reference.
-            unsafe { core::ptr::write_volatile(byte, 0) };
-        }
         headers.probe.key_v4 = ReconV4Key {
             len: 32,
             addr: source,
@@ -112,10 +100,6 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
     } else {
         headers.recon_position = position_v6(&headers.destination);
         headers.probe.position = headers.recon_position;
-        headers.probe.flagged.family = headers.family;
-        headers.probe.flagged.len = 128;
-        headers.probe.flagged._padding = [0; 2];
-        headers.probe.flagged.addr = headers.source;
         headers.probe.key_v6.len = 128;
         headers.probe.key_v6.addr = headers.source;
         source_v6(headers, config);
@@ -127,7 +111,7 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
 // the stack these calls must not grow.
 
 /// The source's sketch, then (when [`prefix_visit_due`]) its prefix's.
-#[inline(never)]
+#[inline(always)]
 #[expect(
     clippy::needless_borrows_for_generic_args,
     reason = "the key is read in place from the hand-over's map memory (see above)"
@@ -141,7 +125,7 @@ fn source_v4(headers: &mut Headers, config: &ReconConfig) {
     remember_prefix(headers, sketch, until);
 }
 
-#[inline(never)]
+#[inline(always)]
 #[expect(
     clippy::needless_borrows_for_generic_args,
     reason = "the key is read in place from the hand-over's map memory (see above)"
@@ -213,8 +197,6 @@ fn remember_prefix(headers: &Headers, sketch: *mut Sweep, until: u64) {
 )]
 fn prefix_v4(headers: &mut Headers, config: &ReconConfig) -> u64 {
     let prefix = mask_v4(headers.source_v4(), config.prefix_v4);
-    headers.probe.flagged.len = config.prefix_v4;
-    headers.probe.flagged.addr[..4].copy_from_slice(&prefix);
     headers.probe.key_v4 = ReconV4Key {
         len: u32::from(config.prefix_v4),
         addr: prefix,
@@ -231,8 +213,6 @@ fn prefix_v4(headers: &mut Headers, config: &ReconConfig) -> u64 {
 fn prefix_v6(headers: &mut Headers, config: &ReconConfig) -> u64 {
     mask_v6_in_place(&mut headers.probe.key_v6.addr, config.prefix_v6);
     headers.probe.key_v6.len = u32::from(config.prefix_v6);
-    headers.probe.flagged.len = config.prefix_v6;
-    headers.probe.flagged.addr = headers.probe.key_v6.addr;
     let sketch = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
     count_prefix(headers, config, sketch)
 }
@@ -259,15 +239,9 @@ fn track(headers: &mut Headers, config: &ReconConfig, sweep: &mut Sweep) -> Opti
         headers.recon |= found::BLOCKED;
         return None;
     }
-    let observed = observe(
-        sweep,
-        probe.position,
-        probe.now,
-        headers.recon_epoch,
-        config,
-        probe.threshold,
-    );
+    let observed = observe(sweep, probe.position, probe.now, config, probe.threshold);
     if observed == Observed::Flagged {
+        flagged_key(headers);
         let record = &mut headers.probe.record;
         // SAFETY: a helper without arguments; once per flagging, not per packet.
         record.flagged_at = unsafe { bpf_ktime_get_ns() };
@@ -284,6 +258,29 @@ fn track(headers: &mut Headers, config: &ReconConfig, sweep: &mut Sweep) -> Opti
     Some(observed)
 }
 
+/// Fills [`Probe::flagged`] from the key of the sketch just flagged: once per flagging,
+/// not per probe.
+#[inline(always)]
+fn flagged_key(headers: &mut Headers) {
+    let probe = &mut headers.probe;
+    probe.flagged.family = headers.family;
+    probe.flagged._padding = [0; 2];
+    if headers.family == FAMILY_V4 {
+        probe.flagged.len = probe.key_v4.len as u8;
+        probe.flagged.addr[..4].copy_from_slice(&probe.key_v4.addr);
+        // Byte by byte and volatile, so that the compiler does not make these a call to
+        // `memset`, which the BPF target links as a global function that the verifiers of
+        // 5.10 and 6.1 refuse.
+        for byte in &mut probe.flagged.addr[4..] {
+            // SAFETY: a valid, exclusive reference.
+            unsafe { core::ptr::write_volatile(byte, 0) };
+        }
+    } else {
+        probe.flagged.len = probe.key_v6.len as u8;
+        probe.flagged.addr = probe.key_v6.addr;
+    }
+}
+
 /// Phase two, for a probe the policy passed from a source not on the allow list: the
 /// sketches phase one did not find are made, holding this probe.
 #[inline(always)]
@@ -297,7 +294,8 @@ pub fn create(headers: &Headers, config: &ReconConfig) {
     // SAFETY: this CPU's value, from a successful lookup; all zero but for the fields set
     // here, and the one bit is cleared again before the function returns.
     let scratch = unsafe { &mut *scratch };
-    let epoch = headers.recon_epoch;
+    // Once per new sketch: the division the counting path avoids.
+    let epoch = epoch_of(headers.probe.now, config);
     let parity = (epoch & 1) as usize;
     let (word, mask) = word_and_mask(headers.recon_position);
     scratch.epoch = epoch;
