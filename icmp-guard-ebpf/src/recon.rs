@@ -48,6 +48,9 @@ pub mod found {
     pub const NEW_SOURCE: u8 = 2;
     /// A tracked probe whose source prefix has no sketch yet.
     pub const NEW_PREFIX: u8 = 4;
+    /// Within phase one: the source's sketch does not answer for the prefix's, which is to
+    /// be visited.
+    pub const VISIT_PREFIX: u8 = 8;
 }
 
 /// One probe as the sketch it counts into sees it; part of the hand-over.
@@ -96,13 +99,19 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
             len: 32,
             addr: source,
         };
-        source_v4(headers, config);
+        let sketch = source_v4(headers, config);
+        if headers.recon & found::VISIT_PREFIX != 0 {
+            prefix_v4(headers, config, sketch);
+        }
     } else {
         headers.recon_position = position_v6(&headers.destination);
         headers.probe.position = headers.recon_position;
         headers.probe.key_v6.len = 128;
         headers.probe.key_v6.addr = headers.source;
-        source_v6(headers, config);
+        let sketch = source_v6(headers, config);
+        if headers.recon & found::VISIT_PREFIX != 0 {
+            prefix_v6(headers, config, sketch);
+        }
     }
 }
 
@@ -110,99 +119,85 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
 // keys are read in place from the hand-over's map memory: by value they would be copied to
 // the stack these calls must not grow.
 
-/// The source's sketch, then (when [`prefix_visit_due`]) its prefix's.
-#[inline(always)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the key is read in place from the hand-over's map memory (see above)"
-)]
-fn source_v4(headers: &mut Headers, config: &ReconConfig) {
-    let sketch = RECON_V4.get_ptr_mut(&headers.probe.key_v4);
-    let Some(sketch) = count_source(headers, config, sketch) else {
-        return;
-    };
-    let until = prefix_v4(headers, config);
-    remember_prefix(headers, sketch, until);
-}
-
-#[inline(always)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the key is read in place from the hand-over's map memory (see above)"
-)]
-fn source_v6(headers: &mut Headers, config: &ReconConfig) {
-    let sketch = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
-    let Some(sketch) = count_source(headers, config, sketch) else {
-        return;
-    };
-    let until = prefix_v6(headers, config);
-    remember_prefix(headers, sketch, until);
-}
-
-/// The source's part: counts the probe into the source's `sketch` (or records that it has
-/// none), and says whether the prefix's sketch is to be visited: `Some` with the source's
-/// sketch (null when it has none) when it is, `None` when it is not (the source is blocked,
-/// prefixes are off, or the source's sketch answers for its prefix this tick).
-#[inline(always)]
-fn count_source(
-    headers: &mut Headers,
-    config: &ReconConfig,
-    sketch: Option<*mut Sweep>,
-) -> Option<*mut Sweep> {
-    let prefixes = config.prefix_bits != 0;
-    let Some(sketch) = sketch else {
-        headers.recon |= found::NEW_SOURCE;
-        return if prefixes {
-            Some(core::ptr::null_mut())
-        } else {
-            None
-        };
-    };
-    // SAFETY: a pointer into a map value from a successful lookup, valid for this run;
-    // other CPUs may race on it, which at worst loses a bit (`icmp_guard_common::recon`).
-    let sweep = unsafe { &mut *sketch };
-    let observed = track(headers, config, sweep)?;
-    if !prefixes {
-        return None;
-    }
-    let now = headers.probe.now;
-    if prefix_visit_due(observed, sweep, now) {
-        return Some(sketch);
-    }
-    // A destination this source probed this epoch: counted in the prefix already.
-    if prefix_blocks(sweep, now, config) {
-        headers.recon |= found::BLOCKED;
-    }
-    None
-}
-
-/// Writes what the visit of the prefix found into the source's sketch, if it has one.
-#[inline(always)]
-fn remember_prefix(headers: &Headers, sketch: *mut Sweep, until: u64) {
-    if sketch.is_null() {
-        return;
-    }
-    // SAFETY: as in `count_source`, from which the pointer comes.
-    let sweep = unsafe { &mut *sketch };
-    sweep.prefix_visited = headers.probe.now;
-    sweep.prefix_until = until;
-}
-
-/// The prefix's sketch: the probe counted into it, or [`found::NEW_PREFIX`] recorded. Its
-/// `blocked_until`, 0 when there is none.
+/// The source's sketch: the probe counted into it. Returns it (null when the source has
+/// none) for [`prefix_v4`], which phase one calls next when [`found::VISIT_PREFIX`] says so:
+/// the two calls side by side rather than one inside the other, whose frames together would
+/// not fit beside the guard's in the 512 bytes of stack.
 #[inline(never)]
 #[expect(
     clippy::needless_borrows_for_generic_args,
     reason = "the key is read in place from the hand-over's map memory (see above)"
 )]
-fn prefix_v4(headers: &mut Headers, config: &ReconConfig) -> u64 {
+fn source_v4(headers: &mut Headers, config: &ReconConfig) -> *mut Sweep {
+    let sketch = RECON_V4.get_ptr_mut(&headers.probe.key_v4);
+    count_source(headers, config, sketch)
+}
+
+#[inline(never)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the key is read in place from the hand-over's map memory (see above)"
+)]
+fn source_v6(headers: &mut Headers, config: &ReconConfig) -> *mut Sweep {
+    let sketch = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
+    count_source(headers, config, sketch)
+}
+
+/// Counts the probe into the source's `sketch` (or records that it has none), and records
+/// [`found::VISIT_PREFIX`] when the prefix's sketch is to be visited: not when the source is
+/// blocked, prefixes are off, or the source's sketch answers for its prefix this tick.
+/// Returns the sketch, null when there is none.
+#[inline(always)]
+fn count_source(
+    headers: &mut Headers,
+    config: &ReconConfig,
+    sketch: Option<*mut Sweep>,
+) -> *mut Sweep {
+    let prefixes = config.prefix_bits != 0;
+    let Some(sketch) = sketch else {
+        headers.recon |= found::NEW_SOURCE;
+        if prefixes {
+            headers.recon |= found::VISIT_PREFIX;
+        }
+        return core::ptr::null_mut();
+    };
+    // SAFETY: a pointer into a map value from a successful lookup, valid for this run;
+    // other CPUs may race on it, which at worst loses a bit (`icmp_guard_common::recon`).
+    let sweep = unsafe { &mut *sketch };
+    let Some(observed) = track(headers, config, sweep) else {
+        return sketch;
+    };
+    if !prefixes {
+        return sketch;
+    }
+    let now = headers.probe.now;
+    if prefix_visit_due(observed, sweep, now) {
+        headers.recon |= found::VISIT_PREFIX;
+    } else if prefix_blocks(sweep, now, config) {
+        // A destination this source probed this epoch: counted in the prefix already.
+        headers.recon |= found::BLOCKED;
+    }
+    sketch
+}
+
+/// The prefix's sketch: the probe counted into it, or [`found::NEW_PREFIX`] recorded; what
+/// the visit found is written into the source's sketch, `source` (null when the source has
+/// none). The pointer is passed on rather than kept across the call, which would cost
+/// phase one stack that the guard's frame leaves little of.
+#[inline(never)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the key is read in place from the hand-over's map memory (see above)"
+)]
+fn prefix_v4(headers: &mut Headers, config: &ReconConfig, source: *mut Sweep) {
     let prefix = mask_v4(headers.source_v4(), config.prefix_v4);
     headers.probe.key_v4 = ReconV4Key {
         len: u32::from(config.prefix_v4),
         addr: prefix,
     };
     let sketch = RECON_V4.get_ptr_mut(&headers.probe.key_v4);
-    count_prefix(headers, config, sketch)
+    let until = count_prefix(headers, config, sketch);
+    remember_prefix(headers, source, until);
 }
 
 #[inline(never)]
@@ -210,11 +205,26 @@ fn prefix_v4(headers: &mut Headers, config: &ReconConfig) -> u64 {
     clippy::needless_borrows_for_generic_args,
     reason = "the key is read in place from the hand-over's map memory (see above)"
 )]
-fn prefix_v6(headers: &mut Headers, config: &ReconConfig) -> u64 {
+fn prefix_v6(headers: &mut Headers, config: &ReconConfig, source: *mut Sweep) {
     mask_v6_in_place(&mut headers.probe.key_v6.addr, config.prefix_v6);
     headers.probe.key_v6.len = u32::from(config.prefix_v6);
     let sketch = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
-    count_prefix(headers, config, sketch)
+    let until = count_prefix(headers, config, sketch);
+    remember_prefix(headers, source, until);
+}
+
+/// Writes what the visit of the prefix found (its block's end, `until`) into the source's
+/// sketch, if it has one.
+#[inline(always)]
+fn remember_prefix(headers: &Headers, source: *mut Sweep, until: u64) {
+    if source.is_null() {
+        return;
+    }
+    // SAFETY: a pointer into a map value from the source's lookup in this run (see
+    // `count_source`).
+    let sweep = unsafe { &mut *source };
+    sweep.prefix_visited = headers.probe.now;
+    sweep.prefix_until = until;
 }
 
 #[inline(always)]
