@@ -5,10 +5,11 @@
 //!   source prefix) already has a sketch is counted into it, and a flagged one is marked
 //!   blocked. The prefix's sketch is skipped when the source's sketch answers for it (a
 //!   destination the source probed this epoch, its prefix visited this tick:
-//!   `icmp_guard_common::recon`), so that the common probe costs one lookup. It is a BPF-to-BPF call that returns nothing and keeps its working state in
-//!   the hand-over map value ([`Probe`]), not on the stack: every way through it leaves the
-//!   caller's verifier state as it was, so the rest of the program is walked once, not once
-//!   per branch taken here. What it found is [`Headers::recon`].
+//!   `icmp_guard_common::recon`), so that a repeated probe costs one lookup. It is a
+//!   BPF-to-BPF call that returns nothing and keeps its working state in the hand-over map
+//!   value ([`Probe`]), not on the stack: every way through it leaves the caller's verifier
+//!   state as it was, so the rest of the program is walked once, not once per branch taken
+//!   here. What it found is [`Headers::recon`].
 //! - [`create`] runs once the decision and the limiter passed the probe, and only for
 //!   sources not on the allow list: the sketches phase one did not find are made — so state
 //!   is created only where the new-source budget already admitted the source.
@@ -243,6 +244,10 @@ fn count_prefix(headers: &mut Headers, config: &ReconConfig, sketch: Option<*mut
 /// Counts the probe into `sweep`: what it did, or `None` (and [`found::BLOCKED`] recorded)
 /// when that sketch is, or is now, blocked.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the flagged key and record are read in place from the hand-over's map memory (see above)"
+)]
 fn track(headers: &mut Headers, config: &ReconConfig, sweep: &mut Sweep) -> Option<Observed> {
     let probe = &headers.probe;
     if blocks(sweep, probe.now, config) {
