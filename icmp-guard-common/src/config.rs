@@ -15,7 +15,7 @@ pub const ENTRIES: u32 = 1;
 
 /// Bump whenever the meaning of pinned map entries changes (slot numbering, key encoding,
 /// struct fields) so that a binary never works on another version's maps.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// What a first `attach` writes to [`Config::events_per_sec`].
 pub const EVENTS_PER_SEC_DEFAULT: u32 = 1000;

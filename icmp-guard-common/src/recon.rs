@@ -14,6 +14,16 @@
 //! n = -m ln(1 - bits/m)). Each packet reads and writes one word of each bitmap: no loop over
 //! the bitmap, nothing the verifier has to walk more than once.
 //!
+//! The prefix's sketch changes only when one of its sources probes a destination that
+//! source has not probed in the current epoch: epochs are the same for every sketch (the
+//! clock divided by the epoch length), so a destination already in the source's current
+//! bitmap is in its prefix's current bitmap too. A probe that finds its bit set in its
+//! source's current bitmap ([`Observed::Seen`]) therefore skips the prefix's sketch, and with
+//! it a hash lookup: the source's sketch remembers what the prefix's block was when it last
+//! visited it ([`Sweep::prefix_until`]), and visits it again at least once a tick of the
+//! coarse clock ([`prefix_visit_due`]), so that a prefix flagged by its other sources (or
+//! forgotten by `unblock`) blocks (or frees) this one within a tick.
+//!
 //! Only probes the decision passed are counted (after their limiter admitted them, so state
 //! is created only where the new-source budget already admits state): errors never, nor
 //! anything from an allow-listed source. The updates are not atomic: two CPUs racing on one
@@ -87,6 +97,12 @@ pub struct Sweep {
     pub bits: u32,
     /// Bits set in the current bitmap.
     pub current_bits: u32,
+    /// A source's sketch only: the coarse clock when a probe of the source last visited its
+    /// prefix's sketch (0: never).
+    pub prefix_visited: u64,
+    /// A source's sketch only: the prefix's `blocked_until` as that visit found it (0: not
+    /// blocked, or no prefix sketch).
+    pub prefix_until: u64,
     /// The two bitmaps, by epoch parity.
     pub words: [[u64; BITMAP_WORDS]; 2],
 }
@@ -239,10 +255,37 @@ pub fn mask_v6_in_place(addr: &mut [u8; 16], len: u8) {
 /// What a probe did to a sketch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Observed {
+    /// Its destination's bit was set in the current bitmap already: nothing changed.
+    Seen,
     /// Under the threshold (or already flagged and recorded).
     Counted,
     /// This probe crossed the threshold: record the flag until `blocked_until`.
     Flagged,
+}
+
+/// The epoch of `now`: the clock divided by the epoch length (0 when `config` has none,
+/// which detection that is on never has).
+#[inline(always)]
+pub const fn epoch_of(now: u64, config: &ReconConfig) -> u64 {
+    match now.checked_div(config.epoch_ns) {
+        Some(epoch) => epoch,
+        None => 0,
+    }
+}
+
+/// [`epoch_of`] `now`, without the division (a real cost per packet) while `now` is still
+/// in `sweep`'s current epoch, which is the common case. (`sweep.epoch` came from the same
+/// division, so the product does not wrap, unless the policy has since made the epoch
+/// longer; then a wrapped start that happens to fall within an epoch of `now` keeps the
+/// sketch's epoch for at most one epoch.)
+#[inline(always)]
+pub const fn epoch_at(sweep: &Sweep, now: u64, config: &ReconConfig) -> u64 {
+    let start = sweep.epoch.wrapping_mul(config.epoch_ns);
+    if now >= start && now - start < config.epoch_ns {
+        sweep.epoch
+    } else {
+        epoch_of(now, config)
+    }
 }
 
 /// Counts a probe to the destination at bit `position` at `now` into `sweep`; `threshold`
@@ -257,9 +300,7 @@ pub fn observe(
     threshold: u16,
 ) -> Observed {
     let (word, mask) = word_and_mask(position);
-    let Some(epoch) = now.checked_div(config.epoch_ns) else {
-        return Observed::Counted;
-    };
+    let epoch = epoch_at(sweep, now, config);
     if epoch != sweep.epoch {
         let current = (epoch & 1) as usize;
         if epoch == sweep.epoch.wrapping_add(1) {
@@ -277,7 +318,7 @@ pub fn observe(
     let parity = (epoch & 1) as usize;
     let current = sweep.words[parity][word];
     if current & mask != 0 {
-        return Observed::Counted;
+        return Observed::Seen;
     }
     sweep.words[parity][word] = current | mask;
     sweep.current_bits += 1;
@@ -307,6 +348,21 @@ fn clear(words: &mut [u64; BITMAP_WORDS]) {
 #[inline(always)]
 pub fn blocks(sweep: &Sweep, now: u64, config: &ReconConfig) -> bool {
     config.action == action::DROP && now < sweep.blocked_until
+}
+
+/// True when a probe that did `observed` to its source's `sketch` at `now` (the coarse
+/// clock) must visit the prefix's sketch: it set a bit there, or the source has not
+/// visited the prefix this tick (see the module).
+#[inline(always)]
+pub fn prefix_visit_due(observed: Observed, sketch: &Sweep, now: u64) -> bool {
+    observed != Observed::Seen || sketch.prefix_visited != now
+}
+
+/// True when the prefix's block, as the source's `sketch` last saw it, blocks its probes
+/// at `now`.
+#[inline(always)]
+pub fn prefix_blocks(sketch: &Sweep, now: u64, config: &ReconConfig) -> bool {
+    config.action == action::DROP && now < sketch.prefix_until
 }
 
 /// The bits a linear-counting bitmap of [`BITMAP_BITS`] is expected to have set after
@@ -339,7 +395,7 @@ mod tests {
     #[test]
     fn the_layout_has_no_implicit_padding() {
         assert_eq!(size_of::<ReconConfig>(), 16 + 16);
-        assert_eq!(size_of::<Sweep>(), 8 + 8 + 8 + 2 * 16 * 8);
+        assert_eq!(size_of::<Sweep>(), 8 + 8 + 8 + 8 + 8 + 2 * 16 * 8);
         assert_eq!(size_of::<FlaggedKey>(), 20);
         assert_eq!(size_of::<Flagged>(), 24);
         assert_eq!(size_of::<ReconV4Key>(), 8);
@@ -427,6 +483,76 @@ mod tests {
             ..config
         };
         assert!(!blocks(&sweep, 11, &log));
+    }
+
+    #[test]
+    fn a_destination_seen_this_epoch_changes_nothing_and_skips_the_prefix_within_a_tick() {
+        let config = config();
+        let mut sweep = Sweep::default();
+        let e = config.epoch_ns;
+        let position = position_v4([192, 0, 2, 1]);
+        let first = observe(&mut sweep, position, e, &config, 1000);
+        assert_eq!(first, Observed::Counted);
+        // A new bit: the prefix is visited whatever the tick.
+        assert!(prefix_visit_due(first, &sweep, e));
+        sweep.prefix_visited = e;
+        let before = sweep;
+        let again = observe(&mut sweep, position, e + 1, &config, 1000);
+        assert_eq!(again, Observed::Seen);
+        assert_eq!(sweep, before);
+        assert!(!prefix_visit_due(again, &sweep, e), "same tick: skipped");
+        assert!(prefix_visit_due(again, &sweep, e + 1), "next tick: visited");
+        // In the next epoch the bit is new to the current bitmap (the union is unchanged):
+        // counted, and the prefix is visited to count it there too.
+        let next = observe(&mut sweep, position, 2 * e, &config, 1000);
+        assert_eq!(next, Observed::Counted);
+        assert_eq!(sweep.bits, 1);
+        assert!(prefix_visit_due(next, &sweep, e));
+    }
+
+    #[test]
+    fn the_prefix_block_as_last_seen_blocks_until_its_end_and_only_with_action_drop() {
+        let config = config();
+        let sketch = Sweep {
+            prefix_until: 100,
+            ..Sweep::default()
+        };
+        assert!(prefix_blocks(&sketch, 99, &config));
+        assert!(!prefix_blocks(&sketch, 100, &config));
+        let log = ReconConfig {
+            action: action::LOG,
+            ..config
+        };
+        assert!(!prefix_blocks(&sketch, 99, &log));
+        assert!(!prefix_blocks(&Sweep::default(), 1, &config));
+    }
+
+    #[test]
+    fn the_epoch_without_a_division_is_the_epoch_with_one() {
+        let config = config();
+        let e = config.epoch_ns;
+        let sweep = Sweep {
+            epoch: 7,
+            ..Sweep::default()
+        };
+        for now in [
+            0,
+            1,
+            7 * e - 1,
+            7 * e,
+            7 * e + 1,
+            8 * e - 1,
+            8 * e,
+            9 * e + 3,
+            u64::MAX,
+        ] {
+            assert_eq!(epoch_at(&sweep, now, &config), now / e, "{now}");
+        }
+        let none = ReconConfig {
+            epoch_ns: 0,
+            ..config
+        };
+        assert_eq!(epoch_at(&sweep, 5, &none), 0);
     }
 
     #[test]

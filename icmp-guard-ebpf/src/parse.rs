@@ -134,8 +134,6 @@ pub struct Headers {
     pub length: u32,
     /// The destination's bit in a sweep bitmap (word × 64 + bit), for sweep detection.
     pub recon_position: u32,
-    /// The sweep epoch of this packet.
-    pub recon_epoch: u64,
     /// Sweep detection's working state (kept here, in map memory, so that its calls need
     /// almost no stack).
     pub probe: crate::recon::Probe,

@@ -44,7 +44,6 @@ use icmp_guard_common::{
     interface,
     limit::RATE_SOURCES,
     maps,
-    recon::{ReconV4Key, Sweep},
 };
 use serde_json::{Value, json};
 
@@ -575,27 +574,22 @@ fn recon_policy(enabled: Enabled, prefixes: bool) -> Policy {
     policy
 }
 
-/// The bits set in the sketch of `SOURCE_V4` (`len` 32) in `ebpf`'s `RECON_V4`; `None` when
+/// The bits set in the sketch of `SOURCE_V4` (`len` 32) in `maps`' `RECON_V4`; `None` when
 /// it has none.
-fn sketch_bits(ebpf: &Ebpf) -> Option<u32> {
-    let map = ebpf.map(maps::RECON_V4).expect("RECON_V4 is in the object");
-    let sketches: aya::maps::HashMap<_, ReconV4Key, Sweep> =
-        aya::maps::HashMap::try_from(map).expect("RECON_V4 is a hash map");
-    let key = ReconV4Key {
-        len: 32,
-        addr: SOURCE_V4,
-    };
-    sketches.get(&key, 0).ok().map(|sweep| sweep.bits)
+fn sketch_bits(maps: &GuardMaps) -> Option<u32> {
+    maps.sweep_sketch(std::net::IpAddr::from(SOURCE_V4), 32)
+        .expect("reading RECON_V4")
+        .map(|sweep| sweep.bits)
 }
 
-/// The program (`variant`) loaded with private maps holding `policy`.
-fn guard_with(policy: &Policy, variant: Variant) -> Ebpf {
+/// The program (`variant`) loaded with private maps holding `policy`, and the maps.
+fn guard_with(policy: &Policy, variant: Variant) -> (Ebpf, GuardMaps) {
     let instance = Instance::UNATTACHED.with_variant(variant);
     let mut ebpf = bpf::load_instance(None, Capacity::default(), instance)
         .expect("load the XDP program (run as root)");
     let mut maps = GuardMaps::take(&mut ebpf).expect("maps");
     policy::apply(&mut maps, policy).expect("apply the policy");
-    ebpf
+    (ebpf, maps)
 }
 
 /// The object with the empty program and the two minimal limiters loaded, the limiters'
@@ -666,7 +660,14 @@ struct ReconCost {
     json: Value,
 }
 
-fn recon_cost(cases: &[Case]) -> ReconCost {
+/// `None` when `--only` left a sweep-detection case out.
+fn recon_cost(cases: &[Case]) -> Option<ReconCost> {
+    if [RECON_ON_CASE, RECON_OFF_CASE, RECON_SOURCE_CASE]
+        .iter()
+        .any(|id| !cases.iter().any(|case| case.id == *id))
+    {
+        return None;
+    }
     let samples = |id: &str| -> Vec<f64> {
         cases
             .iter()
@@ -693,7 +694,7 @@ fn recon_cost(cases: &[Case]) -> ReconCost {
         "sweep detection: recon on costs {difference:+.1} ns per echo request over recon off ({lo:+.1} to {hi:+.1}), {ratio:.2}x ({ratio_lo:.2}-{ratio_hi:.2}); target <= {RECON_TARGET_NS} ns more: {}\n  (without the prefix sketch, prefix_threshold = 0: {source_difference:+.1} ns, {source_lo:+.1} to {source_hi:+.1})",
         if met { "met" } else { "MISSED" }
     );
-    ReconCost {
+    Some(ReconCost {
         line,
         json: json!({
             "recon_on_ns": on,
@@ -707,18 +708,21 @@ fn recon_cost(cases: &[Case]) -> ReconCost {
             "target_ns": RECON_TARGET_NS,
             "target_met": met,
         }),
-    }
+    })
 }
 
 struct Args {
     runs: usize,
     json: Option<PathBuf>,
+    /// Only the cases whose id contains this (`--only sweep`: the sweep-detection cases).
+    only: Option<String>,
 }
 
 fn args() -> Args {
     let mut parsed = Args {
         runs: DEFAULT_RUNS,
         json: None,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -731,8 +735,11 @@ fn args() -> Args {
                     .expect("--runs takes a positive number");
             }
             "--json" => parsed.json = Some(args.next().expect("--json takes a file").into()),
+            "--only" => parsed.only = Some(args.next().expect("--only takes a case id part")),
             "--bench" => {} // passed by `cargo bench`-style runners; nothing to do
-            other => panic!("unknown argument {other}; usage: bench [--runs N] [--json FILE]"),
+            other => panic!(
+                "unknown argument {other}; usage: bench [--runs N] [--json FILE] [--only TEXT]"
+            ),
         }
     }
     parsed
@@ -741,14 +748,16 @@ fn args() -> Args {
 fn main() {
     let args = args();
     let started = Instant::now();
-    let mut default_guard = guard_with(&Policy::default_profile(), Variant::Auto);
-    let mut open_guard = guard_with(&open_policy(), Variant::Auto);
-    let mut pass_guard = guard_with(&pass_policy(), Variant::Auto);
-    let mut global_guard = guard_with(&global_policy(), Variant::Auto);
-    let mut locks_guard = guard_with(&open_policy(), Variant::Locks);
-    let mut recon_on_guard = guard_with(&recon_policy(Enabled::On, true), Variant::Auto);
-    let mut recon_off_guard = guard_with(&recon_policy(Enabled::Off, true), Variant::Auto);
-    let mut recon_source_guard = guard_with(&recon_policy(Enabled::On, false), Variant::Auto);
+    let (mut default_guard, _) = guard_with(&Policy::default_profile(), Variant::Auto);
+    let (mut open_guard, _) = guard_with(&open_policy(), Variant::Auto);
+    let (mut pass_guard, _) = guard_with(&pass_policy(), Variant::Auto);
+    let (mut global_guard, _) = guard_with(&global_policy(), Variant::Auto);
+    let (mut locks_guard, _) = guard_with(&open_policy(), Variant::Locks);
+    let (mut recon_on_guard, recon_on_maps) =
+        guard_with(&recon_policy(Enabled::On, true), Variant::Auto);
+    let (mut recon_off_guard, recon_off_maps) =
+        guard_with(&recon_policy(Enabled::Off, true), Variant::Auto);
+    let (mut recon_source_guard, _) = guard_with(&recon_policy(Enabled::On, false), Variant::Auto);
     // The sweep's first pass makes the source's bucket and sketches; the second one, after
     // probation, is the steady state the cases measure.
     let sweep_frames = sweep_frames();
@@ -761,13 +770,13 @@ fn main() {
             assert_eq!(repeated_n(guard_program(ebpf), frame, 1), XDP_PASS);
         }
     }
-    let recon_on_bits = sketch_bits(&recon_on_guard);
+    let recon_on_bits = sketch_bits(&recon_on_maps);
     assert!(
         recon_on_bits.is_some_and(|bits| bits > 128),
         "recon on: the sweep's source has no sketch, or one with {recon_on_bits:?} bits: the benchmark would not measure sweep detection"
     );
     assert_eq!(
-        sketch_bits(&recon_off_guard),
+        sketch_bits(&recon_off_maps),
         None,
         "recon off: the source has a sketch"
     );
@@ -799,6 +808,13 @@ fn main() {
     let minimal_coarse = program(&coarse_baselines, MINIMAL_LIMITER);
 
     let mut cases = cases();
+    if let Some(only) = &args.only {
+        cases.retain(|case| case.id.contains(only.as_str()));
+        assert!(!cases.is_empty(), "no case id contains {only:?}");
+    }
+    // The million-call baselines take seconds each: measured only for the cases that need
+    // them.
+    let one_call_cases = cases.iter().any(|case| case.method == Method::OneCallEach);
     let over = echo_v4(OUR_MAC, SOURCE_V4, OUR_V4);
     let v6 = echo_v6_two_extension_headers();
     // The one-source cases measure an established source: its bucket made and its
@@ -861,8 +877,12 @@ fn main() {
         assert_eq!(base.verdict, XDP_PASS);
         base_repeated.push(base.ns);
         base_repeated_kernel.push(base.kernel_ns);
-        let each = one_call_each(empty);
-        base_each.push(each.ns);
+        let each = if one_call_cases {
+            one_call_each(empty).ns
+        } else {
+            f64::NAN
+        };
+        base_each.push(each);
         let measure = |program: &Xdp, frame: &[u8], verdict: u32, what: &str| {
             let sample = repeated(program, frame);
             assert_eq!(
@@ -874,7 +894,11 @@ fn main() {
         let within = measure(minimal_open, &over, XDP_PASS, "minimal limiter, within");
         let over_ns = measure(minimal_default, &over, XDP_DROP, "minimal limiter, over");
         let tcp_ns = measure(minimal_default, &tcp, XDP_PASS, "minimal limiter, TCP");
-        let budget = one_call_each(minimal_budget).ns;
+        let budget = if one_call_cases {
+            one_call_each(minimal_budget).ns
+        } else {
+            f64::NAN
+        };
         let coarse = measure(minimal_coarse, &over, XDP_PASS, "minimal limiter, coarse");
         for (base, samples) in &mut minimal {
             samples.push(match base {
@@ -905,7 +929,7 @@ fn main() {
             "  run {run}/{}: empty program {:.1} ns repeated, {:.1} ns one call per frame; minimal limiter {within:.1} ns within, {over_ns:.1} over, {tcp_ns:.1} TCP, {budget:.1} with a budget from 1M sources ({:.1} s)",
             args.runs,
             base.ns,
-            each.ns,
+            each,
             run_started.elapsed().as_secs_f64()
         );
     }
@@ -1023,7 +1047,9 @@ fn main() {
         }));
     }
     let recon = recon_cost(&cases);
-    let _ = writeln!(table, "{}", recon.line);
+    if let Some(recon) = &recon {
+        let _ = writeln!(table, "{}", recon.line);
+    }
     let _ = writeln!(
         table,
         "(median of {} runs; x = ratio to the baseline named under versus, per run; spread = its lowest-highest; the many-source cases and their baselines make one call per frame)",
@@ -1049,7 +1075,7 @@ fn main() {
             },
             "baselines": json_bases,
             "cases": json_cases,
-            "sweep_detection": recon.json,
+            "sweep_detection": recon.map(|recon| recon.json),
             "table": table,
         });
         if let Some(parent) = path.parent() {

@@ -568,6 +568,31 @@ impl GuardMaps {
         Ok(blocks)
     }
 
+    /// The sketch of a source or prefix (`len` 32/128 for a source), if it has one.
+    pub fn sweep_sketch(&self, addr: std::net::IpAddr, len: u8) -> Result<Option<Sweep>> {
+        let found = match addr {
+            std::net::IpAddr::V4(v4) => self.recon_v4.get(
+                &ReconV4Key {
+                    len: u32::from(len),
+                    addr: v4.octets(),
+                },
+                0,
+            ),
+            std::net::IpAddr::V6(v6) => self.recon_v6.get(
+                &ReconV6Key {
+                    len: u32::from(len),
+                    addr: v6.octets(),
+                },
+                0,
+            ),
+        };
+        match found {
+            Ok(sweep) => Ok(Some(sweep)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(err) => Err(Error::map("reading a sweep sketch", err)),
+        }
+    }
+
     /// Forgets the sketch of a source or prefix, and its flag: its block ends and its count
     /// starts again from nothing. Entries already gone are not an error.
     pub fn forget_sweep(&mut self, addr: std::net::IpAddr, len: u8) -> Result<()> {
