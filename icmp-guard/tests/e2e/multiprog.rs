@@ -7,7 +7,10 @@
 //! it: these tests then check what the guard promises there instead, that it refuses in one
 //! sentence and leaves the interface as it was, with xdp-filter still dropping.
 
-use std::process::Command;
+use std::{
+    process::Command,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
 
 use icmp_guard_lab::gate;
 
@@ -16,14 +19,22 @@ use crate::lab::{GUARD_V4, Lab, PEER_V4, one_sentence, output};
 /// The source xdp-filter's rule drops, a second address of the peer.
 const FILTERED_V4: &str = "192.0.2.99";
 
-/// The lab, with the peer also at [`FILTERED_V4`].
-fn lab(test: &'static str) -> Option<Lab> {
+/// xdp-filter keeps one state for the whole machine (`/sys/fs/bpf/xdp-filter`, its rules
+/// shared by every interface, removed by the last unload): one test at a time uses it.
+fn one_xdp_filter_at_a_time() -> MutexGuard<'static, ()> {
+    static XDP_FILTER: Mutex<()> = Mutex::new(());
+    XDP_FILTER.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The lab, with the peer also at [`FILTERED_V4`], and xdp-filter to itself.
+fn lab(test: &'static str) -> Option<(MutexGuard<'static, ()>, Lab)> {
     if !crate::lab::privileged(test) {
         return None;
     }
+    let turn = one_xdp_filter_at_a_time();
     let lab = Lab::of_kind("multiprog");
     lab.add_peer_address(FILTERED_V4);
-    Some(lab)
+    Some((turn, lab))
 }
 
 /// xdp-filter (or another xdp-tools program) in the guard namespace; its output.
@@ -97,7 +108,8 @@ fn assert_xdp_filter_drops(lab: &Lab, when: &str) {
 
 #[test]
 fn multiprog_joins_xdp_filters_dispatcher_and_detach_leaves_it() {
-    let Some(lab) = lab("multiprog_joins_xdp_filters_dispatcher_and_detach_leaves_it") else {
+    let Some((_turn, lab)) = lab("multiprog_joins_xdp_filters_dispatcher_and_detach_leaves_it")
+    else {
         return;
     };
     load_xdp_filter(&lab);
@@ -163,7 +175,9 @@ fn multiprog_joins_xdp_filters_dispatcher_and_detach_leaves_it() {
 
 #[test]
 fn multiprog_without_a_dispatcher_makes_one_that_xdp_filter_joins() {
-    let Some(lab) = lab("multiprog_without_a_dispatcher_makes_one_that_xdp_filter_joins") else {
+    let Some((_turn, lab)) =
+        lab("multiprog_without_a_dispatcher_makes_one_that_xdp_filter_joins")
+    else {
         return;
     };
     let out = lab.cli(&["attach", &lab.guard_if, "--multiprog"]);
