@@ -194,7 +194,8 @@ pub fn lock() -> Result<XdpLock> {
         .mode(0o700)
         .create(STATE_DIR)
         .map_err(|err| Error::io(format!("creating {STATE_DIR}"), err))?;
-    let dir = File::open(STATE_DIR).map_err(|err| Error::io(format!("opening {STATE_DIR}"), err))?;
+    let dir =
+        File::open(STATE_DIR).map_err(|err| Error::io(format!("opening {STATE_DIR}"), err))?;
     dir.lock()
         .map_err(|err| Error::io(format!("locking {STATE_DIR}"), err))?;
     Ok(XdpLock { _dir: dir })
@@ -420,7 +421,9 @@ pub fn join(name: &str, ifindex: u32, mode: AttachMode, ours: &Ours<'_>) -> Resu
             .into());
         }
     };
-    let existing = running.as_ref().map_or(&[][..], |running| &running.components);
+    let existing = running
+        .as_ref()
+        .map_or(&[][..], |running| &running.components);
     if existing.len() >= MAX_PROGRAMS {
         return Err(DispatcherError::Full {
             name: name.to_owned(),
@@ -437,24 +440,34 @@ pub fn join(name: &str, ifindex: u32, mode: AttachMode, ours: &Ours<'_>) -> Resu
     });
     sort(&mut components);
     let built = build(name, ifindex, &components, Some(ours))?;
-    let swapped = swap(name, ifindex, mode, running.as_ref(), &built);
-    let (program, program_id, position) = match (swapped, &built.ours) {
-        (Ok(()), Some(ours)) => (ours.0.as_fd(), ours.1, ours.2),
-        (Err(err), _) => {
-            unpin_dir(&built.dir);
-            return Err(err);
-        }
-        (Ok(()), None) => unreachable!("icmp-guard is one of the components it built"),
+    let Some((program, program_id, position)) = built
+        .ours
+        .as_ref()
+        .map(|(program, id, slot)| (program.as_fd(), *id, *slot))
+    else {
+        unpin_dir(&built.dir);
+        return Err(Error::NotInObject {
+            what: "icmp-guard's component in the new dispatcher".to_owned(),
+        });
     };
-    // From here the new dispatcher runs; the record and the old directory's removal cannot
-    // undo that, so their failures are reported, not rolled back.
+    // The record first: from the swap on, a detach (the rollback of a failed attach too)
+    // must find it.
+    if let Err(source) = sys::obj_pin(program, &ours.record) {
+        unpin_dir(&built.dir);
+        return Err(Error::Syscall {
+            action: "pinning icmp-guard's record of its dispatcher component",
+            source,
+        });
+    }
+    if let Err(err) = swap(name, ifindex, mode, running.as_ref(), &built) {
+        let _ = std::fs::remove_file(&ours.record);
+        unpin_dir(&built.dir);
+        return Err(err);
+    }
+    // The new dispatcher runs: the old one's directory goes (best effort, as libxdp does).
     if let Some(running) = &running {
         unpin_dir(&dispatcher_dir(ifindex, running.program_id));
     }
-    sys::obj_pin(program, &ours.record).map_err(|source| Error::Syscall {
-        action: "pinning icmp-guard's record of its dispatcher component",
-        source,
-    })?;
     Ok(Joined {
         program_id,
         dispatcher_id: built.program_id,
@@ -486,16 +499,12 @@ pub fn leave(name: &str, ifindex: u32, program_id: u32) -> Result<bool> {
         .map(pending)
         .collect();
     if others.is_empty() {
-        netlink::set_xdp(
-            ifindex,
-            None,
-            running.mode,
-            Some(running.program.as_fd()),
-        )
-        .map_err(|source| DispatcherError::Swap {
-            name: name.to_owned(),
-            source,
-        })?;
+        netlink::set_xdp(ifindex, None, running.mode, Some(running.program.as_fd())).map_err(
+            |source| DispatcherError::Swap {
+                name: name.to_owned(),
+                source,
+            },
+        )?;
     } else {
         let built = build(name, ifindex, &others, None)?;
         if let Err(err) = swap(name, ifindex, running.mode, Some(&running), &built) {
@@ -686,7 +695,8 @@ fn pin_link(
     slot: usize,
     link: std::result::Result<FdLink, ProgramError>,
 ) -> Result<()> {
-    let link = link.map_err(|source| build_failed(name, "keeping a link".to_owned(), source.into()))?;
+    let link =
+        link.map_err(|source| build_failed(name, "keeping a link".to_owned(), source.into()))?;
     let path = pin_path(dir, slot, "link");
     link.pin(&path).map_err(|source| {
         build_failed(name, format!("pinning {}", path.display()), source.into())
@@ -725,7 +735,11 @@ fn link_ours(
     })?;
     let program = object::extension_program(&mut ebpf)?;
     let link = program.attach().map_err(|source| {
-        build_failed(name, format!("linking icmp-guard into {function}"), source.into())
+        build_failed(
+            name,
+            format!("linking icmp-guard into {function}"),
+            source.into(),
+        )
     })?;
     pin_link(name, dir, slot, program.take_link(link).map(FdLink::from))?;
     let fd = program
@@ -820,7 +834,10 @@ mod tests {
         let config = config_of(&components);
         assert_eq!(config.num_progs_enabled, 3);
         assert_eq!(config.run_prios[..3], [10, 50, 50]);
-        assert_eq!(config.chain_call_actions[0], (1 << XDP_PASS) | (1 << RETVAL));
+        assert_eq!(
+            config.chain_call_actions[0],
+            (1 << XDP_PASS) | (1 << RETVAL)
+        );
         assert_eq!(config.chain_call_actions[3], 0);
     }
 }

@@ -450,7 +450,9 @@ fn attach_planned(
             variant: Variant::Auto,
         };
         if let Plan::Multiprog { priority } = plan {
-            attached.push(join(pins, netns, name, ifindex, instance, priority, options)?);
+            attached.push(join(
+                pins, netns, name, ifindex, instance, priority, options,
+            )?);
             continue;
         }
         let mut ebpf = object::load_instance(Some(pins), options.capacity, instance)?;

@@ -102,7 +102,11 @@ fn xdp_program(lab: &Lab) -> Option<(String, u64)> {
 
 /// xdp-filter drops [`FILTERED_V4`] and lets the peer's own address through.
 fn assert_xdp_filter_drops(lab: &Lab, when: &str) {
-    assert_eq!(pings_from(lab, FILTERED_V4, 3), 0, "{when}: xdp-filter drops");
+    assert_eq!(
+        pings_from(lab, FILTERED_V4, 3),
+        0,
+        "{when}: xdp-filter drops"
+    );
     assert_eq!(pings_from(lab, PEER_V4, 3), 3, "{when}: other pings pass");
 }
 
@@ -175,8 +179,7 @@ fn multiprog_joins_xdp_filters_dispatcher_and_detach_leaves_it() {
 
 #[test]
 fn multiprog_without_a_dispatcher_makes_one_that_xdp_filter_joins() {
-    let Some((_turn, lab)) =
-        lab("multiprog_without_a_dispatcher_makes_one_that_xdp_filter_joins")
+    let Some((_turn, lab)) = lab("multiprog_without_a_dispatcher_makes_one_that_xdp_filter_joins")
     else {
         return;
     };
@@ -188,7 +191,11 @@ fn multiprog_without_a_dispatcher_makes_one_that_xdp_filter_joins() {
             err.contains("refuses program extensions") && err.contains("nothing was changed"),
             "{err}"
         );
-        assert_eq!(xdp_program(&lab), None, "the interface runs nothing, as before");
+        assert_eq!(
+            xdp_program(&lab),
+            None,
+            "the interface runs nothing, as before"
+        );
         assert!(!lab.pin_dir.exists(), "nothing pinned");
         // The same kernel makes libxdp fall back to a single program.
         load_xdp_filter(&lab);

@@ -87,7 +87,16 @@ pub fn write(
 ) -> Result<()> {
     let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
     let mut archive = Archive::default();
-    for dir in ["bin", "dev", "proc", "sys", "tmp", "usr", "usr/lib", "usr/lib/bpf"] {
+    for dir in [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "usr",
+        "usr/lib",
+        "usr/lib/bpf",
+    ] {
         archive.entry(dir, S_IFDIR | 0o755, &[], (0, 0));
     }
     archive.entry("dev/console", S_IFCHR | 0o600, &[], (5, 1));

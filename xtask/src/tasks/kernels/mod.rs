@@ -217,7 +217,9 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
             .iter()
             .map(Path::new)
             .find(|path| path.is_file())
-            .context("libxdp's xdp-dispatcher.o is missing: install xdp-tools (cargo xtask setup)")?;
+            .context(
+                "libxdp's xdp-dispatcher.o is missing: install xdp-tools (cargo xtask setup)",
+            )?;
         initramfs::write(
             &initrd,
             &busybox,
@@ -481,7 +483,11 @@ fn parse_cli(output: &str) -> Cli {
 }
 
 fn multiprog(cli: &Cli) -> Multiprog {
-    match (cli.multiprog_attach, cli.multiprog_answered, cli.multiprog_detach) {
+    match (
+        cli.multiprog_attach,
+        cli.multiprog_answered,
+        cli.multiprog_detach,
+    ) {
         (Some(0), [Some(0), Some(2)], Some(0)) => Multiprog::Joined,
         (Some(code), [Some(2), Some(2)], Some(0)) if code != 0 && cli.multiprog_refused => {
             Multiprog::Refused
@@ -890,7 +896,11 @@ mod tests {
         let refused = joined
             .replace("ATTACH-EXIT 0", "ATTACH-EXIT 1")
             .replace("2 packets transmitted, 0", "2 packets transmitted, 2");
-        assert_eq!(multiprog(&parse_cli(&refused)), Multiprog::Failed, "a reason");
+        assert_eq!(
+            multiprog(&parse_cli(&refused)),
+            Multiprog::Failed,
+            "a reason"
+        );
         let refused = format!("{refused}error: {EXTENSIONS_REFUSED} (...)\n");
         assert_eq!(multiprog(&parse_cli(&refused)), Multiprog::Refused);
         let never_attached =
