@@ -64,6 +64,13 @@ const MULTIPROG_ATTACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-ATTACH-EXIT ";
 const MULTIPROG_DETACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-DETACH-EXIT ";
 /// What `attach --multiprog` says where the kernel refuses program extensions.
 const EXTENSIONS_REFUSED: &str = "this kernel refuses program extensions";
+const SHARED_XDP_FILTER_MARKER: &str = "MATRIX-SHARED-XDP-FILTER-EXIT ";
+const SHARED_ATTACH_MARKER: &str = "MATRIX-SHARED-ATTACH-EXIT ";
+const SHARED_DETACH_MARKER: &str = "MATRIX-SHARED-DETACH-EXIT ";
+const SHARED_HITS_MARKER: &str = "MATRIX-SHARED-HITS ";
+const SHARED_STAYS_MARKER: &str = "MATRIX-SHARED-XDP-FILTER-STAYS ";
+/// What `attach --multiprog` says beside a program that runs without a dispatcher.
+const NO_DISPATCHER: &str = "runs without a libxdp dispatcher";
 /// Where libxdp's dispatcher object is on the host (xdp-tools pulls in libxdp1).
 const DISPATCHER_OBJECTS: [&str; 2] = [
     "/usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o",
@@ -128,6 +135,17 @@ struct Cli {
     multiprog_detach: Option<i32>,
     /// The attach refused because the kernel refuses program extensions.
     multiprog_refused: bool,
+    /// Beside xdp-filter: its load's exit code, icmp-guard's attach and detach, pings
+    /// answered while both ran and after the detach, xdp-filter's hit counter after each,
+    /// and how many xdp-filter programs ran at the end.
+    shared_xdp_filter: Option<i32>,
+    shared_attach: Option<i32>,
+    shared_detach: Option<i32>,
+    shared_answered: [Option<u64>; 2],
+    shared_hits: [Option<u64>; 2],
+    shared_stays: Option<u64>,
+    /// The attach refused because xdp-filter runs without a dispatcher.
+    shared_refused: bool,
 }
 
 /// What `attach --multiprog` did on a kernel.
@@ -226,6 +244,7 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
             &payload.prog,
             &payload.icmp_guard,
             dispatcher,
+            &tools::xdp_tools()?,
         )?;
     }
     let payload_script = work_dir.join("payload.sh");
@@ -466,6 +485,8 @@ fn parse_cli(output: &str) -> Cli {
             "detached" => cli.answered[2] = received,
             "multiprog" => cli.multiprog_answered[0] = received,
             "multiprog-detached" => cli.multiprog_answered[1] = received,
+            "shared" => cli.shared_answered[0] = received,
+            "shared-detached" => cli.shared_answered[1] = received,
             _ => {}
         }
     }
@@ -479,7 +500,52 @@ fn parse_cli(output: &str) -> Cli {
     cli.multiprog_attach = code(MULTIPROG_ATTACH_MARKER);
     cli.multiprog_detach = code(MULTIPROG_DETACH_MARKER);
     cli.multiprog_refused = output.contains(EXTENSIONS_REFUSED);
+    cli.shared_xdp_filter = code(SHARED_XDP_FILTER_MARKER);
+    cli.shared_attach = code(SHARED_ATTACH_MARKER);
+    cli.shared_detach = code(SHARED_DETACH_MARKER);
+    for rest in after(output, SHARED_HITS_MARKER) {
+        let (phase, hits) = rest.split_once(' ').unwrap_or((rest, ""));
+        let hits = hits.trim().parse().ok();
+        match phase {
+            "attached" => cli.shared_hits[0] = hits,
+            "detached" => cli.shared_hits[1] = hits,
+            _ => {}
+        }
+    }
+    cli.shared_stays = after(output, SHARED_STAYS_MARKER)
+        .last()
+        .and_then(|count| count.parse().ok());
+    cli.shared_refused = output.contains(NO_DISPATCHER);
     cli
+}
+
+/// icmp-guard beside xdp-filter: both dropped while both ran (no ping answered, the
+/// connection attempts counted: two SYNs at least, their retransmissions may add some), and
+/// after icmp-guard's detach xdp-filter alone (pings answered, two more attempts counted,
+/// its program still there).
+fn shared(cli: &Cli) -> Multiprog {
+    let filtered = match cli.shared_hits {
+        [Some(attached), Some(detached)] => attached >= 2 && detached >= attached + 2,
+        _ => false,
+    };
+    let both = cli.shared_xdp_filter == Some(0)
+        && cli.shared_attach == Some(0)
+        && cli.shared_answered == [Some(0), Some(2)]
+        && filtered
+        && cli.shared_detach == Some(0)
+        && cli.shared_stays == Some(1);
+    if both {
+        Multiprog::Joined
+    } else if cli.shared_xdp_filter == Some(0)
+        && cli.shared_attach.is_some_and(|code| code != 0)
+        && cli.shared_refused
+        && cli.shared_answered == [Some(2), Some(2)]
+        && filtered
+    {
+        Multiprog::Refused
+    } else {
+        Multiprog::Failed
+    }
 }
 
 fn multiprog(cli: &Cli) -> Multiprog {
@@ -499,11 +565,13 @@ fn multiprog(cli: &Cli) -> Multiprog {
 /// `attach --multiprog` joined a dispatcher; on the host a kernel that refuses program
 /// extensions may refuse it instead (this machine's does), as long as nothing changed.
 fn multiprog_ok(outcome: &Outcome) -> bool {
-    match multiprog(&outcome.cli) {
-        Multiprog::Joined => true,
-        Multiprog::Refused => outcome.asked == HOST,
-        Multiprog::Failed => false,
-    }
+    [multiprog(&outcome.cli), shared(&outcome.cli)]
+        .into_iter()
+        .all(|result| match result {
+            Multiprog::Joined => true,
+            Multiprog::Refused => outcome.asked == HOST,
+            Multiprog::Failed => false,
+        })
 }
 
 fn outcome(asked: &str, release: String, origin: String, run: &boot::Run, log: &Path) -> Outcome {
@@ -706,7 +774,21 @@ fn cli_cell(cli: &Cli) -> String {
             cli.multiprog_detach
         ),
     };
-    format!("{plain}; {in_dispatcher}")
+    let beside = match shared(cli) {
+        Multiprog::Joined => "beside xdp-filter both drop, its detach leaves xdp-filter".to_owned(),
+        Multiprog::Refused => "xdp-filter without a dispatcher: refused".to_owned(),
+        Multiprog::Failed => format!(
+            "beside xdp-filter FAILED (xdp-filter exit {:?}, attach exit {:?}, pings {}/2 then {}/2, xdp-filter hits {:?}, detach exit {:?}, xdp-filter programs left {:?})",
+            cli.shared_xdp_filter,
+            cli.shared_attach,
+            answered(cli.shared_answered[0]),
+            answered(cli.shared_answered[1]),
+            cli.shared_hits,
+            cli.shared_detach,
+            cli.shared_stays
+        ),
+    };
+    format!("{plain}; {in_dispatcher}; {beside}")
 }
 
 fn print_rows(header: &[&str], rows: &[Vec<String>]) {
@@ -850,8 +932,8 @@ fn verdict(outcomes: &[Outcome], tests: usize, negative_control: bool) -> Result
 #[cfg(test)]
 mod tests {
     use super::{
-        Cli, EXTENSIONS_REFUSED, Multiprog, Summary, cli_ok, insns, multiprog, parse_cli,
-        parse_summary,
+        Cli, EXTENSIONS_REFUSED, Multiprog, NO_DISPATCHER, Summary, cli_ok, insns, multiprog,
+        parse_cli, parse_summary, shared,
     };
 
     #[test]
@@ -903,6 +985,33 @@ mod tests {
         );
         let refused = format!("{refused}error: {EXTENSIONS_REFUSED} (...)\n");
         assert_eq!(multiprog(&parse_cli(&refused)), Multiprog::Refused);
+    }
+
+    #[test]
+    fn beside_xdp_filter_both_must_drop_and_xdp_filter_must_stay() {
+        let console = "MATRIX-SHARED-XDP-FILTER-EXIT 0\n\
+            MATRIX-SHARED-ATTACH-EXIT 0\n\
+            MATRIX-CLI-PING shared 2 packets transmitted, 0 packets received, 100% packet loss\n\
+            MATRIX-SHARED-HITS attached 2\n\
+            MATRIX-SHARED-DETACH-EXIT 0\n\
+            MATRIX-CLI-PING shared-detached 2 packets transmitted, 2 packets received, 0% packet loss\n\
+            MATRIX-SHARED-HITS detached 5\n\
+            MATRIX-SHARED-XDP-FILTER-STAYS 1\n";
+        assert_eq!(shared(&parse_cli(console)), Multiprog::Joined);
+        let gone = console.replace("STAYS 1", "STAYS 0");
+        assert_eq!(
+            shared(&parse_cli(&gone)),
+            Multiprog::Failed,
+            "xdp-filter must stay"
+        );
+        let unfiltered = console.replace("detached 5", "detached 2");
+        assert_eq!(shared(&parse_cli(&unfiltered)), Multiprog::Failed);
+        let refused = console
+            .replace("ATTACH-EXIT 0", "ATTACH-EXIT 1")
+            .replace("2 packets transmitted, 0", "2 packets transmitted, 2");
+        assert_eq!(shared(&parse_cli(&refused)), Multiprog::Failed, "a reason");
+        let refused = format!("{refused}error: the XDP program on lo {NO_DISPATCHER}, ...\n");
+        assert_eq!(shared(&parse_cli(&refused)), Multiprog::Refused);
         let never_attached =
             console.replace("2 packets transmitted, 0", "2 packets transmitted, 2");
         assert!(!cli_ok(&parse_cli(&never_attached)));
