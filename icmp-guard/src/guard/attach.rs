@@ -548,22 +548,30 @@ fn join(
 ) -> Result<Attached> {
     let _xdp_lock = dispatcher::lock()?;
     pins.create_members_dir(netns)?;
-    let mode = match options.mode {
-        ModeRequest::Generic => AttachMode::Generic,
-        ModeRequest::Auto | ModeRequest::Native => AttachMode::Native,
+    let ours = dispatcher::Ours {
+        pins,
+        capacity: options.capacity,
+        instance,
+        priority,
+        record: pins.member_path(netns, ifindex),
     };
-    let joined = dispatcher::join(
-        &name,
-        ifindex,
-        mode,
-        &dispatcher::Ours {
-            pins,
-            capacity: options.capacity,
-            instance,
-            priority,
-            record: pins.member_path(netns, ifindex),
+    // The mode matters only for a new dispatcher (one that runs keeps its own): `auto`
+    // tries native, then generic where the driver refuses, as a plain attach does.
+    let joined = match options.mode {
+        ModeRequest::Generic => dispatcher::join(&name, ifindex, AttachMode::Generic, &ours)?,
+        ModeRequest::Native => dispatcher::join(&name, ifindex, AttachMode::Native, &ours)?,
+        ModeRequest::Auto => match dispatcher::join(&name, ifindex, AttachMode::Native, &ours) {
+            Err(bpf::Error::Dispatcher(dispatcher::DispatcherError::Swap { source, .. }))
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ERANGE)
+                ) =>
+            {
+                dispatcher::join(&name, ifindex, AttachMode::Generic, &ours)?
+            }
+            other => other?,
         },
-    )?;
+    };
     Ok(Attached {
         name,
         ifindex,

@@ -61,7 +61,7 @@ if [ -x /usr/sbin/xdp-filter ]; then
     connect() { for i in 1 2; do $bb nc -w1 127.0.0.1 9999 </dev/null >/dev/null 2>&1; done; }
     xdp-filter load -m skb lo 2>&1 && xdp-filter port 9999 -p tcp 2>&1
     echo "MATRIX-SHARED-XDP-FILTER-EXIT $?"
-    "$ICMP_GUARD" attach lo --multiprog --priority 20 2>&1
+    "$ICMP_GUARD" attach lo --multiprog --priority 20 --mode generic 2>&1
     echo "MATRIX-SHARED-ATTACH-EXIT $?"
     xdp-loader status lo 2>&1 | $bb grep -E '=>|lo '
     cli_ping shared
@@ -116,6 +116,7 @@ pub fn write(
         "bin",
         "dev",
         "proc",
+        "run",
         "sys",
         "tmp",
         "usr",
