@@ -16,7 +16,7 @@ pub enum Error {
     AlreadyAttached { name: String },
 
     #[error(
-        "{name} already runs another XDP program (id {program_id}): remove it first, or pass --replace to have icmp-guard take its place"
+        "{name} already runs another XDP program (id {program_id}): remove it first, pass --replace to have icmp-guard take its place, or --multiprog to run beside it when it is a libxdp dispatcher (xdp-filter, xdp-loader)"
     )]
     ForeignProgram { name: String, program_id: u32 },
 

@@ -970,11 +970,15 @@ impl GuardMaps {
         Ok(())
     }
 
-    /// Frees the slots of `netns` that no pinned link uses: an attach killed between
-    /// claiming a slot and pinning its link leaves one. The caller holds the pin lock.
+    /// Frees the slots of `netns` that no pinned link (or dispatcher component record) uses:
+    /// an attach killed between claiming a slot and pinning its link leaves one. The caller
+    /// holds the pin lock.
     pub fn release_stale_slots(&mut self, pins: &PinDir, netns: u64) -> Result<()> {
         for (_, config) in self.slots()? {
-            if config.netns == netns && !pins.has_link(netns, config.ifindex) {
+            if config.netns == netns
+                && !pins.has_link(netns, config.ifindex)
+                && !pins.has_member(netns, config.ifindex)
+            {
                 self.release_slot(netns, config.ifindex)?;
             }
         }

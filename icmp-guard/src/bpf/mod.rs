@@ -1,11 +1,13 @@
 //! Everything icmp-guard keeps in the kernel: the program object and its instances
-//! ([`object`]), the maps as typed handles ([`maps`]), the XDP links ([`links`]), the pins
+//! ([`object`]), the maps as typed handles ([`maps`]), the XDP links ([`links`]), the
+//! libxdp dispatchers it joins instead with `--multiprog` ([`dispatcher`]), the pins
 //! that make both outlive the process and the locks that serialise changes ([`pins`]), the
 //! few bpf(2) commands aya lacks ([`sys`]) and RCU grace periods ([`rcu`]).
 //!
 //! This layer knows kernel encodings (`icmp_guard_common`), never the policy model: the
 //! policy compiles itself into these maps from above (`crate::policy::store`).
 
+pub mod dispatcher;
 pub mod links;
 pub mod maps;
 pub mod object;
@@ -187,6 +189,9 @@ pub enum Error {
         #[source]
         source: sys::SyscallError,
     },
+
+    #[error(transparent)]
+    Dispatcher(#[from] dispatcher::DispatcherError),
 
     #[error("{action} failed: {source}")]
     Io {

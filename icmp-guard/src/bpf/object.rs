@@ -3,7 +3,7 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramError, Xdp},
+    programs::{Extension, ProgramError, ProgramFd, Xdp},
 };
 use icmp_guard_common::{
     LOCKED_PROGRAM_NAME, PROGRAM_NAME,
@@ -191,6 +191,59 @@ pub(crate) fn load_program(mut ebpf: Ebpf, name: &str) -> Result<Ebpf> {
     }
 }
 
+/// [`load_instance`] as a program extension (`BPF_PROG_TYPE_EXT`) of `function` in program
+/// `target`: a component of a libxdp dispatcher (`super::dispatcher`). The same object and
+/// the same program as the XDP attach loads; only the type it is loaded as differs.
+pub fn load_extension(
+    pins: Option<&PinDir>,
+    capacity: Capacity,
+    instance: Instance,
+    target: ProgramFd,
+    function: &str,
+) -> Result<Ebpf> {
+    let name = instance.variant.program_name();
+    let mut ebpf = open_object_as(crate::ebpf_object(), pins, capacity, instance, Some(name))?;
+    let program: &mut Extension = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::NotInObject {
+            what: format!("the XDP program {name}"),
+        })?
+        .try_into()
+        .map_err(|source| Error::program("finding the XDP program", source))?;
+    match program.load(target, function) {
+        Ok(()) => Ok(ebpf),
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => Err(Error::VerifierRejected {
+            source: io_error,
+            log: verifier_log.to_string(),
+        }),
+        Err(source) => Err(Error::program(
+            "loading the XDP program as a program extension",
+            source,
+        )),
+    }
+}
+
+/// The guard program [`load_extension`] loaded in an object (either variant).
+pub fn extension_program(ebpf: &mut Ebpf) -> Result<&mut Extension> {
+    let loaded = [PROGRAM_NAME, LOCKED_PROGRAM_NAME]
+        .into_iter()
+        .find(|name| {
+            ebpf.program(name)
+                .and_then(|program| <&Extension>::try_from(program).ok())
+                .is_some_and(|program| program.fd().is_ok())
+        })
+        .unwrap_or(PROGRAM_NAME);
+    ebpf.program_mut(loaded)
+        .ok_or_else(|| Error::NotInObject {
+            what: format!("the XDP program {loaded}"),
+        })?
+        .try_into()
+        .map_err(|source| Error::program("finding the program extension", source))
+}
+
 /// Creates (or opens) the object's maps, pinned under `pins`, without loading a program.
 pub(crate) fn open_object(
     pins: Option<&PinDir>,
@@ -206,6 +259,18 @@ fn open_object_from(
     pins: Option<&PinDir>,
     capacity: Capacity,
     instance: Instance,
+) -> Result<Ebpf> {
+    open_object_as(object, pins, capacity, instance, None)
+}
+
+/// [`open_object_from`], with program `extension` (when given) to be loaded as a program
+/// extension instead of as XDP.
+fn open_object_as(
+    object: &[u8],
+    pins: Option<&PinDir>,
+    capacity: Capacity,
+    instance: Instance,
+    extension: Option<&str>,
 ) -> Result<Ebpf> {
     if crate::is_stub_build() || object.is_empty() {
         return Err(Error::StubBuild);
@@ -234,6 +299,9 @@ fn open_object_from(
         .override_global(globals::NS_PER_JIFFY, &tick, true);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
+    }
+    if let Some(name) = extension {
+        loader.extension(name);
     }
     loader
         .load(object)

@@ -6,6 +6,9 @@
 //!                                           inode of its network namespace
 //! <pin dir>/services/<netns>/<pid>/<name>   the interfaces a `run` service guards (empty
 //!                                           directories: bpffs holds nothing else)
+//! <pin dir>/multiprog/<netns>/<ifindex>     instead of a link: the program icmp-guard runs
+//!                                           as a component of the interface's libxdp
+//!                                           dispatcher (`attach --multiprog`)
 //! ```
 //!
 //! Links of older versions sit directly in `links/<ifindex>`, without their namespace;
@@ -108,6 +111,70 @@ impl PinDir {
 
     pub fn services_dir(&self) -> PathBuf {
         self.root.join("services")
+    }
+
+    /// Where the dispatcher components of every namespace are recorded.
+    pub fn members_dir(&self) -> PathBuf {
+        self.root.join("multiprog")
+    }
+
+    /// The record of (`netns`, `ifindex`) as a component of a libxdp dispatcher.
+    pub fn member_path(&self, netns: u64, ifindex: u32) -> PathBuf {
+        self.members_dir()
+            .join(netns.to_string())
+            .join(ifindex.to_string())
+    }
+
+    /// True when (`netns`, `ifindex`) runs icmp-guard as a dispatcher component.
+    pub fn has_member(&self, netns: u64, ifindex: u32) -> bool {
+        self.member_path(netns, ifindex).exists()
+    }
+
+    /// Creates the directory of namespace `netns`'s component records, 0700.
+    pub fn create_members_dir(&self, netns: u64) -> Result<()> {
+        self.create_dir(&self.members_dir().join(netns.to_string()))
+    }
+
+    /// Every dispatcher component record, of every namespace, in order.
+    pub fn member_records(&self) -> Result<Vec<LinkRecord>> {
+        let mut records = Vec::new();
+        for (netns, dir) in read_dir_names(&self.members_dir())? {
+            let Ok(netns) = netns.parse::<u64>() else {
+                continue;
+            };
+            for (ifindex, path) in read_dir_names(&dir)? {
+                if let Ok(ifindex) = ifindex.parse() {
+                    records.push(LinkRecord {
+                        netns: Some(netns),
+                        ifindex,
+                        path,
+                    });
+                }
+            }
+        }
+        records.sort_by_key(|record| (record.netns, record.ifindex));
+        Ok(records)
+    }
+
+    /// The ifindexes of namespace `netns` that run icmp-guard as a dispatcher component.
+    pub fn member_ifindexes(&self, netns: u64) -> Result<Vec<u32>> {
+        Ok(self
+            .member_records()?
+            .into_iter()
+            .filter(|record| record.netns == Some(netns))
+            .map(|record| record.ifindex)
+            .collect())
+    }
+
+    /// Removes the component record of (`netns`, `ifindex`) and its namespace's directory
+    /// once empty.
+    pub fn remove_member(&self, netns: u64, ifindex: u32) -> Result<()> {
+        remove_file_if_present(&self.member_path(netns, ifindex))?;
+        let dir = self.members_dir().join(netns.to_string());
+        if read_dir_names(&dir)?.is_empty() {
+            remove_dir_if_present(&dir)?;
+        }
+        Ok(())
     }
 
     pub fn map_path(&self, name: &str) -> PathBuf {
@@ -239,7 +306,12 @@ impl PinDir {
             };
             checked.push((path.clone(), metadata));
         }
-        for dir in [self.maps_dir(), self.links_dir(), self.services_dir()] {
+        for dir in [
+            self.maps_dir(),
+            self.links_dir(),
+            self.services_dir(),
+            self.members_dir(),
+        ] {
             if let Ok(metadata) = std::fs::symlink_metadata(&dir) {
                 checked.push((dir, metadata));
             }
@@ -283,7 +355,7 @@ impl PinDir {
     /// Removes the maps and every directory once no link is left (of any namespace), so
     /// that a full detach leaves nothing behind. Does nothing while a link remains.
     pub fn remove_if_unused(&self) -> Result<()> {
-        if !self.link_records()?.is_empty() {
+        if !self.link_records()?.is_empty() || !self.member_records()?.is_empty() {
             return Ok(());
         }
         self.remove_maps()?;
@@ -299,10 +371,14 @@ impl PinDir {
             }
             remove_dir_if_present(&namespace)?;
         }
+        for (_, dir) in read_dir_names(&self.members_dir())? {
+            remove_dir_if_present(&dir)?;
+        }
         for dir in [
             self.maps_dir(),
             self.links_dir(),
             self.services_dir(),
+            self.members_dir(),
             self.root.clone(),
         ] {
             remove_dir_if_present(&dir)?;

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use icmp_guard::{
-    bpf::{Capacity, links::ModeRequest},
+    bpf::{Capacity, dispatcher, links::ModeRequest},
     guard::{AttachOptions, Recovery},
     policy,
 };
@@ -54,6 +54,20 @@ pub struct Args {
     /// removed this way and is refused.
     #[arg(long)]
     replace: bool,
+
+    /// Share the interface with other XDP programs: join its libxdp dispatcher (xdp-filter,
+    /// xdp-loader) as one of its programs instead of taking the interface; where it runs no
+    /// XDP program, make a dispatcher holding icmp-guard that others can join. `detach`
+    /// leaves the other programs running. Needs libxdp's xdp-dispatcher.o (Debian: libxdp1)
+    /// and a kernel that loads program extensions.
+    #[arg(long, conflicts_with_all = ["upgrade", "replace", "ensure"])]
+    multiprog: bool,
+
+    /// With --multiprog: the run priority in the dispatcher, lower runs first (xdp-filter
+    /// runs at 10).
+    #[arg(long, value_name = "N", requires = "multiprog",
+          default_value_t = dispatcher::DEFAULT_PRIORITY)]
+    priority: u32,
 
     /// Sampled events per second per CPU for `top` and the `run` drop log (0: off);
     /// default: keep the live setting, or 1000 on a first attach.
@@ -121,6 +135,7 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
         upgrade: args.upgrade,
         replace: args.replace,
         events_per_sec: args.events_per_sec,
+        multiprog: args.multiprog.then_some(args.priority),
     };
     let attachment = guard.attach(&args.interfaces, &options)?;
     let pin_dir = guard.pins().root().display();
@@ -147,6 +162,23 @@ pub fn execute(args: Args, context: &Context) -> anyhow::Result<()> {
             println!(
                 "{name} (ifindex {ifindex}) is already guarded in {mode} mode (program {}, link {}): nothing to do",
                 interface.program_id, interface.link_id
+            );
+            continue;
+        }
+        if let Some(joined) = &interface.multiprog {
+            let dispatcher = match joined.replaced {
+                Some(old) => format!(
+                    "libxdp dispatcher {} (which replaced dispatcher {old})",
+                    joined.dispatcher_id
+                ),
+                None => format!("a new libxdp dispatcher, {}", joined.dispatcher_id),
+            };
+            println!(
+                "attached to {name} (ifindex {ifindex}) in {mode} mode as program {} of {} in {dispatcher}: priority {}, program {}",
+                joined.position + 1,
+                joined.programs,
+                args.priority,
+                joined.program_id,
             );
             continue;
         }

@@ -9,7 +9,7 @@ use icmp_guard_common::config;
 use super::detach::{adopt_legacy_links, detach_one};
 use crate::{
     bpf::{
-        self, Capacity, GuardMaps, Instance, Variant,
+        self, Capacity, GuardMaps, Instance, Variant, dispatcher,
         links::{self, ModeRequest},
         maps::{self as bpf_maps, Completion},
         object,
@@ -52,6 +52,10 @@ pub struct AttachOptions {
     /// Sampled events per second per CPU (`config::EVENTS_PER_SEC`); `None` keeps the live
     /// setting, or writes the default on a first attach.
     pub events_per_sec: Option<u32>,
+    /// Join the interface's libxdp dispatcher at this priority (lower runs first) instead
+    /// of attaching with a link of our own; where the interface runs no XDP program, a
+    /// dispatcher holding just icmp-guard is made, which other libxdp programs can join.
+    pub multiprog: Option<u32>,
 }
 
 /// One interface the program was attached to.
@@ -72,6 +76,8 @@ pub struct Attached {
     pub replaced: Option<u32>,
     /// With `ensure`: the interface was already guarded and left as it was.
     pub already: bool,
+    /// With `multiprog`: where in which libxdp dispatcher it runs.
+    pub multiprog: Option<dispatcher::Joined>,
 }
 
 /// What an attach found in the pin directory and did about it before attaching.
@@ -100,6 +106,8 @@ enum Plan {
     Fresh,
     /// Remove someone else's program (attached through netlink), then as `Fresh`.
     Replace { program_id: u32, mode: AttachMode },
+    /// Join (or make) the interface's libxdp dispatcher at `priority`.
+    Multiprog { priority: u32 },
     /// Swap the new program into our pinned link.
     Upgrade {
         link: OwnedFd,
@@ -194,6 +202,7 @@ pub(super) fn attach(
             upgraded_from: None,
             replaced: None,
             already: true,
+            multiprog: None,
         }));
         Ok((interfaces, policy_applied))
     });
@@ -216,9 +225,10 @@ pub(super) fn attach(
     }
 }
 
-/// How many pinned links (of any namespace) still hold an interface.
+/// How many pinned links (of any namespace) still hold an interface, dispatcher components
+/// counted.
 fn live_link_count(pins: &PinDir) -> Result<usize> {
-    let mut live = 0;
+    let mut live = pins.member_records()?.len();
     for record in pins.link_records()? {
         if links::inspect(&record.path)?.is_some_and(|info| info.ifindex != 0) {
             live += 1;
@@ -253,6 +263,17 @@ fn plan(
                 plan,
             });
         };
+        if pins.has_member(netns, ifindex) {
+            return Err(Error::AlreadyAttached { name });
+        }
+        if let Some(priority) = options.multiprog {
+            if pins.has_link(netns, ifindex) {
+                return Err(Error::AlreadyAttached { name });
+            }
+            // What runs there now is looked at under libxdp's lock, when joining.
+            push(name, Plan::Multiprog { priority });
+            continue;
+        }
         if pins.has_link(netns, ifindex) {
             let path = pins.link_path(netns, ifindex);
             let (link, info) = links::open(&path)?;
@@ -423,15 +444,18 @@ fn attach_planned(
         }
         // The directed broadcasts are in the slot before its first packet.
         super::refresh_namespace(&mut guard_maps, netns)?;
-        let mut ebpf = object::load_instance(
-            Some(pins),
-            options.capacity,
-            Instance {
-                slot,
-                link_kind,
-                variant: Variant::Auto,
-            },
-        )?;
+        let instance = Instance {
+            slot,
+            link_kind,
+            variant: Variant::Auto,
+        };
+        if let Plan::Multiprog { priority } = plan {
+            attached.push(join(
+                pins, netns, name, ifindex, instance, priority, options,
+            )?);
+            continue;
+        }
+        let mut ebpf = object::load_instance(Some(pins), options.capacity, instance)?;
         let program = object::xdp_program(&mut ebpf)?;
         let program_fd = program
             .fd()
@@ -451,6 +475,7 @@ fn attach_planned(
             upgraded_from: None,
             replaced: None,
             already: false,
+            multiprog: None,
         };
         attached.push(match plan {
             Plan::Fresh => {
@@ -482,6 +507,7 @@ fn attach_planned(
                 result.replaced = Some(program_id);
                 result
             }
+            Plan::Multiprog { .. } => unreachable!("joined above"),
             Plan::Upgrade {
                 link,
                 link_id,
@@ -498,6 +524,7 @@ fn attach_planned(
                     upgraded_from: Some(old_program),
                     replaced: None,
                     already: false,
+                    multiprog: None,
                 }
             }
         });
@@ -506,4 +533,55 @@ fn attach_planned(
         configure(&mut guard_maps)?;
     }
     Ok((attached, policy_applied))
+}
+
+/// Joins (or makes) the libxdp dispatcher of `ifindex` with `instance` at `priority`, under
+/// libxdp's lock, and records it in the pin directory.
+fn join(
+    pins: &PinDir,
+    netns: u64,
+    name: String,
+    ifindex: u32,
+    instance: Instance,
+    priority: u32,
+    options: &AttachOptions,
+) -> Result<Attached> {
+    let _xdp_lock = dispatcher::lock()?;
+    pins.create_members_dir(netns)?;
+    let ours = dispatcher::Ours {
+        pins,
+        capacity: options.capacity,
+        instance,
+        priority,
+        record: pins.member_path(netns, ifindex),
+    };
+    // The mode matters only for a new dispatcher (one that runs keeps its own): `auto`
+    // tries native, then generic where the driver refuses, as a plain attach does.
+    let joined = match options.mode {
+        ModeRequest::Generic => dispatcher::join(&name, ifindex, AttachMode::Generic, &ours)?,
+        ModeRequest::Native => dispatcher::join(&name, ifindex, AttachMode::Native, &ours)?,
+        ModeRequest::Auto => match dispatcher::join(&name, ifindex, AttachMode::Native, &ours) {
+            Err(bpf::Error::Dispatcher(dispatcher::DispatcherError::Swap { source, .. }))
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ERANGE)
+                ) =>
+            {
+                dispatcher::join(&name, ifindex, AttachMode::Generic, &ours)?
+            }
+            other => other?,
+        },
+    };
+    Ok(Attached {
+        name,
+        ifindex,
+        mode: Some(joined.mode),
+        fallback: None,
+        program_id: joined.program_id,
+        link_id: 0,
+        upgraded_from: None,
+        replaced: None,
+        already: false,
+        multiprog: Some(joined),
+    })
 }

@@ -3,7 +3,7 @@
 
 use super::netns;
 use crate::{
-    bpf::{GuardMaps, PinDir, links, pins::LinkRecord},
+    bpf::{GuardMaps, PinDir, dispatcher, links, pins::LinkRecord},
     error::{Error, Result},
     net::{self, link as netlink},
 };
@@ -74,6 +74,7 @@ impl super::Guard {
             Detach::All => pins
                 .linked_ifindexes(netns)?
                 .into_iter()
+                .chain(pins.member_ifindexes(netns)?)
                 .filter(|ifindex| !gone.contains(ifindex))
                 .map(|ifindex| {
                     let name = statuses
@@ -157,12 +158,29 @@ impl super::Guard {
 /// its slot back, also without a pin (a failed attach gives back the slot it claimed). The
 /// caller holds the pin lock. `Ok(false)` when nothing was attached there.
 pub(super) fn detach_one(pins: &PinDir, netns: u64, ifindex: u32) -> Result<bool> {
-    let removed = links::detach(pins, netns, ifindex)?;
+    let removed = if pins.has_member(netns, ifindex) {
+        leave_dispatcher(pins, netns, ifindex)?
+    } else {
+        links::detach(pins, netns, ifindex)?
+    };
     // Unfinished or missing maps are fine: there is no slot to give back.
     if let Ok(mut maps) = GuardMaps::open_unfinished(pins) {
         let _ = maps.release_slot(netns, ifindex);
     }
     Ok(removed)
+}
+
+/// Takes icmp-guard out of the libxdp dispatcher of (`netns`, `ifindex`), leaving the other
+/// programs running there, and removes its record. If that fails the program keeps running
+/// and its record stays. The caller holds the pin lock.
+fn leave_dispatcher(pins: &PinDir, netns: u64, ifindex: u32) -> Result<bool> {
+    if let Some(program_id) = dispatcher::recorded_program_id(&pins.member_path(netns, ifindex)) {
+        let _xdp_lock = dispatcher::lock()?;
+        let name = net::interface::ifname(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"));
+        dispatcher::leave(&name, ifindex, program_id)?;
+    }
+    pins.remove_member(netns, ifindex)?;
+    Ok(true)
 }
 
 /// Files the link records an older version pinned without their namespace under `netns`

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::netns;
 use crate::{
     bpf::{
-        GuardMaps,
+        GuardMaps, dispatcher,
         links::{self, LinkStatus},
         maps::{self as bpf_maps, Completion, Tracked},
         trace::{self as bpf_trace, Tracing},
@@ -75,6 +75,8 @@ pub struct InterfaceStatus {
     pub recon: Option<&'static str>,
     /// While `icmp-guard trace` runs the trace build there: until when (HH:MM:SS).
     pub tracing_until: Option<String>,
+    /// With `attach --multiprog`: where it runs in the interface's libxdp dispatcher.
+    pub multiprog: Option<dispatcher::Member>,
 }
 
 /// Whether sweep detection runs on an interface under the live policy's `mode`.
@@ -244,7 +246,22 @@ impl super::Guard {
                 repair: (state == State::Damaged).then(|| REPAIR.to_owned()),
                 state,
                 reason,
+                multiprog: None,
             });
+        }
+        for ifindex in pins.member_ifindexes(netns)? {
+            let slot = slots
+                .iter()
+                .find(|(_, config)| config.netns == netns && config.ifindex == ifindex);
+            interfaces.push(member_status(
+                pins,
+                netns,
+                ifindex,
+                maps.as_ref().err(),
+                pinned_config,
+                slot,
+                recon_mode,
+            ));
         }
         let attached: Vec<String> = interfaces
             .iter()
@@ -269,6 +286,7 @@ impl super::Guard {
                     )),
                     repair: None,
                     tracing_until: None,
+                    multiprog: None,
                 });
             }
         }
@@ -419,6 +437,64 @@ fn waiting(
 
 /// The state of one link of this namespace, given the maps (or why they cannot be used),
 /// the id of the pinned `CONFIG` map and the interface's slot.
+/// The status of an interface where icmp-guard is a component of the libxdp dispatcher.
+fn member_status(
+    pins: &crate::bpf::PinDir,
+    netns: u64,
+    ifindex: u32,
+    maps_problem: Option<&String>,
+    pinned_config: Option<u32>,
+    slot: Option<&(u32, icmp_guard_common::interface::InterfaceConfig)>,
+    recon_mode: Option<u8>,
+) -> InterfaceStatus {
+    let program_id = dispatcher::recorded_program_id(&pins.member_path(netns, ifindex));
+    let member = program_id.and_then(|id| dispatcher::member(ifindex, id));
+    let name = net::interface::ifname(ifindex);
+    let mode = member.as_ref().and_then(|member| {
+        net::link::xdp_state(ifindex)
+            .ok()
+            .flatten()
+            .and_then(|state| state.mode_of(member.dispatcher_id))
+    });
+    let link = LinkStatus {
+        name: name.clone(),
+        ifindex,
+        link_id: 0,
+        program_id: program_id.unwrap_or_default(),
+        mode,
+        interface_gone: name.is_none(),
+    };
+    let (state, mut reason) = link_health(&link, maps_problem, pinned_config, slot);
+    if state == State::NotRunning {
+        reason = Some(
+            "the libxdp dispatcher there no longer runs icmp-guard's program (`icmp-guard \
+             detach` removes the record)"
+                .to_owned(),
+        );
+    }
+    InterfaceStatus {
+        name,
+        ifindex: Some(ifindex),
+        link_id: None,
+        program_id,
+        mode,
+        interface_gone: link.interface_gone,
+        link_kind: slot.map(|(_, config)| link_kind_name(config.link_kind)),
+        slot: slot.map(|(slot, _)| *slot),
+        recon: slot.zip(recon_mode).map(|((_, config), mode)| {
+            recon_state(
+                mode,
+                config.flags & icmp_guard_common::interface::interface_flags::FORWARDING != 0,
+            )
+        }),
+        repair: (state == State::Damaged).then(|| REPAIR.to_owned()),
+        state,
+        reason,
+        tracing_until: None,
+        multiprog: member,
+    }
+}
+
 fn link_health(
     link: &LinkStatus,
     maps_problem: Option<&String>,

@@ -1,7 +1,10 @@
 //! Reads what the kernel says is attached to an interface (RTM_GETLINK, IFLA_XDP), so that
 //! `status` reports the mode the kernel actually gave rather than the one we asked for.
 
-use std::io;
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd},
+};
 
 use super::netlink::{Attributes, Socket, invalid};
 
@@ -15,6 +18,9 @@ const IFLA_XDP_FLAGS: u16 = 3;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
+const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
+const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+const IFLA_XDP_EXPECTED_FD: u16 = 8;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
@@ -146,16 +152,38 @@ fn link_request(message_type: u16, flags: u16, ifindex: u32, attributes: &[u8]) 
 /// set dev X xdp off` does). The kernel refuses with EBUSY when a bpf_link holds it: only
 /// the link's owner can let it go.
 pub fn remove_xdp(ifindex: u32, mode: AttachMode) -> io::Result<()> {
-    let flags = match mode {
+    set_xdp(ifindex, None, mode, None)
+}
+
+/// Puts `program` (none: removes the program) on `ifindex` in `mode` through netlink, as
+/// libxdp does for its dispatchers. With `expected`, only in place of that program
+/// (`XDP_FLAGS_REPLACE`: the kernel refuses with EEXIST when another one runs by now), and
+/// atomically, without a moment of no program; without, only where no program runs
+/// (`XDP_FLAGS_UPDATE_IF_NOEXIST`), unless removing.
+pub fn set_xdp(
+    ifindex: u32,
+    program: Option<BorrowedFd<'_>>,
+    mode: AttachMode,
+    expected: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let mut flags = match mode {
         AttachMode::Generic => XDP_FLAGS_SKB_MODE,
         AttachMode::Native => XDP_FLAGS_DRV_MODE,
         AttachMode::Offload => XDP_FLAGS_HW_MODE,
     };
-    let mut xdp = Vec::with_capacity(16);
-    for (kind, value) in [
-        (IFLA_XDP_FD, (-1i32).to_ne_bytes()),
-        (IFLA_XDP_FLAGS, flags.to_ne_bytes()),
-    ] {
+    let fd = program.map_or(-1, |program| program.as_raw_fd());
+    let mut fields = vec![(IFLA_XDP_FD, fd.to_ne_bytes())];
+    match expected {
+        Some(expected) => {
+            flags |= XDP_FLAGS_REPLACE;
+            fields.push((IFLA_XDP_EXPECTED_FD, expected.as_raw_fd().to_ne_bytes()));
+        }
+        None if program.is_some() => flags |= XDP_FLAGS_UPDATE_IF_NOEXIST,
+        None => {}
+    }
+    fields.push((IFLA_XDP_FLAGS, flags.to_ne_bytes()));
+    let mut xdp = Vec::with_capacity(8 * fields.len());
+    for (kind, value) in fields {
         xdp.extend_from_slice(&8u16.to_ne_bytes());
         xdp.extend_from_slice(&kind.to_ne_bytes());
         xdp.extend_from_slice(&value);

@@ -33,6 +33,7 @@ mod flood;
 mod lab;
 mod lifecycle;
 mod limits;
+mod multiprog;
 mod notify;
 mod observe;
 mod policy;

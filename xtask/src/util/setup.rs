@@ -34,6 +34,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "promtool"),
     // trafgen, the flood generator of `cargo xtask bench`.
     ("netsniff-ng", "trafgen"),
+    // xdp-filter and xdp-loader, the other libxdp programs of the `attach --multiprog`
+    // tests; with them libxdp1, whose xdp-dispatcher.o `--multiprog` loads.
+    ("xdp-tools", "xdp-filter"),
 ];
 
 /// Checks everything and installs what is missing; see the module docs.

@@ -74,7 +74,10 @@ pub fn text(status: &Status, kernel: &KernelView) -> String {
     }
     for interface in &status.interfaces {
         let name = interface.name.as_deref().unwrap_or("<gone>");
-        let mode = interface.mode.map_or("-", |m| m.as_str());
+        let mode = match (&interface.multiprog, interface.mode) {
+            (Some(_), _) => "multiprog",
+            (None, mode) => mode.map_or("-", |m| m.as_str()),
+        };
         let ifindex = interface
             .ifindex
             .map_or_else(|| "-".to_owned(), |i| i.to_string());
@@ -88,7 +91,27 @@ pub fn text(status: &Status, kernel: &KernelView) -> String {
         if let (Some(program), Some(link)) = (interface.program_id, interface.link_id) {
             let _ = write!(line, " program {program} link {link}");
         }
+        if let (Some(program), None) = (interface.program_id, interface.link_id) {
+            let _ = write!(line, " program {program}");
+        }
         let _ = writeln!(out, "{}", line.trim_end());
+        if let Some(member) = &interface.multiprog {
+            let programs: Vec<String> = member
+                .programs
+                .iter()
+                .map(|(name, priority)| format!("{name} ({priority})"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  priority {}: program {} of {} in libxdp dispatcher {} ({} mode), run order: {}",
+                member.priority,
+                member.position + 1,
+                member.programs.len(),
+                member.dispatcher_id,
+                interface.mode.map_or("unknown", |m| m.as_str()),
+                programs.join(", ")
+            );
+        }
         if let Some(recon) = interface.recon {
             let _ = writeln!(out, "  recon: {recon}");
         }

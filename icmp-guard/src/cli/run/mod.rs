@@ -161,6 +161,7 @@ impl Args {
             policy,
             first_policy: None,
             ensure: false,
+            multiprog: None,
             capacity: Capacity {
                 sources: self.max_sources,
                 prefixes: self.max_prefixes,

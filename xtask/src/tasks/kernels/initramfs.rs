@@ -14,7 +14,9 @@ use anyhow::{Context as _, Result};
 /// What runs on each kernel, in a guest after [`INIT`] or on the host under
 /// `unshare --net`: the `prog` suite as `cargo test` runs it, then the static CLI attached
 /// to `lo` in generic mode. Pings from 127.0.0.1 are martian, so the guard drops them:
-/// answered before attach, unanswered while attached, answered again after detach.
+/// answered before attach, unanswered while attached, answered again after detach. Then the
+/// same with `attach --multiprog`, in a libxdp dispatcher made from libxdp's
+/// `xdp-dispatcher.o` (at [`DISPATCHER_PATH`] in a guest).
 ///
 /// `$BB` is busybox, `$PROG` and `$ICMP_GUARD` the two binaries, `$TEST_THREADS` the
 /// suite's threads (one in a guest); the first argument
@@ -44,12 +46,46 @@ cli_ping attached
 "$ICMP_GUARD" detach lo 2>&1
 echo "MATRIX-CLI-DETACH-EXIT $?"
 cli_ping detached
+# The same, as one program of a libxdp dispatcher (attach --multiprog): made for it, then
+# removed with its detach. The host may refuse program extensions; then nothing changes.
+"$ICMP_GUARD" attach lo --multiprog --mode generic 2>&1
+echo "MATRIX-CLI-MULTIPROG-ATTACH-EXIT $?"
+cli_ping multiprog
+"$ICMP_GUARD" status 2>&1 | $bb grep -A1 ' multiprog '
+"$ICMP_GUARD" detach lo 2>&1
+echo "MATRIX-CLI-MULTIPROG-DETACH-EXIT $?"
+cli_ping multiprog-detached
+# Beside xdp-filter: it loads (in libxdp's dispatcher where the kernel lets libxdp make
+# one) with a rule that drops TCP to port 9999, icmp-guard joins at priority 20, both drop
+# (the pings; the connection attempts, counted by xdp-filter), and after icmp-guard's
+# detach xdp-filter runs alone and still drops.
+if [ -x /usr/sbin/xdp-filter ]; then
+    hits() { xdp-filter status 2>/dev/null | $bb awk '$1 == "9999" { print $3 }'; }
+    connect() { for i in 1 2; do $bb nc -w1 127.0.0.1 9999 </dev/null >/dev/null 2>&1; done; }
+    xdp-filter load -m skb lo 2>&1 && xdp-filter port 9999 -p tcp 2>&1
+    echo "MATRIX-SHARED-XDP-FILTER-EXIT $?"
+    "$ICMP_GUARD" attach lo --multiprog --priority 20 --mode generic 2>&1
+    echo "MATRIX-SHARED-ATTACH-EXIT $?"
+    xdp-loader status lo 2>&1 | $bb grep -E '=>|lo '
+    cli_ping shared
+    connect
+    echo "MATRIX-SHARED-HITS attached $(hits)"
+    "$ICMP_GUARD" detach lo 2>&1
+    echo "MATRIX-SHARED-DETACH-EXIT $?"
+    cli_ping shared-detached
+    connect
+    echo "MATRIX-SHARED-HITS detached $(hits)"
+    echo "MATRIX-SHARED-XDP-FILTER-STAYS $(xdp-loader status lo 2>&1 | $bb grep -c xdpfilt)"
+    xdp-filter unload lo 2>&1
+fi
 "#;
 
 /// The binaries' and the payload's places in the guest.
 const PROG_PATH: &str = "prog";
 const ICMP_GUARD_PATH: &str = "icmp-guard";
 const PAYLOAD_PATH: &str = "payload.sh";
+/// libxdp's dispatcher object in the guest, where `attach --multiprog` looks for it.
+pub const DISPATCHER_PATH: &str = "usr/lib/bpf/xdp-dispatcher.o";
 
 const INIT: &str = r#"#!/bin/busybox sh
 # icmp-guard kernel matrix: run the payload once, power off.
@@ -58,6 +94,7 @@ $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 $bb mount -t devtmpfs devtmpfs /dev 2>/dev/null
 $bb mount -t bpf bpf /sys/fs/bpf || echo "init: could not mount bpffs"
+$bb mount -t tmpfs tmpfs /run
 BB=$bb PROG=/prog ICMP_GUARD=/icmp-guard $bb sh /payload.sh "$@"
 $bb sync
 $bb poweroff -f
@@ -68,16 +105,60 @@ const S_IFREG: u32 = 0o100_000;
 const S_IFCHR: u32 = 0o020_000;
 
 /// Writes the initramfs to `path`.
-pub fn write(path: &Path, busybox: &Path, prog: &Path, icmp_guard: &Path) -> Result<()> {
+pub fn write(
+    path: &Path,
+    busybox: &Path,
+    prog: &Path,
+    icmp_guard: &Path,
+    dispatcher: &Path,
+    xdp_tools: &[(String, std::path::PathBuf)],
+) -> Result<()> {
     let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
     let mut archive = Archive::default();
-    for dir in ["bin", "dev", "proc", "sys", "tmp"] {
+    for dir in [
+        "bin",
+        "dev",
+        "proc",
+        "run",
+        "sys",
+        "tmp",
+        "usr",
+        "usr/lib",
+        "usr/lib/bpf",
+    ] {
         archive.entry(dir, S_IFDIR | 0o755, &[], (0, 0));
     }
     archive.entry("dev/console", S_IFCHR | 0o600, &[], (5, 1));
     archive.entry("bin/busybox", S_IFREG | 0o755, &read(busybox)?, (0, 0));
     archive.entry(PROG_PATH, S_IFREG | 0o755, &read(prog)?, (0, 0));
     archive.entry(ICMP_GUARD_PATH, S_IFREG | 0o755, &read(icmp_guard)?, (0, 0));
+    archive.entry(DISPATCHER_PATH, S_IFREG | 0o644, &read(dispatcher)?, (0, 0));
+    let mut dirs: Vec<String> = Vec::new();
+    for (guest, host) in xdp_tools {
+        let mut parent = String::new();
+        for component in guest
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, dirs)| dirs)
+        {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(component);
+            if !dirs.contains(&parent)
+                && !["usr", "usr/lib", "usr/lib/bpf"].contains(&parent.as_str())
+            {
+                dirs.push(parent.clone());
+                archive.entry(&parent, S_IFDIR | 0o755, &[], (0, 0));
+            }
+        }
+        // Through symbolic links: the guest gets the file under the name the tools use.
+        let data = read(
+            &fs::canonicalize(host).with_context(|| format!("resolving {}", host.display()))?,
+        )?;
+        archive.entry(guest, S_IFREG | 0o755, &data, (0, 0));
+    }
     archive.entry(PAYLOAD_PATH, S_IFREG | 0o644, PAYLOAD.as_bytes(), (0, 0));
     archive.entry("init", S_IFREG | 0o755, INIT.as_bytes(), (0, 0));
     archive.entry("TRAILER!!!", 0, &[], (0, 0));

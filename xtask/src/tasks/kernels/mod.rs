@@ -60,6 +60,22 @@ const PROG_EXIT_MARKER: &str = "MATRIX-PROG-EXIT ";
 const CLI_PING_MARKER: &str = "MATRIX-CLI-PING ";
 const CLI_ATTACH_MARKER: &str = "MATRIX-CLI-ATTACH-EXIT ";
 const CLI_DETACH_MARKER: &str = "MATRIX-CLI-DETACH-EXIT ";
+const MULTIPROG_ATTACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-ATTACH-EXIT ";
+const MULTIPROG_DETACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-DETACH-EXIT ";
+/// What `attach --multiprog` says where the kernel refuses program extensions.
+const EXTENSIONS_REFUSED: &str = "this kernel refuses program extensions";
+const SHARED_XDP_FILTER_MARKER: &str = "MATRIX-SHARED-XDP-FILTER-EXIT ";
+const SHARED_ATTACH_MARKER: &str = "MATRIX-SHARED-ATTACH-EXIT ";
+const SHARED_DETACH_MARKER: &str = "MATRIX-SHARED-DETACH-EXIT ";
+const SHARED_HITS_MARKER: &str = "MATRIX-SHARED-HITS ";
+const SHARED_STAYS_MARKER: &str = "MATRIX-SHARED-XDP-FILTER-STAYS ";
+/// What `attach --multiprog` says beside a program that runs without a dispatcher.
+const NO_DISPATCHER: &str = "runs without a libxdp dispatcher";
+/// Where libxdp's dispatcher object is on the host (xdp-tools pulls in libxdp1).
+const DISPATCHER_OBJECTS: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o",
+    "/usr/lib/bpf/xdp-dispatcher.o",
+];
 
 /// Options of `cargo xtask kernels` besides the kernel list.
 #[derive(Clone, Debug, clap::Args)]
@@ -117,6 +133,33 @@ struct Cli {
     answered: [Option<u64>; 3],
     attach: Option<i32>,
     detach: Option<i32>,
+    /// `attach --multiprog`: pings answered while attached and after detach.
+    multiprog_answered: [Option<u64>; 2],
+    multiprog_attach: Option<i32>,
+    multiprog_detach: Option<i32>,
+    /// The attach refused because the kernel refuses program extensions.
+    multiprog_refused: bool,
+    /// Beside xdp-filter: its load's exit code, icmp-guard's attach and detach, pings
+    /// answered while both ran and after the detach, xdp-filter's hit counter after each,
+    /// and how many xdp-filter programs ran at the end.
+    shared_xdp_filter: Option<i32>,
+    shared_attach: Option<i32>,
+    shared_detach: Option<i32>,
+    shared_answered: [Option<u64>; 2],
+    shared_hits: [Option<u64>; 2],
+    shared_stays: Option<u64>,
+    /// The attach refused because xdp-filter runs without a dispatcher.
+    shared_refused: bool,
+}
+
+/// What `attach --multiprog` did on a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Multiprog {
+    /// Made a dispatcher, dropped while in it, and left nothing after detach.
+    Joined,
+    /// Refused, because the kernel refuses program extensions, and changed nothing.
+    Refused,
+    Failed,
 }
 
 /// What one kernel did.
@@ -192,7 +235,21 @@ pub fn run(kernels: &[String], options: &Options) -> Result<()> {
     fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
     let initrd = work_dir.join("initramfs.cpio");
     if guests {
-        initramfs::write(&initrd, &busybox, &payload.prog, &payload.icmp_guard)?;
+        let dispatcher = DISPATCHER_OBJECTS
+            .iter()
+            .map(Path::new)
+            .find(|path| path.is_file())
+            .context(
+                "libxdp's xdp-dispatcher.o is missing: install xdp-tools (cargo xtask setup)",
+            )?;
+        initramfs::write(
+            &initrd,
+            &busybox,
+            &payload.prog,
+            &payload.icmp_guard,
+            dispatcher,
+            &tools::xdp_tools()?,
+        )?;
     }
     let payload_script = work_dir.join("payload.sh");
     fs::write(&payload_script, initramfs::PAYLOAD)
@@ -429,11 +486,16 @@ fn parse_cli(output: &str) -> Cli {
     let mut cli = Cli::default();
     for rest in after(output, CLI_PING_MARKER) {
         let (phase, summary) = rest.split_once(' ').unwrap_or((rest, ""));
-        let slot = ["before", "attached", "detached"]
-            .iter()
-            .position(|name| *name == phase);
-        if let Some(slot) = slot {
-            cli.answered[slot] = ping::summary(summary).map(|(_, received)| received);
+        let received = ping::summary(summary).map(|(_, received)| received);
+        match phase {
+            "before" => cli.answered[0] = received,
+            "attached" => cli.answered[1] = received,
+            "detached" => cli.answered[2] = received,
+            "multiprog" => cli.multiprog_answered[0] = received,
+            "multiprog-detached" => cli.multiprog_answered[1] = received,
+            "shared" => cli.shared_answered[0] = received,
+            "shared-detached" => cli.shared_answered[1] = received,
+            _ => {}
         }
     }
     let code = |marker| {
@@ -443,7 +505,81 @@ fn parse_cli(output: &str) -> Cli {
     };
     cli.attach = code(CLI_ATTACH_MARKER);
     cli.detach = code(CLI_DETACH_MARKER);
+    cli.multiprog_attach = code(MULTIPROG_ATTACH_MARKER);
+    cli.multiprog_detach = code(MULTIPROG_DETACH_MARKER);
+    cli.multiprog_refused = output.contains(EXTENSIONS_REFUSED);
+    cli.shared_xdp_filter = code(SHARED_XDP_FILTER_MARKER);
+    cli.shared_attach = code(SHARED_ATTACH_MARKER);
+    cli.shared_detach = code(SHARED_DETACH_MARKER);
+    for rest in after(output, SHARED_HITS_MARKER) {
+        let (phase, hits) = rest.split_once(' ').unwrap_or((rest, ""));
+        let hits = hits.trim().parse().ok();
+        match phase {
+            "attached" => cli.shared_hits[0] = hits,
+            "detached" => cli.shared_hits[1] = hits,
+            _ => {}
+        }
+    }
+    cli.shared_stays = after(output, SHARED_STAYS_MARKER)
+        .last()
+        .and_then(|count| count.parse().ok());
+    cli.shared_refused = output.contains(NO_DISPATCHER);
     cli
+}
+
+/// icmp-guard beside xdp-filter: both dropped while both ran (no ping answered, the
+/// connection attempts counted: two SYNs at least, their retransmissions may add some), and
+/// after icmp-guard's detach xdp-filter alone (pings answered, two more attempts counted,
+/// its program still there).
+fn shared(cli: &Cli) -> Multiprog {
+    let filtered = match cli.shared_hits {
+        [Some(attached), Some(detached)] => attached >= 2 && detached >= attached + 2,
+        _ => false,
+    };
+    let both = cli.shared_xdp_filter == Some(0)
+        && cli.shared_attach == Some(0)
+        && cli.shared_answered == [Some(0), Some(2)]
+        && filtered
+        && cli.shared_detach == Some(0)
+        && cli.shared_stays == Some(1);
+    if both {
+        Multiprog::Joined
+    } else if cli.shared_xdp_filter == Some(0)
+        && cli.shared_attach.is_some_and(|code| code != 0)
+        && cli.shared_refused
+        && cli.shared_answered == [Some(2), Some(2)]
+        && filtered
+    {
+        Multiprog::Refused
+    } else {
+        Multiprog::Failed
+    }
+}
+
+fn multiprog(cli: &Cli) -> Multiprog {
+    match (
+        cli.multiprog_attach,
+        cli.multiprog_answered,
+        cli.multiprog_detach,
+    ) {
+        (Some(0), [Some(0), Some(2)], Some(0)) => Multiprog::Joined,
+        (Some(code), [Some(2), Some(2)], Some(0)) if code != 0 && cli.multiprog_refused => {
+            Multiprog::Refused
+        }
+        _ => Multiprog::Failed,
+    }
+}
+
+/// `attach --multiprog` joined a dispatcher; on the host a kernel that refuses program
+/// extensions may refuse it instead (this machine's does), as long as nothing changed.
+fn multiprog_ok(outcome: &Outcome) -> bool {
+    [multiprog(&outcome.cli), shared(&outcome.cli)]
+        .into_iter()
+        .all(|result| match result {
+            Multiprog::Joined => true,
+            Multiprog::Refused => outcome.asked == HOST,
+            Multiprog::Failed => false,
+        })
 }
 
 fn outcome(asked: &str, release: String, origin: String, run: &boot::Run, log: &Path) -> Outcome {
@@ -520,7 +656,7 @@ fn cli_ok(cli: &Cli) -> bool {
 }
 
 fn ok(outcome: &Outcome, tests: usize) -> bool {
-    suite_ok(outcome, tests) && cli_ok(&outcome.cli)
+    suite_ok(outcome, tests) && cli_ok(&outcome.cli) && multiprog_ok(outcome)
 }
 
 /// Rejected on this kernel: the suite failed, and only ever with the verifier's rejection.
@@ -627,14 +763,40 @@ fn cli_cell(cli: &Cli) -> String {
         answered(cli.answered[1]),
         answered(cli.answered[2])
     );
-    if cli_ok(cli) {
+    let plain = if cli_ok(cli) {
         format!("filters ({pings})")
     } else {
         format!(
             "FAILED ({pings}; attach exit {:?}, detach exit {:?})",
             cli.attach, cli.detach
         )
-    }
+    };
+    let in_dispatcher = match multiprog(cli) {
+        Multiprog::Joined => "filters in a libxdp dispatcher".to_owned(),
+        Multiprog::Refused => "--multiprog refused: no program extensions".to_owned(),
+        Multiprog::Failed => format!(
+            "--multiprog FAILED (attached {}/2, detached {}/2; attach exit {:?}, detach exit {:?})",
+            answered(cli.multiprog_answered[0]),
+            answered(cli.multiprog_answered[1]),
+            cli.multiprog_attach,
+            cli.multiprog_detach
+        ),
+    };
+    let beside = match shared(cli) {
+        Multiprog::Joined => "beside xdp-filter both drop, its detach leaves xdp-filter".to_owned(),
+        Multiprog::Refused => "xdp-filter without a dispatcher: refused".to_owned(),
+        Multiprog::Failed => format!(
+            "beside xdp-filter FAILED (xdp-filter exit {:?}, attach exit {:?}, pings {}/2 then {}/2, xdp-filter hits {:?}, detach exit {:?}, xdp-filter programs left {:?})",
+            cli.shared_xdp_filter,
+            cli.shared_attach,
+            answered(cli.shared_answered[0]),
+            answered(cli.shared_answered[1]),
+            cli.shared_hits,
+            cli.shared_detach,
+            cli.shared_stays
+        ),
+    };
+    format!("{plain}; {in_dispatcher}; {beside}")
 }
 
 fn print_rows(header: &[&str], rows: &[Vec<String>]) {
@@ -777,7 +939,10 @@ fn verdict(outcomes: &[Outcome], tests: usize, negative_control: bool) -> Result
 
 #[cfg(test)]
 mod tests {
-    use super::{Cli, Summary, cli_ok, insns, parse_cli, parse_summary};
+    use super::{
+        Cli, EXTENSIONS_REFUSED, Multiprog, NO_DISPATCHER, Summary, cli_ok, insns, multiprog,
+        parse_cli, parse_summary, shared,
+    };
 
     #[test]
     fn libtest_summaries_are_read_from_a_console() {
@@ -810,6 +975,51 @@ mod tests {
             MATRIX-CLI-PING detached 2 packets transmitted, 2 packets received, 0% packet loss\n";
         let cli = parse_cli(console);
         assert!(cli_ok(&cli), "{cli:?}");
+        assert_eq!(multiprog(&cli), Multiprog::Failed, "no --multiprog lines");
+        let joined = format!(
+            "{console}MATRIX-CLI-MULTIPROG-ATTACH-EXIT 0\n\
+             MATRIX-CLI-PING multiprog 2 packets transmitted, 0 packets received, 100% packet loss\n\
+             MATRIX-CLI-MULTIPROG-DETACH-EXIT 0\n\
+             MATRIX-CLI-PING multiprog-detached 2 packets transmitted, 2 packets received, 0% packet loss\n"
+        );
+        assert_eq!(multiprog(&parse_cli(&joined)), Multiprog::Joined);
+        let refused = joined
+            .replace("ATTACH-EXIT 0", "ATTACH-EXIT 1")
+            .replace("2 packets transmitted, 0", "2 packets transmitted, 2");
+        assert_eq!(
+            multiprog(&parse_cli(&refused)),
+            Multiprog::Failed,
+            "a reason"
+        );
+        let refused = format!("{refused}error: {EXTENSIONS_REFUSED} (...)\n");
+        assert_eq!(multiprog(&parse_cli(&refused)), Multiprog::Refused);
+    }
+
+    #[test]
+    fn beside_xdp_filter_both_must_drop_and_xdp_filter_must_stay() {
+        let console = "MATRIX-SHARED-XDP-FILTER-EXIT 0\n\
+            MATRIX-SHARED-ATTACH-EXIT 0\n\
+            MATRIX-CLI-PING shared 2 packets transmitted, 0 packets received, 100% packet loss\n\
+            MATRIX-SHARED-HITS attached 2\n\
+            MATRIX-SHARED-DETACH-EXIT 0\n\
+            MATRIX-CLI-PING shared-detached 2 packets transmitted, 2 packets received, 0% packet loss\n\
+            MATRIX-SHARED-HITS detached 5\n\
+            MATRIX-SHARED-XDP-FILTER-STAYS 1\n";
+        assert_eq!(shared(&parse_cli(console)), Multiprog::Joined);
+        let gone = console.replace("STAYS 1", "STAYS 0");
+        assert_eq!(
+            shared(&parse_cli(&gone)),
+            Multiprog::Failed,
+            "xdp-filter must stay"
+        );
+        let unfiltered = console.replace("detached 5", "detached 2");
+        assert_eq!(shared(&parse_cli(&unfiltered)), Multiprog::Failed);
+        let refused = console
+            .replace("ATTACH-EXIT 0", "ATTACH-EXIT 1")
+            .replace("2 packets transmitted, 0", "2 packets transmitted, 2");
+        assert_eq!(shared(&parse_cli(&refused)), Multiprog::Failed, "a reason");
+        let refused = format!("{refused}error: the XDP program on lo {NO_DISPATCHER}, ...\n");
+        assert_eq!(shared(&parse_cli(&refused)), Multiprog::Refused);
         let never_attached =
             console.replace("2 packets transmitted, 0", "2 packets transmitted, 2");
         assert!(!cli_ok(&parse_cli(&never_attached)));

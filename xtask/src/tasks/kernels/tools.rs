@@ -162,3 +162,41 @@ pub fn is_static_elf(path: &Path) -> Result<bool> {
     }
     Ok(true)
 }
+
+/// xdp-tools for the guests: xdp-filter and xdp-loader with the shared libraries they load
+/// (found with `ldd`, libxdp being linked in), libxdp's BPF objects (its dispatcher and
+/// xdp-filter's programs), each as (its path in the guest, which is its path here, the file
+/// here). xdp-tools comes with `cargo xtask setup`.
+pub fn xdp_tools() -> Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for tool in ["xdp-filter", "xdp-loader"] {
+        let path = process::find_program(tool)
+            .with_context(|| format!("{tool} is missing: install xdp-tools (cargo xtask setup)"))?;
+        let ldd = process::output(process::command("ldd").arg(&path))?;
+        let listed = String::from_utf8_lossy(&ldd.stdout).into_owned();
+        for library in listed.lines().filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        }) {
+            files.push(library);
+        }
+        files.push(path);
+    }
+    for dir in ["/usr/lib/x86_64-linux-gnu/bpf", "/usr/lib/bpf"] {
+        if let Ok(entries) = fs::read_dir(dir) {
+            files.extend(entries.filter_map(|entry| Some(entry.ok()?.path())));
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files
+        .into_iter()
+        .map(|path| {
+            let guest = path.to_string_lossy().trim_start_matches('/').to_owned();
+            (guest, path)
+        })
+        .collect())
+}
