@@ -435,8 +435,6 @@ fn waiting(
         .collect())
 }
 
-/// The state of one link of this namespace, given the maps (or why they cannot be used),
-/// the id of the pinned `CONFIG` map and the interface's slot.
 /// The status of an interface where icmp-guard is a component of the libxdp dispatcher.
 fn member_status(
     pins: &crate::bpf::PinDir,
@@ -495,6 +493,8 @@ fn member_status(
     }
 }
 
+/// The state of one link of this namespace, given the maps (or why they cannot be used),
+/// the id of the pinned `CONFIG` map and the interface's slot.
 fn link_health(
     link: &LinkStatus,
     maps_problem: Option<&String>,
