@@ -171,15 +171,32 @@ pub fn load_trace_guard(pins: Option<&PinDir>, instance: Instance) -> Result<Ebp
 }
 
 pub(crate) fn load_program(mut ebpf: Ebpf, name: &str) -> Result<Ebpf> {
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
+    let program: &mut Xdp = program_of(&mut ebpf, name)?;
+    loaded(program.load(), "loading the XDP program")?;
+    Ok(ebpf)
+}
+
+/// The guard program `name` of `ebpf` as the program type `T` it is to be loaded as.
+fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
         .ok_or_else(|| Error::NotInObject {
             what: format!("the XDP program {name}"),
         })?
         .try_into()
-        .map_err(|source| Error::program("finding the XDP program", source))?;
-    match program.load() {
-        Ok(()) => Ok(ebpf),
+        .map_err(|source| Error::program("finding the XDP program", source))
+}
+
+/// A load's result, a verifier's refusal told apart (with its log) from the other errors of
+/// `doing`.
+pub(crate) fn loaded(
+    result: std::result::Result<(), ProgramError>,
+    doing: &'static str,
+) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
         Err(ProgramError::LoadError {
             io_error,
             verifier_log,
@@ -187,7 +204,7 @@ pub(crate) fn load_program(mut ebpf: Ebpf, name: &str) -> Result<Ebpf> {
             source: io_error,
             log: verifier_log.to_string(),
         }),
-        Err(source) => Err(Error::program("loading the XDP program", source)),
+        Err(source) => Err(Error::program(doing, source)),
     }
 }
 
@@ -203,27 +220,12 @@ pub fn load_extension(
 ) -> Result<Ebpf> {
     let name = instance.variant.program_name();
     let mut ebpf = open_object_as(crate::ebpf_object(), pins, capacity, instance, Some(name))?;
-    let program: &mut Extension = ebpf
-        .program_mut(name)
-        .ok_or_else(|| Error::NotInObject {
-            what: format!("the XDP program {name}"),
-        })?
-        .try_into()
-        .map_err(|source| Error::program("finding the XDP program", source))?;
-    match program.load(target, function) {
-        Ok(()) => Ok(ebpf),
-        Err(ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        }) => Err(Error::VerifierRejected {
-            source: io_error,
-            log: verifier_log.to_string(),
-        }),
-        Err(source) => Err(Error::program(
-            "loading the XDP program as a program extension",
-            source,
-        )),
-    }
+    let program: &mut Extension = program_of(&mut ebpf, name)?;
+    loaded(
+        program.load(target, function),
+        "loading the XDP program as a program extension",
+    )?;
+    Ok(ebpf)
 }
 
 /// The guard program [`load_extension`] loaded in an object (either variant).

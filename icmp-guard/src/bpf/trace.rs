@@ -4,7 +4,7 @@
 use aya::{
     Ebpf,
     maps::{Array, Map, MapData, MapInfo, ProgramArray},
-    programs::{ProgramError, Xdp},
+    programs::Xdp,
 };
 use icmp_guard_common::trace::{self, TraceConfig};
 
@@ -44,19 +44,7 @@ pub fn install_log(ebpf: &mut Ebpf) -> Result<()> {
         })?
         .try_into()
         .map_err(|source| Error::program("finding the trace report program", source))?;
-    match program.load() {
-        Ok(()) => {}
-        Err(ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        }) => {
-            return Err(Error::VerifierRejected {
-                source: io_error,
-                log: verifier_log.to_string(),
-            });
-        }
-        Err(source) => return Err(Error::program("loading the trace report program", source)),
-    }
+    super::object::loaded(program.load(), "loading the trace report program")?;
     let fd = program
         .fd()
         .map_err(|source| Error::program("finding the trace report program", source))?

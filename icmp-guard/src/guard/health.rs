@@ -228,25 +228,7 @@ impl super::Guard {
                     )),
                     _ => None,
                 },
-                name: link.name.clone(),
-                ifindex: Some(link.ifindex),
-                link_id: Some(link.link_id),
-                program_id: Some(link.program_id),
-                mode: link.mode,
-                interface_gone: link.interface_gone,
-                link_kind: slot.map(|(_, config)| link_kind_name(config.link_kind)),
-                slot: slot.map(|(slot, _)| *slot),
-                recon: slot.zip(recon_mode).map(|((_, config), mode)| {
-                    recon_state(
-                        mode,
-                        config.flags & icmp_guard_common::interface::interface_flags::FORWARDING
-                            != 0,
-                    )
-                }),
-                repair: (state == State::Damaged).then(|| REPAIR.to_owned()),
-                state,
-                reason,
-                multiprog: None,
+                ..interface_status(&link, slot, recon_mode, state, reason)
             });
         }
         for ifindex in pins.member_ifindexes(netns)? {
@@ -471,11 +453,28 @@ fn member_status(
         );
     }
     InterfaceStatus {
-        name,
-        ifindex: Some(ifindex),
         link_id: None,
         program_id,
-        mode,
+        multiprog: member,
+        ..interface_status(&link, slot, recon_mode, state, reason)
+    }
+}
+
+/// What `status` says of the interface of `link` in `state`; its link's ids, no trace and
+/// no dispatcher.
+fn interface_status(
+    link: &LinkStatus,
+    slot: Option<&(u32, icmp_guard_common::interface::InterfaceConfig)>,
+    recon_mode: Option<u8>,
+    state: State,
+    reason: Option<String>,
+) -> InterfaceStatus {
+    InterfaceStatus {
+        name: link.name.clone(),
+        ifindex: Some(link.ifindex),
+        link_id: Some(link.link_id),
+        program_id: Some(link.program_id),
+        mode: link.mode,
         interface_gone: link.interface_gone,
         link_kind: slot.map(|(_, config)| link_kind_name(config.link_kind)),
         slot: slot.map(|(slot, _)| *slot),
@@ -489,7 +488,7 @@ fn member_status(
         state,
         reason,
         tracing_until: None,
-        multiprog: member,
+        multiprog: None,
     }
 }
 

@@ -223,9 +223,15 @@ pub fn xdp_on(ns: &str, dev: &str) -> bool {
 
 /// The id of the XDP program attached to `dev` in `ns`.
 pub fn xdp_program_id(ns: &str, dev: &str) -> Option<u64> {
+    xdp_program(ns, dev).map(|(_, id)| id)
+}
+
+/// The name and id of the XDP program attached to `dev` in `ns`, as `ip` shows them.
+pub fn xdp_program(ns: &str, dev: &str) -> Option<(String, u64)> {
     let shown = run("ip", &["-n", ns, "-j", "-d", "link", "show", "dev", dev]);
     let links: Value = serde_json::from_slice(&shown.stdout).ok()?;
-    links[0]["xdp"]["prog"]["id"].as_u64()
+    let prog = &links[0]["xdp"]["prog"];
+    Some((prog["name"].as_str()?.to_owned(), prog["id"].as_u64()?))
 }
 
 /// Runs a command, whatever its exit status.

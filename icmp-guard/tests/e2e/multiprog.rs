@@ -7,10 +7,7 @@
 //! it: these tests then check what the guard promises there instead, that it refuses in one
 //! sentence and leaves the interface as it was, with xdp-filter still dropping.
 
-use std::{
-    process::Command,
-    sync::{Mutex, MutexGuard, PoisonError},
-};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use icmp_guard_lab::gate;
 
@@ -85,19 +82,7 @@ fn pings_from(lab: &Lab, source: &str, count: u32) -> u32 {
 
 /// What runs on the guard's interface: (program name, id), as the kernel names it.
 fn xdp_program(lab: &Lab) -> Option<(String, u64)> {
-    let shown = output(Command::new("ip").args([
-        "-n",
-        &lab.guard_ns,
-        "-j",
-        "-d",
-        "link",
-        "show",
-        "dev",
-        &lab.guard_if,
-    ]));
-    let links: serde_json::Value = serde_json::from_slice(&shown.stdout).ok()?;
-    let prog = &links[0]["xdp"]["prog"];
-    Some((prog["name"].as_str()?.to_owned(), prog["id"].as_u64()?))
+    crate::lab::xdp_program(&lab.guard_ns, &lab.guard_if)
 }
 
 /// xdp-filter drops [`FILTERED_V4`] and lets the peer's own address through.

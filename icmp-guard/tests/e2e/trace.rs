@@ -6,29 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::lab::{GUARD_V4, Lab, PEER_V4, one_sentence, run, wait_until};
+use crate::lab::{GUARD_V4, Lab, PEER_V4, one_sentence, wait_until};
 
-/// The name and id of the XDP program on the lab's guard interface, as `ip` shows it.
+/// The name and id of the XDP program on the lab's guard interface, as `ip` shows it
+/// (empty and 0 when there is none).
 fn xdp_program(lab: &Lab) -> (String, u64) {
-    let shown = run(
-        "ip",
-        &[
-            "-n",
-            &lab.guard_ns,
-            "-j",
-            "-d",
-            "link",
-            "show",
-            "dev",
-            &lab.guard_if,
-        ],
-    );
-    let links: Value = serde_json::from_slice(&shown.stdout).expect("ip -j output");
-    let prog = &links[0]["xdp"]["prog"];
-    (
-        prog["name"].as_str().unwrap_or_default().to_owned(),
-        prog["id"].as_u64().unwrap_or_default(),
-    )
+    crate::lab::xdp_program(&lab.guard_ns, &lab.guard_if).unwrap_or_default()
 }
 
 /// Attaches with timestamp requests dropped; returns the production program's id.
