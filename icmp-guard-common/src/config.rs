@@ -15,7 +15,7 @@ pub const ENTRIES: u32 = 1;
 
 /// Bump whenever the meaning of pinned map entries changes (slot numbering, key encoding,
 /// struct fields) so that a binary never works on another version's maps.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// What a first `attach` writes to [`Config::events_per_sec`].
 pub const EVENTS_PER_SEC_DEFAULT: u32 = 1000;
@@ -58,7 +58,10 @@ pub struct Config {
     /// The layout version of the pinned state, [`LAYOUT_VERSION`], written when the maps
     /// are created: what a map's entries mean can change without its shape changing.
     pub layout: u32,
-    pub _padding: u32,
+    /// The seed of the hash that places a sweep sketch in `RECON_V4`/`RECON_V6`
+    /// ([`crate::recon::set_v4`]): random, written once with the layout stamp and never
+    /// changed, so that a remote sender cannot choose sources that share a set.
+    pub recon_seed: u32,
     /// The policy's settings, per generation.
     pub generations: [GenerationConfig; 2],
 }

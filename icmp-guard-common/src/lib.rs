@@ -79,10 +79,10 @@ pub mod maps {
     pub const BLOCKED_V4: &str = "BLOCKED_V4";
     /// Blocked IPv6 sources, likewise.
     pub const BLOCKED_V6: &str = "BLOCKED_V6";
-    /// [`crate::recon::Sweep`] per IPv4 source and source prefix ([`crate::recon::ReconV4Key`]);
-    /// LRU.
+    /// [`crate::recon::SlotV4`]s: the sweep sketches of IPv4 sources and source prefixes, an
+    /// array of sets placed by a seeded hash ([`crate::recon::set_v4`]).
     pub const RECON_V4: &str = "RECON_V4";
-    /// [`crate::recon::Sweep`] per IPv6 source and source prefix; LRU.
+    /// [`crate::recon::SlotV6`]s, likewise for IPv6.
     pub const RECON_V6: &str = "RECON_V6";
     /// [`crate::recon::Flagged`] per flagged source or prefix ([`crate::recon::FlaggedKey`]);
     /// LRU.

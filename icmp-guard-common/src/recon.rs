@@ -34,8 +34,14 @@ pub const BITMAP_BITS: u32 = 1024;
 /// 64-bit words of each bitmap.
 pub const BITMAP_WORDS: usize = 16;
 
-/// Entries of each `RECON_V4`/`RECON_V6` LRU map (sources and prefixes together).
+/// Slots of each of `RECON_V4` and `RECON_V6` (sources and prefixes together): arrays of
+/// sets of [`WAYS`] slots, a key's set chosen by a seeded hash (see the module).
 pub const RECON_ENTRIES: u32 = 4_096;
+/// Slots per set.
+pub const WAYS: u32 = 2;
+/// Sets of each map.
+pub const SETS: u32 = RECON_ENTRIES / WAYS;
+const _: () = assert!(SETS.is_power_of_two());
 /// Entries of `RECON_FLAGGED`: the sources and prefixes flagged most recently.
 pub const FLAGGED_ENTRIES: u32 = 1024;
 
@@ -111,32 +117,201 @@ pub struct Sweep {
 // SAFETY: `#[repr(C)]`, integers only, no padding, every bit pattern valid.
 unsafe impl aya::Pod for Sweep {}
 
+impl Sweep {
+    /// Starts the sketch afresh in `epoch` holding one probe, to the destination at bit
+    /// `position`. Every store volatile, in this order: no `memset` (see [`clear`]), and
+    /// none moved past the store that follows (the program writes the slot's tag after it).
+    #[inline(always)]
+    pub fn start(&mut self, epoch: u64, position: u32) {
+        let (word, mask) = word_and_mask(position);
+        // SAFETY: valid, exclusive references.
+        unsafe {
+            core::ptr::write_volatile(&mut self.epoch, epoch);
+            core::ptr::write_volatile(&mut self.blocked_until, 0);
+            core::ptr::write_volatile(&mut self.bits, 1);
+            core::ptr::write_volatile(&mut self.current_bits, 1);
+            core::ptr::write_volatile(&mut self.prefix_visited, 0);
+            core::ptr::write_volatile(&mut self.prefix_until, 0);
+        }
+        clear(&mut self.words[0]);
+        clear(&mut self.words[1]);
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&mut self.words[(epoch & 1) as usize][word], mask) };
+    }
+}
+
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for ReconConfig {}
 
-/// Key of `RECON_V4`: a source (`len` 32) or a source prefix (`len` the prefix length).
+/// Key of a sketch in `RECON_V4`: a source (`len` 32) or a source prefix (`len` the prefix
+/// length, at least 8), and the address as it lies in the packet, read as one word (network
+/// byte order in memory). `len` 0 is an empty slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ReconV4Key {
     pub len: u32,
-    pub addr: [u8; 4],
+    pub addr: u32,
 }
 
-/// Key of `RECON_V6`: a source (`len` 128) or a source prefix.
+impl ReconV4Key {
+    /// The key of `octets/len`.
+    pub const fn new(len: u8, octets: [u8; 4]) -> Self {
+        Self {
+            len: len as u32,
+            addr: u32::from_ne_bytes(octets),
+        }
+    }
+
+    /// The address.
+    pub const fn octets(&self) -> [u8; 4] {
+        self.addr.to_ne_bytes()
+    }
+}
+
+/// Key of a sketch in `RECON_V6`: a source (`len` 128) or a source prefix, the address as
+/// two words read from the packet (as [`ReconV4Key`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ReconV6Key {
     pub len: u32,
-    pub addr: [u8; 16],
+    pub _padding: u32,
+    pub addr: [u64; 2],
+}
+
+impl ReconV6Key {
+    /// The key of `octets/len`.
+    pub fn new(len: u8, octets: [u8; 16]) -> Self {
+        let mut high = [0u8; 8];
+        high.copy_from_slice(&octets[..8]);
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&octets[8..]);
+        Self {
+            len: u32::from(len),
+            _padding: 0,
+            addr: [u64::from_ne_bytes(high), u64::from_ne_bytes(low)],
+        }
+    }
+
+    /// The address.
+    pub fn octets(&self) -> [u8; 16] {
+        let mut octets = [0u8; 16];
+        octets[..8].copy_from_slice(&self.addr[0].to_ne_bytes());
+        octets[8..].copy_from_slice(&self.addr[1].to_ne_bytes());
+        octets
+    }
+}
+
+/// A slot of `RECON_V4`: the key it holds (its tag) and that key's sketch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotV4 {
+    pub key: ReconV4Key,
+    pub sweep: Sweep,
+}
+
+/// A slot of `RECON_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotV6 {
+    pub key: ReconV6Key,
+    pub sweep: Sweep,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, integers and bytes, no padding.
+// SAFETY: `#[repr(C)]`, integers only, no padding, every bit pattern valid.
 unsafe impl aya::Pod for ReconV4Key {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for ReconV6Key {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for SlotV4 {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for SlotV6 {}
+
+/// Odd constant of Fibonacci hashing, to fold a key's length into its set.
+const GOLDEN: u32 = 0x9e37_79b9;
+
+/// The set of `key` in `RECON_V4` under `seed` (`Config::recon_seed`): its slots are
+/// `set * WAYS` and the next [`WAYS`]` - 1`.
+#[inline(always)]
+pub const fn set_v4(seed: u32, key: &ReconV4Key) -> u32 {
+    mix(key.addr ^ seed ^ key.len.wrapping_mul(GOLDEN)) & (SETS - 1)
+}
+
+/// The set of `key` in `RECON_V6`.
+#[inline(always)]
+pub const fn set_v6(seed: u32, key: &ReconV6Key) -> u32 {
+    let [high, low] = key.addr;
+    let h = mix(high as u32 ^ seed);
+    let h = mix(h ^ (high >> 32) as u32);
+    let h = mix(h ^ low as u32);
+    mix(h ^ (low >> 32) as u32 ^ key.len.wrapping_mul(GOLDEN)) & (SETS - 1)
+}
+
+/// What keeping the sketch in a slot is worth when a new sketch needs a slot of its set
+/// (the one worth least gives way; see the module): nothing for an empty slot (`key_len` 0)
+/// or one whose both bitmaps are older than the previous epoch of `epoch`; everything
+/// ([`u32::MAX`], never given up) while it is flagged (`now` before its block's end, which
+/// with action log marks it flagged); else one more than its bits, so that a sender of a
+/// few probes gives way before a sweeper.
+#[inline(always)]
+pub const fn worth(key_len: u32, sweep: &Sweep, now: u64, epoch: u64) -> u32 {
+    if key_len == 0 {
+        0
+    } else if now < sweep.blocked_until {
+        u32::MAX
+    } else if sweep.epoch.wrapping_add(1) < epoch {
+        0
+    } else {
+        sweep.bits.saturating_add(1)
+    }
+}
+
+/// The way (of a set of two) a new sketch takes, from what keeping each is worth: the one
+/// worth less (the first on a tie); `None` when both are flagged.
+#[inline(always)]
+pub const fn victim(first: u32, second: u32) -> Option<u32> {
+    if first == u32::MAX && second == u32::MAX {
+        None
+    } else if second < first {
+        Some(1)
+    } else {
+        Some(0)
+    }
+}
+
+/// `addr` (as [`ReconV4Key::addr`]) masked to its first `len` bits.
+#[inline(always)]
+pub const fn mask_v4_word(addr: u32, len: u8) -> u32 {
+    let keep = if len == 0 {
+        0
+    } else if len >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - len)
+    };
+    addr & keep.to_be()
+}
+
+/// `addr` (as [`ReconV6Key::addr`]) masked to its first `len` bits.
+#[inline(always)]
+pub const fn mask_v6_words(addr: [u64; 2], len: u8) -> [u64; 2] {
+    const fn keep(bits: u32) -> u64 {
+        if bits == 0 {
+            0
+        } else if bits >= 64 {
+            u64::MAX
+        } else {
+            u64::MAX << (64 - bits)
+        }
+    }
+    let len = if len > 128 { 128 } else { len as u32 };
+    let (high, low) = if len >= 64 { (64, len - 64) } else { (len, 0) };
+    [addr[0] & keep(high).to_be(), addr[1] & keep(low).to_be()]
+}
 
 /// Key of `RECON_FLAGGED`: family, prefix length and the (masked) address.
 #[repr(C)]
@@ -225,31 +400,6 @@ pub const fn word_and_mask(position: u32) -> (usize, u64) {
         ((position >> 6) as usize) & (BITMAP_WORDS - 1),
         1u64 << (position & 63),
     )
-}
-
-/// `addr` masked to its first `len` bits, in place, as two 64-bit halves (BPF has no
-/// 128-bit arithmetic; one branch rather than one per byte).
-#[inline(always)]
-pub fn mask_v6_in_place(addr: &mut [u8; 16], len: u8) {
-    let len = if len > 128 { 128 } else { u32::from(len) };
-    let keep = |bits: u32| -> u64 {
-        if bits == 0 {
-            0
-        } else if bits >= 64 {
-            u64::MAX
-        } else {
-            u64::MAX << (64 - bits)
-        }
-    };
-    let (high_bits, low_bits) = if len >= 64 { (64, len - 64) } else { (len, 0) };
-    let mut high = [0u8; 8];
-    high.copy_from_slice(&addr[..8]);
-    let mut low = [0u8; 8];
-    low.copy_from_slice(&addr[8..]);
-    let high = u64::from_be_bytes(high) & keep(high_bits);
-    let low = u64::from_be_bytes(low) & keep(low_bits);
-    addr[..8].copy_from_slice(&high.to_be_bytes());
-    addr[8..].copy_from_slice(&low.to_be_bytes());
 }
 
 /// What a probe did to a sketch.
@@ -399,7 +549,9 @@ mod tests {
         assert_eq!(size_of::<FlaggedKey>(), 20);
         assert_eq!(size_of::<Flagged>(), 24);
         assert_eq!(size_of::<ReconV4Key>(), 8);
-        assert_eq!(size_of::<ReconV6Key>(), 20);
+        assert_eq!(size_of::<ReconV6Key>(), 24);
+        assert_eq!(size_of::<SlotV4>(), 8 + size_of::<Sweep>());
+        assert_eq!(size_of::<SlotV6>(), 24 + size_of::<Sweep>());
     }
 
     fn config() -> ReconConfig {
@@ -565,13 +717,102 @@ mod tests {
     }
 
     #[test]
-    fn v6_masking_agrees_with_the_limiters() {
-        let addr: [u8; 16] = core::array::from_fn(|i| 0xa5 ^ (i as u8).wrapping_mul(37));
+    fn word_masking_agrees_with_the_limiters() {
+        let v6: [u8; 16] = core::array::from_fn(|i| 0xa5 ^ (i as u8).wrapping_mul(37));
         for len in 0..=130u8 {
-            let mut masked = addr;
-            mask_v6_in_place(&mut masked, len);
-            assert_eq!(masked, crate::limit::mask_v6(addr, len), "/{len}");
+            let key = ReconV6Key::new(len, v6);
+            let masked = ReconV6Key {
+                addr: mask_v6_words(key.addr, len),
+                ..key
+            };
+            assert_eq!(masked.octets(), crate::limit::mask_v6(v6, len), "/{len}");
         }
+        let v4 = [198, 51, 100, 0xa7];
+        for len in 0..=32u8 {
+            let key = ReconV4Key::new(len, v4);
+            let masked = ReconV4Key::new(len, mask_v4_word(key.addr, len).to_ne_bytes());
+            assert_eq!(masked.octets(), crate::limit::mask_v4(v4, len), "/{len}");
+        }
+    }
+
+    #[test]
+    fn keys_carry_their_address_both_ways() {
+        let v6: [u8; 16] = core::array::from_fn(|i| i as u8 * 17);
+        assert_eq!(ReconV6Key::new(128, v6).octets(), v6);
+        assert_eq!(ReconV4Key::new(32, [192, 0, 2, 9]).octets(), [192, 0, 2, 9]);
+    }
+
+    #[test]
+    fn sets_spread_a_slash_16_evenly_and_depend_on_the_seed() {
+        // 65,536 sources over 2,048 sets: 32 a set on average; a good hash keeps every set
+        // within a few times that, where a weak one piles consecutive addresses up.
+        for seed in [0, 1, 0xdead_beef] {
+            let mut load = std::vec![0u32; SETS as usize];
+            for host in 0..=u16::MAX {
+                let [c, d] = host.to_be_bytes();
+                load[set_v4(seed, &ReconV4Key::new(32, [198, 51, c, d])) as usize] += 1;
+            }
+            let max = *load.iter().max().unwrap();
+            let min = *load.iter().min().unwrap();
+            assert!(max <= 64 && min >= 8, "seed {seed}: {min}..{max}");
+        }
+        let key = ReconV4Key::new(32, [203, 0, 113, 7]);
+        let sets: Vec<u32> = (0..16).map(|seed| set_v4(seed * 7919, &key)).collect();
+        assert!(sets.iter().any(|&set| set != sets[0]), "{sets:?}");
+        // A source and its prefix of the same address are different keys.
+        assert_ne!(
+            set_v4(5, &ReconV4Key::new(32, [203, 0, 113, 0])),
+            set_v4(5, &ReconV4Key::new(24, [203, 0, 113, 0]))
+        );
+        let v6 = ReconV6Key::new(128, [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let mut other = v6;
+        other.addr[1] ^= 1u64 << 63;
+        assert_ne!(set_v6(3, &v6), set_v6(3, &other));
+    }
+
+    #[test]
+    fn a_new_sketch_displaces_the_slot_worth_least_and_never_a_flagged_one() {
+        let config = config();
+        let e = config.epoch_ns;
+        let mut sweeper = Sweep::default();
+        let mut few = Sweep::default();
+        for host in 0..40u8 {
+            observe(&mut sweeper, position_v4([192, 0, 2, host]), 3 * e, &config, 1000);
+        }
+        observe(&mut few, position_v4([192, 0, 2, 1]), 3 * e, &config, 1000);
+        let now = 3 * e + 1;
+        let (w_sweeper, w_few) = (worth(32, &sweeper, now, 3), worth(32, &few, now, 3));
+        assert!(w_few < w_sweeper);
+        assert_eq!(victim(w_sweeper, w_few), Some(1), "the sender of one probe gives way");
+        assert_eq!(victim(w_few, w_sweeper), Some(0));
+        assert_eq!(worth(0, &sweeper, now, 3), 0, "an empty slot");
+        assert_eq!(worth(32, &sweeper, 5 * e, 5), 0, "both bitmaps outdated");
+        assert!(worth(32, &sweeper, 4 * e, 4) > 0, "the previous epoch still counts");
+        let flagged = Sweep {
+            blocked_until: now + 1,
+            ..few
+        };
+        assert_eq!(worth(32, &flagged, now, 3), u32::MAX);
+        assert_eq!(victim(u32::MAX, w_sweeper), Some(1));
+        assert_eq!(victim(u32::MAX, u32::MAX), None, "two flagged: no place");
+        assert!(worth(32, &flagged, now + 1, 3) < u32::MAX, "after its block");
+    }
+
+    #[test]
+    fn a_started_sketch_is_a_sketch_of_its_one_probe() {
+        let config = config();
+        let e = config.epoch_ns;
+        let position = position_v4([192, 0, 2, 77]);
+        let mut expected = Sweep::default();
+        observe(&mut expected, position, 7 * e, &config, 1000);
+        let mut old = Sweep::default();
+        for host in 0..200u8 {
+            observe(&mut old, position_v4([198, 51, 100, host]), e, &config, 5);
+        }
+        old.prefix_visited = 9;
+        old.prefix_until = 9;
+        old.start(7, position);
+        assert_eq!(old, expected);
     }
 
     #[test]

@@ -158,7 +158,7 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
     let settings = config.generation(generation);
     // Where every packet is in one verifier state: a blocked sweeper's probe is judged here,
     // and what sweep detection found goes into the hand-over.
-    recon::observe_probe(headers, settings);
+    recon::observe_probe(headers, settings, config.recon_seed);
     // Read back through an opaque pointer, as after the parser.
     // SAFETY: as above.
     let headers: &Headers = unsafe { &*core::hint::black_box(handed) };
@@ -209,7 +209,7 @@ fn guard<S: Sync>(ctx: &XdpContext) -> u32 {
         // Sketches are made only for what passed (a new source paid the new-source budget),
         // and never for the allow list.
         if verdict == Verdict::Pass && !allowed {
-            recon::create(headers, &settings.recon);
+            recon::create(headers, &settings.recon, config.recon_seed);
         }
         (verdict, decision)
     };

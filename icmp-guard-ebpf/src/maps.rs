@@ -20,7 +20,7 @@ use icmp_guard_common::{
         SHARED_BUCKETS as SHARED_BUCKET_ENTRIES, SharedBucket, SourceBucket, V4Key, V6Key,
     },
     policy::{LIST_ENTRIES, POLICY_CODE_ENTRIES, POLICY_TYPE_ENTRIES, Rule, V4ListKey, V6ListKey},
-    recon::{FLAGGED_ENTRIES, Flagged, FlaggedKey, RECON_ENTRIES, ReconV4Key, ReconV6Key, Sweep},
+    recon::{FLAGGED_ENTRIES, Flagged, FlaggedKey, RECON_ENTRIES, SlotV4, SlotV6},
 };
 
 // ---- read-only globals: load-time facts, constants to the verifier ----
@@ -117,22 +117,19 @@ pub static BLOCKED_V4: LruHashMap<[u8; 4], u64> = LruHashMap::with_max_entries(b
 pub static BLOCKED_V6: LruHashMap<[u8; 16], u64> = LruHashMap::with_max_entries(block::ENTRIES, 0);
 // ---- sweep detection ----
 
-/// Sketches of IPv4 sources and source prefixes.
+/// Sketches of IPv4 sources and source prefixes: sets of slots, each tagged with its key
+/// ([`icmp_guard_common::recon`]). An array, so that a probe finds its sketch by an address
+/// computation the verifier inlines, not a hash-table lookup.
 #[map(name = "RECON_V4")]
-pub static RECON_V4: LruHashMap<ReconV4Key, Sweep> = LruHashMap::with_max_entries(RECON_ENTRIES, 0);
+pub static RECON_V4: Array<SlotV4> = Array::with_max_entries(RECON_ENTRIES, 0);
 
 #[map(name = "RECON_V6")]
-pub static RECON_V6: LruHashMap<ReconV6Key, Sweep> = LruHashMap::with_max_entries(RECON_ENTRIES, 0);
+pub static RECON_V6: Array<SlotV6> = Array::with_max_entries(RECON_ENTRIES, 0);
 
 /// The sources and prefixes flagged, for the log, `top` and the metrics.
 #[map(name = "RECON_FLAGGED")]
 pub static RECON_FLAGGED: LruHashMap<FlaggedKey, Flagged> =
     LruHashMap::with_max_entries(FLAGGED_ENTRIES, 0);
-
-/// The value a new sketch is inserted from (a `Sweep` is too large for the stack): all zero
-/// but while a sketch is made. Per CPU and per program instance, never pinned.
-#[map(name = "RECON_SCRATCH")]
-pub static RECON_SCRATCH: PerCpuArray<Sweep> = PerCpuArray::with_max_entries(1, 0);
 
 // ---- the hand-over between stages ----
 

@@ -139,6 +139,9 @@ pub struct Headers {
     pub probe: crate::recon::Probe,
 }
 
+const _: () = assert!(core::mem::offset_of!(Headers, source) == 0);
+const _: () = assert!(align_of::<Headers>() >= 8);
+
 impl Headers {
     /// True for a non-first fragment.
     #[inline(always)]
@@ -155,6 +158,21 @@ impl Headers {
             self.source[2],
             self.source[3],
         ]
+    }
+
+    /// The IPv4 source as one word, as it lies in memory (network byte order): one load.
+    #[inline(always)]
+    pub const fn source_word_v4(&self) -> u32 {
+        // SAFETY: `source` starts the struct, which is 8-byte aligned (asserted below), and
+        // holds at least 4 bytes; every bit pattern is a `u32`.
+        unsafe { (&raw const self.source).cast::<u32>().read() }
+    }
+
+    /// The IPv6 source as two words, as they lie in memory: two loads.
+    #[inline(always)]
+    pub const fn source_words(&self) -> [u64; 2] {
+        // SAFETY: as above, 16 bytes.
+        unsafe { (&raw const self.source).cast::<[u64; 2]>().read() }
     }
 
     /// The IPv4 destination.

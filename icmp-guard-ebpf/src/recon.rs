@@ -14,30 +14,31 @@
 //!   sources not on the allow list: the sketches phase one did not find are made — so state
 //!   is created only where the new-source budget already admitted the source.
 //!
+//! Sketches live in arrays of tagged slots (`RECON_V4`, `RECON_V6`): a probe finds its
+//! source's sketch by a seeded hash of the source ([`set_v4`]) and a compare of the tag of
+//! each of the set's [`WAYS`] slots — an address computation the verifier inlines, where a
+//! hash table cost a lookup call. A new sketch takes the slot of its set worth least
+//! ([`worth`]): empty or outdated first, then the one with fewer bits; never a flagged one.
+//!
 //! A probe refused by its rule or limiter still counts into an existing sketch: it is a
 //! probe all the same. No sketch is ever made for an allow-listed source, so it is never
 //! flagged (one flagged before it was allowed stays blocked until its block ends).
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
-    maps::LruHashMap,
-};
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_ns};
 use icmp_guard_common::{
     FAMILY_V4,
     config::GenerationConfig,
     interface::interface_flags,
-    limit::{mask_v4, mask_v6},
     recon::{
-        Flagged, FlaggedKey, Observed, ReconConfig, ReconV4Key, ReconV6Key, Sweep, action, blocks,
-        epoch_of, is_probe, mask_v6_in_place, mode, observe, position_v4, position_v6,
-        prefix_blocks, prefix_visit_due, word_and_mask,
+        Flagged, FlaggedKey, Observed, ReconConfig, ReconV4Key, ReconV6Key, Sweep, WAYS, action,
+        blocks, epoch_of, is_probe, mask_v4_word, mask_v6_words, mode, observe, position_v4,
+        position_v6, prefix_blocks, prefix_visit_due, set_v4, set_v6, victim, worth,
     },
 };
 
 use crate::{
     decide::interface,
-    maps::{NS_PER_JIFFY, RECON_FLAGGED, RECON_SCRATCH, RECON_V4, RECON_V6},
+    maps::{NS_PER_JIFFY, RECON_FLAGGED, RECON_V4, RECON_V6},
     parse::Headers,
 };
 
@@ -60,6 +61,8 @@ pub mod found {
 pub struct Probe {
     pub now: u64,
     pub position: u32,
+    /// `Config::recon_seed`: where keys are placed in the sketch arrays.
+    pub seed: u32,
     /// The sketch's threshold in bits.
     pub threshold: u16,
     pub _padding: [u8; 2],
@@ -74,7 +77,7 @@ pub struct Probe {
 /// Phase one (see the module): counts a probe into the sketches that exist and records what
 /// it found in [`Headers::recon`].
 #[inline(never)]
-pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
+pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig, seed: u32) {
     headers.recon = 0;
     let config = &settings.recon;
     if !is_probe(headers.family, headers.icmp_type) || config.mode == mode::OFF {
@@ -91,14 +94,14 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
         return;
     }
     headers.probe.now = now;
+    headers.probe.seed = seed;
     headers.probe.threshold = config.source_bits;
     if headers.family == FAMILY_V4 {
-        let source = headers.source_v4();
         headers.recon_position = position_v4(headers.destination_v4());
         headers.probe.position = headers.recon_position;
         headers.probe.key_v4 = ReconV4Key {
             len: 32,
-            addr: source,
+            addr: headers.source_word_v4(),
         };
         let sketch = source_v4(headers, config);
         if headers.recon & found::VISIT_PREFIX != 0 {
@@ -107,8 +110,11 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
     } else {
         headers.recon_position = position_v6(&headers.destination);
         headers.probe.position = headers.recon_position;
-        headers.probe.key_v6.len = 128;
-        headers.probe.key_v6.addr = headers.source;
+        headers.probe.key_v6 = ReconV6Key {
+            len: 128,
+            _padding: 0,
+            addr: headers.source_words(),
+        };
         let sketch = source_v6(headers, config);
         if headers.recon & found::VISIT_PREFIX != 0 {
             prefix_v6(headers, config, sketch);
@@ -116,32 +122,57 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig) {
     }
 }
 
-// Calls too, each walked once per way into it, whose branches end in the same state. The
-// keys are read in place from the hand-over's map memory: by value they would be copied to
-// the stack these calls must not grow.
+// Calls too, each walked once per way into it, whose branches end in the same state.
 
 /// The source's sketch: the probe counted into it. Returns it (null when the source has
 /// none) for [`prefix_v4`], which phase one calls next when [`found::VISIT_PREFIX`] says so:
 /// the two calls side by side rather than one inside the other, whose frames together would
 /// not fit beside the guard's in the 512 bytes of stack.
 #[inline(never)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the key is read in place from the hand-over's map memory (see above)"
-)]
 fn source_v4(headers: &mut Headers, config: &ReconConfig) -> *mut Sweep {
-    let sketch = RECON_V4.get_ptr_mut(&headers.probe.key_v4);
+    let sketch = find_v4(headers.probe.seed, &headers.probe.key_v4);
     count_source(headers, config, sketch)
 }
 
 #[inline(never)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the key is read in place from the hand-over's map memory (see above)"
-)]
 fn source_v6(headers: &mut Headers, config: &ReconConfig) -> *mut Sweep {
-    let sketch = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
+    let sketch = find_v6(headers.probe.seed, &headers.probe.key_v6);
     count_source(headers, config, sketch)
+}
+
+/// The sketch of `key` in `RECON_V4`: the slot of its set whose tag is `key`.
+#[inline(always)]
+fn find_v4(seed: u32, key: &ReconV4Key) -> Option<*mut Sweep> {
+    let first = set_v4(seed, key) * WAYS;
+    for way in 0..WAYS {
+        if let Some(slot) = RECON_V4.get_ptr_mut(first + way) {
+            // SAFETY: a pointer into a map value from a successful lookup, valid for this
+            // run; another CPU that makes a sketch in this slot writes its tag last.
+            let tag = unsafe { &(*slot).key };
+            if tag.addr == key.addr && tag.len == key.len {
+                // SAFETY: as above.
+                return Some(unsafe { &raw mut (*slot).sweep });
+            }
+        }
+    }
+    None
+}
+
+/// The sketch of `key` in `RECON_V6`.
+#[inline(always)]
+fn find_v6(seed: u32, key: &ReconV6Key) -> Option<*mut Sweep> {
+    let first = set_v6(seed, key) * WAYS;
+    for way in 0..WAYS {
+        if let Some(slot) = RECON_V6.get_ptr_mut(first + way) {
+            // SAFETY: as in `find_v4`.
+            let tag = unsafe { &(*slot).key };
+            if tag.addr[0] == key.addr[0] && tag.addr[1] == key.addr[1] && tag.len == key.len {
+                // SAFETY: as above.
+                return Some(unsafe { &raw mut (*slot).sweep });
+            }
+        }
+    }
+    None
 }
 
 /// Counts the probe into the source's `sketch` (or records that it has none), and records
@@ -186,30 +217,21 @@ fn count_source(
 /// none). The pointer is passed on rather than kept across the call, which would cost
 /// phase one stack that the guard's frame leaves little of.
 #[inline(never)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the key is read in place from the hand-over's map memory (see above)"
-)]
 fn prefix_v4(headers: &mut Headers, config: &ReconConfig, source: *mut Sweep) {
-    let prefix = mask_v4(headers.source_v4(), config.prefix_v4);
-    headers.probe.key_v4 = ReconV4Key {
-        len: u32::from(config.prefix_v4),
-        addr: prefix,
-    };
-    let sketch = RECON_V4.get_ptr_mut(&headers.probe.key_v4);
+    let key = &mut headers.probe.key_v4;
+    key.len = u32::from(config.prefix_v4);
+    key.addr = mask_v4_word(key.addr, config.prefix_v4);
+    let sketch = find_v4(headers.probe.seed, &headers.probe.key_v4);
     let until = count_prefix(headers, config, sketch);
     remember_prefix(headers, source, until);
 }
 
 #[inline(never)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the key is read in place from the hand-over's map memory (see above)"
-)]
 fn prefix_v6(headers: &mut Headers, config: &ReconConfig, source: *mut Sweep) {
-    mask_v6_in_place(&mut headers.probe.key_v6.addr, config.prefix_v6);
-    headers.probe.key_v6.len = u32::from(config.prefix_v6);
-    let sketch = RECON_V6.get_ptr_mut(&headers.probe.key_v6);
+    let key = &mut headers.probe.key_v6;
+    key.len = u32::from(config.prefix_v6);
+    key.addr = mask_v6_words(key.addr, config.prefix_v6);
+    let sketch = find_v6(headers.probe.seed, &headers.probe.key_v6);
     let until = count_prefix(headers, config, sketch);
     remember_prefix(headers, source, until);
 }
@@ -282,7 +304,7 @@ fn flagged_key(headers: &mut Headers) {
     probe.flagged._padding = [0; 2];
     if headers.family == FAMILY_V4 {
         probe.flagged.len = probe.key_v4.len as u8;
-        probe.flagged.addr[..4].copy_from_slice(&probe.key_v4.addr);
+        probe.flagged.addr[..4].copy_from_slice(&probe.key_v4.addr.to_ne_bytes());
         // Byte by byte and volatile, so that the compiler does not make these a call to
         // `memset`, which the BPF target links as a global function that the verifiers of
         // 5.10 and 6.1 refuse.
@@ -292,69 +314,128 @@ fn flagged_key(headers: &mut Headers) {
         }
     } else {
         probe.flagged.len = probe.key_v6.len as u8;
-        probe.flagged.addr = probe.key_v6.addr;
+        probe.flagged.addr[..8].copy_from_slice(&probe.key_v6.addr[0].to_ne_bytes());
+        probe.flagged.addr[8..].copy_from_slice(&probe.key_v6.addr[1].to_ne_bytes());
     }
 }
 
 /// Phase two, for a probe the policy passed from a source not on the allow list: the
-/// sketches phase one did not find are made, holding this probe.
+/// sketches phase one did not find are made, holding this probe, each in the slot of its
+/// set worth least ([`worth`]; none when both are flagged).
 #[inline(always)]
-pub fn create(headers: &Headers, config: &ReconConfig) {
+pub fn create(headers: &Headers, config: &ReconConfig, seed: u32) {
     if headers.recon & (found::NEW_SOURCE | found::NEW_PREFIX) == 0 {
         return;
     }
-    let Some(scratch) = RECON_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's value, from a successful lookup; all zero but for the fields set
-    // here, and the one bit is cleared again before the function returns.
-    let scratch = unsafe { &mut *scratch };
+    let now = headers.probe.now;
     // Once per new sketch: the division the counting path avoids.
-    let epoch = epoch_of(headers.probe.now, config);
-    let parity = (epoch & 1) as usize;
-    let (word, mask) = word_and_mask(headers.recon_position);
-    scratch.epoch = epoch;
-    scratch.blocked_until = 0;
-    scratch.bits = 1;
-    scratch.current_bits = 1;
-    scratch.words[parity][word] = mask;
-    // Both inserts are tried (one that exists is left alone, `BPF_NOEXIST`), which keeps
-    // this path short for the verifier; losing a race to another CPU is fine too.
-    let prefixes = config.prefix_bits != 0;
+    let epoch = epoch_of(now, config);
+    let position = headers.recon_position;
+    let new_source = headers.recon & found::NEW_SOURCE != 0;
+    let new_prefix = headers.recon & found::NEW_PREFIX != 0;
     if headers.family == FAMILY_V4 {
-        let source = headers.source_v4();
-        let key = ReconV4Key {
+        let source = ReconV4Key {
             len: 32,
-            addr: source,
+            addr: headers.source_word_v4(),
         };
-        insert(&RECON_V4, &key, scratch);
-        if prefixes {
-            let key = ReconV4Key {
+        if new_source {
+            make_v4(seed, &source, now, epoch, position);
+        }
+        if new_prefix {
+            let prefix = ReconV4Key {
                 len: u32::from(config.prefix_v4),
-                addr: mask_v4(source, config.prefix_v4),
+                addr: mask_v4_word(source.addr, config.prefix_v4),
             };
-            insert(&RECON_V4, &key, scratch);
+            make_v4(seed, &prefix, now, epoch, position);
         }
     } else {
-        let key = ReconV6Key {
+        let source = ReconV6Key {
             len: 128,
-            addr: headers.source,
+            _padding: 0,
+            addr: headers.source_words(),
         };
-        insert(&RECON_V6, &key, scratch);
-        if prefixes {
-            let key = ReconV6Key {
+        if new_source {
+            make_v6(seed, &source, now, epoch, position);
+        }
+        if new_prefix {
+            let prefix = ReconV6Key {
                 len: u32::from(config.prefix_v6),
-                addr: mask_v6(headers.source, config.prefix_v6),
+                _padding: 0,
+                addr: mask_v6_words(source.addr, config.prefix_v6),
             };
-            insert(&RECON_V6, &key, scratch);
+            make_v6(seed, &prefix, now, epoch, position);
         }
     }
-    scratch.words[parity][word] = 0;
 }
 
+/// Makes the sketch of `key` in `RECON_V4` unless its set holds it already (another CPU's
+/// packet may have made it since phase one).
 #[inline(always)]
-fn insert<K>(map: &'static LruHashMap<K, Sweep>, key: &K, value: &Sweep) {
-    let _ = map.insert(key, value, u64::from(BPF_NOEXIST));
+fn make_v4(seed: u32, key: &ReconV4Key, now: u64, epoch: u64, position: u32) {
+    if find_v4(seed, key).is_some() {
+        return;
+    }
+    let first = set_v4(seed, key) * WAYS;
+    let (Some(a), Some(b)) = (RECON_V4.get_ptr_mut(first), RECON_V4.get_ptr_mut(first + 1))
+    else {
+        return;
+    };
+    // SAFETY: pointers into map values from successful lookups, valid for this run.
+    let (worth_a, worth_b) = unsafe {
+        (
+            worth((*a).key.len, &(*a).sweep, now, epoch),
+            worth((*b).key.len, &(*b).sweep, now, epoch),
+        )
+    };
+    let slot = match victim(worth_a, worth_b) {
+        Some(0) => a,
+        Some(_) => b,
+        None => return,
+    };
+    // SAFETY: as above. The tag is cleared first and written last, every store volatile so
+    // that the compiler keeps this order: another CPU's probe finds neither key in a
+    // half-written sketch (on x86, whose stores are seen in order; elsewhere at worst a few
+    // bits of the old sketch, never its block: a flagged slot is never taken). Two CPUs
+    // making sketches in one slot at worst leave one of them, mixed.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*slot).key.len, 0);
+        (*slot).sweep.start(epoch, position);
+        core::ptr::write_volatile(&raw mut (*slot).key.addr, key.addr);
+        core::ptr::write_volatile(&raw mut (*slot).key.len, key.len);
+    }
+}
+
+/// [`make_v4`] for `RECON_V6`.
+#[inline(always)]
+fn make_v6(seed: u32, key: &ReconV6Key, now: u64, epoch: u64, position: u32) {
+    if find_v6(seed, key).is_some() {
+        return;
+    }
+    let first = set_v6(seed, key) * WAYS;
+    let (Some(a), Some(b)) = (RECON_V6.get_ptr_mut(first), RECON_V6.get_ptr_mut(first + 1))
+    else {
+        return;
+    };
+    // SAFETY: as in `make_v4`.
+    let (worth_a, worth_b) = unsafe {
+        (
+            worth((*a).key.len, &(*a).sweep, now, epoch),
+            worth((*b).key.len, &(*b).sweep, now, epoch),
+        )
+    };
+    let slot = match victim(worth_a, worth_b) {
+        Some(0) => a,
+        Some(_) => b,
+        None => return,
+    };
+    // SAFETY: as in `make_v4`.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*slot).key.len, 0);
+        (*slot).sweep.start(epoch, position);
+        core::ptr::write_volatile(&raw mut (*slot).key.addr[0], key.addr[0]);
+        core::ptr::write_volatile(&raw mut (*slot).key.addr[1], key.addr[1]);
+        core::ptr::write_volatile(&raw mut (*slot).key.len, key.len);
+    }
 }
 
 /// True when phase one found the probe's source blocked.

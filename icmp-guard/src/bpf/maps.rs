@@ -22,7 +22,10 @@ use icmp_guard_common::{
     limit::{LimiterConfig, SharedBucket},
     maps,
     policy::{Rule, V4ListKey, V6ListKey},
-    recon::{Flagged, FlaggedKey, ReconV4Key, ReconV6Key, Sweep},
+    recon::{
+        Flagged, FlaggedKey, ReconV4Key, ReconV6Key, SETS, SlotV4, SlotV6, Sweep, WAYS, set_v4,
+        set_v6,
+    },
 };
 
 use super::{Error, Result, object, pins::PinDir};
@@ -370,8 +373,8 @@ pub struct GuardMaps {
     blocked_v4: HashMap<MapData, [u8; 4], u64>,
     blocked_v6: HashMap<MapData, [u8; 16], u64>,
     recon_flagged: HashMap<MapData, FlaggedKey, Flagged>,
-    recon_v4: HashMap<MapData, ReconV4Key, Sweep>,
-    recon_v6: HashMap<MapData, ReconV6Key, Sweep>,
+    recon_v4: Array<MapData, SlotV4>,
+    recon_v6: Array<MapData, SlotV6>,
     /// `max_entries` of the two list tries.
     list_entries: (u32, u32),
 }
@@ -468,9 +471,9 @@ impl GuardMaps {
                 .map_err(|err| wrong(maps::BLOCKED_V6, err))?,
             recon_flagged: HashMap::try_from(get(maps::RECON_FLAGGED)?)
                 .map_err(|err| wrong(maps::RECON_FLAGGED, err))?,
-            recon_v4: HashMap::try_from(get(maps::RECON_V4)?)
+            recon_v4: Array::try_from(get(maps::RECON_V4)?)
                 .map_err(|err| wrong(maps::RECON_V4, err))?,
-            recon_v6: HashMap::try_from(get(maps::RECON_V6)?)
+            recon_v6: Array::try_from(get(maps::RECON_V6)?)
                 .map_err(|err| wrong(maps::RECON_V6, err))?,
         })
     }
@@ -549,20 +552,31 @@ impl GuardMaps {
     }
 
     /// Every sketch of `RECON_V4` and `RECON_V6` that carries a block: the source or prefix
-    /// (address and length) and the end of its block on the program's coarse clock.
+    /// (address and length) and the end of its block on the program's coarse clock. Only
+    /// sketches in their own set, where the program finds them (a slot of another seed's
+    /// maps would be, but `recon_seed` never changes).
     pub fn sweep_blocks(&self) -> Result<Vec<(std::net::IpAddr, u8, u64)>> {
+        let seed = self.config()?.recon_seed;
         let read = |err| Error::map("reading the sweep sketches", err);
         let mut blocks = Vec::new();
-        for item in self.recon_v4.iter() {
-            let (key, sweep) = item.map_err(read)?;
-            if sweep.blocked_until != 0 {
-                blocks.push((key.addr.into(), key.len as u8, sweep.blocked_until));
+        for (index, slot) in self.recon_v4.iter().enumerate() {
+            let slot = slot.map_err(read)?;
+            if slot.key.len != 0
+                && slot.sweep.blocked_until != 0
+                && in_set(index, set_v4(seed, &slot.key))
+            {
+                let addr = std::net::Ipv4Addr::from(slot.key.octets()).into();
+                blocks.push((addr, slot.key.len as u8, slot.sweep.blocked_until));
             }
         }
-        for item in self.recon_v6.iter() {
-            let (key, sweep) = item.map_err(read)?;
-            if sweep.blocked_until != 0 {
-                blocks.push((key.addr.into(), key.len as u8, sweep.blocked_until));
+        for (index, slot) in self.recon_v6.iter().enumerate() {
+            let slot = slot.map_err(read)?;
+            if slot.key.len != 0
+                && slot.sweep.blocked_until != 0
+                && in_set(index, set_v6(seed, &slot.key))
+            {
+                let addr = std::net::Ipv6Addr::from(slot.key.octets()).into();
+                blocks.push((addr, slot.key.len as u8, slot.sweep.blocked_until));
             }
         }
         Ok(blocks)
@@ -570,59 +584,85 @@ impl GuardMaps {
 
     /// The sketch of a source or prefix (`len` 32/128 for a source), if it has one.
     pub fn sweep_sketch(&self, addr: std::net::IpAddr, len: u8) -> Result<Option<Sweep>> {
-        let found = match addr {
-            std::net::IpAddr::V4(v4) => self.recon_v4.get(
-                &ReconV4Key {
-                    len: u32::from(len),
-                    addr: v4.octets(),
-                },
-                0,
-            ),
-            std::net::IpAddr::V6(v6) => self.recon_v6.get(
-                &ReconV6Key {
-                    len: u32::from(len),
-                    addr: v6.octets(),
-                },
-                0,
-            ),
-        };
-        match found {
-            Ok(sweep) => Ok(Some(sweep)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(err) => Err(Error::map("reading a sweep sketch", err)),
+        Ok(self.sweep_slot(addr, len)?.map(|(_, sweep)| sweep))
+    }
+
+    /// The index in its map of the slot holding the sketch of `addr/len`, and the sketch.
+    fn sweep_slot(&self, addr: std::net::IpAddr, len: u8) -> Result<Option<(u32, Sweep)>> {
+        let seed = self.config()?.recon_seed;
+        let read = |err| Error::map("reading a sweep sketch", err);
+        match addr {
+            std::net::IpAddr::V4(v4) => {
+                let key = ReconV4Key::new(len, v4.octets());
+                for index in set_slots(set_v4(seed, &key)) {
+                    let slot = self.recon_v4.get(&index, 0).map_err(read)?;
+                    if slot.key == key {
+                        return Ok(Some((index, slot.sweep)));
+                    }
+                }
+            }
+            std::net::IpAddr::V6(v6) => {
+                let key = ReconV6Key::new(len, v6.octets());
+                for index in set_slots(set_v6(seed, &key)) {
+                    let slot = self.recon_v6.get(&index, 0).map_err(read)?;
+                    if slot.key == key {
+                        return Ok(Some((index, slot.sweep)));
+                    }
+                }
+            }
         }
+        Ok(None)
     }
 
     /// Forgets the sketch of a source or prefix, and its flag: its block ends and its count
-    /// starts again from nothing. Entries already gone are not an error.
+    /// starts again from nothing (its slot is emptied). Entries already gone are not an
+    /// error.
     pub fn forget_sweep(&mut self, addr: std::net::IpAddr, len: u8) -> Result<()> {
         let gone = |result| removed(result, "removing a sweep sketch");
+        let emptied = |err| Error::map("removing a sweep sketch", err);
+        if let Some((index, _)) = self.sweep_slot(addr, len)? {
+            match addr {
+                std::net::IpAddr::V4(_) => self.recon_v4.set(index, SlotV4::default(), 0),
+                std::net::IpAddr::V6(_) => self.recon_v6.set(index, SlotV6::default(), 0),
+            }
+            .map_err(emptied)?;
+        }
         let mut flagged = FlaggedKey {
             len,
             ..FlaggedKey::default()
         };
         match addr {
             std::net::IpAddr::V4(v4) => {
-                let key = ReconV4Key {
-                    len: u32::from(len),
-                    addr: v4.octets(),
-                };
-                gone(self.recon_v4.remove(&key))?;
                 flagged.family = icmp_guard_common::FAMILY_V4;
                 flagged.addr[..4].copy_from_slice(&v4.octets());
             }
             std::net::IpAddr::V6(v6) => {
-                let key = ReconV6Key {
-                    len: u32::from(len),
-                    addr: v6.octets(),
-                };
-                gone(self.recon_v6.remove(&key))?;
                 flagged.family = icmp_guard_common::FAMILY_V6;
                 flagged.addr = v6.octets();
             }
         }
         gone(self.recon_flagged.remove(&flagged))
     }
+}
+
+/// Four random bytes from the kernel's generator.
+fn random_seed() -> Result<u32> {
+    use std::io::Read;
+    let mut bytes = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut urandom| urandom.read_exact(&mut bytes))
+        .map_err(|err| Error::io("reading /dev/urandom for the sweep sketches' seed", err))?;
+    Ok(u32::from_ne_bytes(bytes))
+}
+
+/// The slots of `set` in a sketch array.
+fn set_slots(set: u32) -> std::ops::Range<u32> {
+    set * WAYS..(set + 1) * WAYS
+}
+
+/// True when the slot at `index` belongs to `set`.
+fn in_set(index: usize, set: u32) -> bool {
+    set < SETS && index / WAYS as usize == set as usize
 }
 
 /// Settings in `CONFIG`.
@@ -653,9 +693,16 @@ impl GuardMaps {
     /// Stamps the maps with this binary's layout version: the last write of a first
     /// attach, after the policy and every setting, so that maps without it are known to be
     /// unfinished.
+    /// With the first stamp the maps get their random `recon_seed`, which places sweep
+    /// sketches (`icmp_guard_common::recon::set_v4`); before it, no interface runs them.
     pub fn stamp_complete(&mut self) -> Result<()> {
+        let fresh = !self.is_complete()?;
+        let seed = if fresh { Some(random_seed()?) } else { None };
         self.update_config("the layout stamp", |config| {
-            config.layout = config::LAYOUT_VERSION
+            config.layout = config::LAYOUT_VERSION;
+            if let Some(seed) = seed {
+                config.recon_seed = seed;
+            }
         })
     }
 

@@ -352,3 +352,54 @@ fn forgetting_a_sweepers_sketch_lifts_its_block() {
         .forget_sweep(std::net::IpAddr::from(source), 32)
         .expect("forget again");
 }
+
+#[test]
+fn a_sweeper_keeps_its_count_through_a_flood_of_new_sources() {
+    root_or_skip!("a_sweeper_keeps_its_count_through_a_flood_of_new_sources");
+    let threshold = 64u32;
+    let mut guard = Guard::load(&policy(|recon| recon.sweep_threshold = threshold));
+    // As `attach` does for new maps: the seed that places sketches is random.
+    guard.maps.stamp_complete().expect("stamp the maps");
+    let mut other = Guard::load(&policy(|_| {}));
+    other.maps.stamp_complete().expect("stamp the other maps");
+    let seed = |guard: &Guard| guard.maps.config().expect("settings").recon_seed;
+    assert_ne!(seed(&guard), seed(&other), "two fresh maps, two seeds");
+    drop(other);
+
+    let sweeper = v6("2001:db8:66::66");
+    let first = threshold as usize / 2;
+    for index in 0..first {
+        assert_eq!(guard.action(&echo_v6(sweeper, doc_v6(index))), PASS);
+    }
+    // Five new sources for every slot of the sketch array, each sending one probe: a
+    // spoofed flood (here without a limiter; in a real policy the new-source budget paces
+    // it). The sweeper's sketch, worth more than a one-probe sender's, keeps its place.
+    let slots = icmp_guard_common::recon::RECON_ENTRIES as usize;
+    for index in 0..5 * slots {
+        let mut spoofed = v6("2001:db8:f000::");
+        spoofed[8..16].copy_from_slice(&(index as u64).to_be_bytes());
+        assert_eq!(guard.action(&echo_v6(spoofed, doc_v6(0))), PASS);
+    }
+    let more = passed_before_first_drop(&mut guard, 2 * threshold as usize, |i| {
+        echo_v6(sweeper, doc_v6(first + i))
+    })
+    .expect("the sweeper is flagged");
+    let passed = first + more;
+    let error = (passed as f64 - f64::from(threshold)) / f64::from(threshold);
+    assert!(
+        error.abs() <= ACCURACY,
+        "flagged after {passed} destinations ({:+.1} %): its count did not survive the flood",
+        error * 100.0
+    );
+    // The flood's sources were tracked too: one of them sweeping is flagged.
+    let mut late = v6("2001:db8:f000::");
+    late[8..16].copy_from_slice(&(3u64).to_be_bytes());
+    assert!(
+        passed_before_first_drop(&mut guard, 2 * threshold as usize, |i| echo_v6(
+            late,
+            doc_v6(1000 + i)
+        ))
+        .is_some(),
+        "a source of the flood that sweeps is flagged"
+    );
+}
