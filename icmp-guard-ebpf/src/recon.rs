@@ -128,13 +128,13 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig, seed: u
 /// none) for [`prefix_v4`], which phase one calls next when [`found::VISIT_PREFIX`] says so:
 /// the two calls side by side rather than one inside the other, whose frames together would
 /// not fit beside the guard's in the 512 bytes of stack.
-#[inline(never)]
+#[inline(always)]
 fn source_v4(headers: &mut Headers, config: &ReconConfig) -> *mut Sweep {
     let sketch = find_v4(headers.probe.seed, &headers.probe.key_v4);
     count_source(headers, config, sketch)
 }
 
-#[inline(never)]
+#[inline(always)]
 fn source_v6(headers: &mut Headers, config: &ReconConfig) -> *mut Sweep {
     let sketch = find_v6(headers.probe.seed, &headers.probe.key_v6);
     count_source(headers, config, sketch)
