@@ -44,6 +44,7 @@ use icmp_guard_common::{
     interface,
     limit::RATE_SOURCES,
     maps,
+    recon::mode as recon_mode,
 };
 use serde_json::{Value, json};
 
@@ -654,6 +655,60 @@ fn spread(values: &[f64]) -> (f64, f64, f64) {
     (median, sorted[0], sorted[sorted.len() - 1])
 }
 
+/// The sweep measured on one instance, the recon-on one, with detection on and with it off
+/// (its `[recon]` mode switched in place in the live generation, nothing else touched), in
+/// alternating order from run to run: unlike the on and off cases, which are separate
+/// instances with their own maps, this difference carries no bias of where each
+/// instance's memory happens to lie. Returns [on, off] in ns per packet; leaves detection
+/// on.
+fn toggle_recon(maps: &mut GuardMaps, program: &Xdp, frames: &[Vec<u8>], run: usize) -> [f64; 2] {
+    let mut pair = [0.0; 2];
+    let order = if run % 2 == 1 {
+        [recon_mode::ON, recon_mode::OFF]
+    } else {
+        [recon_mode::OFF, recon_mode::ON]
+    };
+    for mode in order {
+        set_recon_mode(maps, mode);
+        let sample = sweep(program, frames);
+        assert_eq!(sample.verdict, XDP_PASS, "the toggled sweep measured the wrong path");
+        pair[usize::from(mode == recon_mode::OFF)] = sample.ns;
+    }
+    set_recon_mode(maps, recon_mode::ON);
+    pair
+}
+
+/// Sets the live generation's `[recon]` mode.
+fn set_recon_mode(maps: &mut GuardMaps, mode: u8) {
+    maps.update_config("the recon mode", |config| {
+        let live = (config.active_generation & 1) as usize;
+        config.generations[live].recon.mode = mode;
+    })
+    .expect("switch sweep detection");
+}
+
+/// The toggled measurement's line and JSON (`toggle_recon`).
+fn toggled_cost(toggled: &[[f64; 2]]) -> ReconCost {
+    let differences: Vec<f64> = toggled.iter().map(|[on, off]| on - off).collect();
+    let ratios: Vec<f64> = toggled.iter().map(|[on, off]| on / off).collect();
+    let (difference, lo, hi) = spread(&differences);
+    let (ratio, ratio_lo, ratio_hi) = spread(&ratios);
+    let met = difference <= RECON_TARGET_NS;
+    ReconCost {
+        line: format!(
+            "  one instance, detection switched on and off in place each run: {difference:+.1} ns ({lo:+.1} to {hi:+.1}), {ratio:.2}x ({ratio_lo:.2}-{ratio_hi:.2}); target <= {RECON_TARGET_NS} ns more: {}",
+            if met { "met" } else { "MISSED" }
+        ),
+        json: json!({
+            "on_off_ns": toggled,
+            "difference_ns": differences,
+            "median_difference_ns": difference,
+            "median_ratio": ratio,
+            "target_met": met,
+        }),
+    }
+}
+
 /// Sweep detection's cost: the recon-on case minus the recon-off case, run by run.
 struct ReconCost {
     line: String,
@@ -753,7 +808,7 @@ fn main() {
     let (mut pass_guard, _) = guard_with(&pass_policy(), Variant::Auto);
     let (mut global_guard, _) = guard_with(&global_policy(), Variant::Auto);
     let (mut locks_guard, _) = guard_with(&open_policy(), Variant::Locks);
-    let (mut recon_on_guard, recon_on_maps) =
+    let (mut recon_on_guard, mut recon_on_maps) =
         guard_with(&recon_policy(Enabled::On, true), Variant::Auto);
     let (mut recon_off_guard, recon_off_maps) =
         guard_with(&recon_policy(Enabled::Off, true), Variant::Auto);
@@ -815,6 +870,9 @@ fn main() {
     // The million-call baselines take seconds each: measured only for the cases that need
     // them.
     let one_call_cases = cases.iter().any(|case| case.method == Method::OneCallEach);
+    let recon_cases = cases.iter().any(|case| case.id == RECON_ON_CASE);
+    // [on, off] of the recon-on instance with detection switched per run (`toggle_recon`).
+    let mut toggled: Vec<[f64; 2]> = Vec::new();
     let over = echo_v4(OUR_MAC, SOURCE_V4, OUR_V4);
     let v6 = echo_v6_two_extension_headers();
     // The one-source cases measure an established source: its bucket made and its
@@ -924,6 +982,9 @@ fn main() {
                 );
             }
             case.samples.push(sample);
+        }
+        if recon_cases {
+            toggled.push(toggle_recon(&mut recon_on_maps, recon_on, &sweep_frames, run));
         }
         println!(
             "  run {run}/{}: empty program {:.1} ns repeated, {:.1} ns one call per frame; minimal limiter {within:.1} ns within, {over_ns:.1} over, {tcp_ns:.1} TCP, {budget:.1} with a budget from 1M sources ({:.1} s)",
@@ -1046,8 +1107,12 @@ fn main() {
             "target_met": case.target.map(|target| ratio <= target),
         }));
     }
-    let recon = recon_cost(&cases);
-    if let Some(recon) = &recon {
+    let mut recon = recon_cost(&cases);
+    if let Some(recon) = &mut recon {
+        let toggled_cost = toggled_cost(&toggled);
+        recon.line.push('\n');
+        recon.line.push_str(&toggled_cost.line);
+        recon.json["toggled"] = toggled_cost.json;
         let _ = writeln!(table, "{}", recon.line);
     }
     let _ = writeln!(
