@@ -764,7 +764,10 @@ mod tests {
             set_v4(5, &ReconV4Key::new(32, [203, 0, 113, 0])),
             set_v4(5, &ReconV4Key::new(24, [203, 0, 113, 0]))
         );
-        let v6 = ReconV6Key::new(128, [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let v6 = ReconV6Key::new(
+            128,
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        );
         let mut other = v6;
         other.addr[1] ^= 1u64 << 63;
         assert_ne!(set_v6(3, &v6), set_v6(3, &other));
@@ -777,17 +780,30 @@ mod tests {
         let mut sweeper = Sweep::default();
         let mut few = Sweep::default();
         for host in 0..40u8 {
-            observe(&mut sweeper, position_v4([192, 0, 2, host]), 3 * e, &config, 1000);
+            observe(
+                &mut sweeper,
+                position_v4([192, 0, 2, host]),
+                3 * e,
+                &config,
+                1000,
+            );
         }
         observe(&mut few, position_v4([192, 0, 2, 1]), 3 * e, &config, 1000);
         let now = 3 * e + 1;
         let (w_sweeper, w_few) = (worth(32, &sweeper, now, 3), worth(32, &few, now, 3));
         assert!(w_few < w_sweeper);
-        assert_eq!(victim(w_sweeper, w_few), Some(1), "the sender of one probe gives way");
+        assert_eq!(
+            victim(w_sweeper, w_few),
+            Some(1),
+            "the sender of one probe gives way"
+        );
         assert_eq!(victim(w_few, w_sweeper), Some(0));
         assert_eq!(worth(0, &sweeper, now, 3), 0, "an empty slot");
         assert_eq!(worth(32, &sweeper, 5 * e, 5), 0, "both bitmaps outdated");
-        assert!(worth(32, &sweeper, 4 * e, 4) > 0, "the previous epoch still counts");
+        assert!(
+            worth(32, &sweeper, 4 * e, 4) > 0,
+            "the previous epoch still counts"
+        );
         let flagged = Sweep {
             blocked_until: now + 1,
             ..few
@@ -795,7 +811,10 @@ mod tests {
         assert_eq!(worth(32, &flagged, now, 3), u32::MAX);
         assert_eq!(victim(u32::MAX, w_sweeper), Some(1));
         assert_eq!(victim(u32::MAX, u32::MAX), None, "two flagged: no place");
-        assert!(worth(32, &flagged, now + 1, 3) < u32::MAX, "after its block");
+        assert!(
+            worth(32, &flagged, now + 1, 3) < u32::MAX,
+            "after its block"
+        );
     }
 
     #[test]

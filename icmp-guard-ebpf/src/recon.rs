@@ -376,8 +376,7 @@ fn make_v4(seed: u32, key: &ReconV4Key, now: u64, epoch: u64, position: u32) {
         return;
     }
     let first = set_v4(seed, key) * WAYS;
-    let (Some(a), Some(b)) = (RECON_V4.get_ptr_mut(first), RECON_V4.get_ptr_mut(first + 1))
-    else {
+    let (Some(a), Some(b)) = (RECON_V4.get_ptr_mut(first), RECON_V4.get_ptr_mut(first + 1)) else {
         return;
     };
     // SAFETY: pointers into map values from successful lookups, valid for this run.
@@ -412,8 +411,7 @@ fn make_v6(seed: u32, key: &ReconV6Key, now: u64, epoch: u64, position: u32) {
         return;
     }
     let first = set_v6(seed, key) * WAYS;
-    let (Some(a), Some(b)) = (RECON_V6.get_ptr_mut(first), RECON_V6.get_ptr_mut(first + 1))
-    else {
+    let (Some(a), Some(b)) = (RECON_V6.get_ptr_mut(first), RECON_V6.get_ptr_mut(first + 1)) else {
         return;
     };
     // SAFETY: as in `make_v4`.

@@ -671,7 +671,10 @@ fn toggle_recon(maps: &mut GuardMaps, program: &Xdp, frames: &[Vec<u8>], run: us
     for mode in order {
         set_recon_mode(maps, mode);
         let sample = sweep(program, frames);
-        assert_eq!(sample.verdict, XDP_PASS, "the toggled sweep measured the wrong path");
+        assert_eq!(
+            sample.verdict, XDP_PASS,
+            "the toggled sweep measured the wrong path"
+        );
         pair[usize::from(mode == recon_mode::OFF)] = sample.ns;
     }
     set_recon_mode(maps, recon_mode::ON);
@@ -984,7 +987,12 @@ fn main() {
             case.samples.push(sample);
         }
         if recon_cases {
-            toggled.push(toggle_recon(&mut recon_on_maps, recon_on, &sweep_frames, run));
+            toggled.push(toggle_recon(
+                &mut recon_on_maps,
+                recon_on,
+                &sweep_frames,
+                run,
+            ));
         }
         println!(
             "  run {run}/{}: empty program {:.1} ns repeated, {:.1} ns one call per frame; minimal limiter {within:.1} ns within, {over_ns:.1} over, {tcp_ns:.1} TCP, {budget:.1} with a budget from 1M sources ({:.1} s)",
