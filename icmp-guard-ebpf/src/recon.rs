@@ -122,12 +122,10 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig, seed: u
     }
 }
 
-// Calls too, each walked once per way into it, whose branches end in the same state.
-
 /// The source's sketch: the probe counted into it. Returns it (null when the source has
-/// none) for [`prefix_v4`], which phase one calls next when [`found::VISIT_PREFIX`] says so:
-/// the two calls side by side rather than one inside the other, whose frames together would
-/// not fit beside the guard's in the 512 bytes of stack.
+/// none) for [`prefix_v4`], which phase one calls next when [`found::VISIT_PREFIX`] says so.
+/// Inlined into phase one (finding a slot needs no key on the stack); the prefix's step
+/// stays a call of its own, walked once per way into it, whose branches end in one state.
 #[inline(always)]
 fn source_v4(headers: &mut Headers, config: &ReconConfig) -> *mut Sweep {
     let sketch = find_v4(headers.probe.seed, &headers.probe.key_v4);
