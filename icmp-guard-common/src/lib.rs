@@ -331,6 +331,10 @@ pub mod global {
     pub const SOURCE_BUCKETS_CREATED: u32 = 24;
     /// Per-prefix buckets created, likewise.
     pub const PREFIX_BUCKETS_CREATED: u32 = 25;
+    /// Sweep sketches not made because both slots of their set held flagged sketches
+    /// ([`crate::recon::victim`]): probes of a source (or prefix) sweep detection could not
+    /// track, until one of those blocks ends.
+    pub const RECON_UNTRACKED: u32 = 26;
     /// Number of entries.
     pub const ENTRIES: u32 = 32;
 

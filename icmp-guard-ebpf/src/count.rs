@@ -30,9 +30,10 @@ pub fn icmp(index: u32, bytes: u64) {
 }
 
 /// A bucket the limiter created (`global::SOURCE_BUCKETS_CREATED` or
-/// `PREFIX_BUCKETS_CREATED`).
+/// `PREFIX_BUCKETS_CREATED`), or a sweep sketch that found no slot
+/// (`global::RECON_UNTRACKED`): a count of events, not packets.
 #[inline(always)]
-pub fn bucket_created(index: u32) {
+pub fn event(index: u32) {
     add(&GLOBAL_COUNTERS, index, 0);
 }
 

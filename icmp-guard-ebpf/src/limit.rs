@@ -409,7 +409,7 @@ fn keyed<S: Sync, K>(
             // Losing an insert race to another CPU is fine: that packet was charged to the
             // budget too.
             if map.insert(key, fresh, u64::from(BPF_NOEXIST)).is_ok() {
-                count::bucket_created(if prefixes {
+                count::event(if prefixes {
                     global::PREFIX_BUCKETS_CREATED
                 } else {
                     global::SOURCE_BUCKETS_CREATED

@@ -24,19 +24,24 @@
 //! probe all the same. No sketch is ever made for an allow-listed source, so it is never
 //! flagged (one flagged before it was allowed stays blocked until its block ends).
 
-use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_ns};
+use aya_ebpf::{
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
+    maps::Array,
+};
 use icmp_guard_common::{
     FAMILY_V4,
     config::GenerationConfig,
+    global,
     interface::interface_flags,
     recon::{
-        Flagged, FlaggedKey, Observed, ReconConfig, ReconV4Key, ReconV6Key, Sweep, WAYS, action,
-        blocks, epoch_of, is_probe, mask_v4_word, mask_v6_words, mode, observe, position_v4,
-        position_v6, prefix_blocks, prefix_visit_due, set_v4, set_v6, victim, worth,
+        Flagged, FlaggedKey, Observed, ReconConfig, ReconV4Key, ReconV6Key, SlotV4, SlotV6, Sweep,
+        WAYS, action, blocks, epoch_of, is_probe, mask_v4_word, mask_v6_words, mode, observe,
+        position_v4, position_v6, prefix_blocks, prefix_visit_due, set_v4, set_v6, victim, worth,
     },
 };
 
 use crate::{
+    count,
     decide::interface,
     maps::{NS_PER_JIFFY, RECON_FLAGGED, RECON_V4, RECON_V6},
     parse::Headers,
@@ -128,49 +133,14 @@ pub fn observe_probe(headers: &mut Headers, settings: &GenerationConfig, seed: u
 /// stays a call of its own, walked once per way into it, whose branches end in one state.
 #[inline(always)]
 fn source_v4(headers: &mut Headers, config: &ReconConfig) -> *mut Sweep {
-    let sketch = find_v4(headers.probe.seed, &headers.probe.key_v4);
+    let sketch = find::<SlotV4>(headers.probe.seed, &headers.probe.key_v4);
     count_source(headers, config, sketch)
 }
 
 #[inline(always)]
 fn source_v6(headers: &mut Headers, config: &ReconConfig) -> *mut Sweep {
-    let sketch = find_v6(headers.probe.seed, &headers.probe.key_v6);
+    let sketch = find::<SlotV6>(headers.probe.seed, &headers.probe.key_v6);
     count_source(headers, config, sketch)
-}
-
-/// The sketch of `key` in `RECON_V4`: the slot of its set whose tag is `key`.
-#[inline(always)]
-fn find_v4(seed: u32, key: &ReconV4Key) -> Option<*mut Sweep> {
-    let first = set_v4(seed, key) * WAYS;
-    for way in 0..WAYS {
-        if let Some(slot) = RECON_V4.get_ptr_mut(first + way) {
-            // SAFETY: a pointer into a map value from a successful lookup, valid for this
-            // run; another CPU that makes a sketch in this slot writes its tag last.
-            let tag = unsafe { &(*slot).key };
-            if tag.addr == key.addr && tag.len == key.len {
-                // SAFETY: as above.
-                return Some(unsafe { &raw mut (*slot).sweep });
-            }
-        }
-    }
-    None
-}
-
-/// The sketch of `key` in `RECON_V6`.
-#[inline(always)]
-fn find_v6(seed: u32, key: &ReconV6Key) -> Option<*mut Sweep> {
-    let first = set_v6(seed, key) * WAYS;
-    for way in 0..WAYS {
-        if let Some(slot) = RECON_V6.get_ptr_mut(first + way) {
-            // SAFETY: as in `find_v4`.
-            let tag = unsafe { &(*slot).key };
-            if tag.addr[0] == key.addr[0] && tag.addr[1] == key.addr[1] && tag.len == key.len {
-                // SAFETY: as above.
-                return Some(unsafe { &raw mut (*slot).sweep });
-            }
-        }
-    }
-    None
 }
 
 /// Counts the probe into the source's `sketch` (or records that it has none), and records
@@ -219,7 +189,7 @@ fn prefix_v4(headers: &mut Headers, config: &ReconConfig, source: *mut Sweep) {
     let key = &mut headers.probe.key_v4;
     key.len = u32::from(config.prefix_v4);
     key.addr = mask_v4_word(key.addr, config.prefix_v4);
-    let sketch = find_v4(headers.probe.seed, &headers.probe.key_v4);
+    let sketch = find::<SlotV4>(headers.probe.seed, &headers.probe.key_v4);
     let until = count_prefix(headers, config, sketch);
     remember_prefix(headers, source, until);
 }
@@ -229,7 +199,7 @@ fn prefix_v6(headers: &mut Headers, config: &ReconConfig, source: *mut Sweep) {
     let key = &mut headers.probe.key_v6;
     key.len = u32::from(config.prefix_v6);
     key.addr = mask_v6_words(key.addr, config.prefix_v6);
-    let sketch = find_v6(headers.probe.seed, &headers.probe.key_v6);
+    let sketch = find::<SlotV6>(headers.probe.seed, &headers.probe.key_v6);
     let until = count_prefix(headers, config, sketch);
     remember_prefix(headers, source, until);
 }
@@ -337,14 +307,14 @@ pub fn create(headers: &Headers, config: &ReconConfig, seed: u32) {
             addr: headers.source_word_v4(),
         };
         if new_source {
-            make_v4(seed, &source, now, epoch, position);
+            make::<SlotV4>(seed, &source, now, epoch, position);
         }
         if new_prefix {
             let prefix = ReconV4Key {
                 len: u32::from(config.prefix_v4),
                 addr: mask_v4_word(source.addr, config.prefix_v4),
             };
-            make_v4(seed, &prefix, now, epoch, position);
+            make::<SlotV4>(seed, &prefix, now, epoch, position);
         }
     } else {
         let source = ReconV6Key {
@@ -353,7 +323,7 @@ pub fn create(headers: &Headers, config: &ReconConfig, seed: u32) {
             addr: headers.source_words(),
         };
         if new_source {
-            make_v6(seed, &source, now, epoch, position);
+            make::<SlotV6>(seed, &source, now, epoch, position);
         }
         if new_prefix {
             let prefix = ReconV6Key {
@@ -361,76 +331,150 @@ pub fn create(headers: &Headers, config: &ReconConfig, seed: u32) {
                 _padding: 0,
                 addr: mask_v6_words(source.addr, config.prefix_v6),
             };
-            make_v6(seed, &prefix, now, epoch, position);
+            make::<SlotV6>(seed, &prefix, now, epoch, position);
         }
     }
 }
 
-/// Makes the sketch of `key` in `RECON_V4` unless its set holds it already (another CPU's
-/// packet may have made it since phase one).
+/// A family's array of sketch slots, as [`find`] and [`make`] use it.
+trait Slot: Sized + 'static {
+    type Key;
+    /// The family's array.
+    fn map() -> &'static Array<Self>;
+    /// The set of `key` in it.
+    fn set(seed: u32, key: &Self::Key) -> u32;
+    /// True when this slot's tag is `key`.
+    fn holds(&self, key: &Self::Key) -> bool;
+    /// The tag's length and the sketch.
+    fn parts(slot: *mut Self) -> (*mut u32, *mut Sweep);
+    /// Writes the tag's address (its length is written last, by [`make`]).
+    ///
+    /// # Safety
+    /// `slot` points into the map's value from a successful lookup.
+    unsafe fn write_addr(slot: *mut Self, key: &Self::Key);
+    /// The tag's length of `key`.
+    fn len(key: &Self::Key) -> u32;
+}
+
+impl Slot for SlotV4 {
+    type Key = ReconV4Key;
+    #[inline(always)]
+    fn map() -> &'static Array<Self> {
+        &RECON_V4
+    }
+    #[inline(always)]
+    fn set(seed: u32, key: &ReconV4Key) -> u32 {
+        set_v4(seed, key)
+    }
+    #[inline(always)]
+    fn holds(&self, key: &ReconV4Key) -> bool {
+        self.key.addr == key.addr && self.key.len == key.len
+    }
+    #[inline(always)]
+    fn parts(slot: *mut Self) -> (*mut u32, *mut Sweep) {
+        // SAFETY: field addresses only, nothing read.
+        unsafe { (&raw mut (*slot).key.len, &raw mut (*slot).sweep) }
+    }
+    #[inline(always)]
+    unsafe fn write_addr(slot: *mut Self, key: &ReconV4Key) {
+        // SAFETY: the caller's.
+        unsafe { core::ptr::write_volatile(&raw mut (*slot).key.addr, key.addr) };
+    }
+    #[inline(always)]
+    fn len(key: &ReconV4Key) -> u32 {
+        key.len
+    }
+}
+
+impl Slot for SlotV6 {
+    type Key = ReconV6Key;
+    #[inline(always)]
+    fn map() -> &'static Array<Self> {
+        &RECON_V6
+    }
+    #[inline(always)]
+    fn set(seed: u32, key: &ReconV6Key) -> u32 {
+        set_v6(seed, key)
+    }
+    #[inline(always)]
+    fn holds(&self, key: &ReconV6Key) -> bool {
+        self.key.addr[0] == key.addr[0]
+            && self.key.addr[1] == key.addr[1]
+            && self.key.len == key.len
+    }
+    #[inline(always)]
+    fn parts(slot: *mut Self) -> (*mut u32, *mut Sweep) {
+        // SAFETY: field addresses only, nothing read.
+        unsafe { (&raw mut (*slot).key.len, &raw mut (*slot).sweep) }
+    }
+    #[inline(always)]
+    unsafe fn write_addr(slot: *mut Self, key: &ReconV6Key) {
+        // SAFETY: the caller's.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*slot).key.addr[0], key.addr[0]);
+            core::ptr::write_volatile(&raw mut (*slot).key.addr[1], key.addr[1]);
+        }
+    }
+    #[inline(always)]
+    fn len(key: &ReconV6Key) -> u32 {
+        key.len
+    }
+}
+
+/// The sketch of `key`: the slot of its set whose tag is `key`.
 #[inline(always)]
-fn make_v4(seed: u32, key: &ReconV4Key, now: u64, epoch: u64, position: u32) {
-    if find_v4(seed, key).is_some() {
+fn find<S: Slot>(seed: u32, key: &S::Key) -> Option<*mut Sweep> {
+    let first = S::set(seed, key) * WAYS;
+    for way in 0..WAYS {
+        if let Some(slot) = S::map().get_ptr_mut(first + way) {
+            // SAFETY: a pointer into a map value from a successful lookup, valid for this
+            // run; another CPU that makes a sketch in this slot writes its tag last.
+            if unsafe { &*slot }.holds(key) {
+                return Some(S::parts(slot).1);
+            }
+        }
+    }
+    None
+}
+
+/// Makes the sketch of `key` unless its set holds it already (another CPU's packet may have
+/// made it since phase one), in the slot worth less; none, counted, when both are flagged.
+#[inline(always)]
+fn make<S: Slot>(seed: u32, key: &S::Key, now: u64, epoch: u64, position: u32) {
+    if find::<S>(seed, key).is_some() {
         return;
     }
-    let first = set_v4(seed, key) * WAYS;
-    let (Some(a), Some(b)) = (RECON_V4.get_ptr_mut(first), RECON_V4.get_ptr_mut(first + 1)) else {
+    let first = S::set(seed, key) * WAYS;
+    let (Some(a), Some(b)) = (S::map().get_ptr_mut(first), S::map().get_ptr_mut(first + 1)) else {
         return;
     };
+    let ((len_a, sweep_a), (len_b, sweep_b)) = (S::parts(a), S::parts(b));
     // SAFETY: pointers into map values from successful lookups, valid for this run.
     let (worth_a, worth_b) = unsafe {
         (
-            worth((*a).key.len, &(*a).sweep, now, epoch),
-            worth((*b).key.len, &(*b).sweep, now, epoch),
+            worth(*len_a, &*sweep_a, now, epoch),
+            worth(*len_b, &*sweep_b, now, epoch),
         )
     };
     let slot = match victim(worth_a, worth_b) {
         Some(0) => a,
         Some(_) => b,
-        None => return,
+        None => {
+            count::event(global::RECON_UNTRACKED);
+            return;
+        }
     };
+    let (len, sweep) = S::parts(slot);
     // SAFETY: as above. The tag is cleared first and written last, every store volatile so
     // that the compiler keeps this order: another CPU's probe finds neither key in a
     // half-written sketch (on x86, whose stores are seen in order; elsewhere at worst a few
     // bits of the old sketch, never its block: a flagged slot is never taken). Two CPUs
     // making sketches in one slot at worst leave one of them, mixed.
     unsafe {
-        core::ptr::write_volatile(&raw mut (*slot).key.len, 0);
-        (*slot).sweep.start(epoch, position);
-        core::ptr::write_volatile(&raw mut (*slot).key.addr, key.addr);
-        core::ptr::write_volatile(&raw mut (*slot).key.len, key.len);
-    }
-}
-
-/// [`make_v4`] for `RECON_V6`.
-#[inline(always)]
-fn make_v6(seed: u32, key: &ReconV6Key, now: u64, epoch: u64, position: u32) {
-    if find_v6(seed, key).is_some() {
-        return;
-    }
-    let first = set_v6(seed, key) * WAYS;
-    let (Some(a), Some(b)) = (RECON_V6.get_ptr_mut(first), RECON_V6.get_ptr_mut(first + 1)) else {
-        return;
-    };
-    // SAFETY: as in `make_v4`.
-    let (worth_a, worth_b) = unsafe {
-        (
-            worth((*a).key.len, &(*a).sweep, now, epoch),
-            worth((*b).key.len, &(*b).sweep, now, epoch),
-        )
-    };
-    let slot = match victim(worth_a, worth_b) {
-        Some(0) => a,
-        Some(_) => b,
-        None => return,
-    };
-    // SAFETY: as in `make_v4`.
-    unsafe {
-        core::ptr::write_volatile(&raw mut (*slot).key.len, 0);
-        (*slot).sweep.start(epoch, position);
-        core::ptr::write_volatile(&raw mut (*slot).key.addr[0], key.addr[0]);
-        core::ptr::write_volatile(&raw mut (*slot).key.addr[1], key.addr[1]);
-        core::ptr::write_volatile(&raw mut (*slot).key.len, key.len);
+        core::ptr::write_volatile(len, 0);
+        (*sweep).start(epoch, position);
+        S::write_addr(slot, key);
+        core::ptr::write_volatile(len, S::len(key));
     }
 }
 

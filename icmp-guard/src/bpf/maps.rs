@@ -251,6 +251,9 @@ pub struct Tracked {
     pub sources_capacity: u32,
     pub prefixes: u64,
     pub prefixes_capacity: u32,
+    /// Sweep sketches not made since the maps were made: both slots of their set held
+    /// flagged sketches (`icmp_guard_common::global::RECON_UNTRACKED`). Exact, not estimated.
+    pub recon_untracked: u64,
 }
 
 /// The estimate of [`Tracked`] for the guard pinned in `pins`: four map infos and one
@@ -285,6 +288,7 @@ pub fn tracked(pins: &PinDir) -> Result<Tracked> {
         sources_capacity,
         prefixes: created(global::PREFIX_BUCKETS_CREATED)?.min(u64::from(prefixes_capacity)),
         prefixes_capacity,
+        recon_untracked: created(global::RECON_UNTRACKED)?,
     })
 }
 

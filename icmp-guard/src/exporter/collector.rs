@@ -306,6 +306,12 @@ impl Collector for Exposition {
             &ConstCounter::new(report.events.lost),
         )?;
         let tracked = &sample.tracked;
+        single(
+            &mut encoder,
+            "icmp_guard_recon_untracked",
+            "New sources or prefixes sweep detection could not track: both slots of their set held flagged sketches",
+            &ConstCounter::new(tracked.recon_untracked),
+        )?;
         for (name, help, value) in [
             (
                 "icmp_guard_tracked_sources",
@@ -545,6 +551,7 @@ mod tests {
                 sources_capacity: 65_536,
                 prefixes: 1,
                 prefixes_capacity: 16_384,
+                recon_untracked: 2,
             },
             blocked: 3,
             revision: 7,
@@ -568,6 +575,7 @@ mod tests {
             "icmp_guard_non_icmp_passed_total 11",
             "icmp_guard_tracked_sources 4",
             "icmp_guard_tracked_prefixes 1",
+            "icmp_guard_recon_untracked_total 2",
             "icmp_guard_blocked_sources 3",
             "icmp_guard_interface_attached{interface=\"eth0\",mode=\"native\"} 1",
             "icmp_guard_policy_revision 7",

@@ -11,9 +11,9 @@ use icmp_guard::policy::{
     recon::{Enabled, Recon, SweepAction},
 };
 use icmp_guard_common::{
-    DropReason, FAMILY_V4, FAMILY_V6,
+    DropReason, FAMILY_V4, FAMILY_V6, global,
     interface::interface_flags,
-    recon::{action, estimate},
+    recon::{ReconV6Key, action, estimate, set_v6},
 };
 
 use crate::{
@@ -357,7 +357,12 @@ fn forgetting_a_sweepers_sketch_lifts_its_block() {
 fn a_sweeper_keeps_its_count_through_a_flood_of_new_sources() {
     root_or_skip!("a_sweeper_keeps_its_count_through_a_flood_of_new_sources");
     let threshold = 64u32;
-    let mut guard = Guard::load(&policy(|recon| recon.sweep_threshold = threshold));
+    // The longest window: under emulation the flood below takes longer than the default
+    // window, which would forget the sweep by design.
+    let mut guard = Guard::load(&policy(|recon| {
+        recon.sweep_threshold = threshold;
+        recon.window = Duration::from_secs(3600);
+    }));
     // As `attach` does for new maps: the seed that places sketches is random.
     guard.maps.stamp_complete().expect("stamp the maps");
     let mut other = Guard::load(&policy(|_| {}));
@@ -402,4 +407,63 @@ fn a_sweeper_keeps_its_count_through_a_flood_of_new_sources() {
         .is_some(),
         "a source of the flood that sweeps is flagged"
     );
+}
+
+#[test]
+fn flagged_sketches_keep_their_set_and_a_third_source_there_is_counted_untracked() {
+    root_or_skip!("flagged_sketches_keep_their_set_and_a_third_source_there_is_counted_untracked");
+    let threshold = 16u32;
+    // Blocks that outlast the test however slow the machine (a block that ends frees its
+    // slot, by design).
+    let mut guard = Guard::load(&policy(|recon| {
+        recon.sweep_threshold = threshold;
+        recon.window = Duration::from_secs(3600);
+        recon.block = Duration::from_secs(3600);
+    }));
+    guard.maps.stamp_complete().expect("stamp the maps");
+    let seed = guard.maps.config().expect("settings").recon_seed;
+    // Three sources of 2001:db8:c0::/48 whose sketches share one set, found with the maps'
+    // seed (which a remote sender does not know).
+    let source = |i: u64| {
+        let mut address = v6("2001:db8:c0::");
+        address[8..16].copy_from_slice(&i.to_be_bytes());
+        address
+    };
+    let set = |i: u64| set_v6(seed, &ReconV6Key::new(128, source(i)));
+    let same: Vec<u64> = std::iter::once(0)
+        .chain((1..).filter(|&i| set(i) == set(0)).take(2))
+        .collect();
+    let (a, b, c) = (source(same[0]), source(same[1]), source(same[2]));
+    for (n, sweeper) in [a, b].into_iter().enumerate() {
+        passed_before_first_drop(&mut guard, 4 * threshold as usize, |i| {
+            echo_v6(sweeper, doc_v6(1000 * n + i))
+        })
+        .expect("flagged");
+    }
+    let untracked = |guard: &Guard| {
+        guard
+            .maps
+            .global_counter(global::RECON_UNTRACKED)
+            .expect("the untracked count")
+            .packets
+    };
+    assert_eq!(untracked(&guard), 0);
+    // The third sweeps past its threshold: its set has no slot to give, so it is not
+    // flagged, and each of its probes is counted as untracked.
+    let probes = 3 * threshold as usize;
+    for i in 0..probes {
+        assert_eq!(guard.action(&echo_v6(c, doc_v6(5000 + i))), PASS);
+    }
+    assert_eq!(untracked(&guard), probes as u64);
+    assert!(
+        guard
+            .maps
+            .sweep_sketch(std::net::IpAddr::from(c), 128)
+            .expect("read the sketch")
+            .is_none()
+    );
+    // Neither flagged source lost its sketch, nor its block.
+    for sweeper in [a, b] {
+        assert_eq!(guard.action(&echo_v6(sweeper, doc_v6(9000))), DROP);
+    }
 }

@@ -53,6 +53,13 @@ pub fn text(status: &Status, kernel: &KernelView) -> String {
             "rate-limit buckets (estimated): {} of {} sources, {} of {} prefixes",
             tracked.sources, tracked.sources_capacity, tracked.prefixes, tracked.prefixes_capacity
         );
+        if tracked.recon_untracked != 0 {
+            let _ = writeln!(
+                out,
+                "sweep detection: {} new sources or prefixes went untracked (their set of sketches held two flagged ones)",
+                tracked.recon_untracked
+            );
+        }
     }
     if let Some(blocked) = status.blocked {
         let _ = writeln!(
