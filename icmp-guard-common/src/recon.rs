@@ -19,8 +19,8 @@
 //! clock divided by the epoch length), so a destination already in the source's current
 //! bitmap is in its prefix's current bitmap too. A probe that finds its bit set in its
 //! source's current bitmap ([`Observed::Seen`]) therefore skips the prefix's sketch, and with
-//! it a second sketch lookup: the source's sketch remembers what the prefix's block was when it last
-//! visited it ([`Sweep::prefix_until`]), and visits it again at least once a tick of the
+//! it a second lookup: the source's sketch remembers what the prefix's block was when it
+//! last visited it ([`Sweep::prefix_until`]), and visits it again at least once a tick of the
 //! coarse clock ([`prefix_visit_due`]), so that a prefix flagged by its other sources (or
 //! forgotten by `unblock`) blocks (or frees) this one within a tick.
 //!
