@@ -557,8 +557,9 @@ impl GuardMaps {
 
     /// Every sketch of `RECON_V4` and `RECON_V6` that carries a block: the source or prefix
     /// (address and length) and the end of its block on the program's coarse clock. Only
-    /// sketches in their own set, where the program finds them (a slot of another seed's
-    /// maps would be, but `recon_seed` never changes).
+    /// sketches in their own set, where the program finds them: one made under another
+    /// seed would not be, but the seed is written before any interface runs the program
+    /// and never changes.
     pub fn sweep_blocks(&self) -> Result<Vec<(std::net::IpAddr, u8, u64)>> {
         let seed = self.config()?.recon_seed;
         let read = |err| Error::map("reading the sweep sketches", err);
