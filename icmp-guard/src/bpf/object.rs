@@ -171,13 +171,18 @@ pub fn load_trace_guard(pins: Option<&PinDir>, instance: Instance) -> Result<Ebp
 }
 
 pub(crate) fn load_program(mut ebpf: Ebpf, name: &str) -> Result<Ebpf> {
-    let program: &mut Xdp = program_of(&mut ebpf, name)?;
+    let program: &mut Xdp = program_of(&mut ebpf, name, "finding the XDP program")?;
     loaded(program.load(), "loading the XDP program")?;
     Ok(ebpf)
 }
 
-/// The guard program `name` of `ebpf` as the program type `T` it is to be loaded as.
-fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+/// The program `name` of `ebpf` as the program type `T` it is (to be) loaded as; `doing`
+/// names the step in the error when it is not a `T`.
+pub(crate) fn program_of<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    doing: &'static str,
+) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
@@ -186,7 +191,19 @@ where
             what: format!("the XDP program {name}"),
         })?
         .try_into()
-        .map_err(|source| Error::program("finding the XDP program", source))
+        .map_err(|source| Error::program(doing, source))
+}
+
+/// Of the two variants `names` of a program, the one `ebpf` loaded: the first for which
+/// `loaded` (is it that program type, with a file descriptor?) holds.
+pub(crate) fn loaded_variant<'n>(
+    ebpf: &Ebpf,
+    names: [&'n str; 2],
+    loaded: impl Fn(&aya::programs::Program) -> bool,
+) -> Option<&'n str> {
+    names
+        .into_iter()
+        .find(|name| ebpf.program(name).is_some_and(&loaded))
 }
 
 /// A load's result, a verifier's refusal told apart (with its log) from the other errors of
@@ -220,7 +237,7 @@ pub fn load_extension(
 ) -> Result<Ebpf> {
     let name = instance.variant.program_name();
     let mut ebpf = open_object_as(crate::ebpf_object(), pins, capacity, instance, Some(name))?;
-    let program: &mut Extension = program_of(&mut ebpf, name)?;
+    let program: &mut Extension = program_of(&mut ebpf, name, "finding the XDP program")?;
     loaded(
         program.load(target, function),
         "loading the XDP program as a program extension",
@@ -230,20 +247,11 @@ pub fn load_extension(
 
 /// The guard program [`load_extension`] loaded in an object (either variant).
 pub fn extension_program(ebpf: &mut Ebpf) -> Result<&mut Extension> {
-    let loaded = [PROGRAM_NAME, LOCKED_PROGRAM_NAME]
-        .into_iter()
-        .find(|name| {
-            ebpf.program(name)
-                .and_then(|program| <&Extension>::try_from(program).ok())
-                .is_some_and(|program| program.fd().is_ok())
-        })
-        .unwrap_or(PROGRAM_NAME);
-    ebpf.program_mut(loaded)
-        .ok_or_else(|| Error::NotInObject {
-            what: format!("the XDP program {loaded}"),
-        })?
-        .try_into()
-        .map_err(|source| Error::program("finding the program extension", source))
+    let name = loaded_variant(ebpf, [PROGRAM_NAME, LOCKED_PROGRAM_NAME], |program| {
+        <&Extension>::try_from(program).is_ok_and(|program| program.fd().is_ok())
+    })
+    .unwrap_or(PROGRAM_NAME);
+    program_of(ebpf, name, "finding the program extension")
 }
 
 /// Creates (or opens) the object's maps, pinned under `pins`, without loading a program.
@@ -324,20 +332,14 @@ pub(crate) fn probe() -> Result<Ebpf> {
 
 /// The guard program [`load_instance`] loaded in an object (either variant).
 pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    let loaded = [PROGRAM_NAME, LOCKED_PROGRAM_NAME]
-        .into_iter()
-        .find(|name| {
-            ebpf.program(name)
-                .and_then(|program| <&Xdp>::try_from(program).ok())
-                .is_some_and(|program| program.fd().is_ok())
-        });
-    let name = loaded.unwrap_or(PROGRAM_NAME);
-    ebpf.program_mut(name)
-        .ok_or_else(|| Error::NotInObject {
-            what: format!("the XDP program {name}"),
-        })?
-        .try_into()
-        .map_err(|source| Error::program("finding the XDP program", source))
+    let name = loaded_variant(ebpf, [PROGRAM_NAME, LOCKED_PROGRAM_NAME], loaded_xdp)
+        .unwrap_or(PROGRAM_NAME);
+    program_of(ebpf, name, "finding the XDP program")
+}
+
+/// True for an XDP program that is loaded (has a file descriptor).
+pub(crate) fn loaded_xdp(program: &aya::programs::Program) -> bool {
+    <&Xdp>::try_from(program).is_ok_and(|program| program.fd().is_ok())
 }
 
 /// True when `name` is the name the kernel shows for a guard program (either variant, the

@@ -8,26 +8,19 @@ use aya::{
 };
 use icmp_guard_common::trace::{self, TraceConfig};
 
-use super::{Error, Result};
+use super::{Error, Result, object};
 
-/// The loaded trace program of an object from [`super::object::load_trace_instance`].
+/// The loaded trace program of an object from [`object::load_trace_instance`].
 pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    let name = [trace::PROGRAM_NAME, trace::LOCKED_PROGRAM_NAME]
-        .into_iter()
-        .find(|name| {
-            ebpf.program(name)
-                .and_then(|program| <&Xdp>::try_from(program).ok())
-                .is_some_and(|program| program.fd().is_ok())
-        })
-        .ok_or_else(|| Error::NotInObject {
-            what: "the loaded trace program".to_owned(),
-        })?;
-    ebpf.program_mut(name)
-        .ok_or_else(|| Error::NotInObject {
-            what: format!("the XDP program {name}"),
-        })?
-        .try_into()
-        .map_err(|source| Error::program("finding the trace program", source))
+    let name = object::loaded_variant(
+        ebpf,
+        [trace::PROGRAM_NAME, trace::LOCKED_PROGRAM_NAME],
+        object::loaded_xdp,
+    )
+    .ok_or_else(|| Error::NotInObject {
+        what: "the loaded trace program".to_owned(),
+    })?;
+    object::program_of(ebpf, name, "finding the trace program")
 }
 
 /// The trace build's report program, which its guard tail-calls.
@@ -37,14 +30,9 @@ const LOG_SLOT_MAP: &str = "TRACE_LOG";
 
 /// Loads the report program of a trace object and puts it in the guard's tail-call slot.
 pub fn install_log(ebpf: &mut Ebpf) -> Result<()> {
-    let program: &mut Xdp = ebpf
-        .program_mut(LOG_PROGRAM_NAME)
-        .ok_or_else(|| Error::NotInObject {
-            what: format!("the XDP program {LOG_PROGRAM_NAME}"),
-        })?
-        .try_into()
-        .map_err(|source| Error::program("finding the trace report program", source))?;
-    super::object::loaded(program.load(), "loading the trace report program")?;
+    let program: &mut Xdp =
+        object::program_of(ebpf, LOG_PROGRAM_NAME, "finding the trace report program")?;
+    object::loaded(program.load(), "loading the trace report program")?;
     let fd = program
         .fd()
         .map_err(|source| Error::program("finding the trace report program", source))?
@@ -87,7 +75,7 @@ pub fn running(program_id: u32) -> Option<TraceConfig> {
     let info = aya::programs::loaded_programs()
         .filter_map(std::result::Result::ok)
         .find(|info| info.id() == program_id)?;
-    if !super::object::is_trace_program_name(info.name_as_str()) {
+    if !object::is_trace_program_name(info.name_as_str()) {
         return None;
     }
     let id =
