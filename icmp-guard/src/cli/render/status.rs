@@ -181,3 +181,47 @@ pub fn check(check: &Check) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icmp_guard::bpf::maps::Tracked;
+
+    fn status(recon_untracked: u64) -> Status {
+        Status {
+            pin_dir: "/sys/fs/bpf/icmp-guard".into(),
+            netns: 1,
+            maps: "complete",
+            mode: Some("enforce"),
+            revision: Some(1),
+            tracked: Some(Tracked {
+                estimated: true,
+                sources: 3,
+                sources_capacity: 65_536,
+                prefixes: 1,
+                prefixes_capacity: 16_384,
+                recon_untracked,
+            }),
+            lists: None,
+            blocked: None,
+            interfaces: Vec::new(),
+            elsewhere: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sources_sweep_detection_could_not_track_are_said_and_in_the_json() {
+        let kernel = KernelView::default();
+        let shown = text(&status(48), &kernel);
+        assert!(
+            shown.contains("sweep detection: 48 new sources or prefixes went untracked"),
+            "{shown}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&json(&status(48), &kernel).expect("json")).expect("parse");
+        assert_eq!(json["tracked"]["recon_untracked"], 48);
+        // None untracked: no line.
+        assert!(!text(&status(0), &kernel).contains("untracked"));
+    }
+}
