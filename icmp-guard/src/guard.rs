@@ -21,6 +21,8 @@ mod trace;
 
 use std::net::Ipv4Addr;
 
+/// What `Status::tracked` holds, for those behind the front door that build or read one.
+pub use crate::bpf::maps::Tracked;
 pub use attach::{AttachOptions, Attached, Attachment, Recovery, resolve_interfaces};
 pub use detach::{Detach, Detached};
 pub use health::{Check, CheckLine, Elsewhere, InterfaceStatus, ListUsage, State, Status};
@@ -31,7 +33,7 @@ use crate::{
     bpf::{
         self, GuardMaps, PinDir, PinLock,
         links::{self, LinkStatus},
-        maps::{self as bpf_maps, Tracked},
+        maps as bpf_maps,
     },
     error::{Error, Result},
     host::preflight,

@@ -185,7 +185,7 @@ pub fn check(check: &Check) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use icmp_guard::bpf::maps::Tracked;
+    use icmp_guard::guard::Tracked;
 
     fn status(recon_untracked: u64) -> Status {
         Status {
