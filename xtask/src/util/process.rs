@@ -87,6 +87,17 @@ pub fn stdout_of(command: &mut Command) -> Result<String> {
 fn spawn_error(command: &Command, err: std::io::Error) -> anyhow::Error {
     let program = command.get_program().to_string_lossy();
     if err.kind() == ErrorKind::NotFound {
+        // A missing working directory fails the spawn with the same error as a missing
+        // program: the workspace baked into xtask (`workspace_root`) is gone when xtask was
+        // built from a checkout since deleted that shared this target directory.
+        if let Some(dir) = command.get_current_dir().filter(|dir| !dir.is_dir()) {
+            return anyhow::anyhow!(
+                "`{program}` cannot start in {}, which no longer exists: this xtask was built \
+                 from another checkout; rebuild it here (`touch xtask/src/main.rs && cargo \
+                 build -p xtask`)",
+                dir.display()
+            );
+        }
         anyhow::anyhow!("`{program}` not found on PATH")
     } else {
         anyhow::Error::new(err).context(format!("starting `{}`", display(command)))
@@ -95,3 +106,27 @@ fn spawn_error(command: &Command, err: std::io::Error) -> anyhow::Error {
 
 /// Whether this process runs with root's effective uid.
 pub use icmp_guard_lab::gate::is_root;
+
+#[cfg(test)]
+mod spawn_tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_working_directory_is_not_called_a_missing_program() {
+        let mut gone = Command::new("true");
+        gone.current_dir("/nonexistent/icmp-guard-checkout");
+        let spawn = gone.output().expect_err("no such directory");
+        let err = spawn_error(&gone, spawn);
+        let text = err.to_string();
+        assert!(text.contains("no longer exists"), "{text}");
+        assert!(text.contains("/nonexistent/icmp-guard-checkout"), "{text}");
+
+        let mut missing = Command::new("icmp-guard-no-such-program");
+        let spawn = missing.output().expect_err("no such program");
+        let err = spawn_error(&missing, spawn);
+        assert_eq!(
+            err.to_string(),
+            "`icmp-guard-no-such-program` not found on PATH"
+        );
+    }
+}
