@@ -177,10 +177,21 @@ impl Guard {
 
     fn stats_of(&self, maps: &GuardMaps) -> Result<StatsReport> {
         let mut snapshot = stats::read(maps)?;
+        let netns = netns()?;
         let links = self.links()?;
-        let ifindexes: Vec<u32> = links.iter().map(|link| link.ifindex).collect();
-        snapshot.interfaces = maps.interface_counters(netns()?, &ifindexes)?;
-        Ok(stats::report(&snapshot, &links))
+        let members: Vec<LinkStatus> = self
+            .pins
+            .member_ifindexes(netns)?
+            .into_iter()
+            .map(|ifindex| health::member_link(&self.pins, netns, ifindex).0)
+            .collect();
+        let ifindexes: Vec<u32> = links
+            .iter()
+            .chain(&members)
+            .map(|link| link.ifindex)
+            .collect();
+        snapshot.interfaces = maps.interface_counters(netns, &ifindexes)?;
+        Ok(stats::report(&snapshot, &links, &members))
     }
 
     /// The per-code rows of `stats --by-code`.

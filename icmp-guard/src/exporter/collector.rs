@@ -535,12 +535,13 @@ mod tests {
         };
         snapshot.global[global::NON_ICMP_PASSED as usize].packets = 11;
         snapshot.global[global::MALFORMED_DROPPED as usize].packets = 1;
-        let mut report = stats::report(&snapshot, &[]);
+        let mut report = stats::report(&snapshot, &[], &[]);
         // Built by hand: LinkStatus belongs to the loader and grows fields.
         report.interfaces.push(stats::InterfaceReport {
             name: Some("eth0".to_owned()),
             ifindex: 2,
             mode: Some("native"),
+            multiprog: false,
             counters: stats::InterfaceTotals::default(),
         });
         Sample {

@@ -417,16 +417,15 @@ fn waiting(
         .collect())
 }
 
-/// The status of an interface where icmp-guard is a component of the libxdp dispatcher.
-fn member_status(
+/// The interface `ifindex` of `netns` where icmp-guard is recorded as a component of the
+/// libxdp dispatcher, as a link: no link id, the recorded program's id (0 when the record
+/// is unreadable), and the dispatcher's mode while the dispatcher there still runs that
+/// program (`None` when it does not: not running). Also the recorded id and the member.
+pub(super) fn member_link(
     pins: &crate::bpf::PinDir,
     netns: u64,
     ifindex: u32,
-    maps_problem: Option<&String>,
-    pinned_config: Option<u32>,
-    slot: Option<&(u32, icmp_guard_common::interface::InterfaceConfig)>,
-    recon_mode: Option<u8>,
-) -> InterfaceStatus {
+) -> (LinkStatus, Option<u32>, Option<dispatcher::Member>) {
     let program_id = dispatcher::recorded_program_id(&pins.member_path(netns, ifindex));
     let member = program_id.and_then(|id| dispatcher::member(ifindex, id));
     let name = net::interface::ifname(ifindex);
@@ -444,6 +443,20 @@ fn member_status(
         mode,
         interface_gone: name.is_none(),
     };
+    (link, program_id, member)
+}
+
+/// The status of an interface where icmp-guard is a component of the libxdp dispatcher.
+fn member_status(
+    pins: &crate::bpf::PinDir,
+    netns: u64,
+    ifindex: u32,
+    maps_problem: Option<&String>,
+    pinned_config: Option<u32>,
+    slot: Option<&(u32, icmp_guard_common::interface::InterfaceConfig)>,
+    recon_mode: Option<u8>,
+) -> InterfaceStatus {
+    let (link, program_id, member) = member_link(pins, netns, ifindex);
     let (state, mut reason) = link_health(&link, maps_problem, pinned_config, slot);
     if state == State::NotRunning {
         reason = Some(

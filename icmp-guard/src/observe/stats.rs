@@ -247,6 +247,9 @@ pub struct InterfaceReport {
     pub ifindex: u32,
     /// `native`, `generic`, or `null` when our program no longer runs there.
     pub mode: Option<&'static str>,
+    /// True where icmp-guard runs as one program of a libxdp dispatcher (`attach
+    /// --multiprog`); `mode` is then the dispatcher's.
+    pub multiprog: bool,
     /// What the guard judged on this interface since it was attached: classified ICMP and
     /// packets dropped before a type could be read (traffic that is not ICMP is not
     /// counted per interface).
@@ -393,8 +396,9 @@ pub const fn mode_name(mode: u32) -> &'static str {
     }
 }
 
-/// Builds the report from a snapshot and the attached interfaces.
-pub fn report(snapshot: &Snapshot, links: &[LinkStatus]) -> StatsReport {
+/// Builds the report from a snapshot and the attached interfaces: those with links of
+/// their own, then those where icmp-guard runs in a libxdp dispatcher (`members`).
+pub fn report(snapshot: &Snapshot, links: &[LinkStatus], members: &[LinkStatus]) -> StatsReport {
     let icmp: Vec<TypeReport> = snapshot
         .icmp
         .iter()
@@ -442,10 +446,13 @@ pub fn report(snapshot: &Snapshot, links: &[LinkStatus]) -> StatsReport {
         mode: mode_name(snapshot.mode),
         interfaces: links
             .iter()
-            .map(|link| InterfaceReport {
+            .map(|link| (link, false))
+            .chain(members.iter().map(|link| (link, true)))
+            .map(|(link, multiprog)| InterfaceReport {
                 name: link.name.clone(),
                 ifindex: link.ifindex,
                 mode: link.mode.map(AttachMode::as_str),
+                multiprog,
                 counters: snapshot
                     .interfaces
                     .iter()
@@ -567,7 +574,7 @@ mod tests {
         let mut snapshot = snapshot_with(FAMILY_V4, 8, drop_slot(DropReason::Policy), 5);
         snapshot.global[global::INVALID_DROPPED as usize].packets = 2;
         snapshot.global[global::NON_ICMP_PASSED as usize].packets = 7;
-        let report = report(&snapshot, &[]);
+        let report = report(&snapshot, &[], &[]);
         assert_eq!(
             report.totals,
             Totals {
@@ -586,7 +593,7 @@ mod tests {
     #[test]
     fn json_has_the_contract_fields() {
         let snapshot = snapshot_with(FAMILY_V6, 128, SLOT_PASSED, 3);
-        let json = serde_json::to_value(report(&snapshot, &[])).expect("serializes");
+        let json = serde_json::to_value(report(&snapshot, &[], &[])).expect("serializes");
         for field in [
             "icmp_packets",
             "passed",
@@ -608,11 +615,63 @@ mod tests {
     }
 
     #[test]
+    fn interfaces_in_a_dispatcher_get_rows_of_their_own_marked_multiprog() {
+        let mut snapshot = snapshot_with(FAMILY_V4, 8, SLOT_PASSED, 5);
+        let counter = |ifindex, packets| InterfaceCounter {
+            ifindex,
+            packets,
+            passed: packets,
+            ..InterfaceCounter::default()
+        };
+        snapshot.interfaces = vec![(2, counter(2, 3)), (7, counter(7, 2))];
+        let link = |name: &str, ifindex, mode| LinkStatus {
+            name: Some(name.to_owned()),
+            ifindex,
+            link_id: if ifindex == 2 { 11 } else { 0 },
+            program_id: 40,
+            mode,
+            interface_gone: false,
+        };
+        let report = report(
+            &snapshot,
+            &[link("eth0", 2, Some(AttachMode::Native))],
+            &[
+                link("eth1", 7, Some(AttachMode::Generic)),
+                // A dispatcher that no longer runs icmp-guard: a row, not running.
+                link("eth2", 9, None),
+            ],
+        );
+        let rows: Vec<_> = report
+            .interfaces
+            .iter()
+            .map(|row| {
+                (
+                    row.name.as_deref(),
+                    row.mode,
+                    row.multiprog,
+                    row.counters.packets,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some("eth0"), Some("native"), false, 3),
+                (Some("eth1"), Some("generic"), true, 2),
+                (Some("eth2"), None, true, 0),
+            ]
+        );
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(json["interfaces"][1]["multiprog"], true);
+        assert_eq!(json["interfaces"][0]["multiprog"], false);
+    }
+
+    #[test]
     fn rates_are_per_second_deltas_and_never_negative() {
-        let before = report(&snapshot_with(FAMILY_V4, 8, SLOT_PASSED, 10), &[]);
+        let before = report(&snapshot_with(FAMILY_V4, 8, SLOT_PASSED, 10), &[], &[]);
         let mut later = snapshot_with(FAMILY_V4, 8, SLOT_PASSED, 30);
         later.icmp[0].slots[drop_slot(DropReason::RateLimit) as usize].packets = 20;
-        let after = report(&later, &[]);
+        let after = report(&later, &[], &[]);
         let rates = rates(&before, &after, std::time::Duration::from_secs(2));
         assert_eq!(rates.interval_seconds, 2.0);
         assert_eq!(rates.packets_per_second, 20.0, "40 new packets in 2 s");

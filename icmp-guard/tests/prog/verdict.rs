@@ -360,7 +360,7 @@ fn dry_run_counts_would_drop_and_passes() {
     assert_eq!(snapshot.of(FAMILY_V4, 8).would_drop(DropReason::Policy), 1);
     assert_eq!(snapshot.of(FAMILY_V4, 8).dropped(DropReason::Policy), 0);
     assert_eq!(snapshot.global(global::INVALID_WOULD_DROP).packets, 1);
-    let report = stats::report(&snapshot, &[]);
+    let report = stats::report(&snapshot, &[], &[]);
     assert_eq!(report.totals.would_drop, 2);
     assert_eq!(report.totals.dropped, 0);
     assert_eq!(report.mode, "dry-run");

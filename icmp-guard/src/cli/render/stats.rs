@@ -60,9 +60,10 @@ fn interface_list(report: &StatsReport) -> String {
         .iter()
         .map(|i| {
             format!(
-                "{} ({})",
+                "{} ({}{})",
                 i.name.as_deref().unwrap_or("<gone>"),
-                i.mode.unwrap_or("not running")
+                i.mode.unwrap_or("not running"),
+                if i.multiprog { ", multiprog" } else { "" }
             )
         })
         .collect();
@@ -468,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_watch_frame_redraws_in_place_only_on_a_terminal() {
-        let report = report(&snapshot_with(FAMILY_V4, 8, SLOT_PASSED, 3), &[]);
+        let report = report(&snapshot_with(FAMILY_V4, 8, SLOT_PASSED, 3), &[], &[]);
         let plain = watch_frame(&report, None, "every 1s", WatchStyle::default());
         assert!(!plain.contains('\x1b'), "{plain}");
         assert!(plain.contains("PKT/S"), "{plain}");
@@ -511,7 +512,7 @@ mod tests {
             row.icmp_type = icmp_type;
             snapshot.icmp.push(row);
         }
-        let report = report(&snapshot, &[]);
+        let report = report(&snapshot, &[], &[]);
         let style = WatchStyle {
             in_place: true,
             color: false,
@@ -535,12 +536,13 @@ mod tests {
         let before = report(
             &snapshot_with(FAMILY_V4, 8, drop_slot(DropReason::Policy), 5),
             &[],
+            &[],
         );
         assert_eq!(drop_summary(&before, &before), None);
         let mut later = snapshot_with(FAMILY_V4, 8, drop_slot(DropReason::Policy), 12);
         later.icmp[0].slots[drop_slot(DropReason::RateLimit) as usize].packets = 3;
         later.global[global::MALFORMED_DROPPED as usize].packets = 1;
-        let after = report(&later, &[]);
+        let after = report(&later, &[], &[]);
         let line = drop_summary(&before, &after).expect("something dropped");
         assert_eq!(
             line,
@@ -551,7 +553,7 @@ mod tests {
     #[test]
     fn table_names_reasons() {
         let snapshot = snapshot_with(FAMILY_V4, 8, drop_slot(DropReason::Policy), 5);
-        let table = table(&report(&snapshot, &[]), false);
+        let table = table(&report(&snapshot, &[], &[]), false);
         assert!(table.contains("echo-request"), "{table}");
         assert!(table.contains("policy=5"), "{table}");
     }
@@ -560,8 +562,8 @@ mod tests {
     fn human_numbers_where_people_read_them() {
         let mut snapshot = snapshot_with(FAMILY_V4, 8, drop_slot(DropReason::RateLimit), 1_234_567);
         snapshot.icmp[0].slots[SLOT_PASSED as usize].packets = 340_000;
-        let empty = report(&snapshot_with(FAMILY_V4, 8, SLOT_PASSED, 0), &[]);
-        let report = report(&snapshot, &[]);
+        let empty = report(&snapshot_with(FAMILY_V4, 8, SLOT_PASSED, 0), &[], &[]);
+        let report = report(&snapshot, &[], &[]);
         let plain = table(&report, false);
         assert!(plain.contains("rate_limit=1234567"), "{plain}");
         let human = table(&report, true);
