@@ -52,6 +52,9 @@ cli_ping detached
 echo "MATRIX-CLI-MULTIPROG-ATTACH-EXIT $?"
 cli_ping multiprog
 "$ICMP_GUARD" status 2>&1 | $bb grep -A1 ' multiprog '
+# Its row in `stats` (the exporter's rows are the same report): the interface, marked
+# multiprog, with the dropped pings counted.
+echo "MATRIX-CLI-MULTIPROG-STATS {$("$ICMP_GUARD" stats --json 2>&1 | $bb tr -d ' \n' | $bb grep -o '"interfaces":\[[^]]*\]')}"
 "$ICMP_GUARD" detach lo 2>&1
 echo "MATRIX-CLI-MULTIPROG-DETACH-EXIT $?"
 cli_ping multiprog-detached

@@ -62,6 +62,7 @@ const CLI_ATTACH_MARKER: &str = "MATRIX-CLI-ATTACH-EXIT ";
 const CLI_DETACH_MARKER: &str = "MATRIX-CLI-DETACH-EXIT ";
 const MULTIPROG_ATTACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-ATTACH-EXIT ";
 const MULTIPROG_DETACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-DETACH-EXIT ";
+const MULTIPROG_STATS_MARKER: &str = "MATRIX-CLI-MULTIPROG-STATS ";
 /// What `attach --multiprog` says where the kernel refuses program extensions.
 const EXTENSIONS_REFUSED: &str = "this kernel refuses program extensions";
 const SHARED_XDP_FILTER_MARKER: &str = "MATRIX-SHARED-XDP-FILTER-EXIT ";
@@ -137,6 +138,9 @@ struct Cli {
     multiprog_answered: [Option<u64>; 2],
     multiprog_attach: Option<i32>,
     multiprog_detach: Option<i32>,
+    /// The ICMP packets counted in `stats --json`'s row for `lo` while attached, if that row
+    /// is marked multiprog and running.
+    multiprog_row: Option<u64>,
     /// The attach refused because the kernel refuses program extensions.
     multiprog_refused: bool,
     /// Beside xdp-filter: its load's exit code, icmp-guard's attach and detach, pings
@@ -508,6 +512,9 @@ fn parse_cli(output: &str) -> Cli {
     cli.multiprog_attach = code(MULTIPROG_ATTACH_MARKER);
     cli.multiprog_detach = code(MULTIPROG_DETACH_MARKER);
     cli.multiprog_refused = output.contains(EXTENSIONS_REFUSED);
+    cli.multiprog_row = after(output, MULTIPROG_STATS_MARKER)
+        .last()
+        .and_then(multiprog_row);
     cli.shared_xdp_filter = code(SHARED_XDP_FILTER_MARKER);
     cli.shared_attach = code(SHARED_ATTACH_MARKER);
     cli.shared_detach = code(SHARED_DETACH_MARKER);
@@ -556,13 +563,26 @@ fn shared(cli: &Cli) -> Multiprog {
     }
 }
 
+/// The ICMP packets of `lo`'s row in `{"interfaces": [...]}` (from `stats --json`), when
+/// that row says icmp-guard runs there in a dispatcher.
+fn multiprog_row(interfaces: &str) -> Option<u64> {
+    let document: Value = serde_json::from_str(interfaces.trim()).ok()?;
+    let row = document["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|row| row["name"] == "lo")?;
+    let running = row["multiprog"] == true && row["mode"].is_string();
+    running.then(|| row["counters"]["packets"].as_u64())?
+}
+
 fn multiprog(cli: &Cli) -> Multiprog {
     match (
         cli.multiprog_attach,
         cli.multiprog_answered,
         cli.multiprog_detach,
     ) {
-        (Some(0), [Some(0), Some(2)], Some(0)) => Multiprog::Joined,
+        // Both pings were dropped there, so its row counts at least those two.
+        (Some(0), [Some(0), Some(2)], Some(0)) if cli.multiprog_row >= Some(2) => Multiprog::Joined,
         (Some(code), [Some(2), Some(2)], Some(0)) if code != 0 && cli.multiprog_refused => {
             Multiprog::Refused
         }
@@ -775,11 +795,15 @@ fn cli_cell(cli: &Cli) -> String {
         Multiprog::Joined => "filters in a libxdp dispatcher".to_owned(),
         Multiprog::Refused => "--multiprog refused: no program extensions".to_owned(),
         Multiprog::Failed => format!(
-            "--multiprog FAILED (attached {}/2, detached {}/2; attach exit {:?}, detach exit {:?})",
+            "--multiprog FAILED (attached {}/2, detached {}/2; attach exit {:?}, detach exit {:?}; stats row {})",
             answered(cli.multiprog_answered[0]),
             answered(cli.multiprog_answered[1]),
             cli.multiprog_attach,
-            cli.multiprog_detach
+            cli.multiprog_detach,
+            cli.multiprog_row.map_or_else(
+                || "missing".to_owned(),
+                |packets| format!("{packets} packets")
+            )
         ),
     };
     let beside = match shared(cli) {
@@ -979,10 +1003,25 @@ mod tests {
         let joined = format!(
             "{console}MATRIX-CLI-MULTIPROG-ATTACH-EXIT 0\n\
              MATRIX-CLI-PING multiprog 2 packets transmitted, 0 packets received, 100% packet loss\n\
+             MATRIX-CLI-MULTIPROG-STATS {{\"interfaces\":[{{\"name\":\"lo\",\"ifindex\":1,\"mode\":\"generic\",\"multiprog\":true,\"counters\":{{\"packets\":2,\"bytes\":196}}}}]}}\n\
              MATRIX-CLI-MULTIPROG-DETACH-EXIT 0\n\
              MATRIX-CLI-PING multiprog-detached 2 packets transmitted, 2 packets received, 0% packet loss\n"
         );
         assert_eq!(multiprog(&parse_cli(&joined)), Multiprog::Joined);
+        for (broken, why) in [
+            (r#""multiprog":true"#, r#""multiprog":false"#),
+            (r#""mode":"generic""#, r#""mode":null"#),
+            (r#""packets":2"#, r#""packets":0"#),
+            (r#""name":"lo""#, r#""name":"eth0""#),
+        ] {
+            assert_eq!(
+                multiprog(&parse_cli(&joined.replace(broken, why))),
+                Multiprog::Failed,
+                "a stats row with {why}"
+            );
+        }
+        let no_row = joined.replace(r#""interfaces":["#, r#""interfaces":[]}"#);
+        assert_eq!(multiprog(&parse_cli(&no_row)), Multiprog::Failed, "no row");
         let refused = joined
             .replace("ATTACH-EXIT 0", "ATTACH-EXIT 1")
             .replace("2 packets transmitted, 0", "2 packets transmitted, 2");
