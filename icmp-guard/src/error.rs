@@ -83,6 +83,11 @@ pub enum Error {
     TraceNotAttached { name: String },
 
     #[error(
+        "{name} runs icmp-guard as one program of a libxdp dispatcher (`attach --multiprog`), whose programs trace cannot swap; nothing was changed"
+    )]
+    TraceMultiprog { name: String },
+
+    #[error(
         "{name} is being traced until {until} by another `icmp-guard trace`: wait for it to end, or stop it"
     )]
     TraceBusy { name: String, until: String },

@@ -81,6 +81,11 @@ impl super::Guard {
         let pins = self.pins();
         let ifindex = net::interface::ifindex(name)?;
         let netns = netns()?;
+        if !pins.has_link(netns, ifindex) && pins.member_path(netns, ifindex).exists() {
+            return Err(Error::TraceMultiprog {
+                name: name.to_owned(),
+            });
+        }
         if !pins.has_link(netns, ifindex) {
             return Err(Error::TraceNotAttached {
                 name: name.to_owned(),

@@ -54,6 +54,9 @@ cli_ping multiprog
 "$ICMP_GUARD" status 2>&1 | $bb grep -A1 ' multiprog '
 # Its row in `stats` (the exporter's rows are the same report): the interface, marked
 # multiprog, with the dropped pings counted.
+# `trace` cannot swap a program inside a dispatcher: it says so and changes nothing.
+"$ICMP_GUARD" trace lo --seconds 1 2>&1
+echo "MATRIX-CLI-MULTIPROG-TRACE-EXIT $?"
 echo "MATRIX-CLI-MULTIPROG-STATS {$("$ICMP_GUARD" stats --json 2>&1 | $bb tr -d ' \n' | $bb grep -o '"interfaces":\[[^]]*\]')}"
 "$ICMP_GUARD" detach lo 2>&1
 echo "MATRIX-CLI-MULTIPROG-DETACH-EXIT $?"

@@ -63,6 +63,9 @@ const CLI_DETACH_MARKER: &str = "MATRIX-CLI-DETACH-EXIT ";
 const MULTIPROG_ATTACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-ATTACH-EXIT ";
 const MULTIPROG_DETACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-DETACH-EXIT ";
 const MULTIPROG_STATS_MARKER: &str = "MATRIX-CLI-MULTIPROG-STATS ";
+const MULTIPROG_TRACE_MARKER: &str = "MATRIX-CLI-MULTIPROG-TRACE-EXIT ";
+/// What `trace` says of an interface where icmp-guard runs in a dispatcher.
+const TRACE_REFUSED: &str = "whose programs trace cannot swap; nothing was changed";
 /// What `attach --multiprog` says where the kernel refuses program extensions.
 const EXTENSIONS_REFUSED: &str = "this kernel refuses program extensions";
 const SHARED_XDP_FILTER_MARKER: &str = "MATRIX-SHARED-XDP-FILTER-EXIT ";
@@ -141,6 +144,8 @@ struct Cli {
     /// The ICMP packets counted in `stats --json`'s row for `lo` while attached, if that row
     /// is marked multiprog and running.
     multiprog_row: Option<u64>,
+    /// `trace` on it refused, in its sentence, with a non-zero exit.
+    multiprog_trace_refused: bool,
     /// The attach refused because the kernel refuses program extensions.
     multiprog_refused: bool,
     /// Beside xdp-filter: its load's exit code, icmp-guard's attach and detach, pings
@@ -512,6 +517,8 @@ fn parse_cli(output: &str) -> Cli {
     cli.multiprog_attach = code(MULTIPROG_ATTACH_MARKER);
     cli.multiprog_detach = code(MULTIPROG_DETACH_MARKER);
     cli.multiprog_refused = output.contains(EXTENSIONS_REFUSED);
+    cli.multiprog_trace_refused = output.contains(TRACE_REFUSED)
+        && code(MULTIPROG_TRACE_MARKER).is_some_and(|code: i32| code != 0);
     cli.multiprog_row = after(output, MULTIPROG_STATS_MARKER)
         .last()
         .and_then(multiprog_row);
@@ -582,7 +589,11 @@ fn multiprog(cli: &Cli) -> Multiprog {
         cli.multiprog_detach,
     ) {
         // Both pings were dropped there, so its row counts at least those two.
-        (Some(0), [Some(0), Some(2)], Some(0)) if cli.multiprog_row >= Some(2) => Multiprog::Joined,
+        (Some(0), [Some(0), Some(2)], Some(0))
+            if cli.multiprog_row >= Some(2) && cli.multiprog_trace_refused =>
+        {
+            Multiprog::Joined
+        }
         (Some(code), [Some(2), Some(2)], Some(0)) if code != 0 && cli.multiprog_refused => {
             Multiprog::Refused
         }
@@ -795,7 +806,7 @@ fn cli_cell(cli: &Cli) -> String {
         Multiprog::Joined => "filters in a libxdp dispatcher".to_owned(),
         Multiprog::Refused => "--multiprog refused: no program extensions".to_owned(),
         Multiprog::Failed => format!(
-            "--multiprog FAILED (attached {}/2, detached {}/2; attach exit {:?}, detach exit {:?}; stats row {})",
+            "--multiprog FAILED (attached {}/2, detached {}/2; attach exit {:?}, detach exit {:?}; stats row {}; trace {})",
             answered(cli.multiprog_answered[0]),
             answered(cli.multiprog_answered[1]),
             cli.multiprog_attach,
@@ -803,7 +814,12 @@ fn cli_cell(cli: &Cli) -> String {
             cli.multiprog_row.map_or_else(
                 || "missing".to_owned(),
                 |packets| format!("{packets} packets")
-            )
+            ),
+            if cli.multiprog_trace_refused {
+                "refused"
+            } else {
+                "NOT refused"
+            }
         ),
     };
     let beside = match shared(cli) {
@@ -964,8 +980,8 @@ fn verdict(outcomes: &[Outcome], tests: usize, negative_control: bool) -> Result
 #[cfg(test)]
 mod tests {
     use super::{
-        Cli, EXTENSIONS_REFUSED, Multiprog, NO_DISPATCHER, Summary, cli_ok, insns, multiprog,
-        parse_cli, parse_summary, shared,
+        Cli, EXTENSIONS_REFUSED, Multiprog, NO_DISPATCHER, Summary, TRACE_REFUSED, cli_ok, insns,
+        multiprog, parse_cli, parse_summary, shared,
     };
 
     #[test]
@@ -1004,6 +1020,8 @@ mod tests {
             "{console}MATRIX-CLI-MULTIPROG-ATTACH-EXIT 0\n\
              MATRIX-CLI-PING multiprog 2 packets transmitted, 0 packets received, 100% packet loss\n\
              MATRIX-CLI-MULTIPROG-STATS {{\"interfaces\":[{{\"name\":\"lo\",\"ifindex\":1,\"mode\":\"generic\",\"multiprog\":true,\"counters\":{{\"packets\":2,\"bytes\":196}}}}]}}\n\
+             error: lo runs icmp-guard as one program of a libxdp dispatcher (`attach --multiprog`), {TRACE_REFUSED}\n\
+             MATRIX-CLI-MULTIPROG-TRACE-EXIT 1\n\
              MATRIX-CLI-MULTIPROG-DETACH-EXIT 0\n\
              MATRIX-CLI-PING multiprog-detached 2 packets transmitted, 2 packets received, 0% packet loss\n"
         );
@@ -1020,6 +1038,12 @@ mod tests {
                 "a stats row with {why}"
             );
         }
+        let traced = joined.replace("TRACE-EXIT 1", "TRACE-EXIT 0");
+        assert_eq!(
+            multiprog(&parse_cli(&traced)),
+            Multiprog::Failed,
+            "trace ran"
+        );
         let no_row = joined.replace(r#""interfaces":["#, r#""interfaces":[]}"#);
         assert_eq!(multiprog(&parse_cli(&no_row)), Multiprog::Failed, "no row");
         let refused = joined
