@@ -16,6 +16,21 @@ pub enum Error {
     AlreadyAttached { name: String },
 
     #[error(
+        "icmp-guard already runs on {name} as one program of a libxdp dispatcher (`attach --multiprog`): `run --multiprog` adopts it as it is; to attach it another way, `icmp-guard detach {name}` first"
+    )]
+    AlreadyMember { name: String },
+
+    #[error(
+        "the libxdp dispatcher on {name} no longer runs icmp-guard's program, which its record there says it should: `icmp-guard detach {name}` removes the record, then attach again"
+    )]
+    MemberNotRunning { name: String },
+
+    #[error(
+        "icmp-guard already runs on {name} with a link of its own: without --multiprog, `run` adopts it; to run it in a libxdp dispatcher instead, `icmp-guard detach {name}` first"
+    )]
+    AlreadyLinked { name: String },
+
+    #[error(
         "{name} already runs another XDP program (id {program_id}): remove it first, pass --replace to have icmp-guard take its place, or --multiprog to run beside it when it is a libxdp dispatcher (xdp-filter, xdp-loader)"
     )]
     ForeignProgram { name: String, program_id: u32 },

@@ -145,6 +145,36 @@ impl Guard {
         Ok(links::list(&self.pins, netns()?)?)
     }
 
+    /// The interfaces of this network namespace where icmp-guard is recorded as one program
+    /// of a libxdp dispatcher (`attach --multiprog`), as links without a link id: `mode` is
+    /// the dispatcher's while it runs icmp-guard's program, `None` when it no longer does.
+    pub fn member_links(&self) -> Result<Vec<LinkStatus>> {
+        let netns = netns()?;
+        Ok(self
+            .pins
+            .member_ifindexes(netns)?
+            .into_iter()
+            .map(|ifindex| health::member_link(&self.pins, netns, ifindex).0)
+            .collect())
+    }
+
+    /// Every interface of this network namespace that icmp-guard guards or should: its own
+    /// links ([`Guard::links`]), then its places in libxdp dispatchers
+    /// ([`Guard::member_links`]).
+    pub fn guarded(&self) -> Result<Vec<LinkStatus>> {
+        let mut all = self.links()?;
+        all.extend(self.member_links()?);
+        Ok(all)
+    }
+
+    /// True when this pin directory records icmp-guard on `ifindex`, by a link or in a
+    /// dispatcher.
+    pub fn guards(&self, ifindex: u32) -> bool {
+        netns().is_ok_and(|netns| {
+            self.pins.has_link(netns, ifindex) || self.pins.has_member(netns, ifindex)
+        })
+    }
+
     /// Keeps the directed broadcasts of this network namespace's attached interfaces in
     /// step with their addresses; returns them, or `None` when nothing is attached (or the
     /// maps are another version's, which the command itself reports).
@@ -179,12 +209,7 @@ impl Guard {
         let mut snapshot = stats::read(maps)?;
         let netns = netns()?;
         let links = self.links()?;
-        let members: Vec<LinkStatus> = self
-            .pins
-            .member_ifindexes(netns)?
-            .into_iter()
-            .map(|ifindex| health::member_link(&self.pins, netns, ifindex).0)
-            .collect();
+        let members = self.member_links()?;
         let ifindexes: Vec<u32> = links
             .iter()
             .chain(&members)

@@ -122,6 +122,8 @@ struct Kept {
     ifindex: u32,
     link_id: u32,
     program_id: u32,
+    /// Where it runs, for a component of the interface's libxdp dispatcher (no link).
+    member: Option<dispatcher::Member>,
 }
 
 /// One interface `attach` works on, decided before anything changes.
@@ -192,17 +194,35 @@ pub(super) fn attach(
     let outcome = plan(pins, netns, &targets, options).and_then(|(plans, kept)| {
         let (mut interfaces, policy_applied) =
             attach_planned(pins, netns, plans, options, &mut created)?;
-        interfaces.extend(kept.into_iter().map(|kept| Attached {
-            mode: links::running_mode(kept.ifindex, kept.program_id),
-            name: kept.name,
-            ifindex: kept.ifindex,
-            fallback: None,
-            program_id: kept.program_id,
-            link_id: kept.link_id,
-            upgraded_from: None,
-            replaced: None,
-            already: true,
-            multiprog: None,
+        interfaces.extend(kept.into_iter().map(|kept| {
+            // A component runs in the dispatcher, whose mode is the interface's.
+            let running = kept
+                .member
+                .as_ref()
+                .map_or(kept.program_id, |member| member.dispatcher_id);
+            let mode = links::running_mode(kept.ifindex, running);
+            Attached {
+                multiprog: kept
+                    .member
+                    .zip(mode)
+                    .map(|(member, mode)| dispatcher::Joined {
+                        program_id: kept.program_id,
+                        dispatcher_id: member.dispatcher_id,
+                        mode,
+                        position: member.position,
+                        programs: member.programs.len(),
+                        replaced: None,
+                    }),
+                mode,
+                name: kept.name,
+                ifindex: kept.ifindex,
+                fallback: None,
+                program_id: kept.program_id,
+                link_id: kept.link_id,
+                upgraded_from: None,
+                replaced: None,
+                already: true,
+            }
         }));
         Ok((interfaces, policy_applied))
     });
@@ -264,11 +284,30 @@ fn plan(
             });
         };
         if pins.has_member(netns, ifindex) {
-            return Err(Error::AlreadyAttached { name });
+            // Adopted as it runs (`run --multiprog`): a component is not swapped in place,
+            // and rebuilding the dispatcher to change it would be a change nobody asked for.
+            if options.multiprog.is_none() || !(options.upgrade || options.ensure) {
+                return Err(Error::AlreadyMember { name });
+            }
+            let program_id = dispatcher::recorded_program_id(&pins.member_path(netns, ifindex));
+            let Some((program_id, member)) =
+                program_id.and_then(|id| Some((id, dispatcher::member(ifindex, id)?)))
+            else {
+                return Err(Error::MemberNotRunning { name });
+            };
+            runs_with_pinned_maps(pins, &name, program_id)?;
+            kept.push(Kept {
+                name,
+                ifindex,
+                link_id: 0,
+                program_id,
+                member: Some(member),
+            });
+            continue;
         }
         if let Some(priority) = options.multiprog {
             if pins.has_link(netns, ifindex) {
-                return Err(Error::AlreadyAttached { name });
+                return Err(Error::AlreadyLinked { name });
             }
             // What runs there now is looked at under libxdp's lock, when joining.
             push(name, Plan::Multiprog { priority });
@@ -304,6 +343,7 @@ fn plan(
                         ifindex,
                         link_id: info.id,
                         program_id: info.program_id,
+                        member: None,
                     });
                 }
                 continue;

@@ -13,7 +13,7 @@ use crate::lab::*;
 
 /// `GET path` on the guard namespace's metrics port: (status, body), `None` when nothing
 /// answers.
-fn get(lab: &Lab, path: &str) -> Option<(u16, String)> {
+pub fn get(lab: &Lab, path: &str) -> Option<(u16, String)> {
     let ns = format!("/run/netns/{}", lab.guard_ns);
     let path = path.to_owned();
     std::thread::spawn(move || {

@@ -7,11 +7,14 @@
 //! it: these tests then check what the guard promises there instead, that it refuses in one
 //! sentence and leaves the interface as it was, with xdp-filter still dropping.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::{
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
 
 use icmp_guard_lab::gate;
 
-use crate::lab::{GUARD_V4, Lab, PEER_V4, one_sentence, output};
+use crate::lab::{GUARD_V4, Lab, PEER_V4, one_sentence, output, wait_until};
 
 /// The source xdp-filter's rule drops, a second address of the peer.
 const FILTERED_V4: &str = "192.0.2.99";
@@ -212,4 +215,85 @@ fn multiprog_without_a_dispatcher_makes_one_that_xdp_filter_joins() {
     lab.cli_ok(&["detach", &lab.guard_if]);
     assert!(!lab.pin_dir.exists(), "nothing of icmp-guard left pinned");
     assert_xdp_filter_drops(&lab, "after detach");
+}
+
+/// `run --multiprog`: the service joins (or makes) the interface's libxdp dispatcher as
+/// `attach --multiprog` does, and is ready. Where the kernel refuses program extensions
+/// (this machine's), a `run` by name refuses at start in one sentence and leaves the
+/// interface as it was; the kernel matrix's guests run the joining side (the service
+/// filters from inside a dispatcher, and its SIGTERM detaches it).
+#[test]
+fn run_multiprog_joins_a_dispatcher_or_refuses_in_one_sentence() {
+    let Some((_turn, lab)) = lab("run_multiprog_joins_a_dispatcher_or_refuses_in_one_sentence")
+    else {
+        return;
+    };
+    let metrics = format!("{GUARD_V4}:9469");
+    let mut service = lab.background(&[
+        "run",
+        &lab.guard_if,
+        "--multiprog",
+        "--priority",
+        "30",
+        "--metrics",
+        &metrics,
+        "--drop-log",
+        "0",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while service.is_running() && !service.stdout().contains("protecting") {
+        assert!(
+            Instant::now() < deadline,
+            "neither protecting nor refused: {}{}",
+            service.stdout(),
+            service.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !service.is_running() {
+        assert!(!service.wait_exit(Duration::from_secs(1)).success());
+        // The warning of a metrics address beyond loopback aside, one sentence, once.
+        let stderr = service.stderr();
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.starts_with("warning: serving metrics"))
+            .collect();
+        let err = one_sentence(&errors.join("\n")).to_owned();
+        assert!(
+            err.contains("refuses program extensions") && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(
+            xdp_program(&lab),
+            None,
+            "the interface runs nothing, as before"
+        );
+        assert!(!lab.pin_dir.exists(), "nothing pinned");
+        gate::skip(
+            "run_multiprog_joins_a_dispatcher_or_refuses_in_one_sentence",
+            "this kernel refuses program extensions, so only the refusal was checked (the \
+             kernel matrix's guests run the service in a dispatcher)",
+        );
+        return;
+    }
+    let attached = service.stdout();
+    assert!(
+        attached.contains(&format!("attached to {}", lab.guard_if))
+            && attached.contains("libxdp dispatcher"),
+        "{attached}"
+    );
+    wait_until("ready", || {
+        crate::fleet_interfaces::get(&lab, "/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    let (_, replies) = lab.hping_icmp(&["--icmp-ts"], 3);
+    assert_eq!(replies, 0, "icmp-guard drops timestamp requests");
+    let status = lab.json(&["status", "--json"]);
+    assert_eq!(
+        status["interfaces"][0]["multiprog"]["priority"], 30,
+        "{status}"
+    );
+    service.signal(libc::SIGTERM);
+    assert!(service.wait_exit(Duration::from_secs(10)).success());
+    assert_eq!(xdp_program(&lab), None, "its dispatcher went with it");
+    assert!(!lab.pin_dir.exists(), "nothing of icmp-guard left pinned");
 }

@@ -90,13 +90,16 @@ pub fn unprotected(guard: &Guard, name: &str, ifindex: u32) -> Option<String> {
         }
         Ok(_) => {}
     }
-    let links = match guard.links() {
+    let links = match guard.guarded() {
         Ok(links) => links,
         Err(err) if err.is_not_attached() => return Some("the guard is not attached".to_owned()),
         Err(err) => return Some(format!("its pinned link cannot be read: {err}")),
     };
     match links.iter().find(|link| link.ifindex == ifindex) {
-        None => Some("its link is not pinned (not attached yet, or detached)".to_owned()),
+        None => Some(
+            "neither its link nor its place in a libxdp dispatcher is recorded (not attached yet, or detached)"
+                .to_owned(),
+        ),
         Some(link) if link.interface_gone => Some("the interface is gone".to_owned()),
         Some(link) if link.mode.is_none() => {
             Some("the kernel no longer runs the guard there".to_owned())
@@ -162,13 +165,15 @@ impl Interfaces {
 
     /// Attaches to the interfaces in `names` that exist and adopts those already attached
     /// (this binary's program is swapped into their pinned links, `BPF_LINK_UPDATE`, no
-    /// gap); the others are waited for. An error is reported (once while it repeats) and
-    /// returned; the interfaces concerned are tried again on the next tick.
+    /// gap); the others are waited for. An error is returned; with `retrying` it is also
+    /// reported (once while it repeats), as the interfaces concerned are tried again on the
+    /// next tick — without, the caller reports it (a start-up by name ends on it).
     pub fn attach(
         &mut self,
         guard: &Guard,
         names: &[String],
         options: &AttachOptions,
+        retrying: bool,
     ) -> Result<(), String> {
         let mut present = Vec::new();
         for name in names {
@@ -193,7 +198,7 @@ impl Interfaces {
         let fresh: Vec<&str> = present
             .iter()
             .filter(|name| {
-                net::interface::ifindex(name).is_ok_and(|ifindex| !guard.has_link(ifindex))
+                net::interface::ifindex(name).is_ok_and(|ifindex| !guard.guards(ifindex))
             })
             .map(String::as_str)
             .collect();
@@ -204,7 +209,7 @@ impl Interfaces {
             Ok(attachment) => attachment,
             Err(err) => {
                 let message = err.to_string();
-                if self.last_error.as_ref() != Some(&message) {
+                if retrying && self.last_error.as_ref() != Some(&message) {
                     complain!("error: {message}; trying again every second");
                     self.last_error = Some(message.clone());
                 }
@@ -214,7 +219,28 @@ impl Interfaces {
         self.last_error = None;
         for attached in attachment.interfaces {
             let mode = attached.mode.map_or("unknown", |mode| mode.as_str());
+            match (&attached.multiprog, attached.already) {
+                (Some(joined), true) => say!(
+                    "{}: already attached as program {} of {} in libxdp dispatcher {}, adopting the running guard as it is (program {}; {mode} mode)",
+                    attached.name,
+                    joined.position + 1,
+                    joined.programs,
+                    joined.dispatcher_id,
+                    attached.program_id
+                ),
+                (Some(joined), false) => say!(
+                    "attached to {} (ifindex {}) in {mode} mode as program {} of {} in libxdp dispatcher {} (program {})",
+                    attached.name,
+                    attached.ifindex,
+                    joined.position + 1,
+                    joined.programs,
+                    joined.dispatcher_id,
+                    attached.program_id
+                ),
+                (None, _) => {}
+            }
             match (attached.upgraded_from, attached.fallback.as_deref()) {
+                _ if attached.multiprog.is_some() => {}
                 (Some(old), _) => say!(
                     "{}: already attached, adopting the running guard (program {old} replaced by {} in its link, no gap; {mode} mode)",
                     attached.name,
@@ -316,12 +342,12 @@ impl Interfaces {
         if options.policy.is_none() {
             options.first_policy = policy.cloned();
         }
-        self.attach(guard, &again, &options).is_ok()
+        self.attach(guard, &again, &options, true).is_ok()
     }
 
     /// By name: the interfaces to attach again; those deleted are waited for.
     fn lost_by_name(&mut self, guard: &Guard) -> Vec<String> {
-        let links = guard.links().unwrap_or_default();
+        let links = guard.guarded().unwrap_or_default();
         let waiting_quietly = self.last_error.is_some();
         let mut again = Vec::new();
         for interface in &mut self.interfaces {
@@ -341,7 +367,8 @@ impl Interfaces {
                     format!("the interface was re-created (ifindex {old} is now {now})")
                 }
                 (Some(_), Some(now)) => match links.iter().find(|link| link.ifindex == now) {
-                    None => "its link was removed (by a detach?)".to_owned(),
+                    None => "its link, or its place in a dispatcher, was removed (by a detach?)"
+                        .to_owned(),
                     Some(link) if link.mode.is_none() => {
                         "the kernel no longer runs the guard there".to_owned()
                     }

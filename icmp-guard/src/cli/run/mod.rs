@@ -10,7 +10,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use drop_log::DropLogger;
 use icmp_guard::{
-    bpf::{Capacity, links::ModeRequest},
+    bpf::{Capacity, dispatcher, links::ModeRequest},
     exporter::{self, Service},
     guard::{AttachOptions, Guard},
     host::preflight,
@@ -94,6 +94,18 @@ pub struct Args {
     #[arg(long)]
     dry_run: bool,
 
+    /// Run as one program of each interface's libxdp dispatcher, as `attach --multiprog`
+    /// does (beside xdp-filter and other libxdp programs), instead of with links of its own;
+    /// an interface where icmp-guard already runs in a dispatcher is adopted as it runs.
+    #[arg(long)]
+    multiprog: bool,
+
+    /// With --multiprog: the run priority in the dispatcher, lower runs first (xdp-filter
+    /// runs at 10).
+    #[arg(long, value_name = "N", requires = "multiprog",
+          default_value_t = dispatcher::DEFAULT_PRIORITY)]
+    priority: u32,
+
     /// Seconds between drop summaries; a summary is printed only when something was
     /// dropped.
     #[arg(long, value_name = "SECONDS", default_value_t = 10,
@@ -161,7 +173,7 @@ impl Args {
             policy,
             first_policy: None,
             ensure: false,
-            multiprog: None,
+            multiprog: self.multiprog.then_some(self.priority),
             capacity: Capacity {
                 sources: self.max_sources,
                 prefixes: self.max_prefixes,
@@ -274,8 +286,11 @@ async fn service(args: Args, guard: Guard, selection: Selection) -> anyhow::Resu
     let (mut interfaces, outcome) = {
         let (guard, options) = (guard.clone(), args.options(good));
         let mut interfaces = Interfaces::new(selection.clone());
+        // By name a failure ends the service (reported once, by the caller); by rule the
+        // interface is tried again every second.
+        let retrying = selection.by_rule();
         tokio::task::spawn_blocking(move || {
-            let outcome = interfaces.attach(&guard, &first, &options);
+            let outcome = interfaces.attach(&guard, &first, &options, retrying);
             (interfaces, outcome)
         })
         .await?
