@@ -61,6 +61,37 @@ echo "MATRIX-CLI-MULTIPROG-STATS {$("$ICMP_GUARD" stats --json 2>&1 | $bb tr -d 
 "$ICMP_GUARD" detach lo 2>&1
 echo "MATRIX-CLI-MULTIPROG-DETACH-EXIT $?"
 cli_ping multiprog-detached
+# The service the same way: `run --multiprog` joins (makes) a dispatcher and filters from
+# it, and its SIGTERM detaches it. Where the kernel refuses extensions it refuses at start.
+"$ICMP_GUARD" run lo --multiprog --mode generic --drop-log 0 >/run-multiprog.log 2>&1 &
+run_pid=$!
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do
+    $bb grep -q protecting /run-multiprog.log && break
+    kill -0 $run_pid 2>/dev/null || break
+    $bb sleep 1
+done
+cli_ping run-multiprog
+kill -TERM $run_pid 2>/dev/null
+wait $run_pid
+echo "MATRIX-CLI-RUN-MULTIPROG-EXIT $?"
+$bb cat /run-multiprog.log
+cli_ping run-multiprog-stopped
+# A guard that `attach --multiprog` left in a dispatcher is adopted as it runs, and left
+# there when the service stops.
+"$ICMP_GUARD" attach lo --multiprog --mode generic >/dev/null 2>&1
+"$ICMP_GUARD" run lo --multiprog --drop-log 0 >/run-adopt.log 2>&1 &
+run_pid=$!
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do
+    $bb grep -q protecting /run-adopt.log && break
+    kill -0 $run_pid 2>/dev/null || break
+    $bb sleep 1
+done
+kill -TERM $run_pid 2>/dev/null
+wait $run_pid
+echo "MATRIX-CLI-RUN-ADOPT-EXIT $?"
+$bb cat /run-adopt.log
+cli_ping run-adopted-stopped
+"$ICMP_GUARD" detach lo >/dev/null 2>&1
 # Beside xdp-filter: it loads (in libxdp's dispatcher where the kernel lets libxdp make
 # one) with a rule that drops TCP to port 9999, icmp-guard joins at priority 20, both drop
 # (the pings; the connection attempts, counted by xdp-filter), and after icmp-guard's

@@ -64,6 +64,8 @@ const MULTIPROG_ATTACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-ATTACH-EXIT ";
 const MULTIPROG_DETACH_MARKER: &str = "MATRIX-CLI-MULTIPROG-DETACH-EXIT ";
 const MULTIPROG_STATS_MARKER: &str = "MATRIX-CLI-MULTIPROG-STATS ";
 const MULTIPROG_TRACE_MARKER: &str = "MATRIX-CLI-MULTIPROG-TRACE-EXIT ";
+const RUN_MULTIPROG_MARKER: &str = "MATRIX-CLI-RUN-MULTIPROG-EXIT ";
+const RUN_ADOPT_MARKER: &str = "MATRIX-CLI-RUN-ADOPT-EXIT ";
 /// What `trace` says of an interface where icmp-guard runs in a dispatcher.
 const TRACE_REFUSED: &str = "whose programs trace cannot swap; nothing was changed";
 /// What `attach --multiprog` says where the kernel refuses program extensions.
@@ -146,6 +148,16 @@ struct Cli {
     multiprog_row: Option<u64>,
     /// `trace` on it refused, in its sentence, with a non-zero exit.
     multiprog_trace_refused: bool,
+    /// `run --multiprog`: pings answered while it ran and after its SIGTERM, its exit code,
+    /// and whether it said it detached on the way out.
+    run_answered: [Option<u64>; 2],
+    run_exit: Option<i32>,
+    run_detached: bool,
+    /// The same after `attach --multiprog`: its exit code, whether it said it adopted the
+    /// guard and left it, and pings answered after it stopped.
+    adopt_exit: Option<i32>,
+    adopt_said: bool,
+    adopt_answered: Option<u64>,
     /// The attach refused because the kernel refuses program extensions.
     multiprog_refused: bool,
     /// Beside xdp-filter: its load's exit code, icmp-guard's attach and detach, pings
@@ -502,6 +514,9 @@ fn parse_cli(output: &str) -> Cli {
             "detached" => cli.answered[2] = received,
             "multiprog" => cli.multiprog_answered[0] = received,
             "multiprog-detached" => cli.multiprog_answered[1] = received,
+            "run-multiprog" => cli.run_answered[0] = received,
+            "run-multiprog-stopped" => cli.run_answered[1] = received,
+            "run-adopted-stopped" => cli.adopt_answered = received,
             "shared" => cli.shared_answered[0] = received,
             "shared-detached" => cli.shared_answered[1] = received,
             _ => {}
@@ -517,6 +532,20 @@ fn parse_cli(output: &str) -> Cli {
     cli.multiprog_attach = code(MULTIPROG_ATTACH_MARKER);
     cli.multiprog_detach = code(MULTIPROG_DETACH_MARKER);
     cli.multiprog_refused = output.contains(EXTENSIONS_REFUSED);
+    cli.run_exit = code(RUN_MULTIPROG_MARKER);
+    // In the service's own output, printed after its exit code (the `detach` before it
+    // prints the same words).
+    let log_after = |marker: &str| {
+        output
+            .split_once(marker)
+            .and_then(|(_, rest)| rest.split(CLI_PING_MARKER).next())
+            .unwrap_or_default()
+    };
+    cli.run_detached = log_after(RUN_MULTIPROG_MARKER).contains("detached from lo");
+    cli.adopt_exit = code(RUN_ADOPT_MARKER);
+    let adopt_log = log_after(RUN_ADOPT_MARKER);
+    cli.adopt_said = adopt_log.contains("adopting the running guard as it is")
+        && adopt_log.contains("left lo attached as found");
     cli.multiprog_trace_refused = output.contains(TRACE_REFUSED)
         && code(MULTIPROG_TRACE_MARKER).is_some_and(|code: i32| code != 0);
     cli.multiprog_row = after(output, MULTIPROG_STATS_MARKER)
@@ -601,16 +630,40 @@ fn multiprog(cli: &Cli) -> Multiprog {
     }
 }
 
+/// `run --multiprog`: filtered from a dispatcher while it ran, and its SIGTERM detached
+/// it; or, where the kernel refuses program extensions, it refused at start (non-zero) in
+/// its sentence and nothing changed.
+fn run_multiprog(cli: &Cli) -> Multiprog {
+    match (cli.run_answered, cli.run_exit) {
+        ([Some(0), Some(2)], Some(0))
+            if cli.run_detached
+                && cli.adopt_exit == Some(0)
+                && cli.adopt_said
+                && cli.adopt_answered == Some(0) =>
+        {
+            Multiprog::Joined
+        }
+        ([Some(2), Some(2)], Some(code)) if code != 0 && cli.multiprog_refused => {
+            Multiprog::Refused
+        }
+        _ => Multiprog::Failed,
+    }
+}
+
 /// `attach --multiprog` joined a dispatcher; on the host a kernel that refuses program
 /// extensions may refuse it instead (this machine's does), as long as nothing changed.
 fn multiprog_ok(outcome: &Outcome) -> bool {
-    [multiprog(&outcome.cli), shared(&outcome.cli)]
-        .into_iter()
-        .all(|result| match result {
-            Multiprog::Joined => true,
-            Multiprog::Refused => outcome.asked == HOST,
-            Multiprog::Failed => false,
-        })
+    [
+        multiprog(&outcome.cli),
+        run_multiprog(&outcome.cli),
+        shared(&outcome.cli),
+    ]
+    .into_iter()
+    .all(|result| match result {
+        Multiprog::Joined => true,
+        Multiprog::Refused => outcome.asked == HOST,
+        Multiprog::Failed => false,
+    })
 }
 
 fn outcome(asked: &str, release: String, origin: String, run: &boot::Run, log: &Path) -> Outcome {
@@ -822,6 +875,23 @@ fn cli_cell(cli: &Cli) -> String {
             }
         ),
     };
+    let service = match run_multiprog(cli) {
+        Multiprog::Joined => {
+            "run --multiprog filters from one, detaches on SIGTERM, adopts and leaves one found"
+                .to_owned()
+        }
+        Multiprog::Refused => "run --multiprog refused at start".to_owned(),
+        Multiprog::Failed => format!(
+            "run --multiprog FAILED (running {}/2, stopped {}/2; exit {:?}; said it detached: {}; adopting: exit {:?}, said it adopted and left it: {}, {}/2 after)",
+            answered(cli.run_answered[0]),
+            answered(cli.run_answered[1]),
+            cli.run_exit,
+            cli.run_detached,
+            cli.adopt_exit,
+            cli.adopt_said,
+            answered(cli.adopt_answered)
+        ),
+    };
     let beside = match shared(cli) {
         Multiprog::Joined => "beside xdp-filter both drop, its detach leaves xdp-filter".to_owned(),
         Multiprog::Refused => "xdp-filter without a dispatcher: refused".to_owned(),
@@ -836,7 +906,7 @@ fn cli_cell(cli: &Cli) -> String {
             cli.shared_stays
         ),
     };
-    format!("{plain}; {in_dispatcher}; {beside}")
+    format!("{plain}; {in_dispatcher}; {service}; {beside}")
 }
 
 fn print_rows(header: &[&str], rows: &[Vec<String>]) {
@@ -981,7 +1051,7 @@ fn verdict(outcomes: &[Outcome], tests: usize, negative_control: bool) -> Result
 mod tests {
     use super::{
         Cli, EXTENSIONS_REFUSED, Multiprog, NO_DISPATCHER, Summary, TRACE_REFUSED, cli_ok, insns,
-        multiprog, parse_cli, parse_summary, shared,
+        multiprog, parse_cli, parse_summary, run_multiprog, shared,
     };
 
     #[test]
@@ -1038,6 +1108,48 @@ mod tests {
                 "a stats row with {why}"
             );
         }
+        let service = format!(
+            "{joined}MATRIX-CLI-PING run-multiprog 2 packets transmitted, 0 packets received, 100% packet loss\n\
+             MATRIX-CLI-RUN-MULTIPROG-EXIT 0\n\
+             attached to lo (ifindex 1) in generic mode as program 1 of 1 in libxdp dispatcher 30 (program 31)\n\
+             detached from lo\n\
+             MATRIX-CLI-PING run-multiprog-stopped 2 packets transmitted, 2 packets received, 0% packet loss\n\
+             MATRIX-CLI-RUN-ADOPT-EXIT 0\n\
+             lo: already attached as program 1 of 1 in libxdp dispatcher 40, adopting the running guard as it is (program 41; generic mode)\n\
+             left lo attached as found\n\
+             MATRIX-CLI-PING run-adopted-stopped 2 packets transmitted, 0 packets received, 100% packet loss\n"
+        );
+        assert_eq!(run_multiprog(&parse_cli(&service)), Multiprog::Joined);
+        let dropped_it = service.replace(
+            "run-adopted-stopped 2 packets transmitted, 0",
+            "run-adopted-stopped 2 packets transmitted, 2",
+        );
+        assert_eq!(
+            run_multiprog(&parse_cli(&dropped_it)),
+            Multiprog::Failed,
+            "an adopted guard stays"
+        );
+        assert_eq!(
+            run_multiprog(&parse_cli(&joined)),
+            Multiprog::Failed,
+            "no service lines (the detach before says \"detached from lo\" too)"
+        );
+        let kept = service.replace("detached from lo\n", "");
+        assert_eq!(
+            run_multiprog(&parse_cli(&kept)),
+            Multiprog::Failed,
+            "the service must detach on its way out"
+        );
+        let service_refused = format!(
+            "{joined}MATRIX-CLI-PING run-multiprog 2 packets transmitted, 2 packets received, 0% packet loss\n\
+             MATRIX-CLI-RUN-MULTIPROG-EXIT 1\n\
+             error: {EXTENSIONS_REFUSED} (...)\n\
+             MATRIX-CLI-PING run-multiprog-stopped 2 packets transmitted, 2 packets received, 0% packet loss\n"
+        );
+        assert_eq!(
+            run_multiprog(&parse_cli(&service_refused)),
+            Multiprog::Refused
+        );
         let traced = joined.replace("TRACE-EXIT 1", "TRACE-EXIT 0");
         assert_eq!(
             multiprog(&parse_cli(&traced)),
