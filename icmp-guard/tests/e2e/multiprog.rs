@@ -88,6 +88,22 @@ fn xdp_program(lab: &Lab) -> Option<(String, u64)> {
     crate::lab::xdp_program(&lab.guard_ns, &lab.guard_if)
 }
 
+/// `stderr` is one sentence saying that the kernel refuses program extensions and that
+/// nothing was changed, and nothing was: the interface runs no XDP program, nothing pinned.
+fn assert_refused_without_extensions(lab: &Lab, stderr: &str) {
+    let err = one_sentence(stderr);
+    assert!(
+        err.contains("refuses program extensions") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        xdp_program(lab),
+        None,
+        "the interface runs nothing, as before"
+    );
+    assert!(!lab.pin_dir.exists(), "nothing pinned");
+}
+
 /// xdp-filter drops [`FILTERED_V4`] and lets the peer's own address through.
 fn assert_xdp_filter_drops(lab: &Lab, when: &str) {
     assert_eq!(
@@ -173,18 +189,7 @@ fn multiprog_without_a_dispatcher_makes_one_that_xdp_filter_joins() {
     };
     let out = lab.cli(&["attach", &lab.guard_if, "--multiprog"]);
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let err = one_sentence(&err);
-        assert!(
-            err.contains("refuses program extensions") && err.contains("nothing was changed"),
-            "{err}"
-        );
-        assert_eq!(
-            xdp_program(&lab),
-            None,
-            "the interface runs nothing, as before"
-        );
-        assert!(!lab.pin_dir.exists(), "nothing pinned");
+        assert_refused_without_extensions(&lab, &String::from_utf8_lossy(&out.stderr));
         // The same kernel makes libxdp fall back to a single program.
         load_xdp_filter(&lab);
         let _xdp_filter = XdpFilter(&lab);
@@ -258,17 +263,7 @@ fn run_multiprog_joins_a_dispatcher_or_refuses_in_one_sentence() {
             .lines()
             .filter(|line| !line.starts_with("warning: serving metrics"))
             .collect();
-        let err = one_sentence(&errors.join("\n")).to_owned();
-        assert!(
-            err.contains("refuses program extensions") && err.contains("nothing was changed"),
-            "{err}"
-        );
-        assert_eq!(
-            xdp_program(&lab),
-            None,
-            "the interface runs nothing, as before"
-        );
-        assert!(!lab.pin_dir.exists(), "nothing pinned");
+        assert_refused_without_extensions(&lab, &errors.join("\n"));
         gate::skip(
             "run_multiprog_joins_a_dispatcher_or_refuses_in_one_sentence",
             "this kernel refuses program extensions, so only the refusal was checked (the \

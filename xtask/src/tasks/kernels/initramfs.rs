@@ -63,13 +63,20 @@ echo "MATRIX-CLI-MULTIPROG-DETACH-EXIT $?"
 cli_ping multiprog-detached
 # The service the same way: `run --multiprog` joins (makes) a dispatcher and filters from
 # it, and its SIGTERM detaches it. Where the kernel refuses extensions it refuses at start.
-"$ICMP_GUARD" run lo --multiprog --mode generic --drop-log 0 >/run-multiprog.log 2>&1 &
-run_pid=$!
-for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do
-    $bb grep -q protecting /run-multiprog.log && break
-    kill -0 $run_pid 2>/dev/null || break
-    $bb sleep 1
-done
+# run_service LOG ARGS...: starts `run ARGS`, its output in LOG, and waits (15 s at most)
+# until it protects or has ended; $run_pid is its pid.
+run_service() {
+    log="$1"
+    shift
+    "$ICMP_GUARD" run "$@" >"$log" 2>&1 &
+    run_pid=$!
+    for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do
+        $bb grep -q protecting "$log" 2>/dev/null && break
+        kill -0 $run_pid 2>/dev/null || break
+        $bb sleep 1
+    done
+}
+run_service /run-multiprog.log lo --multiprog --mode generic --drop-log 0
 cli_ping run-multiprog
 kill -TERM $run_pid 2>/dev/null
 wait $run_pid
@@ -79,13 +86,7 @@ cli_ping run-multiprog-stopped
 # A guard that `attach --multiprog` left in a dispatcher is adopted as it runs, and left
 # there when the service stops.
 "$ICMP_GUARD" attach lo --multiprog --mode generic >/dev/null 2>&1
-"$ICMP_GUARD" run lo --multiprog --drop-log 0 >/run-adopt.log 2>&1 &
-run_pid=$!
-for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do
-    $bb grep -q protecting /run-adopt.log && break
-    kill -0 $run_pid 2>/dev/null || break
-    $bb sleep 1
-done
+run_service /run-adopt.log lo --multiprog --drop-log 0
 kill -TERM $run_pid 2>/dev/null
 wait $run_pid
 echo "MATRIX-CLI-RUN-ADOPT-EXIT $?"
