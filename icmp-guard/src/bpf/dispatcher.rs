@@ -77,7 +77,7 @@ unsafe impl aya::Pod for Config {}
 #[derive(Debug, thiserror::Error)]
 pub enum DispatcherError {
     #[error(
-        "the XDP program on {name} ({program}, id {program_id}) runs without a libxdp dispatcher, so nothing can join it: load it with xdp-loader or xdp-filter on a kernel where libxdp uses its dispatcher, or attach without --multiprog (--replace takes its place); nothing was changed"
+        "the XDP program on {name} ({program}, id {program_id}) runs without a libxdp dispatcher, so nothing can join it: load it with xdp-loader or xdp-filter on a kernel where libxdp uses its dispatcher, or attach (or run) without --multiprog (--replace takes its place); nothing was changed"
     )]
     NotADispatcher {
         name: String,
@@ -101,7 +101,7 @@ pub enum DispatcherError {
     NoObject { looked: String },
 
     #[error(
-        "this kernel refuses program extensions (BPF_PROG_TYPE_EXT: {source}), which every program of a libxdp dispatcher is (libxdp itself falls back to a single program here): attach without --multiprog; nothing was changed on {name}"
+        "this kernel refuses program extensions (BPF_PROG_TYPE_EXT: {source}), which every program of a libxdp dispatcher is (libxdp itself falls back to a single program here): attach (or run) without --multiprog; nothing was changed on {name}"
     )]
     ExtensionsRefused {
         name: String,
