@@ -81,7 +81,7 @@ impl super::Guard {
         let pins = self.pins();
         let ifindex = net::interface::ifindex(name)?;
         let netns = netns()?;
-        if !pins.has_link(netns, ifindex) && pins.member_path(netns, ifindex).exists() {
+        if !pins.has_link(netns, ifindex) && pins.has_member(netns, ifindex) {
             return Err(Error::TraceMultiprog {
                 name: name.to_owned(),
             });
