@@ -521,8 +521,16 @@ pub fn recorded_program_id(record: &Path) -> Option<u32> {
     ProgramInfo::from_pin(record).ok().map(|info| info.id())
 }
 
+/// icmp-guard's component recorded at `record` for `ifindex`: the recorded program's id
+/// (`None` when the record is unreadable) and where that program runs in the interface's
+/// dispatcher (`None` when it does not, or no dispatcher runs there).
+pub fn recorded_member(record: &Path, ifindex: u32) -> (Option<u32>, Option<Member>) {
+    let program_id = recorded_program_id(record);
+    (program_id, program_id.and_then(|id| member(ifindex, id)))
+}
+
 /// Where program `program_id` runs in the dispatcher on `ifindex`, if it does.
-pub fn member(ifindex: u32, program_id: u32) -> Option<Member> {
+fn member(ifindex: u32, program_id: u32) -> Option<Member> {
     let Ok(Found::Dispatcher(running)) = found_on(ifindex, "") else {
         return None;
     };

@@ -289,9 +289,8 @@ fn plan(
             if options.multiprog.is_none() || !(options.upgrade || options.ensure) {
                 return Err(Error::AlreadyMember { name });
             }
-            let program_id = dispatcher::recorded_program_id(&pins.member_path(netns, ifindex));
-            let Some((program_id, member)) =
-                program_id.and_then(|id| Some((id, dispatcher::member(ifindex, id)?)))
+            let (Some(program_id), Some(member)) =
+                dispatcher::recorded_member(&pins.member_path(netns, ifindex), ifindex)
             else {
                 return Err(Error::MemberNotRunning { name });
             };

@@ -426,8 +426,8 @@ pub(super) fn member_link(
     netns: u64,
     ifindex: u32,
 ) -> (LinkStatus, Option<u32>, Option<dispatcher::Member>) {
-    let program_id = dispatcher::recorded_program_id(&pins.member_path(netns, ifindex));
-    let member = program_id.and_then(|id| dispatcher::member(ifindex, id));
+    let (program_id, member) =
+        dispatcher::recorded_member(&pins.member_path(netns, ifindex), ifindex);
     let name = net::interface::ifname(ifindex);
     let mode = member.as_ref().and_then(|member| {
         net::link::xdp_state(ifindex)

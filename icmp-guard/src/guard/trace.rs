@@ -81,14 +81,12 @@ impl super::Guard {
         let pins = self.pins();
         let ifindex = net::interface::ifindex(name)?;
         let netns = netns()?;
-        if !pins.has_link(netns, ifindex) && pins.has_member(netns, ifindex) {
-            return Err(Error::TraceMultiprog {
-                name: name.to_owned(),
-            });
-        }
         if !pins.has_link(netns, ifindex) {
-            return Err(Error::TraceNotAttached {
-                name: name.to_owned(),
+            let name = name.to_owned();
+            return Err(if pins.has_member(netns, ifindex) {
+                Error::TraceMultiprog { name }
+            } else {
+                Error::TraceNotAttached { name }
             });
         }
         let _lock = pins.lock_attached()?;
