@@ -153,6 +153,8 @@ struct Cli {
     run_answered: [Option<u64>; 2],
     run_exit: Option<i32>,
     run_detached: bool,
+    /// Its own output says the kernel refuses program extensions.
+    run_refused: bool,
     /// The same after `attach --multiprog`: its exit code, whether it said it adopted the
     /// guard and left it, and pings answered after it stopped.
     adopt_exit: Option<i32>,
@@ -541,7 +543,9 @@ fn parse_cli(output: &str) -> Cli {
             .and_then(|(_, rest)| rest.split(CLI_PING_MARKER).next())
             .unwrap_or_default()
     };
-    cli.run_detached = log_after(RUN_MULTIPROG_MARKER).contains("detached from lo");
+    let run_log = log_after(RUN_MULTIPROG_MARKER);
+    cli.run_detached = run_log.contains("detached from lo");
+    cli.run_refused = run_log.contains(EXTENSIONS_REFUSED);
     cli.adopt_exit = code(RUN_ADOPT_MARKER);
     let adopt_log = log_after(RUN_ADOPT_MARKER);
     cli.adopt_said = adopt_log.contains("adopting the running guard as it is")
@@ -643,9 +647,7 @@ fn run_multiprog(cli: &Cli) -> Multiprog {
         {
             Multiprog::Joined
         }
-        ([Some(2), Some(2)], Some(code)) if code != 0 && cli.multiprog_refused => {
-            Multiprog::Refused
-        }
+        ([Some(2), Some(2)], Some(code)) if code != 0 && cli.run_refused => Multiprog::Refused,
         _ => Multiprog::Failed,
     }
 }
@@ -1150,6 +1152,16 @@ mod tests {
             run_multiprog(&parse_cli(&service_refused)),
             Multiprog::Refused
         );
+        // The attach's refusal earlier in the console does not excuse another failure of
+        // the service.
+        let other_failure = format!(
+            "{console}error: {EXTENSIONS_REFUSED} (...)\n\
+             MATRIX-CLI-PING run-multiprog 2 packets transmitted, 2 packets received, 0% packet loss\n\
+             MATRIX-CLI-RUN-MULTIPROG-EXIT 1\n\
+             error: something else went wrong\n\
+             MATRIX-CLI-PING run-multiprog-stopped 2 packets transmitted, 2 packets received, 0% packet loss\n"
+        );
+        assert_eq!(run_multiprog(&parse_cli(&other_failure)), Multiprog::Failed);
         let traced = joined.replace("TRACE-EXIT 1", "TRACE-EXIT 0");
         assert_eq!(
             multiprog(&parse_cli(&traced)),
