@@ -533,7 +533,12 @@ fn parse_cli(output: &str) -> Cli {
     cli.detach = code(CLI_DETACH_MARKER);
     cli.multiprog_attach = code(MULTIPROG_ATTACH_MARKER);
     cli.multiprog_detach = code(MULTIPROG_DETACH_MARKER);
-    cli.multiprog_refused = output.contains(EXTENSIONS_REFUSED);
+    // In the attach's own output: the text between the ping before it and its exit code
+    // (`run --multiprog`, later, prints the same refusal).
+    cli.multiprog_refused = output
+        .split_once(MULTIPROG_ATTACH_MARKER)
+        .map(|(before, _)| before.rsplit(CLI_PING_MARKER).next().unwrap_or(before))
+        .is_some_and(|attach| attach.contains(EXTENSIONS_REFUSED));
     cli.run_exit = code(RUN_MULTIPROG_MARKER);
     // In the service's own output, printed after its exit code (the `detach` before it
     // prints the same words).
@@ -1178,8 +1183,19 @@ mod tests {
             Multiprog::Failed,
             "a reason"
         );
-        let refused = format!("{refused}error: {EXTENSIONS_REFUSED} (...)\n");
-        assert_eq!(multiprog(&parse_cli(&refused)), Multiprog::Refused);
+        // The attach's own refusal, printed before its exit code, as in a console.
+        let said = refused.replace(
+            "MATRIX-CLI-MULTIPROG-ATTACH-EXIT 1",
+            &format!("error: {EXTENSIONS_REFUSED} (...)\nMATRIX-CLI-MULTIPROG-ATTACH-EXIT 1"),
+        );
+        assert_eq!(multiprog(&parse_cli(&said)), Multiprog::Refused);
+        // Said later, by the service, it does not excuse the attach.
+        let said_later = format!("{refused}error: {EXTENSIONS_REFUSED} (...)\n");
+        assert_eq!(
+            multiprog(&parse_cli(&said_later)),
+            Multiprog::Failed,
+            "another command's refusal"
+        );
     }
 
     #[test]
